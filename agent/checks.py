@@ -1,0 +1,95 @@
+"""Success checks run after the loop ends: the site's JSON API, the URL, text on the page, a JS expression."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from agent.task import Check, HttpJsonCheck, JsCheck, Task, TextPresentCheck, UrlMatchCheck
+from tracer.schema import CheckResult
+
+
+def run_checks(task: Task, page: Any, base_url: str | None) -> list[CheckResult]:
+    """Evaluate every check of ``task``; an exception inside one check fails that check only."""
+    results = []
+    for check in task.checks:
+        description = check.description or _default_description(check)
+        try:
+            passed, detail = _run(check, task, page, base_url)
+        except Exception as exc:  # a broken page or API must show as a failed check, not a crash
+            passed, detail = False, f"{type(exc).__name__}: {exc}"
+        results.append(CheckResult(type=check.type, description=task.render(description), passed=passed, detail=detail))
+    return results
+
+
+def _run(check: Check, task: Task, page: Any, base_url: str | None) -> tuple[bool, str]:
+    match check:
+        case HttpJsonCheck():
+            url = task.render_secret(check.url)
+            if url.startswith("/"):
+                if base_url is None:
+                    return False, f"{url} is relative but the task has no site base URL"
+                url = base_url + url
+            response = httpx.get(url, timeout=10)
+            if response.status_code != 200:
+                return False, f"GET {url} answered {response.status_code}"
+            value = _at_path(response.json(), check.path)
+            wanted = {k: task.render_secret(v) if isinstance(v, str) else v for k, v in check.match.items()}
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
+                    return True, f"found {_short(item)}"
+            return False, f"no item at {check.path or 'the top level'} matches {wanted}; got {_short(items)}"
+        case UrlMatchCheck():
+            ok = re.search(check.pattern, page.url) is not None
+            return ok, f"URL is {page.url}"
+        case TextPresentCheck():
+            text = task.render_secret(check.text)
+            body = page.inner_text("body")
+            return text in body, "found on the page" if text in body else "not on the page"
+        case JsCheck():
+            value = page.evaluate(check.expression)
+            return bool(value), f"expression returned {value!r}"
+    raise AssertionError(f"unhandled check {check!r}")
+
+
+def _at_path(data: Any, path: str) -> Any:
+    for part in [p for p in path.split(".") if p]:
+        if isinstance(data, list) and part.isdigit():
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            raise KeyError(f"path {path!r}: no {part!r}")
+    return data
+
+
+def _equal(actual: Any, wanted: Any) -> bool:
+    if isinstance(wanted, bool) or isinstance(actual, bool):
+        return actual == wanted
+    if isinstance(wanted, (int, float)) or isinstance(actual, (int, float)):
+        try:
+            return abs(float(actual) - float(wanted)) < 1e-9
+        except (TypeError, ValueError):
+            return False
+    return actual == wanted
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _default_description(check: Check) -> str:
+    match check:
+        case HttpJsonCheck():
+            return f"GET {check.url} has an item matching {check.match}"
+        case UrlMatchCheck():
+            return f"URL matches {check.pattern}"
+        case TextPresentCheck():
+            return f"page shows {check.text!r}"
+        case JsCheck():
+            return f"{check.expression} is true"
+    return check.type

@@ -1,0 +1,128 @@
+"""The ``glassbox`` command line: a thin layer over the Python API (parse flags, print, exit codes).
+
+Exit codes: 0 the task succeeded, 1 it failed (or was interrupted), 2 usage errors (bad flags, bad task file).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from agent.policies import POLICIES, PolicyUnavailable
+from agent.task import TaskError, load_task
+from tools.chromium import ChromiumNotFound
+from tracer.schema import RunRecord, RunStatus, StepRecord
+
+app = typer.Typer(
+    name="glassbox", help="A GUI agent whose every decision can be seen, replayed and corrected.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+site_app = typer.Typer(help="Serve a bundled target site on its own.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _usage_error(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="Task file to run.")],
+    policy: Annotated[Optional[str], typer.Option(help=f"Who decides: {', '.join(POLICIES)} (default: the task's).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.")] = Path("runs"),
+    layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Layout seed of the bundled site (overrides the task's).")] = None,
+    headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+) -> None:
+    """Run a task: perceive, think, act, record, then check whether it was done."""
+    from agent.loop import run_task
+
+    try:
+        task = load_task(task_file)
+    except TaskError as exc:
+        raise _usage_error(str(exc)) from None
+
+    def started(record: RunRecord, run_dir: Path) -> None:
+        console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {record.target_url}")
+        console.print(f"recording to [bold]{run_dir}[/]")
+
+    try:
+        result = run_task(
+            task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None,
+            on_step=_print_step, on_start=started,
+        )
+    except PolicyUnavailable as exc:
+        raise _usage_error(str(exc)) from None
+    except ChromiumNotFound as exc:
+        raise _usage_error(str(exc)) from None
+    for check in result.checks:
+        mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
+        console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
+    colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
+    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
+    console.print(f"run recorded in [bold]{result.run_dir}[/]")
+    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
+def _print_step(step: StepRecord) -> None:
+    action = step.action or {}
+    name = action.get("action", "—")
+    detail = ""
+    if step.coordinate is not None:
+        detail = f"({step.coordinate.model[0]:.0f}, {step.coordinate.model[1]:.0f})→{step.coordinate.css}"
+    elif "text" in action:
+        detail = repr(action["text"])[:40]
+    elif "keys" in action:
+        detail = "+".join(action["keys"])
+    elif "status" in action:
+        detail = action["status"]
+    status = "[green]ok[/]" if step.outcome == "ok" else f"[red]error[/] {escape(step.error or '')}"
+    took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
+    reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
+    console.print(
+        f"  [dim]{step.index:>3}[/] {name:<12} {escape(detail):<28} {status} [dim]{took:.0f} ms · {reasoning}[/]",
+        no_wrap=True, overflow="ellipsis",
+    )
+
+
+@site_app.command("shop")
+def site_shop(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: let the OS choose).")] = 8765,
+    layout_seed: Annotated[int, typer.Option(min=0, help="Layout seed (0 is the default look).")] = 0,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Keep the database here (default: fresh, temporary).")] = None,
+) -> None:
+    """Serve the demo shop admin until Ctrl-C. Sign in as admin / glassbox-demo."""
+    import time
+
+    from sites.shop import ShopServer
+
+    try:
+        server = ShopServer(layout_seed=layout_seed, host=host, port=port, data_dir=data_dir).start()
+    except (RuntimeError, OSError) as exc:
+        raise _usage_error(f"cannot serve the shop on {host}:{port}: {exc}") from None
+    console.print(f"shop (layout seed {layout_seed}) on [bold]{server.base_url}[/] · sign in as admin / glassbox-demo · Ctrl-C stops")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The perceive -> think -> act -> record loop, with limits and end reasons.
+
+Usage::
+
+    from agent import load_task, run_task
+
+    result = run_task(load_task("tasks/publish_product.yaml"), runs_dir=Path("runs"))
+    print(result.status, result.run_dir)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel
+
+from agent.checks import run_checks
+from agent.policies import make_policy
+from agent.policy import Policy, PolicyOutput
+from agent.task import SiteTarget, Task
+from tools.actions import ActionError, Terminate, parse_tool_call
+from tools.browser import BrowserExecutor, _origin
+from tools.views import Observation, Outcome
+from tracer.schema import CheckResult, RunRecord, RunStatus, StepRecord, StepTimings
+from tracer.secrets import Scrubber
+from tracer.store import RunWriter, new_run_id
+
+StepCallback = Callable[[StepRecord], None]
+
+
+class RunResult(BaseModel):
+    """What a finished run reports back to the caller."""
+
+    run_id: str
+    run_dir: Path
+    status: RunStatus
+    end_reason: str
+    steps: int
+    checks: list[CheckResult]
+    target_url: str | None
+
+
+def run_task(
+    task: Task,
+    *,
+    policy: str | None = None,
+    runs_dir: Path = Path("runs"),
+    layout_seed: int | None = None,
+    headed: bool | None = None,
+    on_step: StepCallback | None = None,
+    on_start: Callable[[RunRecord, Path], None] | None = None,
+) -> RunResult:
+    """Run ``task`` in a fresh browser (and a fresh bundled site when the task targets one)."""
+    policy_name = policy or task.policy.name
+    settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
+    with ExitStack() as stack:
+        base_url, start_url, seed = _start_target(task, layout_seed, stack)
+        allowed = list(task.allowed_origins) + [_origin(start_url)]
+        executor = BrowserExecutor(
+            settings, files=task.file_paths(), secrets=task.secret_values(), allowed_origins=allowed,
+            coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
+        )
+        stack.enter_context(executor)
+        agent_policy = make_policy(policy_name, task, executor)
+        stack.callback(agent_policy.close)
+        executor.goto(start_url)
+        return _Loop(task, agent_policy, executor, runs_dir, base_url, start_url, seed, on_step, on_start).run()
+
+
+def _start_target(task: Task, layout_seed: int | None, stack: ExitStack) -> tuple[str | None, str, int | None]:
+    target = task.target
+    if isinstance(target, SiteTarget):
+        from sites.shop import ShopServer
+
+        seed = target.layout_seed if layout_seed is None else layout_seed
+        values = task.input_values()
+        server = stack.enter_context(ShopServer(layout_seed=seed, **_shop_credentials(task, values)))
+        return server.base_url, server.base_url + target.path, seed
+    return None, target.start_url, None
+
+
+def _shop_credentials(task: Task, values: dict[str, str]) -> dict[str, str]:
+    # The bundled shop accepts the task's own username/password inputs, so a task may choose them.
+    creds = {}
+    if "username" in values:
+        creds["username"] = values["username"]
+    if "password" in values:
+        creds["password"] = values["password"]
+    return creds
+
+
+class _Loop:
+    def __init__(
+        self, task: Task, policy: Policy, executor: BrowserExecutor, runs_dir: Path, base_url: str | None,
+        start_url: str, layout_seed: int | None, on_step: StepCallback | None,
+        on_start: Callable[[RunRecord, Path], None] | None,
+    ) -> None:
+        self.task, self.policy, self.executor = task, policy, executor
+        self.base_url = base_url
+        self.on_step = on_step
+        self.scrub = Scrubber(list(task.secret_values().values()))
+        started = datetime.now(timezone.utc)
+        record = RunRecord(
+            run_id=new_run_id(task.name, started), task_name=task.name,
+            task_file=str(task.source) if task.source else None, task=self.scrub.scrub(task.public_dict()),
+            policy=policy.name, model=policy.model, status=RunStatus.running, started_at=started,
+            target_url=start_url, layout_seed=layout_seed, pid=os.getpid(), host=socket.gethostname(),
+        )
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = RunWriter.create(runs_dir, record)
+        if on_start:
+            on_start(record, self.writer.run_dir)
+        self.history: list[StepRecord] = []
+
+    def run(self) -> RunResult:
+        limits = self.task.limits
+        started = time.monotonic()
+        consecutive_errors = 0
+        status: RunStatus | None = None
+        end_reason = f"step limit reached ({limits.max_steps} steps)"
+        previous_term = signal.getsignal(signal.SIGTERM)
+        if previous_term is signal.SIG_DFL:  # treat `kill` like Ctrl-C: close the run as interrupted
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            for index in range(limits.max_steps):
+                if time.monotonic() - started > limits.time_budget_s:
+                    end_reason = f"time budget spent ({limits.time_budget_s:.0f} s)"
+                    break
+                step, terminate = self._step(index)
+                consecutive_errors = consecutive_errors + 1 if step.outcome == "error" else 0
+                if terminate is not None:
+                    self.writer.record.agent_verdict = terminate.status
+                    end_reason = f"the agent ended the task ({terminate.status})"
+                    break
+                if consecutive_errors >= limits.max_consecutive_errors:
+                    end_reason = f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); last: {step.error}"
+                    break
+        except KeyboardInterrupt:
+            status, end_reason = RunStatus.interrupted, "interrupted by the user"
+        except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
+            self.writer.finish(status=RunStatus.failed, end_reason=self.scrub.scrub(f"harness error: {type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            if previous_term is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if status is None:
+            checks = run_checks(self.task, self.executor.page, self.base_url)
+            self.writer.record.checks = self.scrub.scrub(checks)
+            passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
+            status = RunStatus.succeeded if passed else RunStatus.failed
+        record = self.writer.finish(status=status, end_reason=self.scrub.scrub(end_reason))
+        return RunResult(
+            run_id=record.run_id, run_dir=self.writer.run_dir, status=record.status, end_reason=record.end_reason or "",
+            steps=record.steps, checks=record.checks, target_url=record.target_url,
+        )
+
+    def _step(self, index: int) -> tuple[StepRecord, Terminate | None]:
+        started_at = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        observation = self.executor.perceive()
+        t1 = time.perf_counter()
+        output = self._think(observation)
+        t2 = time.perf_counter()
+        action, outcome, error_kind, error = None, None, None, output.parse_error
+        terminate: Terminate | None = None
+        if error is not None:
+            error_kind = "parse"
+        elif not output.tool_calls:
+            error_kind, error = "parse", "the output holds no tool call"
+        else:
+            try:
+                action = parse_tool_call(output.tool_calls[0])
+            except ActionError as exc:
+                error_kind, error = "action", str(exc)
+        if action is not None:
+            outcome = self.executor.act(action)
+            if outcome.status == "error":
+                error_kind, error = "executor", outcome.error
+            elif isinstance(action, Terminate):
+                terminate = action
+        t3 = time.perf_counter()
+        step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3))
+        return step, terminate
+
+    def _think(self, observation: Observation) -> PolicyOutput:
+        try:
+            return self.policy.decide(self.task, self.history, observation)
+        except Exception as exc:  # a policy bug or backend failure is a recorded error step, not a crash
+            return PolicyOutput(raw_output=None, parse_error=f"the policy failed: {type(exc).__name__}: {exc}")
+
+    def _record(
+        self, index: int, started_at: datetime, observation: Observation, output: PolicyOutput, action: object,
+        outcome: Outcome | None, error_kind: str | None, error: str | None, marks: tuple[float, ...],
+    ) -> StepRecord:
+        t0, t1, t2, t3 = marks
+        screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
+        data = {
+            "index": index, "started_at": started_at,
+            "timings": StepTimings(perceive_ms=_ms(t1 - t0), think_ms=_ms(t2 - t1), act_ms=_ms(t3 - t2)),
+            "url": observation.url, "title": observation.title, "screenshot": screenshot,
+            "screenshot_size": observation.screenshot_size, "policy": self.policy.name,
+            "raw_output": output.raw_output, "reasoning": output.reasoning,
+            "tool_calls": [c.model_dump() for c in output.tool_calls],
+            "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
+            "coordinate": outcome.coordinate if outcome else None, "element": outcome.element if outcome else None,
+            "confidence": output.confidence, "confidence_reason": output.confidence_reason,
+            "outcome": "error" if error else "ok", "error": error, "error_kind": error_kind,
+        }
+        step = StepRecord.model_validate(self.scrub.scrub(data))
+        step.timings.record_ms = _ms(time.perf_counter() - t3)
+        self.writer.write_step(step)
+        self.writer.save()
+        self.history.append(step)
+        if self.on_step:
+            self.on_step(step)
+        return step
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,47 @@
+"""The policy interface: given the task, the history and the current observation, decide the next tool call.
+
+Every policy (the script, local Qwen3-VL, a served model) implements :class:`Policy`; the loop
+does not know which one it talks to.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.task import Task
+from tools.actions import ToolCall
+from tools.views import Observation
+from tracer.schema import StepRecord
+
+
+class PolicyOutput(BaseModel):
+    """What a policy produced for one step.
+
+    ``parse_error`` is set when the output could not be turned into tool calls; the loop records it
+    and tells the policy on the next turn.
+    """
+
+    raw_output: str | None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    parse_error: str | None = None
+    confidence: float | None = None
+    confidence_reason: str | None = None  # why there is no confidence, when there is none
+    extras: dict[str, Any] = Field(default_factory=dict)
+
+
+class Policy(ABC):
+    """Decides the next action. Subclasses set ``name`` (and ``model`` when there is one)."""
+
+    name: str
+    model: str | None = None
+
+    @abstractmethod
+    def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
+        """Return the next tool call(s) for ``observation``; never raise for bad model output."""
+
+    def close(self) -> None:
+        """Release resources (models, HTTP clients)."""

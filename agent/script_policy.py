@@ -1,0 +1,85 @@
+"""The ``script`` policy: plays the task's demonstration, finding named elements on the live page.
+
+It is not a model and says so: its reasoning is the script's note, its confidence is recorded as
+unknown. Targets (label, text, role, selector) are resolved to 0..1000 coordinates at run time, so the
+same script works with any layout seed; an element below the fold is scrolled to first.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from agent.policy import Policy, PolicyOutput
+from agent.task import ScriptStep, Task
+from tools.actions import BROWSER_TOOLS, ToolCall
+from tools.browser import Target
+from tools.coords import from_css
+from tools.views import Box, Observation
+from tracer.schema import StepRecord
+
+Locate = Callable[[Target], "Box | None"]
+NO_CONFIDENCE = "script policy: a demonstration, not a model, so there is no confidence"
+
+
+class ScriptPolicy(Policy):
+    name = "script"
+
+    def __init__(self, task: Task, locate: Locate, *, divisor: float = 1000.0) -> None:
+        if not task.script:
+            raise ValueError(f"task {task.name!r} has no script; the script policy needs one")
+        self.steps: list[ScriptStep] = task.script
+        self._locate = locate
+        self._divisor = divisor
+        self._next = 0  # index of the script step to play next
+        self._emitted: int | None = None  # script step emitted on the previous turn
+
+    def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
+        # Move on only once the previous script step was carried out; an error repeats it.
+        if self._emitted is not None and history and history[-1].outcome == "ok":
+            self._next = self._emitted + 1
+        self._emitted = None
+        if self._next >= len(self.steps):
+            call = ToolCall(name="computer_use", arguments={"action": "terminate", "status": "success"})
+            return self._output(call, "The script has no more steps.")
+        step = self.steps[self._next]
+        label = f"Script step {self._next + 1}/{len(self.steps)}"
+        args = {k: task.render(v) if isinstance(v, str) else v for k, v in step.arguments().items()}
+        if step.target is not None:
+            box = self._locate(step.target)
+            if box is None:
+                return PolicyOutput(
+                    raw_output=None, reasoning=f"{label}: looking for {step.target.describe()}",
+                    parse_error=f"{label}: no visible element matches {step.target.describe()}",
+                    confidence_reason=NO_CONFIDENCE,
+                )
+            width, height = observation.css_size
+            cx, cy = box.center
+            if not (0 <= cy < height) or not (0 <= cx < width):
+                # Scroll the element into view the way a person would, then play the step.
+                pixels = -round(cy - height / 2)
+                scroll = ToolCall(
+                    name="computer_use",
+                    arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
+                )
+                return self._output(scroll, f"{label}: {step.target.describe()} is off screen; scrolling to it.")
+            args["coordinate"] = from_css((cx, cy), css_size=(width, height), divisor=self._divisor)
+        if step.action in BROWSER_TOOLS:
+            call = ToolCall(name=step.action, arguments=args)
+        else:
+            call = ToolCall(name="computer_use", arguments={"action": step.action, **args})
+        self._emitted = self._next
+        return self._output(call, f"{label}: {step.note or _describe(step, args)}")
+
+    def _output(self, call: ToolCall, reasoning: str) -> PolicyOutput:
+        raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
+        return PolicyOutput(
+            raw_output=raw, reasoning=reasoning, tool_calls=[call], confidence_reason=NO_CONFIDENCE,
+        )
+
+
+def _describe(step: ScriptStep, args: dict[str, object]) -> str:
+    if step.target is not None:
+        return f"{step.action} on {step.target.describe()}"
+    shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return f"{step.action} {shown}".strip()

@@ -1,0 +1,1 @@
+"""Local target sites that the bundled tasks run against."""

@@ -1,0 +1,16 @@
+"""A small shop admin (FastAPI + SQLite + server-rendered pages) for Glassbox tasks.
+
+Usage::
+
+    from sites.shop import ShopServer
+
+    with ShopServer(layout_seed=3) as shop:
+        print(shop.base_url)      # http://127.0.0.1:<os-assigned port>
+
+The admin login is ``admin`` / ``glassbox-demo`` unless other credentials are passed.
+"""
+
+from sites.shop.server import ShopServer
+from sites.shop.layout import Layout, layout_for_seed
+
+__all__ = ["ShopServer", "Layout", "layout_for_seed"]

@@ -1,0 +1,304 @@
+"""Playwright executor on the system Chromium: perceive (screenshot), act, and wait for the page to settle.
+
+Usage::
+
+    with BrowserExecutor(BrowserSettings(), files={"main_image": Path("img.png")}) as browser:
+        browser.goto("http://127.0.0.1:8000/login")
+        observation = browser.perceive()
+        outcome = browser.act(LeftClick(action="left_click", coordinate=[500, 400]))
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools import actions as A
+from tools.actions import ActionError
+from tools.chromium import LAUNCH_ARGS, find_chromium
+from tools.coords import CoordinateAudit, CoordinateMode, to_css
+from tools.keys import playwright_chord
+from tools.views import Box, ElementInfo, Observation, Outcome
+
+SECRET_PATTERN = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
+
+_ELEMENT_AT = """([x, y]) => {
+  const el = document.elementFromPoint(x, y);
+  if (!el) return null;
+  const r = el.getBoundingClientRect();
+  const text = (el.innerText || el.value || el.getAttribute('aria-label') || el.getAttribute('alt') || '').trim();
+  return {tag: el.tagName.toLowerCase(), text: text.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
+}"""
+_TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+
+
+class BrowserSettings(BaseModel):
+    """How the browser is launched; explicit so that every run sees the same pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    headed: bool = False
+    viewport: tuple[int, int] = (1280, 800)
+    device_scale_factor: float = Field(default=1.0, gt=0, le=4)
+    locale: str = "en-US"
+    timezone: str = "UTC"
+    settle_timeout_ms: int = Field(default=5000, ge=0)
+    action_timeout_ms: int = Field(default=5000, ge=100)
+
+
+class Target(BaseModel):
+    """An element named by CSS selector, visible text, form label or ARIA role + name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selector: str | None = None
+    text: str | None = None
+    label: str | None = None
+    role: str | None = None
+    name: str | None = None
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_none=True).items())
+
+
+class BrowserExecutor:
+    """Drives one Chromium page. Secrets and files are given here, never to the policy."""
+
+    def __init__(
+        self,
+        settings: BrowserSettings | None = None,
+        *,
+        files: dict[str, Path] | None = None,
+        secrets: dict[str, str] | None = None,
+        allowed_origins: list[str] | None = None,
+        coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
+        coordinate_divisor: float = 1000.0,
+    ) -> None:
+        self.settings = settings or BrowserSettings()
+        self.files = dict(files or {})
+        self._secrets = dict(secrets or {})
+        self.allowed_origins = [_origin(o) for o in (allowed_origins or [])]
+        self.coordinate_mode = coordinate_mode
+        self.coordinate_divisor = coordinate_divisor
+        self._pw: Any = None
+        self._browser: Any = None
+        self._context: Any = None
+        self.page: Any = None
+        self._navigations = 0
+        self._loads = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "BrowserExecutor":
+        from playwright.sync_api import sync_playwright
+
+        executable = find_chromium()
+        self._pw = sync_playwright().start()
+        try:
+            self._browser = self._pw.chromium.launch(
+                executable_path=str(executable), headless=not self.settings.headed, args=LAUNCH_ARGS,
+            )
+            width, height = self.settings.viewport
+            self._context = self._browser.new_context(
+                viewport={"width": width, "height": height},
+                device_scale_factor=self.settings.device_scale_factor,
+                locale=self.settings.locale,
+                timezone_id=self.settings.timezone,
+            )
+            self._context.set_default_timeout(self.settings.action_timeout_ms)
+            self.page = self._context.new_page()
+        except Exception:
+            self.close()
+            raise
+        self.page.on("request", self._on_request)
+        self.page.on("load", self._on_load)
+        return self
+
+    def close(self) -> None:
+        for closer in (self._context, self._browser):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # closing a crashed browser must not hide the original error
+                    pass
+        if self._pw is not None:
+            self._pw.stop()
+        self._pw = self._browser = self._context = self.page = None
+
+    def __enter__(self) -> "BrowserExecutor":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- perceive ------------------------------------------------------------------------------
+    def goto(self, url: str) -> None:
+        """Open ``url`` (the task's start page) and wait for it to load."""
+        self.page.goto(url, wait_until="load")
+
+    def perceive(self) -> Observation:
+        png = self.page.screenshot(type="png")
+        width, height = self.settings.viewport
+        scale = self.settings.device_scale_factor
+        try:
+            title = self.page.title()
+        except Exception:  # the page may be navigating; the title is informational
+            title = None
+        return Observation(
+            screenshot_png=png, screenshot_size=(round(width * scale), round(height * scale)),
+            css_size=(width, height), device_scale_factor=scale, url=self.page.url, title=title,
+            taken_at=datetime.now(timezone.utc),
+        )
+
+    def locate(self, target: Target) -> Box | None:
+        """The bounding box (CSS pixels, relative to the viewport) of the first visible match, or None."""
+        page = self.page
+        if target.selector:
+            locator = page.locator(target.selector)
+        elif target.label:
+            locator = page.get_by_label(target.label, exact=True)
+        elif target.role:
+            locator = page.get_by_role(target.role, name=target.name, exact=True)  # type: ignore[arg-type]
+        elif target.text:
+            locator = page.get_by_text(target.text, exact=True)
+        else:
+            raise ValueError("a target needs one of selector, text, label or role")
+        for i in range(min(locator.count(), 20)):
+            candidate = locator.nth(i)
+            if candidate.is_visible():
+                box = candidate.bounding_box()
+                if box and box["width"] > 0 and box["height"] > 0:
+                    return Box(**box)
+        return None
+
+    # -- act -----------------------------------------------------------------------------------
+    def act(self, action: A.Action) -> Outcome:
+        """Perform ``action`` and wait for the page to settle. Never raises for a failed action."""
+        audit: CoordinateAudit | None = None
+        element: ElementInfo | None = None
+        navigations_before = self._navigations
+        try:
+            coordinate = getattr(action, "coordinate", None)
+            if coordinate is not None:
+                audit = self._map(coordinate)
+                element = self._element_at(audit.css)
+            self._perform(action, audit)
+            self._settle(navigations_before)
+        except ActionError as exc:
+            return Outcome(status="error", error=str(exc), coordinate=audit, element=element)
+        except Exception as exc:  # Playwright errors: timeouts, detached elements, closed pages
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return Outcome(status="error", error=f"{type(exc).__name__}: {message}", coordinate=audit, element=element)
+        return Outcome(status="ok", coordinate=audit, element=element, navigated=self._navigations > navigations_before)
+
+    def _map(self, coordinate: list[float]) -> CoordinateAudit:
+        return to_css(
+            coordinate, css_size=self.settings.viewport, device_scale_factor=self.settings.device_scale_factor,
+            mode=self.coordinate_mode, divisor=self.coordinate_divisor,
+            resized_size=self.settings.viewport if self.coordinate_mode is CoordinateMode.absolute else None,
+        )
+
+    def _element_at(self, css: tuple[int, int]) -> ElementInfo | None:
+        try:
+            info = self.page.evaluate(_ELEMENT_AT, list(css))
+        except Exception:
+            return None
+        return ElementInfo(tag=info["tag"], text=info["text"], box=Box(**info["box"])) if info else None
+
+    def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
+        mouse, keyboard = self.page.mouse, self.page.keyboard
+        x, y = audit.css if audit else (None, None)
+        match action:
+            case A.LeftClick():
+                mouse.click(x, y)
+            case A.DoubleClick():
+                mouse.dblclick(x, y)
+            case A.TripleClick():
+                mouse.click(x, y, click_count=3)
+            case A.RightClick():
+                mouse.click(x, y, button="right")
+            case A.MiddleClick():
+                mouse.click(x, y, button="middle")
+            case A.MouseMove():
+                mouse.move(x, y)
+            case A.LeftClickDrag():
+                mouse.down()
+                mouse.move(x, y, steps=8)
+                mouse.up()
+            case A.Type():
+                keyboard.type(self._reveal(action.text))
+            case A.Key():
+                keyboard.press(playwright_chord(action.keys))
+            case A.Scroll() | A.HScroll():
+                if action.coordinate is not None:
+                    mouse.move(*self._map(action.coordinate).css)
+                if isinstance(action, A.Scroll):
+                    mouse.wheel(0, -action.pixels)  # positive pixels scroll up
+                else:
+                    mouse.wheel(action.pixels, 0)
+            case A.Wait():
+                self.page.wait_for_timeout(action.time * 1000)
+            case A.UploadFile():
+                path = self.files.get(action.file)
+                if path is None:
+                    names = ", ".join(sorted(self.files)) or "none"
+                    raise ActionError(f"no file named {action.file!r} in this task (declared files: {names})")
+                with self.page.expect_file_chooser(timeout=self.settings.action_timeout_ms) as chooser:
+                    mouse.click(x, y)
+                chooser.value.set_files(str(path))
+            case A.GotoUrl():
+                self.check_url_allowed(action.url)
+                self.page.goto(action.url, wait_until="load")
+            case A.Terminate() | A.Answer():
+                pass  # nothing to do on the page; the loop reads these
+            case _:
+                raise ActionError(f"the browser cannot perform {action.action!r}")
+
+    def check_url_allowed(self, url: str) -> None:
+        """Raise :class:`ActionError` unless ``url``'s origin is one of the allowed origins."""
+        origin = _origin(url)
+        if origin not in self.allowed_origins:
+            allowed = ", ".join(self.allowed_origins) or "none"
+            raise ActionError(f"{url!r} is outside the allowed origins ({allowed})")
+
+    def _reveal(self, text: str) -> str:
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self._secrets:
+                raise ActionError(f"unknown secret {name!r}; known secrets: {', '.join(sorted(self._secrets)) or 'none'}")
+            return self._secrets[name]
+
+        return SECRET_PATTERN.sub(value, text)
+
+    # -- settle --------------------------------------------------------------------------------
+    def _on_request(self, request: Any) -> None:
+        if request.is_navigation_request() and request.frame == self.page.main_frame:
+            self._navigations += 1
+
+    def _on_load(self, _page: Any) -> None:
+        self._loads = self._navigations
+
+    def _settle(self, navigations_before: int) -> None:
+        """Wait until the action's effects are on screen: two animation frames, and a started navigation loaded."""
+        try:
+            self.page.evaluate(_TWO_FRAMES)
+        except Exception:
+            pass  # the document went away: a navigation is under way, handled below
+        deadline = time.monotonic() + self.settings.settle_timeout_ms / 1000
+        while self._navigations > navigations_before and self._loads < self._navigations:
+            if time.monotonic() > deadline:
+                break  # a slow page is not an error of the action; the next screenshot shows it
+            self.page.wait_for_timeout(10)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -1,0 +1,44 @@
+"""Find the system Chromium (Debian's ``chromium``); Glassbox never downloads a browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+# Flags that keep Chromium quiet and working on machines with no network access.
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+class ChromiumNotFound(RuntimeError):
+    """No Chromium binary could be found."""
+
+
+def find_chromium() -> Path:
+    """Return the Chromium executable: ``$GLASSBOX_CHROMIUM``, else the first of :data:`CANDIDATES` on PATH."""
+    explicit = os.environ.get("GLASSBOX_CHROMIUM")
+    if explicit:
+        path = Path(explicit)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise ChromiumNotFound(f"GLASSBOX_CHROMIUM={explicit} is not an executable file")
+    for name in CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise ChromiumNotFound(
+        "No Chromium found (looked for " + ", ".join(CANDIDATES) + " on PATH). "
+        "Install it with `sudo apt-get install chromium fonts-noto-cjk fonts-liberation` "
+        "or point GLASSBOX_CHROMIUM at a Chromium binary."
+    )
