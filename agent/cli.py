@@ -41,6 +41,7 @@ def run(
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.")] = Path("runs"),
     layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Layout seed of the bundled site (overrides the task's).")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    base_url: Annotated[Optional[str], typer.Option(help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
@@ -49,6 +50,10 @@ def run(
         task = load_task(task_file)
     except TaskError as exc:
         raise _usage_error(str(exc)) from None
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise _usage_error(f"--base-url must be an http:// or https:// URL, not {base_url!r}")
+    if base_url is not None and layout_seed is not None:
+        raise _usage_error("--layout-seed applies to a site Glassbox starts; with --base-url the running site decides")
 
     def started(record: RunRecord, run_dir: Path) -> None:
         console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {record.target_url}")
@@ -56,7 +61,7 @@ def run(
 
     try:
         result = run_task(
-            task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None,
+            task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None, base_url=base_url,
             on_step=_print_step, on_start=started,
         )
     except PolicyUnavailable as exc:

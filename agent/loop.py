@@ -54,14 +54,19 @@ def run_task(
     runs_dir: Path = Path("runs"),
     layout_seed: int | None = None,
     headed: bool | None = None,
+    base_url: str | None = None,
     on_step: StepCallback | None = None,
     on_start: Callable[[RunRecord, Path], None] | None = None,
 ) -> RunResult:
-    """Run ``task`` in a fresh browser (and a fresh bundled site when the task targets one)."""
+    """Run ``task`` in a fresh browser (and a fresh bundled site when the task targets one).
+
+    ``base_url`` points a site task at an already running instance of the site instead of starting one
+    (e.g. ``glassbox site shop`` in another terminal).
+    """
     policy_name = policy or task.policy.name
     settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
     with ExitStack() as stack:
-        base_url, start_url, seed = _start_target(task, layout_seed, stack)
+        base_url, start_url, seed = _start_target(task, layout_seed, base_url, stack)
         allowed = list(task.allowed_origins) + [_origin(start_url)]
         executor = BrowserExecutor(
             settings, files=task.file_paths(), secrets=task.secret_values(), allowed_origins=allowed,
@@ -74,8 +79,13 @@ def run_task(
         return _Loop(task, agent_policy, executor, runs_dir, base_url, start_url, seed, on_step, on_start).run()
 
 
-def _start_target(task: Task, layout_seed: int | None, stack: ExitStack) -> tuple[str | None, str, int | None]:
+def _start_target(
+    task: Task, layout_seed: int | None, base_url: str | None, stack: ExitStack,
+) -> tuple[str | None, str, int | None]:
     target = task.target
+    if isinstance(target, SiteTarget) and base_url is not None:
+        base_url = base_url.rstrip("/")
+        return base_url, base_url + target.path, None
     if isinstance(target, SiteTarget):
         from sites.shop import ShopServer
 

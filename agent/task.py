@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
 from tools.browser import BrowserSettings, Target
@@ -210,35 +210,47 @@ class Task(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Task":
+    def _cross_checks(self, info: ValidationInfo) -> "Task":
+        # parse_task() runs these itself so that it can point at the line of each problem.
+        if not (info.context or {}).get("defer_cross_checks"):
+            problems = self.cross_problems()
+            if problems:
+                loc, message = problems[0]
+                raise ValueError(f"{_dotted(loc)}: {message}")
+        return self
+
+    def cross_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Problems between fields (placeholders, declared files, allowed origins), with their locations."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
         names = set(self.inputs)
-        for where, text in self._templated_texts():
+        for loc, text in self._templated_texts():
             for ref in _PLACEHOLDER.findall(text):
                 if ref not in names:
-                    raise ValueError(f"{where} refers to {{{ref}}}, which is not an input (inputs: {', '.join(sorted(names)) or 'none'})")
+                    known = ", ".join(sorted(names)) or "none"
+                    problems.append((loc, f"refers to {{{ref}}}, which is not an input (inputs: {known})"))
         for i, step in enumerate(self.script or []):
             args = step.arguments()
             if step.action == "upload_file" and args.get("file") not in self.files:
                 declared = ", ".join(sorted(self.files)) or "none"
-                raise ValueError(f"script[{i}] uploads {args.get('file')!r}, which is not a declared file (files: {declared})")
+                problems.append((("script", i, "file"), f"{args.get('file')!r} is not a declared file (files: {declared})"))
             if step.action == "goto_url":
                 url = str(args.get("url", ""))
                 if _PLACEHOLDER.sub("x", url) == url and not self._url_allowed(url):
-                    raise ValueError(f"script[{i}] opens {url!r}, which is outside allowed_origins")
-        return self
+                    problems.append((("script", i, "url"), f"{url!r} is outside allowed_origins"))
+        return problems
 
-    def _templated_texts(self) -> list[tuple[str, str]]:
-        texts = [("goal", self.goal)]
+    def _templated_texts(self) -> list[tuple[tuple[Any, ...], str]]:
+        texts: list[tuple[tuple[Any, ...], str]] = [(("goal",), self.goal)]
         for i, step in enumerate(self.script or []):
             for key, value in step.arguments().items():
                 if isinstance(value, str):
-                    texts.append((f"script[{i}].{key}", value))
+                    texts.append((("script", i, key), value))
         for i, check in enumerate(self.checks):
             for key, value in check.model_dump().items():
                 if isinstance(value, str):
-                    texts.append((f"checks[{i}].{key}", value))
+                    texts.append((("checks", i, key), value))
                 elif isinstance(value, dict):
-                    texts.extend((f"checks[{i}].{key}.{k}", x) for k, x in value.items() if isinstance(x, str))
+                    texts.extend((("checks", i, key, k), x) for k, x in value.items() if isinstance(x, str))
         return texts
 
     def _url_allowed(self, url: str) -> bool:
@@ -321,11 +333,11 @@ def parse_task(text: str, *, source: Path | None = None) -> Task:
     if not isinstance(data, dict):
         raise TaskError(source, ["line 1: a task file must be a mapping of fields (name, goal, target, ...)"])
     try:
-        task = Task.model_validate(data)
+        task = Task.model_validate(data, context={"defer_cross_checks": True})
     except ValidationError as exc:
         raise TaskError(source, [_problem(err, node) for err in exc.errors()]) from None
     task.source = source
-    problems = []
+    problems = [f"{_line(node, loc)}{_dotted(loc)}: {message}" for loc, message in task.cross_problems()]
     for name, file_path in task.file_paths().items():
         if not file_path.is_file():
             problems.append(f"{_line(node, ('files', name, 'path'))}files.{name}.path: no such file {file_path}")
@@ -334,9 +346,13 @@ def parse_task(text: str, *, source: Path | None = None) -> Task:
     return task
 
 
+def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "task"
+
+
 def _problem(err: dict[str, Any], node: yaml.Node | None) -> str:
     loc = [p for p in err["loc"] if not _is_union_tag(p)]
-    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "task"
+    field = _dotted(loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         message = "required field is missing"
@@ -353,12 +369,12 @@ def _is_union_tag(part: Any) -> bool:
 def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
     """``line N: `` for the deepest YAML node on ``loc`` (the field itself, or its parent when missing)."""
     found = node
-    for part in loc:
+    for depth, part in enumerate(loc):
         child = None
         if isinstance(found, yaml.MappingNode):
-            child = next((v for k, v in found.value if k.value == part), None)
-            if child is None:
-                child = next((k for k, _ in found.value if k.value == part), None)
+            last = depth == len(loc) - 1
+            # The key's line for the field itself (its value may start on the next line).
+            child = next(((k if last else v) for k, v in found.value if k.value == part), None)
         elif isinstance(found, yaml.SequenceNode) and isinstance(part, int) and part < len(found.value):
             child = found.value[part]
         if child is None:

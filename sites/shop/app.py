@@ -122,18 +122,6 @@ def create_app(*, data_dir: Path, layout: Layout, username: str, password: str) 
         product = db.add_product(image=image_name, status=status, **clean)
         return RedirectResponse(f"/products?created={product.id}", status_code=303)
 
-    @app.get("/{section}", response_class=HTMLResponse)
-    def other_section(request: Request, section: str) -> Response:
-        titles = {"orders": "Orders", "customers": "Customers", "settings": "Settings"}
-        if section not in titles:
-            raise HTTPException(404)
-        if not require_user(request):
-            return RedirectResponse("/login", status_code=303)
-        message = {"orders": "18 open orders. Order management is not part of this demo.",
-                   "customers": "1,204 customers. Customer management is not part of this demo.",
-                   "settings": "Store settings are read-only in this demo."}[section]
-        return page(request, "simple.html", active=titles[section], message=message)
-
     @app.get("/uploads/{name}")
     def upload(name: str) -> Response:
         if not re.fullmatch(r"[0-9a-f]{32}\.(png|jpg|webp|gif)", name):
@@ -157,6 +145,19 @@ def create_app(*, data_dir: Path, layout: Layout, username: str, password: str) 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    # Registered last: the catch-all path must not shadow /healthz or /api.
+    @app.get("/{section}", response_class=HTMLResponse)
+    def other_section(request: Request, section: str) -> Response:
+        titles = {"orders": "Orders", "customers": "Customers", "settings": "Settings"}
+        if section not in titles:
+            raise HTTPException(404)
+        if not require_user(request):
+            return RedirectResponse("/login", status_code=303)
+        message = {"orders": "18 open orders. Order management is not part of this demo.",
+                   "customers": "1,204 customers. Customer management is not part of this demo.",
+                   "settings": "Store settings are read-only in this demo."}[section]
+        return page(request, "simple.html", active=titles[section], message=message)
 
     return app
 

@@ -1,0 +1,129 @@
+"""Task files: the bundled ones load; broken ones fail with file, field, line and problem, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.task import TaskError, load_task, parse_task
+from tests.conftest import TASKS
+
+VALID = """\
+name: t
+goal: Publish {product_name} as {username} using {password}
+inputs:
+  username: admin
+  password: {value: pw-123, secret: true}
+  product_name: Lamp
+target: {site: shop}
+files:
+  lamp: {path: fixtures/desk_lamp.png}
+checks:
+  - {type: text_present, text: "{product_name}"}
+script:
+  - {action: left_click, target: {label: Username}}
+  - {action: type, text: "{password}"}
+  - {action: upload_file, file: lamp, target: {label: Main image}}
+  - {action: terminate, status: success}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "fixtures").mkdir(exist_ok=True)
+    (tmp_path / "fixtures" / "desk_lamp.png").write_bytes((TASKS / "fixtures" / "desk_lamp.png").read_bytes())
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", ["publish_product.yaml", "publish_product_zh.yaml"])
+def test_bundled_tasks_load(name):
+    task = load_task(TASKS / name)
+    assert task.script and task.checks
+    assert "<secret>password</secret>" in task.goal_text()
+    assert "glassbox-demo" not in task.goal_text()
+    assert all(p.is_file() for p in task.file_paths().values())
+
+
+def test_secrets_render_as_placeholders_and_stay_out_of_public_dict(tmp_path):
+    task = load_task(write(tmp_path, VALID))
+    assert task.goal_text() == "Publish Lamp as admin using <secret>password</secret>"
+    assert task.secret_values() == {"password": "pw-123"}
+    assert "pw-123" not in repr(task.public_dict())
+
+
+def test_input_from_environment(tmp_path, monkeypatch):
+    path = write(tmp_path, VALID.replace("{value: pw-123, secret: true}", "{env: SHOP_PW, secret: true}"))
+    monkeypatch.setenv("SHOP_PW", "from-env")
+    assert load_task(path).secret_values() == {"password": "from-env"}
+    monkeypatch.delenv("SHOP_PW")
+    with pytest.raises(TaskError, match="environment variable SHOP_PW is not set"):
+        load_task(path).secret_values()
+
+
+BROKEN = [
+    # (what to change, expected message fragment, expected line)
+    (("name: t\n", ""), "name: required field is missing", 1),
+    (("target: {site: shop}", "target: {site: shop, layout_seed: many}"), "target.layout_seed: Input should be a valid integer", 7),
+    (("  - {action: type, text: \"{password}\"}", "  - {action: fly, text: x}"), "script[1]: unknown action 'fly'", 14),
+    (("file: lamp,", "file: /etc/passwd,"), "script[2].file: '/etc/passwd' is not a declared file", 15),
+    (("  - {action: terminate, status: success}", "  - {action: goto_url, url: \"https://evil.example/x\"}"),
+     "script[3].url: 'https://evil.example/x' is outside allowed_origins", 16),
+    (("fixtures/desk_lamp.png", "fixtures/missing.png"), "files.lamp.path: no such file", 9),
+    (("goal: Publish", "goal: Publish {nope}"), "goal: refers to {nope}, which is not an input", 2),
+    (("checks:\n", "checkz:\n"), "checkz: unknown field", 10),
+    (("{type: text_present, text: \"{product_name}\"}", "{type: sql, query: x}"), "checks[0]", 11),
+    (("{action: left_click, target: {label: Username}}", "{action: left_click, coordinate: [1, 2], target: {label: U}}"),
+     "either 'target' or 'coordinate'", 13),
+    (("{action: left_click, target: {label: Username}}", "{action: left_click}"), "coordinate: Field required", 13),
+]
+
+
+@pytest.mark.parametrize("change, message, line", BROKEN, ids=[b[1][:40] for b in BROKEN])
+def test_broken_task_files_name_field_line_and_problem(tmp_path, change, message, line):
+    old, new = change
+    assert old in VALID
+    path = write(tmp_path, VALID.replace(old, new, 1))
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert message in text
+    assert f"line {line}:" in text
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path):
+    path = write(tmp_path, VALID.replace("target: {site: shop}", "target: {site: shop"))
+    with pytest.raises(TaskError, match=r"line \d+: not valid YAML"):
+        load_task(path)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    with pytest.raises(TaskError, match="must be a mapping"):
+        parse_task("- just a list")
+    with pytest.raises(TaskError, match="file not found"):
+        load_task(tmp_path / "nope.yaml")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_broken_task_exits_2_with_the_message(tmp_path):
+    path = write(tmp_path, VALID.replace("  - {action: type, text: \"{password}\"}", "  - {action: fly, text: x}"))
+    result = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert "script[1]: unknown action 'fly'" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_usage_errors_exit_2(tmp_path):
+    assert run_cli("run", str(tmp_path / "missing.yaml")).returncode == 2
+    assert run_cli("run", str(TASKS / "publish_product.yaml"), "--layout-seed", "-1").returncode == 2
+    assert run_cli("run", str(TASKS / "publish_product.yaml"), "--bogus").returncode == 2
+    result = run_cli("run", str(TASKS / "publish_product.yaml"), "--policy", "telepathy", "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and "unknown policy 'telepathy'" in result.stderr
