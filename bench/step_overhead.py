@@ -1,0 +1,81 @@
+"""Per-step harness time (screenshot + act + settle + record, no model) against a bare Playwright screenshot.
+
+Runs the bundled publish task with the script policy several times against the bundled shop, and between
+runs times bare ``page.screenshot()`` calls on the same kind of pages in the same process.
+Target: the harness p50 within 3x of a bare screenshot's p50.
+
+    .venv/bin/python bench/step_overhead.py [--runs 3] [--shots 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from agent import load_task, run_task
+from sites.shop import ShopServer
+from tools.browser import BrowserExecutor, BrowserSettings
+from tracer.schema import StepRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bare_screenshots(base_url: str, shots: int) -> list[float]:
+    times = []
+    with BrowserExecutor(BrowserSettings()) as browser:
+        for path in ("/login", "/healthz"):
+            browser.goto(base_url + path)
+            browser.page.screenshot(type="png")  # warm-up
+            for _ in range(shots // 2):
+                t0 = time.perf_counter()
+                browser.page.screenshot(type="png")
+                times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shots", type=int, default=30)
+    args = parser.parse_args()
+
+    task = load_task(ROOT / "tasks" / "publish_product.yaml")
+    harness: list[float] = []
+    parts: dict[str, list[float]] = {"perceive": [], "act": [], "record": []}
+    bare: list[float] = []
+
+    def collect(step: StepRecord) -> None:
+        t = step.timings
+        harness.append(t.perceive_ms + t.act_ms + t.record_ms)
+        parts["perceive"].append(t.perceive_ms)
+        parts["act"].append(t.act_ms)
+        parts["record"].append(t.record_ms)
+
+    with tempfile.TemporaryDirectory() as runs_dir, ShopServer() as shop:
+        for _ in range(args.runs):
+            bare += bare_screenshots(shop.base_url, args.shots)
+            result = run_task(task, runs_dir=Path(runs_dir), on_step=collect)
+            assert result.status.value == "succeeded", result.end_reason
+        bare += bare_screenshots(shop.base_url, args.shots)
+
+    print(f"step_overhead: {len(harness)} steps over {args.runs} runs, {len(bare)} bare screenshots (1280x800 PNG)")
+    print(f"  bare screenshot      p50 {pct(bare, .5):7.1f} ms   p95 {pct(bare, .95):7.1f} ms")
+    for name, values in parts.items():
+        print(f"  {name:<20} p50 {pct(values, .5):7.1f} ms   p95 {pct(values, .95):7.1f} ms")
+    print(f"  harness per step     p50 {pct(harness, .5):7.1f} ms   p95 {pct(harness, .95):7.1f} ms"
+          f"   mean {statistics.mean(harness):.1f} ms")
+    ratio = pct(harness, .5) / pct(bare, .5)
+    print(f"  ratio harness/bare (p50): {ratio:.2f}x   (target <= 3x: {'met' if ratio <= 3 else 'NOT met'})")
+    print(f"  ratio harness/bare (p95): {pct(harness, .95) / pct(bare, .95):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
