@@ -28,9 +28,14 @@ from agent.task import SiteTarget, Task
 from tools.actions import ActionError, Terminate, parse_tool_call
 from tools.browser import BrowserExecutor, _origin
 from tools.views import Observation, Outcome
+from tracer.logs import RunLog
 from tracer.schema import CheckResult, RunRecord, RunStatus, StepRecord, StepTimings
 from tracer.secrets import Scrubber
 from tracer.store import RunWriter, new_run_id
+
+import structlog
+
+log = structlog.get_logger("glassbox.loop")
 
 StepCallback = Callable[[StepRecord], None]
 
@@ -125,6 +130,8 @@ class _Loop:
         )
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.writer = RunWriter.create(runs_dir, record)
+        self.log = RunLog(self.writer.run_dir, self.scrub)
+        log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name, target=start_url)
         if on_start:
             on_start(record, self.writer.run_dir)
         self.history: list[StepRecord] = []
@@ -155,7 +162,10 @@ class _Loop:
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
-            self.writer.finish(status=RunStatus.failed, end_reason=self.scrub.scrub(f"harness error: {type(exc).__name__}: {exc}"))
+            reason = self.scrub.scrub(f"harness error: {type(exc).__name__}: {exc}")
+            log.error("run crashed", run_id=self.writer.record.run_id, error=reason)
+            self.writer.finish(status=RunStatus.failed, end_reason=reason)
+            self.log.close()
             raise
         finally:
             if previous_term is signal.SIG_DFL:
@@ -166,6 +176,9 @@ class _Loop:
             passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
             status = RunStatus.succeeded if passed else RunStatus.failed
         record = self.writer.finish(status=status, end_reason=self.scrub.scrub(end_reason))
+        log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason,
+                 steps=record.steps)
+        self.log.close()
         return RunResult(
             run_id=record.run_id, run_dir=self.writer.run_dir, status=record.status, end_reason=record.end_reason or "",
             steps=record.steps, checks=record.checks, target_url=record.target_url,
@@ -211,19 +224,40 @@ class _Loop:
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
         screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
+        unavailable = dict(output.unavailable)
+        evidence = None
+        if outcome is not None and outcome.coordinate is not None:
+            element_box = outcome.element.box if outcome.element else None
+            evidence = self.writer.evidence.submit(
+                index, observation.screenshot_png, observation.screenshot_size, outcome.coordinate.css,
+                observation.device_scale_factor, element_box,
+            )
+        else:
+            unavailable["evidence"] = "no point was acted on in this step"
+        if outcome is None or outcome.coordinate is None:
+            unavailable.setdefault("coordinate", "the action has no coordinate" if action is not None else "no action")
+        if outcome is None or outcome.element is None:
+            unavailable.setdefault("element", "no element under an acting point")
+        if output.confidence is None:
+            unavailable.setdefault("confidence", output.confidence_reason or "the policy gave no confidence")
         data = {
             "index": index, "started_at": started_at,
             "timings": StepTimings(perceive_ms=_ms(t1 - t0), think_ms=_ms(t2 - t1), act_ms=_ms(t3 - t2)),
             "url": observation.url, "title": observation.title, "screenshot": screenshot,
-            "screenshot_size": observation.screenshot_size, "policy": self.policy.name,
+            "screenshot_size": observation.screenshot_size, "device_scale_factor": observation.device_scale_factor,
+            "policy": self.policy.name, "model": self.policy.model, "prompt": output.prompt,
             "raw_output": output.raw_output, "reasoning": output.reasoning,
             "tool_calls": [c.model_dump() for c in output.tool_calls],
             "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
             "coordinate": outcome.coordinate if outcome else None, "element": outcome.element if outcome else None,
-            "confidence": output.confidence, "confidence_reason": output.confidence_reason,
-            "outcome": "error" if error else "ok", "error": error, "error_kind": error_kind,
+            "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
+            "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
+            "cache_hit": output.cache_hit, "outcome": "error" if error else "ok", "error": error,
+            "error_kind": error_kind, "unavailable": unavailable,
         }
         step = StepRecord.model_validate(self.scrub.scrub(data))
+        if error:
+            log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=error_kind, error=step.error)
         step.timings.record_ms = _ms(time.perf_counter() - t3)
         self.writer.write_step(step)
         self.writer.save()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from agent.task import Task
 from tools.actions import ToolCall
 from tools.views import Observation
-from tracer.schema import StepRecord
+from tracer.schema import PromptMessage, StepRecord, TokenCounts
 
 
 class PolicyOutput(BaseModel):
@@ -29,7 +29,12 @@ class PolicyOutput(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     parse_error: str | None = None
     confidence: float | None = None
+    confidence_parts: dict[str, float] = Field(default_factory=dict)
     confidence_reason: str | None = None  # why there is no confidence, when there is none
+    prompt: list[PromptMessage] | None = None  # as sent; images by reference
+    token_counts: TokenCounts | None = None
+    cache_hit: bool | None = None
+    unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why the policy cannot fill it
     extras: dict[str, Any] = Field(default_factory=dict)
 
 

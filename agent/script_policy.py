@@ -20,6 +20,12 @@ from tracer.schema import StepRecord
 
 Locate = Callable[[Target], "Box | None"]
 NO_CONFIDENCE = "script policy: a demonstration, not a model, so there is no confidence"
+NO_MODEL = {
+    "prompt": "script policy: no prompt is sent to a model",
+    "token_counts": "script policy: no model tokens",
+    "cache_hit": "script policy: no model cache",
+    "attention": "script policy: no model attention",
+}
 
 
 class ScriptPolicy(Policy):
@@ -51,7 +57,7 @@ class ScriptPolicy(Policy):
                 return PolicyOutput(
                     raw_output=None, reasoning=f"{label}: looking for {step.target.describe()}",
                     parse_error=f"{label}: no visible element matches {step.target.describe()}",
-                    confidence_reason=NO_CONFIDENCE,
+                    confidence_reason=NO_CONFIDENCE, unavailable=dict(NO_MODEL),
                 )
             width, height = observation.css_size
             cx, cy = box.center
@@ -75,6 +81,7 @@ class ScriptPolicy(Policy):
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
         return PolicyOutput(
             raw_output=raw, reasoning=reasoning, tool_calls=[call], confidence_reason=NO_CONFIDENCE,
+            unavailable=dict(NO_MODEL),
         )
 
 

@@ -69,7 +69,7 @@ def test_chinese_task_with_another_layout_seed_from_the_cli(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "succeeded" in proc.stdout
-    [run_dir] = runs.iterdir()
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
     run = read_run(run_dir)
     assert run.status is RunStatus.succeeded and run.layout_seed == 5
     typed = [s.action["text"] for s in read_steps(run_dir) if s.action["action"] == "type"]
@@ -104,7 +104,7 @@ def test_invalid_input_fails_the_task_and_exits_1(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    [run_dir] = (tmp_path / "runs").iterdir()
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     run = read_run(run_dir)
     assert run.status is RunStatus.failed
     assert run.agent_verdict == "success"  # the script believed it was done; the checks say otherwise

@@ -1,4 +1,8 @@
-"""Run and step records as written to ``run.json`` and ``steps.jsonl`` (versioned)."""
+"""Run and step records as written to ``run.json`` and ``steps.jsonl`` (versioned).
+
+Every optional field of a step is either filled or null with a reason in ``StepRecord.unavailable``
+(e.g. ``{"attention": "script policy: no model"}``), so a reader can tell "not recorded" from "lost".
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from tools.coords import CoordinateAudit
-from tools.views import ElementInfo
+from tools.views import Box, ElementInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class RunStatus(str, Enum):
@@ -30,8 +34,38 @@ class StepTimings(BaseModel):
     record_ms: float = 0.0
 
 
+class PromptMessage(BaseModel):
+    """One chat message as sent to the model; images are referenced by path, never inlined."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    text: str
+    images: list[str] = Field(default_factory=list)  # paths relative to the run folder
+
+
+class TokenCounts(BaseModel):
+    prompt: int | None = None
+    output: int | None = None
+    image: int | None = None
+
+
+class Evidence(BaseModel):
+    """The screenshot region around the executed point, for a person to see what was acted on."""
+
+    crop: str  # path relative to the run folder (WebP)
+    box: tuple[int, int, int, int]  # crop box in screenshot pixels: left, top, right, bottom
+    point: tuple[int, int]  # the executed point in screenshot pixels
+    sized_by: Literal["element", "fixed"]
+
+
+class AttentionRef(BaseModel):
+    """An attention map file of this step (written by the attention feature)."""
+
+    group: str
+    path: str
+
+
 class StepRecord(BaseModel):
-    """One turn of the loop. Text fields hold secret placeholders, never secret values."""
+    """One turn of the loop. Text fields hold secret placeholders (or ●●●●), never secret values."""
 
     schema_version: int = SCHEMA_VERSION
     index: int
@@ -41,18 +75,27 @@ class StepRecord(BaseModel):
     title: str | None
     screenshot: str  # path relative to the run folder
     screenshot_size: tuple[int, int]
+    device_scale_factor: float = 1.0
     policy: str
+    model: str | None = None
+    prompt: list[PromptMessage] | None = None
     raw_output: str | None
     reasoning: str | None
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     action: dict[str, Any] | None  # the validated action, or None when the output could not be used
     coordinate: CoordinateAudit | None = None
     element: ElementInfo | None = None
+    evidence: Evidence | None = None
     confidence: float | None
+    confidence_parts: dict[str, float] = Field(default_factory=dict)
     confidence_reason: str | None = None  # why confidence is None
+    token_counts: TokenCounts | None = None
+    cache_hit: bool | None = None
+    attention: list[AttentionRef] = Field(default_factory=list)
     outcome: Literal["ok", "error"]
     error: str | None = None
-    error_kind: Literal["parse", "action", "executor"] | None = None
+    error_kind: Literal["parse", "action", "executor", "low_confidence"] | None = None
+    unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why it is empty
 
 
 class CheckResult(BaseModel):
@@ -62,6 +105,18 @@ class CheckResult(BaseModel):
     description: str
     passed: bool
     detail: str
+
+
+class RunSummary(BaseModel):
+    """Figures over the whole run, filled when it ends."""
+
+    steps: int = 0
+    errors: int = 0
+    parse_errors: int = 0
+    actions: dict[str, int] = Field(default_factory=dict)
+    mean_confidence: float | None = None
+    think_ms_total: float = 0.0
+    act_ms_total: float = 0.0
 
 
 class RunRecord(BaseModel):
@@ -83,7 +138,10 @@ class RunRecord(BaseModel):
     duration_s: float | None = None
     steps: int = 0
     errors: int = 0
+    summary: RunSummary = Field(default_factory=RunSummary)
     target_url: str | None = None
     layout_seed: int | None = None
+    parent_run: str | None = None  # a replay or fork of this run
+    parent_step: int | None = None
     pid: int
     host: str

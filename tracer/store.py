@@ -26,6 +26,8 @@ from typing import Iterator
 
 from pydantic import ValidationError
 
+from tracer.evidence import EvidenceWriter
+from tracer.index import RunIndex
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 RUN_FILE = "run.json"
@@ -49,18 +51,21 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class RunWriter:
-    """Appends the steps of one run to its folder. One writer per run folder."""
+    """Appends the steps of one run to its folder and the runs index. One writer per run folder."""
 
-    def __init__(self, run_dir: Path, record: RunRecord) -> None:
+    def __init__(self, run_dir: Path, record: RunRecord, *, index: RunIndex | None = None) -> None:
         self.run_dir = run_dir
         self.record = record
+        self.index = index
+        self.evidence = EvidenceWriter(run_dir)
         self._steps = open(run_dir / STEPS_FILE, "a", encoding="utf-8")
+        self._confidences: list[float] = []
 
     @classmethod
-    def create(cls, runs_dir: Path, record: RunRecord) -> "RunWriter":
+    def create(cls, runs_dir: Path, record: RunRecord, *, indexed: bool = True) -> "RunWriter":
         run_dir = runs_dir / record.run_id
         (run_dir / "steps").mkdir(parents=True, exist_ok=False)
-        writer = cls(run_dir, record)
+        writer = cls(run_dir, record, index=RunIndex(runs_dir) if indexed else None)
         writer.save()
         return writer
 
@@ -80,11 +85,28 @@ class RunWriter:
         self._steps.write(step.model_dump_json() + "\n")
         self._steps.flush()
         self.record.steps = step.index + 1
+        summary = self.record.summary
+        summary.steps = self.record.steps
         if step.outcome == "error":
             self.record.errors += 1
+            summary.errors += 1
+        if step.error_kind == "parse":
+            summary.parse_errors += 1
+        if step.action:
+            name = str(step.action.get("action"))
+            summary.actions[name] = summary.actions.get(name, 0) + 1
+        if step.confidence is not None:
+            self._confidences.append(step.confidence)
+            summary.mean_confidence = round(sum(self._confidences) / len(self._confidences), 4)
+        summary.think_ms_total = round(summary.think_ms_total + step.timings.think_ms, 2)
+        summary.act_ms_total = round(summary.act_ms_total + step.timings.act_ms, 2)
+        if self.index is not None:
+            self.index.add_step(self.record.run_id, step)
 
     def save(self) -> None:
         atomic_write(self.run_dir / RUN_FILE, self.record.model_dump_json(indent=2).encode())
+        if self.index is not None:
+            self.index.upsert_run(self.record)
 
     def finish(self, *, status: RunStatus, end_reason: str) -> RunRecord:
         now = datetime.now(timezone.utc)
@@ -92,8 +114,11 @@ class RunWriter:
         self.record.end_reason = end_reason
         self.record.ended_at = now
         self.record.duration_s = round((now - self.record.started_at).total_seconds(), 3)
+        self.evidence.close()
         self.save()
         self._steps.close()
+        if self.index is not None:
+            self.index.close()
         return self.record
 
 
@@ -106,7 +131,7 @@ def read_run(run_dir: Path) -> RunRecord:
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_FILE})") from None
     except ValidationError as exc:
         raise ValueError(f"{path} is not a valid run record: {exc.errors()[0]['msg']}") from None
-    if record.status is RunStatus.running and not _process_alive(record.pid, record.host):
+    if record.status is RunStatus.running and not process_alive(record.pid, record.host):
         record.status = RunStatus.interrupted
         record.end_reason = record.end_reason or "the recording process ended before the run finished"
     return record
@@ -146,13 +171,37 @@ class RunStore:
                     continue
 
     def run_dir(self, run_id: str) -> Path:
+        """The folder of ``run_id`` (a unique prefix is enough), or FileNotFoundError."""
+        if "/" in run_id or run_id in ("", ".", ".."):
+            raise FileNotFoundError(f"{run_id!r} is not a run id")
         path = self.runs_dir / run_id
-        if not (path / RUN_FILE).is_file():
-            raise FileNotFoundError(f"no run {run_id!r} in {self.runs_dir}")
+        if (path / RUN_FILE).is_file():
+            return path
+        matches = [p for p in self.runs_dir.glob(f"{run_id}*") if (p / RUN_FILE).is_file()] if self.runs_dir.is_dir() else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise FileNotFoundError(f"{run_id!r} matches {len(matches)} runs in {self.runs_dir}; give more of the id")
+        raise FileNotFoundError(f"no run {run_id!r} in {self.runs_dir}")
+
+    def remove(self, run_id: str) -> Path:
+        """Delete a run's folder and its index rows."""
+        import shutil
+
+        path = self.run_dir(run_id)
+        shutil.rmtree(path)
+        index = RunIndex(self.runs_dir)
+        try:
+            index.remove_run(path.name)
+        finally:
+            index.close()
         return path
 
 
-def _process_alive(pid: int, host: str) -> bool:
+def process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether the process that wrote a run is still running (PIDs can be reused: a best effort)."""
+    if pid is None:
+        return False
     if host != socket.gethostname():
         return True  # another machine's run: we cannot tell, so trust its record
     try:

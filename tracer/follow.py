@@ -1,0 +1,89 @@
+"""Follow a run as it is recorded, from another process: new steps within a poll interval.
+
+    follower = RunFollower(run_dir)
+    for event in follower.events(interval=0.1):      # blocks; ends when the run ends
+        print(event.kind, event.step.index if event.step else event.run.status)
+
+The reading side for live viewers: it tails ``steps.jsonl`` by byte offset (a torn line is left for
+the next poll) and rereads ``run.json`` only when it changed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from tracer.schema import RunRecord, RunStatus, StepRecord
+from tracer.store import RUN_FILE, STEPS_FILE, read_run
+
+
+class RunEvent(BaseModel):
+    kind: Literal["step", "run"]
+    step: StepRecord | None = None
+    run: RunRecord | None = None
+
+
+class RunFollower:
+    """Incremental reader of one run folder."""
+
+    def __init__(self, run_dir: Path, *, from_step: int = 0) -> None:
+        self.run_dir = run_dir
+        self.from_step = from_step
+        self._offset = 0
+        self._run_mtime: int | None = None
+        self.run: RunRecord | None = None
+
+    def poll_steps(self) -> list[StepRecord]:
+        """Steps appended since the last poll (whole lines only)."""
+        path = self.run_dir / STEPS_FILE
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1
+        self._offset += end
+        steps = []
+        for line in chunk[:end].splitlines():
+            try:
+                step = StepRecord.model_validate_json(line)
+            except ValidationError:
+                continue
+            if step.index >= self.from_step:
+                steps.append(step)
+        return steps
+
+    def poll_run(self) -> RunRecord | None:
+        """The run record if ``run.json`` changed since the last poll, else None."""
+        try:
+            mtime = os.stat(self.run_dir / RUN_FILE).st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if mtime == self._run_mtime and self.run is not None and self.run.status is not RunStatus.running:
+            return None
+        run = read_run(self.run_dir)
+        changed = self.run is None or mtime != self._run_mtime or run.status != self.run.status
+        self._run_mtime, self.run = mtime, run
+        return run if changed else None
+
+    def events(self, *, interval: float = 0.1, timeout: float | None = None) -> Iterator[RunEvent]:
+        """Yield step and run events until the run is no longer running (or ``timeout`` passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for step in self.poll_steps():
+                yield RunEvent(kind="step", step=step)
+            run = self.poll_run()
+            if run is not None:
+                yield RunEvent(kind="run", run=run)
+            if self.run is not None and self.run.status is not RunStatus.running:
+                for step in self.poll_steps():  # steps flushed just before the end
+                    yield RunEvent(kind="step", step=step)
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(interval)

@@ -1,0 +1,122 @@
+"""The decision graph of a run (networkx): observation -> reasoning -> action -> outcome -> next observation.
+
+Parse errors and low-confidence stops are their own nodes; an error leads to the next observation by a
+``retry`` edge. A replay or fork of a run attaches as a branch from the step it started at.
+
+    graph = run_graph(read_run(run_dir), read_steps(run_dir))
+    export(graph, "mermaid")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Literal
+
+import networkx as nx
+
+from tracer.schema import RunRecord, StepRecord
+
+Format = Literal["json", "graphml", "mermaid"]
+
+
+def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | None = None, prefix: str = "") -> nx.DiGraph:
+    """Build (or extend ``graph`` with) the decision graph of one run. Node ids are ``{prefix}{kind}:{index}``."""
+    g = graph if graph is not None else nx.DiGraph(run_id=run.run_id, task=run.task_name, policy=run.policy)
+    previous_end: str | None = None
+    previous_error = False
+    for step in steps:
+        i = step.index
+        obs, think = f"{prefix}obs:{i}", f"{prefix}think:{i}"
+        g.add_node(obs, kind="observation", step=i, run_id=run.run_id, label=f"screen {i}",
+                   url=step.url or "", screenshot=step.screenshot)
+        if previous_end is not None:
+            g.add_edge(previous_end, obs, kind="retry" if previous_error else "next")
+        reasoning = step.reasoning or ""
+        g.add_node(think, kind="reasoning", step=i, run_id=run.run_id, label=_short(reasoning) or "(no reasoning)",
+                   confidence=-1.0 if step.confidence is None else step.confidence)
+        g.add_edge(obs, think, kind="think")
+        if step.error_kind in ("parse", "low_confidence"):
+            node = f"{prefix}{'parse_error' if step.error_kind == 'parse' else 'low_confidence'}:{i}"
+            g.add_node(node, kind=step.error_kind if step.error_kind == "low_confidence" else "parse_error", step=i,
+                       run_id=run.run_id, label=_short(step.error or ""))
+            g.add_edge(think, node, kind="failed")
+            previous_end, previous_error = node, True
+            continue
+        act, out = f"{prefix}act:{i}", f"{prefix}out:{i}"
+        g.add_node(act, kind="action", step=i, run_id=run.run_id, label=_action_label(step.action or {}))
+        g.add_node(out, kind="outcome", step=i, run_id=run.run_id, label=step.outcome if not step.error else _short(step.error),
+                   status=step.outcome)
+        g.add_edge(think, act, kind="decide")
+        g.add_edge(act, out, kind="execute")
+        previous_end, previous_error = out, step.outcome == "error"
+    end = f"{prefix}end"
+    g.add_node(end, kind="end", run_id=run.run_id, label=f"{run.status.value}: {_short(run.end_reason or '')}",
+               status=run.status.value)
+    if previous_end is not None:
+        g.add_edge(previous_end, end, kind="end")
+    return g
+
+
+def attach_branch(graph: nx.DiGraph, branch: RunRecord, steps: list[StepRecord], from_step: int) -> nx.DiGraph:
+    """Attach a replay/fork run as a branch leaving the parent's observation ``from_step``."""
+    prefix = f"{branch.run_id}/"
+    run_graph(branch, steps, graph=graph, prefix=prefix)
+    first = f"{prefix}obs:{steps[0].index}" if steps else f"{prefix}end"
+    graph.add_edge(f"obs:{from_step}", first, kind="branch", branch=branch.run_id)
+    return graph
+
+
+def export(graph: nx.DiGraph, fmt: Format) -> str:
+    """Serialise as node-link JSON, GraphML or a Mermaid flowchart."""
+    if fmt == "json":
+        return json.dumps(nx.node_link_data(graph, edges="edges"), ensure_ascii=False, indent=1)
+    if fmt == "graphml":
+        buffer = io.BytesIO()
+        nx.write_graphml(graph, buffer, encoding="utf-8")
+        return buffer.getvalue().decode("utf-8")
+    if fmt == "mermaid":
+        return _mermaid(graph)
+    raise ValueError(f"unknown graph format {fmt!r}; use json, graphml or mermaid")
+
+
+def load(text: str, fmt: Literal["json", "graphml"]) -> nx.DiGraph:
+    if fmt == "json":
+        return nx.node_link_graph(json.loads(text), edges="edges", directed=True)
+    return nx.read_graphml(io.BytesIO(text.encode("utf-8")))
+
+
+_SHAPES = {
+    "observation": ('(["', '"])'), "reasoning": ('("', '")'), "action": ('["', '"]'), "outcome": ('{{"', '"}}'),
+    "parse_error": ('[/"', '"/]'), "low_confidence": ('[/"', '"/]'), "end": ('(("', '"))'),
+}
+
+
+def _mermaid(graph: nx.DiGraph) -> str:
+    ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
+    lines = ["flowchart TD"]
+    for node, data in graph.nodes(data=True):
+        left, right = _SHAPES.get(data.get("kind", ""), ('["', '"]'))
+        label = str(data.get("label", node)).replace('"', "'").replace("\n", " ")
+        lines.append(f"  {ids[node]}{left}{label}{right}")
+    for a, b, data in graph.edges(data=True):
+        kind = data.get("kind", "")
+        arrow = "-.->" if kind in ("retry", "branch") else "-->"
+        lines.append(f"  {ids[a]} {arrow}|{kind}| {ids[b]}" if kind in ("retry", "branch") else f"  {ids[a]} {arrow} {ids[b]}")
+    return "\n".join(lines) + "\n"
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _action_label(action: dict[str, Any]) -> str:
+    name = str(action.get("action", "?"))
+    if "coordinate" in action:
+        x, y = action["coordinate"]
+        return f"{name} ({x:.0f}, {y:.0f})"
+    for key in ("text", "keys", "status", "url", "pixels"):
+        if key in action:
+            return _short(f"{name} {action[key]}", 60)
+    return name
