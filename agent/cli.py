@@ -6,6 +6,8 @@ Exit codes: 0 the task succeeded, 1 it failed (or was interrupted), 2 usage erro
 from __future__ import annotations
 
 import sys
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +26,16 @@ app = typer.Typer(
 )
 site_app = typer.Typer(help="Serve a bundled target site on its own.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+runs_app = typer.Typer(help="List, show and remove recorded runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
+
+class GraphFormat(str, Enum):
+    json = "json"
+    graphml = "graphml"
+    mermaid = "mermaid"
+
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -123,6 +135,129 @@ def site_shop(
         pass
     finally:
         server.stop()
+
+
+def _run_dir(runs_dir: Path, run_id: str) -> Path:
+    from tracer.store import RunStore
+
+    try:
+        return RunStore(runs_dir).run_dir(run_id)
+    except FileNotFoundError as exc:
+        raise _usage_error(str(exc)) from None
+
+
+@runs_app.command("list")
+def runs_list(
+    runs_dir: RunsDir = Path("runs"),
+    task: Annotated[Optional[str], typer.Option(help="Only runs of this task name.")] = None,
+    status: Annotated[Optional[RunStatus], typer.Option(help="Only runs with this status.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Only runs of this policy.")] = None,
+    since: Annotated[Optional[datetime], typer.Option(help="Started at or after (e.g. 2026-11-23 or 2026-11-23T08:00).")] = None,
+    until: Annotated[Optional[datetime], typer.Option(help="Started before.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+) -> None:
+    """List runs, newest first (from the SQLite index, synced with the folders)."""
+    from rich.table import Table
+
+    from tracer.index import RunIndex
+
+    index = RunIndex(runs_dir)
+    try:
+        index.sync()
+        rows = index.runs(task=task, status=status.value if status else None, policy=policy,
+                          since=_aware(since), until=_aware(until), limit=limit)
+    finally:
+        index.close()
+    if not rows:
+        console.print(f"no runs in {runs_dir}" + (" match" if any((task, status, policy, since, until)) else ""))
+        return
+    colours = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    cells = [
+        (row.run_id, row.task_name, row.policy + (f" ({row.model})" if row.model else ""), row.status.value,
+         str(row.steps), str(row.errors), f"{row.duration_s:.1f}s" if row.duration_s is not None else "—",
+         f"{row.started_at.astimezone():%m-%d %H:%M}")
+        for row in rows
+    ]
+    headers = ("run", "task", "policy", "status", "steps", "errors", "time", "started")
+    table = Table(box=None, pad_edge=False)
+    for i, header in enumerate(headers):
+        width = max(len(header), *(len(c[i]) for c in cells))
+        # Only the task name may shrink; the run id must stay whole to be usable.
+        table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=8 if header == "task" else width)
+    for c in cells:
+        table.add_row(*c[:3], f"[{colours[c[3]]}]{c[3]}[/]", *c[4:])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    runs_dir: RunsDir = Path("runs"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print run.json and the steps as JSON.")] = False,
+) -> None:
+    """Show one run: its record, checks and steps."""
+    import json
+
+    from tracer.store import read_run, read_steps
+
+    run_dir = _run_dir(runs_dir, run_id)
+    run, steps = read_run(run_dir), read_steps(run_dir)
+    if json_out:
+        data = {"run": run.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in steps]}
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+        return
+    console.print(f"[bold]{run.run_id}[/]  {escape(run.task_name)} · {run.policy}" + (f" ({run.model})" if run.model else ""))
+    console.print(f"status [bold]{run.status.value}[/]: {escape(run.end_reason or '')}")
+    console.print(f"started {run.started_at:%Y-%m-%d %H:%M:%S} · {run.duration_s or 0:.1f} s · {run.steps} steps, {run.errors} errors")
+    console.print(f"folder {run_dir}")
+    for check in run.checks:
+        console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(check.description)}")
+    for step in steps:
+        _print_step(step)
+
+
+@runs_app.command("rm")
+def runs_rm(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids to delete.")],
+    runs_dir: RunsDir = Path("runs"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete runs (folder and index rows)."""
+    from tracer.store import RunStore
+
+    dirs = [_run_dir(runs_dir, r) for r in run_ids]
+    if not yes:
+        if not sys.stdin.isatty():
+            raise _usage_error("refusing to delete without confirmation; pass --yes")
+        typer.confirm(f"Delete {len(dirs)} run(s)?", abort=True)
+    store = RunStore(runs_dir)
+    for path in dirs:
+        store.remove(path.name)
+        console.print(f"removed {path}")
+
+
+@app.command()
+def graph(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    runs_dir: RunsDir = Path("runs"),
+    format: Annotated[GraphFormat, typer.Option("--format", "-f", help="Output format.")] = GraphFormat.json,
+    out: Annotated[Optional[Path], typer.Option(help="Write here instead of standard output.")] = None,
+) -> None:
+    """Export a run's decision graph (observation -> reasoning -> action -> outcome -> next observation)."""
+    from tracer.graph import export, run_graph
+    from tracer.store import read_run, read_steps
+
+    run_dir = _run_dir(runs_dir, run_id)
+    text = export(run_graph(read_run(run_dir), read_steps(run_dir)), format.value)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.astimezone() if value is not None and value.tzinfo is None else value
 
 
 def main() -> None:
