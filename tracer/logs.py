@@ -1,5 +1,5 @@
 """structlog, configured once per process: JSON lines into the current run's ``log.jsonl`` and to
-stderr when it is not a terminal; readable console output (warnings and up) on a terminal.
+stderr when it is not a terminal; readable console output (errors only: the CLI prints the steps) on a terminal.
 Secret values are masked in every event before it is written anywhere.
 """
 
@@ -36,7 +36,7 @@ def configure_logging(*, console: TextIO | None = None) -> None:
             _tee_to_runs,
         ]
         if tty:
-            processors += [_only_warnings, structlog.dev.ConsoleRenderer(colors=True)]
+            processors += [_only_errors, structlog.dev.ConsoleRenderer(colors=True)]
         else:
             processors += [structlog.processors.JSONRenderer(ensure_ascii=False)]
         structlog.configure(processors=processors, logger_factory=structlog.PrintLoggerFactory(stream),
@@ -79,7 +79,7 @@ def _tee_to_runs(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
-def _only_warnings(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    if method in ("debug", "info"):
+def _only_errors(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    if method in ("debug", "info", "warning"):
         raise structlog.DropEvent
     return event
