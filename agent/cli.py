@@ -54,6 +54,8 @@ def run(
     layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Layout seed of the bundled site (overrides the task's).")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     base_url: Annotated[Optional[str], typer.Option(help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
+    view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
+    view_port: Annotated[int, typer.Option(min=0, max=65535, help="Viewer port with --view (0: the OS picks).")] = 0,
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
@@ -67,9 +69,20 @@ def run(
     if base_url is not None and layout_seed is not None:
         raise _usage_error("--layout-seed applies to a site Glassbox starts; with --base-url the running site decides")
 
+    viewer = None
+    if view:
+        from replays.viewer import ViewerServer
+
+        try:
+            viewer = ViewerServer(runs_dir, port=view_port).start()
+        except (RuntimeError, OSError) as exc:
+            raise _usage_error(f"cannot start the viewer on port {view_port}: {exc}") from None
+
     def started(record: RunRecord, run_dir: Path) -> None:
         console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {record.target_url}")
         console.print(f"recording to [bold]{run_dir}[/]")
+        if viewer is not None:
+            console.print(f"live viewer: [bold]{viewer.url}/runs/{record.run_id}[/]")
 
     try:
         result = run_task(
@@ -86,7 +99,43 @@ def run(
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
     console.print(f"run recorded in [bold]{result.run_dir}[/]")
+    if viewer is not None:
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            console.print(f"viewer still serving at [bold]{viewer.url}/runs/{result.run_id}[/] · Ctrl-C to quit")
+            _wait_for_ctrl_c()
+        viewer.stop()
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
+def _wait_for_ctrl_c() -> None:
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def view(
+    runs_dir: RunsDir = Path("runs"),
+    host: Annotated[str, typer.Option(help="Interface to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: the OS picks).")] = 8600,
+) -> None:
+    """Serve the run viewer: runs, steps, live progress, labelling."""
+    from replays.viewer import ViewerServer
+
+    try:
+        server = ViewerServer(runs_dir, host=host, port=port).start()
+    except (RuntimeError, OSError) as exc:
+        raise _usage_error(f"cannot serve the viewer on {host}:{port}: {exc}") from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] the viewer listens on {host}: anyone who can reach it can see your runs")
+    console.print(f"viewer for {runs_dir} on [bold]{server.url}[/] · Ctrl-C stops")
+    sys.stdout.flush()
+    _wait_for_ctrl_c()
+    server.stop()
 
 
 def _print_step(step: StepRecord) -> None:

@@ -1,0 +1,1 @@
+"""Everything that reads runs back: the web viewer, labels and their export, replay."""

@@ -143,6 +143,11 @@ class RunIndex:
         )
         return int(cur.lastrowid)
 
+    def delete_label(self, label_id: int) -> bool:
+        """Undo a label (kept in the table, marked deleted); False when there was none."""
+        cur = self._write("UPDATE labels SET deleted = 1 WHERE id = ? AND deleted = 0", (label_id,))
+        return cur.rowcount == 1
+
     # -- reading ----------------------------------------------------------------------------------
     def runs(
         self, *, task: str | None = None, status: str | None = None, policy: str | None = None,
@@ -178,6 +183,12 @@ class RunIndex:
         elif status == RunStatus.running.value:
             result = [r for r in result if r.status is RunStatus.running]
         return result
+
+    def distinct(self, column: str) -> list[str]:
+        """Distinct values of ``task_name`` or ``policy``, for filter menus."""
+        if column not in ("task_name", "policy"):
+            raise ValueError(f"cannot list distinct {column!r}")
+        return [r[0] for r in self._conn.execute(f"SELECT DISTINCT {column} FROM runs ORDER BY 1")]
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])

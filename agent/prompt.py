@@ -1,0 +1,222 @@
+"""The one prompt builder every backend uses: Qwen3-VL's computer-use prompt in the Nous function-calling format.
+
+    prompt = build_prompt(task, history, current_png, settings=task.policy, past_screenshots={3: png3})
+    prompt.messages      # chat messages; images as ImagePart (bytes in memory, path for the record)
+    prompt.record()      # what goes into the step record: text, images by reference
+
+System message = "You are a helpful assistant." + the ``# Tools`` block with ``computer_use`` (screen
+described as 1000x1000, as in the official cookbook) and the browser extras the task allows. The user
+turn carries the screenshot, the goal and a progress summary; with ``history_screenshots`` K > 1 the
+last K-1 steps come back as real turns (their screenshot, the assistant output with the think block
+stripped, the outcome in ``<tool_response>``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.task import PolicySettings, Task
+from tracer.schema import PromptMessage, StepRecord
+
+SYSTEM_TEXT = "You are a helpful assistant."
+SCREEN = (1000, 1000)
+
+FN_CALL_TEMPLATE = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tool_descs}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+_THINK = re.compile(r"^.*</think>\s*", re.DOTALL)
+
+
+class ImagePart(BaseModel):
+    """An image in a message: the PNG bytes (for the model) and where the record keeps it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    type: Literal["image"] = "image"
+    png: bytes = Field(repr=False, exclude=True)
+    ref: str  # path relative to the run folder, or "current" before it is written
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: list[TextPart | ImagePart]
+
+    def text(self) -> str:
+        return "".join(p.text if isinstance(p, TextPart) else "<image>" for p in self.content)
+
+
+class Prompt(BaseModel):
+    messages: list[Message]
+    tools: list[dict[str, Any]]
+
+    def images(self) -> list[ImagePart]:
+        return [p for m in self.messages for p in m.content if isinstance(p, ImagePart)]
+
+    def record(self, current_ref: str) -> list[PromptMessage]:
+        """The prompt as recorded: text with ``<image>`` markers, images by path."""
+        out = []
+        for m in self.messages:
+            refs = [current_ref if p.ref == "current" else p.ref for p in m.content if isinstance(p, ImagePart)]
+            out.append(PromptMessage(role=m.role, text=m.text(), images=refs))
+        return out
+
+    def hf_messages(self) -> list[dict[str, Any]]:
+        """Messages for a Hugging Face chat template (images as placeholders, passed to the processor separately)."""
+        return [
+            {"role": m.role, "content": [{"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"}
+                                         for p in m.content]}
+            for m in self.messages
+        ]
+
+
+@lru_cache(maxsize=1)
+def _computer_use_spec() -> dict[str, Any]:
+    data = json.loads(resources.files("agent").joinpath("computer_use.json").read_text(encoding="utf-8"))
+    data.pop("_source", None)
+    return data
+
+
+def computer_use_function(width: int = SCREEN[0], height: int = SCREEN[1]) -> dict[str, Any]:
+    """The cookbook's ``computer_use`` function, with the screen size filled in (1000x1000 for Qwen3-VL)."""
+    spec = _computer_use_spec()
+    return {
+        "name": spec["name"],
+        "description": spec["description"].format(display_width_px=width, display_height_px=height),
+        "parameters": spec["parameters"],
+    }
+
+
+def browser_functions(task: Task) -> list[dict[str, Any]]:
+    """``upload_file`` when the task declares files, ``goto_url`` always (limited to allowed origins)."""
+    functions = []
+    if task.files:
+        names = sorted(task.files)
+        functions.append({
+            "name": "upload_file",
+            "description": "Choose a file for the file input at the coordinate (a file chooser opens when you click "
+                           "it). The file is named, never given as a path. Files available: "
+                           + ", ".join(f"{n} ({task.files[n].description})" if task.files[n].description else n for n in names) + ".",
+            "parameters": {"properties": {
+                "file": {"description": "The name of the file to upload.", "type": "string", "enum": names},
+                "coordinate": {"description": "(x, y): the file input or its 'Choose file' button, on the same grid as computer_use.",
+                               "type": "array"},
+            }, "required": ["file", "coordinate"], "type": "object"},
+        })
+    functions.append({
+        "name": "goto_url",
+        "description": "Open a URL in the current browser tab. Only the task's own site can be opened.",
+        "parameters": {"properties": {"url": {"description": "The absolute URL to open.", "type": "string"}},
+                       "required": ["url"], "type": "object"},
+    })
+    return functions
+
+
+def tools_for(task: Task) -> list[dict[str, Any]]:
+    return [computer_use_function(), *browser_functions(task)]
+
+
+def system_text(tools: list[dict[str, Any]]) -> str:
+    """Exactly what Qwen-Agent's NousFnCallPrompt appends to the system message."""
+    descs = "\n".join(json.dumps({"type": "function", "function": f}, ensure_ascii=False) for f in tools)
+    return SYSTEM_TEXT + "\n\n" + FN_CALL_TEMPLATE.format(tool_descs=descs)
+
+
+def strip_think(text: str) -> str:
+    """An assistant output without its reasoning (everything up to the last ``</think>``)."""
+    return _THINK.sub("", text).strip()
+
+
+def describe_step(step: StepRecord) -> str:
+    """One line of the progress summary."""
+    action = step.action or {}
+    if step.error_kind == "parse" or not action:
+        what = "output could not be used"
+    else:
+        name = action.get("action")
+        if "coordinate" in action:
+            what = f"{name} at ({action['coordinate'][0]:.0f}, {action['coordinate'][1]:.0f})"
+        elif "text" in action:
+            what = f"{name} {json.dumps(action['text'], ensure_ascii=False)}"
+        elif "keys" in action:
+            what = f"{name} {'+'.join(action['keys'])}"
+        else:
+            extra = {k: v for k, v in action.items() if k != "action"}
+            what = f"{name} {json.dumps(extra, ensure_ascii=False)}" if extra else str(name)
+        if action.get("action") == "upload_file":
+            what += f" ({action.get('file')})"
+    return what + (f" -> error: {step.error}" if step.error else "")
+
+
+def tool_response(step: StepRecord) -> str:
+    if step.error:
+        verb = "could not be used" if step.error_kind in ("parse", "action") else "failed"
+        return f"Your last output {verb} because: {step.error}. Answer again with exactly one <tool_call>."
+    return f"{step.action.get('action') if step.action else 'action'} done." + (f" Page: {step.title}" if step.title else "")
+
+
+def build_prompt(
+    task: Task,
+    history: list[StepRecord],
+    current_png: bytes,
+    *,
+    settings: PolicySettings | None = None,
+    past_screenshots: dict[int, bytes] | None = None,
+) -> Prompt:
+    """Build the prompt for the next step. ``past_screenshots`` maps step index -> PNG for the last K-1 steps."""
+    settings = settings or task.policy
+    tools = tools_for(task)
+    k = max(1, settings.history_screenshots)
+    past = past_screenshots or {}
+    window = [s for s in history[-(k - 1):] if s.index in past] if k > 1 else []
+    older = history[: len(history) - len(window)]
+    intro = _instruction(task, older)
+    messages = [Message(role="system", content=[TextPart(text=system_text(tools))])]
+    if not window:
+        text = intro + (("\n" + tool_response(history[-1])) if history and history[-1].error else "")
+        messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
+        return Prompt(messages=messages, tools=tools)
+    first = window[0]
+    messages.append(Message(role="user", content=[ImagePart(png=past[first.index], ref=first.screenshot), TextPart(text=intro)]))
+    for i, step in enumerate(window):
+        messages.append(Message(role="assistant", content=[TextPart(text=strip_think(step.raw_output or "") or "(no output)")]))
+        nxt = window[i + 1] if i + 1 < len(window) else None
+        image = ImagePart(png=past[nxt.index], ref=nxt.screenshot) if nxt else ImagePart(png=current_png, ref="current")
+        messages.append(Message(role="user", content=[
+            TextPart(text=f"<tool_response>\n{tool_response(step)}\n</tool_response>"), image,
+        ]))
+    return Prompt(messages=messages, tools=tools)
+
+
+def _instruction(task: Task, older: list[StepRecord]) -> str:
+    lines = [f"The user query: {task.goal_text()}"]
+    if "<secret>" in lines[0]:
+        lines.append("Values written as <secret>name</secret> are secrets: type them exactly like that and they are "
+                     "filled in for you.")
+    if older:
+        done = "; ".join(f"Step {s.index + 1}: {describe_step(s)}" for s in older)
+        lines.append(f"Task progress (You have done the following operation on the current device): {done}.")
+    lines.append("When the task is done, call computer_use with action=terminate and status=success "
+                 "(or failure if it cannot be done).")
+    return "\n".join(lines)

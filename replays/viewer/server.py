@@ -1,0 +1,52 @@
+"""Serve the viewer with uvicorn: in the foreground (``glassbox view``) or on a thread beside a run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from replays.viewer.app import create_viewer
+
+
+class ViewerServer:
+    """The viewer on ``host:port`` (port 0: the OS picks one). 127.0.0.1 unless told otherwise."""
+
+    def __init__(self, runs_dir: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.app = create_viewer(runs_dir)
+        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "ViewerServer":
+        self._thread = threading.Thread(target=self._server.run, name="viewer", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the viewer could not listen on {self.host}")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "ViewerServer":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,244 @@
+// Glassbox run page: filmstrip, step details, overlays, live steps (SSE), labelling.
+"use strict";
+const state = JSON.parse(document.getElementById("initial").textContent);
+const runId = state.run.run_id;
+let current = -1;
+let followLast = true;
+let picking = null; // {coordinate: [x, y]} while marking where the agent should have clicked
+const $ = (id) => document.getElementById(id);
+const fileUrl = (p) => `/runs/${encodeURIComponent(runId)}/files/${p}`;
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+function actionLabel(step) {
+  const a = step.action;
+  if (!a) return step.error_kind === "parse" ? "parse error" : "no action";
+  let extra = "";
+  if (a.coordinate) extra = ` (${a.coordinate.map((v) => Math.round(v)).join(", ")})`;
+  else if (a.text !== undefined) extra = ` “${a.text.slice(0, 24)}”`;
+  else if (a.keys) extra = ` ${a.keys.join("+")}`;
+  else if (a.status) extra = ` ${a.status}`;
+  return a.action + extra;
+}
+
+function labelsFor(i) { return state.labels.filter((l) => l.step === i); }
+
+function filmItem(step) {
+  const b = document.createElement("button");
+  b.className = "film" + (step.outcome === "error" ? " err" : "");
+  b.id = `film-${step.index}`;
+  b.dataset.index = step.index;
+  b.innerHTML = `<img loading="lazy" src="${fileUrl(step.screenshot)}" alt=""><span class="n">${step.index}</span>` +
+    `<span class="a">${esc(actionLabel(step))}</span><span class="lab"></span>`;
+  b.addEventListener("click", () => { followLast = step.index === state.steps.length - 1; select(step.index); });
+  return b;
+}
+
+function refreshFilmLabels() {
+  for (const step of state.steps) {
+    const el = document.querySelector(`#film-${step.index} .lab`);
+    if (!el) continue;
+    const ls = labelsFor(step.index);
+    el.textContent = ls.length ? (ls[ls.length - 1].verdict === "wrong" ? "✗ labelled" : "✓ labelled") : "";
+    el.className = "lab " + (ls.length ? ls[ls.length - 1].verdict : "");
+  }
+}
+
+function renderFilmstrip() {
+  const strip = $("filmstrip");
+  strip.innerHTML = "";
+  if (!state.steps.length) strip.innerHTML = '<span class="muted">No steps yet.</span>';
+  for (const step of state.steps) strip.appendChild(filmItem(step));
+  refreshFilmLabels();
+}
+
+function modelPointPx(step) {
+  const c = step.coordinate;
+  if (!c) return null;
+  const [w, h] = c.screenshot_size;
+  if (c.mode === "absolute" && c.resized_size) return [c.model[0] / c.resized_size[0] * w, c.model[1] / c.resized_size[1] * h];
+  return [c.model[0] / c.divisor * w, c.model[1] / c.divisor * h];
+}
+
+function drawOverlay() {
+  const step = state.steps[current];
+  const svg = $("overlay");
+  if (!step) { svg.innerHTML = ""; return; }
+  const [w, h] = step.screenshot_size;
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  let out = "";
+  const c = step.coordinate;
+  if (c && $("t-box").checked && step.evidence) {
+    const [l, t, r, b] = step.evidence.box;
+    out += `<rect class="ev" x="${l}" y="${t}" width="${r - l}" height="${b - t}"/>`;
+  }
+  if (c && $("t-exec").checked) {
+    const s = c.device_scale_factor;
+    const [x, y] = [c.css[0] * s, c.css[1] * s];
+    out += `<circle class="exec" cx="${x}" cy="${y}" r="11"/><line class="exec" x1="${x - 17}" y1="${y}" x2="${x + 17}" y2="${y}"/><line class="exec" x1="${x}" y1="${y - 17}" x2="${x}" y2="${y + 17}"/>`;
+  }
+  const mp = modelPointPx(step);
+  if (mp && $("t-model").checked) out += `<rect class="model" x="${mp[0] - 7}" y="${mp[1] - 7}" width="14" height="14"/>`;
+  if ($("t-labels").checked) {
+    for (const l of labelsFor(current)) {
+      if (l.correction && l.correction.coordinate) {
+        const [x, y] = [l.correction.coordinate[0] / 1000 * w, l.correction.coordinate[1] / 1000 * h];
+        out += `<circle class="fix" cx="${x}" cy="${y}" r="12"/><text class="fixt" x="${x + 16}" y="${y + 5}">fix</text>`;
+      }
+    }
+  }
+  if (picking && picking.coordinate) {
+    const [x, y] = [picking.coordinate[0] / 1000 * w, picking.coordinate[1] / 1000 * h];
+    out += `<circle class="pick" cx="${x}" cy="${y}" r="12"/>`;
+  }
+  svg.innerHTML = out;
+}
+
+function kv(rows) {
+  return "<table class=\"kv\">" + rows.filter((r) => r).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${v}</td></tr>`).join("") + "</table>";
+}
+
+function renderDetails() {
+  const step = state.steps[current];
+  const d = $("details");
+  if (!step) { d.innerHTML = '<p class="muted">Waiting for the first step…</p>'; return; }
+  const t = step.timings;
+  const conf = step.confidence === null || step.confidence === undefined
+    ? `<span class="muted">unknown — ${esc(step.confidence_reason || step.unavailable.confidence || "")}</span>`
+    : `<meter min="0" max="1" value="${step.confidence}"></meter> ${step.confidence.toFixed(3)}` +
+      Object.entries(step.confidence_parts || {}).map(([k, v]) => `<div class="muted">${esc(k)}: ${Number(v).toFixed(3)}</div>`).join("");
+  const el = step.element ? `${esc(step.element.tag)} “${esc(step.element.text.slice(0, 60))}”` : "";
+  const ev = step.evidence ? `<img class="crop" src="${fileUrl(step.evidence.crop)}" alt="evidence crop">` : `<span class="muted">${esc(step.unavailable.evidence || "")}</span>`;
+  const coord = step.coordinate
+    ? `model (${step.coordinate.model.map((v) => +v.toFixed(1)).join(", ")}) ${esc(step.coordinate.mode)} → CSS (${step.coordinate.css.join(", ")}) ×${step.coordinate.device_scale_factor}${step.coordinate.clamped ? " <b>clamped</b>" : ""}`
+    : "";
+  const labels = labelsFor(current).map((l) => `<li class="${l.verdict}">${l.verdict === "wrong" ? "✗ wrong" : "✓ correct"}` +
+    (l.correction ? ` → ${esc(l.correction.action)}${l.correction.coordinate ? " (" + l.correction.coordinate.map(Math.round).join(", ") + ")" : ""}${l.correction.text ? " “" + esc(l.correction.text) + "”" : ""}` : "") +
+    (l.note ? ` <span class="muted">${esc(l.note)}</span>` : "") + ` <button class="undo" data-id="${l.id}">Undo</button></li>`).join("");
+  d.innerHTML = `
+    <h2 id="step-title">Step ${step.index} · ${esc(actionLabel(step))}</h2>
+    ${step.error ? `<div class="error">${esc(step.error_kind || "error")}: ${esc(step.error)}</div>` : ""}
+    <details open><summary>Reasoning</summary><pre class="reasoning">${esc(step.reasoning || "(none)")}</pre></details>
+    <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
+    ${kv([["confidence", conf], coord && ["coordinate", coord], el && ["element", el], ["evidence", ev],
+          ["url", esc(step.url || "")], ["timings", `perceive ${t.perceive_ms.toFixed(0)} · think ${t.think_ms.toFixed(0)} · act ${t.act_ms.toFixed(0)} · record ${t.record_ms.toFixed(1)} ms`],
+          ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))]])}
+    <details><summary>Raw output</summary><pre>${esc(step.raw_output || "")}</pre></details>
+    <details><summary>Not recorded</summary><ul class="muted">${Object.entries(step.unavailable || {}).map(([k, v]) => `<li>${esc(k)}: ${esc(v)}</li>`).join("")}</ul></details>
+    <div class="label-box">
+      <h3>Label this step</h3>
+      <button id="mark-correct">Correct</button> <button id="mark-wrong">Wrong…</button>
+      <div id="fix" ${picking ? "" : "hidden"}>
+        <p class="hint">Click on the screenshot where it should have acted.</p>
+        <label>Action <select id="fix-action">${["left_click", "double_click", "right_click", "triple_click", "upload_file", "type", "key", "scroll", "wait", "terminate"].map((a) => `<option>${a}</option>`).join("")}</select></label>
+        <label>Text <input id="fix-text" placeholder="text to type / keys"></label>
+        <label>Note <input id="fix-note" placeholder="why"></label>
+        <div class="point" id="fix-point">${picking && picking.coordinate ? "point " + picking.coordinate.map(Math.round).join(", ") : "no point yet"}</div>
+        <button id="fix-save">Save label</button> <button id="fix-cancel">Cancel</button>
+        <div id="fix-error" class="error" hidden></div>
+      </div>
+      <ul class="labels">${labels}</ul>
+    </div>`;
+  $("mark-correct").onclick = () => saveLabel({verdict: "correct"});
+  $("mark-wrong").onclick = () => { picking = {coordinate: null}; renderDetails(); drawOverlay(); };
+  if (picking) {
+    const a = step.action && step.action.action;
+    if (a && [...$("fix-action").options].some((o) => o.value === a)) $("fix-action").value = a;
+    $("fix-save").onclick = () => {
+      const action = $("fix-action").value;
+      const text = $("fix-text").value;
+      const correction = {action};
+      if (picking.coordinate) correction.coordinate = picking.coordinate;
+      if (action === "type") correction.text = text;
+      if (action === "key") correction.keys = text.split("+").map((k) => k.trim()).filter(Boolean);
+      saveLabel({verdict: "wrong", correction, note: $("fix-note").value || null});
+    };
+    $("fix-cancel").onclick = () => { picking = null; renderDetails(); drawOverlay(); };
+  }
+  for (const b of d.querySelectorAll("button.undo")) b.onclick = () => undoLabel(+b.dataset.id);
+}
+
+async function saveLabel(body) {
+  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/steps/${current}/labels`, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const e = $("fix-error");
+    if (e) { e.hidden = false; e.textContent = data.error || data.detail || `error ${r.status}`; } else alert(data.error || r.status);
+    return;
+  }
+  state.labels.push(data);
+  picking = null;
+  renderDetails(); drawOverlay(); refreshFilmLabels();
+}
+
+async function undoLabel(id) {
+  const r = await fetch(`/api/labels/${id}`, {method: "DELETE"});
+  if (r.ok) { state.labels = state.labels.filter((l) => l.id !== id); renderDetails(); drawOverlay(); refreshFilmLabels(); }
+}
+
+function select(i) {
+  if (i < 0 || i >= state.steps.length) return;
+  if (i !== current) picking = null;
+  current = i;
+  const step = state.steps[i];
+  $("shot").src = fileUrl(step.screenshot);
+  for (const el of document.querySelectorAll(".film.sel")) el.classList.remove("sel");
+  const item = $(`film-${i}`);
+  if (item) { item.classList.add("sel"); item.scrollIntoView({block: "nearest", inline: "nearest"}); }
+  history.replaceState(null, "", `#step-${i}`);
+  renderDetails(); drawOverlay();
+}
+
+$("shot-wrap").addEventListener("click", (ev) => {
+  if (!picking) return;
+  const img = $("shot").getBoundingClientRect();
+  const x = (ev.clientX - img.left) / img.width * 1000, y = (ev.clientY - img.top) / img.height * 1000;
+  if (x < 0 || y < 0 || x > 1000 || y > 1000) return;
+  picking.coordinate = [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
+  $("fix-point").textContent = "point " + picking.coordinate.map(Math.round).join(", ");
+  drawOverlay();
+});
+for (const id of ["t-model", "t-exec", "t-box", "t-labels"]) $(id).addEventListener("change", drawOverlay);
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.matches("input, select, textarea")) return;
+  if (ev.key === "ArrowRight" || ev.key === "j") { followLast = current + 1 === state.steps.length - 1; select(current + 1); }
+  if (ev.key === "ArrowLeft" || ev.key === "k") { followLast = false; select(current - 1); }
+  if (ev.key === "Escape" && picking) { picking = null; renderDetails(); drawOverlay(); }
+});
+document.getElementById("graph").addEventListener("click", (ev) => {
+  const a = ev.target.closest("a[data-step]");
+  if (a && a.dataset.step !== "") { ev.preventDefault(); followLast = false; select(+a.dataset.step); }
+});
+
+function setStatus(run) {
+  const s = $("run-status");
+  s.textContent = run.status; s.className = `status status-${run.status}`;
+  $("end-reason").textContent = run.end_reason || "";
+}
+
+function live() {
+  if (state.run.status !== "running") return;
+  const es = new EventSource(`/api/runs/${encodeURIComponent(runId)}/events?after=${state.steps.length - 1}`);
+  es.addEventListener("step", (ev) => {
+    const step = JSON.parse(ev.data);
+    if (step.index < state.steps.length) return;
+    if (!state.steps.length) $("filmstrip").innerHTML = "";
+    state.steps.push(step);
+    $("filmstrip").appendChild(filmItem(step));
+    $("step-count").textContent = state.steps.length;
+    if (followLast || current < 0) select(step.index);
+  });
+  es.addEventListener("run", (ev) => { state.run = JSON.parse(ev.data); setStatus(state.run); });
+  es.addEventListener("end", async () => {
+    es.close();
+    const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/graph`);
+    if (r.ok) $("graph").innerHTML = await r.text();
+  });
+}
+
+renderFilmstrip();
+const m = location.hash.match(/^#step-(\d+)$/);
+const start = m ? Math.min(+m[1], state.steps.length - 1) : state.steps.length - 1;
+if (start >= 0) { followLast = start === state.steps.length - 1; select(start); } else renderDetails();
+live();
