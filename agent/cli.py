@@ -28,6 +28,8 @@ site_app = typer.Typer(help="Serve a bundled target site on its own.", no_args_i
 app.add_typer(site_app, name="site")
 runs_app = typer.Typer(help="List, show and remove recorded runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+export_app = typer.Typer(help="Export labels and runs.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 
@@ -303,6 +305,26 @@ def graph(
     else:
         out.write_text(text, encoding="utf-8")
         console.print(f"wrote {out}")
+
+
+class FeedbackFormat(str, Enum):
+    sft = "sft"
+    dpo = "dpo"
+
+
+@export_app.command("feedback")
+def export_feedback_cmd(
+    format: Annotated[FeedbackFormat, typer.Option("--format", "-f", help="sft: corrected answers; dpo: corrected vs model.")],
+    out: Annotated[Path, typer.Option(help="JSONL file to write (images go to images/ beside it).")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Export the viewer's labels as fine-tuning data (Qwen-VL chat format, LLaMA-Factory / ms-swift layout)."""
+    from replays.export import export_feedback
+
+    summary = export_feedback(runs_dir, out, format.value)
+    console.print(f"wrote {summary.records} {format.value} record(s) to [bold]{summary.out}[/] (images in {summary.images_dir})")
+    for reason, count in summary.skipped.items():
+        console.print(f"  skipped {count}: {reason}")
 
 
 def _aware(value: datetime | None) -> datetime | None:

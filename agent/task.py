@@ -264,30 +264,35 @@ class Task(_Strict):
     # -- values -----------------------------------------------------------------------------------
     def input_values(self) -> dict[str, str]:
         """Every input's value, secrets included. For the executor and checks only."""
-        values = {}
-        for name, spec in self.inputs.items():
-            if spec.env is not None:
-                value = os.environ.get(spec.env)
-                if value is None and spec.value is None:
-                    raise TaskError(self.source, [f"inputs.{name}: environment variable {spec.env} is not set"])
-                values[name] = value if value is not None else str(spec.value)
-            else:
-                values[name] = str(spec.value)
-        return values
+        return {name: self._value(name, spec) for name, spec in self.inputs.items()}
 
     def secret_values(self) -> dict[str, str]:
         values = self.input_values()
         return {name: values[name] for name, spec in self.inputs.items() if spec.secret}
 
     def render(self, text: str) -> str:
-        """Fill ``{input}`` placeholders; secrets become ``<secret>name</secret>`` (the executor reveals them)."""
-        values = self.input_values()
+        """Fill ``{input}`` placeholders; secrets become ``<secret>name</secret>`` (the executor reveals them).
+
+        Secret values are never read here, so a recorded task (secrets removed) renders the same prompt.
+        """
 
         def fill(match: re.Match[str]) -> str:
             name = match.group(1)
-            return f"<secret>{name}</secret>" if self.inputs[name].secret else values[name]
+            spec = self.inputs[name]
+            if spec.secret:
+                return f"<secret>{name}</secret>"
+            return self._value(name, spec)
 
         return _PLACEHOLDER.sub(fill, text)
+
+    def _value(self, name: str, spec: InputSpec) -> str:
+        if spec.env is not None:
+            value = os.environ.get(spec.env)
+            if value is not None:
+                return value
+            if spec.value is None:
+                raise TaskError(self.source, [f"inputs.{name}: environment variable {spec.env} is not set"])
+        return str(spec.value)
 
     def render_secret(self, text: str) -> str:
         """Fill placeholders with real values, secrets included: for checks that never leave the machine."""
