@@ -30,6 +30,8 @@ runs_app = typer.Typer(help="List, show and remove recorded runs.", no_args_is_h
 app.add_typer(runs_app, name="runs")
 export_app = typer.Typer(help="Export labels and runs.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 
@@ -40,7 +42,7 @@ class GraphFormat(str, Enum):
 
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -55,7 +57,16 @@ def run(
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.")] = Path("runs"),
     layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Layout seed of the bundled site (overrides the task's).")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
-    base_url: Annotated[Optional[str], typer.Option(help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
+    site_url: Annotated[Optional[str], typer.Option(help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="qwen3vl: local folder or hub id; openai: the served model name.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="openai: the server, e.g. http://127.0.0.1:8000/v1.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0, help="Sampling temperature (default: Qwen3-VL's for Thinking/Instruct).")] = None,
+    top_p: Annotated[Optional[float], typer.Option(min=0, max=1, help="Nucleus sampling.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0, help="Top-k sampling.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation limit per step.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Step limit (overrides the task's).")] = None,
+    max_errors: Annotated[Optional[int], typer.Option(min=1, help="Consecutive error limit (overrides the task's).")] = None,
     view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
     view_port: Annotated[int, typer.Option(min=0, max=65535, help="Viewer port with --view (0: the OS picks).")] = 0,
 ) -> None:
@@ -66,10 +77,17 @@ def run(
         task = load_task(task_file)
     except TaskError as exc:
         raise _usage_error(str(exc)) from None
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise _usage_error(f"--base-url must be an http:// or https:// URL, not {base_url!r}")
-    if base_url is not None and layout_seed is not None:
-        raise _usage_error("--layout-seed applies to a site Glassbox starts; with --base-url the running site decides")
+    for flag, url in (("--site-url", site_url), ("--base-url", base_url)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise _usage_error(f"{flag} must be an http:// or https:// URL, not {url!r}")
+    if site_url is not None and layout_seed is not None:
+        raise _usage_error("--layout-seed applies to a site Glassbox starts; with --site-url the running site decides")
+    if max_steps is not None:
+        task.limits.max_steps = max_steps
+    if max_errors is not None:
+        task.limits.max_consecutive_errors = max_errors
+    overrides = {"model": model, "base_url": base_url, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                 "max_new_tokens": max_new_tokens, "seed": seed}
 
     viewer = None
     if view:
@@ -88,7 +106,8 @@ def run(
 
     try:
         result = run_task(
-            task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None, base_url=base_url,
+            task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None, site_url=site_url,
+            policy_overrides=overrides,
             on_step=_print_step, on_start=started,
         )
     except PolicyUnavailable as exc:
@@ -305,6 +324,21 @@ def graph(
     else:
         out.write_text(text, encoding="utf-8")
         console.print(f"wrote {out}")
+
+
+@dev_app.command("tiny-model")
+def dev_tiny_model(
+    out: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    chat_template: Annotated[Optional[Path], typer.Option(help="A chat template file to use instead of the built-in one.")] = None,
+) -> None:
+    """Build a tiny random-weight Qwen3-VL (about 1.3 M parameters) for tests. Its outputs are noise."""
+    try:
+        from agent.tiny_model import build_tiny_model
+    except ImportError as exc:
+        raise _usage_error(f"needs torch and transformers: {exc}") from None
+    template = chat_template.read_text(encoding="utf-8") if chat_template else None
+    build_tiny_model(out, chat_template=template)
+    console.print(f"tiny Qwen3-VL (random weights, noise only) written to [bold]{out}[/]")
 
 
 class FeedbackFormat(str, Enum):

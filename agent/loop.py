@@ -59,19 +59,24 @@ def run_task(
     runs_dir: Path = Path("runs"),
     layout_seed: int | None = None,
     headed: bool | None = None,
-    base_url: str | None = None,
+    site_url: str | None = None,
+    policy_overrides: dict[str, object] | None = None,
     on_step: StepCallback | None = None,
     on_start: Callable[[RunRecord, Path], None] | None = None,
 ) -> RunResult:
     """Run ``task`` in a fresh browser (and a fresh bundled site when the task targets one).
 
-    ``base_url`` points a site task at an already running instance of the site instead of starting one
-    (e.g. ``glassbox site shop`` in another terminal).
+    ``site_url`` points a site task at an already running instance of the site instead of starting one
+    (e.g. ``glassbox site shop`` in another terminal). ``policy_overrides`` replace the task's policy
+    settings (model, base_url, temperature, ...), as the CLI flags do.
     """
+    if policy_overrides:
+        task = task.model_copy(update={"policy": task.policy.model_copy(update={
+            k: v for k, v in policy_overrides.items() if v is not None})})
     policy_name = policy or task.policy.name
     settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
     with ExitStack() as stack:
-        base_url, start_url, seed = _start_target(task, layout_seed, base_url, stack)
+        base_url, start_url, seed = _start_target(task, layout_seed, site_url, stack)
         allowed = list(task.allowed_origins) + [_origin(start_url)]
         executor = BrowserExecutor(
             settings, files=task.file_paths(), secrets=task.secret_values(), allowed_origins=allowed,
@@ -85,12 +90,12 @@ def run_task(
 
 
 def _start_target(
-    task: Task, layout_seed: int | None, base_url: str | None, stack: ExitStack,
+    task: Task, layout_seed: int | None, site_url: str | None, stack: ExitStack,
 ) -> tuple[str | None, str, int | None]:
     target = task.target
-    if isinstance(target, SiteTarget) and base_url is not None:
-        base_url = base_url.rstrip("/")
-        return base_url, base_url + target.path, None
+    if isinstance(target, SiteTarget) and site_url is not None:
+        site_url = site_url.rstrip("/")
+        return site_url, site_url + target.path, None
     if isinstance(target, SiteTarget):
         from sites.shop import ShopServer
 
@@ -151,6 +156,9 @@ class _Loop:
                     end_reason = f"time budget spent ({limits.time_budget_s:.0f} s)"
                     break
                 step, terminate = self._step(index)
+                if step.error_kind == "low_confidence":
+                    end_reason = f"stopped on low confidence at step {index}: {step.error}"
+                    break
                 consecutive_errors = consecutive_errors + 1 if step.outcome == "error" else 0
                 if terminate is not None:
                     self.writer.record.agent_verdict = terminate.status
@@ -193,8 +201,11 @@ class _Loop:
         t2 = time.perf_counter()
         action, outcome, error_kind, error = None, None, None, output.parse_error
         terminate: Terminate | None = None
+        low = self._low_confidence(output)
         if error is not None:
             error_kind = "parse"
+        elif low is not None:
+            error_kind, error = "low_confidence", low
         elif not output.tool_calls:
             error_kind, error = "parse", "the output holds no tool call"
         else:
@@ -211,6 +222,15 @@ class _Loop:
         t3 = time.perf_counter()
         step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3))
         return step, terminate
+
+    def _low_confidence(self, output: PolicyOutput) -> str | None:
+        """The stop reason when the task stops on low confidence and this output is below the bar."""
+        settings = self.task.policy
+        if settings.min_confidence is None or settings.on_low_confidence != "stop" or output.confidence is None:
+            return None
+        if output.confidence >= settings.min_confidence:
+            return None
+        return f"confidence {output.confidence:.3f} is below min_confidence {settings.min_confidence}; not acting"
 
     def _think(self, observation: Observation) -> PolicyOutput:
         try:
@@ -240,12 +260,16 @@ class _Loop:
             unavailable.setdefault("element", "no element under an acting point")
         if output.confidence is None:
             unavailable.setdefault("confidence", output.confidence_reason or "the policy gave no confidence")
+        prompt = None
+        if output.prompt is not None:  # the policy names the current screenshot before it has a path
+            prompt = [m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]})
+                      for m in output.prompt]
         data = {
             "index": index, "started_at": started_at,
             "timings": StepTimings(perceive_ms=_ms(t1 - t0), think_ms=_ms(t2 - t1), act_ms=_ms(t3 - t2)),
             "url": observation.url, "title": observation.title, "screenshot": screenshot,
             "screenshot_size": observation.screenshot_size, "device_scale_factor": observation.device_scale_factor,
-            "policy": self.policy.name, "model": self.policy.model, "prompt": output.prompt,
+            "policy": self.policy.name, "model": self.policy.model, "prompt": prompt,
             "raw_output": output.raw_output, "reasoning": output.reasoning,
             "tool_calls": [c.model_dump() for c in output.tool_calls],
             "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]

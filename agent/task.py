@@ -132,17 +132,25 @@ class PolicySettings(_Strict):
     """Which policy decides, and how. Sampling defaults depend on the model kind (see agent.policies)."""
 
     name: Literal["script", "qwen3vl", "openai"] = "script"
-    model: str | None = None
-    base_url: str | None = None
+    model: str | None = None  # local folder or hub id (qwen3vl), served model name (openai)
+    base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the API key
+    timeout_s: float = Field(default=120.0, gt=0)
+    thinking: bool | None = None  # None: detect (chat template / model name)
+    # Sampling: unset values take the Qwen3-VL defaults for Thinking or Instruct models.
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     presence_penalty: float | None = None
     max_new_tokens: int = Field(default=1024, ge=1)
     seed: int | None = None
+    min_pixels: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
     coordinate_mode: CoordinateMode = CoordinateMode.relative_1000
     coordinate_divisor: float = Field(default=1000.0, gt=0)
-    history_screenshots: int = Field(default=1, ge=1)
+    history_screenshots: int = Field(default=1, ge=1, le=8)
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    on_low_confidence: Literal["continue", "stop"] = "continue"
 
 
 class ScriptStep(_Strict):

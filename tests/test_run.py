@@ -34,7 +34,7 @@ def variant(tmp_path: Path, name: str, edit) -> Path:
 def test_publish_task_end_to_end_against_a_running_shop(tmp_path):
     task = load_task(TASKS / "publish_product.yaml")
     with ShopServer() as shop:
-        result = run_task(task, runs_dir=tmp_path / "runs", base_url=shop.base_url)
+        result = run_task(task, runs_dir=tmp_path / "runs", site_url=shop.base_url)
         items = httpx.get(shop.base_url + "/api/products", params={"name": "Aurora LED desk lamp"}).json()["items"]
     assert result.status is RunStatus.succeeded, result.end_reason
     [item] = items

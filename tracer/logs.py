@@ -1,5 +1,5 @@
 """structlog, configured once per process: JSON lines into the current run's ``log.jsonl`` and to
-stderr when it is not a terminal; readable console output (errors only: the CLI prints the steps) on a terminal.
+stderr (errors only: the CLI prints the steps) as JSON when it is not a terminal, readable on a terminal.
 Secret values are masked in every event before it is written anywhere.
 """
 
@@ -38,7 +38,7 @@ def configure_logging(*, console: TextIO | None = None) -> None:
         if tty:
             processors += [_only_errors, structlog.dev.ConsoleRenderer(colors=True)]
         else:
-            processors += [structlog.processors.JSONRenderer(ensure_ascii=False)]
+            processors += [_only_errors, structlog.processors.JSONRenderer(ensure_ascii=False)]
         structlog.configure(processors=processors, logger_factory=structlog.PrintLoggerFactory(stream),
                             cache_logger_on_first_use=False)
         _configured = True

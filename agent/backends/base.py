@@ -1,0 +1,73 @@
+"""The backend interface: turn a prompt into generated text, with per-token log-probabilities when available."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.prompt import Prompt
+
+THINKING_DEFAULTS = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "presence_penalty": 0.0}
+INSTRUCT_DEFAULTS = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "presence_penalty": 1.5}
+
+
+class Sampling(BaseModel):
+    """Resolved sampling settings (the Qwen3-VL defaults for Thinking / Instruct, then the task's overrides)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    max_new_tokens: int
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def resolve_sampling(overrides: dict[str, Any], *, thinking: bool, max_new_tokens: int, seed: int | None) -> Sampling:
+    base = dict(THINKING_DEFAULTS if thinking else INSTRUCT_DEFAULTS)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Sampling(max_new_tokens=max_new_tokens, seed=seed, **base)
+
+
+class TokenLogprob(BaseModel):
+    """One generated token: its text span in the output and its log-probability under the model."""
+
+    text: str
+    start: int
+    end: int
+    logprob: float
+
+
+class Generation(BaseModel):
+    text: str  # what the model generated (for Thinking models: reasoning, then </think>, then the answer)
+    server_reasoning: str | None = None  # reasoning a server returned separately
+    server_tool_calls: list[dict[str, Any]] | None = None
+    tokens: list[TokenLogprob] | None = None
+    logprobs_reason: str | None = None  # why tokens is None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    image_tokens: int | None = None
+    finish_reason: str | None = None
+    notes: list[str] = Field(default_factory=list)  # settings a backend could not honour, etc.
+
+
+class BackendError(RuntimeError):
+    """The backend could not produce an output (server down after retries, model failed)."""
+
+
+class Backend(ABC):
+    name: str
+    model: str
+    thinking: bool
+
+    @abstractmethod
+    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int) -> Generation:
+        """Generate the answer to ``prompt``; ``step`` seeds sampling reproducibly per step."""
+
+    def close(self) -> None:
+        """Release the model or the HTTP client."""

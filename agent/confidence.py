@@ -1,0 +1,84 @@
+"""Confidence of a step from token log-probabilities: how sure the model was of the action name and the
+coordinate it wrote (and of the typed text, when it typed).
+
+Each part is the geometric mean of its tokens' probabilities; the step's confidence is the geometric mean
+over all those tokens, a number in [0, 1]. Only the tool call's tokens count, never the reasoning's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from pydantic import BaseModel
+
+from agent.backends.base import TokenLogprob
+
+_ACTION = re.compile(r'["\']action["\']\s*:\s*["\']([a-z_]+)["\']')
+_NAME = re.compile(r'["\']name["\']\s*:\s*["\']([a-z_]+)["\']')
+_COORD = re.compile(r'["\']coordinate["\']\s*:\s*\[\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*\]')
+_TEXT = re.compile(r'["\']text["\']\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+class TokenSpans(BaseModel):
+    """Character spans of the parts of the (first) tool call in the generated text."""
+
+    action_name: list[tuple[int, int]] = []
+    coordinate: list[tuple[int, int]] = []
+    text: list[tuple[int, int]] = []
+
+
+def tool_call_spans(text: str) -> TokenSpans:
+    """Find the spans in the answer part (after the last ``</think>``); the reasoning is never used."""
+    offset = text.rfind("</think>")
+    offset = offset + len("</think>") if offset >= 0 else 0
+    start = text.find("<tool_call>", offset)
+    if start < 0:
+        start = offset
+    answer = text[start:]
+    end_tag = answer.find("</tool_call>")
+    call = answer[: end_tag if end_tag >= 0 else len(answer)]
+    spans = TokenSpans()
+    m = _ACTION.search(call) or _NAME.search(call)
+    if m:
+        spans.action_name.append((start + m.start(1), start + m.end(1)))
+    m = _COORD.search(call)
+    if m:
+        spans.coordinate += [(start + m.start(1), start + m.end(1)), (start + m.start(2), start + m.end(2))]
+    m = _TEXT.search(call)
+    if m and m.end(1) > m.start(1):
+        spans.text.append((start + m.start(1), start + m.end(1)))
+    return spans
+
+
+def tokens_in(tokens: list[TokenLogprob], spans: list[tuple[int, int]]) -> list[int]:
+    """Indexes of tokens overlapping any span."""
+    return [i for i, t in enumerate(tokens) if any(t.start < e and t.end > s or (t.start == t.end and s <= t.start < e)
+                                                   for s, e in spans)]
+
+
+class Confidence(BaseModel):
+    value: float | None
+    parts: dict[str, float] = {}
+    reason: str | None = None
+
+
+def confidence(text: str, tokens: list[TokenLogprob] | None, why_none: str | None = None) -> Confidence:
+    if not tokens:
+        return Confidence(value=None, reason=why_none or "the backend returned no log-probabilities")
+    spans = tool_call_spans(text)
+    parts: dict[str, float] = {}
+    chosen: list[int] = []
+    for name, part_spans in (("action_name", spans.action_name), ("coordinate", spans.coordinate), ("text", spans.text)):
+        idx = tokens_in(tokens, part_spans)
+        if idx:
+            parts[name] = _geomean([tokens[i].logprob for i in idx])
+            chosen += idx
+    if not chosen:
+        return Confidence(value=None, reason="no tool call tokens to score (the output holds no usable tool call)")
+    value = _geomean([tokens[i].logprob for i in sorted(set(chosen))])
+    return Confidence(value=value, parts=parts)
+
+
+def _geomean(logprobs: list[float]) -> float:
+    return round(min(1.0, max(0.0, math.exp(sum(logprobs) / len(logprobs)))), 6)

@@ -1,0 +1,100 @@
+"""The Qwen3-VL policy: build the prompt, ask a backend, parse the answer, score its confidence.
+
+The same class serves the local transformers backend and OpenAI-compatible servers. At temperature 0
+an identical (screenshots, prompt, settings) returns the cached decision, recorded as a cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+
+from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
+from agent.confidence import confidence
+from agent.parse import parse_output
+from agent.policy import Policy, PolicyOutput
+from agent.prompt import Prompt, build_prompt
+from agent.task import Task
+from tools.views import Observation
+from tracer.schema import StepRecord, TokenCounts
+
+CACHE_SIZE = 256
+
+
+class QwenPolicy(Policy):
+    def __init__(self, backend: Backend, task: Task) -> None:
+        self.backend = backend
+        self.name = "qwen3vl" if backend.name == "local" else "openai"
+        self.model = backend.model
+        settings = task.policy
+        self.sampling = resolve_sampling(
+            {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
+             "presence_penalty": settings.presence_penalty},
+            thinking=backend.thinking, max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+        )
+        self._screens: dict[int, bytes] = {}
+        self._cache: OrderedDict[str, tuple[Generation, PolicyOutput]] = OrderedDict()
+
+    def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
+        index = len(history)
+        self._screens[index] = observation.screenshot_png
+        k = task.policy.history_screenshots
+        for old in [i for i in self._screens if i < index - k + 1]:
+            del self._screens[old]
+        prompt = build_prompt(task, history, observation.screenshot_png, settings=task.policy,
+                              past_screenshots={i: png for i, png in self._screens.items() if i < index})
+        key = self._key(prompt) if self.sampling.greedy else None
+        if key is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            _, cached = self._cache[key]
+            return cached.model_copy(update={"cache_hit": True, "prompt": prompt.record("current")})
+        try:
+            generation = self.backend.generate(prompt, self.sampling, step=index)
+        except BackendError as exc:
+            return PolicyOutput(raw_output=None, parse_error=f"the model backend failed: {exc}",
+                                prompt=prompt.record("current"), confidence_reason="no output",
+                                unavailable={"attention": "no output"})
+        output = self._output(prompt, generation)
+        if key is not None and output.parse_error is None:
+            self._cache[key] = (generation, output)
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return output
+
+    def _output(self, prompt: Prompt, generation: Generation) -> PolicyOutput:
+        parsed = parse_output(generation.text, server_reasoning=generation.server_reasoning,
+                              server_tool_calls=generation.server_tool_calls)
+        conf = confidence(generation.text, generation.tokens, generation.logprobs_reason)
+        raw = generation.text
+        if generation.server_reasoning:
+            raw = f"<think>\n{generation.server_reasoning}\n</think>\n\n{generation.text}"
+        if generation.server_tool_calls:
+            raw += "\n" + json.dumps({"tool_calls": generation.server_tool_calls}, ensure_ascii=False)
+        error = parsed.error
+        if error and generation.finish_reason == "length":
+            error += f" (generation stopped at the {self.sampling.max_new_tokens}-token limit)"
+        unavailable = {"attention": "attention maps are not captured by this backend yet"
+                       if self.backend.name == "local" else "a served model returns no attention"}
+        return PolicyOutput(
+            raw_output=raw, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls, parse_error=error,
+            confidence=conf.value, confidence_parts=conf.parts, confidence_reason=conf.reason,
+            prompt=prompt.record("current"), cache_hit=False,
+            token_counts=TokenCounts(prompt=generation.prompt_tokens, output=generation.output_tokens,
+                                     image=generation.image_tokens),
+            unavailable=unavailable, extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
+        )
+
+    def _key(self, prompt: Prompt) -> str:
+        h = hashlib.sha256()
+        h.update(self.model.encode())
+        h.update(self.sampling.model_dump_json().encode())
+        for m in prompt.messages:
+            h.update(m.role.encode())
+            h.update(m.text().encode())
+        for image in prompt.images():
+            h.update(hashlib.sha256(image.png).digest())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        self.backend.close()

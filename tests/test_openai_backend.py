@@ -1,0 +1,181 @@
+"""The OpenAI-compatible backend against a local chat-completions server on 127.0.0.1.
+
+The server is a test double (named as such): it records requests and answers with canned responses in
+the shapes real servers send (tool call as text, ``tool_calls``, separate ``reasoning`` /
+``reasoning_content``), plus failures to exercise retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import deque
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from agent.backends.base import BackendError, resolve_sampling
+from agent.backends.openai import OpenAIBackend
+from agent.prompt import build_prompt
+from agent.qwen_policy import QwenPolicy
+from agent.task import load_task
+from tests.conftest import TASKS
+from tools.actions import parse_tool_call
+from tools.views import Observation
+
+CALL = {"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}
+TEXT = "<tool_call>\n" + json.dumps(CALL) + "\n</tool_call>"
+
+
+class FakeChatServer:
+    """Test double for an OpenAI-compatible server (vLLM / SGLang): queue responses, read requests back."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.responses: deque[tuple[int, dict, dict]] = deque()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                status, payload, headers = outer.responses.popleft()
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, message: dict, *, status: int = 200, logprobs: dict | None = None, headers: dict | None = None) -> None:
+        choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
+        if logprobs:
+            choice["logprobs"] = logprobs
+        payload = {"choices": [choice], "usage": {"prompt_tokens": 1234, "completion_tokens": 42}} if status == 200 else {
+            "error": "busy"}
+        self.responses.append((status, payload, headers or {}))
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def server():
+    s = FakeChatServer()
+    yield s
+    s.close()
+
+
+def obs() -> Observation:
+    return Observation(screenshot_png=b"\x89PNG-bytes", screenshot_size=(1280, 800), css_size=(1280, 800),
+                       device_scale_factor=1.0, taken_at=datetime.now(timezone.utc))
+
+
+def policy_for(server, model="qwen3-vl-8b-thinking", **settings) -> tuple[QwenPolicy, object]:
+    task = load_task(TASKS / "publish_product.yaml")
+    for k, v in settings.items():
+        setattr(task.policy, k, v)
+    return QwenPolicy(OpenAIBackend(server.url, model, retries=3), task), task
+
+
+def test_request_shape(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    server.answer({"content": TEXT})
+    policy, task = policy_for(server, seed=11)
+    out = policy.decide(task, [], obs())
+    [request] = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["Authorization"] == "Bearer sk-test-123"
+    body = request["body"]
+    assert body["model"] == "qwen3-vl-8b-thinking"
+    assert (body["temperature"], body["top_p"], body["top_k"], body["presence_penalty"]) == (0.6, 0.95, 20, 0.0)
+    assert body["seed"] == 11 and body["logprobs"] is True and body["max_tokens"] == 1024
+    system, user = body["messages"]
+    assert system["role"] == "system" and "# Tools" in system["content"] and "1000x1000" in system["content"]
+    image, text = user["content"]
+    assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(b"\x89PNG-bytes").decode()
+    assert text["text"].startswith("The user query:") and "<secret>password</secret>" in text["text"]
+    assert "glassbox-demo" not in json.dumps(body)
+    assert parse_tool_call(out.tool_calls[0]).coordinate == [183.0, 524.0]
+    assert out.token_counts.prompt == 1234 and out.confidence is None and "no log-probabilities" in out.confidence_reason
+
+
+def test_instruct_defaults_and_overrides(server):
+    server.answer({"content": TEXT})
+    policy, task = policy_for(server, model="Qwen3-VL-8B-Instruct", top_k=5)
+    policy.decide(task, [], obs())
+    body = server.requests[0]["body"]
+    assert (body["temperature"], body["top_p"], body["top_k"], body["presence_penalty"]) == (0.7, 0.8, 5, 1.5)
+
+
+@pytest.mark.parametrize("message, reasoning", [
+    ({"content": "The issue is third.\n</think>\n\n" + TEXT}, "The issue is third."),
+    ({"content": None, "reasoning_content": "old vLLM field", "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "computer_use", "arguments": json.dumps(CALL["arguments"])}}]},
+     "old vLLM field"),
+    ({"content": TEXT, "reasoning": "new vLLM field"}, "new vLLM field"),
+    ({"content": "", "reasoning": "both", "reasoning_content": "both", "tool_calls": [
+        {"function": {"name": "computer_use", "arguments": CALL["arguments"]}}]}, "both"),
+])
+def test_the_response_shapes(server, message, reasoning):
+    server.answer(message)
+    policy, task = policy_for(server)
+    out = policy.decide(task, [], obs())
+    assert out.parse_error is None
+    assert out.reasoning == reasoning
+    assert parse_tool_call(out.tool_calls[0]).coordinate == [183.0, 524.0]
+    assert reasoning in out.raw_output
+
+
+def test_logprobs_give_a_confidence(server):
+    pieces = ["<tool_call>", "\n", '{"name": "computer_use", "arguments": {"action": "', "left", "_click",
+              '", "coordinate": [', "183", ", ", "524", "]}}", "\n", "</tool_call>"]
+    lp = {"<tool_call>": -0.01, "left": -0.2, "_click": -0.2, "183": -1.0, "524": -1.0}
+    server.answer({"content": "".join(pieces)},
+                  logprobs={"content": [{"token": p, "logprob": lp.get(p, -0.05)} for p in pieces]})
+    policy, task = policy_for(server)
+    out = policy.decide(task, [], obs())
+    assert out.confidence_parts["action_name"] == pytest.approx(0.818731, abs=1e-5)
+    assert out.confidence_parts["coordinate"] == pytest.approx(0.367879, abs=1e-5)
+    assert 0.36 < out.confidence < 0.82
+
+
+def test_retries_on_429_and_5xx_then_succeeds(server):
+    server.answer({}, status=429, headers={"Retry-After": "0"})
+    server.answer({}, status=503)
+    server.answer({"content": TEXT})
+    policy, task = policy_for(server)
+    out = policy.decide(task, [], obs())
+    assert len(server.requests) == 3 and out.parse_error is None
+
+
+def test_gives_up_with_a_recorded_error(server):
+    for _ in range(4):
+        server.answer({}, status=500)
+    policy, task = policy_for(server)
+    out = policy.decide(task, [], obs())
+    assert "failed after 4 attempts" in out.parse_error and out.tool_calls == []
+    server.answer({}, status=400)
+    with pytest.raises(BackendError, match="refused the request"):
+        OpenAIBackend(server.url, "m").generate(build_prompt(task, [], b"x"),
+                                                resolve_sampling({}, thinking=False, max_new_tokens=8, seed=None), step=0)
+
+
+def test_temperature_zero_repeats_come_from_the_cache(server):
+    server.answer({"content": TEXT})
+    policy, task = policy_for(server, temperature=0.0)
+    first = policy.decide(task, [], obs())
+    second = policy.decide(task, [], obs())
+    assert len(server.requests) == 1 and first.cache_hit is False and second.cache_hit is True
+    assert second.tool_calls == first.tool_calls
