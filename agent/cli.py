@@ -100,7 +100,7 @@ def run(
 
     def started(record: RunRecord, run_dir: Path) -> None:
         console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {record.target_url}")
-        console.print(f"recording to [bold]{run_dir}[/]")
+        console.print(f"recording to [bold]{run_dir}[/]", soft_wrap=True)
         if viewer is not None:
             console.print(f"live viewer: [bold]{viewer.url}/runs/{record.run_id}[/]")
 
@@ -119,7 +119,7 @@ def run(
         console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
-    console.print(f"run recorded in [bold]{result.run_dir}[/]")
+    console.print(f"run recorded in [bold]{result.run_dir}[/]", soft_wrap=True)
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             console.print(f"viewer still serving at [bold]{viewer.url}/runs/{result.run_id}[/] · Ctrl-C to quit")
@@ -324,6 +324,51 @@ def graph(
     else:
         out.write_text(text, encoding="utf-8")
         console.print(f"wrote {out}")
+
+
+class ExplainMethod(str, Enum):
+    attention = "attention"
+    gradcam = "gradcam"
+
+
+class LayerGroup(str, Enum):
+    shallow = "shallow"
+    middle = "middle"
+    deep = "deep"
+    all = "all"
+
+
+@app.command()
+def explain(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    step: Annotated[int, typer.Option("--step", min=0, help="The step to explain.")],
+    runs_dir: RunsDir = Path("runs"),
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="Words or phrases of the output to explain (repeatable).")] = None,
+    method: Annotated[ExplainMethod, typer.Option(help="attention (exact, per layer group) or gradcam (vision merger).")] = ExplainMethod.attention,
+    layers: Annotated[LayerGroup, typer.Option(help="Layer group of the attention maps.")] = LayerGroup.all,
+    model: Annotated[Optional[str], typer.Option(help="A local copy of the model (default: the run's model).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the overlays (default: RUN/explain).")] = None,
+) -> None:
+    """Re-run a step's prompt through the model and draw where it looked for the action, the reasoning or WORDs."""
+    from agent.explain import ExplainError, explain_step
+
+    run_dir = _run_dir(runs_dir, run_id)
+    try:
+        result = explain_step(run_dir, step, model=model, words=text or None, method=method.value,
+                              layers=layers.value, out_dir=out)
+    except ExplainError as exc:
+        raise _usage_error(str(exc)) from None
+    except ImportError as exc:
+        raise _usage_error(f"explain needs torch and transformers: {exc}") from None
+    except Exception as exc:
+        if type(exc).__name__ == "ModelUnavailable":
+            raise _usage_error(str(exc)) from None
+        raise
+    console.print(f"step {result.step} · {result.method} · tokens per target: {result.targets}")
+    for key, fig in result.maps.items():
+        extra = f" · {fig.peak_to_click_px:.0f} px from the click" if fig.peak_to_click_px is not None else ""
+        console.print(f"  {key:<22} peak {fig.peak_px} · concentration {fig.concentration:.2f} · entropy {fig.entropy:.2f}{extra}")
+        console.print(f"    [dim]{result.overlays[key]}[/]", soft_wrap=True)
 
 
 @dev_app.command("tiny-model")

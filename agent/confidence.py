@@ -82,3 +82,25 @@ def confidence(text: str, tokens: list[TokenLogprob] | None, why_none: str | Non
 
 def _geomean(logprobs: list[float]) -> float:
     return round(min(1.0, max(0.0, math.exp(sum(logprobs) / len(logprobs)))), 6)
+
+
+def target_tokens(text: str, tokens: list[TokenLogprob]) -> dict[str, list[int]]:
+    """Which generated tokens belong to the action (name + coordinate), the reasoning, the typed text, the output."""
+    spans = tool_call_spans(text)
+    end = text.rfind("</think>")
+    targets = {
+        "action": sorted(set(tokens_in(tokens, spans.action_name + spans.coordinate))),
+        "reasoning": tokens_in(tokens, [(0, end)]) if end > 0 else [],
+        "text": tokens_in(tokens, spans.text),
+        "output": list(range(len(tokens))),  # every generated token: always there, even for unusable output
+    }
+    return {k: v for k, v in targets.items() if v}
+
+
+def word_tokens(text: str, tokens: list[TokenLogprob], word: str) -> list[int]:
+    """Tokens of every occurrence of ``word`` in the text (reasoning included: this is for explanation)."""
+    spans, start = [], text.find(word)
+    while start >= 0 and word:
+        spans.append((start, start + len(word)))
+        start = text.find(word, start + 1)
+    return tokens_in(tokens, spans)

@@ -28,8 +28,10 @@ from agent.task import SiteTarget, Task
 from tools.actions import ActionError, Terminate, parse_tool_call
 from tools.browser import BrowserExecutor, _origin
 from tools.views import Observation, Outcome
+from tracer.attention import AttentionMaps
+from tracer.attention import figures as attention_figures
 from tracer.logs import RunLog
-from tracer.schema import CheckResult, RunRecord, RunStatus, StepRecord, StepTimings
+from tracer.schema import AttentionRef, CheckResult, Evidence, RunRecord, RunStatus, StepRecord, StepTimings
 from tracer.secrets import Scrubber
 from tracer.store import RunWriter, new_run_id
 
@@ -223,6 +225,23 @@ class _Loop:
         step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3))
         return step, terminate
 
+    def _write_attention(self, index: int, maps: AttentionMaps, observation: Observation, outcome: Outcome | None,
+                         evidence: Evidence | None) -> list[AttentionRef]:
+        path = self.writer.step_dir(index) / "attention.npz"
+        maps.save(path)
+        rel = path.relative_to(self.writer.run_dir).as_posix()
+        click = None
+        if outcome is not None and outcome.coordinate is not None:
+            scale = observation.device_scale_factor
+            click = (outcome.coordinate.css[0] * scale, outcome.coordinate.css[1] * scale)
+        refs = []
+        for key, grid in maps.maps.items():
+            target, group = key.split("/", 1)
+            fig = attention_figures(grid, observation.screenshot_size, click_px=click if target == "action" else None,
+                                    evidence_box=evidence.box if evidence and target == "action" else None)
+            refs.append(AttentionRef(key=key, target=target, group=group, path=rel, **fig.model_dump()))
+        return refs
+
     def _low_confidence(self, output: PolicyOutput) -> str | None:
         """The stop reason when the task stops on low confidence and this output is below the bar."""
         settings = self.task.policy
@@ -260,6 +279,9 @@ class _Loop:
             unavailable.setdefault("element", "no element under an acting point")
         if output.confidence is None:
             unavailable.setdefault("confidence", output.confidence_reason or "the policy gave no confidence")
+        attention = []
+        if output.attention_maps is not None:
+            attention = self._write_attention(index, output.attention_maps, observation, outcome, evidence)
         prompt = None
         if output.prompt is not None:  # the policy names the current screenshot before it has a path
             prompt = [m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]})
@@ -276,7 +298,7 @@ class _Loop:
             "coordinate": outcome.coordinate if outcome else None, "element": outcome.element if outcome else None,
             "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
             "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
-            "cache_hit": output.cache_hit, "outcome": "error" if error else "ok", "error": error,
+            "cache_hit": output.cache_hit, "attention": attention, "outcome": "error" if error else "ok", "error": error,
             "error_kind": error_kind, "unavailable": unavailable,
         }
         step = StepRecord.model_validate(self.scrub.scrub(data))

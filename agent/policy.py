@@ -35,6 +35,7 @@ class PolicyOutput(BaseModel):
     token_counts: TokenCounts | None = None
     cache_hit: bool | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why the policy cannot fill it
+    attention_maps: Any = Field(default=None, exclude=True)  # tracer.attention.AttentionMaps, when captured
     extras: dict[str, Any] = Field(default_factory=dict)
 
 

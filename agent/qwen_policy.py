@@ -11,12 +11,13 @@ import json
 from collections import OrderedDict
 
 from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
-from agent.confidence import confidence
+from agent.confidence import confidence, target_tokens
 from agent.parse import parse_output
 from agent.policy import Policy, PolicyOutput
 from agent.prompt import Prompt, build_prompt
 from agent.task import Task
 from tools.views import Observation
+from tracer.attention import AttentionMaps, layer_groups
 from tracer.schema import StepRecord, TokenCounts
 
 CACHE_SIZE = 256
@@ -50,7 +51,7 @@ class QwenPolicy(Policy):
             _, cached = self._cache[key]
             return cached.model_copy(update={"cache_hit": True, "prompt": prompt.record("current")})
         try:
-            generation = self.backend.generate(prompt, self.sampling, step=index)
+            generation = self.backend.generate(prompt, self.sampling, step=index, attention=task.policy.attention)
         except BackendError as exc:
             return PolicyOutput(raw_output=None, parse_error=f"the model backend failed: {exc}",
                                 prompt=prompt.record("current"), confidence_reason="no output",
@@ -74,15 +75,16 @@ class QwenPolicy(Policy):
         error = parsed.error
         if error and generation.finish_reason == "length":
             error += f" (generation stopped at the {self.sampling.max_new_tokens}-token limit)"
-        unavailable = {"attention": "attention maps are not captured by this backend yet"
-                       if self.backend.name == "local" else "a served model returns no attention"}
+        maps = attention_maps(generation) if generation.attention is not None else None
+        unavailable = {} if maps is not None else {"attention": generation.attention_reason or "no attention captured"}
         return PolicyOutput(
             raw_output=raw, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls, parse_error=error,
             confidence=conf.value, confidence_parts=conf.parts, confidence_reason=conf.reason,
             prompt=prompt.record("current"), cache_hit=False,
             token_counts=TokenCounts(prompt=generation.prompt_tokens, output=generation.output_tokens,
                                      image=generation.image_tokens),
-            unavailable=unavailable, extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
+            unavailable=unavailable, attention_maps=maps,
+            extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
         )
 
     def _key(self, prompt: Prompt) -> str:
@@ -98,3 +100,16 @@ class QwenPolicy(Policy):
 
     def close(self) -> None:
         self.backend.close()
+
+
+def attention_maps(generation: Generation) -> AttentionMaps | None:
+    """Maps for the action (action name + coordinate tokens), the reasoning, and the typed text."""
+    captured = generation.attention
+    if captured is None or not generation.tokens:
+        return None
+    targets = target_tokens(generation.text, generation.tokens)
+    groups = {name: [i for i, _ in enumerate(captured.layers) if i in set(idx)]
+              for name, idx in layer_groups(len(captured.layers)).items()}
+    maps = AttentionMaps.from_rows(captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size,
+                                   targets=targets, groups=groups)
+    return maps if maps.maps else None

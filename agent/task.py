@@ -149,6 +149,9 @@ class PolicySettings(_Strict):
     coordinate_mode: CoordinateMode = CoordinateMode.relative_1000
     coordinate_divisor: float = Field(default=1000.0, gt=0)
     history_screenshots: int = Field(default=1, ge=1, le=8)
+    attention: bool = True  # capture attention maps (local backend)
+    attention_layers: list[int] | None = None  # None: every layer, grouped into shallow / middle / deep thirds
+    attention_heads: Literal["mean", "max"] = "mean"
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     on_low_confidence: Literal["continue", "stop"] = "continue"
 

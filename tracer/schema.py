@@ -58,10 +58,17 @@ class Evidence(BaseModel):
 
 
 class AttentionRef(BaseModel):
-    """An attention map file of this step (written by the attention feature)."""
+    """One attention map of this step: ``key`` (``target/group``) inside the step's ``attention.npz``."""
 
-    group: str
-    path: str
+    key: str  # e.g. "action/deep"
+    target: str  # action | reasoning | a word
+    group: str  # shallow | middle | deep | all
+    path: str  # the .npz, relative to the run folder
+    peak_px: tuple[int, int]
+    concentration: float
+    entropy: float
+    peak_to_click_px: float | None = None
+    mass_in_evidence: float | None = None
 
 
 class StepRecord(BaseModel):

@@ -54,6 +54,8 @@ class Generation(BaseModel):
     image_tokens: int | None = None
     finish_reason: str | None = None
     notes: list[str] = Field(default_factory=list)  # settings a backend could not honour, etc.
+    attention: Any = Field(default=None, exclude=True)  # CapturedAttention (local backend), None elsewhere
+    attention_reason: str | None = None  # why attention is None
 
 
 class BackendError(RuntimeError):
@@ -66,8 +68,11 @@ class Backend(ABC):
     thinking: bool
 
     @abstractmethod
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int) -> Generation:
-        """Generate the answer to ``prompt``; ``step`` seeds sampling reproducibly per step."""
+    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
+        """Generate the answer to ``prompt``; ``step`` seeds sampling reproducibly per step.
+
+        With ``attention`` a backend that can (the local one) captures attention maps after generating.
+        """
 
     def close(self) -> None:
         """Release the model or the HTTP client."""

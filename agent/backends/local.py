@@ -25,7 +25,8 @@ class LocalQwen3VL(Backend):
     name = "local"
 
     def __init__(self, model: str, *, min_pixels: int | None = None, max_pixels: int | None = None,
-                 device: str | None = None, thinking: bool | None = None) -> None:
+                 device: str | None = None, thinking: bool | None = None, attention_layers: list[int] | None = None,
+                 attention_heads: str = "mean") -> None:
         _check_available(model)
         import torch
         from transformers import AutoConfig
@@ -48,6 +49,14 @@ class LocalQwen3VL(Backend):
                 size["longest_edge"] = max_pixels
             self.processor.image_processor.size = size
         self.tokenizer = self.processor.tokenizer
+        self.attention_layers = attention_layers
+        self.attention_heads = attention_heads
+        from agent.backends.attention import CAPTURE_IMPL, register
+
+        # The capturing attention delegates to sdpa and is idle during generate: set it once, not per step.
+        register()
+        self.net.set_attn_implementation({"text_config": CAPTURE_IMPL,
+                                          "vision_config": self.net.config.vision_config._attn_implementation})
         self.image_token_id = self.net.config.image_token_id
         probe = self.processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
                                                    tokenize=False, add_generation_prompt=True)
@@ -63,7 +72,7 @@ class LocalQwen3VL(Backend):
         inputs = self.processor(text=[text], images=images or None, return_tensors="pt")
         return inputs.to(self.device)
 
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int) -> Generation:
+    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
         import torch
 
         inputs = self.inputs(prompt)
@@ -93,9 +102,26 @@ class LocalQwen3VL(Backend):
             float(torch.log_softmax(logits[0].float(), dim=-1)[token_id]) for logits, token_id in zip(out.logits, new_ids)
         ]
         text, tokens = self._spans(new_ids, logprobs)
+        captured, reason = None, None
+        if attention and new_ids:
+            from agent.backends.attention import capture_after_generate
+
+            try:
+                sequences = out.sequences[:, : prompt_len + len(new_ids)]
+                captured = capture_after_generate(
+                    self.net, inputs, sequences, out.past_key_values, image_token_id=self.image_token_id,
+                    heads=self.attention_heads, layers=self.attention_layers,  # type: ignore[arg-type]
+                    cache_keep=prompt_len - 1)
+            except Exception as exc:  # maps are a bonus: a failure is recorded, the step goes on
+                reason = f"attention capture failed: {type(exc).__name__}: {exc}"
+        elif not attention:
+            reason = "attention capture is off (policy.attention: false)"
+        else:
+            reason = "no generated token"
         return Generation(
             text=text, tokens=tokens, prompt_tokens=prompt_len, output_tokens=len(new_ids),
             image_tokens=int((inputs["input_ids"] == self.image_token_id).sum()), finish_reason=finish, notes=notes,
+            attention=captured, attention_reason=reason,
         )
 
     def _spans(self, ids: list[int], logprobs: list[float]) -> tuple[str, list[TokenLogprob]]:

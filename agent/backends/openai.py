@@ -65,7 +65,7 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
         return body
 
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int) -> Generation:
+    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
         body = self.request_body(prompt, sampling, step=step)
         data = self._post(body)
         try:
@@ -84,6 +84,7 @@ class OpenAIBackend(Backend):
             text=content, server_reasoning=reasoning, server_tool_calls=tool_calls, tokens=tokens,
             logprobs_reason=reason, prompt_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
             finish_reason=choice.get("finish_reason"),
+            attention_reason="a served model returns no attention; `glassbox explain` can compute maps with a local copy",
         )
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -131,6 +131,22 @@ def create_viewer(runs_dir: Path, *, poll_interval: float = 0.1) -> FastAPI:
             raise HTTPException(404)
         return FileResponse(target, headers={"Cache-Control": "max-age=3600"})
 
+    @app.get("/runs/{run_id}/steps/{step}/attention.png")
+    def attention_png(run_id: str, step: int, key: str = Query(..., pattern=r"^[\w -]{1,64}/(shallow|middle|deep|all)$")) -> Response:
+        from tracer.attention import AttentionMaps, heat_png
+
+        run_dir = run_dir_or_404(run_id).resolve()
+        record = next((s for s in read_steps(run_dir) if s.index == step), None)
+        ref = next((a for a in record.attention if a.key == key), None) if record else None
+        if record is None or ref is None:
+            raise HTTPException(404, f"no attention map {key!r} for step {step}")
+        path = (run_dir / ref.path).resolve()
+        if not path.is_relative_to(run_dir) or not path.is_file():
+            raise HTTPException(404)
+        maps = AttentionMaps.load(path)
+        return Response(heat_png(maps.maps[key], record.screenshot_size), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
+
     @app.post("/api/runs/{run_id}/steps/{step}/labels")
     async def add_label(request: Request, run_id: str, step: int) -> Response:
         _same_origin(request)

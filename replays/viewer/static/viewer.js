@@ -121,7 +121,11 @@ function renderDetails() {
     <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
     ${kv([["confidence", conf], coord && ["coordinate", coord], el && ["element", el], ["evidence", ev],
           ["url", esc(step.url || "")], ["timings", `perceive ${t.perceive_ms.toFixed(0)} · think ${t.think_ms.toFixed(0)} · act ${t.act_ms.toFixed(0)} · record ${t.record_ms.toFixed(1)} ms`],
-          ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))]])}
+          ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))],
+          ["attention", (step.attention || []).filter((a) => a.group === "deep").map((a) =>
+            `${esc(a.target)}: peak (${a.peak_px.join(", ")}), concentration ${a.concentration.toFixed(2)}` +
+            (a.peak_to_click_px !== null ? `, ${a.peak_to_click_px.toFixed(0)} px from click` : "")).join("<br>") ||
+            `<span class="muted">${esc((step.unavailable || {}).attention || "")}</span>`]])}
     <details><summary>Raw output</summary><pre>${esc(step.raw_output || "")}</pre></details>
     <details><summary>Not recorded</summary><ul class="muted">${Object.entries(step.unavailable || {}).map(([k, v]) => `<li>${esc(k)}: ${esc(v)}</li>`).join("")}</ul></details>
     <div class="label-box">
@@ -177,6 +181,32 @@ async function undoLabel(id) {
   if (r.ok) { state.labels = state.labels.filter((l) => l.id !== id); renderDetails(); drawOverlay(); refreshFilmLabels(); }
 }
 
+function setupAttention() {
+  const step = state.steps[current];
+  const maps = (step && step.attention) || [];
+  const sel = $("attn-group"), box = $("t-attn"), wrap = $("t-attn-wrap");
+  const previous = sel.value;
+  sel.innerHTML = maps.map((a) => `<option value="${esc(a.key)}">${esc(a.key)}</option>`).join("");
+  sel.disabled = box.disabled = !maps.length;
+  wrap.title = maps.length ? "attention of the chosen tokens to the screenshot, per layer group"
+    : (step && step.unavailable && step.unavailable.attention) || "no attention maps recorded";
+  if (maps.some((a) => a.key === previous)) sel.value = previous;
+  else if (maps.some((a) => a.key === "action/deep")) sel.value = "action/deep";
+  drawAttention();
+}
+
+function drawAttention() {
+  const img = $("attn");
+  const step = state.steps[current];
+  if (!$("t-attn").checked || $("t-attn").disabled || !step) { img.hidden = true; return; }
+  img.src = `/runs/${encodeURIComponent(runId)}/steps/${step.index}/attention.png?key=${encodeURIComponent($("attn-group").value)}`;
+  img.hidden = false;
+  const a = (step.attention || []).find((m) => m.key === $("attn-group").value);
+  if (a) img.title = `peak (${a.peak_px.join(", ")}) · concentration ${a.concentration.toFixed(2)} · entropy ${a.entropy.toFixed(2)}` +
+    (a.peak_to_click_px !== null ? ` · ${a.peak_to_click_px.toFixed(0)} px from the click` : "") +
+    (a.mass_in_evidence !== null ? ` · ${(a.mass_in_evidence * 100).toFixed(0)} % in the evidence box` : "");
+}
+
 function select(i) {
   if (i < 0 || i >= state.steps.length) return;
   if (i !== current) picking = null;
@@ -187,7 +217,7 @@ function select(i) {
   const item = $(`film-${i}`);
   if (item) { item.classList.add("sel"); item.scrollIntoView({block: "nearest", inline: "nearest"}); }
   history.replaceState(null, "", `#step-${i}`);
-  renderDetails(); drawOverlay();
+  renderDetails(); drawOverlay(); setupAttention();
 }
 
 $("shot-wrap").addEventListener("click", (ev) => {
@@ -200,6 +230,8 @@ $("shot-wrap").addEventListener("click", (ev) => {
   drawOverlay();
 });
 for (const id of ["t-model", "t-exec", "t-box", "t-labels"]) $(id).addEventListener("change", drawOverlay);
+$("t-attn").addEventListener("change", drawAttention);
+$("attn-group").addEventListener("change", drawAttention);
 document.addEventListener("keydown", (ev) => {
   if (ev.target.matches("input, select, textarea")) return;
   if (ev.key === "ArrowRight" || ev.key === "j") { followLast = current + 1 === state.steps.length - 1; select(current + 1); }

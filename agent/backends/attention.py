@@ -1,0 +1,150 @@
+"""Attention capture for the local Qwen3-VL backend: exact, after generation, never inside the decode loop.
+
+After ``generate``, one teacher-forced forward over the generated tokens, reusing the prompt's KV cache,
+replays the queries that produced each token. A custom attention function (registered with
+transformers' ``AttentionInterface``; it delegates to sdpa, so the model is never switched to eager and no
+full attention matrix is kept) records, per decoder layer, each query row's attention to the current
+screenshot's image tokens, heads reduced. Causal attention makes these rows identical to what the decode
+loop computed.
+
+Row ``j`` of the result is the attention of the query that *produced* generated token ``j``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CAPTURE_IMPL = "glassbox_capture"
+HeadReduction = Literal["mean", "max"]
+
+_active: contextvars.ContextVar["_Capture | None"] = contextvars.ContextVar("glassbox_attention_capture", default=None)
+
+
+@dataclass
+class _Capture:
+    image_positions: Any  # LongTensor of key positions of the current screenshot's image tokens
+    heads: HeadReduction
+    layers: set[int] | None
+    rows: dict[int, Any] = field(default_factory=dict)  # layer -> (q_len, n_image) float32
+
+
+def register() -> None:
+    """Register the capturing attention (and its mask builder) once per process."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if CAPTURE_IMPL in AttentionInterface._global_mapping:
+        return
+    AttentionInterface.register(CAPTURE_IMPL, _capture_attention)
+    # Without a mask function under the same name transformers would pass no mask at all.
+    AttentionMaskInterface.register(CAPTURE_IMPL, sdpa_mask)
+
+
+def _capture_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
+                       dropout: float = 0.0, **kwargs: Any) -> Any:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    out = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    capture = _active.get()
+    layer = getattr(module, "layer_idx", None)
+    if capture is not None and layer is not None and (capture.layers is None or layer in capture.layers):
+        capture.rows[layer] = _image_rows(query, key, attention_mask, scaling, capture)
+    return out
+
+
+def _image_rows(query: Any, key: Any, attention_mask: Any, scaling: float | None, capture: _Capture) -> Any:
+    import torch
+
+    q = query[0].float()  # (heads, q_len, d)
+    k = key[0].float()  # (kv_heads, k_len, d)
+    if k.shape[0] != q.shape[0]:
+        k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+    q_len, k_len = scores.shape[-2], scores.shape[-1]
+    if attention_mask is None:  # a single unpadded sequence: causal over the cache + the new queries
+        allowed = torch.arange(k_len, device=scores.device)[None, :] <= (
+            torch.arange(q_len, device=scores.device)[:, None] + (k_len - q_len))
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[0, :, -q_len:, :k_len], float("-inf"))
+    else:
+        scores = scores + attention_mask[0, :, -q_len:, :k_len].float()
+    probs = scores.softmax(dim=-1)[:, :, capture.image_positions]  # (heads, q_len, n_image)
+    return probs.mean(0) if capture.heads == "mean" else probs.amax(0)
+
+
+@dataclass
+class CapturedAttention:
+    """Per layer, each generated token's attention to the current screenshot's image tokens."""
+
+    rows: Any  # float32 tensor (layers, n_generated, n_image)
+    grid: tuple[int, int]  # merged patch grid (rows, cols) of the current screenshot, e.g. (25, 40)
+    resized_size: tuple[int, int]  # (width, height) of the image the model saw
+    layers: list[int]
+
+
+def image_spans(input_ids: Any, image_token_id: int) -> list[tuple[int, int]]:
+    """[start, end) of each run of image tokens in a 1-D sequence."""
+    ids = input_ids.tolist()
+    spans, start = [], None
+    for i, token in enumerate(ids + [None]):
+        if token == image_token_id and start is None:
+            start = i
+        elif token != image_token_id and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def capture_after_generate(
+    model: Any, inputs: Any, sequences: Any, past_key_values: Any, *, image_token_id: int,
+    heads: HeadReduction = "mean", layers: list[int] | None = None, cache_keep: int | None = None,
+) -> CapturedAttention:
+    """Replay the queries that produced the generated tokens over the prompt's KV cache and keep image rows.
+
+    ``sequences``: prompt + generated tokens (batch 1). ``past_key_values`` must hold at least the first
+    ``prompt_len - 1`` positions of the prompt (``generate``'s cache does); it is cropped to that.
+    """
+    import torch
+
+    register()
+    prompt_len = inputs["input_ids"].shape[1]
+    generated = sequences[0, prompt_len:]
+    n_new = int(generated.shape[0])
+    spans = image_spans(inputs["input_ids"][0], image_token_id)
+    if not spans or n_new == 0:
+        raise ValueError("nothing to capture: no image in the prompt or no generated token")
+    start, end = spans[-1]  # the current screenshot is the last image of the prompt
+    # Queries: the last prompt token and every generated token but the last (each produced the next one).
+    query_ids = torch.cat([inputs["input_ids"][0, prompt_len - 1:prompt_len], generated[:-1]])[None, :]
+    # Keep the cache up to (not including) the last prompt token, whose query produced the first token.
+    keep = prompt_len - 1 if cache_keep is None else cache_keep
+    extra = past_key_values.get_seq_length() - keep
+    if extra < 0:
+        raise ValueError(f"the KV cache holds {past_key_values.get_seq_length()} positions, fewer than {keep}")
+    if extra:
+        past_key_values.crop(-extra)
+    capture = _Capture(image_positions=torch.arange(start, end, device=sequences.device), heads=heads,
+                       layers=set(layers) if layers is not None else None)
+    token = _active.set(capture)
+    previous = model.config.text_config._attn_implementation
+    vision = model.config.vision_config._attn_implementation
+    try:
+        if previous != CAPTURE_IMPL:
+            model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": vision})
+        with torch.inference_mode():
+            model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True)
+    finally:
+        _active.reset(token)
+        if previous != CAPTURE_IMPL:
+            model.set_attn_implementation({"text_config": previous, "vision_config": vision})
+    kept = sorted(capture.rows)
+    grid_thw = inputs["image_grid_thw"][-1].tolist()
+    merge = 2
+    grid = (int(grid_thw[1]) // merge, int(grid_thw[2]) // merge)
+    patch = 16
+    resized = (int(grid_thw[2]) * patch, int(grid_thw[1]) * patch)
+    rows = torch.stack([capture.rows[layer] for layer in kept]) if kept else torch.zeros((0, n_new, end - start))
+    return CapturedAttention(rows=rows.cpu(), grid=grid, resized_size=resized, layers=kept)

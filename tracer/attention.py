@@ -1,0 +1,153 @@
+"""Attention maps of a step: small float16 grids per target (action, reasoning, a word) and layer group,
+their figures (peak, concentration, entropy, agreement with the executed click), and heat overlays
+rendered on demand (never stored at full size).
+
+    maps = AttentionMaps.from_rows(rows, grid=(25, 40), resized_size=(1280, 800),
+                                   targets={"action": [40, 41, 43], "reasoning": range(0, 30)})
+    maps.save(step_dir / "attention.npz")
+    overlay_png(screenshot_png, maps.maps["action/deep"])
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from pydantic import BaseModel
+
+GROUPS = ("shallow", "middle", "deep")
+
+
+def layer_groups(n_layers: int) -> dict[str, list[int]]:
+    """First, middle and last third of the decoder layers (every layer in exactly one group)."""
+    bounds = [round(i * n_layers / 3) for i in range(4)]
+    groups = {name: list(range(bounds[i], bounds[i + 1])) for i, name in enumerate(GROUPS)}
+    return {k: v for k, v in groups.items() if v} or {"deep": list(range(n_layers))}
+
+
+class MapFigures(BaseModel):
+    """Figures of one map; fractions are in [0, 1]."""
+
+    peak_px: tuple[int, int]  # screenshot pixels
+    concentration: float  # share of the mass in the top 5 % of cells
+    entropy: float  # normalised: 0 = one cell, 1 = uniform
+    peak_to_click_px: float | None = None
+    mass_in_evidence: float | None = None
+
+
+class AttentionMaps:
+    """Named maps (``target/group``) on the merged patch grid, normalised to sum to 1."""
+
+    def __init__(self, maps: dict[str, np.ndarray], resized_size: tuple[int, int]) -> None:
+        self.maps = maps
+        self.resized_size = resized_size
+
+    @classmethod
+    def from_rows(
+        cls, rows: np.ndarray, *, grid: tuple[int, int], resized_size: tuple[int, int],
+        targets: dict[str, Iterable[int]], groups: dict[str, list[int]] | None = None,
+    ) -> "AttentionMaps":
+        """``rows``: (layers, tokens, image cells). Each target averages its tokens' rows, each group its layers."""
+        rows = np.asarray(rows, dtype=np.float32)
+        groups = groups or layer_groups(rows.shape[0])
+        maps: dict[str, np.ndarray] = {}
+        for target, token_idx in targets.items():
+            idx = [i for i in token_idx if 0 <= i < rows.shape[1]]
+            if not idx:
+                continue
+            per_layer = rows[:, idx, :].mean(axis=1)  # (layers, cells)
+            for group, layers in {**groups, "all": list(range(rows.shape[0]))}.items():
+                m = per_layer[layers].mean(axis=0).reshape(grid)
+                total = float(m.sum())
+                maps[f"{target}/{group}"] = (m / total if total > 0 else m).astype(np.float16)
+        return cls(maps, resized_size)
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, resized_size=np.array(self.resized_size), **{k.replace("/", "__"): v for k, v in self.maps.items()})
+        from tracer.store import atomic_write
+
+        atomic_write(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "AttentionMaps":
+        with np.load(path) as data:
+            size = tuple(int(x) for x in data["resized_size"])
+            maps = {k.replace("__", "/"): data[k] for k in data.files if k != "resized_size"}
+        return cls(maps, size)  # type: ignore[arg-type]
+
+
+def cell_centers(grid: tuple[int, int], screenshot_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = grid
+    xs = (np.arange(cols) + 0.5) / cols * screenshot_size[0]
+    ys = (np.arange(rows) + 0.5) / rows * screenshot_size[1]
+    return xs, ys
+
+
+def figures(
+    m: np.ndarray, screenshot_size: tuple[int, int], *, click_px: tuple[float, float] | None = None,
+    evidence_box: tuple[int, int, int, int] | None = None,
+) -> MapFigures:
+    m = np.asarray(m, dtype=np.float64)
+    total = m.sum()
+    p = m / total if total > 0 else np.full(m.shape, 1 / m.size)
+    flat = p.ravel()
+    r, c = np.unravel_index(int(flat.argmax()), p.shape)
+    xs, ys = cell_centers(p.shape, screenshot_size)  # type: ignore[arg-type]
+    peak = (int(round(xs[c])), int(round(ys[r])))
+    k = max(1, int(np.ceil(flat.size * 0.05)))
+    concentration = float(np.sort(flat)[-k:].sum())
+    nz = flat[flat > 0]
+    entropy = float(-(nz * np.log(nz)).sum() / np.log(flat.size)) if flat.size > 1 else 0.0
+    fig = MapFigures(peak_px=peak, concentration=round(min(1.0, concentration), 6), entropy=round(min(1.0, max(0.0, entropy)), 6))
+    if click_px is not None:
+        fig.peak_to_click_px = round(float(np.hypot(peak[0] - click_px[0], peak[1] - click_px[1])), 1)
+    if evidence_box is not None:
+        left, top, right, bottom = evidence_box
+        inside = (xs[None, :] >= left) & (xs[None, :] <= right) & (ys[:, None] >= top) & (ys[:, None] <= bottom)
+        fig.mass_in_evidence = round(float(p[inside].sum()), 6)
+    return fig
+
+
+def overlay_png(screenshot_png: bytes, m: np.ndarray, *, alpha: float = 0.55, max_width: int | None = None) -> bytes:
+    """A heat overlay (blue -> red) of ``m`` over the screenshot, as PNG, at screenshot size (or ``max_width``)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(screenshot_png)) as shot:
+        base = shot.convert("RGB")
+    if max_width and base.width > max_width:
+        base = base.resize((max_width, round(base.height * max_width / base.width)))
+    m = np.asarray(m, dtype=np.float32)
+    peak = float(m.max())
+    norm = m / peak if peak > 0 else m
+    heat = Image.fromarray((_colormap(norm) * 255).astype(np.uint8), "RGB").resize(base.size, Image.BILINEAR)
+    weight = Image.fromarray((np.clip(norm, 0, 1) * alpha * 255).astype(np.uint8), "L").resize(base.size, Image.BILINEAR)
+    out = Image.composite(heat, base, weight)
+    buffer = io.BytesIO()
+    out.save(buffer, "PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def heat_png(m: np.ndarray, size: tuple[int, int], *, alpha: float = 0.6) -> bytes:
+    """A transparent heat layer of ``m`` at ``size`` (to lay over the screenshot in a browser), as PNG."""
+    from PIL import Image
+
+    m = np.asarray(m, dtype=np.float32)
+    peak = float(m.max())
+    norm = np.clip(m / peak if peak > 0 else m, 0, 1)
+    rgba = np.dstack([_colormap(norm), norm * alpha])
+    image = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize(size, Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _colormap(x: np.ndarray) -> np.ndarray:
+    """A small 'turbo'-like ramp: blue, cyan, yellow, red."""
+    stops = np.array([[0.19, 0.07, 0.23], [0.1, 0.6, 0.95], [0.45, 0.95, 0.35], [0.98, 0.75, 0.15], [0.8, 0.1, 0.05]])
+    pos = np.clip(x, 0, 1) * (len(stops) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    frac = (pos - lo)[..., None]
+    return stops[lo] * (1 - frac) + stops[lo + 1] * frac
