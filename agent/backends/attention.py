@@ -44,23 +44,32 @@ def register() -> None:
 
 def _capture_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
                        dropout: float = 0.0, **kwargs: Any) -> Any:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    out = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     capture = _active.get()
     layer = getattr(module, "layer_idx", None)
-    if capture is not None and layer is not None and (capture.layers is None or layer in capture.layers):
-        capture.rows[layer] = _image_rows(query, key, attention_mask, scaling, capture)
-    return out
+    if capture is not None and layer is not None and query.shape[0] == 1:
+        # The capture forward: compute the probabilities once, keep the image rows, and use the same
+        # probabilities for the layer's output (no second attention pass).
+        probs = _probabilities(query, key, attention_mask, scaling)  # (heads, q_len, k_len), float32
+        if capture.layers is None or layer in capture.layers:
+            image = probs[:, :, capture.image_positions]
+            capture.rows[layer] = image.mean(0) if capture.heads == "mean" else image.amax(0)
+        v = _repeat_kv(value[0].float(), probs.shape[0])
+        out = (probs @ v).to(query.dtype)  # (heads, q_len, d)
+        return out.transpose(0, 1).unsqueeze(0).contiguous(), None
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
-def _image_rows(query: Any, key: Any, attention_mask: Any, scaling: float | None, capture: _Capture) -> Any:
+def _repeat_kv(x: Any, heads: int) -> Any:
+    return x if x.shape[0] == heads else x.repeat_interleave(heads // x.shape[0], dim=0)
+
+
+def _probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | None) -> Any:
     import torch
 
     q = query[0].float()  # (heads, q_len, d)
-    k = key[0].float()  # (kv_heads, k_len, d)
-    if k.shape[0] != q.shape[0]:
-        k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)
+    k = _repeat_kv(key[0].float(), q.shape[0])  # (heads, k_len, d)
     scores = torch.matmul(q, k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
     q_len, k_len = scores.shape[-2], scores.shape[-1]
     if attention_mask is None:  # a single unpadded sequence: causal over the cache + the new queries
@@ -71,8 +80,7 @@ def _image_rows(query: Any, key: Any, attention_mask: Any, scaling: float | None
         scores = scores.masked_fill(~attention_mask[0, :, -q_len:, :k_len], float("-inf"))
     else:
         scores = scores + attention_mask[0, :, -q_len:, :k_len].float()
-    probs = scores.softmax(dim=-1)[:, :, capture.image_positions]  # (heads, q_len, n_image)
-    return probs.mean(0) if capture.heads == "mean" else probs.amax(0)
+    return scores.softmax(dim=-1)
 
 
 @dataclass
@@ -135,7 +143,8 @@ def capture_after_generate(
         if previous != CAPTURE_IMPL:
             model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": vision})
         with torch.inference_mode():
-            model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True)
+            # The language model without its head: only the attention rows are wanted, not the logits.
+            model.model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True)
     finally:
         _active.reset(token)
         if previous != CAPTURE_IMPL:
