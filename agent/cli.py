@@ -326,6 +326,115 @@ def graph(
         console.print(f"wrote {out}")
 
 
+class FallbackMode(str, Enum):
+    none = "none"
+    policy = "policy"
+
+
+def _policy_options(model: str | None, base_url: str | None) -> dict[str, object]:
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise _usage_error(f"--base-url must be an http:// or https:// URL, not {base_url!r}")
+    return {"model": model, "base_url": base_url}
+
+
+def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa: F821
+    from collections import Counter
+
+    from tracer.store import read_run, read_steps
+
+    steps = read_steps(result.run_dir)
+    decisions = Counter(s.replay.decision for s in steps if s.replay)
+    summary = read_run(result.run_dir).summary
+    for check in result.checks:
+        mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
+        console.print(f"  {mark} {escape(check.description)}")
+    colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
+    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
+    console.print(f"replayed {decisions.get('replayed', 0)}, fallback {decisions.get('fallback', 0)}, "
+                  f"corrected {decisions.get('corrected', 0)}, policy steps "
+                  f"{sum(1 for s in steps if s.replay is None)}; model calls: {summary.model_calls}")
+    diverged = [s for s in steps if s.replay and s.replay.decision in ("diverged", "fallback")]
+    if diverged:
+        first = diverged[0]
+        console.print(f"first divergence at recorded step {first.replay.source_step}: {escape(first.replay.reason or '')}")
+        if first.replay.side_by_side:
+            console.print(f"  side by side: {result.run_dir / first.replay.side_by_side}", soft_wrap=True)
+    console.print(f"run recorded in [bold]{result.run_dir}[/]", soft_wrap=True)
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(help="The run to replay (a unique prefix is enough).")],
+    runs_dir: RunsDir = Path("runs"),
+    fallback: Annotated[FallbackMode, typer.Option(help="none: stop where the screen changed; policy: ask --policy there.")] = FallbackMode.none,
+    policy: Annotated[Optional[str], typer.Option(help=f"Fallback policy: {', '.join(POLICIES)} (default: the run's).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model of the fallback policy.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Server of an openai fallback policy.")] = None,
+    layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Replay against another layout of the bundled site.")] = None,
+    site_url: Annotated[Optional[str], typer.Option(help="Replay against an already running site.")] = None,
+    headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    new_run_id: Annotated[Optional[str], typer.Option("--new-run-id", hidden=True)] = None,
+) -> None:
+    """Re-run a recorded run without the model, checking the screen before each step."""
+    from replays.replay import ReplayError
+    from replays.replay import replay as do_replay
+
+    try:
+        result = do_replay(runs_dir, _run_dir(runs_dir, run_id).name, fallback=fallback.value, policy=policy,
+                           policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
+                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step)
+    except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
+        raise _usage_error(str(exc)) from None
+    _report(result)
+    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to resume (a unique prefix is enough).")],
+    from_step: Annotated[int, typer.Option("--from-step", min=0, help="Replay the steps before this one, then hand over.")],
+    runs_dir: RunsDir = Path("runs"),
+    policy: Annotated[Optional[str], typer.Option(help=f"Who continues: {', '.join(POLICIES)} (default: the run's).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model of the policy.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Server of an openai policy.")] = None,
+    layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Another layout of the bundled site.")] = None,
+    site_url: Annotated[Optional[str], typer.Option(help="Resume against an already running site.")] = None,
+    headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    new_run_id: Annotated[Optional[str], typer.Option("--new-run-id", hidden=True)] = None,
+) -> None:
+    """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
+    from replays.replay import ReplayError
+    from replays.replay import resume as do_resume
+
+    try:
+        result = do_resume(runs_dir, _run_dir(runs_dir, run_id).name, from_step=from_step, policy=policy,
+                           policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
+                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step)
+    except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
+        raise _usage_error(str(exc)) from None
+    _report(result)
+    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
+@app.command()
+def diff(
+    run_a: Annotated[str, typer.Argument(help="First run.")],
+    run_b: Annotated[str, typer.Argument(help="Second run.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Where two runs of the same task first differ: the action, or the screen before it."""
+    from replays.diff import diff_runs
+
+    result = diff_runs(_run_dir(runs_dir, run_a), _run_dir(runs_dir, run_b))
+    if result.step is None:
+        console.print(f"no difference over {result.compared} steps")
+        return
+    console.print(f"first difference at step {result.step}: {escape(result.reason)}")
+    for side, text in (("A", result.a), ("B", result.b)):
+        console.print(f"  {side}: {escape(text)}")
+    raise typer.Exit(code=1)
+
+
 class ExplainMethod(str, Enum):
     attention = "attention"
     gradcam = "gradcam"
@@ -389,6 +498,25 @@ def dev_tiny_model(
 class FeedbackFormat(str, Enum):
     sft = "sft"
     dpo = "dpo"
+
+
+@export_app.command("playwright")
+def export_playwright_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run to export (a unique prefix is enough).")],
+    out: Annotated[Path, typer.Option(help="Python file to write.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write a standalone Playwright script that performs the run's actions (secrets from environment variables)."""
+    from replays.playwright_export import ExportError, export_playwright
+
+    try:
+        info = export_playwright(_run_dir(runs_dir, run_id), out)
+    except ExportError as exc:
+        raise _usage_error(str(exc)) from None
+    console.print(f"wrote {out} ({info.actions} actions)", soft_wrap=True)
+    if info.secret_env:
+        console.print("set before running: " + ", ".join(info.secret_env))
+    console.print(f"run it: python {out} --base-url URL", soft_wrap=True)
 
 
 @export_app.command("feedback")

@@ -33,7 +33,7 @@ from tracer.attention import figures as attention_figures
 from tracer.logs import RunLog
 from tracer.schema import AttentionRef, CheckResult, Evidence, RunRecord, RunStatus, StepRecord, StepTimings
 from tracer.secrets import Scrubber
-from tracer.store import RunWriter, new_run_id
+from tracer.store import RunWriter, atomic_write, new_run_id
 
 import structlog
 
@@ -63,6 +63,10 @@ def run_task(
     headed: bool | None = None,
     site_url: str | None = None,
     policy_overrides: dict[str, object] | None = None,
+    policy_factory: Callable[[Task, BrowserExecutor], Policy] | None = None,
+    parent_run: str | None = None,
+    parent_step: int | None = None,
+    run_id: str | None = None,
     on_step: StepCallback | None = None,
     on_start: Callable[[RunRecord, Path], None] | None = None,
 ) -> RunResult:
@@ -85,10 +89,11 @@ def run_task(
             coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
         )
         stack.enter_context(executor)
-        agent_policy = make_policy(policy_name, task, executor)
+        agent_policy = policy_factory(task, executor) if policy_factory else make_policy(policy_name, task, executor)
         stack.callback(agent_policy.close)
         executor.goto(start_url)
-        return _Loop(task, agent_policy, executor, runs_dir, base_url, start_url, seed, on_step, on_start).run()
+        links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
+        return _Loop(task, agent_policy, executor, runs_dir, base_url, start_url, seed, on_step, on_start, links).run()
 
 
 def _start_target(
@@ -122,15 +127,17 @@ class _Loop:
     def __init__(
         self, task: Task, policy: Policy, executor: BrowserExecutor, runs_dir: Path, base_url: str | None,
         start_url: str, layout_seed: int | None, on_step: StepCallback | None,
-        on_start: Callable[[RunRecord, Path], None] | None,
+        on_start: Callable[[RunRecord, Path], None] | None, links: dict[str, object] | None = None,
     ) -> None:
         self.task, self.policy, self.executor = task, policy, executor
         self.base_url = base_url
         self.on_step = on_step
         self.scrub = Scrubber(list(task.secret_values().values()))
         started = datetime.now(timezone.utc)
+        links = links or {}
         record = RunRecord(
-            run_id=new_run_id(task.name, started), task_name=task.name,
+            run_id=str(links.get("run_id") or new_run_id(task.name, started)), task_name=task.name,
+            parent_run=links.get("parent_run"), parent_step=links.get("parent_step"),  # type: ignore[arg-type]
             task_file=str(task.source) if task.source else None, task=self.scrub.scrub(task.public_dict()),
             policy=policy.name, model=policy.model, status=RunStatus.running, started_at=started,
             target_url=start_url, layout_seed=layout_seed, pid=os.getpid(), host=socket.gethostname(),
@@ -160,6 +167,9 @@ class _Loop:
                 step, terminate = self._step(index)
                 if step.error_kind == "low_confidence":
                     end_reason = f"stopped on low confidence at step {index}: {step.error}"
+                    break
+                if step.error_kind == "diverged":
+                    end_reason = step.error or "diverged"
                     break
                 consecutive_errors = consecutive_errors + 1 if step.outcome == "error" else 0
                 if terminate is not None:
@@ -204,7 +214,9 @@ class _Loop:
         action, outcome, error_kind, error = None, None, None, output.parse_error
         terminate: Terminate | None = None
         low = self._low_confidence(output)
-        if error is not None:
+        if output.stop is not None:
+            error_kind, error = "diverged", output.stop
+        elif error is not None:
             error_kind = "parse"
         elif low is not None:
             error_kind, error = "low_confidence", low
@@ -282,6 +294,12 @@ class _Loop:
         attention = []
         if output.attention_maps is not None:
             attention = self._write_attention(index, output.attention_maps, observation, outcome, evidence)
+        replay = output.replay
+        for name, content in output.artifacts.items():
+            path = self.writer.step_dir(index) / name
+            atomic_write(path, content)
+            if replay is not None and name == "side_by_side.png":
+                replay = replay.model_copy(update={"side_by_side": path.relative_to(self.writer.run_dir).as_posix()})
         prompt = None
         if output.prompt is not None:  # the policy names the current screenshot before it has a path
             prompt = [m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]})
@@ -291,7 +309,8 @@ class _Loop:
             "timings": StepTimings(perceive_ms=_ms(t1 - t0), think_ms=_ms(t2 - t1), act_ms=_ms(t3 - t2)),
             "url": observation.url, "title": observation.title, "screenshot": screenshot,
             "screenshot_size": observation.screenshot_size, "device_scale_factor": observation.device_scale_factor,
-            "policy": self.policy.name, "model": self.policy.model, "prompt": prompt,
+            "policy": output.policy_name or self.policy.name, "model": output.model or self.policy.model,
+            "prompt": prompt,
             "raw_output": output.raw_output, "reasoning": output.reasoning,
             "tool_calls": [c.model_dump() for c in output.tool_calls],
             "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
@@ -299,7 +318,8 @@ class _Loop:
             "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
             "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
             "cache_hit": output.cache_hit, "attention": attention, "outcome": "error" if error else "ok", "error": error,
-            "error_kind": error_kind, "unavailable": unavailable,
+            "error_kind": error_kind, "unavailable": unavailable, "policy_state": output.policy_state,
+            "replay": replay,
         }
         step = StepRecord.model_validate(self.scrub.scrub(data))
         if error:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from agent.task import Task
 from tools.actions import ToolCall
 from tools.views import Observation
-from tracer.schema import PromptMessage, StepRecord, TokenCounts
+from tracer.schema import PromptMessage, ReplayInfo, StepRecord, TokenCounts
 
 
 class PolicyOutput(BaseModel):
@@ -36,6 +36,12 @@ class PolicyOutput(BaseModel):
     cache_hit: bool | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why the policy cannot fill it
     attention_maps: Any = Field(default=None, exclude=True)  # tracer.attention.AttentionMaps, when captured
+    policy_state: dict[str, Any] = Field(default_factory=dict)  # recorded with the step, read back from history
+    policy_name: str | None = None  # who decided this step, when not the policy itself (replay, fallback)
+    model: str | None = None
+    replay: ReplayInfo | None = None
+    stop: str | None = None  # end the run without acting (a replay that diverged), recorded as the reason
+    artifacts: dict[str, bytes] = Field(default_factory=dict, exclude=True)  # files for the step folder
     extras: dict[str, Any] = Field(default_factory=dict)
 
 

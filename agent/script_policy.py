@@ -37,19 +37,21 @@ class ScriptPolicy(Policy):
         self.steps: list[ScriptStep] = task.script
         self._locate = locate
         self._divisor = divisor
-        self._next = 0  # index of the script step to play next
-        self._emitted: int | None = None  # script step emitted on the previous turn
+
+    @staticmethod
+    def next_step(history: list[StepRecord]) -> int:
+        """The script step to play: one after the last that was carried out (read from history, so that a
+        replay or a resume can hand over to the script at any point); an error repeats the step."""
+        done = [s.policy_state["script_step"] for s in history if s.outcome == "ok" and "script_step" in s.policy_state]
+        return max(done) + 1 if done else 0
 
     def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
-        # Move on only once the previous script step was carried out; an error repeats it.
-        if self._emitted is not None and history and history[-1].outcome == "ok":
-            self._next = self._emitted + 1
-        self._emitted = None
-        if self._next >= len(self.steps):
+        current = self.next_step(history)
+        if current >= len(self.steps):
             call = ToolCall(name="computer_use", arguments={"action": "terminate", "status": "success"})
-            return self._output(call, "The script has no more steps.")
-        step = self.steps[self._next]
-        label = f"Script step {self._next + 1}/{len(self.steps)}"
+            return self._output(call, "The script has no more steps.", {"script_step": current})
+        step = self.steps[current]
+        label = f"Script step {current + 1}/{len(self.steps)}"
         args = {k: task.render(v) if isinstance(v, str) else v for k, v in step.arguments().items()}
         if step.target is not None:
             box = self._locate(step.target)
@@ -68,20 +70,20 @@ class ScriptPolicy(Policy):
                     name="computer_use",
                     arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
                 )
-                return self._output(scroll, f"{label}: {step.target.describe()} is off screen; scrolling to it.")
+                return self._output(scroll, f"{label}: {step.target.describe()} is off screen; scrolling to it.",
+                                    {"scroll_for": current})
             args["coordinate"] = from_css((cx, cy), css_size=(width, height), divisor=self._divisor)
         if step.action in BROWSER_TOOLS:
             call = ToolCall(name=step.action, arguments=args)
         else:
             call = ToolCall(name="computer_use", arguments={"action": step.action, **args})
-        self._emitted = self._next
-        return self._output(call, f"{label}: {step.note or _describe(step, args)}")
+        return self._output(call, f"{label}: {step.note or _describe(step, args)}", {"script_step": current})
 
-    def _output(self, call: ToolCall, reasoning: str) -> PolicyOutput:
+    def _output(self, call: ToolCall, reasoning: str, state: dict[str, int]) -> PolicyOutput:
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
         return PolicyOutput(
             raw_output=raw, reasoning=reasoning, tool_calls=[call], confidence_reason=NO_CONFIDENCE,
-            unavailable=dict(NO_MODEL),
+            unavailable=dict(NO_MODEL), policy_state=state,
         )
 
 

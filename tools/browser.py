@@ -93,6 +93,7 @@ class BrowserExecutor:
         self.page: Any = None
         self._navigations = 0
         self._loads = 0
+        self._chooser: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -118,6 +119,9 @@ class BrowserExecutor:
             raise
         self.page.on("request", self._on_request)
         self.page.on("load", self._on_load)
+        # A listener from the start keeps file-chooser interception on; enabling it per upload (as
+        # expect_file_chooser does) races with the click, and the chooser is then sometimes missed.
+        self.page.on("filechooser", self._on_file_chooser)
         return self
 
     def close(self) -> None:
@@ -204,6 +208,10 @@ class BrowserExecutor:
             resized_size=self.settings.viewport if self.coordinate_mode is CoordinateMode.absolute else None,
         )
 
+    def element_at(self, css: tuple[int, int]) -> ElementInfo | None:
+        """The element under a CSS pixel (tag, text, box), or None."""
+        return self._element_at(css)
+
     def _element_at(self, css: tuple[int, int]) -> ElementInfo | None:
         try:
             info = self.page.evaluate(_ELEMENT_AT, list(css))
@@ -249,9 +257,16 @@ class BrowserExecutor:
                 if path is None:
                     names = ", ".join(sorted(self.files)) or "none"
                     raise ActionError(f"no file named {action.file!r} in this task (declared files: {names})")
-                with self.page.expect_file_chooser(timeout=self.settings.action_timeout_ms) as chooser:
-                    mouse.click(x, y)
-                chooser.value.set_files(str(path))
+                self._chooser = None
+                mouse.click(x, y)
+                deadline = time.monotonic() + self.settings.action_timeout_ms / 1000
+                while self._chooser is None and time.monotonic() < deadline:
+                    self.page.wait_for_timeout(10)
+                if self._chooser is None:
+                    raise ActionError(f"no file chooser opened at {audit.css if audit else (x, y)}: "
+                                      "click the file input (or its 'Choose file' button)")
+                self._chooser.set_files(str(path))
+                self._chooser = None
             case A.GotoUrl():
                 self.check_url_allowed(action.url)
                 self.page.goto(action.url, wait_until="load")
@@ -280,6 +295,9 @@ class BrowserExecutor:
     def _on_request(self, request: Any) -> None:
         if request.is_navigation_request() and request.frame == self.page.main_frame:
             self._navigations += 1
+
+    def _on_file_chooser(self, chooser: Any) -> None:
+        self._chooser = chooser
 
     def _on_load(self, _page: Any) -> None:
         self._loads = self._navigations

@@ -71,6 +71,19 @@ class AttentionRef(BaseModel):
     mass_in_evidence: float | None = None
 
 
+class ReplayInfo(BaseModel):
+    """How a replayed step was decided: the recorded action re-executed, a divergence, or the fallback policy."""
+
+    source_run: str
+    source_step: int | None
+    decision: Literal["replayed", "diverged", "fallback", "corrected"]
+    screen_diff: float | None = None
+    region_diff: float | None = None
+    url_matches: bool | None = None
+    reason: str | None = None
+    side_by_side: str | None = None  # image path relative to the run folder
+
+
 class StepRecord(BaseModel):
     """One turn of the loop. Text fields hold secret placeholders (or ●●●●), never secret values."""
 
@@ -101,8 +114,10 @@ class StepRecord(BaseModel):
     attention: list[AttentionRef] = Field(default_factory=list)
     outcome: Literal["ok", "error"]
     error: str | None = None
-    error_kind: Literal["parse", "action", "executor", "low_confidence"] | None = None
+    error_kind: Literal["parse", "action", "executor", "low_confidence", "diverged"] | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why it is empty
+    policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
+    replay: ReplayInfo | None = None
 
 
 class CheckResult(BaseModel):
@@ -124,6 +139,7 @@ class RunSummary(BaseModel):
     mean_confidence: float | None = None
     think_ms_total: float = 0.0
     act_ms_total: float = 0.0
+    model_calls: int = 0  # steps a model (not a script, replay or correction) decided
 
 
 class RunRecord(BaseModel):

@@ -98,6 +98,8 @@ class RunWriter:
         if step.confidence is not None:
             self._confidences.append(step.confidence)
             summary.mean_confidence = round(sum(self._confidences) / len(self._confidences), 4)
+        if step.policy in ("qwen3vl", "openai") and not step.cache_hit:
+            summary.model_calls += 1
         summary.think_ms_total = round(summary.think_ms_total + step.timings.think_ms, 2)
         summary.act_ms_total = round(summary.act_ms_total + step.timings.act_ms, 2)
         if self.index is not None:

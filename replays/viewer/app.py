@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -23,7 +26,7 @@ from tracer.follow import RunFollower
 from tracer.graph import run_graph
 from tracer.index import RunIndex
 from tracer.schema import RunStatus
-from tracer.store import RunStore, read_run, read_steps
+from tracer.store import RunStore, new_run_id, read_run, read_steps
 
 _HERE = Path(__file__).parent
 PAGE_SIZE = 50
@@ -77,6 +80,20 @@ def create_viewer(runs_dir: Path, *, poll_interval: float = 0.1) -> FastAPI:
             "run": run, "steps": steps, "graph_svg": svg,
             "initial": json.dumps(_run_payload(run_dir, labels), ensure_ascii=False).replace("</", "<\\/"),
         })
+
+    @app.get("/diff", response_class=HTMLResponse)
+    def diff_page(request: Request, a: str, b: str) -> Response:
+        from replays.diff import diff_runs
+
+        a_dir, b_dir = run_dir_or_404(a), run_dir_or_404(b)
+        result = diff_runs(a_dir, b_dir)
+        sides = []
+        for run_dir, text in ((a_dir, result.a), (b_dir, result.b)):
+            steps = {s.index: s for s in read_steps(run_dir)}
+            shot = steps[result.step].screenshot if result.step is not None and result.step in steps else None
+            sides.append((run_dir.name, text, shot))
+        return templates.TemplateResponse(request, "diff.html", {"a": a_dir.name, "b": b_dir.name, "result": result,
+                                                                 "sides": sides})
 
     @app.get("/api/runs")
     def api_runs(task: str | None = None, status: str | None = None, policy: str | None = None,
@@ -158,6 +175,43 @@ def create_viewer(runs_dir: Path, *, poll_interval: float = 0.1) -> FastAPI:
         except LabelError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse(label.model_dump(mode="json"), status_code=201)
+
+    @app.post("/api/runs/{run_id}/replay")
+    async def start_replay(request: Request, run_id: str) -> Response:
+        """Start ``glassbox replay`` (or ``resume`` with ``from_step``) in the background; answer the new run's URL."""
+        _same_origin(request)
+        run_dir = run_dir_or_404(run_id)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "send a JSON object"}, status_code=422)
+        from_step = body.get("from_step")
+        fallback = body.get("fallback", "none")
+        if fallback not in ("none", "policy"):
+            return JSONResponse({"error": "fallback must be none or policy"}, status_code=422)
+        steps = read_steps(run_dir)
+        if from_step is not None and (not isinstance(from_step, int) or not any(s.index == from_step for s in steps)):
+            return JSONResponse({"error": f"from_step must be a step of the run (0..{len(steps) - 1})"}, status_code=422)
+        run = read_run(run_dir)
+        new_id = new_run_id(run.task_name)
+        command = [sys.executable, "-m", "agent.cli"]
+        command += (["resume", run.run_id, "--from-step", str(from_step)] if from_step is not None
+                    else ["replay", run.run_id, "--fallback", fallback])
+        command += ["--runs-dir", str(runs_dir), "--new-run-id", new_id]
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        return JSONResponse({"run_id": new_id, "url": f"/runs/{new_id}/wait"}, status_code=202)
+
+    @app.get("/runs/{run_id}/wait", response_class=HTMLResponse)
+    def wait_for_run(request: Request, run_id: str) -> Response:
+        """A run started from the viewer appears after its process has set up the browser and the site."""
+        if re.fullmatch(r"[\w.-]{1,120}", run_id) is None:
+            raise HTTPException(404)
+        try:
+            store.run_dir(run_id)
+        except FileNotFoundError:
+            return HTMLResponse(f"<!doctype html><meta http-equiv='refresh' content='0.5'><title>Starting…</title>"
+                                f"<p style='font-family:sans-serif'>Starting {run_id}…</p>")
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     @app.delete("/api/labels/{label_id}")
     def undo_label(request: Request, label_id: int) -> Response:

@@ -117,6 +117,10 @@ function renderDetails() {
   d.innerHTML = `
     <h2 id="step-title">Step ${step.index} · ${esc(actionLabel(step))}</h2>
     ${step.error ? `<div class="error">${esc(step.error_kind || "error")}: ${esc(step.error)}</div>` : ""}
+    ${step.replay ? `<div class="replay">${esc(step.replay.decision)} · recorded step ${step.replay.source_step ?? "—"}` +
+      (step.replay.screen_diff !== null ? ` · screen diff ${step.replay.screen_diff.toFixed(3)}` : "") +
+      (step.replay.reason ? `<br>${esc(step.replay.reason)}` : "") +
+      (step.replay.side_by_side ? `<br><a href="${fileUrl(step.replay.side_by_side)}" target="_blank">side by side</a>` : "") + `</div>` : ""}
     <details open><summary>Reasoning</summary><pre class="reasoning">${esc(step.reasoning || "(none)")}</pre></details>
     <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
     ${kv([["confidence", conf], coord && ["coordinate", coord], el && ["element", el], ["evidence", ev],
@@ -141,8 +145,10 @@ function renderDetails() {
         <div id="fix-error" class="error" hidden></div>
       </div>
       <ul class="labels">${labels}</ul>
+      <button id="resume-btn" title="Replay the steps before this one, apply a correction labelled here, then let the run's policy go on">Resume from this step</button>
     </div>`;
   $("mark-correct").onclick = () => saveLabel({verdict: "correct"});
+  $("resume-btn").onclick = () => startReplay({from_step: current});
   $("mark-wrong").onclick = () => { picking = {coordinate: null}; renderDetails(); drawOverlay(); };
   if (picking) {
     const a = step.action && step.action.action;
@@ -175,6 +181,17 @@ async function saveLabel(body) {
   picking = null;
   renderDetails(); drawOverlay(); refreshFilmLabels();
 }
+
+async function startReplay(body) {
+  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/replay`, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) { alert(data.error || data.detail || `error ${r.status}`); return; }
+  location.href = data.url;
+}
+$("replay-btn").addEventListener("click", () => startReplay({fallback: "none"}));
+$("replay-fb-btn").addEventListener("click", () => startReplay({fallback: "policy"}));
 
 async function undoLabel(id) {
   const r = await fetch(`/api/labels/${id}`, {method: "DELETE"});

@@ -1,0 +1,71 @@
+"""Where two runs of the same task first differ: the action taken, or the screen it was taken on."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from replays.compare import compare_screens
+from tracer.schema import StepRecord
+from tracer.store import read_run, read_steps
+
+COORD_TOLERANCE = 5.0  # on the 0..1000 grid
+
+
+class RunDiff(BaseModel):
+    step: int | None  # None: no difference
+    reason: str = ""
+    a: str = ""
+    b: str = ""
+    compared: int = 0
+    screen_diff: float | None = None
+
+
+def describe(step: StepRecord | None) -> str:
+    if step is None:
+        return "(no step)"
+    action = step.action or {}
+    if not action:
+        return f"no action ({step.error_kind}: {step.error})"
+    extra = {k: v for k, v in action.items() if k != "action"}
+    return f"{action['action']} {extra}" if extra else str(action["action"])
+
+
+def _differs(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str | None:
+    if (a is None) != (b is None):
+        return "one run acted and the other did not"
+    if a is None or b is None:
+        return None
+    if a.get("action") != b.get("action"):
+        return f"different actions ({a.get('action')} vs {b.get('action')})"
+    if "coordinate" in a and "coordinate" in b:
+        d = math.dist(a["coordinate"], b["coordinate"])
+        if d > COORD_TOLERANCE:
+            return f"the point differs by {d:.0f} on the 0..1000 grid"
+    for key in ("text", "keys", "status", "url", "file", "pixels"):
+        if a.get(key) != b.get(key):
+            return f"different {key}"
+    return None
+
+
+def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
+    a_steps, b_steps = read_steps(a_dir), read_steps(b_dir)
+    read_run(a_dir), read_run(b_dir)  # both must be runs
+    n = max(len(a_steps), len(b_steps))
+    for i in range(n):
+        a = a_steps[i] if i < len(a_steps) else None
+        b = b_steps[i] if i < len(b_steps) else None
+        if a is None or b is None:
+            return RunDiff(step=i, reason="one run ended earlier", a=describe(a), b=describe(b), compared=i)
+        screen = compare_screens((a_dir / a.screenshot).read_bytes(), (b_dir / b.screenshot).read_bytes())
+        if not screen.matches:
+            return RunDiff(step=i, reason=f"the screen before the step differs ({screen.reason})", a=describe(a),
+                           b=describe(b), compared=i, screen_diff=screen.screen_diff)
+        reason = _differs(a.action, b.action)
+        if reason:
+            return RunDiff(step=i, reason=reason, a=describe(a), b=describe(b), compared=i,
+                           screen_diff=screen.screen_diff)
+    return RunDiff(step=None, compared=n)

@@ -1,0 +1,207 @@
+"""Export a run as a standalone Python Playwright script: the run's actions in CSS pixels, with waits and
+uploads; secrets are read from environment variables, never written into the script.
+
+    export_playwright(run_dir, Path("publish.py"))
+    # then:  GLASSBOX_SECRET_PASSWORD=... python publish.py --base-url http://127.0.0.1:8765
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+
+from agent.task import Task, load_task
+from tools.keys import playwright_chord
+from tracer.store import read_run, read_steps
+
+_SECRET = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
+
+
+class ExportError(ValueError):
+    """The run cannot be exported (nothing to export, task file gone)."""
+
+
+class ExportInfo(BaseModel):
+    actions: int
+    secret_env: list[str]
+
+
+def secret_env_name(name: str) -> str:
+    return f"GLASSBOX_SECRET_{name.upper()}"
+
+
+def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
+    run, steps = read_run(run_dir), read_steps(run_dir)
+    acted = [s for s in steps if s.action is not None and s.outcome == "ok"]
+    if not acted:
+        raise ExportError(f"run {run.run_id} has no action that succeeded: nothing to export")
+    task: Task | None = load_task(run.task_file) if run.task_file and Path(run.task_file).is_file() else None
+    files = task.file_paths() if task else {}
+    start = urlsplit(run.target_url or "")
+    start_path = start.path + (f"?{start.query}" if start.query else "") or "/"
+    viewport = run.task.get("browser", {}).get("viewport", [1280, 800])
+    scale = run.task.get("browser", {}).get("device_scale_factor", 1.0)
+    lines: list[str] = []
+    secrets: set[str] = set()
+    for step in acted:
+        action = step.action
+        name = action["action"]
+        css = step.coordinate.css if step.coordinate else None
+        comment = f"    # step {step.index}: {name}"
+        if step.reasoning:
+            comment += f" — {' '.join(step.reasoning.split())[:80]}"
+        lines.append(comment)
+        if name in ("left_click", "double_click", "triple_click", "right_click", "middle_click", "mouse_move") and css:
+            call = {"left_click": "page.mouse.click({x}, {y})", "double_click": "page.mouse.dblclick({x}, {y})",
+                    "triple_click": "page.mouse.click({x}, {y}, click_count=3)",
+                    "right_click": "page.mouse.click({x}, {y}, button='right')",
+                    "middle_click": "page.mouse.click({x}, {y}, button='middle')",
+                    "mouse_move": "page.mouse.move({x}, {y})"}[name]
+            lines.append("    " + call.format(x=css[0], y=css[1]))
+        elif name == "left_click_drag" and css:
+            lines.append(f"    page.mouse.down(); page.mouse.move({css[0]}, {css[1]}, steps=8); page.mouse.up()")
+        elif name == "type":
+            names = _SECRET.findall(action["text"])
+            secrets.update(names)
+            lines.append(f"    page.keyboard.type(reveal({json.dumps(action['text'], ensure_ascii=False)}))")
+        elif name == "key":
+            lines.append(f"    page.keyboard.press({json.dumps(playwright_chord(action['keys']))})")
+        elif name in ("scroll", "hscroll"):
+            if css or action.get("coordinate"):
+                point = css or (viewport[0] // 2, viewport[1] // 2)
+                lines.append(f"    page.mouse.move({point[0]}, {point[1]})")
+            dx, dy = (0, -action["pixels"]) if name == "scroll" else (action["pixels"], 0)
+            lines.append(f"    page.mouse.wheel({dx}, {dy})")
+        elif name == "wait":
+            lines.append(f"    page.wait_for_timeout({int(action.get('time', 1) * 1000)})")
+        elif name == "upload_file" and css:
+            path = files.get(action["file"])
+            if path is None:
+                raise ExportError(f"step {step.index} uploads {action['file']!r}, which the task file no longer declares")
+            lines.append(f"    upload(page, {css[0]}, {css[1]}, {json.dumps(str(path))})")
+        elif name == "goto_url":
+            target = urlsplit(action["url"])
+            same_site = target.netloc == start.netloc
+            url = (target.path + (f"?{target.query}" if target.query else "")) if same_site else action["url"]
+            lines.append(f"    page.goto({'base + ' if same_site else ''}{json.dumps(url)})")
+        elif name in ("terminate", "answer"):
+            lines.append(f"    print({json.dumps(f'{name}: ' + str(action.get('status', action.get('text', ''))))})")
+            continue
+        else:
+            continue
+        lines.append("    settle(page)")
+    body = "\n".join(lines)
+    script = TEMPLATE.format(
+        run_id=run.run_id, task=run.task_name, start_path=json.dumps(start_path), width=viewport[0], height=viewport[1],
+        scale=scale, secret_env=json.dumps({n: secret_env_name(n) for n in sorted(secrets)}), body=body,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(script, encoding="utf-8")
+    return ExportInfo(actions=len(acted), secret_env=[secret_env_name(n) for n in sorted(secrets)])
+
+
+TEMPLATE = '''#!/usr/bin/env python3
+"""Replays Glassbox run {run_id} ({task}) with Playwright, on its own.
+
+Usage: python this_script.py --base-url http://127.0.0.1:8765 [--headed]
+Secrets are read from environment variables: {secret_env}.
+Chromium: $GLASSBOX_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+SECRET_ENV = {secret_env}
+
+
+def reveal(text):
+    def value(match):
+        name = match.group(1)
+        env = SECRET_ENV.get(name)
+        if env is None or env not in os.environ:
+            sys.exit(f"set the environment variable {{env or name}} (secret {{name!r}})")
+        return os.environ[env]
+
+    return re.sub(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>", value, text)
+
+
+NAVIGATIONS = [0, 0]
+CHOOSERS = []
+PAUSE_MS = 150
+
+
+def upload(page, x, y, path, timeout=5.0):
+    """Click the file input and choose ``path`` in the chooser it opens."""
+    CHOOSERS.clear()
+    page.mouse.click(x, y)
+    deadline = time.monotonic() + timeout
+    while not CHOOSERS and time.monotonic() < deadline:
+        page.wait_for_timeout(10)
+    if not CHOOSERS:
+        sys.exit(f"no file chooser opened at ({{x}}, {{y}})")
+    CHOOSERS.pop().set_files(path)
+
+
+def settle(page, timeout=5.0):
+    """Wait for a navigation that the action started to load, then a beat (the recorded run looked at the
+    screen between actions; some widgets, such as a select's popup, open asynchronously)."""
+    try:
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+    except Exception:
+        pass
+    deadline = time.monotonic() + timeout
+    while NAVIGATIONS[0] > NAVIGATIONS[1] and time.monotonic() < deadline:
+        page.wait_for_timeout(10)
+    page.wait_for_timeout(PAUSE_MS)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", required=True, help="the site to run against, e.g. http://127.0.0.1:8765")
+    parser.add_argument("--headed", action="store_true")
+    args = parser.parse_args()
+    base = args.base_url.rstrip("/")
+    executable = os.environ.get("GLASSBOX_CHROMIUM") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if executable is None:
+        sys.exit("no Chromium found: install it (apt-get install chromium) or set GLASSBOX_CHROMIUM")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=not args.headed, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={{"width": {width}, "height": {height}}}, device_scale_factor={scale})
+
+        def on_request(request):
+            if request.is_navigation_request() and request.frame == page.main_frame:
+                NAVIGATIONS[0] += 1
+
+        def on_load(_page):
+            NAVIGATIONS[1] = NAVIGATIONS[0]
+
+        page.on("request", on_request)
+        page.on("load", on_load)
+        # Listening from the start keeps file-chooser interception on (enabling it per click can miss one).
+        page.on("filechooser", lambda chooser: CHOOSERS.append(chooser))
+        page.goto(base + {start_path}, wait_until="load")
+        run(page, base)
+        print("final URL:", page.url)
+        browser.close()
+
+
+def run(page, base):
+{body}
+
+
+if __name__ == "__main__":
+    main()
+'''

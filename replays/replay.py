@@ -1,0 +1,226 @@
+"""Replay a recorded run without the model, stopping (or falling back to a policy) where the screen changed;
+resume a run from any step, applying a person's correction first.
+
+    result = replay(Path("runs"), "20261123-0837", fallback="none")
+    result = replay(Path("runs"), run_id, fallback="policy", policy="script", layout_seed=3)
+    result = resume(Path("runs"), run_id, from_step=12, policy="qwen3vl", policy_overrides={"model": "models/x"})
+
+A replay is a new run linked to the original (``parent_run``), so the decision graph shows it as a branch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Literal
+from urllib.parse import urlsplit
+
+from agent.loop import RunResult, StepCallback, run_task
+from agent.policies import make_policy
+from agent.policy import Policy, PolicyOutput
+from agent.task import Task, TaskError, load_task
+from replays.compare import Thresholds, compare_screens, side_by_side
+from replays.export import _correction_call
+from replays.labels import Correction, Labels
+from tools.actions import ToolCall
+from tools.browser import BrowserExecutor
+from tools.views import ElementInfo, Observation
+from tracer.schema import ReplayInfo, RunRecord, StepRecord
+from tracer.store import RunStore, read_run, read_steps
+
+Fallback = Literal["none", "policy"]
+NO_MODEL = "replayed from the recording: no model was asked"
+
+
+class ReplayError(ValueError):
+    """The run cannot be replayed (no task file, nothing recorded, bad step)."""
+
+
+class ReplayPolicy(Policy):
+    """Re-executes recorded actions while the screen matches; diverges, corrects, or hands over to a policy."""
+
+    name = "replay"
+
+    def __init__(
+        self, source: RunRecord, source_dir: Path, steps: list[StepRecord], *, fallback: Policy | None,
+        hand_over_at: int | None = None, corrections: dict[int, Correction] | None = None,
+        thresholds: Thresholds | None = None, element_at: Callable[[tuple[int, int]], ElementInfo | None] | None = None,
+    ) -> None:
+        self.source, self.source_dir = source, source_dir
+        # Only steps that acted: parse errors and failed actions changed nothing worth repeating.
+        self.recorded = [s for s in steps if s.action is not None and s.outcome == "ok"]
+        self.fallback = fallback
+        self.hand_over_at = hand_over_at
+        self.corrections = corrections or {}
+        self.thresholds = thresholds or Thresholds()
+        self.element_at = element_at
+        self.position = 0
+        self.handed_over = False
+        self.model = fallback.model if fallback else None
+
+    def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
+        if self.handed_over or self.position >= len(self.recorded) or (
+                self.hand_over_at is not None and self.recorded[self.position].index >= self.hand_over_at
+                and self.recorded[self.position].index not in self.corrections):
+            return self._hand_over(task, history, observation)
+        step = self.recorded[self.position]
+        self.position += 1
+        if step.index in self.corrections:
+            self.handed_over = True  # fix and continue: the policy takes it from here
+            return self._corrected(step, self.corrections[step.index])
+        recorded_png = (self.source_dir / step.screenshot).read_bytes()
+        point = box = None
+        if step.evidence is not None:
+            point, box = step.evidence.point, step.evidence.box
+        elif step.coordinate is not None:
+            s = step.coordinate.device_scale_factor
+            point = (round(step.coordinate.css[0] * s), round(step.coordinate.css[1] * s))
+        url_ok = _same_page(step.url, observation.url)
+        target = self._target_check(step)
+        if target is not None:
+            # The browser can tell what is under the point: same element there means the target did not move,
+            # whatever the colours; the whole screen is still measured and recorded.
+            diff = compare_screens(recorded_png, observation.screenshot_png, thresholds=self.thresholds)
+            diff.matches, diff.reason = target == "", target or None
+        else:
+            diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box,
+                                   thresholds=self.thresholds)
+        info = ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="replayed",
+                          screen_diff=diff.screen_diff, region_diff=diff.region_diff, url_matches=url_ok)
+        if diff.matches and url_ok:
+            return PolicyOutput(
+                raw_output=step.raw_output, tool_calls=[ToolCall(**step.tool_calls[0])] if step.tool_calls else [],
+                reasoning=f"Replayed step {step.index} of {self.source.run_id} (screen diff {diff.screen_diff:.3f}"
+                          + (f", target region {diff.region_diff:.3f}" if diff.region_diff is not None else "") + ").",
+                confidence_reason=NO_MODEL, unavailable={"prompt": NO_MODEL, "token_counts": NO_MODEL,
+                                                         "cache_hit": NO_MODEL, "attention": NO_MODEL},
+                policy_state=step.policy_state, policy_name="replay", replay=info,
+            )
+        reason = "; ".join(r for r in (diff.reason, None if url_ok else f"the page is {observation.url}, "
+                                       f"the recording was on {step.url}") if r)
+        info.decision, info.reason = "diverged", reason
+        artifacts = {"side_by_side.png": side_by_side(recorded_png, observation.screenshot_png, box=box)}
+        if self.fallback is None:
+            return PolicyOutput(raw_output=None, reasoning=f"The screen changed at recorded step {step.index}.",
+                                stop=f"diverged at recorded step {step.index}: {reason}", replay=info,
+                                artifacts=artifacts, policy_name="replay", confidence_reason=NO_MODEL)
+        out = self._ask_fallback(task, history, observation)
+        info.decision = "fallback"
+        return out.model_copy(update={"replay": info, "artifacts": artifacts})
+
+    def _target_check(self, step: StepRecord) -> str | None:
+        """"" when the element under the recorded point is the same one, a reason when not, None when unknown."""
+        if self.element_at is None or step.element is None or step.coordinate is None:
+            return None
+        now = self.element_at(step.coordinate.css)
+        was = step.element
+        if now is None:
+            return f"no element at {step.coordinate.css} now (the recording had <{was.tag}> {was.text[:40]!r})"
+        moved = max(abs(now.box.x - was.box.x), abs(now.box.y - was.box.y), abs(now.box.width - was.box.width),
+                    abs(now.box.height - was.box.height))
+        if now.tag != was.tag or " ".join(now.text.split()) != " ".join(was.text.split()) or moved > 4:
+            return (f"the target changed: the recording had <{was.tag}> {was.text[:40]!r} at {step.coordinate.css}, "
+                    f"now <{now.tag}> {now.text[:40]!r} is there" + (f" (box moved {moved:.0f} px)" if moved > 4 else ""))
+        return ""
+
+    def _hand_over(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
+        if self.fallback is None:
+            return PolicyOutput(raw_output=None, stop="the recording has no more steps and no fallback policy was given",
+                                policy_name="replay", confidence_reason=NO_MODEL)
+        self.handed_over = True
+        return self._ask_fallback(task, history, observation)
+
+    def _ask_fallback(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
+        assert self.fallback is not None
+        out = self.fallback.decide(task, history, observation)
+        return out.model_copy(update={"policy_name": out.policy_name or self.fallback.name,
+                                      "model": out.model or self.fallback.model})
+
+    def _corrected(self, step: StepRecord, correction: Correction) -> PolicyOutput:
+        call = _correction_call(correction, step)
+        return PolicyOutput(
+            raw_output=None, tool_calls=[ToolCall(**call)],
+            reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}"
+                      + (f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""),
+            confidence_reason="a person's correction, not a model's decision",
+            policy_state=step.policy_state, policy_name="correction",
+            replay=ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="corrected"),
+        )
+
+    def close(self) -> None:
+        if self.fallback is not None:
+            self.fallback.close()
+
+
+def _same_page(recorded: str | None, current: str | None) -> bool:
+    """Same path and query (the host differs between runs: sites get OS-assigned ports)."""
+    if not recorded or not current:
+        return True
+    a, b = urlsplit(recorded), urlsplit(current)
+    return (a.path, a.query) == (b.path, b.query)
+
+
+def _source(runs_dir: Path, run_id: str) -> tuple[RunRecord, Path, list[StepRecord], Task]:
+    run_dir = RunStore(runs_dir).run_dir(run_id)
+    run, steps = read_run(run_dir), read_steps(run_dir)
+    if not steps:
+        raise ReplayError(f"run {run.run_id} has no recorded steps")
+    if not run.task_file or not Path(run.task_file).is_file():
+        raise ReplayError(f"run {run.run_id} was recorded from {run.task_file or 'an unnamed task'}, which is not "
+                          "here: a replay needs the task file (its secrets and files are not kept in the record)")
+    try:
+        task = load_task(run.task_file)
+    except TaskError as exc:
+        raise ReplayError(f"the task file of run {run.run_id} no longer loads: {exc}") from None
+    return run, run_dir, steps, task
+
+
+def replay(
+    runs_dir: Path, run_id: str, *, fallback: Fallback = "none", policy: str | None = None,
+    policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
+    headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
+    on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
+) -> RunResult:
+    """Replay ``run_id`` from the same task state; the new run is recorded in ``runs_dir``."""
+    source, source_dir, steps, task = _source(runs_dir, run_id)
+    if fallback == "policy" and not policy:
+        policy = source.policy if source.policy not in ("replay", "correction") else task.policy.name
+
+    def factory(task_: Task, executor: BrowserExecutor) -> Policy:
+        fb = make_policy(policy, task_, executor) if fallback == "policy" and policy else None
+        return ReplayPolicy(source, source_dir, steps, fallback=fb, thresholds=thresholds,
+                            element_at=executor.element_at)
+
+    return run_task(task, runs_dir=runs_dir, layout_seed=source.layout_seed if layout_seed is None else layout_seed,
+                    site_url=site_url, headed=headed, policy_overrides=policy_overrides, policy_factory=factory,
+                    parent_run=source.run_id, parent_step=0, run_id=new_run_id, on_step=on_step, on_start=on_start)
+
+
+def resume(
+    runs_dir: Path, run_id: str, *, from_step: int, policy: str | None = None,
+    policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
+    headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
+    on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
+) -> RunResult:
+    """Replay the steps before ``from_step``, then hand over to ``policy``. A step from ``from_step`` on that a
+    person labelled wrong (with a correction) is replayed up to and executed as corrected, then the policy goes on."""
+    source, source_dir, steps, task = _source(runs_dir, run_id)
+    if not 0 <= from_step <= steps[-1].index:
+        raise ReplayError(f"run {source.run_id} has steps 0..{steps[-1].index}; cannot resume from step {from_step}")
+    labels = [lbl for lbl in Labels(runs_dir).list(source.run_id) if lbl.step >= from_step]
+    latest: dict[int, Correction | None] = {}
+    for label in labels:
+        latest[label.step] = label.correction if label.verdict == "wrong" else None
+    corrections = {step: c for step, c in latest.items() if c is not None}
+    first_fix = min(corrections) if corrections else None
+    corrections = {first_fix: corrections[first_fix]} if first_fix is not None else {}
+    policy = policy or (source.policy if source.policy not in ("replay", "correction") else task.policy.name)
+
+    def factory(task_: Task, executor: BrowserExecutor) -> Policy:
+        return ReplayPolicy(source, source_dir, steps, fallback=make_policy(policy, task_, executor),
+                            hand_over_at=from_step if first_fix is None else first_fix,
+                            corrections=corrections, thresholds=thresholds, element_at=executor.element_at)
+
+    return run_task(task, runs_dir=runs_dir, layout_seed=source.layout_seed if layout_seed is None else layout_seed,
+                    site_url=site_url, headed=headed, policy_overrides=policy_overrides, policy_factory=factory,
+                    parent_run=source.run_id, parent_step=from_step, run_id=new_run_id, on_step=on_step,
+                    on_start=on_start)
