@@ -40,8 +40,13 @@ def _rgb(png: bytes) -> Image.Image:
 
 
 def _small(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    small = image.filter(ImageFilter.BoxBlur(1)).resize(size, Image.BILINEAR)
-    return np.asarray(small, dtype=np.float32) / 255.0
+    # A box filter averages every source pixel into the small image: the blur comes with the shrink.
+    return np.asarray(image.resize(size, Image.BOX), dtype=np.float32) / 255.0
+
+
+def screen_signature(png: bytes) -> np.ndarray:
+    """The shrunk screen used for the whole-screen comparison (compute once per recorded screenshot)."""
+    return _small(_rgb(png), SCREEN_SIZE)
 
 
 def _native(image: Image.Image) -> np.ndarray:
@@ -52,15 +57,20 @@ def _native(image: Image.Image) -> np.ndarray:
 def compare_screens(
     recorded: bytes, current: bytes, *, point: tuple[int, int] | None = None,
     box: tuple[int, int, int, int] | None = None, thresholds: Thresholds | None = None,
+    recorded_signature: np.ndarray | None = None,
 ) -> ScreenDiff:
+    """Compare the screens; the region around ``point`` / ``box`` only when one is given."""
     t = thresholds or Thresholds()
-    a, b = _rgb(recorded), _rgb(current)
-    if a.size != b.size:
+    b = _rgb(current)
+    need_region = point is not None or box is not None
+    a = _rgb(recorded) if need_region or recorded_signature is None else None
+    if a is not None and a.size != b.size:
         return ScreenDiff(screen_diff=1.0, region_diff=None, matches=False,
                           reason=f"screen size changed from {a.size} to {b.size}")
-    screen = float(np.abs(_small(a, SCREEN_SIZE) - _small(b, SCREEN_SIZE)).mean())
+    signature = recorded_signature if recorded_signature is not None else _small(a, SCREEN_SIZE)  # type: ignore[arg-type]
+    screen = float(np.abs(signature - _small(b, SCREEN_SIZE)).mean())
     region = None
-    if point is not None or box is not None:
+    if need_region and a is not None:
         if box is None:
             x, y = point  # type: ignore[misc]
             box = (x - REGION_HALF, y - REGION_HALF, x + REGION_HALF, y + REGION_HALF)

@@ -10,6 +10,7 @@ A replay is a new run linked to the original (``parent_run``), so the decision g
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from agent.loop import RunResult, StepCallback, run_task
 from agent.policies import make_policy
 from agent.policy import Policy, PolicyOutput
 from agent.task import Task, TaskError, load_task
-from replays.compare import Thresholds, compare_screens, side_by_side
+from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
 from replays.export import _correction_call
 from replays.labels import Correction, Labels
 from tools.actions import ToolCall
@@ -53,6 +54,11 @@ class ReplayPolicy(Policy):
         self.corrections = corrections or {}
         self.thresholds = thresholds or Thresholds()
         self.element_at = element_at
+        # Decode and shrink the recorded screenshots ahead of the steps that need them, off the loop's path.
+        self._signatures: dict[int, Future[Any]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-signatures")
+        for step in self.recorded:
+            self._signatures[step.index] = self._pool.submit(screen_signature, (source_dir / step.screenshot).read_bytes())
         self.position = 0
         self.handed_over = False
         self.model = fallback.model if fallback else None
@@ -79,8 +85,12 @@ class ReplayPolicy(Policy):
         if target is not None:
             # The browser can tell what is under the point: same element there means the target did not move,
             # whatever the colours; the whole screen is still measured and recorded.
-            diff = compare_screens(recorded_png, observation.screenshot_png, thresholds=self.thresholds)
+            diff = compare_screens(recorded_png, observation.screenshot_png, thresholds=self.thresholds,
+                                   recorded_signature=self._signatures[step.index].result())
             diff.matches, diff.reason = target == "", target or None
+        elif point is None and box is None:
+            diff = compare_screens(recorded_png, observation.screenshot_png, thresholds=self.thresholds,
+                                   recorded_signature=self._signatures[step.index].result())
         else:
             diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box,
                                    thresholds=self.thresholds)
@@ -147,6 +157,7 @@ class ReplayPolicy(Policy):
         )
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.fallback is not None:
             self.fallback.close()
 
