@@ -7,25 +7,58 @@ from typing import Any
 
 import httpx
 
-from agent.task import Check, HttpJsonCheck, JsCheck, Task, TextPresentCheck, UrlMatchCheck
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from agent.task import (
+    Check, CommandCheck, FileJsonCheck, HttpJsonCheck, JsCheck, Task, TextPresentCheck, UrlMatchCheck, WindowTitleCheck,
+)
 from tracer.schema import CheckResult
 
 
-def run_checks(task: Task, page: Any, base_url: str | None) -> list[CheckResult]:
+def run_checks(task: Task, page: Any, base_url: str | None, display: str | None = None) -> list[CheckResult]:
     """Evaluate every check of ``task``; an exception inside one check fails that check only."""
     results = []
     for check in task.checks:
         description = check.description or _default_description(check)
         try:
-            passed, detail = _run(check, task, page, base_url)
+            passed, detail = _run(check, task, page, base_url, display)
         except Exception as exc:  # a broken page or API must show as a failed check, not a crash
             passed, detail = False, f"{type(exc).__name__}: {exc}"
         results.append(CheckResult(type=check.type, description=task.render(description), passed=passed, detail=detail))
     return results
 
 
-def _run(check: Check, task: Task, page: Any, base_url: str | None) -> tuple[bool, str]:
+def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str | None) -> tuple[bool, str]:
     match check:
+        case FileJsonCheck():
+            path = Path(task.render_secret(check.path))
+            if not path.is_file():
+                return False, f"{path} does not exist"
+            value = _at_path(json.loads(path.read_text(encoding="utf-8")), check.path_in_json)
+            wanted = {k: task.render_secret(v) if isinstance(v, str) else v for k, v in check.match.items()}
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
+                    return True, f"found {_short(item)}"
+            return False, f"{path} does not match {wanted}; it holds {_short(value)}"
+        case CommandCheck():
+            argv = [task.render_secret(a) for a in check.argv]
+            env = {**os.environ, **({"DISPLAY": display} if display else {})}
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+            return result.returncode == check.exit_code, f"exit code {result.returncode}"
+        case WindowTitleCheck():
+            xdotool = shutil.which("xdotool")
+            if xdotool is None or display is None:
+                return False, "needs xdotool and a display"
+            text = task.render_secret(check.text)
+            result = subprocess.run([xdotool, "search", "--name", text], capture_output=True, text=True, timeout=10,
+                                    env={**os.environ, "DISPLAY": display})
+            return result.returncode == 0 and bool(result.stdout.strip()), (
+                "a window with that title exists" if result.returncode == 0 else "no window with that title")
         case HttpJsonCheck():
             url = task.render_secret(check.url)
             if url.startswith("/"):
@@ -92,4 +125,10 @@ def _default_description(check: Check) -> str:
             return f"page shows {check.text!r}"
         case JsCheck():
             return f"{check.expression} is true"
+        case FileJsonCheck():
+            return f"{check.path} holds {check.match}"
+        case CommandCheck():
+            return f"{' '.join(check.argv)} exits with {check.exit_code}"
+        case WindowTitleCheck():
+            return f"a window titled {check.text!r} is open"
     return check.type

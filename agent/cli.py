@@ -99,7 +99,8 @@ def run(
             raise _usage_error(f"cannot start the viewer on port {view_port}: {exc}") from None
 
     def started(record: RunRecord, run_dir: Path) -> None:
-        console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {record.target_url}")
+        target = record.target_url or "a desktop app on a private display"
+        console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {target}")
         console.print(f"recording to [bold]{run_dir}[/]", soft_wrap=True)
         if viewer is not None:
             console.print(f"live viewer: [bold]{viewer.url}/runs/{record.run_id}[/]")

@@ -17,7 +17,7 @@ import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel
 
@@ -27,6 +27,11 @@ from agent.policy import Policy, PolicyOutput
 from agent.task import SiteTarget, Task
 from tools.actions import ActionError, Terminate, parse_tool_call
 from tools.browser import BrowserExecutor, _origin
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from tools.desktop import DesktopExecutor
 from tools.views import Observation, Outcome
 from tracer.attention import AttentionMaps
 from tracer.attention import figures as attention_figures
@@ -80,20 +85,100 @@ def run_task(
         task = task.model_copy(update={"policy": task.policy.model_copy(update={
             k: v for k, v in policy_overrides.items() if v is not None})})
     policy_name = policy or task.policy.name
-    settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
     with ExitStack() as stack:
+        links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
+        if task.environment == "desktop":
+            task, executor, display = _start_desktop(task, stack)
+            agent_policy = policy_factory(task, executor) if policy_factory else make_policy(policy_name, task, executor)
+            stack.callback(agent_policy.close)
+            return _Loop(task, agent_policy, executor, runs_dir, None, None, None, on_step, on_start, links,
+                         display=display).run()
+        settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
         base_url, start_url, seed = _start_target(task, layout_seed, site_url, stack)
         allowed = list(task.allowed_origins) + [_origin(start_url)]
-        executor = BrowserExecutor(
+        browser = BrowserExecutor(
             settings, files=task.file_paths(), secrets=task.secret_values(), allowed_origins=allowed,
             coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
         )
-        stack.enter_context(executor)
-        agent_policy = policy_factory(task, executor) if policy_factory else make_policy(policy_name, task, executor)
+        stack.enter_context(browser)
+        agent_policy = policy_factory(task, browser) if policy_factory else make_policy(policy_name, task, browser)
         stack.callback(agent_policy.close)
-        executor.goto(start_url)
-        links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
-        return _Loop(task, agent_policy, executor, runs_dir, base_url, start_url, seed, on_step, on_start, links).run()
+        browser.goto(start_url)
+        return _Loop(task, agent_policy, browser, runs_dir, base_url, start_url, seed, on_step, on_start, links).run()
+
+
+def _start_desktop(task: Task, stack: ExitStack) -> tuple[Task, "DesktopExecutor", str]:
+    """A private Xvfb (or the given display), the app started in a fresh working folder, and the executor."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from tools.desktop import DesktopExecutor, DesktopSettings
+    from tools.xvfb import Xvfb, check_display
+
+    spec = task.desktop
+    assert spec is not None
+    if spec.xvfb:
+        size = spec.xvfb if not isinstance(spec.xvfb, bool) else None
+        xvfb = Xvfb(size.width, size.height) if size else Xvfb()
+        display = stack.enter_context(xvfb).name or ""
+    else:
+        display = check_display(spec.display)
+    workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="glassbox-desktop-"))
+    task = task.with_runtime(workdir=workdir, python=sys.executable)
+    command = [task.render_secret(part) for part in spec.command]
+    app_log = stack.enter_context(tempfile.TemporaryFile())  # a file, not a pipe nobody reads
+    try:
+        app = subprocess.Popen(command, cwd=workdir, env={**os.environ, "DISPLAY": display},
+                               stdin=subprocess.DEVNULL, stdout=app_log, stderr=app_log)
+    except OSError as exc:
+        raise DesktopAppError(f"cannot start {command[0]!r}: {exc}") from None
+    stack.callback(_stop_process, app)
+    _wait_for_app(app, app_log, display, spec.window_title, spec.ready_timeout_s)
+    executor = DesktopExecutor(
+        DesktopSettings(display=display, monitor=spec.monitor), files=task.file_paths(), secrets=task.secret_values(),
+        coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
+    )
+    stack.enter_context(executor)
+    return task, executor, display
+
+
+class DesktopAppError(RuntimeError):
+    """The desktop app did not start or never showed its window."""
+
+
+def _wait_for_app(app: "subprocess.Popen[bytes]", log: Any, display: str, title: str | None, timeout: float) -> None:
+    import shutil
+    import subprocess
+
+    deadline = time.monotonic() + timeout
+    xdotool = shutil.which("xdotool")
+    while time.monotonic() < deadline:
+        if app.poll() is not None:
+            log.seek(0)
+            err = log.read().decode(errors="replace").strip()
+            raise DesktopAppError(f"the app exited with code {app.returncode} before showing a window: {err[-400:]}")
+        if title is None or xdotool is None:
+            time.sleep(1.0)  # no title to wait for: give it a moment to draw
+            return
+        found = subprocess.run([xdotool, "search", "--name", title], capture_output=True, timeout=5,
+                               env={**os.environ, "DISPLAY": display})
+        if found.returncode == 0 and found.stdout.strip():
+            time.sleep(0.2)  # mapped; let it paint
+            return
+        time.sleep(0.05)
+    raise DesktopAppError(f"no window titled {title!r} appeared within {timeout:.0f} s")
+
+
+def _stop_process(proc: "subprocess.Popen[bytes]") -> None:
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _start_target(
@@ -125,12 +210,15 @@ def _shop_credentials(task: Task, values: dict[str, str]) -> dict[str, str]:
 
 class _Loop:
     def __init__(
-        self, task: Task, policy: Policy, executor: BrowserExecutor, runs_dir: Path, base_url: str | None,
-        start_url: str, layout_seed: int | None, on_step: StepCallback | None,
+        self, task: Task, policy: Policy, executor: "BrowserExecutor | DesktopExecutor", runs_dir: Path,
+        base_url: str | None,
+        start_url: str | None, layout_seed: int | None, on_step: StepCallback | None,
         on_start: Callable[[RunRecord, Path], None] | None, links: dict[str, object] | None = None,
+        display: str | None = None,
     ) -> None:
         self.task, self.policy, self.executor = task, policy, executor
         self.base_url = base_url
+        self.display = display
         self.on_step = on_step
         self.scrub = Scrubber(list(task.secret_values().values()))
         started = datetime.now(timezone.utc)
@@ -145,7 +233,8 @@ class _Loop:
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.writer = RunWriter.create(runs_dir, record)
         self.log = RunLog(self.writer.run_dir, self.scrub)
-        log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name, target=start_url)
+        log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name,
+                 target=start_url or f"desktop {display}")
         if on_start:
             on_start(record, self.writer.run_dir)
         self.history: list[StepRecord] = []
@@ -191,7 +280,7 @@ class _Loop:
             if previous_term is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if status is None:
-            checks = run_checks(self.task, self.executor.page, self.base_url)
+            checks = run_checks(self.task, self.executor.page, self.base_url, self.display)
             self.writer.record.checks = self.scrub.scrub(checks)
             passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
             status = RunStatus.succeeded if passed else RunStatus.failed

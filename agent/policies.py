@@ -5,7 +5,12 @@ from __future__ import annotations
 from agent.policy import Policy
 from agent.script_policy import ScriptPolicy
 from agent.task import Task
+from typing import TYPE_CHECKING
+
 from tools.browser import BrowserExecutor
+
+if TYPE_CHECKING:
+    from tools.desktop import DesktopExecutor
 
 POLICIES = ("script", "qwen3vl", "openai")
 
@@ -14,7 +19,7 @@ class PolicyUnavailable(ValueError):
     """The requested policy cannot be built (unknown name, missing script or model, ...)."""
 
 
-def make_policy(name: str, task: Task, executor: BrowserExecutor) -> Policy:
+def make_policy(name: str, task: Task, executor: "BrowserExecutor | DesktopExecutor") -> Policy:
     settings = task.policy
     if name == "script":
         if not task.script:

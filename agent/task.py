@@ -75,6 +75,22 @@ class UrlTarget(_Strict):
         return v
 
 
+class XvfbSpec(_Strict):
+    width: int = Field(default=1024, ge=64, le=8192)
+    height: int = Field(default=768, ge=64, le=8192)
+
+
+class DesktopSpec(_Strict):
+    """The desktop app to run: ``{python}`` is this Python, ``{workdir}`` a fresh folder per run."""
+
+    command: list[str] = Field(min_length=1)
+    xvfb: XvfbSpec | bool = True  # a private Xvfb (true or its size); false: use `display` / $DISPLAY
+    display: str | None = None
+    monitor: int = Field(default=1, ge=1)
+    window_title: str | None = None  # wait until a window with this title exists
+    ready_timeout_s: float = Field(default=15, gt=0)
+
+
 class FileSpec(_Strict):
     path: str
     description: str | None = None
@@ -119,7 +135,39 @@ class JsCheck(_Strict):
     description: str | None = None
 
 
-Check = Annotated[Union[HttpJsonCheck, UrlMatchCheck, TextPresentCheck, JsCheck], Field(discriminator="type")]
+class FileJsonCheck(_Strict):
+    """A JSON file the app wrote (``{workdir}`` is the run's working folder) holds ``match``."""
+
+    type: Literal["file_json"]
+    path: str
+    path_in_json: str = ""
+    match: dict[str, Any]
+    description: str | None = None
+
+
+class CommandCheck(_Strict):
+    """A command exits with ``exit_code`` (argv, not a shell line)."""
+
+    type: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    exit_code: int = 0
+    description: str | None = None
+
+
+class WindowTitleCheck(_Strict):
+    """A window whose title contains ``text`` exists on the display (a simple check of what is on screen)."""
+
+    type: Literal["window_title"]
+    text: str
+    description: str | None = None
+
+
+Check = Annotated[
+    Union[HttpJsonCheck, UrlMatchCheck, TextPresentCheck, JsCheck, FileJsonCheck, CommandCheck, WindowTitleCheck],
+    Field(discriminator="type"),
+]
+BROWSER_CHECKS = ("http_json", "url_matches", "text_present", "js")
+DESKTOP_CHECKS = ("file_json", "command", "window_title")
 
 
 class Limits(_Strict):
@@ -198,9 +246,10 @@ class Task(_Strict):
 
     name: str = Field(min_length=1)
     goal: str = Field(min_length=1)
-    environment: Literal["browser"] = "browser"
+    environment: Literal["browser", "desktop"] = "browser"
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    target: SiteTarget | UrlTarget
+    target: SiteTarget | UrlTarget | None = None  # browser tasks
+    desktop: DesktopSpec | None = None  # desktop tasks
     allowed_origins: list[str] = Field(default_factory=list)
     files: dict[str, FileSpec] = Field(default_factory=dict)
     checks: list[Check] = Field(default_factory=list)
@@ -209,8 +258,9 @@ class Task(_Strict):
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     script: list[ScriptStep] | None = None
 
-    # Set by the loader, not by the file.
+    # Set by the loader and the loop, not by the file.
     source: Path | None = Field(default=None, exclude=True)
+    runtime: dict[str, str] = Field(default_factory=dict, exclude=True)  # {workdir}, {python} of a desktop run
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -233,7 +283,23 @@ class Task(_Strict):
     def cross_problems(self) -> list[tuple[tuple[Any, ...], str]]:
         """Problems between fields (placeholders, declared files, allowed origins), with their locations."""
         problems: list[tuple[tuple[Any, ...], str]] = []
-        names = set(self.inputs)
+        if self.environment == "browser" and self.target is None:
+            problems.append(((), "a browser task needs a 'target' (site: shop, or start_url)"))
+        if self.environment == "desktop":
+            if self.desktop is None:
+                problems.append(((), "a desktop task needs a 'desktop' section (command, xvfb or display)"))
+            for i, step in enumerate(self.script or []):
+                if step.target is not None:
+                    problems.append((("script", i, "target"), "desktop scripts give coordinates: there is no element "
+                                     "tree to find a target in"))
+                if step.action in BROWSER_TOOLS:
+                    problems.append((("script", i, "action"), f"{step.action} is a browser action"))
+        allowed = DESKTOP_CHECKS if self.environment == "desktop" else BROWSER_CHECKS
+        for i, check in enumerate(self.checks):
+            if check.type not in allowed:
+                problems.append((("checks", i, "type"), f"{check.type} checks do not apply to {self.environment} tasks "
+                                 f"(use {', '.join(allowed)})"))
+        names = set(self.inputs) | {"workdir", "python"}
         for loc, text in self._templated_texts():
             for ref in _PLACEHOLDER.findall(text):
                 if ref not in names:
@@ -262,7 +328,18 @@ class Task(_Strict):
                     texts.append((("checks", i, key), value))
                 elif isinstance(value, dict):
                     texts.extend((("checks", i, key, k), x) for k, x in value.items() if isinstance(x, str))
+                elif isinstance(value, list):
+                    texts.extend((("checks", i, key, j), x) for j, x in enumerate(value) if isinstance(x, str))
+        if self.desktop is not None:
+            texts.extend((("desktop", "command", j), x) for j, x in enumerate(self.desktop.command))
         return texts
+
+    def with_runtime(self, **values: str) -> "Task":
+        """A copy whose ``{workdir}`` / ``{python}`` placeholders render to these values."""
+        copy = self.model_copy(deep=True)
+        copy.source = self.source
+        copy.runtime = {**self.runtime, **values}
+        return copy
 
     def _url_allowed(self, url: str) -> bool:
         from tools.browser import _origin
@@ -289,6 +366,8 @@ class Task(_Strict):
 
         def fill(match: re.Match[str]) -> str:
             name = match.group(1)
+            if name in self.runtime:
+                return self.runtime[name]
             spec = self.inputs[name]
             if spec.secret:
                 return f"<secret>{name}</secret>"
@@ -307,7 +386,7 @@ class Task(_Strict):
 
     def render_secret(self, text: str) -> str:
         """Fill placeholders with real values, secrets included: for checks that never leave the machine."""
-        values = self.input_values()
+        values = {**self.input_values(), **self.runtime}
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
     def goal_text(self) -> str:

@@ -1,0 +1,108 @@
+"""The desktop backend on a real X display (Xvfb): mss screenshots, pyautogui input, xdotool typing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from agent.task import TaskError, parse_task  # noqa: F401
+from tests.conftest import ROOT, TASKS
+from tools.actions import ActionError
+from tools.desktop import Monitor, pick_monitor, to_screen
+from tools.keys import pyautogui_keys
+from tools.xvfb import DisplayError, check_display
+from tracer import RunStatus, read_run, read_steps
+
+
+def require_xvfb() -> None:
+    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI must install {', '.join(missing)} (.ci/setup does)")
+        pytest.skip(f"needs {', '.join(missing)}: sudo apt-get install xvfb xdotool")
+
+
+def test_key_names_map_to_pyautogui():
+    assert pyautogui_keys(["ctrl", "a"]) == ["ctrl", "a"]
+    assert pyautogui_keys(["Return"]) == ["enter"]
+    assert pyautogui_keys(["ctrl+shift+Esc"]) == ["ctrl", "shift", "esc"]
+    assert pyautogui_keys(["super", "Left", "PageDown", "F5"]) == ["winleft", "left", "pagedown", "f5"]
+    with pytest.raises(ActionError, match="unknown key name 'hyper'"):
+        pyautogui_keys(["hyper"])
+
+
+def test_multi_monitor_offsets():
+    monitors = [{"left": 0, "top": 0, "width": 3840, "height": 1080},
+                {"left": 0, "top": 0, "width": 1920, "height": 1080},
+                {"left": 1920, "top": 0, "width": 1920, "height": 1080}]
+    second = pick_monitor(monitors, 2)
+    assert second == Monitor(left=1920, top=0, width=1920, height=1080)
+    assert to_screen((100, 50), second) == (2020, 50)
+    assert to_screen((100, 50), pick_monitor(monitors, 1)) == (100, 50)
+    with pytest.raises(DisplayError, match="monitor 3 does not exist; this display has 2 monitor"):
+        pick_monitor(monitors, 3)
+
+
+def test_a_missing_display_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(DisplayError, match="no X display: set DISPLAY"):
+        check_display(None)
+    with pytest.raises(DisplayError, match=r"X display :987 is not running"):
+        check_display(":987")
+
+
+def test_desktop_task_validation():
+    base = TASKS / "desktop_form.yaml"
+    text = base.read_text()
+    with pytest.raises(TaskError, match="desktop scripts give coordinates"):
+        parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {text: Name}"))
+    with pytest.raises(TaskError, match="js checks do not apply to desktop tasks"):
+        parse_task(text.replace("  - type: window_title\n    text:", "  - type: js\n    expression:"))
+    with pytest.raises(TaskError, match="needs a 'desktop' section"):
+        parse_task(text.replace("desktop:\n", "desktopp:\n").replace("desktopp:", "# no desktop\nx_unused:")
+                   .split("x_unused:")[0] + "\n".join(l for l in text.split("\n") if not l.startswith(("desktop:", "  command", "  xvfb", "  window_title"))
+                                                      and "environment" not in l) + "\nenvironment: desktop\n")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+
+
+def test_desktop_task_with_chinese_text_succeeds_shows_in_the_viewer_and_replays(tmp_path):
+    # Runs go through the CLI, as a user runs them: pyautogui binds to one display per process.
+    require_xvfb()
+    from replays.viewer import ViewerServer
+
+    runs = tmp_path / "runs"
+    proc = cli("run", str(TASKS / "desktop_form.yaml"), "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
+    run = read_run(run_dir)
+    assert run.status is RunStatus.succeeded and all(c.passed for c in run.checks)
+    steps = read_steps(run_dir)
+    assert [s.action["text"] for s in steps if s.action["action"] == "type"][2] == "上海 Shanghai"
+    clicks = [s for s in steps if s.action["action"] == "left_click"]
+    assert all(s.evidence is not None and s.evidence.sized_by == "fixed" for s in clicks)
+    assert steps[0].screenshot_size == (1024, 768)
+    with ViewerServer(runs) as viewer:
+        page = httpx.get(f"{viewer.url}/runs/{run.run_id}")
+        assert page.status_code == 200 and "desktop-form" in page.text
+        assert httpx.get(f"{viewer.url}/runs/{run.run_id}/files/{clicks[0].screenshot}").status_code == 200
+        assert httpx.get(f"{viewer.url}/runs/{run.run_id}/files/{clicks[0].evidence.crop}").status_code == 200
+    again = cli("replay", run.run_id, "--runs-dir", str(runs))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "replayed 9" in again.stdout and "model calls: 0" in again.stdout
+
+
+def test_desktop_cli_exit_codes(tmp_path):
+    require_xvfb()
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(TASKS / "desktop_form.yaml"), "--runs-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Xlib" not in proc.stdout + proc.stderr

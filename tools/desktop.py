@@ -1,0 +1,278 @@
+"""Desktop executor on X11: mss screenshots of one monitor, pyautogui for mouse and keys, xdotool for typing
+(pyautogui cannot type non-ASCII text such as Chinese; ``xdotool type`` can).
+
+    with DesktopExecutor(DesktopSettings(display=":7")) as desktop:
+        observation = desktop.perceive()
+        desktop.act(LeftClick(action="left_click", coordinate=[500, 300]))
+
+Coordinates are on the chosen monitor (0..1000 of its width and height); the monitor's offset inside the
+whole X screen is added before the mouse moves, so multi-monitor set-ups work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools import actions as A
+from tools.actions import ActionError
+from tools.browser import SECRET_PATTERN
+from tools.coords import CoordinateAudit, CoordinateMode, to_css
+from tools.keys import pyautogui_keys
+from tools.views import Box, ElementInfo, Observation, Outcome
+from tools.xvfb import DisplayError, check_display
+
+SCROLL_PIXELS_PER_CLICK = 100  # one wheel click; Qwen's `pixels` are converted to clicks
+
+
+class DesktopSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    display: str | None = None  # e.g. ":0"; None: $DISPLAY
+    monitor: int = Field(default=1, ge=1)  # mss numbering: 1 = the first monitor
+    settle_timeout_ms: int = Field(default=1500, ge=0)
+    type_delay_ms: int = Field(default=8, ge=0)
+
+
+class Monitor(BaseModel):
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def pick_monitor(monitors: list[dict[str, int]], index: int) -> Monitor:
+    """mss's monitor list: [0] is the whole virtual screen, [1..] the monitors."""
+    if index >= len(monitors) or index < 1:
+        raise DisplayError(f"monitor {index} does not exist; this display has {len(monitors) - 1} monitor(s)")
+    m = monitors[index]
+    return Monitor(left=m["left"], top=m["top"], width=m["width"], height=m["height"])
+
+
+def to_screen(point: tuple[int, int], monitor: Monitor) -> tuple[int, int]:
+    """A point on the monitor -> absolute X screen coordinates."""
+    return monitor.left + point[0], monitor.top + point[1]
+
+
+class DesktopExecutor:
+    def __init__(
+        self,
+        settings: DesktopSettings | None = None,
+        *,
+        files: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
+        coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
+        coordinate_divisor: float = 1000.0,
+    ) -> None:
+        self.settings = settings or DesktopSettings()
+        self._secrets = dict(secrets or {})
+        self.files = dict(files or {})
+        self.coordinate_mode = coordinate_mode
+        self.coordinate_divisor = coordinate_divisor
+        self.display: str | None = None
+        self.monitor: Monitor | None = None
+        self._mss: Any = None
+        self._gui: Any = None
+        self.page = None  # no browser page: browser checks do not apply
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "DesktopExecutor":
+        self.display = check_display(self.settings.display)
+        os.environ["DISPLAY"] = self.display  # pyautogui and mss read it when they connect
+        import mss
+
+        self._mss = mss.MSS() if hasattr(mss, "MSS") else mss.mss()
+        self.monitor = pick_monitor(self._mss.monitors, self.settings.monitor)
+        self._gui = _pyautogui(self.display)
+        return self
+
+    def close(self) -> None:
+        if self._mss is not None:
+            self._mss.close()
+            self._mss = None
+
+    def __enter__(self) -> "DesktopExecutor":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- perceive ------------------------------------------------------------------------------
+    def goto(self, url: str) -> None:
+        raise ActionError("a desktop has no URL to open")
+
+    def grab(self) -> Any:
+        assert self.monitor is not None
+        return self._mss.grab(self.monitor.model_dump())
+
+    def perceive(self) -> Observation:
+        from PIL import Image
+
+        shot = self.grab()
+        image = Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX")
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", compress_level=1)  # speed over size: the recorder keeps it as is
+        size = (shot.size[0], shot.size[1])
+        return Observation(screenshot_png=buffer.getvalue(), screenshot_size=size, css_size=size,
+                           device_scale_factor=1.0, url=None, title=self._active_title(),
+                           taken_at=datetime.now(timezone.utc))
+
+    def locate(self, target: Any) -> Box | None:
+        raise ActionError("a desktop has no element tree: desktop scripts give coordinates, not targets")
+
+    def element_at(self, point: tuple[int, int]) -> ElementInfo | None:
+        return None  # no element tree on a plain X desktop
+
+    # -- act -----------------------------------------------------------------------------------
+    def act(self, action: A.Action) -> Outcome:
+        audit: CoordinateAudit | None = None
+        try:
+            coordinate = getattr(action, "coordinate", None)
+            if coordinate is not None:
+                audit = self._map(coordinate)
+            before = self._digest()
+            self._perform(action, audit)
+            self._settle(before)
+        except ActionError as exc:
+            return Outcome(status="error", error=str(exc), coordinate=audit)
+        except Exception as exc:  # pyautogui / X errors
+            return Outcome(status="error", error=f"{type(exc).__name__}: {exc}", coordinate=audit)
+        return Outcome(status="ok", coordinate=audit)
+
+    def _map(self, coordinate: list[float]) -> CoordinateAudit:
+        assert self.monitor is not None
+        size = (self.monitor.width, self.monitor.height)
+        return to_css(coordinate, css_size=size, mode=self.coordinate_mode, divisor=self.coordinate_divisor,
+                      resized_size=size if self.coordinate_mode is CoordinateMode.absolute else None)
+
+    def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
+        gui = self._gui
+        x, y = to_screen(audit.css, self.monitor) if audit else (None, None)  # type: ignore[arg-type]
+        match action:
+            case A.LeftClick():
+                gui.click(x, y)
+            case A.DoubleClick():
+                gui.doubleClick(x, y)
+            case A.TripleClick():
+                gui.tripleClick(x, y)
+            case A.RightClick():
+                gui.rightClick(x, y)
+            case A.MiddleClick():
+                gui.middleClick(x, y)
+            case A.MouseMove():
+                gui.moveTo(x, y)
+            case A.LeftClickDrag():
+                gui.dragTo(x, y, duration=0.2, button="left")
+            case A.Type():
+                self._type(self._reveal(action.text))
+            case A.Key():
+                gui.hotkey(*pyautogui_keys(action.keys))
+            case A.Scroll() | A.HScroll():
+                if action.coordinate is not None:
+                    gui.moveTo(*to_screen(self._map(action.coordinate).css, self.monitor))  # type: ignore[arg-type]
+                clicks = max(1, round(abs(action.pixels) / SCROLL_PIXELS_PER_CLICK)) * (1 if action.pixels > 0 else -1)
+                (gui.scroll if isinstance(action, A.Scroll) else gui.hscroll)(clicks)
+            case A.Wait():
+                time.sleep(action.time)
+            case A.Terminate() | A.Answer():
+                pass
+            case _:
+                raise ActionError(f"the desktop cannot perform {action.action!r}")
+
+    def _type(self, text: str) -> None:
+        xdotool = shutil.which("xdotool")
+        if xdotool is None:
+            if not text.isascii():
+                raise ActionError("typing non-ASCII text needs xdotool (`sudo apt-get install xdotool`)")
+            self._gui.write(text, interval=self.settings.type_delay_ms / 1000)
+            return
+        result = subprocess.run([xdotool, "type", "--delay", str(self.settings.type_delay_ms), "--", text],
+                                env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0:
+            raise ActionError(f"xdotool type failed: {result.stderr.strip()[:200]}")
+
+    def _reveal(self, text: str) -> str:
+        def value(match: Any) -> str:
+            name = match.group(1)
+            if name not in self._secrets:
+                raise ActionError(f"unknown secret {name!r}; known secrets: {', '.join(sorted(self._secrets)) or 'none'}")
+            return self._secrets[name]
+
+        return SECRET_PATTERN.sub(value, text)
+
+    # -- settle --------------------------------------------------------------------------------
+    def _digest(self) -> bytes:
+        return hashlib.blake2b(self.grab().bgra, digest_size=16).digest()
+
+    def _settle(self, before: bytes) -> None:
+        """Wait until the screen stops changing (two equal grabs 30 ms apart), at most settle_timeout_ms."""
+        deadline = time.monotonic() + self.settings.settle_timeout_ms / 1000
+        previous = before
+        changed = False
+        while time.monotonic() < deadline:
+            time.sleep(0.03)
+            now = self._digest()
+            if now != previous:
+                changed, previous = True, now
+            elif changed or time.monotonic() > deadline - self.settings.settle_timeout_ms / 1000 + 0.09:
+                return
+
+    def _active_title(self) -> str | None:
+        xdotool = shutil.which("xdotool")
+        if xdotool is None:
+            return None
+        result = subprocess.run([xdotool, "getwindowfocus", "getwindowname"], capture_output=True, text=True,
+                                env={**os.environ, "DISPLAY": self.display or ""}, timeout=5)
+        return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _pyautogui(display: str) -> Any:
+    """pyautogui bound to ``display`` (it connects to $DISPLAY when first imported)."""
+    os.environ["DISPLAY"] = display
+    if not os.environ.get("XAUTHORITY") and not os.path.exists(os.path.expanduser("~/.Xauthority")):
+        # python-xlib insists on an authority file; a display without access control needs an empty one.
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="glassbox-xauth-")
+        os.close(fd)
+        os.environ["XAUTHORITY"] = path
+    # python-xlib warns about the empty authority file on every connection; it is expected here.
+    with _quiet_xlib():
+        try:
+            import pyautogui
+        except Exception as exc:  # Xlib raises its own errors when the display is unreachable
+            raise DisplayError(f"cannot connect pyautogui to display {display}: {exc}") from None
+    x11 = getattr(pyautogui, "_pyautogui_x11", None)
+    if x11 is not None and getattr(x11, "_display", None) is not None:
+        current = x11._display.get_display_name()
+        if current != display:
+            from Xlib.display import Display
+
+            with _quiet_xlib():
+                x11._display = Display(display)  # re-point an earlier import at this display
+    pyautogui.FAILSAFE = False  # corners are legitimate targets for an agent
+    pyautogui.PAUSE = 0
+    return pyautogui
+
+
+class _quiet_xlib:
+    """Swallow what python-xlib prints (to standard output) while it connects."""
+
+    def __enter__(self) -> None:
+        import contextlib
+
+        self._redirect = contextlib.redirect_stdout(io.StringIO())
+        self._redirect.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(None, None, None)
