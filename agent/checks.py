@@ -39,12 +39,7 @@ def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str
             if not path.is_file():
                 return False, f"{path} does not exist"
             value = _at_path(json.loads(path.read_text(encoding="utf-8")), check.path_in_json)
-            wanted = {k: task.render_secret(v) if isinstance(v, str) else v for k, v in check.match.items()}
-            items = value if isinstance(value, list) else [value]
-            for item in items:
-                if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
-                    return True, f"found {_short(item)}"
-            return False, f"{path} does not match {wanted}; it holds {_short(value)}"
+            return _find_match(task, value, check.match, f"{path} does not match")
         case CommandCheck():
             argv = [task.render_secret(a) for a in check.argv]
             env = {**os.environ, **({"DISPLAY": display} if display else {})}
@@ -69,12 +64,7 @@ def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str
             if response.status_code != 200:
                 return False, f"GET {url} answered {response.status_code}"
             value = _at_path(response.json(), check.path)
-            wanted = {k: task.render_secret(v) if isinstance(v, str) else v for k, v in check.match.items()}
-            items = value if isinstance(value, list) else [value]
-            for item in items:
-                if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
-                    return True, f"found {_short(item)}"
-            return False, f"no item at {check.path or 'the top level'} matches {wanted}; got {_short(items)}"
+            return _find_match(task, value, check.match, f"no item at {check.path or 'the top level'} matches")
         case UrlMatchCheck():
             ok = re.search(check.pattern, page.url) is not None
             return ok, f"URL is {page.url}"
@@ -86,6 +76,16 @@ def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str
             value = page.evaluate(check.expression)
             return bool(value), f"expression returned {value!r}"
     raise AssertionError(f"unhandled check {check!r}")
+
+
+def _find_match(task: Task, value: Any, match: dict[str, Any], failure: str) -> tuple[bool, str]:
+    """Pass when ``value`` (an object, or a list of them) has an item with every field of ``match``."""
+    wanted = {k: task.render_secret(v) if isinstance(v, str) else v for k, v in match.items()}
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
+            return True, f"found {_short(item)}"
+    return False, f"{failure} {wanted}; got {_short(items)}"
 
 
 def _at_path(data: Any, path: str) -> Any:
