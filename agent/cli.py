@@ -50,6 +50,12 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+class DecodingMode(str, Enum):
+    auto = "auto"
+    fast = "fast"
+    plain = "plain"
+
+
 @app.command()
 def run(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="Task file to run.")],
@@ -65,6 +71,8 @@ def run(
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Top-k sampling.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation limit per step.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,
+    decoding: Annotated[Optional[DecodingMode], typer.Option(help="qwen3vl: fast (static KV cache, compiled decode step, prompt prefix reuse) or plain (transformers generate); auto: fast on CUDA, plain on CPU.")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="qwen3vl fast path: compile the decode step (default: on CUDA only; compiling takes up to a minute, once per process).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Step limit (overrides the task's).")] = None,
     max_errors: Annotated[Optional[int], typer.Option(min=1, help="Consecutive error limit (overrides the task's).")] = None,
     view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
@@ -87,7 +95,8 @@ def run(
     if max_errors is not None:
         task.limits.max_consecutive_errors = max_errors
     overrides = {"model": model, "base_url": base_url, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-                 "max_new_tokens": max_new_tokens, "seed": seed}
+                 "max_new_tokens": max_new_tokens, "seed": seed,
+                 "decoding": decoding.value if decoding else None, "compile": compile}
 
     viewer = None
     if view:

@@ -38,7 +38,8 @@ def make_policy(name: str, task: Task, executor: "BrowserExecutor | DesktopExecu
         try:
             backend = LocalQwen3VL(settings.model, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
                                    thinking=settings.thinking, attention_layers=settings.attention_layers,
-                                   attention_heads=settings.attention_heads)
+                                   attention_heads=settings.attention_heads, decoding=settings.decoding,
+                                   compile=settings.compile)
         except ModelUnavailable as exc:
             raise PolicyUnavailable(str(exc)) from None
         return QwenPolicy(backend, task)

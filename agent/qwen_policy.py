@@ -84,7 +84,8 @@ class QwenPolicy(Policy):
             token_counts=TokenCounts(prompt=generation.prompt_tokens, output=generation.output_tokens,
                                      image=generation.image_tokens),
             unavailable=unavailable, attention_maps=maps,
-            extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
+            extras={"notes": generation.notes, "sampling": self.sampling.model_dump(),
+                    **({"decoding": generation.decoding} if generation.decoding else {})},
         )
 
     def _key(self, prompt: Prompt) -> str:

@@ -197,6 +197,9 @@ class PolicySettings(_Strict):
     coordinate_mode: CoordinateMode = CoordinateMode.relative_1000
     coordinate_divisor: float = Field(default=1000.0, gt=0)
     history_screenshots: int = Field(default=1, ge=1, le=8)
+    # Local backend: fast = static KV cache + compiled decode step + prompt prefix reuse; auto = fast on CUDA.
+    decoding: Literal["auto", "fast", "plain"] = "auto"
+    compile: bool | None = None  # compile the fast path's decode step; None: on CUDA only
     attention: bool = True  # capture attention maps (local backend)
     attention_layers: list[int] | None = None  # None: every layer, grouped into shallow / middle / deep thirds
     attention_heads: Literal["mean", "max"] = "mean"

@@ -109,11 +109,14 @@ def image_spans(input_ids: Any, image_token_id: int) -> list[tuple[int, int]]:
 def capture_after_generate(
     model: Any, inputs: Any, sequences: Any, past_key_values: Any, *, image_token_id: int,
     heads: HeadReduction = "mean", layers: list[int] | None = None, cache_keep: int | None = None,
+    position_ids: Any | None = None,
 ) -> CapturedAttention:
     """Replay the queries that produced the generated tokens over the prompt's KV cache and keep image rows.
 
     ``sequences``: prompt + generated tokens (batch 1). ``past_key_values`` must hold at least the first
-    ``prompt_len - 1`` positions of the prompt (``generate``'s cache does); it is cropped to that.
+    ``prompt_len - 1`` positions of the prompt. ``generate``'s dynamic cache is cropped to that. A static
+    cache (the fast path) comes ready to write at ``prompt_len - 1``, with ``position_ids``, the
+    ``(4, 1, n)`` positions of the whole sequence (text row, then multimodal RoPE).
     """
     import torch
 
@@ -129,11 +132,15 @@ def capture_after_generate(
     query_ids = torch.cat([inputs["input_ids"][0, prompt_len - 1:prompt_len], generated[:-1]])[None, :]
     # Keep the cache up to (not including) the last prompt token, whose query produced the first token.
     keep = prompt_len - 1 if cache_keep is None else cache_keep
-    extra = past_key_values.get_seq_length() - keep
-    if extra < 0:
-        raise ValueError(f"the KV cache holds {past_key_values.get_seq_length()} positions, fewer than {keep}")
-    if extra:
-        past_key_values.crop(-extra)
+    query_positions = None
+    if position_ids is not None:  # a static cache: the caller set its write position
+        query_positions = position_ids[:, :, keep:keep + query_ids.shape[1]]
+    else:
+        extra = past_key_values.get_seq_length() - keep
+        if extra < 0:
+            raise ValueError(f"the KV cache holds {past_key_values.get_seq_length()} positions, fewer than {keep}")
+        if extra:
+            past_key_values.crop(-extra)
     capture = _Capture(image_positions=torch.arange(start, end, device=sequences.device), heads=heads,
                        layers=set(layers) if layers is not None else None)
     token = _active.set(capture)
@@ -144,7 +151,8 @@ def capture_after_generate(
             model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": vision})
         with torch.inference_mode():
             # The language model without its head: only the attention rows are wanted, not the logits.
-            model.model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True)
+            model.model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True,
+                        position_ids=query_positions)
     finally:
         _active.reset(token)
         if previous != CAPTURE_IMPL:

@@ -56,6 +56,7 @@ class Generation(BaseModel):
     notes: list[str] = Field(default_factory=list)  # settings a backend could not honour, etc.
     attention: Any = Field(default=None, exclude=True)  # CapturedAttention (local backend), None elsewhere
     attention_reason: str | None = None  # why attention is None
+    decoding: dict[str, Any] | None = None  # local backend: which decode path, prefix reuse, timings
 
 
 class BackendError(RuntimeError):

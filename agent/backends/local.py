@@ -1,19 +1,24 @@
 """Local transformers backend: ``Qwen3VLForConditionalGeneration`` (and the MoE variant) from a folder or hub id.
 
-bf16 on CUDA, fp32 on CPU. Works without torchvision (image-only processor). Per-token log-probabilities
-come from ``output_logits``.
+bf16 on CUDA, fp32 on CPU. Works without torchvision (image-only processor). Two decode paths: plain
+(``generate``) and fast (static cache, compiled step, prefix reuse: :mod:`agent.backends.decoding`).
+Attention is captured after either, never inside the decode loop.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
 from agent.prompt import Prompt
 
+DECODING_MODES = ("auto", "fast", "plain")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -22,25 +27,41 @@ class ModelUnavailable(RuntimeError):
 
 
 class LocalQwen3VL(Backend):
+    """Qwen3-VL through transformers, on this machine.
+
+    Two decode paths give the same greedy tokens: ``plain`` (transformers' ``generate``) and ``fast`` (a
+    static KV cache, the decode step compiled once per process, the unchanged prompt prefix reused
+    between steps; see :mod:`agent.backends.decoding`). ``decoding="auto"`` picks fast on CUDA and plain on
+    CPU. Loaded models (and their compiled decode step) are kept for the process: a second run reuses them.
+
+        backend = LocalQwen3VL("models/Qwen3-VL-2B-Thinking")          # fast on CUDA, compiled
+        backend = LocalQwen3VL(path, decoding="fast", compile=False)   # static cache + prefix reuse, eager
+    """
+
     name = "local"
 
     def __init__(self, model: str, *, min_pixels: int | None = None, max_pixels: int | None = None,
                  device: str | None = None, thinking: bool | None = None, attention_layers: list[int] | None = None,
-                 attention_heads: str = "mean") -> None:
+                 attention_heads: str = "mean", decoding: str = "auto", compile: bool | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         _check_available(model)
         import torch
-        from transformers import AutoConfig
 
+        if decoding not in DECODING_MODES:
+            raise ValueError(f"decoding must be one of {', '.join(DECODING_MODES)}, not {decoding!r}")
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        cuda = self.device.startswith("cuda")
+        self.decoding = "fast" if decoding == "fast" or (decoding == "auto" and cuda) else "plain"
+        self.compile = (cuda if compile is None else compile) and self.decoding == "fast"
+        self.log = log or _say
         try:
-            config = AutoConfig.from_pretrained(model)
-            model_cls = _model_class(config.model_type)
-            self.net = model_cls.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
+            loaded = _load(model, self.device, self.dtype)
             self.processor = _load_processor(model)
         except OSError as exc:
             raise ModelUnavailable(_missing_message(model, str(exc))) from None
+        self.net = loaded.net
         if min_pixels is not None or max_pixels is not None:
             size = dict(self.processor.image_processor.size)
             if min_pixels is not None:
@@ -51,17 +72,24 @@ class LocalQwen3VL(Backend):
         self.tokenizer = self.processor.tokenizer
         self.attention_layers = attention_layers
         self.attention_heads = attention_heads
-        from agent.backends.attention import CAPTURE_IMPL, register
-
-        # The capturing attention delegates to sdpa and is idle during generate: set it once, not per step.
-        register()
-        self.net.set_attn_implementation({"text_config": CAPTURE_IMPL,
-                                          "vision_config": self.net.config.vision_config._attn_implementation})
         self.image_token_id = self.net.config.image_token_id
         probe = self.processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
                                                    tokenize=False, add_generation_prompt=True)
         # Thinking models open the think block in the generation prompt.
         self.thinking = probe.rstrip().endswith("<think>") if thinking is None else thinking
+        self.decoder = None
+        if self.decoding == "fast":
+            from agent.backends.decoding import FastDecoder
+
+            # One decoder (static cache, compiled step) per loaded model and compile setting, for the process.
+            self.decoder = loaded.decoders.get(self.compile)
+            if self.decoder is None:
+                self.decoder = loaded.decoders[self.compile] = FastDecoder(
+                    self.net, compile=self.compile, settings_key="", log=self.log)
+            self.decoder.log = self.log
+            self.decoder.warm_up()
+        # The prefix cache key: the model and every setting that changes the tokens or the pixels.
+        self.settings_key = f"{model}|{self.dtype}|{self.device}|{self.processor.image_processor.size}"
 
     def inputs(self, prompt: Prompt) -> Any:
         """Tokenised prompt with pixel values (and mm_token_type_ids, which multimodal RoPE needs)."""
@@ -76,43 +104,45 @@ class LocalQwen3VL(Backend):
         import torch
 
         inputs = self.inputs(prompt)
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "output_logits": True,
-                                  "return_dict_in_generate": True}
-        if sampling.greedy:
-            kwargs["do_sample"] = False
-        else:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        notes = []
-        if sampling.presence_penalty:
-            notes.append(f"presence_penalty {sampling.presence_penalty} is not supported by transformers generate; ignored")
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed + step)
+        prompt_len = inputs["input_ids"].shape[1]
+        eos = set(self.net.generation_config.eos_token_id or [])
+        seed = None if sampling.seed is None else sampling.seed + step
         try:
             with torch.inference_mode():
-                out = self.net.generate(**inputs, **kwargs)
+                if self.decoder is not None:
+                    self.decoder.settings_key = self.settings_key
+                    result = self.decoder.generate(inputs, sampling, image_hashes=_image_hashes(prompt),
+                                                   eos_ids=eos, seed=seed)
+                    new_ids, logprobs, finish = result.new_ids, result.logprobs, result.finish_reason
+                    stats = result.stats.model_dump()
+                else:
+                    new_ids, logprobs, finish, past = self._generate_plain(inputs, sampling, eos, seed)
+                    stats = {"path": "plain"}
         except Exception as exc:
+            if self.decoder is not None:
+                self.decoder.invalidate()
             raise BackendError(f"generate failed: {type(exc).__name__}: {exc}") from exc
-        prompt_len = inputs["input_ids"].shape[1]
-        new_ids = out.sequences[0, prompt_len:].tolist()
-        eos = set(self.net.generation_config.eos_token_id or [])
-        finish = "stop" if new_ids and new_ids[-1] in eos else "length"
-        while new_ids and new_ids[-1] in eos:
-            new_ids.pop()
-        logprobs = [
-            float(torch.log_softmax(logits[0].float(), dim=-1)[token_id]) for logits, token_id in zip(out.logits, new_ids)
-        ]
         text, tokens = self._spans(new_ids, logprobs)
         captured, reason = None, None
         if attention and new_ids:
             from agent.backends.attention import capture_after_generate
 
+            sequences = torch.cat([inputs["input_ids"][0], torch.tensor(new_ids, device=self.device)])[None, :]
             try:
-                sequences = out.sequences[:, : prompt_len + len(new_ids)]
-                captured = capture_after_generate(
-                    self.net, inputs, sequences, out.past_key_values, image_token_id=self.image_token_id,
-                    heads=self.attention_heads, layers=self.attention_layers,  # type: ignore[arg-type]
-                    cache_keep=prompt_len - 1)
+                if self.decoder is not None:
+                    self.decoder.prepare_capture(prompt_len - 1)
+                    captured = capture_after_generate(
+                        self.net, inputs, sequences, self.decoder.cache, image_token_id=self.image_token_id,
+                        heads=self.attention_heads, layers=self.attention_layers,  # type: ignore[arg-type]
+                        position_ids=result.position_ids)
+                else:
+                    captured = capture_after_generate(
+                        self.net, inputs, sequences, past, image_token_id=self.image_token_id,
+                        heads=self.attention_heads, layers=self.attention_layers,  # type: ignore[arg-type]
+                        cache_keep=prompt_len - 1)
             except Exception as exc:  # maps are a bonus: a failure is recorded, the step goes on
+                if self.decoder is not None:
+                    self.decoder.invalidate()
                 reason = f"attention capture failed: {type(exc).__name__}: {exc}"
         elif not attention:
             reason = "attention capture is off (policy.attention: false)"
@@ -120,9 +150,36 @@ class LocalQwen3VL(Backend):
             reason = "no generated token"
         return Generation(
             text=text, tokens=tokens, prompt_tokens=prompt_len, output_tokens=len(new_ids),
-            image_tokens=int((inputs["input_ids"] == self.image_token_id).sum()), finish_reason=finish, notes=notes,
-            attention=captured, attention_reason=reason,
+            image_tokens=int((inputs["input_ids"] == self.image_token_id).sum()), finish_reason=finish,
+            attention=captured, attention_reason=reason, decoding=stats,
         )
+
+    def _generate_plain(self, inputs: Any, sampling: Sampling, eos: set[int],
+                        seed: int | None) -> tuple[list[int], list[float], str, Any]:
+        """transformers' ``generate`` with a dynamic cache; returns the cache for attention capture."""
+        import torch
+        from transformers import LogitsProcessorList
+
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "output_logits": True,
+                                  "return_dict_in_generate": True}
+        if sampling.greedy:
+            kwargs["do_sample"] = False
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        if sampling.presence_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList([PresencePenalty(sampling.presence_penalty,
+                                                                              inputs["input_ids"].shape[1])])
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = self.net.generate(**inputs, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        new_ids = out.sequences[0, prompt_len:].tolist()
+        finish = "stop" if new_ids and new_ids[-1] in eos else "length"
+        while new_ids and new_ids[-1] in eos:
+            new_ids.pop()
+        logprobs = [float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
+                    for logits, token_id in zip(out.logits, new_ids)]
+        return new_ids, logprobs, finish, out.past_key_values
 
     def _spans(self, ids: list[int], logprobs: list[float]) -> tuple[str, list[TokenLogprob]]:
         """Decode and give each token its character span (a prefix decode keeps multi-byte characters whole)."""
@@ -138,7 +195,63 @@ class LocalQwen3VL(Backend):
         return previous, tokens
 
     def close(self) -> None:
-        del self.net
+        """Drop this backend's references; the loaded model stays for the process (see ``unload_models``)."""
+        self.net = None
+        self.decoder = None
+
+
+class PresencePenalty:
+    """Subtract ``penalty`` from the logits of every token already generated (OpenAI / vLLM semantics)."""
+
+    def __init__(self, penalty: float, prompt_len: int) -> None:
+        self.penalty = penalty
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        generated = input_ids[:, self.prompt_len:]
+        if generated.shape[1] == 0:
+            return scores
+        seen = scores.new_zeros(scores.shape, dtype=scores.dtype).scatter_(1, generated, 1.0)
+        return scores - self.penalty * seen
+
+
+@dataclass
+class _Loaded:
+    net: Any
+    decoders: dict[bool, Any] = field(default_factory=dict)  # compile flag -> FastDecoder
+
+
+_LOADED: dict[tuple[str, str, str], _Loaded] = {}
+
+
+def _load(model: str, device: str, dtype: Any) -> _Loaded:
+    """Load once per process (model, device, dtype): later runs reuse the weights and the compiled step."""
+    from transformers import AutoConfig
+
+    key = (str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model, device, str(dtype))
+    if key not in _LOADED:
+        config = AutoConfig.from_pretrained(model)
+        net = _model_class(config.model_type).from_pretrained(model, dtype=dtype).to(device).eval()
+        from agent.backends.attention import register
+
+        # sdpa for generation (the compiled step needs it); capture switches to its own function briefly.
+        register()
+        net.set_attn_implementation({"text_config": "sdpa", "vision_config": net.config.vision_config._attn_implementation})
+        _LOADED[key] = _Loaded(net)
+    return _LOADED[key]
+
+
+def unload_models() -> None:
+    """Forget every loaded model (tests, long-lived processes that switch models)."""
+    _LOADED.clear()
+
+
+def _image_hashes(prompt: Prompt) -> list[str]:
+    return [hashlib.sha256(image.png).hexdigest() for image in prompt.images()]
+
+
+def _say(message: str) -> None:
+    print(f"glassbox: {message}", file=sys.stderr, flush=True)
 
 
 def _model_class(model_type: str) -> Any:
@@ -198,4 +311,4 @@ def _how_to_get() -> str:
             "(or run `glassbox dev tiny-model DIR` for a random-weight test model).")
 
 
-__all__ = ["LocalQwen3VL", "ModelUnavailable"]
+__all__ = ["DECODING_MODES", "LocalQwen3VL", "ModelUnavailable", "PresencePenalty", "unload_models"]

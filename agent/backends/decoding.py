@@ -1,0 +1,342 @@
+"""The fast local decode path: a static KV cache, one compiled decode step, and prompt prefix reuse.
+
+transformers' ``generate`` (the plain path) re-allocates its cache every call, prefills the whole prompt
+each step and runs the decode step eagerly. Here the cache is allocated once per loaded model, the
+one-token decode step is ``torch.compile``d once per process (CUDA graphs on CUDA), and the tokens a step
+shares with what the cache already holds -- system prompt, tools, the task, unchanged history -- are
+not prefilled again. Attention capture never runs inside this loop: it is one teacher-forced forward
+afterwards (:func:`agent.backends.attention.capture_after_generate`) over the same cache.
+
+Usage (``LocalQwen3VL`` does this)::
+
+    decoder = FastDecoder(net, compile=True, settings_key="Qwen3-VL-2B|bf16|cuda|pixels=...")
+    decoder.warm_up()  # compiles, says so, once per process
+    result = decoder.generate(inputs, sampling, image_hashes=[...], eos_ids={151645}, seed=7)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from agent.backends.base import Sampling
+
+MIN_PREFIX_TOKENS = 32  # a shorter common prefix is just the chat template's header: not worth calling a hit
+CACHE_BLOCK = 2048  # the static cache grows in blocks (each new size compiles the decode step once more)
+MIN_CACHE_TOKENS = 4096
+
+
+class DecodeStats(BaseModel):
+    """What one fast-path generation did, recorded with the step."""
+
+    path: str = "fast"
+    compiled: bool
+    cache_tokens: int  # static cache size
+    prompt_tokens: int
+    prefix_reused: int  # prompt tokens whose KV came from the previous step
+    prefilled: int  # prompt tokens computed this step
+    vision_ms: float
+    prefill_ms: float
+    decode_ms: float
+    ms_per_token: float | None
+    compile_ms: float | None = None  # set on the call that compiled (warm-up or a cache resize)
+
+
+@dataclass
+class DecodeResult:
+    new_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (an EOS token, dropped from new_ids) or "length"
+    stats: DecodeStats
+    position_ids: Any  # (4, 1, prompt_len + len(new_ids)) positions, reused by attention capture
+
+
+@dataclass
+class _PrefixEntry:
+    """What the static cache holds: the token ids whose KV is valid, and the images among them."""
+
+    settings_key: str
+    ids: list[int]
+    image_hashes: list[str]
+    image_token_id: int
+    spans: list[tuple[int, int]] = field(default_factory=list)
+
+
+class FastDecoder:
+    """Static-cache, compiled decoding with prefix reuse for one loaded Qwen3-VL model (batch 1)."""
+
+    def __init__(self, net: Any, *, compile: bool, settings_key: str, log: Callable[[str], None] = print) -> None:
+        import torch
+
+        self.net = net
+        self.compile = compile
+        self.settings_key = settings_key
+        self.log = log
+        self.device = next(net.parameters()).device
+        self.image_token_id = int(net.config.image_token_id)
+        self.cache: Any = None
+        self.cache_tokens = 0
+        self.entry: _PrefixEntry | None = None
+        self._step_fn: Callable[..., Any] | None = None
+        self._compiled_sizes: set[int] = set()
+        self._pending_compile_ms: float | None = None
+        self._cuda = self.device.type == "cuda"
+        # The step always reads these two buffers: same shapes, strides and addresses every call, so the
+        # compiled graph never re-specialises and CUDA graphs need no input copies.
+        self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self._position = torch.zeros((4, 1, 1), dtype=torch.long, device=self.device)
+        if compile:
+            # CUDA graphs replay the decode step without per-kernel launch overhead; on CPU plain inductor.
+            mode = "reduce-overhead" if self._cuda else "default"
+            self._step_fn = torch.compile(self._decode_step, mode=mode, dynamic=False, fullgraph=False)
+
+    # -- the cache ------------------------------------------------------------------------------------------
+    def _ensure_cache(self, needed: int) -> None:
+        from transformers import StaticCache
+
+        if self.cache is not None and needed <= self.cache_tokens:
+            return
+        size = max(MIN_CACHE_TOKENS, -(-needed // CACHE_BLOCK) * CACHE_BLOCK)
+        if self.cache is not None:
+            self.log(f"static KV cache grows from {self.cache_tokens} to {size} tokens"
+                     + (" (the decode step compiles once more for the new size)" if self.compile else ""))
+        self.cache = StaticCache(config=self.net.config, max_cache_len=size)
+        self.cache_tokens = size
+        self.entry = None
+
+    def _set_length(self, n: int) -> None:
+        """Write the next tokens at position ``n``: entries past it are stale and masked by causality."""
+        import torch
+
+        with torch.inference_mode():  # the cache's tensors are inference tensors
+            for layer in self.cache.layers:
+                if getattr(layer, "is_initialized", False):
+                    layer.cumulative_length.fill_(n)
+
+    # -- prefix reuse -----------------------------------------------------------------------------------------
+    def reusable_prefix(self, ids: list[int], image_hashes: list[str]) -> int:
+        """How many leading prompt tokens already have valid KV in the cache (0: a miss).
+
+        The key is the model and its settings, the exact token ids, and the bytes of every image whose
+        tokens are in the prefix (image tokens are all the same id; their KV depends on the pixels).
+        """
+        entry = self.entry
+        if entry is None or entry.settings_key != self.settings_key or self.cache is None:
+            return 0
+        n = 0
+        limit = min(len(entry.ids), len(ids) - 1)  # the last prompt token is always computed: its logits are needed
+        while n < limit and entry.ids[n] == ids[n]:
+            n += 1
+        for k, (start, end) in enumerate(_spans(ids, self.image_token_id)):
+            if start >= n:
+                break
+            same_image = k < len(entry.image_hashes) and k < len(image_hashes) and entry.image_hashes[k] == image_hashes[k]
+            if end > n or not same_image:
+                n = start
+                break
+        return n if n >= MIN_PREFIX_TOKENS else 0
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    def warm_up(self) -> float | None:
+        """Compile the decode step now (once per process and cache size) and say what is happening."""
+        if not self.compile:
+            return None
+        import torch
+
+        self._ensure_cache(MIN_CACHE_TOKENS)
+        return self._compile_current()
+
+    def _compile_current(self) -> float | None:
+        """Trace, compile (and on CUDA record the graph of) the decode step for the current cache size."""
+        import torch
+
+        if not self.compile or self.cache_tokens in self._compiled_sizes:
+            return None
+        self.log(f"warming up: compiling the decode step ({'CUDA graphs' if self._cuda else 'inductor, CPU'}, "
+                 f"static cache of {self.cache_tokens} tokens); once per process, it can take a minute")
+        started = time.perf_counter()
+        self.entry = None  # the warm-up writes garbage into the cache
+        for i in range(3):  # the first calls trace and compile, the next ones record and replay the graph
+            self._set_length(i)
+            self._call_step(torch.zeros((), dtype=torch.long, device=self.device),
+                            torch.full((4, 1, 1), i, dtype=torch.long, device=self.device))
+        self._sync()
+        elapsed = (time.perf_counter() - started) * 1000
+        self._compiled_sizes.add(self.cache_tokens)
+        self._pending_compile_ms = elapsed
+        self.log(f"warm-up done in {elapsed / 1000:.1f} s")
+        return elapsed
+
+    def generate(self, inputs: Any, sampling: Sampling, *, image_hashes: list[str], eos_ids: set[int],
+                 seed: int | None = None) -> DecodeResult:
+        """Prefill what is new, then decode one token at a time through the (compiled) step."""
+        import torch
+
+        ids_tensor = inputs["input_ids"]
+        prompt_len = int(ids_tensor.shape[1])
+        ids = ids_tensor[0].tolist()
+        self._ensure_cache(prompt_len + sampling.max_new_tokens)
+        self._compile_current()
+        positions = self._positions(inputs, sampling.max_new_tokens)
+        reused = self.reusable_prefix(ids, image_hashes)
+        self.entry = None  # until this step finishes, the cache holds nothing reusable
+        self._set_length(reused)
+
+        started = time.perf_counter()
+        encoder, pixel_kwargs = self._vision(inputs, ids, reused)
+        self._sync()
+        vision_done = time.perf_counter()
+        with torch.inference_mode():
+            out = self.net(input_ids=ids_tensor[:, reused:], position_ids=positions[:, :, reused:prompt_len],
+                           mm_token_type_ids=inputs["mm_token_type_ids"][:, reused:] if "mm_token_type_ids" in inputs else None,
+                           past_key_values=self.cache, use_cache=True, logits_to_keep=1, **encoder, **pixel_kwargs)
+        logits = out.logits[:, -1].float()
+        self._sync()
+        prefill_done = time.perf_counter()
+
+        generator = None
+        if not sampling.greedy:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
+        new_ids: list[int] = []
+        logprobs: list[float] = []
+        seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
+        finish = "length"
+        with torch.inference_mode():
+            for i in range(sampling.max_new_tokens):
+                token = _choose(logits, sampling, generator, seen)
+                logprob = torch.log_softmax(logits, dim=-1)[0, token]
+                token_id = int(token)  # one sync per token: the EOS check needs it
+                if token_id in eos_ids:
+                    finish = "stop"
+                    break
+                new_ids.append(token_id)
+                logprobs.append(float(logprob))
+                if i + 1 == sampling.max_new_tokens:
+                    break
+                seen[token_id] = True
+                pos = prompt_len + i
+                self._set_length(pos)
+                logits = self._call_step(token, positions[:, :, pos:pos + 1]).float()
+        self._sync()
+        decode_done = time.perf_counter()
+        # The cache now holds the prompt and every generated token but the last (never fed back).
+        fed = ids + new_ids[:-1] if finish == "length" else ids + new_ids
+        self.entry = _PrefixEntry(self.settings_key, fed, list(image_hashes), self.image_token_id)
+        decode_ms = (decode_done - prefill_done) * 1000
+        stats = DecodeStats(
+            compiled=self.compile, cache_tokens=self.cache_tokens, prompt_tokens=prompt_len, prefix_reused=reused,
+            prefilled=prompt_len - reused, vision_ms=(vision_done - started) * 1000,
+            prefill_ms=(prefill_done - vision_done) * 1000, decode_ms=decode_ms,
+            ms_per_token=decode_ms / max(1, len(new_ids) - 1 + (finish == "stop")) if new_ids else None,
+            compile_ms=self._pending_compile_ms,
+        )
+        self._pending_compile_ms = None
+        return DecodeResult(new_ids=new_ids, logprobs=logprobs, finish_reason=finish, stats=stats,
+                            position_ids=positions[:, :, :prompt_len + len(new_ids)])
+
+    def invalidate(self) -> None:
+        """Forget what the cache holds (after something else wrote into it)."""
+        self.entry = None
+
+    def prepare_capture(self, keep: int) -> None:
+        """Let a teacher-forced forward write from position ``keep`` (attention capture reuses the cache)."""
+        self._set_length(keep)
+
+    # -- pieces ------------------------------------------------------------------------------------------------
+    def _decode_step(self, input_ids: Any, position_ids: Any) -> Any:
+        out = self.net(input_ids=input_ids, position_ids=position_ids, past_key_values=self.cache, use_cache=True)
+        return out.logits[:, -1]
+
+    def _call_step(self, token: Any, position: Any) -> Any:
+        import torch
+
+        fn = self._step_fn or self._decode_step
+        with torch.inference_mode():
+            self._token.copy_(token.view(1, 1))
+            self._position.copy_(position)
+            if self._cuda and self.compile:
+                torch.compiler.cudagraph_mark_step_begin()
+            # CUDA graphs reuse their output buffer on the next replay: copy it out.
+            return fn(self._token, self._position).clone()
+
+    def _positions(self, inputs: Any, max_new_tokens: int) -> Any:
+        """Row 0: text positions (cache slots); rows 1-3: multimodal RoPE (t, h, w), extended over new tokens."""
+        import torch
+
+        ids = inputs["input_ids"]
+        n = int(ids.shape[1])
+        text = torch.arange(n + max_new_tokens, device=ids.device)
+        if inputs.get("image_grid_thw") is not None and inputs.get("mm_token_type_ids") is not None:
+            mrope, delta = self.net.model.get_rope_index(ids, mm_token_type_ids=inputs["mm_token_type_ids"],
+                                                         image_grid_thw=inputs["image_grid_thw"])
+            delta = int(delta.view(-1)[0])
+        else:
+            mrope, delta = text[:n].view(1, 1, -1).expand(3, 1, -1), 0
+        tail = (text[n:] + delta).view(1, 1, -1).expand(3, 1, -1)
+        mrope = torch.cat([mrope.to(ids.device), tail], dim=-1)
+        return torch.cat([text.view(1, 1, -1), mrope], dim=0)
+
+    def _vision(self, inputs: Any, ids: list[int], reused: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Encode only the images after the reused prefix; the prefix's images are already in the cache."""
+        grid = inputs.get("image_grid_thw")
+        if grid is None or inputs.get("pixel_values") is None:
+            return {}, {}
+        spans = _spans(ids, self.image_token_id)
+        first_new = sum(1 for start, _ in spans if start < reused)
+        if first_new >= len(spans):
+            return {}, {}
+        rows = grid.prod(-1).tolist()
+        offset = sum(rows[:first_new])
+        pixels = inputs["pixel_values"][offset:]
+        new_grid = grid[first_new:]
+        features = self.net.model.get_image_features(pixels, new_grid, return_dict=True)
+        return {"mm_encoder_outputs": {"image": features}}, {"image_grid_thw": new_grid}
+
+    def _sync(self) -> None:
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+
+def _spans(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
+    spans, start = [], None
+    for i, token in enumerate(ids):
+        if token == image_token_id:
+            if start is None:
+                start = i
+        elif start is not None:
+            spans.append((start, i))
+            start = None
+    if start is not None:
+        spans.append((start, len(ids)))
+    return spans
+
+
+def _choose(logits: Any, sampling: Sampling, generator: Any, seen: Any) -> Any:
+    """The next token: greedy, or transformers' order of warpers (temperature, top-k, top-p) then a draw."""
+    import torch
+
+    scores = logits[0]
+    if sampling.presence_penalty:
+        scores = scores - sampling.presence_penalty * seen.to(scores.dtype)
+    if sampling.greedy:
+        return scores.argmax()
+    scores = scores / sampling.temperature
+    if sampling.top_k and sampling.top_k < scores.shape[-1]:
+        threshold = torch.topk(scores, sampling.top_k).values[-1]
+        scores = scores.masked_fill(scores < threshold, float("-inf"))
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=False)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        remove = cumulative <= (1 - sampling.top_p)
+        remove[-1] = False  # keep at least one token
+        scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+    return torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
+
+
+__all__ = ["DecodeResult", "DecodeStats", "FastDecoder"]
