@@ -406,7 +406,7 @@ class _Loop:
             "coordinate": outcome.coordinate if outcome else None, "element": outcome.element if outcome else None,
             "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
             "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
-            "cache_hit": output.cache_hit, "attention": attention, "outcome": "error" if error else "ok", "error": error,
+            "cache_hit": output.cache_hit, "decoding": output.decoding, "attention": attention, "outcome": "error" if error else "ok", "error": error,
             "error_kind": error_kind, "unavailable": unavailable, "policy_state": output.policy_state,
             "replay": replay,
         }

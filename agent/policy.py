@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from agent.task import Task
 from tools.actions import ToolCall
 from tools.views import Observation
-from tracer.schema import PromptMessage, ReplayInfo, StepRecord, TokenCounts
+from tracer.schema import DecodingInfo, PromptMessage, ReplayInfo, StepRecord, TokenCounts
 
 
 class PolicyOutput(BaseModel):
@@ -34,6 +34,7 @@ class PolicyOutput(BaseModel):
     prompt: list[PromptMessage] | None = None  # as sent; images by reference
     token_counts: TokenCounts | None = None
     cache_hit: bool | None = None
+    decoding: DecodingInfo | None = None  # local model: decode path, prefix reuse, timings
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why the policy cannot fill it
     attention_maps: Any = Field(default=None, exclude=True)  # tracer.attention.AttentionMaps, when captured
     policy_state: dict[str, Any] = Field(default_factory=dict)  # recorded with the step, read back from history

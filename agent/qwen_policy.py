@@ -49,7 +49,7 @@ class QwenPolicy(Policy):
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             _, cached = self._cache[key]
-            return cached.model_copy(update={"cache_hit": True, "prompt": prompt.record("current")})
+            return cached.model_copy(update={"cache_hit": True, "decoding": None, "prompt": prompt.record("current")})
         try:
             generation = self.backend.generate(prompt, self.sampling, step=index, attention=task.policy.attention)
         except BackendError as exc:
@@ -84,8 +84,8 @@ class QwenPolicy(Policy):
             token_counts=TokenCounts(prompt=generation.prompt_tokens, output=generation.output_tokens,
                                      image=generation.image_tokens),
             unavailable=unavailable, attention_maps=maps,
-            extras={"notes": generation.notes, "sampling": self.sampling.model_dump(),
-                    **({"decoding": generation.decoding} if generation.decoding else {})},
+            decoding=generation.decoding,
+            extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
         )
 
     def _key(self, prompt: Prompt) -> str:

@@ -39,8 +39,6 @@ def backend(tmp_path_factory):
 
 def eager_rows(net, inputs, sequences):
     """Reference: a full teacher-forced forward in eager attention with output_attentions."""
-    from agent.backends.attention import CAPTURE_IMPL
-
     prompt_len = inputs["input_ids"].shape[1]
     full = sequences[:, :-1]
     mm = torch.cat([inputs["mm_token_type_ids"], torch.zeros((1, full.shape[1] - prompt_len), dtype=torch.long)], dim=1)
@@ -50,7 +48,7 @@ def eager_rows(net, inputs, sequences):
             out = net(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=inputs["pixel_values"],
                       image_grid_thw=inputs["image_grid_thw"], mm_token_type_ids=mm, output_attentions=True)
     finally:
-        net.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": "sdpa"})
+        net.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
     return out.attentions
 
 
@@ -82,6 +80,32 @@ def test_captured_rows_equal_eager_attention(backend, history):
     for layer, rows in enumerate(captured.rows):
         expected = reference[layer][0][:, prompt_len - 1:, start:end].float().mean(0)
         assert torch.allclose(rows, expected, atol=1e-5), float((rows - expected).abs().max())
+
+
+def test_fast_path_capture_over_the_static_cache_equals_eager_attention(backend):
+    """The fast path's capture: prompt KV in a static cache, positions given, write position rewound."""
+    from agent.backends.attention import capture_after_generate
+    from agent.backends.base import Sampling
+    from agent.backends.decoding import FastDecoder
+
+    task = load_task(TASKS / "publish_product.yaml")
+    decoder = FastDecoder(backend.net, compile=False, settings_key="test")
+    sampling = Sampling(temperature=0, top_p=1, top_k=0, presence_penalty=0, max_new_tokens=12)
+    for colour in [(240, 242, 246), (30, 90, 30)]:  # the second step reuses the system prompt's KV
+        inputs = backend.inputs(build_prompt(task, [], png(colour)))
+        result = decoder.generate(inputs, sampling, image_hashes=[str(colour)], eos_ids=set())
+        prompt_len = inputs["input_ids"].shape[1]
+        sequences = torch.cat([inputs["input_ids"][0], torch.tensor(result.new_ids)])[None, :]
+        decoder.prepare_capture(prompt_len - 1)
+        captured = capture_after_generate(backend.net, inputs, sequences, decoder.cache,
+                                          image_token_id=backend.image_token_id, position_ids=result.position_ids)
+        assert captured.rows.shape == (4, 12, 1000)
+        reference = eager_rows(backend.net, inputs, sequences)
+        start = inputs["input_ids"][0].tolist().index(backend.image_token_id)
+        for layer, rows in enumerate(captured.rows):
+            expected = reference[layer][0][:, prompt_len - 1:, start:start + 1000].float().mean(0)
+            assert torch.allclose(rows, expected, atol=1e-5), float((rows - expected).abs().max())
+    assert result.stats.prefix_reused == start
 
 
 def test_policy_records_maps_per_target_and_group(backend):

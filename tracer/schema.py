@@ -48,6 +48,22 @@ class TokenCounts(BaseModel):
     image: int | None = None
 
 
+class DecodingInfo(BaseModel):
+    """How a local model generated a step: the decode path, prompt prefix reuse and where the time went."""
+
+    path: Literal["fast", "plain"]
+    compiled: bool = False
+    cache_tokens: int | None = None  # static KV cache size (fast path)
+    prompt_tokens: int
+    prefix_reused: int = 0  # prompt tokens whose KV came from the previous step (fast path)
+    prefilled: int  # prompt tokens computed this step
+    vision_ms: float | None = None
+    prefill_ms: float | None = None  # after the vision encoder (fast path); plain: None
+    decode_ms: float | None = None  # plain path: the whole generate call
+    ms_per_token: float | None = None
+    compile_ms: float | None = None  # set on the step that compiled the decode step (once per process)
+
+
 class Evidence(BaseModel):
     """The screenshot region around the executed point, for a person to see what was acted on."""
 
@@ -111,6 +127,7 @@ class StepRecord(BaseModel):
     confidence_reason: str | None = None  # why confidence is None
     token_counts: TokenCounts | None = None
     cache_hit: bool | None = None
+    decoding: DecodingInfo | None = None
     attention: list[AttentionRef] = Field(default_factory=list)
     outcome: Literal["ok", "error"]
     error: str | None = None

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.prompt import Prompt
+from tracer.schema import DecodingInfo
 
 THINKING_DEFAULTS = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "presence_penalty": 0.0}
 INSTRUCT_DEFAULTS = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "presence_penalty": 1.5}
@@ -56,7 +57,7 @@ class Generation(BaseModel):
     notes: list[str] = Field(default_factory=list)  # settings a backend could not honour, etc.
     attention: Any = Field(default=None, exclude=True)  # CapturedAttention (local backend), None elsewhere
     attention_reason: str | None = None  # why attention is None
-    decoding: dict[str, Any] | None = None  # local backend: which decode path, prefix reuse, timings
+    decoding: DecodingInfo | None = None  # local backend: which decode path, prefix reuse, timings
 
 
 class BackendError(RuntimeError):

@@ -20,29 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydantic import BaseModel
-
 from agent.backends.base import Sampling
+from tracer.schema import DecodingInfo
 
 MIN_PREFIX_TOKENS = 32  # a shorter common prefix is just the chat template's header: not worth calling a hit
 CACHE_BLOCK = 2048  # the static cache grows in blocks (each new size compiles the decode step once more)
 MIN_CACHE_TOKENS = 4096
-
-
-class DecodeStats(BaseModel):
-    """What one fast-path generation did, recorded with the step."""
-
-    path: str = "fast"
-    compiled: bool
-    cache_tokens: int  # static cache size
-    prompt_tokens: int
-    prefix_reused: int  # prompt tokens whose KV came from the previous step
-    prefilled: int  # prompt tokens computed this step
-    vision_ms: float
-    prefill_ms: float
-    decode_ms: float
-    ms_per_token: float | None
-    compile_ms: float | None = None  # set on the call that compiled (warm-up or a cache resize)
 
 
 @dataclass
@@ -50,7 +33,7 @@ class DecodeResult:
     new_ids: list[int]
     logprobs: list[float]
     finish_reason: str  # "stop" (an EOS token, dropped from new_ids) or "length"
-    stats: DecodeStats
+    stats: DecodingInfo
     position_ids: Any  # (4, 1, prompt_len + len(new_ids)) positions, reused by attention capture
 
 
@@ -227,8 +210,8 @@ class FastDecoder:
         fed = ids + new_ids[:-1] if finish == "length" else ids + new_ids
         self.entry = _PrefixEntry(self.settings_key, fed, list(image_hashes), self.image_token_id)
         decode_ms = (decode_done - prefill_done) * 1000
-        stats = DecodeStats(
-            compiled=self.compile, cache_tokens=self.cache_tokens, prompt_tokens=prompt_len, prefix_reused=reused,
+        stats = DecodingInfo(
+            path="fast", compiled=self.compile, cache_tokens=self.cache_tokens, prompt_tokens=prompt_len, prefix_reused=reused,
             prefilled=prompt_len - reused, vision_ms=(vision_done - started) * 1000,
             prefill_ms=(prefill_done - vision_done) * 1000, decode_ms=decode_ms,
             ms_per_token=decode_ms / max(1, len(new_ids) - 1 + (finish == "stop")) if new_ids else None,
@@ -339,4 +322,4 @@ def _choose(logits: Any, sampling: Sampling, generator: Any, seen: Any) -> Any:
     return torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
 
 
-__all__ = ["DecodeResult", "DecodeStats", "FastDecoder"]
+__all__ = ["DecodeResult", "FastDecoder"]

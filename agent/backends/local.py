@@ -11,12 +11,14 @@ import hashlib
 import io
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
 from agent.prompt import Prompt
+from tracer.schema import DecodingInfo
 
 DECODING_MODES = ("auto", "fast", "plain")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -114,10 +116,13 @@ class LocalQwen3VL(Backend):
                     result = self.decoder.generate(inputs, sampling, image_hashes=_image_hashes(prompt),
                                                    eos_ids=eos, seed=seed)
                     new_ids, logprobs, finish = result.new_ids, result.logprobs, result.finish_reason
-                    stats = result.stats.model_dump()
+                    stats = result.stats
                 else:
+                    started = time.perf_counter()
                     new_ids, logprobs, finish, past = self._generate_plain(inputs, sampling, eos, seed)
-                    stats = {"path": "plain"}
+                    elapsed = (time.perf_counter() - started) * 1000
+                    stats = DecodingInfo(path="plain", prompt_tokens=prompt_len, prefilled=prompt_len,
+                                         decode_ms=elapsed)
         except Exception as exc:
             if self.decoder is not None:
                 self.decoder.invalidate()

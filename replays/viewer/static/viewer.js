@@ -126,6 +126,7 @@ function renderDetails() {
     ${kv([["confidence", conf], coord && ["coordinate", coord], el && ["element", el], ["evidence", ev],
           ["url", esc(step.url || "")], ["timings", `perceive ${t.perceive_ms.toFixed(0)} · think ${t.think_ms.toFixed(0)} · act ${t.act_ms.toFixed(0)} · record ${t.record_ms.toFixed(1)} ms`],
           ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))],
+          step.decoding && ["decoding", decodingLabel(step.decoding)],
           ["attention", (step.attention || []).filter((a) => a.group === "deep").map((a) =>
             `${esc(a.target)}: peak (${a.peak_px.join(", ")}), concentration ${a.concentration.toFixed(2)}` +
             (a.peak_to_click_px !== null ? `, ${a.peak_to_click_px.toFixed(0)} px from click` : "")).join("<br>") ||
@@ -291,3 +292,16 @@ const m = location.hash.match(/^#step-(\d+)$/);
 const start = m ? Math.min(+m[1], state.steps.length - 1) : state.steps.length - 1;
 if (start >= 0) { followLast = start === state.steps.length - 1; select(start); } else renderDetails();
 live();
+
+function decodingLabel(d) {
+  // e.g. "fast, compiled · prompt 3529 tokens, 2253 reused · vision 23 · prefill 51 ms · 4.7 ms/token"
+  const parts = [esc(d.path) + (d.compiled ? ", compiled" : "")];
+  parts.push(`prompt ${d.prompt_tokens} tokens` + (d.path === "fast" ? `, ${d.prefix_reused} reused` : ""));
+  const ms = (v) => (v === null || v === undefined ? null : v.toFixed(0));
+  const times = [["vision", ms(d.vision_ms)], ["prefill", ms(d.prefill_ms)], [d.path === "plain" ? "generate" : "decode", ms(d.decode_ms)]]
+    .filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`);
+  if (times.length) parts.push(times.join(" · ") + " ms");
+  if (d.ms_per_token) parts.push(`${d.ms_per_token.toFixed(1)} ms/token`);
+  if (d.compile_ms) parts.push(`compiled in ${(d.compile_ms / 1000).toFixed(1)} s`);
+  return parts.join(" · ");
+}

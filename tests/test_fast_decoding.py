@@ -1,0 +1,190 @@
+"""The fast local decode path (static KV cache, compiled decode step, prompt prefix reuse) against the plain
+path (transformers' ``generate``), with the tiny random-weight Qwen3-VL the project builds offline.
+
+Its outputs are noise; these tests check that the two paths compute the same thing (tokens, log-probs,
+attention rows) and that the prefix cache is keyed correctly. No timing here: see bench/gpu_step.py.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+from PIL import Image
+
+from agent.prompt import Message, TextPart, build_prompt
+from agent.task import load_task
+from tests.conftest import TASKS
+
+torch = pytest.importorskip("torch", reason="the local backend needs torch (installed by .ci/setup)")
+pytest.importorskip("transformers", reason="the local backend needs transformers (installed by .ci/setup)")
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    image = Image.new("RGB", (1280, 800), colour)
+    image.paste((colour[0] // 2, 40, 200), (100, 100, 400, 300))
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def greedy(max_new_tokens: int = 40, presence_penalty: float = 0.0):
+    from agent.backends.base import Sampling
+
+    return Sampling(temperature=0, top_p=1, top_k=0, presence_penalty=presence_penalty, max_new_tokens=max_new_tokens)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from agent.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "fast-tiny"))
+
+
+@pytest.fixture(scope="module")
+def plain(model_dir):
+    from agent.backends.local import LocalQwen3VL
+
+    return LocalQwen3VL(model_dir, decoding="plain")
+
+
+@pytest.fixture(scope="module")
+def fast(model_dir):
+    from agent.backends.local import LocalQwen3VL
+
+    return LocalQwen3VL(model_dir, decoding="fast", compile=False)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task(TASKS / "publish_product.yaml")
+
+
+def test_auto_decoding_is_plain_on_cpu_and_fast_when_asked(plain, fast, model_dir):
+    from agent.backends.local import LocalQwen3VL
+
+    assert plain.decoding == "plain" and plain.decoder is None
+    assert fast.decoding == "fast" and fast.decoder is not None and fast.compile is False
+    auto = LocalQwen3VL(model_dir)  # this machine has no CUDA
+    assert auto.decoding == "plain" and auto.compile is False
+    assert auto.net is plain.net  # loaded once per process
+    with pytest.raises(ValueError, match="decoding must be one of auto, fast, plain"):
+        LocalQwen3VL(model_dir, decoding="turbo")
+
+
+def test_fast_path_gives_the_plain_paths_greedy_tokens_logprobs_and_attention(plain, fast, task):
+    for step, colour in enumerate([(240, 242, 246), (20, 160, 90), (240, 242, 246)]):
+        prompt = build_prompt(task, [], png(colour))
+        a = plain.generate(prompt, greedy(), step=step, attention=True)
+        b = fast.generate(prompt, greedy(), step=step, attention=True)
+        assert b.decoding.path == "fast" and a.decoding.path == "plain"
+        assert [t.text for t in a.tokens] == [t.text for t in b.tokens] and a.text == b.text
+        assert a.finish_reason == b.finish_reason
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(a.tokens, b.tokens)) < 1e-4
+        assert a.attention.rows.shape == b.attention.rows.shape == (4, len(a.tokens), 1000)
+        assert torch.allclose(a.attention.rows, b.attention.rows, atol=1e-5)
+        if step:  # the system prompt and tools came from the cache; the new screenshot did not
+            assert b.decoding.prefix_reused > 0 and b.decoding.prefilled >= 1000
+
+
+def test_prefix_cache_is_hit_on_the_next_step_and_missed_when_the_system_prompt_changes(fast, task):
+    first = build_prompt(task, [], png((250, 250, 250)))
+    fast.generate(first, greedy(8), step=0)
+    second = build_prompt(task, [], png((10, 10, 10)))
+    ids = fast.inputs(second)["input_ids"][0].tolist()
+    image_start = ids.index(fast.image_token_id)
+    hit = fast.generate(second, greedy(8), step=1).decoding
+    # Everything before the new screenshot is reused: the system prompt, the tools, the chat header.
+    assert hit.prefix_reused == image_start and hit.prefilled == len(ids) - image_start
+    changed = second.model_copy(deep=True)
+    changed.messages[0] = Message(role="system", content=[TextPart(text="You are careful. " + second.messages[0].text())])
+    miss = fast.generate(changed, greedy(8), step=2).decoding
+    assert miss.prefix_reused == 0 and miss.prefilled == miss.prompt_tokens
+    again = fast.generate(changed, greedy(8), step=3).decoding  # same prompt again: all but the last token
+    assert again.prefix_reused == again.prompt_tokens - 1
+
+
+def test_prefix_cache_key_includes_the_images_and_the_settings(fast, model_dir, task):
+    from agent.backends.local import LocalQwen3VL
+
+    prompt = build_prompt(task, [], png((1, 2, 3)))
+    fast.generate(prompt, greedy(4), step=0)
+    # Same tokens, different pixels: image tokens all share one id, so the bytes must be part of the key.
+    other = build_prompt(task, [], png((200, 2, 3)))
+    ids = fast.inputs(other)["input_ids"][0].tolist()
+    assert fast.inputs(prompt)["input_ids"][0].tolist() == ids
+    assert fast.generate(other, greedy(4), step=1).decoding.prefix_reused == ids.index(fast.image_token_id)
+    # Another backend on the same loaded model with other pixel settings shares the cache but not its key.
+    small = LocalQwen3VL(model_dir, decoding="fast", compile=False, max_pixels=640 * 400)
+    assert small.decoder is fast.decoder
+    assert small.generate(other, greedy(4), step=2).decoding.prefix_reused == 0
+    assert fast.generate(other, greedy(4), step=3).decoding.prefix_reused == 0
+
+
+def test_presence_penalty_is_applied_the_same_way_on_both_paths(plain, fast, task):
+    prompt = build_prompt(task, [], png((90, 90, 200)))
+    free = plain.generate(prompt, greedy(48), step=0)
+    a = plain.generate(prompt, greedy(48, presence_penalty=8.0), step=0)
+    b = fast.generate(prompt, greedy(48, presence_penalty=8.0), step=0)
+    assert a.text == b.text
+    free_ids = [t.text for t in free.tokens]
+    assert len(set(free_ids)) < len(free_ids), "the tiny model repeats tokens when nothing stops it"
+    penalised = [t.text for t in a.tokens if t.text]
+    assert a.text != free.text and len(set(penalised)) > len(set(t for t in free_ids if t))
+
+
+def test_sampling_on_the_fast_path_is_reproducible_with_a_seed(fast, task):
+    from agent.backends.base import Sampling
+
+    prompt = build_prompt(task, [], png((30, 30, 30)))
+    sampling = Sampling(temperature=0.9, top_p=0.95, top_k=50, presence_penalty=0.0, max_new_tokens=24, seed=11)
+    a = fast.generate(prompt, sampling, step=4).text
+    b = fast.generate(prompt, sampling, step=4).text
+    c = fast.generate(prompt, sampling, step=5).text
+    assert a == b and a != c
+
+
+def test_the_static_cache_grows_when_a_step_needs_more(plain, model_dir, task):
+    from agent.backends.decoding import MIN_CACHE_TOKENS
+    from agent.backends.local import LocalQwen3VL
+
+    said: list[str] = []
+    backend = LocalQwen3VL(model_dir, decoding="fast", compile=False, log=said.append)
+    prompt = build_prompt(task, [], png((5, 5, 5)))
+    prompt_len = backend.inputs(prompt)["input_ids"].shape[1]
+    sampling = greedy(MIN_CACHE_TOKENS - prompt_len + 64)  # prompt + limit no longer fit
+    out = backend.generate(prompt, sampling, step=0)
+    assert out.decoding.cache_tokens == 6144 and any("static KV cache grows from 4096 to 6144" in s for s in said)
+    assert out.text == plain.generate(prompt, sampling, step=0).text
+
+
+def _cannot_compile_on_cpu() -> str | None:
+    """Why inductor cannot build CPU kernels here (it needs a C++ compiler and the Python headers), or None."""
+    import sysconfig
+    from pathlib import Path
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return "torch.compile on CPU needs a C++ compiler (g++; .ci/setup installs it)"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "torch.compile on CPU needs the Python headers (Python.h; e.g. the python3-dev package)"
+    return None
+
+
+@pytest.mark.skipif(_cannot_compile_on_cpu() is not None, reason=str(_cannot_compile_on_cpu()))
+def test_compiled_decode_step_gives_the_same_tokens_and_compiles_once_per_process(plain, model_dir, task):
+    from agent.backends.local import LocalQwen3VL
+
+    said: list[str] = []
+    first = LocalQwen3VL(model_dir, decoding="fast", compile=True, log=said.append)
+    assert any("warming up: compiling the decode step" in s for s in said) and any("warm-up done" in s for s in said)
+    prompt = build_prompt(task, [], png((240, 242, 246)))
+    a = plain.generate(prompt, greedy(), step=0, attention=True)
+    b = first.generate(prompt, greedy(), step=0, attention=True)
+    assert b.decoding.compiled and b.decoding.compile_ms > 0  # the first step reports the warm-up's cost
+    assert a.text == b.text and torch.allclose(a.attention.rows, b.attention.rows, atol=1e-5)
+    said.clear()
+    second = LocalQwen3VL(model_dir, decoding="fast", compile=True, log=said.append)  # e.g. the next run
+    c = second.generate(build_prompt(task, [], png((20, 160, 90))), greedy(), step=0)
+    assert second.decoder is first.decoder and not any("compiling" in s for s in said)
+    assert c.decoding.compile_ms is None and c.decoding.prefix_reused > 0
