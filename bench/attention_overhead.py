@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from agent.backends.attention import CAPTURE_IMPL, capture_after_generate
+from agent.backends.attention import capture_after_generate
 from agent.backends.local import LocalQwen3VL
 from agent.prompt import build_prompt
 from agent.task import load_task
@@ -88,7 +88,7 @@ def main() -> None:
                 with torch.inference_mode():
                     net.generate(**inputs, **kw, output_attentions=True)
             finally:
-                net.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": "sdpa"})
+                net.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
 
         variants = {"plain generate": plain, "generate + capture": capture, "eager output_attentions": eager}
         plain()  # warm-up

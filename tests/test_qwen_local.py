@@ -132,14 +132,15 @@ def test_confidence_scores_the_tool_call_tokens_only(backend):
     assert reasoning_only.value is None and "no tool call tokens" in reasoning_only.reason
 
 
-def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, chromium):
+@pytest.mark.parametrize("decoding", ["plain", "fast"])
+def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, chromium, decoding):
     runs = tmp_path / "runs"
     task = load_task(TASKS / "publish_product.yaml")
     data = task.model_dump(mode="json")
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "run", str(TASKS / "publish_product.yaml"), "--policy", "qwen3vl",
          "--model", str(tiny_model), "--max-steps", "3", "--max-errors", "10", "--max-new-tokens", "32",
-         "--runs-dir", str(runs)],
+         "--runs-dir", str(runs), "--decoding", decoding, "--no-compile"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # noise does not publish products
@@ -156,6 +157,10 @@ def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, ch
         assert step.confidence is not None or step.confidence_reason
         assert step.prompt and step.prompt[1].images == [step.screenshot]
         assert step.token_counts.image == 1000 and step.cache_hit is False
+        assert step.decoding.path == decoding and step.decoding.prompt_tokens == step.token_counts.prompt
+    if decoding == "fast":  # the prefix cache: a miss on the first step, hit on the next ones
+        assert steps[0].decoding.prefix_reused == 0
+        assert all(s.decoding.prefix_reused > 2000 for s in steps[1:])  # at least the system prompt and tools
     assert "glassbox-demo" not in (run_dir / "steps.jsonl").read_text()
     assert data["name"] == run.task_name
 

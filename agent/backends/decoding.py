@@ -1,6 +1,7 @@
-"""The fast local decode path: a static KV cache, one compiled decode step, and prompt prefix reuse.
+"""The two local decode paths. Plain: transformers' ``generate``. Fast: a static KV cache, one compiled
+decode step, and prompt prefix reuse. Both give the same greedy tokens.
 
-transformers' ``generate`` (the plain path) re-allocates its cache every call, prefills the whole prompt
+``generate`` (the plain path) re-allocates its cache every call, prefills the whole prompt
 each step and runs the decode step eagerly. Here the cache is allocated once per loaded model, the
 one-token decode step is ``torch.compile``d once per process (CUDA graphs on CUDA), and the tokens a step
 shares with what the cache already holds -- system prompt, tools, the task, unchanged history -- are
@@ -286,6 +287,55 @@ class FastDecoder:
             torch.cuda.synchronize(self.device)
 
 
+def plain_generate(net: Any, inputs: Any, sampling: Sampling, *, eos_ids: set[int], seed: int | None = None,
+                   min_new_tokens: int | None = None) -> tuple[list[int], list[float], str, Any]:
+    """transformers' ``generate`` with its dynamic cache: (new ids without EOS, log-probs, finish, the cache).
+
+    The cache is returned for attention capture. ``min_new_tokens`` (benchmarks) forbids EOS before it.
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "output_logits": True,
+                              "return_dict_in_generate": True}
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    if sampling.greedy:
+        kwargs["do_sample"] = False
+    else:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    prompt_len = inputs["input_ids"].shape[1]
+    if sampling.presence_penalty:
+        # generate runs custom processors after its own warpers; at temperature 0 the order does not matter.
+        kwargs["logits_processor"] = LogitsProcessorList([PresencePenalty(sampling.presence_penalty, prompt_len)])
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = net.generate(**inputs, **kwargs)
+    new_ids = out.sequences[0, prompt_len:].tolist()
+    finish = "stop" if new_ids and new_ids[-1] in eos_ids else "length"
+    while new_ids and new_ids[-1] in eos_ids:
+        new_ids.pop()
+    logprobs = [float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
+                for logits, token_id in zip(out.logits, new_ids)]
+    return new_ids, logprobs, finish, out.past_key_values
+
+
+class PresencePenalty:
+    """Subtract ``penalty`` from the logits of every token generated so far (OpenAI / vLLM semantics)."""
+
+    def __init__(self, penalty: float, prompt_len: int) -> None:
+        self.penalty = penalty
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        generated = input_ids[:, self.prompt_len:]
+        if generated.shape[1] == 0:
+            return scores
+        seen = scores.new_zeros(scores.shape).scatter_(1, generated, 1.0)
+        return scores - self.penalty * seen
+
+
 def _spans(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
     spans, start = [], None
     for i, token in enumerate(ids):
@@ -322,4 +372,4 @@ def _choose(logits: Any, sampling: Sampling, generator: Any, seen: Any) -> Any:
     return torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
 
 
-__all__ = ["DecodeResult", "FastDecoder"]
+__all__ = ["DecodeResult", "FastDecoder", "PresencePenalty", "plain_generate"]

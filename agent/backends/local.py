@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
+from agent.backends.decoding import plain_generate
 from agent.prompt import Prompt
 from tracer.schema import DecodingInfo
 
@@ -119,7 +120,7 @@ class LocalQwen3VL(Backend):
                     stats = result.stats
                 else:
                     started = time.perf_counter()
-                    new_ids, logprobs, finish, past = self._generate_plain(inputs, sampling, eos, seed)
+                    new_ids, logprobs, finish, past = plain_generate(self.net, inputs, sampling, eos_ids=eos, seed=seed)
                     elapsed = (time.perf_counter() - started) * 1000
                     stats = DecodingInfo(path="plain", prompt_tokens=prompt_len, prefilled=prompt_len,
                                          decode_ms=elapsed)
@@ -159,33 +160,6 @@ class LocalQwen3VL(Backend):
             attention=captured, attention_reason=reason, decoding=stats,
         )
 
-    def _generate_plain(self, inputs: Any, sampling: Sampling, eos: set[int],
-                        seed: int | None) -> tuple[list[int], list[float], str, Any]:
-        """transformers' ``generate`` with a dynamic cache; returns the cache for attention capture."""
-        import torch
-        from transformers import LogitsProcessorList
-
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "output_logits": True,
-                                  "return_dict_in_generate": True}
-        if sampling.greedy:
-            kwargs["do_sample"] = False
-        else:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        if sampling.presence_penalty:
-            kwargs["logits_processor"] = LogitsProcessorList([PresencePenalty(sampling.presence_penalty,
-                                                                              inputs["input_ids"].shape[1])])
-        if seed is not None:
-            torch.manual_seed(seed)
-        out = self.net.generate(**inputs, **kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
-        new_ids = out.sequences[0, prompt_len:].tolist()
-        finish = "stop" if new_ids and new_ids[-1] in eos else "length"
-        while new_ids and new_ids[-1] in eos:
-            new_ids.pop()
-        logprobs = [float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
-                    for logits, token_id in zip(out.logits, new_ids)]
-        return new_ids, logprobs, finish, out.past_key_values
-
     def _spans(self, ids: list[int], logprobs: list[float]) -> tuple[str, list[TokenLogprob]]:
         """Decode and give each token its character span (a prefix decode keeps multi-byte characters whole)."""
         tokens = []
@@ -203,21 +177,6 @@ class LocalQwen3VL(Backend):
         """Drop this backend's references; the loaded model stays for the process (see ``unload_models``)."""
         self.net = None
         self.decoder = None
-
-
-class PresencePenalty:
-    """Subtract ``penalty`` from the logits of every token already generated (OpenAI / vLLM semantics)."""
-
-    def __init__(self, penalty: float, prompt_len: int) -> None:
-        self.penalty = penalty
-        self.prompt_len = prompt_len
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        generated = input_ids[:, self.prompt_len:]
-        if generated.shape[1] == 0:
-            return scores
-        seen = scores.new_zeros(scores.shape, dtype=scores.dtype).scatter_(1, generated, 1.0)
-        return scores - self.penalty * seen
 
 
 @dataclass
@@ -316,4 +275,4 @@ def _how_to_get() -> str:
             "(or run `glassbox dev tiny-model DIR` for a random-weight test model).")
 
 
-__all__ = ["DECODING_MODES", "LocalQwen3VL", "ModelUnavailable", "PresencePenalty", "unload_models"]
+__all__ = ["DECODING_MODES", "LocalQwen3VL", "ModelUnavailable", "unload_models"]
