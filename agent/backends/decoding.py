@@ -128,8 +128,6 @@ class FastDecoder:
         """Compile the decode step now (once per process and cache size) and say what is happening."""
         if not self.compile:
             return None
-        import torch
-
         self._ensure_cache(MIN_CACHE_TOKENS)
         return self._compile_current()
 
