@@ -97,12 +97,14 @@ def test_prefix_cache_is_hit_on_the_next_step_and_missed_when_the_system_prompt_
     hit = fast.generate(second, greedy(8), step=1).decoding
     # Everything before the new screenshot is reused: the system prompt, the tools, the chat header.
     assert hit.prefix_reused == image_start and hit.prefilled == len(ids) - image_start
+    assert hit.images_encoded == 1 and hit.images_reused == 0
     changed = second.model_copy(deep=True)
     changed.messages[0] = Message(role="system", content=[TextPart(text="You are careful. " + second.messages[0].text())])
     miss = fast.generate(changed, greedy(8), step=2).decoding
     assert miss.prefix_reused == 0 and miss.prefilled == miss.prompt_tokens
     again = fast.generate(changed, greedy(8), step=3).decoding  # same prompt again: all but the last token
     assert again.prefix_reused == again.prompt_tokens - 1
+    assert again.images_encoded == 0 and again.images_reused == 1  # an unchanged screen skips the vision encoder
 
 
 def test_prefix_cache_key_includes_the_images_and_the_settings(fast, model_dir, task):

@@ -57,6 +57,8 @@ class DecodingInfo(BaseModel):
     prompt_tokens: int
     prefix_reused: int = 0  # prompt tokens whose KV came from the previous step (fast path)
     prefilled: int  # prompt tokens computed this step
+    images_encoded: int | None = None  # screenshots through the vision encoder this step (fast path)
+    images_reused: int = 0  # screenshots whose KV came from the cache (an unchanged screen)
     vision_ms: float | None = None
     prefill_ms: float | None = None  # after the vision encoder (fast path); plain: None
     decode_ms: float | None = None  # plain path: the whole generate call

@@ -169,6 +169,7 @@ class FastDecoder:
 
         started = time.perf_counter()
         encoder, pixel_kwargs = self._vision(inputs, ids, reused)
+        images_reused = sum(1 for start, _ in _spans(ids, self.image_token_id) if start < reused)
         self._sync()
         vision_done = time.perf_counter()
         with torch.inference_mode():
@@ -211,6 +212,7 @@ class FastDecoder:
         decode_ms = (decode_done - prefill_done) * 1000
         stats = DecodingInfo(
             path="fast", compiled=self.compile, cache_tokens=self.cache_tokens, prompt_tokens=prompt_len, prefix_reused=reused,
+            images_encoded=len(pixel_kwargs.get("image_grid_thw", [])), images_reused=images_reused,
             prefilled=prompt_len - reused, vision_ms=(vision_done - started) * 1000,
             prefill_ms=(prefill_done - vision_done) * 1000, decode_ms=decode_ms,
             ms_per_token=decode_ms / max(1, len(new_ids) - 1 + (finish == "stop")) if new_ids else None,

@@ -296,9 +296,10 @@ live();
 function decodingLabel(d) {
   // e.g. "fast, compiled · prompt 3529 tokens, 2253 reused · vision 23 · prefill 51 ms · 4.7 ms/token"
   const parts = [esc(d.path) + (d.compiled ? ", compiled" : "")];
-  parts.push(`prompt ${d.prompt_tokens} tokens` + (d.path === "fast" ? `, ${d.prefix_reused} reused` : ""));
+  parts.push(`prompt ${d.prompt_tokens} tokens` + (d.path === "fast" ? `, ${d.prefix_reused} reused` : "") +
+    (d.images_reused ? ` (${d.images_reused} screenshot${d.images_reused > 1 ? "s" : ""} unchanged)` : ""));
   const ms = (v) => (v === null || v === undefined ? null : v.toFixed(0));
-  const times = [["vision", ms(d.vision_ms)], ["prefill", ms(d.prefill_ms)], [d.path === "plain" ? "generate" : "decode", ms(d.decode_ms)]]
+  const times = [["vision", d.images_encoded === 0 ? null : ms(d.vision_ms)], ["prefill", ms(d.prefill_ms)], [d.path === "plain" ? "generate" : "decode", ms(d.decode_ms)]]
     .filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`);
   if (times.length) parts.push(times.join(" · ") + " ms");
   if (d.ms_per_token) parts.push(`${d.ms_per_token.toFixed(1)} ms/token`);
