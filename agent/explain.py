@@ -80,7 +80,7 @@ def explain_step(
             raise ExplainError("this run used no local model: pass --model with a local copy of the model")
         from agent.backends.local import LocalQwen3VL
 
-        backend = LocalQwen3VL(model)
+        backend = LocalQwen3VL(model, decoding="plain")  # forwards only: nothing to compile
     prompt = recorded_prompt(run, steps, step, run_dir)
     inputs = backend.inputs(prompt)  # type: ignore[attr-defined]
     tokenizer = backend.tokenizer  # type: ignore[attr-defined]
