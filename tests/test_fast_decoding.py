@@ -88,7 +88,7 @@ def test_fast_path_gives_the_plain_paths_greedy_tokens_logprobs_and_attention(pl
             assert b.decoding.prefix_reused > 0 and b.decoding.prefilled >= 1000
 
 
-def test_prefix_cache_is_hit_on_the_next_step_and_missed_when_the_system_prompt_changes(fast, task):
+def test_prefix_cache_is_hit_on_the_next_step_and_missed_when_the_system_prompt_changes(fast, plain, task):
     first = build_prompt(task, [], png((250, 250, 250)))
     fast.generate(first, greedy(8), step=0)
     second = build_prompt(task, [], png((10, 10, 10)))
@@ -100,8 +100,10 @@ def test_prefix_cache_is_hit_on_the_next_step_and_missed_when_the_system_prompt_
     assert hit.images_encoded == 1 and hit.images_reused == 0
     changed = second.model_copy(deep=True)
     changed.messages[0] = Message(role="system", content=[TextPart(text="You are careful. " + second.messages[0].text())])
-    miss = fast.generate(changed, greedy(8), step=2).decoding
+    out = fast.generate(changed, greedy(8), step=2)
+    miss = out.decoding
     assert miss.prefix_reused == 0 and miss.prefilled == miss.prompt_tokens
+    assert out.text == plain.generate(changed, greedy(8), step=2).text  # stale cache entries never leak in
     again = fast.generate(changed, greedy(8), step=3).decoding  # same prompt again: all but the last token
     assert again.prefix_reused == again.prompt_tokens - 1
     assert again.images_encoded == 0 and again.images_reused == 1  # an unchanged screen skips the vision encoder
