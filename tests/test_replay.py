@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -146,6 +147,31 @@ def test_replay_errors_are_usage_errors(original, tmp_path):
     (copy / "steps.jsonl").write_text((source.run_dir / "steps.jsonl").read_text())
     with pytest.raises(ReplayError, match="a replay needs the task file"):
         replay(runs, "copy-without-task")
+
+
+def test_a_replay_that_cannot_start_says_why_in_the_viewer(original):
+    from replays.viewer import ViewerServer
+
+    runs, source = original
+    record = json.loads((source.run_dir / "run.json").read_text())
+    copy = runs / "moved-task"
+    copy.mkdir(exist_ok=True)
+    (copy / "run.json").write_text(json.dumps({**record, "run_id": "moved-task", "task_file": "/moved/away.yaml"}))
+    (copy / "steps.jsonl").write_text((source.run_dir / "steps.jsonl").read_text())
+    with ViewerServer(runs) as viewer, httpx.Client(base_url=viewer.url, timeout=30) as client:
+        started = client.post("/api/runs/moved-task/replay", json={"fallback": "none"})
+        assert started.status_code == 202
+        wait = started.json()["url"]
+        for _ in range(600):
+            page = client.get(wait, follow_redirects=False)
+            if page.status_code != 200:
+                break
+            assert "Starting" in page.text
+            time.sleep(0.1)
+        assert page.status_code == 500, page.text
+        assert "could not start" in page.text and "exited with code 2" in page.text
+        assert "a replay needs the task file" in page.text and "/moved/away.yaml" in page.text
+        assert client.get("/runs/never-started/wait").status_code == 404
 
 
 def test_replay_from_the_viewer(original):

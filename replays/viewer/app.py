@@ -7,10 +7,12 @@ It serves only the runs directory: pages, run/step JSON, files inside run folder
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -37,6 +39,7 @@ def create_viewer(runs_dir: Path, *, poll_interval: float = 0.1) -> FastAPI:
     runs_dir = runs_dir.resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(runs_dir)
+    launches: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}  # runs this viewer started: process, stderr file
     labels = Labels(runs_dir)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     app = FastAPI(title="Glassbox viewer", docs_url=None, redoc_url=None, openapi_url=None)
@@ -197,8 +200,9 @@ def create_viewer(runs_dir: Path, *, poll_interval: float = 0.1) -> FastAPI:
         command += (["resume", run.run_id, "--from-step", str(from_step)] if from_step is not None
                     else ["replay", run.run_id, "--fallback", fallback])
         command += ["--runs-dir", str(runs_dir), "--new-run-id", new_id]
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        errors = tempfile.TemporaryFile()  # what the process says if it cannot start: shown by /wait
+        launches[new_id] = (subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                             start_new_session=True), errors)
         return JSONResponse({"run_id": new_id, "url": f"/runs/{new_id}/wait"}, status_code=202)
 
     @app.get("/runs/{run_id}/wait", response_class=HTMLResponse)
@@ -208,10 +212,24 @@ def create_viewer(runs_dir: Path, *, poll_interval: float = 0.1) -> FastAPI:
             raise HTTPException(404)
         try:
             store.run_dir(run_id)
+            return RedirectResponse(f"/runs/{run_id}", status_code=303)
         except FileNotFoundError:
+            pass
+        launch = launches.get(run_id)
+        if launch is None:
+            raise HTTPException(404, f"no run {run_id}, and this viewer is not starting one")
+        process, errors = launch
+        code = process.poll()
+        if code is None:
             return HTMLResponse(f"<!doctype html><meta http-equiv='refresh' content='0.5'><title>Starting…</title>"
-                                f"<p style='font-family:sans-serif'>Starting {run_id}…</p>")
-        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+                                f"<p style='font-family:sans-serif'>Starting {html.escape(run_id)}… (setting up the "
+                                f"browser and the site; loading a local model can take a minute)</p>")
+        errors.seek(0)
+        said = errors.read()[-4000:].decode(errors="replace").strip() or "(it printed nothing)"
+        return HTMLResponse(f"<!doctype html><title>Could not start</title><div style='font-family:sans-serif'>"
+                            f"<h1>{html.escape(run_id)} could not start</h1><p>The process exited with code {code} "
+                            f"before recording anything. It said:</p><pre>{html.escape(said)}</pre>"
+                            f"<p><a href='/'>Back to the runs</a></p></div>", status_code=500)
 
     @app.delete("/api/labels/{label_id}")
     def undo_label(request: Request, label_id: int) -> Response:
