@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.backends.attention import capture_after_generate  # noqa: E402
 from agent.backends.base import Sampling  # noqa: E402
-from agent.backends.decoding import FastDecoder, plain_generate  # noqa: E402
+from agent.backends.decoding import FastDecoder, fast_path_unsupported, plain_generate  # noqa: E402
 from agent.backends.local import _load_processor  # noqa: E402
 from agent.tiny_model import build_tiny_model  # noqa: E402
 
@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the (slow) plain path")
     args = parser.parse_args()
+    if why := fast_path_unsupported():
+        sys.exit(f"gpu_step: {why}")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     shape = args.shape or ("2b" if cuda else "tiny")

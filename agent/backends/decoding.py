@@ -49,6 +49,21 @@ class _PrefixEntry:
     spans: list[tuple[int, int]] = field(default_factory=list)
 
 
+def fast_path_unsupported() -> str | None:
+    """Why this transformers cannot run the fast path (built on 5.23: rewindable StaticCache, image features in), or None."""
+    import inspect
+
+    import transformers
+    from transformers.cache_utils import StaticLayer
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
+
+    if not hasattr(StaticLayer(max_cache_len=1), "cumulative_length"):
+        return f"transformers {transformers.__version__}'s StaticCache cannot be rewound (5.23 can)"
+    if "mm_encoder_outputs" not in inspect.signature(Qwen3VLModel.forward).parameters:
+        return f"transformers {transformers.__version__}'s Qwen3-VL takes no precomputed image features (5.23 does)"
+    return None
+
+
 class FastDecoder:
     """Static-cache, compiled decoding with prefix reuse for one loaded Qwen3-VL model (batch 1)."""
 
@@ -372,4 +387,4 @@ def _choose(logits: Any, sampling: Sampling, generator: Any, seen: Any) -> Any:
     return torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
 
 
-__all__ = ["DecodeResult", "FastDecoder", "PresencePenalty", "plain_generate"]
+__all__ = ["DecodeResult", "FastDecoder", "fast_path_unsupported", "PresencePenalty", "plain_generate"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
-from agent.backends.decoding import plain_generate
+from agent.backends.decoding import fast_path_unsupported, plain_generate
 from agent.prompt import Prompt
 from tracer.schema import DecodingInfo
 
@@ -57,8 +57,11 @@ class LocalQwen3VL(Backend):
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         cuda = self.device.startswith("cuda")
         self.decoding = "fast" if decoding == "fast" or (decoding == "auto" and cuda) else "plain"
-        self.compile = (cuda if compile is None else compile) and self.decoding == "fast"
         self.log = log or _say
+        if self.decoding == "fast" and (why := fast_path_unsupported()):
+            self.log(f"fast decoding is not available: {why}; using transformers generate")
+            self.decoding = "plain"
+        self.compile = (cuda if compile is None else compile) and self.decoding == "fast"
         try:
             loaded = _load(model, self.device, self.dtype)
             self.processor = _load_processor(model)
