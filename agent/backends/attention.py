@@ -28,6 +28,7 @@ class _Capture:
     heads: HeadReduction
     layers: set[int] | None
     rows: dict[int, Any] = field(default_factory=dict)  # layer -> (q_len, n_image) float32
+    key_limit: int | None = None  # a static cache: keys past this are stale (masked); skip them
 
 
 def register() -> None:
@@ -49,6 +50,10 @@ def _capture_attention(module: Any, query: Any, key: Any, value: Any, attention_
     if capture is not None and layer is not None and query.shape[0] == 1:
         # The capture forward: compute the probabilities once, keep the image rows, and use the same
         # probabilities for the layer's output (no second attention pass).
+        if capture.key_limit is not None:
+            key, value = key[:, :, :capture.key_limit], value[:, :, :capture.key_limit]
+            if attention_mask is not None:
+                attention_mask = attention_mask[..., :capture.key_limit]
         probs = _probabilities(query, key, attention_mask, scaling)  # (heads, q_len, k_len), float32
         if capture.layers is None or layer in capture.layers:
             image = probs[:, :, capture.image_positions]
@@ -142,6 +147,7 @@ def capture_after_generate(
         if extra:
             past_key_values.crop(-extra)
     capture = _Capture(image_positions=torch.arange(start, end, device=sequences.device), heads=heads,
+                       key_limit=keep + int(query_ids.shape[1]) if position_ids is not None else None,
                        layers=set(layers) if layers is not None else None)
     token = _active.set(capture)
     previous = model.config.text_config._attn_implementation
