@@ -75,7 +75,9 @@ def build_model(shape: str, tiny_dir: Path, device: str, dtype: torch.dtype) -> 
     torch.manual_seed(0)
     with torch.device(device):
         net = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype)
-    net.generation_config.eos_token_id = []
+    from transformers import GenerationConfig
+
+    net.generation_config = GenerationConfig.from_pretrained(tiny_dir)  # the same EOS ids (suppressed by min_new_tokens)
     return net.eval()
 
 
@@ -159,18 +161,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the (slow) plain path")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run a public shape on CPU anyway (slow; checks the shapes build and run, no GPU figures)")
     args = parser.parse_args()
     if why := fast_path_unsupported():
         sys.exit(f"gpu_step: {why}")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     shape = args.shape or ("2b" if cuda else "tiny")
-    if not cuda:
+    if not cuda and not args.allow_cpu:
         if shape != "tiny":
             print(f"no CUDA device: --shape {shape} needs a GPU; running the tiny shape on CPU instead")
         shape = "tiny"
         print("no CUDA device here: these are CPU figures with the tiny model; GPU figures need a GPU")
     dtype = torch.bfloat16 if cuda else torch.float32
+    if not cuda and shape != "tiny":
+        print(f"--allow-cpu: the {shape} shape on CPU, fp32; a check that it runs, not GPU figures")
     torch.set_grad_enabled(False)
 
     with tempfile.TemporaryDirectory() as tmp:
