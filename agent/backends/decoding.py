@@ -200,7 +200,7 @@ class FastDecoder:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
         new_ids: list[int] = []
-        logprobs: list[float] = []
+        logprobs: list[Any] = []  # device tensors, read once at the end (one sync per token is enough)
         seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
         finish = "length"
         with torch.inference_mode():
@@ -212,7 +212,7 @@ class FastDecoder:
                     finish = "stop"
                     break
                 new_ids.append(token_id)
-                logprobs.append(float(logprob))
+                logprobs.append(logprob)
                 if i + 1 == sampling.max_new_tokens:
                     break
                 seen[token_id] = True
@@ -234,7 +234,8 @@ class FastDecoder:
             compile_ms=self._pending_compile_ms,
         )
         self._pending_compile_ms = None
-        return DecodeResult(new_ids=new_ids, logprobs=logprobs, finish_reason=finish, stats=stats,
+        values = torch.stack(logprobs).tolist() if logprobs else []
+        return DecodeResult(new_ids=new_ids, logprobs=values, finish_reason=finish, stats=stats,
                             position_ids=positions[:, :, :prompt_len + len(new_ids)])
 
     def invalidate(self) -> None:
