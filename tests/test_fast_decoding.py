@@ -150,17 +150,25 @@ def test_sampling_on_the_fast_path_is_reproducible_with_a_seed(fast, task):
 
 
 def test_the_static_cache_grows_when_a_step_needs_more(plain, model_dir, task):
+    from datetime import datetime, timezone
+
     from agent.backends.decoding import MIN_CACHE_TOKENS
     from agent.backends.local import LocalQwen3VL
+    from tracer.schema import StepRecord, StepTimings
 
     said: list[str] = []
     backend = LocalQwen3VL(model_dir, decoding="fast", compile=False, log=said.append)
-    prompt = build_prompt(task, [], png((5, 5, 5)))
-    prompt_len = backend.inputs(prompt)["input_ids"].shape[1]
-    sampling = greedy(MIN_CACHE_TOKENS - prompt_len + 64)  # prompt + limit no longer fit
-    out = backend.generate(prompt, sampling, step=0)
+    # Two screenshots in the prompt (history_screenshots: 2) make it longer than the first cache size.
+    settings = task.policy.model_copy(update={"history_screenshots": 2})
+    past = [StepRecord(index=0, started_at=datetime.now(timezone.utc), timings=StepTimings(), url=None, title=None,
+                       screenshot="steps/0000/screenshot.png", screenshot_size=(1280, 800), policy="qwen3vl",
+                       raw_output="x", reasoning="", action={"action": "wait"}, confidence=None, outcome="ok")]
+    prompt = build_prompt(task, past, png((5, 5, 5)), settings=settings, past_screenshots={0: png((9, 9, 9))})
+    assert backend.inputs(prompt)["input_ids"].shape[1] > MIN_CACHE_TOKENS
+    backend.generate(build_prompt(task, [], png((5, 5, 5))), greedy(4), step=0)  # fits the first size
+    out = backend.generate(prompt, greedy(8), step=1)
     assert out.decoding.cache_tokens == 6144 and any("static KV cache grows from 4096 to 6144" in s for s in said)
-    assert out.text == plain.generate(prompt, sampling, step=0).text
+    assert out.text == plain.generate(prompt, greedy(8), step=1).text
 
 
 def _cannot_compile_on_cpu() -> str | None:
