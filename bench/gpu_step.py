@@ -227,7 +227,7 @@ def main() -> None:
 
         said: list[str] = []
         decoder = FastDecoder(net, compile=not args.no_compile, settings_key=shape, log=said.append)
-        compile_s = (decoder.warm_up() or 0.0) / 1000
+        compile_s = (decoder.warm_up(prompt_len + args.new_tokens) or 0.0) / 1000
         for variant in ("fast", "fast + capture"):
             reset_peak()
             decoder.invalidate()

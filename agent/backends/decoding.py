@@ -26,6 +26,7 @@ from tracer.schema import DecodingInfo
 
 MIN_PREFIX_TOKENS = 32  # a shorter common prefix is just the chat template's header: not worth calling a hit
 CACHE_BLOCK = 2048  # the static cache grows in blocks (each new size compiles the decode step once more)
+CACHE_HEADROOM = 1024  # room for the history text a run adds step by step, so the first size usually lasts
 MIN_CACHE_TOKENS = 4096
 
 
@@ -98,7 +99,7 @@ class FastDecoder:
 
         if self.cache is not None and needed <= self.cache_tokens:
             return
-        size = max(MIN_CACHE_TOKENS, -(-needed // CACHE_BLOCK) * CACHE_BLOCK)
+        size = max(MIN_CACHE_TOKENS, -(-(needed + CACHE_HEADROOM) // CACHE_BLOCK) * CACHE_BLOCK)
         if self.cache is not None:
             self.log(f"static KV cache grows from {self.cache_tokens} to {size} tokens"
                      + (" (the decode step compiles once more for the new size)" if self.compile else ""))
@@ -139,11 +140,15 @@ class FastDecoder:
         return n if n >= MIN_PREFIX_TOKENS else 0
 
     # -- generation ------------------------------------------------------------------------------------------------
-    def warm_up(self) -> float | None:
-        """Compile the decode step now (once per process and cache size) and say what is happening."""
+    def warm_up(self, tokens: int = MIN_CACHE_TOKENS) -> float | None:
+        """Compile the decode step for a cache of at least ``tokens`` now, saying so; returns the ms it took.
+
+        ``generate`` does this itself on its first call, once it knows the prompt's length (the cache size
+        is part of the compiled graph), so callers need it only to keep the compile out of a timing.
+        """
         if not self.compile:
             return None
-        self._ensure_cache(MIN_CACHE_TOKENS)
+        self._ensure_cache(tokens)
         return self._compile_current()
 
     def _compile_current(self) -> float | None:

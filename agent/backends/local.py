@@ -37,7 +37,7 @@ class LocalQwen3VL(Backend):
     between steps; see :mod:`agent.backends.decoding`). ``decoding="auto"`` picks fast on CUDA and plain on
     CPU. Loaded models (and their compiled decode step) are kept for the process: a second run reuses them.
 
-        backend = LocalQwen3VL("models/Qwen3-VL-2B-Thinking")          # fast on CUDA, compiled
+        backend = LocalQwen3VL("models/Qwen3-VL-2B-Thinking")          # fast on CUDA, compiled at step 1
         backend = LocalQwen3VL(path, decoding="fast", compile=False)   # static cache + prefix reuse, eager
     """
 
@@ -92,8 +92,7 @@ class LocalQwen3VL(Backend):
             if self.decoder is None:
                 self.decoder = loaded.decoders[self.compile] = FastDecoder(
                     self.net, compile=self.compile, settings_key="", log=self.log)
-            self.decoder.log = self.log
-            self.decoder.warm_up()
+            self.decoder.log = self.log  # the first step compiles (once per process) and says so
         # The prefix cache key: the model and every setting that changes the tokens or the pixels.
         self.settings_key = f"{model}|{self.dtype}|{self.device}|{self.processor.image_processor.size}"
 
