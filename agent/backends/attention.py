@@ -99,8 +99,8 @@ class CapturedAttention:
 
 
 def image_spans(input_ids: Any, image_token_id: int) -> list[tuple[int, int]]:
-    """[start, end) of each run of image tokens in a 1-D sequence."""
-    ids = input_ids.tolist()
+    """[start, end) of each run of image tokens in a 1-D sequence (a tensor or a list of ids)."""
+    ids = input_ids if isinstance(input_ids, list) else input_ids.tolist()
     spans, start = [], None
     for i, token in enumerate(ids + [None]):
         if token == image_token_id and start is None:

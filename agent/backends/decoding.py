@@ -18,9 +18,10 @@ Usage (``LocalQwen3VL`` does this)::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from agent.backends.attention import image_spans
 from agent.backends.base import Sampling
 from tracer.schema import DecodingInfo
 
@@ -46,8 +47,6 @@ class _PrefixEntry:
     settings_key: str
     ids: list[int]
     image_hashes: list[str]
-    image_token_id: int
-    spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 def fast_path_unsupported() -> str | None:
@@ -117,7 +116,8 @@ class FastDecoder:
                     layer.cumulative_length.fill_(n)
 
     # -- prefix reuse -----------------------------------------------------------------------------------------
-    def reusable_prefix(self, ids: list[int], image_hashes: list[str]) -> int:
+    def reusable_prefix(self, ids: list[int], image_hashes: list[str],
+                        spans: list[tuple[int, int]] | None = None) -> int:
         """How many leading prompt tokens already have valid KV in the cache (0: a miss).
 
         The key is the model and its settings, the exact token ids, and the bytes of every image whose
@@ -130,7 +130,7 @@ class FastDecoder:
         limit = min(len(entry.ids), len(ids) - 1)  # the last prompt token is always computed: its logits are needed
         while n < limit and entry.ids[n] == ids[n]:
             n += 1
-        for k, (start, end) in enumerate(_spans(ids, self.image_token_id)):
+        for k, (start, end) in enumerate(image_spans(ids, self.image_token_id) if spans is None else spans):
             if start >= n:
                 break
             same_image = k < len(entry.image_hashes) and k < len(image_hashes) and entry.image_hashes[k] == image_hashes[k]
@@ -183,13 +183,14 @@ class FastDecoder:
         self._ensure_cache(prompt_len + sampling.max_new_tokens)
         self._compile_current()
         positions = self._positions(inputs, sampling.max_new_tokens)
-        reused = self.reusable_prefix(ids, image_hashes)
+        spans = image_spans(ids, self.image_token_id)
+        reused = self.reusable_prefix(ids, image_hashes, spans)
         self.entry = None  # until this step finishes, the cache holds nothing reusable
         self._set_length(reused)
 
         started = time.perf_counter()
-        encoder, pixel_kwargs = self._vision(inputs, ids, reused)
-        images_reused = sum(1 for start, _ in _spans(ids, self.image_token_id) if start < reused)
+        encoder, pixel_kwargs = self._vision(inputs, spans, reused)
+        images_reused = sum(1 for start, _ in spans if start < reused)
         self._sync()
         vision_done = time.perf_counter()
         with torch.inference_mode():
@@ -228,7 +229,7 @@ class FastDecoder:
         decode_done = time.perf_counter()
         # The cache now holds the prompt and every generated token but the last (never fed back).
         fed = ids + new_ids[:-1] if finish == "length" else ids + new_ids
-        self.entry = _PrefixEntry(self.settings_key, fed, list(image_hashes), self.image_token_id)
+        self.entry = _PrefixEntry(self.settings_key, fed, list(image_hashes))
         decode_ms = (decode_done - prefill_done) * 1000
         stats = DecodingInfo(
             path="fast", compiled=self.compile, cache_tokens=self.cache_tokens, prompt_tokens=prompt_len, prefix_reused=reused,
@@ -285,12 +286,11 @@ class FastDecoder:
         mrope = torch.cat([mrope.to(ids.device), tail], dim=-1)
         return torch.cat([text.view(1, 1, -1), mrope], dim=0)
 
-    def _vision(self, inputs: Any, ids: list[int], reused: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _vision(self, inputs: Any, spans: list[tuple[int, int]], reused: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Encode only the images after the reused prefix; the prefix's images are already in the cache."""
         grid = inputs.get("image_grid_thw")
         if grid is None or inputs.get("pixel_values") is None:
             return {}, {}
-        spans = _spans(ids, self.image_token_id)
         first_new = sum(1 for start, _ in spans if start < reused)
         if first_new >= len(spans):
             return {}, {}
@@ -355,20 +355,6 @@ class PresencePenalty:
             return scores
         seen = scores.new_zeros(scores.shape).scatter_(1, generated, 1.0)
         return scores - self.penalty * seen
-
-
-def _spans(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
-    spans, start = [], None
-    for i, token in enumerate(ids):
-        if token == image_token_id:
-            if start is None:
-                start = i
-        elif start is not None:
-            spans.append((start, i))
-            start = None
-    if start is not None:
-        spans.append((start, len(ids)))
-    return spans
 
 
 def _choose(logits: Any, sampling: Sampling, generator: Any, seen: Any) -> Any:
