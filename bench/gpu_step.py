@@ -201,7 +201,20 @@ def main() -> None:
         def prefill_ms(inputs: Any) -> float:  # vision + prefill of the whole prompt, one forward
             return timer(lambda: net(**inputs, logits_to_keep=1))[1]
 
+        bandwidth = copy_bandwidth(device)
+        weights = decode_weight_bytes(net)
+        floor_token_ms = weights / bandwidth * 1000
+        floor_step_ms = floor_token_ms * args.new_tokens
         rows: dict[str, dict[str, float]] = {}
+
+        def report(name: str, runs: list[tuple[float, ...]]) -> None:
+            """Print a variant's rows as soon as it is measured, so a later failure keeps them."""
+            if not rows:
+                print(f"{'variant':<24}{'vision':>9}{'prefill':>9}{'ms/token':>10}{'step':>10}{'capture':>9}{'reused':>8}{'x floor':>9}")
+            for label, part in ((name, runs[1:]), (name + " (first)", runs[:1])):
+                r = rows[label] = _median_row(part)
+                print(f"{label:<24}{r['vision']:>7.1f}ms{r['prefill']:>7.1f}ms{r['per_token']:>10.2f}{r['step'] / 1000:>9.3f}s"
+                      f"{r.get('capture', 0):>7.1f}ms{int(r.get('reused', 0)):>8}{r['step'] / floor_step_ms:>8.2f}x", flush=True)
         peaks: dict[str, float] = {}
 
         def reset_peak() -> None:
@@ -221,8 +234,7 @@ def main() -> None:
                                                                 min_new_tokens=args.new_tokens))
                 assert len(new) == args.new_tokens
                 runs.append((v, p, (total - v - p) / (args.new_tokens - 1), total))
-            rows["plain"] = _median_row(runs[1:])
-            rows["plain (first)"] = _median_row(runs[:1])
+            report("plain", runs)
             peaks["plain"] = peak()
 
         said: list[str] = []
@@ -244,19 +256,9 @@ def main() -> None:
                 s = result.stats
                 runs.append((s.vision_ms, s.prefill_ms, s.decode_ms / (args.new_tokens - 1), total + capture_ms,
                              capture_ms, s.prefix_reused))
-            rows[variant] = _median_row(runs[1:])
-            rows[variant + " (first)"] = _median_row(runs[:1])
+            report(variant, runs)
             peaks[variant] = peak()
 
-        bandwidth = copy_bandwidth(device)
-        weights = decode_weight_bytes(net)
-        floor_token_ms = weights / bandwidth * 1000
-        floor_step_ms = floor_token_ms * args.new_tokens
-
-        print(f"{'variant':<24}{'vision':>9}{'prefill':>9}{'ms/token':>10}{'step':>10}{'capture':>9}{'reused':>8}{'x floor':>9}")
-        for name, r in rows.items():
-            print(f"{name:<24}{r['vision']:>7.1f}ms{r['prefill']:>7.1f}ms{r['per_token']:>10.2f}{r['step'] / 1000:>9.3f}s"
-                  f"{r.get('capture', 0):>7.1f}ms{int(r.get('reused', 0)):>8}{r['step'] / floor_step_ms:>8.2f}x")
         print()
         print(f"compile (first call, once per process): {compile_s:.1f} s" if not args.no_compile else "compile: off (--no-compile)")
         if cuda:

@@ -202,3 +202,19 @@ def test_compiled_decode_step_gives_the_same_tokens_and_compiles_once_per_proces
     c = second.generate(build_prompt(task, [], png((20, 160, 90))), greedy(), step=0)
     assert second.decoder is first.decoder and not any("compiling" in s for s in said)
     assert c.decoding.compile_ms is None and c.decoding.prefix_reused > 0
+
+
+def test_the_static_cache_is_allocated_before_the_decode_step_and_keeps_its_addresses(fast, task):
+    # CUDA graphs replay against fixed addresses: a cache allocated lazily inside the first (captured) decode
+    # step would live in the graph's pool and be overwritten by the next replay. Allocate it up front, once.
+    decoder = fast.decoder
+    decoder.cache = None
+    decoder._ensure_cache(100)
+    layers = decoder.cache.layers
+    assert layers and all(layer.is_initialized for layer in layers)
+    assert layers[0].keys.dtype == fast.net.get_input_embeddings().weight.dtype
+    addresses = [(layer.keys.data_ptr(), layer.values.data_ptr(), layer.cumulative_length.data_ptr()) for layer in layers]
+    for colour in ((1, 2, 3), (200, 100, 50)):
+        fast.generate(build_prompt(task, [], png(colour)), greedy(6), step=0)
+    assert [(layer.keys.data_ptr(), layer.values.data_ptr(), layer.cumulative_length.data_ptr())
+            for layer in decoder.cache.layers] == addresses

@@ -103,8 +103,24 @@ class FastDecoder:
             self.log(f"static KV cache grows from {self.cache_tokens} to {size} tokens"
                      + (" (the decode step compiles once more for the new size)" if self.compile else ""))
         self.cache = StaticCache(config=self.net.config, max_cache_len=size)
+        self._initialize_cache()
         self.cache_tokens = size
         self.entry = None
+
+    def _initialize_cache(self) -> None:
+        """Allocate every layer's keys and values now, outside any compiled region.
+
+        Left lazy, the first decode step would allocate them inside the CUDA graph, from the graph's own
+        memory pool: the next replay overwrites them ("accessing tensor output of CUDAGraphs that has been
+        overwritten"). Allocated here they get fixed addresses that the graph reads and writes in place.
+        """
+        import torch
+
+        text = self.net.config.get_text_config()
+        dtype = self.net.get_input_embeddings().weight.dtype
+        with torch.inference_mode():  # the same kind of tensor the eager prefill writes into
+            self.cache.early_initialization(batch_size=1, num_heads=text.num_key_value_heads, head_dim=text.head_dim,
+                                            dtype=dtype, device=self.device)
 
     def _set_length(self, n: int) -> None:
         """Write the next tokens at position ``n``: entries past it are stale and masked by causality."""
