@@ -238,8 +238,7 @@ class FastDecoder:
                 if i + 1 == sampling.max_new_tokens:
                     break
                 seen[token_id] = True
-                pos = prompt_len + i
-                self._set_length(pos)
+                pos = prompt_len + i  # the cache's length is already pos: each step's update advanced it
                 logits = self._call_step(token, positions[:, :, pos:pos + 1]).float()
         self._sync()
         decode_done = time.perf_counter()
