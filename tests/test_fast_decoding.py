@@ -81,7 +81,7 @@ def test_fast_path_gives_the_plain_paths_greedy_tokens_logprobs_and_attention(pl
         assert b.decoding.path == "fast" and a.decoding.path == "plain"
         assert [t.text for t in a.tokens] == [t.text for t in b.tokens] and a.text == b.text
         assert a.finish_reason == b.finish_reason
-        assert max(abs(x.logprob - y.logprob) for x, y in zip(a.tokens, b.tokens)) < 1e-4
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(a.tokens, b.tokens, strict=True)) < 1e-4
         assert a.attention.rows.shape == b.attention.rows.shape == (4, len(a.tokens), 1000)
         assert torch.allclose(a.attention.rows, b.attention.rows, atol=1e-5)
         if step:  # the system prompt and tools came from the cache; the new screenshot did not
@@ -218,3 +218,17 @@ def test_the_static_cache_is_allocated_before_the_decode_step_and_keeps_its_addr
         fast.generate(build_prompt(task, [], png(colour)), greedy(6), step=0)
     assert [(layer.keys.data_ptr(), layer.values.data_ptr(), layer.cumulative_length.data_ptr())
             for layer in decoder.cache.layers] == addresses
+
+
+def test_an_eos_read_back_late_still_ends_the_step_at_the_eos_and_the_cache_stays_reusable(fast, task):
+    # Tokens are read back in chunks (EOS_CHECK_EVERY): an EOS inside a chunk must cut the output exactly there.
+    decoder = fast.decoder
+    inputs = fast.inputs(build_prompt(task, [], png((30, 60, 90))))
+    full = decoder.generate(inputs, greedy(40), image_hashes=["a"], eos_ids=set())
+    eos = full.new_ids[21]  # inside the second chunk of 16
+    first = full.new_ids.index(eos)
+    cut = decoder.generate(inputs, greedy(40), image_hashes=["a"], eos_ids={eos})
+    assert cut.finish_reason == "stop" and cut.new_ids == full.new_ids[:first]
+    assert cut.logprobs == pytest.approx(full.logprobs[:first], abs=1e-5)
+    again = decoder.generate(inputs, greedy(40), image_hashes=["a"], eos_ids=set())
+    assert again.new_ids == full.new_ids and again.stats.prefix_reused > 0

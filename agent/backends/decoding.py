@@ -26,6 +26,7 @@ from agent.backends.base import Sampling
 from tracer.schema import DecodingInfo
 
 MIN_PREFIX_TOKENS = 32  # a shorter common prefix is just the chat template's header: not worth calling a hit
+EOS_CHECK_EVERY = 16  # tokens decoded between reads of the chosen tokens (each read waits for the GPU)
 CACHE_BLOCK = 2048  # the static cache grows in blocks (each new size compiles the decode step once more)
 CACHE_HEADROOM = 1024  # room for the history text a run adds step by step, so the first size usually lasts
 MIN_CACHE_TOKENS = 4096
@@ -221,25 +222,37 @@ class FastDecoder:
         if not sampling.greedy:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
+        # Tokens stay on the device and are read back every EOS_CHECK_EVERY tokens, not one by one: a
+        # per-token read makes the host wait for the GPU, then the GPU wait for the host's next launch.
+        # Steps decoded past an EOS are dropped (their KV lies beyond what the cache entry claims).
+        chosen: list[Any] = []
+        chosen_logprobs: list[Any] = []
         new_ids: list[int] = []
-        logprobs: list[Any] = []  # device tensors, read once at the end (one sync per token is enough)
         seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
         finish = "length"
         with torch.inference_mode():
             for i in range(sampling.max_new_tokens):
-                token = _choose(logits, sampling, generator, seen)
-                logprob = torch.log_softmax(logits, dim=-1)[0, token]
-                token_id = int(token)  # one sync per token: the EOS check needs it
-                if token_id in eos_ids:
-                    finish = "stop"
+                token = _choose(logits, sampling, generator, seen).view(1)
+                chosen.append(token)
+                chosen_logprobs.append(torch.log_softmax(logits[0], dim=-1).index_select(0, token))
+                last = i + 1 == sampling.max_new_tokens
+                if eos_ids and (last or len(chosen) % EOS_CHECK_EVERY == 0):
+                    checked = len(new_ids)
+                    for token_id in torch.cat(chosen[checked:]).tolist():
+                        if token_id in eos_ids:
+                            finish = "stop"
+                            break
+                        new_ids.append(token_id)
+                    if finish == "stop":
+                        break
+                if last:
                     break
-                new_ids.append(token_id)
-                logprobs.append(logprob)
-                if i + 1 == sampling.max_new_tokens:
-                    break
-                seen[token_id] = True
+                seen.index_fill_(0, token, True)
                 pos = prompt_len + i  # the cache's length is already pos: each step's update advanced it
                 logits = self._call_step(token, positions[:, :, pos:pos + 1]).float()
+        if not eos_ids:
+            new_ids = torch.cat(chosen).tolist() if chosen else []
+        logprobs = chosen_logprobs[:len(new_ids)]
         self._sync()
         decode_done = time.perf_counter()
         # The cache now holds the prompt and every generated token but the last (never fed back).
@@ -255,7 +268,7 @@ class FastDecoder:
             compile_ms=self._pending_compile_ms,
         )
         self._pending_compile_ms = None
-        values = torch.stack(logprobs).tolist() if logprobs else []
+        values = torch.cat(logprobs).tolist() if logprobs else []
         return DecodeResult(new_ids=new_ids, logprobs=values, finish_reason=finish, stats=stats,
                             position_ids=positions[:, :, :prompt_len + len(new_ids)])
 
@@ -352,8 +365,9 @@ def plain_generate(net: Any, inputs: Any, sampling: Sampling, *, eos_ids: set[in
     finish = "stop" if new_ids and new_ids[-1] in eos_ids else "length"
     while new_ids and new_ids[-1] in eos_ids:
         new_ids.pop()
+    # out.logits also covers the trailing EOS tokens popped above: zip stops at the kept ones.
     logprobs = [float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
-                for logits, token_id in zip(out.logits, new_ids)]
+                for logits, token_id in zip(out.logits, new_ids, strict=False)]
     return new_ids, logprobs, finish, out.past_key_values
 
 
