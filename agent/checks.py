@@ -2,44 +2,61 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 from agent.task import (
-    Check, CommandCheck, FileJsonCheck, HttpJsonCheck, JsCheck, Task, TextPresentCheck, UrlMatchCheck, WindowTitleCheck,
+    Check,
+    CommandCheck,
+    FileJsonCheck,
+    HttpJsonCheck,
+    JsCheck,
+    Task,
+    TextPresentCheck,
+    UrlMatchCheck,
+    WindowTitleCheck,
 )
 from tracer.schema import CheckResult
+from tracer.secrets import Scrubber
 
 
 def run_checks(task: Task, page: Any, base_url: str | None, display: str | None = None) -> list[CheckResult]:
-    """Evaluate every check of ``task``; an exception inside one check fails that check only."""
+    """Evaluate every check of ``task``; an exception inside one check fails that check only.
+
+    Details echo what the page or API answered, which may hold a secret (a password field's value, an item
+    the agent typed the secret into): they are masked here, before anything is cut short, and again when
+    the run is written.
+    """
+    scrub = Scrubber.from_secrets(task.secret_values())
     results = []
     for check in task.checks:
         description = check.description or _default_description(check)
         try:
-            passed, detail = _run(check, task, page, base_url, display)
+            passed, detail = _run(check, task, page, base_url, display, scrub)
         except Exception as exc:  # a broken page or API must show as a failed check, not a crash
             passed, detail = False, f"{type(exc).__name__}: {exc}"
-        results.append(CheckResult(type=check.type, description=task.render(description), passed=passed, detail=detail))
+        results.append(CheckResult(type=check.type, description=scrub.scrub_text(task.render(description)),
+                                   passed=passed, detail=scrub.scrub_text(detail)))
     return results
 
 
-def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str | None) -> tuple[bool, str]:
+def _run(
+    check: Check, task: Task, page: Any, base_url: str | None, display: str | None, scrub: Scrubber,
+) -> tuple[bool, str]:
     match check:
         case FileJsonCheck():
             path = Path(task.render_secret(check.path))
             if not path.is_file():
                 return False, f"{path} does not exist"
             value = _at_path(json.loads(path.read_text(encoding="utf-8")), check.path_in_json)
-            return _find_match(task, value, check.match, f"{path} does not match")
+            return _find_match(task, value, check.match, f"{path} does not match", scrub)
         case CommandCheck():
             argv = [task.render_secret(a) for a in check.argv]
             env = {**os.environ, **({"DISPLAY": display} if display else {})}
@@ -64,7 +81,7 @@ def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str
             if response.status_code != 200:
                 return False, f"GET {url} answered {response.status_code}"
             value = _at_path(response.json(), check.path)
-            return _find_match(task, value, check.match, f"no item at {check.path or 'the top level'} matches")
+            return _find_match(task, value, check.match, f"no item at {check.path or 'the top level'} matches", scrub)
         case UrlMatchCheck():
             ok = re.search(check.pattern, page.url) is not None
             return ok, f"URL is {page.url}"
@@ -78,14 +95,15 @@ def _run(check: Check, task: Task, page: Any, base_url: str | None, display: str
     raise AssertionError(f"unhandled check {check!r}")
 
 
-def _find_match(task: Task, value: Any, match: dict[str, Any], failure: str) -> tuple[bool, str]:
+def _find_match(task: Task, value: Any, match: dict[str, Any], failure: str, scrub: Scrubber) -> tuple[bool, str]:
     """Pass when ``value`` (an object, or a list of them) has an item with every field of ``match``."""
     wanted = {k: task.render_secret(v) if isinstance(v, str) else v for k, v in match.items()}
+    shown = {k: task.render(v) if isinstance(v, str) else v for k, v in match.items()}  # secrets as placeholders
     items = value if isinstance(value, list) else [value]
     for item in items:
         if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
-            return True, f"found {_short(item)}"
-    return False, f"{failure} {wanted}; got {_short(items)}"
+            return True, f"found {_short(item, scrub)}"
+    return False, f"{failure} {shown}; got {_short(items, scrub)}"
 
 
 def _at_path(data: Any, path: str) -> Any:
@@ -110,8 +128,8 @@ def _equal(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
-def _short(value: Any, limit: int = 300) -> str:
-    text = repr(value)
+def _short(value: Any, scrub: Scrubber, limit: int = 300) -> str:
+    text = scrub.scrub_text(repr(value))  # before the cut, which could leave a short prefix the mask misses
     return text if len(text) <= limit else text[:limit] + "…"
 
 

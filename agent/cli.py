@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.policies import POLICIES, PolicyUnavailable
+from agent.run_ref import RunRef, RunRefError, resolve_run
 from agent.task import TaskError, load_task
 from tools.chromium import ChromiumNotFound
 from tracer.schema import RunRecord, RunStatus, StepRecord
@@ -34,6 +35,8 @@ dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
+RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help=RUN_HELP, show_default=False)]
 
 class GraphFormat(str, Enum):
     json = "json"
@@ -61,30 +64,44 @@ def run(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="Task file to run.")],
     policy: Annotated[Optional[str], typer.Option(help=f"Who decides: {', '.join(POLICIES)} (default: the task's).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.")] = Path("runs"),
-    layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Layout seed of the bundled site (overrides the task's).")] = None,
+    layout_seed: Annotated[Optional[int], typer.Option(
+        min=0, max=2**31 - 1, help="Layout seed of the bundled site (overrides the task's).")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
-    site_url: Annotated[Optional[str], typer.Option(help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
+    site_url: Annotated[Optional[str], typer.Option(
+        help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
     model: Annotated[Optional[str], typer.Option(help="qwen3vl: local folder or hub id; openai: the served model name.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="openai: the server, e.g. http://127.0.0.1:8000/v1.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(min=0, help="Sampling temperature (default: Qwen3-VL's for Thinking/Instruct).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        min=0, help="Sampling temperature (default: Qwen3-VL's for Thinking/Instruct).")] = None,
     top_p: Annotated[Optional[float], typer.Option(min=0, max=1, help="Nucleus sampling.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Top-k sampling.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation limit per step.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,
-    decoding: Annotated[Optional[DecodingMode], typer.Option(help="qwen3vl: fast (static KV cache, compiled decode step, prompt prefix reuse) or plain (transformers generate); auto: fast on CUDA, plain on CPU.")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="qwen3vl fast path: compile the decode step (default: on CUDA only; compiling takes up to a minute, once per process).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seed for reproducible sampling.")] = None,
+    decoding: Annotated[Optional[DecodingMode], typer.Option(
+        help="qwen3vl: fast (static KV cache, compiled decode step, prompt prefix reuse) or plain (transformers generate); "
+             "auto: fast on CUDA, plain on CPU.")] = None,
+    compile: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile", help="qwen3vl fast path: compile the decode step (default: on CUDA only; compiling "
+                                       "takes up to a minute, once per process).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Step limit (overrides the task's).")] = None,
     max_errors: Annotated[Optional[int], typer.Option(min=1, help="Consecutive error limit (overrides the task's).")] = None,
     view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
     view_port: Annotated[int, typer.Option(min=0, max=65535, help="Viewer port with --view (0: the OS picks).")] = 0,
+    files_root: Annotated[Optional[Path], typer.Option(
+        "--files-root", help="A folder the task may upload files from, besides its own folder.")] = None,
+    allow_programs: Annotated[bool, typer.Option(
+        "--allow-programs",
+        help="Let a task from outside the bundled tasks/ folder start programs (a desktop app, command checks).")] = False,
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
 
     try:
-        task = load_task(task_file)
+        task = load_task(task_file, files_root=files_root, allow_programs=True if allow_programs else None)
     except TaskError as exc:
         raise _usage_error(str(exc)) from None
+    for _, command in task.programs():  # say what will run before anything runs
+        err_console.print(f"[yellow]this task starts a program:[/] {escape(command)}", soft_wrap=True)
     for flag, url in (("--site-url", site_url), ("--base-url", base_url)):
         if url is not None and not url.startswith(("http://", "https://")):
             raise _usage_error(f"{flag} must be an http:// or https:// URL, not {url!r}")
@@ -94,9 +111,11 @@ def run(
         task.limits.max_steps = max_steps
     if max_errors is not None:
         task.limits.max_consecutive_errors = max_errors
-    overrides = {"model": model, "base_url": base_url, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-                 "max_new_tokens": max_new_tokens, "seed": seed,
-                 "decoding": decoding.value if decoding else None, "compile": compile}
+    overrides: dict[str, object] = {
+        "model": model, "base_url": base_url, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+        "max_new_tokens": max_new_tokens, "seed": seed, "decoding": decoding.value if decoding else None,
+        "compile": compile,
+    }
 
     viewer = None
     if view:
@@ -110,7 +129,7 @@ def run(
     def started(record: RunRecord, run_dir: Path) -> None:
         target = record.target_url or "a desktop app on a private display"
         console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {target}")
-        console.print(f"recording to [bold]{run_dir}[/]", soft_wrap=True)
+        console.print(f"recording to [bold]{escape(str(run_dir))}[/]", soft_wrap=True)
         if viewer is not None:
             console.print(f"live viewer: [bold]{viewer.url}/runs/{record.run_id}[/]")
 
@@ -129,7 +148,7 @@ def run(
         console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
-    console.print(f"run recorded in [bold]{result.run_dir}[/]", soft_wrap=True)
+    console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             console.print(f"viewer still serving at [bold]{viewer.url}/runs/{result.run_id}[/] · Ctrl-C to quit")
@@ -184,10 +203,13 @@ def _print_step(step: StepRecord) -> None:
     status = "[green]ok[/]" if step.outcome == "ok" else f"[red]error[/] {escape(step.error or '')}"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
-    console.print(
-        f"  [dim]{step.index:>3}[/] {name:<12} {escape(detail):<28} {status} [dim]{took:.0f} ms · {reasoning}[/]",
-        no_wrap=True, overflow="ellipsis",
-    )
+    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(detail):<28} {status} [dim]{took:.0f} ms · {reasoning}[/]"
+    from agent.cli_output import is_tty
+
+    if is_tty(console):
+        console.print(line, no_wrap=True, overflow="ellipsis")
+    else:  # piped: the whole line, so grep sees the outcome and the error
+        console.print(line, soft_wrap=True)
 
 
 @site_app.command("shop")
@@ -197,7 +219,7 @@ def site_shop(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     data_dir: Annotated[Optional[Path], typer.Option(help="Keep the database here (default: fresh, temporary).")] = None,
 ) -> None:
-    """Serve the demo shop admin until Ctrl-C. Sign in as admin / glassbox-demo."""
+    """Serve the demo shop admin until Ctrl-C. Sign in as admin / Xq7-tulip-4821."""
     import time
 
     from sites.shop import ShopServer
@@ -206,7 +228,8 @@ def site_shop(
         server = ShopServer(layout_seed=layout_seed, host=host, port=port, data_dir=data_dir).start()
     except (RuntimeError, OSError) as exc:
         raise _usage_error(f"cannot serve the shop on {host}:{port}: {exc}") from None
-    console.print(f"shop (layout seed {layout_seed}) on [bold]{server.base_url}[/] · sign in as admin / glassbox-demo · Ctrl-C stops")
+    console.print(f"shop (layout seed {layout_seed}) on [bold]{server.base_url}[/] · sign in as admin / Xq7-tulip-4821 "
+                  "· Ctrl-C stops")
     sys.stdout.flush()
     try:
         while True:
@@ -217,13 +240,39 @@ def site_shop(
         server.stop()
 
 
-def _run_dir(runs_dir: Path, run_id: str) -> Path:
-    from tracer.store import RunStore
+def _resolve(ref: str, runs_dir: Path, *, writes: typer.Context | None = None) -> RunRef:
+    """The run ``ref`` names (folder path, id or unique prefix), or exit 2 saying what was looked for.
 
+    A folder path outside --runs-dir is fine: its parent is then the runs directory. Commands that write
+    there (rm, replay, resume: they pass their context as ``writes``) refuse it only when --runs-dir was
+    given and names another directory.
+    """
     try:
-        return RunStore(runs_dir).run_dir(run_id)
-    except FileNotFoundError as exc:
+        found = resolve_run(ref, runs_dir)
+    except RunRefError as exc:
         raise _usage_error(str(exc)) from None
+    if writes is not None and found.by == "path" and _given(writes, "runs_dir") \
+            and not _same_dir(found.runs_dir, runs_dir):
+        raise _usage_error(f"the run folder {found.run_dir} is not in --runs-dir {runs_dir}; "
+                           f"drop --runs-dir or pass --runs-dir {found.runs_dir}")
+    return found
+
+
+def _run_dir(runs_dir: Path, ref: str) -> Path:
+    return _resolve(ref, runs_dir).run_dir
+
+
+def _given(ctx: typer.Context, param: str) -> bool:
+    """Whether the user passed this option (rather than getting its default)."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 @runs_app.command("list")
@@ -235,10 +284,13 @@ def runs_list(
     since: Annotated[Optional[datetime], typer.Option(help="Started at or after (e.g. 2026-11-23 or 2026-11-23T08:00).")] = None,
     until: Annotated[Optional[datetime], typer.Option(help="Started before.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document: {runs_dir, runs: [...]}.")] = False,
 ) -> None:
-    """List runs, newest first (from the SQLite index, synced with the folders)."""
-    from rich.table import Table
+    """List runs, newest first (from the SQLite index, synced with the folders).
 
+    On a terminal a table; piped, one whole plain line per run (so `runs list | grep failed` works).
+    """
+    from agent.cli_output import Column, RunListing, print_table, write_json
     from tracer.index import RunIndex
 
     index = RunIndex(runs_dir)
@@ -248,48 +300,46 @@ def runs_list(
                           since=_aware(since), until=_aware(until), limit=limit)
     finally:
         index.close()
+    if json_out:
+        write_json(console, RunListing(runs_dir=str(runs_dir), runs=rows))
+        return
     if not rows:
-        console.print(f"no runs in {runs_dir}" + (" match" if any((task, status, policy, since, until)) else ""))
+        console.print(f"no runs in {escape(str(runs_dir))}" + (" match" if any((task, status, policy, since, until)) else ""))
         return
     colours = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    columns = [Column(header="run"), Column(header="task", wraps=True), Column(header="policy", wraps=True),
+               Column(header="status", style_by_value=colours), Column(header="steps"), Column(header="errors"),
+               Column(header="time"), Column(header="started")]
     cells = [
         (row.run_id, row.task_name, row.policy + (f" ({row.model})" if row.model else ""), row.status.value,
          str(row.steps), str(row.errors), f"{row.duration_s:.1f}s" if row.duration_s is not None else "—",
-         f"{row.started_at.astimezone():%m-%d %H:%M}")
+         f"{row.started_at.astimezone():%Y-%m-%d %H:%M}")
         for row in rows
     ]
-    headers = ("run", "task", "policy", "status", "steps", "errors", "time", "started")
-    table = Table(box=None, pad_edge=False)
-    for i, header in enumerate(headers):
-        width = max(len(header), *(len(c[i]) for c in cells))
-        # Only the task name may shrink; the run id must stay whole to be usable.
-        table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=8 if header == "task" else width)
-    for c in cells:
-        table.add_row(*c[:3], f"[{colours[c[3]]}]{c[3]}[/]", *c[4:])
-    console.print(table)
+    print_table(console, columns, cells)
 
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: RunArg,
     runs_dir: RunsDir = Path("runs"),
-    json_out: Annotated[bool, typer.Option("--json", help="Print run.json and the steps as JSON.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document: {run_dir, run, steps}.")] = False,
 ) -> None:
     """Show one run: its record, checks and steps."""
-    import json
-
+    from agent.cli_output import RunShow, clean, write_json
     from tracer.store import read_run, read_steps
 
     run_dir = _run_dir(runs_dir, run_id)
     run, steps = read_run(run_dir), read_steps(run_dir)
     if json_out:
-        data = {"run": run.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in steps]}
-        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+        write_json(console, RunShow(run_dir=str(run_dir), run=run, steps=steps))
         return
-    console.print(f"[bold]{run.run_id}[/]  {escape(run.task_name)} · {run.policy}" + (f" ({run.model})" if run.model else ""))
-    console.print(f"status [bold]{run.status.value}[/]: {escape(run.end_reason or '')}")
-    console.print(f"started {run.started_at:%Y-%m-%d %H:%M:%S} · {run.duration_s or 0:.1f} s · {run.steps} steps, {run.errors} errors")
-    console.print(f"folder {run_dir}")
+    model = f" ({run.model})" if run.model else ""
+    console.print(f"[bold]{escape(run.run_id)}[/]  {escape(clean(run.task_name))} · {escape(clean(run.policy + model))}")
+    console.print(f"status [bold]{run.status.value}[/]: {escape(clean(run.end_reason or ''))}")
+    console.print(f"started {run.started_at:%Y-%m-%d %H:%M:%S} · {run.duration_s or 0:.1f} s · "
+                  f"{run.steps} steps, {run.errors} errors")
+    console.print(f"folder {escape(clean(str(run_dir)))}", soft_wrap=True)
     for check in run.checks:
         console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(check.description)}")
     for step in steps:
@@ -298,27 +348,28 @@ def runs_show(
 
 @runs_app.command("rm")
 def runs_rm(
-    run_ids: Annotated[list[str], typer.Argument(help="Run ids to delete.")],
+    ctx: typer.Context,
+    run_ids: Annotated[list[str], typer.Argument(
+        metavar="RUN", help="Runs to delete: their folders (runs/<id>), ids or unique prefixes.", show_default=False)],
     runs_dir: RunsDir = Path("runs"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete runs (folder and index rows)."""
     from tracer.store import RunStore
 
-    dirs = [_run_dir(runs_dir, r) for r in run_ids]
+    refs = list({ref.run_dir.resolve(): ref for ref in (_resolve(r, runs_dir, writes=ctx) for r in run_ids)}.values())
     if not yes:
         if not sys.stdin.isatty():
             raise _usage_error("refusing to delete without confirmation; pass --yes")
-        typer.confirm(f"Delete {len(dirs)} run(s)?", abort=True)
-    store = RunStore(runs_dir)
-    for path in dirs:
-        store.remove(path.name)
-        console.print(f"removed {path}")
+        typer.confirm(f"Delete {len(refs)} run(s)?", abort=True)
+    for ref in refs:
+        RunStore(ref.runs_dir).remove(ref.run_id)
+        console.print(f"removed {escape(str(ref.run_dir))}", soft_wrap=True)
 
 
 @app.command()
 def graph(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: RunArg,
     runs_dir: RunsDir = Path("runs"),
     format: Annotated[GraphFormat, typer.Option("--format", "-f", help="Output format.")] = GraphFormat.json,
     out: Annotated[Optional[Path], typer.Option(help="Write here instead of standard output.")] = None,
@@ -333,7 +384,7 @@ def graph(
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
-        console.print(f"wrote {out}")
+        console.print(f"wrote {escape(str(out))}", soft_wrap=True)
 
 
 class FallbackMode(str, Enum):
@@ -363,20 +414,22 @@ def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa:
     console.print(f"replayed {decisions.get('replayed', 0)}, fallback {decisions.get('fallback', 0)}, "
                   f"corrected {decisions.get('corrected', 0)}, policy steps "
                   f"{sum(1 for s in steps if s.replay is None)}; model calls: {summary.model_calls}")
-    diverged = [s for s in steps if s.replay and s.replay.decision in ("diverged", "fallback")]
+    diverged = [s.replay for s in steps if s.replay and s.replay.decision in ("diverged", "fallback")]
     if diverged:
         first = diverged[0]
-        console.print(f"first divergence at recorded step {first.replay.source_step}: {escape(first.replay.reason or '')}")
-        if first.replay.side_by_side:
-            console.print(f"  side by side: {result.run_dir / first.replay.side_by_side}", soft_wrap=True)
-    console.print(f"run recorded in [bold]{result.run_dir}[/]", soft_wrap=True)
+        console.print(f"first divergence at recorded step {first.source_step}: {escape(first.reason or '')}")
+        if first.side_by_side:
+            console.print(f"  side by side: {escape(str(result.run_dir / first.side_by_side))}", soft_wrap=True)
+    console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
 
 
 @app.command()
 def replay(
-    run_id: Annotated[str, typer.Argument(help="The run to replay (a unique prefix is enough).")],
+    ctx: typer.Context,
+    run_id: RunArg,
     runs_dir: RunsDir = Path("runs"),
-    fallback: Annotated[FallbackMode, typer.Option(help="none: stop where the screen changed; policy: ask --policy there.")] = FallbackMode.none,
+    fallback: Annotated[FallbackMode, typer.Option(
+        help="none: stop where the screen changed; policy: ask --policy there.")] = FallbackMode.none,
     policy: Annotated[Optional[str], typer.Option(help=f"Fallback policy: {', '.join(POLICIES)} (default: the run's).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model of the fallback policy.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="Server of an openai fallback policy.")] = None,
@@ -389,8 +442,9 @@ def replay(
     from replays.replay import ReplayError
     from replays.replay import replay as do_replay
 
+    source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
     try:
-        result = do_replay(runs_dir, _run_dir(runs_dir, run_id).name, fallback=fallback.value, policy=policy,
+        result = do_replay(source.runs_dir, source.run_id, fallback=fallback.value, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
                            site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
@@ -401,7 +455,8 @@ def replay(
 
 @app.command()
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run to resume (a unique prefix is enough).")],
+    ctx: typer.Context,
+    run_id: RunArg,
     from_step: Annotated[int, typer.Option("--from-step", min=0, help="Replay the steps before this one, then hand over.")],
     runs_dir: RunsDir = Path("runs"),
     policy: Annotated[Optional[str], typer.Option(help=f"Who continues: {', '.join(POLICIES)} (default: the run's).")] = None,
@@ -416,8 +471,9 @@ def resume(
     from replays.replay import ReplayError
     from replays.replay import resume as do_resume
 
+    source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
     try:
-        result = do_resume(runs_dir, _run_dir(runs_dir, run_id).name, from_step=from_step, policy=policy,
+        result = do_resume(source.runs_dir, source.run_id, from_step=from_step, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
                            site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
@@ -428,8 +484,8 @@ def resume(
 
 @app.command()
 def diff(
-    run_a: Annotated[str, typer.Argument(help="First run.")],
-    run_b: Annotated[str, typer.Argument(help="Second run.")],
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="First run (folder, id or unique prefix).", show_default=False)],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="Second run (folder, id or unique prefix).", show_default=False)],
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Where two runs of the same task first differ: the action, or the screen before it."""
@@ -459,11 +515,13 @@ class LayerGroup(str, Enum):
 
 @app.command()
 def explain(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: RunArg,
     step: Annotated[int, typer.Option("--step", min=0, help="The step to explain.")],
     runs_dir: RunsDir = Path("runs"),
-    text: Annotated[Optional[list[str]], typer.Option("--text", help="Words or phrases of the output to explain (repeatable).")] = None,
-    method: Annotated[ExplainMethod, typer.Option(help="attention (exact, per layer group) or gradcam (vision merger).")] = ExplainMethod.attention,
+    text: Annotated[Optional[list[str]], typer.Option(
+        "--text", help="Words or phrases of the output to explain (repeatable).")] = None,
+    method: Annotated[ExplainMethod, typer.Option(
+        help="attention (exact, per layer group) or gradcam (vision merger).")] = ExplainMethod.attention,
     layers: Annotated[LayerGroup, typer.Option(help="Layer group of the attention maps.")] = LayerGroup.all,
     model: Annotated[Optional[str], typer.Option(help="A local copy of the model (default: the run's model).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the overlays (default: RUN/explain).")] = None,
@@ -486,14 +544,16 @@ def explain(
     console.print(f"step {result.step} · {result.method} · tokens per target: {result.targets}")
     for key, fig in result.maps.items():
         extra = f" · {fig.peak_to_click_px:.0f} px from the click" if fig.peak_to_click_px is not None else ""
-        console.print(f"  {key:<22} peak {fig.peak_px} · concentration {fig.concentration:.2f} · entropy {fig.entropy:.2f}{extra}")
+        console.print(f"  {key:<22} peak {fig.peak_px} · concentration {fig.concentration:.2f} · "
+                      f"entropy {fig.entropy:.2f}{extra}")
         console.print(f"    [dim]{result.overlays[key]}[/]", soft_wrap=True)
 
 
 @dev_app.command("tiny-model")
 def dev_tiny_model(
     out: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
-    chat_template: Annotated[Optional[Path], typer.Option(help="A chat template file to use instead of the built-in one.")] = None,
+    chat_template: Annotated[Optional[Path], typer.Option(
+        help="A chat template file to use instead of the built-in one.")] = None,
 ) -> None:
     """Build a tiny random-weight Qwen3-VL (about 1.3 M parameters) for tests. Its outputs are noise."""
     try:
@@ -512,7 +572,7 @@ class FeedbackFormat(str, Enum):
 
 @export_app.command("playwright")
 def export_playwright_cmd(
-    run_id: Annotated[str, typer.Argument(help="The run to export (a unique prefix is enough).")],
+    run_id: RunArg,
     out: Annotated[Path, typer.Option(help="Python file to write.")],
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
@@ -536,9 +596,12 @@ def export_feedback_cmd(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Export the viewer's labels as fine-tuning data (Qwen-VL chat format, LLaMA-Factory / ms-swift layout)."""
-    from replays.export import export_feedback
+    from replays.export import FeedbackExportError, export_feedback
 
-    summary = export_feedback(runs_dir, out, format.value)
+    try:
+        summary = export_feedback(runs_dir, out, format.value)
+    except FeedbackExportError as exc:
+        raise _usage_error(str(exc)) from None
     console.print(f"wrote {summary.records} {format.value} record(s) to [bold]{summary.out}[/] (images in {summary.images_dir})")
     for reason, count in summary.skipped.items():
         console.print(f"  skipped {count}: {reason}")

@@ -28,16 +28,29 @@ class TokenSpans(BaseModel):
     text: list[tuple[int, int]] = []
 
 
-def tool_call_spans(text: str) -> TokenSpans:
-    """Find the spans in the answer part (after the last ``</think>``); the reasoning is never used."""
-    offset = text.rfind("</think>")
-    offset = offset + len("</think>") if offset >= 0 else 0
-    start = text.find("<tool_call>", offset)
+def tool_call_spans(text: str, call_index: int = 0, *, thinking: bool = False) -> TokenSpans:
+    """Spans of the ``call_index``-th tool call in the answer part (after the last ``</think>``).
+
+    The reasoning is never used: a Thinking model's output without ``</think>`` is all reasoning (no
+    spans), and an unclosed ``<think>`` ends the answer.
+    """
+    close = text.rfind("</think>")
+    if close < 0 and thinking:
+        return TokenSpans()
+    offset = close + len("</think>") if close >= 0 else 0
+    limit = text.find("<think>", offset)
+    limit = len(text) if limit < 0 else limit
+    start = text.find("<tool_call>", offset, limit)
     if start < 0:
-        start = offset
-    answer = text[start:]
-    end_tag = answer.find("</tool_call>")
-    call = answer[: end_tag if end_tag >= 0 else len(answer)]
+        if call_index:
+            return TokenSpans()
+        start = offset  # an untagged call: the first one only
+    for _ in range(call_index):
+        start = text.find("<tool_call>", start + len("<tool_call>"), limit)
+        if start < 0:
+            return TokenSpans()
+    ends = [p for p in (text.find("</tool_call>", start, limit), text.find("<tool_call>", start + 1, limit)) if p >= 0]
+    call = text[start:min(ends) if ends else limit]
     spans = TokenSpans()
     m = _ACTION.search(call) or _NAME.search(call)
     if m:
@@ -63,10 +76,12 @@ class Confidence(BaseModel):
     reason: str | None = None
 
 
-def confidence(text: str, tokens: list[TokenLogprob] | None, why_none: str | None = None) -> Confidence:
+def confidence(text: str, tokens: list[TokenLogprob] | None, why_none: str | None = None, *, call_index: int = 0,
+               thinking: bool = False) -> Confidence:
+    """How sure the model was of its ``call_index``-th tool call; ``text`` is what the tokens spell out."""
     if not tokens:
         return Confidence(value=None, reason=why_none or "the backend returned no log-probabilities")
-    spans = tool_call_spans(text)
+    spans = tool_call_spans(text, call_index, thinking=thinking)
     parts: dict[str, float] = {}
     chosen: list[int] = []
     for name, part_spans in (("action_name", spans.action_name), ("coordinate", spans.coordinate), ("text", spans.text)):
@@ -84,10 +99,12 @@ def _geomean(logprobs: list[float]) -> float:
     return round(min(1.0, max(0.0, math.exp(sum(logprobs) / len(logprobs)))), 6)
 
 
-def target_tokens(text: str, tokens: list[TokenLogprob]) -> dict[str, list[int]]:
+def target_tokens(text: str, tokens: list[TokenLogprob], *, thinking: bool = False) -> dict[str, list[int]]:
     """Which generated tokens belong to the action (name + coordinate), the reasoning, the typed text, the output."""
-    spans = tool_call_spans(text)
+    spans = tool_call_spans(text, thinking=thinking)
     end = text.rfind("</think>")
+    if end < 0 and thinking:  # cut off while thinking: every token is reasoning
+        end = len(text)
     targets = {
         "action": sorted(set(tokens_in(tokens, spans.action_name + spans.coordinate))),
         "reasoning": tokens_in(tokens, [(0, end)]) if end > 0 else [],

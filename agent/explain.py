@@ -24,7 +24,7 @@ from agent.prompt import ImagePart, Message, Prompt, TextPart, build_prompt, too
 from agent.task import Task
 from tracer.attention import AttentionMaps, MapFigures, figures, layer_groups, overlay_png
 from tracer.schema import RunRecord, StepRecord
-from tracer.store import read_run, read_steps
+from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
 
 Method = Literal["attention", "gradcam"]
 
@@ -46,8 +46,8 @@ def recorded_prompt(run: RunRecord, steps: dict[int, StepRecord], step: StepReco
     task = Task.model_validate(run.task, context={"defer_cross_checks": True})
     if step.prompt is None:
         history = [steps[i] for i in sorted(steps) if i < step.index]
-        past = {i: (run_dir / steps[i].screenshot).read_bytes() for i in sorted(steps) if i < step.index}
-        return build_prompt(task, history, (run_dir / step.screenshot).read_bytes(), past_screenshots=past)
+        past = {i: _read(run_dir, steps[i].screenshot, i) for i in sorted(steps) if i < step.index}
+        return build_prompt(task, history, _read(run_dir, step.screenshot, step.index), past_screenshots=past)
     messages = []
     for message in step.prompt:
         pieces = message.text.split("<image>")
@@ -56,11 +56,19 @@ def recorded_prompt(run: RunRecord, steps: dict[int, StepRecord], step: StepReco
         for i, piece in enumerate(pieces):
             if i > 0:
                 ref = refs.pop(0)
-                content.append(ImagePart(png=(run_dir / ref).read_bytes(), ref=ref))
+                content.append(ImagePart(png=_read(run_dir, ref, step.index), ref=ref))
             if piece:
                 content.append(TextPart(text=piece))
         messages.append(Message(role=message.role, content=content))
     return Prompt(messages=messages, tools=tools_for(task))
+
+
+def _read(run_dir: Path, relative: str, step: int) -> bytes:
+    """A recorded image, or an ExplainError naming the step and the file (deleted, or outside the run folder)."""
+    try:
+        return read_step_file(run_dir, relative, step)
+    except (MissingRunFile, ValueError) as exc:
+        raise ExplainError(str(exc)) from None
 
 
 def explain_step(
@@ -103,7 +111,7 @@ def explain_step(
         maps = AttentionMaps({k: v for k, v in maps.maps.items() if k.endswith("/" + layers)}, maps.resized_size)
     elif method == "attention":
         maps = AttentionMaps({k: v for k, v in maps.maps.items()}, maps.resized_size)
-    screenshot = (run_dir / step.screenshot).read_bytes()
+    screenshot = _read(run_dir, step.screenshot, step.index)
     out_dir = out_dir or run_dir / "explain"
     out_dir.mkdir(parents=True, exist_ok=True)
     click = None
@@ -168,7 +176,7 @@ def _gradcam_maps(backend: object, inputs: object, out_ids: list[int], targets: 
     for target, idx in targets.items():
         captured: dict[str, torch.Tensor] = {}
 
-        def hook(_module: object, _inp: object, out: torch.Tensor) -> None:
+        def hook(_module: object, _inp: object, out: torch.Tensor, captured: dict[str, torch.Tensor] = captured) -> None:
             out.retain_grad()
             captured["acts"] = out
 
@@ -184,7 +192,10 @@ def _gradcam_maps(backend: object, inputs: object, out_ids: list[int], targets: 
             handle.remove()
             net.zero_grad(set_to_none=True)
         acts = captured["acts"].detach()[-n_image:].float()
-        grads = captured["acts"].grad[-n_image:].float()
+        grad = captured["acts"].grad
+        if grad is None:  # the chosen logits did not depend on the merger's output
+            raise ExplainError(f"Grad-CAM: no gradient reached the vision merger for {target!r}")
+        grads = grad[-n_image:].float()
         weights = grads.mean(dim=0)
         cam = torch.relu((acts * weights).sum(dim=-1)).reshape(grid).cpu().numpy()
         total = float(cam.sum())

@@ -14,24 +14,23 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
+import structlog
 from pydantic import BaseModel
 
 from agent.checks import run_checks
+from agent.parse import coordinate_error
 from agent.policies import make_policy
 from agent.policy import Policy, PolicyOutput
+from agent.prompt import offered_browser_tools
 from agent.task import SiteTarget, Task
 from tools.actions import ActionError, Terminate, parse_tool_call
 from tools.browser import BrowserExecutor, _origin
-
-if TYPE_CHECKING:
-    import subprocess
-
-    from tools.desktop import DesktopExecutor
 from tools.views import Observation, Outcome
 from tracer.attention import AttentionMaps
 from tracer.attention import figures as attention_figures
@@ -40,11 +39,27 @@ from tracer.schema import AttentionRef, CheckResult, Evidence, RunRecord, RunSta
 from tracer.secrets import Scrubber
 from tracer.store import RunWriter, atomic_write, new_run_id
 
-import structlog
+if TYPE_CHECKING:
+    import subprocess
+
+    from tools.desktop import DesktopExecutor
 
 log = structlog.get_logger("glassbox.loop")
 
 StepCallback = Callable[[StepRecord], None]
+
+
+class _Links(TypedDict, total=False):
+    """Where a run comes from (a replay or resume of another run's step) and the id it is to take."""
+
+    parent_run: str | None
+    parent_step: int | None
+    run_id: str | None
+
+
+class _ShopCredentials(TypedDict, total=False):
+    username: str
+    password: str
 
 
 class RunResult(BaseModel):
@@ -68,7 +83,7 @@ def run_task(
     headed: bool | None = None,
     site_url: str | None = None,
     policy_overrides: dict[str, object] | None = None,
-    policy_factory: Callable[[Task, BrowserExecutor], Policy] | None = None,
+    policy_factory: Callable[[Task, "BrowserExecutor | DesktopExecutor"], Policy] | None = None,
     parent_run: str | None = None,
     parent_step: int | None = None,
     run_id: str | None = None,
@@ -86,7 +101,7 @@ def run_task(
             k: v for k, v in policy_overrides.items() if v is not None})})
     policy_name = policy or task.policy.name
     with ExitStack() as stack:
-        links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
+        links: _Links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
         if task.environment == "desktop":
             task, executor, display = _start_desktop(task, stack)
             agent_policy = policy_factory(task, executor) if policy_factory else make_policy(policy_name, task, executor)
@@ -128,6 +143,7 @@ def _start_desktop(task: Task, stack: ExitStack) -> tuple[Task, "DesktopExecutor
     task = task.with_runtime(workdir=workdir, python=sys.executable)
     command = [task.render_secret(part) for part in spec.command]
     app_log = stack.enter_context(tempfile.TemporaryFile())  # a file, not a pipe nobody reads
+    log.info("starting the task's program", command=task.programs()[0][1], workdir=workdir)  # secrets as placeholders
     try:
         app = subprocess.Popen(command, cwd=workdir, env={**os.environ, "DISPLAY": display},
                                stdin=subprocess.DEVNULL, stdout=app_log, stderr=app_log)
@@ -195,12 +211,13 @@ def _start_target(
         values = task.input_values()
         server = stack.enter_context(ShopServer(layout_seed=seed, **_shop_credentials(task, values)))
         return server.base_url, server.base_url + target.path, seed
+    assert target is not None, "Task validation gives every browser task a target"
     return None, target.start_url, None
 
 
-def _shop_credentials(task: Task, values: dict[str, str]) -> dict[str, str]:
+def _shop_credentials(task: Task, values: Mapping[str, str]) -> _ShopCredentials:
     # The bundled shop accepts the task's own username/password inputs, so a task may choose them.
-    creds = {}
+    creds: _ShopCredentials = {}
     if "username" in values:
         creds["username"] = values["username"]
     if "password" in values:
@@ -213,35 +230,38 @@ class _Loop:
         self, task: Task, policy: Policy, executor: "BrowserExecutor | DesktopExecutor", runs_dir: Path,
         base_url: str | None,
         start_url: str | None, layout_seed: int | None, on_step: StepCallback | None,
-        on_start: Callable[[RunRecord, Path], None] | None, links: dict[str, object] | None = None,
+        on_start: Callable[[RunRecord, Path], None] | None, links: _Links | None = None,
         display: str | None = None,
     ) -> None:
         self.task, self.policy, self.executor = task, policy, executor
         self.base_url = base_url
         self.display = display
         self.on_step = on_step
-        self.scrub = Scrubber(list(task.secret_values().values()))
+        self.scrub = Scrubber.from_secrets(task.secret_values())  # the writer and the run log mask with it
         started = datetime.now(timezone.utc)
         links = links or {}
         record = RunRecord(
             run_id=str(links.get("run_id") or new_run_id(task.name, started)), task_name=task.name,
-            parent_run=links.get("parent_run"), parent_step=links.get("parent_step"),  # type: ignore[arg-type]
-            task_file=str(task.source) if task.source else None, task=self.scrub.scrub(task.public_dict()),
+            parent_run=links.get("parent_run"), parent_step=links.get("parent_step"),
+            task_file=str(task.source) if task.source else None, task=task.public_dict(),
             policy=policy.name, model=policy.model, status=RunStatus.running, started_at=started,
             target_url=start_url, layout_seed=layout_seed, pid=os.getpid(), host=socket.gethostname(),
         )
         runs_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = RunWriter.create(runs_dir, record)
+        self.writer = RunWriter.create(runs_dir, record, scrubber=self.scrub)
         self.log = RunLog(self.writer.run_dir, self.scrub)
         log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name,
                  target=start_url or f"desktop {display}")
         if on_start:
-            on_start(record, self.writer.run_dir)
+            on_start(self.writer.record, self.writer.run_dir)
         self.history: list[StepRecord] = []
+        self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
+        self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
 
     def run(self) -> RunResult:
         limits = self.task.limits
         started = time.monotonic()
+        self.deadline = started + limits.time_budget_s
         consecutive_errors = 0
         status: RunStatus | None = None
         end_reason = f"step limit reached ({limits.max_steps} steps)"
@@ -266,12 +286,13 @@ class _Loop:
                     end_reason = f"the agent ended the task ({terminate.status})"
                     break
                 if consecutive_errors >= limits.max_consecutive_errors:
-                    end_reason = f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); last: {step.error}"
+                    end_reason = (f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); "
+                                  f"last: {step.error}")
                     break
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
-            reason = self.scrub.scrub(f"harness error: {type(exc).__name__}: {exc}")
+            reason = f"harness error: {type(exc).__name__}: {exc}"
             log.error("run crashed", run_id=self.writer.record.run_id, error=reason)
             self.writer.finish(status=RunStatus.failed, end_reason=reason)
             self.log.close()
@@ -281,10 +302,10 @@ class _Loop:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if status is None:
             checks = run_checks(self.task, self.executor.page, self.base_url, self.display)
-            self.writer.record.checks = self.scrub.scrub(checks)
+            self.writer.record.checks = checks
             passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
             status = RunStatus.succeeded if passed else RunStatus.failed
-        record = self.writer.finish(status=status, end_reason=self.scrub.scrub(end_reason))
+        record = self.writer.finish(status=status, end_reason=end_reason)
         log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason,
                  steps=record.steps)
         self.log.close()
@@ -298,7 +319,12 @@ class _Loop:
         t0 = time.perf_counter()
         observation = self.executor.perceive()
         t1 = time.perf_counter()
-        output = self._think(observation)
+        pending, self._pending = self._pending, None
+        # The next call of an output that held several runs without asking the model again.
+        whole = self._think(observation) if pending is None else pending.output
+        call_index = 0 if pending is None else pending.call_index
+        calls = len(whole.tool_calls)
+        output = _call_view(whole, call_index, pending) if calls > 1 else whole
         t2 = time.perf_counter()
         action, outcome, error_kind, error = None, None, None, output.parse_error
         terminate: Terminate | None = None
@@ -313,17 +339,26 @@ class _Loop:
             error_kind, error = "parse", "the output holds no tool call"
         else:
             try:
-                action = parse_tool_call(output.tool_calls[0])
+                # Only the tools the prompt offered (a desktop has no goto_url): anything else is an error step.
+                action = parse_tool_call(output.tool_calls[0], browser_tools=offered_browser_tools(self.task))
             except ActionError as exc:
                 error_kind, error = "action", str(exc)
+            off_grid = coordinate_error(getattr(action, "coordinate", None), mode=self.task.policy.coordinate_mode,
+                                        divisor=self.task.policy.coordinate_divisor, css_size=observation.css_size)
+            if off_grid is not None:  # refused, not clamped: the model is told and tries again
+                action, error_kind, error = None, "action", off_grid
         if action is not None:
-            outcome = self.executor.act(action)
+            outcome = self.executor.act(action, deadline=self.deadline)
             if outcome.status == "error":
                 error_kind, error = "executor", outcome.error
             elif isinstance(action, Terminate):
                 terminate = action
         t3 = time.perf_counter()
-        step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3))
+        step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3),
+                            call=(call_index, calls))
+        if error is None and terminate is None and call_index + 1 < calls:  # the rest run in order; an error stops them
+            first = pending.first if pending is not None else (step.index, step.screenshot)
+            self._pending = _PendingCalls(output=whole, call_index=call_index + 1, first=first)
         return step, terminate
 
     def _write_attention(self, index: int, maps: AttentionMaps, observation: Observation, outcome: Outcome | None,
@@ -361,6 +396,7 @@ class _Loop:
     def _record(
         self, index: int, started_at: datetime, observation: Observation, output: PolicyOutput, action: object,
         outcome: Outcome | None, error_kind: str | None, error: str | None, marks: tuple[float, ...],
+        call: tuple[int, int] = (0, 1),
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
         screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
@@ -401,25 +437,57 @@ class _Loop:
             "policy": output.policy_name or self.policy.name, "model": output.model or self.policy.model,
             "prompt": prompt,
             "raw_output": output.raw_output, "reasoning": output.reasoning,
-            "tool_calls": [c.model_dump() for c in output.tool_calls],
+            "tool_calls": [c.model_dump() for c in output.tool_calls], "call_index": call[0], "calls_in_output": call[1],
             "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
             "coordinate": outcome.coordinate if outcome else None, "element": outcome.element if outcome else None,
             "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
             "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
-            "cache_hit": output.cache_hit, "decoding": output.decoding, "attention": attention, "outcome": "error" if error else "ok", "error": error,
+            "cache_hit": output.cache_hit, "decoding": output.decoding, "attention": attention,
+            "outcome": "error" if error else "ok", "error": error,
             "error_kind": error_kind, "unavailable": unavailable, "policy_state": output.policy_state,
             "replay": replay,
         }
-        step = StepRecord.model_validate(self.scrub.scrub(data))
+        step = StepRecord.model_validate(data)
         if error:
             log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=error_kind, error=step.error)
         step.timings.record_ms = _ms(time.perf_counter() - t3)
-        self.writer.write_step(step)
+        step = self.writer.write_step(step)  # the masked copy: history and subscribers never see a secret
         self.writer.save()
         self.history.append(step)
         if self.on_step:
             self.on_step(step)
         return step
+
+
+class _PendingCalls(BaseModel):
+    """The rest of an output that held several tool calls: each runs as its own step, in order."""
+
+    output: PolicyOutput
+    call_index: int  # the call the next step runs
+    first: tuple[int, str]  # the step that ran call 0: its index and screenshot (the one the model saw)
+
+
+def _call_view(output: PolicyOutput, call_index: int, pending: _PendingCalls | None) -> PolicyOutput:
+    """The output as the step running call ``call_index`` records it: that call, its own confidence, and
+    (after the first call) the prompt's screenshot named by the step that was shown it."""
+    update: dict[str, Any] = {"tool_calls": [output.tool_calls[call_index]]}
+    scores = output.call_confidence
+    if call_index < len(scores):
+        score = scores[call_index]
+        update.update(confidence=score.value, confidence_parts=score.parts, confidence_reason=score.reason)
+    elif call_index and output.confidence is not None:  # the figure is the first call's: not this one's
+        update.update(confidence=None, confidence_parts={},
+                      confidence_reason="the policy scored only the first tool call of this output")
+    if pending is not None:
+        first_index, first_screenshot = pending.first
+        shared = f"shared with step {first_index}, which ran the first tool call of the same output"
+        update.update(
+            prompt=[m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
+                    for m in output.prompt] if output.prompt is not None else None,
+            token_counts=None, decoding=None, attention_maps=None, artifacts={},
+            unavailable={**output.unavailable, "token_counts": shared, "attention": shared},
+        )
+    return output.model_copy(update=update)
 
 
 def _ms(seconds: float) -> float:

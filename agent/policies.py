@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.policy import Policy
 from agent.script_policy import ScriptPolicy
 from agent.task import Task
-from typing import TYPE_CHECKING
-
 from tools.browser import BrowserExecutor
 
 if TYPE_CHECKING:
@@ -51,9 +51,9 @@ def make_policy(name: str, task: Task, executor: "BrowserExecutor | DesktopExecu
         from agent.qwen_policy import QwenPolicy
 
         try:
-            backend = OpenAIBackend(settings.base_url, settings.model, api_key_env=settings.api_key_env,
-                                    timeout_s=settings.timeout_s, thinking=settings.thinking)
+            remote = OpenAIBackend(settings.base_url, settings.model, api_key_env=settings.api_key_env,
+                                   timeout_s=settings.timeout_s, thinking=settings.thinking)
         except ValueError as exc:
             raise PolicyUnavailable(str(exc)) from None
-        return QwenPolicy(backend, task)
+        return QwenPolicy(remote, task)
     raise PolicyUnavailable(f"unknown policy {name!r}; available: {', '.join(POLICIES)}")

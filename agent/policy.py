@@ -17,11 +17,20 @@ from tools.views import Observation
 from tracer.schema import DecodingInfo, PromptMessage, ReplayInfo, StepRecord, TokenCounts
 
 
+class CallConfidence(BaseModel):
+    """The confidence of one tool call of an output that holds several (each runs as its own step)."""
+
+    value: float | None
+    parts: dict[str, float] = Field(default_factory=dict)
+    reason: str | None = None  # why value is None
+
+
 class PolicyOutput(BaseModel):
     """What a policy produced for one step.
 
     ``parse_error`` is set when the output could not be turned into tool calls; the loop records it
-    and tells the policy on the next turn.
+    and tells the policy on the next turn. Several ``tool_calls`` run in order, each as its own step
+    (sharing this output), until one fails.
     """
 
     raw_output: str | None
@@ -31,6 +40,9 @@ class PolicyOutput(BaseModel):
     confidence: float | None = None
     confidence_parts: dict[str, float] = Field(default_factory=dict)
     confidence_reason: str | None = None  # why there is no confidence, when there is none
+    # One entry per tool call when the policy scored them separately (index = call index); empty: the
+    # fields above stand for the first call, and later calls of the same output have no confidence of their own.
+    call_confidence: list[CallConfidence] = Field(default_factory=list)
     prompt: list[PromptMessage] | None = None  # as sent; images by reference
     token_counts: TokenCounts | None = None
     cache_hit: bool | None = None
@@ -56,5 +68,5 @@ class Policy(ABC):
     def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
         """Return the next tool call(s) for ``observation``; never raise for bad model output."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most policies hold nothing to release)
         """Release resources (models, HTTP clients)."""

@@ -108,22 +108,39 @@ def computer_use_function(width: int = SCREEN[0], height: int = SCREEN[1]) -> di
     }
 
 
+def offered_browser_tools(task: Task) -> tuple[str, ...]:
+    """The browser functions this task's executor can perform, and so the only ones the model is offered.
+
+    A desktop has no URL bar and no file chooser Glassbox can drive: it gets ``computer_use`` alone. A browser
+    task gets ``upload_file`` when it declares files and ``goto_url`` always (limited to allowed origins).
+    The loop validates tool calls against the same list, so a call to a tool that was not offered is an
+    error step fed back to the model.
+    """
+    if task.environment != "browser":
+        return ()
+    return (("upload_file",) if task.files else ()) + ("goto_url",)
+
+
 def browser_functions(task: Task) -> list[dict[str, Any]]:
-    """``upload_file`` when the task declares files, ``goto_url`` always (limited to allowed origins)."""
+    """The function specs of :func:`offered_browser_tools`."""
+    offered = offered_browser_tools(task)
     functions = []
-    if task.files:
+    if "upload_file" in offered:
         names = sorted(task.files)
         functions.append({
             "name": "upload_file",
             "description": "Choose a file for the file input at the coordinate (a file chooser opens when you click "
                            "it). The file is named, never given as a path. Files available: "
-                           + ", ".join(f"{n} ({task.files[n].description})" if task.files[n].description else n for n in names) + ".",
+                           + ", ".join(f"{n} ({task.files[n].description})" if task.files[n].description else n
+                                       for n in names) + ".",
             "parameters": {"properties": {
                 "file": {"description": "The name of the file to upload.", "type": "string", "enum": names},
-                "coordinate": {"description": "(x, y): the file input or its 'Choose file' button, on the same grid as computer_use.",
-                               "type": "array"},
+                "coordinate": {"description": "(x, y): the file input or its 'Choose file' button, on the same grid "
+                                              "as computer_use.", "type": "array"},
             }, "required": ["file", "coordinate"], "type": "object"},
         })
+    if "goto_url" not in offered:
+        return functions
     functions.append({
         "name": "goto_url",
         "description": "Open a URL in the current browser tab. Only the task's own site can be opened.",
@@ -134,6 +151,7 @@ def browser_functions(task: Task) -> list[dict[str, Any]]:
 
 
 def tools_for(task: Task) -> list[dict[str, Any]]:
+    """Every function offered to the model for this task: ``computer_use`` plus what its executor kind allows."""
     return [computer_use_function(), *browser_functions(task)]
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
-from agent.confidence import confidence, target_tokens
+from agent.confidence import Confidence, confidence, target_tokens
 from agent.parse import parse_output
-from agent.policy import Policy, PolicyOutput
+from agent.policy import CallConfidence, Policy, PolicyOutput
 from agent.prompt import Prompt, build_prompt
 from agent.task import Task
 from tools.views import Observation
@@ -64,9 +65,11 @@ class QwenPolicy(Policy):
         return output
 
     def _output(self, prompt: Prompt, generation: Generation) -> PolicyOutput:
+        thinking = self.backend.thinking
         parsed = parse_output(generation.text, server_reasoning=generation.server_reasoning,
-                              server_tool_calls=generation.server_tool_calls)
-        conf = confidence(generation.text, generation.tokens, generation.logprobs_reason)
+                              server_tool_calls=generation.server_tool_calls, thinking=thinking)
+        scores = [self._confidence(generation, parsed.error, i) for i in range(max(1, len(parsed.tool_calls)))]
+        conf = scores[0]
         raw = generation.text
         if generation.server_reasoning:
             raw = f"<think>\n{generation.server_reasoning}\n</think>\n\n{generation.text}"
@@ -75,11 +78,13 @@ class QwenPolicy(Policy):
         error = parsed.error
         if error and generation.finish_reason == "length":
             error += f" (generation stopped at the {self.sampling.max_new_tokens}-token limit)"
-        maps = attention_maps(generation) if generation.attention is not None else None
+        maps = attention_maps(generation, thinking=thinking) if generation.attention is not None else None
         unavailable = {} if maps is not None else {"attention": generation.attention_reason or "no attention captured"}
         return PolicyOutput(
             raw_output=raw, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls, parse_error=error,
             confidence=conf.value, confidence_parts=conf.parts, confidence_reason=conf.reason,
+            call_confidence=[CallConfidence(value=c.value, parts=c.parts, reason=c.reason) for c in scores]
+            if len(parsed.tool_calls) > 1 else [],
             prompt=prompt.record("current"), cache_hit=False,
             token_counts=TokenCounts(prompt=generation.prompt_tokens, output=generation.output_tokens,
                                      image=generation.image_tokens),
@@ -88,9 +93,18 @@ class QwenPolicy(Policy):
             extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
         )
 
+    def _confidence(self, generation: Generation, parse_error: str | None, call_index: int) -> Confidence:
+        """The confidence of one tool call, scored on the text the tokens spell out (a served model's
+        whole generation, reasoning and raw ``<tool_call>`` text included, even when the server moved
+        them out of ``content``)."""
+        if parse_error is not None and generation.tokens:
+            return Confidence(value=None, reason="no tool call to score (the output could not be used)")
+        return confidence(generation.token_text or generation.text, generation.tokens, generation.logprobs_reason,
+                          call_index=call_index, thinking=self.backend.thinking)
+
     def _key(self, prompt: Prompt) -> str:
         h = hashlib.sha256()
-        h.update(self.model.encode())
+        h.update((self.model or "").encode())
         h.update(self.sampling.model_dump_json().encode())
         for m in prompt.messages:
             h.update(m.role.encode())
@@ -103,12 +117,13 @@ class QwenPolicy(Policy):
         self.backend.close()
 
 
-def attention_maps(generation: Generation) -> AttentionMaps | None:
+def attention_maps(generation: Generation, *, thinking: bool = False) -> AttentionMaps | None:
     """Maps for the action (action name + coordinate tokens), the reasoning, and the typed text."""
     captured = generation.attention
     if captured is None or not generation.tokens:
         return None
-    targets = target_tokens(generation.text, generation.tokens)
+    targets: dict[str, Iterable[int]] = dict(target_tokens(generation.token_text or generation.text, generation.tokens,
+                                                            thinking=thinking))
     groups = {name: [i for i, _ in enumerate(captured.layers) if i in set(idx)]
               for name, idx in layer_groups(len(captured.layers)).items()}
     maps = AttentionMaps.from_rows(captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size,

@@ -7,24 +7,81 @@ Usage::
     task.secret_values()      # {"password": "..."}: for the executor only
 
 A task is data, never code. ``{name}`` in the goal, script texts and checks refers to an input.
+Task files are untrusted input: :func:`load_task` reads them through :mod:`agent.task_yaml` (bounded,
+non-blocking, no alias bombs or duplicate keys), keeps uploads inside the task's folder (or a root the user
+names), and refuses a task from outside the bundled ``tasks/`` folder that starts a program unless the user
+allows programs.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urljoin, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from agent.task_yaml import YamlProblem, load_yaml, read_task_text
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
 from tools.browser import BrowserSettings, Target
 from tools.coords import CoordinateMode
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SITES = ("shop",)
+BUNDLED_TASKS = Path(__file__).resolve().parent.parent / "tasks"
+PROGRAMS_FLAG = "--allow-programs"
+FILES_ROOT_FLAG = "--files-root"
+_SITE_STAND_IN = "http://bundled-site.invalid/"  # a bundled site's origin is known only at run time
+
+
+def http_origin(value: str) -> str:
+    """``scheme://host[:port]`` of an http(s) origin, lower-cased; raises ValueError for anything else."""
+    if any(ord(c) < 33 or c == "\x7f" for c in value):
+        raise ValueError("an origin may not contain spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) origin; write scheme://host[:port], e.g. https://example.com")
+    if "@" in parts.netloc:
+        raise ValueError(f"{value!r} holds a user name or password; an origin is scheme://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"{value!r} has a path, query or fragment; an origin is scheme://host[:port]")
+    _check_host_port(value, parts)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _check_host_port(value: str, parts: Any) -> None:
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port (1-65535)") from None
+    if not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} has no host" if not parts.hostname else f"{value!r} has an invalid port (1-65535)")
+
+
+Origin = Annotated[str, AfterValidator(http_origin)]
+
+
+def url_origin(url: str) -> str:
+    """The origin of an absolute http(s) URL (as :func:`http_origin` writes it); ValueError for other URLs."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class TaskError(ValueError):
@@ -38,7 +95,7 @@ class TaskError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputSpec(_Strict):
@@ -60,18 +117,30 @@ class SiteTarget(_Strict):
     """A bundled site, started fresh for the run."""
 
     site: Literal["shop"]
-    layout_seed: int = Field(default=0, ge=0)
-    path: str = "/login"
+    layout_seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    path: str = Field(default="/login", max_length=2048)
+
+    @field_validator("path")
+    @classmethod
+    def _site_path(cls, v: str) -> str:
+        # Appended to the site's base URL: "@evil.example/" or "//evil.example" would leave the site.
+        if not v.startswith("/") or v.startswith("//") or any(ord(c) < 33 or c in "\\\x7f" for c in v):
+            raise ValueError("path must be a path on the site starting with a single '/', e.g. /login")
+        return v
 
 
 class UrlTarget(_Strict):
-    start_url: str
+    start_url: str = Field(max_length=8192)
 
     @field_validator("start_url")
     @classmethod
     def _http(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("start_url must be an http:// or https:// URL")
+        if not re.match(r"^https?://[^/\s]+", v, re.IGNORECASE) or any(ord(c) < 33 or c == "\x7f" for c in v):
+            raise ValueError("start_url must be an http:// or https:// URL (no spaces or control characters)")
+        parts = urlsplit(v)
+        if "@" in parts.netloc:
+            raise ValueError("start_url may not hold a user name or password")
+        _check_host_port(v, parts)
         return v
 
 
@@ -83,12 +152,12 @@ class XvfbSpec(_Strict):
 class DesktopSpec(_Strict):
     """The desktop app to run: ``{python}`` is this Python, ``{workdir}`` a fresh folder per run."""
 
-    command: list[str] = Field(min_length=1)
+    command: list[str] = Field(min_length=1, max_length=256)
     xvfb: XvfbSpec | bool = True  # a private Xvfb (true or its size); false: use `display` / $DISPLAY
-    display: str | None = None
-    monitor: int = Field(default=1, ge=1)
+    display: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]*:[0-9]{1,5}(\.[0-9]{1,2})?$")
+    monitor: int = Field(default=1, ge=1, le=16)
     window_title: str | None = None  # wait until a window with this title exists
-    ready_timeout_s: float = Field(default=15, gt=0)
+    ready_timeout_s: float = Field(default=15, gt=0, le=600)
 
 
 class FileSpec(_Strict):
@@ -100,7 +169,7 @@ class HttpJsonCheck(_Strict):
     """GET ``url`` (relative to the site) and look for ``match`` at ``path`` (dotted) in the JSON."""
 
     type: Literal["http_json"]
-    url: str
+    url: str = Field(max_length=8192)
     path: str = ""
     match: dict[str, Any]
     description: str | None = None
@@ -172,8 +241,8 @@ DESKTOP_CHECKS = ("file_json", "command", "window_title")
 
 class Limits(_Strict):
     max_steps: int = Field(default=30, ge=1, le=1000)
-    max_consecutive_errors: int = Field(default=3, ge=1)
-    time_budget_s: float = Field(default=600, gt=0)
+    max_consecutive_errors: int = Field(default=3, ge=1, le=1000)
+    time_budget_s: float = Field(default=600, gt=0, le=86400)
 
 
 class PolicySettings(_Strict):
@@ -183,25 +252,25 @@ class PolicySettings(_Strict):
     model: str | None = None  # local folder or hub id (qwen3vl), served model name (openai)
     base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the API key
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)
     thinking: bool | None = None  # None: detect (chat template / model name)
     # Sampling: unset values take the Qwen3-VL defaults for Thinking or Instruct models.
-    temperature: float | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    presence_penalty: float | None = None
-    max_new_tokens: int = Field(default=1024, ge=1)
-    seed: int | None = None
-    min_pixels: int | None = Field(default=None, ge=1)
-    max_pixels: int | None = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=0, le=1_000_000)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    max_new_tokens: int = Field(default=1024, ge=1, le=131072)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    min_pixels: int | None = Field(default=None, ge=1, le=100_000_000)
+    max_pixels: int | None = Field(default=None, ge=1, le=100_000_000)
     coordinate_mode: CoordinateMode = CoordinateMode.relative_1000
-    coordinate_divisor: float = Field(default=1000.0, gt=0)
+    coordinate_divisor: float = Field(default=1000.0, gt=0, le=100_000)
     history_screenshots: int = Field(default=1, ge=1, le=8)
     # Local backend: fast = static KV cache + compiled decode step + prompt prefix reuse; auto = fast on CUDA.
     decoding: Literal["auto", "fast", "plain"] = "auto"
     compile: bool | None = None  # compile the fast path's decode step; None: on CUDA only
     attention: bool = True  # capture attention maps (local backend)
-    attention_layers: list[int] | None = None  # None: every layer, grouped into shallow / middle / deep thirds
+    attention_layers: list[Annotated[int, Field(ge=0, le=1000)]] | None = None  # None: every layer, in thirds
     attention_heads: Literal["mean", "max"] = "mean"
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     on_low_confidence: Literal["continue", "stop"] = "continue"
@@ -253,7 +322,7 @@ class Task(_Strict):
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     target: SiteTarget | UrlTarget | None = None  # browser tasks
     desktop: DesktopSpec | None = None  # desktop tasks
-    allowed_origins: list[str] = Field(default_factory=list)
+    allowed_origins: list[Origin] = Field(default_factory=list)
     files: dict[str, FileSpec] = Field(default_factory=dict)
     checks: list[Check] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
@@ -263,6 +332,7 @@ class Task(_Strict):
 
     # Set by the loader and the loop, not by the file.
     source: Path | None = Field(default=None, exclude=True)
+    files_root: Path | None = Field(default=None, exclude=True)  # a folder the user allows uploads from
     runtime: dict[str, str] = Field(default_factory=dict, exclude=True)  # {workdir}, {python} of a desktop run
 
     @field_validator("inputs", mode="before")
@@ -317,6 +387,11 @@ class Task(_Strict):
                 url = str(args.get("url", ""))
                 if _PLACEHOLDER.sub("x", url) == url and not self._url_allowed(url):
                     problems.append((("script", i, "url"), f"{url!r} is outside allowed_origins"))
+        for i, check in enumerate(self.checks):
+            # A check's GET runs on this machine with the real inputs filled in: keep it on the task's origins.
+            if isinstance(check, HttpJsonCheck) and not self._check_url_allowed(check.url):
+                problems.append((("checks", i, "url"), f"{check.url!r} must be a path on the site (/...) or a URL "
+                                 "of the target's origin or allowed_origins"))
         return problems
 
     def _templated_texts(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -344,13 +419,28 @@ class Task(_Strict):
         copy.runtime = {**self.runtime, **values}
         return copy
 
-    def _url_allowed(self, url: str) -> bool:
-        from tools.browser import _origin
+    def target_url(self) -> str:
+        """The URL relative URLs resolve against: the start URL, or a stand-in for a bundled site."""
+        return self.target.start_url if isinstance(self.target, UrlTarget) else _SITE_STAND_IN
 
-        allowed = {_origin(o) for o in self.allowed_origins}
-        if isinstance(self.target, UrlTarget):
-            allowed.add(_origin(self.target.start_url))
-        return url.startswith("/") or _origin(url) in allowed
+    def _url_allowed(self, url: str) -> bool:
+        """Whether ``url`` (absolute, or relative to the target) lands on the target's origin or an allowed one."""
+        base = self.target_url()
+        try:
+            return url_origin(urljoin(base, url)) in {*self.allowed_origins, url_origin(base)}
+        except ValueError:
+            return False
+
+    def _check_url_allowed(self, url: str) -> bool:
+        """A check's URL: a path (appended to the site's URL), or an absolute URL whose origin is written out
+        (no ``{input}`` in it: an input could carry another host) and allowed."""
+        if url.startswith("/"):
+            return True
+        try:
+            origin = url_origin(url)
+        except ValueError:
+            return False
+        return "{" not in origin and self._url_allowed(url)
 
     # -- values -----------------------------------------------------------------------------------
     def input_values(self) -> dict[str, str]:
@@ -384,8 +474,43 @@ class Task(_Strict):
             if value is not None:
                 return value
             if spec.value is None:
-                raise TaskError(self.source, [f"inputs.{name}: environment variable {spec.env} is not set"])
+                raise TaskError(self.source, [f"inputs.{name}.env: environment variable {spec.env} is not set"])
         return str(spec.value)
+
+    def unset_env_inputs(self) -> list[tuple[str, str]]:
+        """(input name, variable) of each input read from an environment variable that is not set."""
+        return [(name, spec.env) for name, spec in self.inputs.items()
+                if spec.env is not None and spec.value is None and os.environ.get(spec.env) is None]
+
+    def programs(self) -> list[tuple[tuple[Any, ...], str]]:
+        """(field, command as shown to a person) of every program this task starts: the desktop app, command checks.
+
+        Placeholders stay readable: inputs are filled in (secrets as ``<secret>name</secret>``), ``{python}`` is
+        this Python and ``{workdir}`` the run's fresh working folder.
+        """
+        found: list[tuple[tuple[Any, ...], str]] = []
+        if self.desktop is not None:
+            found.append((("desktop", "command"), self._show_command(self.desktop.command)))
+        for i, check in enumerate(self.checks):
+            if isinstance(check, CommandCheck):
+                found.append((("checks", i, "argv"), self._show_command(check.argv)))
+        return found
+
+    def _show_command(self, argv: list[str]) -> str:
+        import shlex
+
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in self.runtime:
+                return self.runtime[name]
+            if name == "python":
+                return sys.executable
+            spec = self.inputs.get(name)
+            if spec is None:
+                return match.group(0)
+            return f"<secret>{name}</secret>" if spec.secret or spec.env is not None else self._value(name, spec)
+
+        return shlex.join(_PLACEHOLDER.sub(fill, part) for part in argv)
 
     def render_secret(self, text: str) -> str:
         """Fill placeholders with real values, secrets included: for checks that never leave the machine."""
@@ -396,8 +521,17 @@ class Task(_Strict):
         return self.render(self.goal)
 
     def file_paths(self) -> dict[str, Path]:
+        """The declared files, resolved (symlinks followed). :func:`parse_task` has checked that each one is a
+        regular file inside :meth:`file_roots`."""
         base = self.source.parent if self.source else Path.cwd()
         return {name: (base / spec.path).resolve() for name, spec in self.files.items()}
+
+    def file_roots(self) -> list[Path]:
+        """Folders a task may upload files from: its own folder, and the folder the user named (if any)."""
+        roots = [(self.source.parent if self.source else Path.cwd()).resolve()]
+        if self.files_root is not None:
+            roots.append(self.files_root.resolve())
+        return roots
 
     def public_dict(self) -> dict[str, Any]:
         """The task as recorded: input values of secrets replaced, environment-sourced values left out."""
@@ -408,48 +542,111 @@ class Task(_Strict):
         return data
 
 
-def load_task(path: Path | str) -> Task:
-    """Load and validate a task file; raises :class:`TaskError` naming file, field, line and problem."""
+def load_task(
+    path: Path | str, *, files_root: Path | str | None = None, allow_programs: bool | None = None,
+    require_env: bool = True,
+) -> Task:
+    """Load and validate a task file; raises :class:`TaskError` naming file, field, line and problem.
+
+    ``files_root``: a folder besides the task's own that its files may come from (``--files-root``).
+    ``allow_programs``: whether the task may start programs (a desktop app, command checks); None allows it
+    only for the bundled tasks. ``require_env``: refuse inputs whose environment variable is not set (off for
+    readers that never need the values).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TaskError(path, ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TaskError(path, [f"cannot read the file: {exc}"]) from None
-    return parse_task(text, source=path)
+        text = read_task_text(path)
+    except YamlProblem as exc:
+        raise TaskError(path, [exc.describe()]) from None
+    return parse_task(text, source=path, files_root=files_root, allow_programs=allow_programs,
+                      require_env=require_env)
 
 
-def parse_task(text: str, *, source: Path | None = None) -> Task:
+def parse_task(
+    text: str, *, source: Path | None = None, files_root: Path | str | None = None,
+    allow_programs: bool | None = None, require_env: bool = True,
+) -> Task:
+    """Validate task YAML ``text``. Without ``source`` the text is the caller's own: programs are allowed and
+    files resolve against the working folder."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        raise TaskError(source, [f"{line}not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+        node, data = load_yaml(text)
+    except YamlProblem as exc:
+        raise TaskError(source, [exc.describe()]) from None
     if not isinstance(data, dict):
         raise TaskError(source, ["line 1: a task file must be a mapping of fields (name, goal, target, ...)"])
     try:
         task = Task.model_validate(data, context={"defer_cross_checks": True})
     except ValidationError as exc:
         raise TaskError(source, [_problem(err, node) for err in exc.errors()]) from None
+    except RecursionError:  # cannot happen within task_yaml's depth limit; a clear error if it ever does
+        raise TaskError(source, ["the task is nested too deeply"]) from None
     task.source = source
     problems = [f"{_line(node, loc)}{_dotted(loc)}: {message}" for loc, message in task.cross_problems()]
-    for name, file_path in task.file_paths().items():
-        if not file_path.is_file():
-            problems.append(f"{_line(node, ('files', name, 'path'))}files.{name}.path: no such file {file_path}")
+    if files_root is not None:
+        root = Path(files_root)
+        if not root.is_dir():
+            raise TaskError(source, [f"{FILES_ROOT_FLAG} {root}: not a folder"])
+        task.files_root = root.resolve()
+    for name, problem in _file_problems(task).items():
+        loc = ("files", name, "path")
+        problems.append(f"{_line(node, loc)}{_dotted(loc)}: {problem}")
+    if require_env:
+        for name, variable in task.unset_env_inputs():
+            loc = ("inputs", name, "env")
+            problems.append(f"{_line(node, loc)}{_dotted(loc)}: environment variable {variable} is not set "
+                            "(set it before running this task)")
+    if not _programs_allowed(source, allow_programs):
+        for loc, command in task.programs():
+            problems.append(f"{_line(node, loc)}{_dotted(loc)}: this task starts a program ({command}) and is not "
+                            f"one of the bundled tasks; run it with {PROGRAMS_FLAG} if you trust it")
     if problems:
         raise TaskError(source, problems)
     return task
+
+
+def _programs_allowed(source: Path | None, allow: bool | None) -> bool:
+    if allow is not None:
+        return allow
+    if source is None:
+        return True  # text the caller wrote itself, not a file from elsewhere
+    try:
+        return source.resolve().is_relative_to(BUNDLED_TASKS)
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def _file_problems(task: Task) -> dict[str, str]:
+    """Each declared file that is missing, not a regular file, or outside the task's folder and ``files_root``."""
+    base = task.source.parent if task.source else Path.cwd()
+    roots = task.file_roots()
+    problems: dict[str, str] = {}
+    for name, spec in task.files.items():
+        try:
+            resolved = (base / spec.path).resolve(strict=True)
+            mode = os.stat(resolved).st_mode
+        except FileNotFoundError:
+            problems[name] = f"no such file {(base / spec.path).resolve()}"
+            continue
+        except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
+            problems[name] = f"cannot use {spec.path!r}: {getattr(exc, 'strerror', None) or exc}"
+            continue
+        if not any(resolved.is_relative_to(root) for root in roots):
+            where = " or ".join(str(r) for r in roots)
+            shown = spec.path if str(resolved) == spec.path else f"{spec.path} (resolves to {resolved})"
+            problems[name] = (f"{shown} is outside the task's folder ({where}); a task may upload only files under "
+                              f"its folder, or under a folder you name with {FILES_ROOT_FLAG}")
+        elif not stat.S_ISREG(mode):
+            problems[name] = f"{resolved} is not a regular file"
+    return problems
 
 
 def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "task"
 
 
-def _problem(err: dict[str, Any], node: yaml.Node | None) -> str:
-    loc = [p for p in err["loc"] if not _is_union_tag(p)]
+def _problem(err: Mapping[str, Any], node: yaml.Node | None) -> str:
+    raw = list(err["loc"])
+    loc = [p for i, p in enumerate(raw) if not _is_union_tag(p, raw[i - 2] if i >= 2 else None)]
     field = _dotted(loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
@@ -459,9 +656,15 @@ def _problem(err: dict[str, Any], node: yaml.Node | None) -> str:
     return f"{_line(node, tuple(loc))}{field}: {message}"
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the union member name into the location ("SiteTarget", "http_json", "function-after[...]").
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in {"http_json", "url_matches", "text_present", "js"})
+_CHECK_TAGS = {"http_json", "url_matches", "text_present", "js", "file_json", "command", "window_title"}
+
+
+def _is_union_tag(part: Any, grandparent: Any) -> bool:
+    # pydantic puts the union member into the location ("SiteTarget", "function-after[...]", and a check's
+    # type right after its index: checks.0.http_json.url); "command" elsewhere is a real field.
+    if not isinstance(part, str):
+        return False
+    return part[:1].isupper() or "[" in part or (grandparent == "checks" and part in _CHECK_TAGS)
 
 
 def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:

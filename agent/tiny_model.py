@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import Qwen3VLProcessor
 
 SEED = 0
 # (token, special). As in Qwen3, <think>/<tool_call>/... are added but not special, so decoding keeps them.
@@ -39,7 +43,8 @@ CORPUS = [
     '{"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}',
     '{"name": "upload_file", "arguments": {"file": "desk_lamp", "coordinate": [300, 640]}}',
     '{"type": "function", "function": {"name": "computer_use", "description": "...", "parameters": {}}}',
-    "<tool_call>\n{\"name\": \"computer_use\", \"arguments\": {\"action\": \"left_click\", \"coordinate\": [183, 524]}}\n</tool_call>",
+    "<tool_call>\n{\"name\": \"computer_use\", \"arguments\": {\"action\": \"left_click\", \"coordinate\": [183, 524]}}"
+    "\n</tool_call>",
     "<think>\nThe button is in the upper right corner.\n</think>\n\n<tool_response>\nleft_click done.\n</tool_response>",
     "0 1 2 3 4 5 6 7 8 9 action coordinate pixels keys text status success failure wait answer",
 ]
@@ -59,21 +64,21 @@ CHAT_TEMPLATE = (
 )
 
 
-def image_only_processor_class() -> type:
+def image_only_processor_class() -> type[Qwen3VLProcessor]:
     """``Qwen3VLProcessor`` without the video processor, which cannot be built without torchvision."""
     from transformers import Qwen3VLProcessor
 
     class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
         # ProcessorMixin derives its sub-processors from this signature: no video_processor here means
         # from_pretrained loads only the image processor and the tokenizer.
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):  # type: ignore[no-untyped-def]
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
                              chat_template=chat_template, **kwargs)
 
     return Qwen3VLImageOnlyProcessor
 
 
-def build_tokenizer(vocab_size: int = 1024):  # type: ignore[no-untyped-def]
+def build_tokenizer(vocab_size: int = 1024):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -91,8 +96,9 @@ def build_tokenizer(vocab_size: int = 1024):  # type: ignore[no-untyped-def]
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    hf = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                        pad_token="<|endoftext|>", model_max_length=262144)
+    # transformers annotates merges as list[str] and unk_token as str, but its BPE takes (a, b) pairs and None = no unk.
+    hf = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None,  # type: ignore[arg-type]
+                        bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=262144)
     hf.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in ADDED_TOKENS])
     hf.chat_template = CHAT_TEMPLATE
     return hf

@@ -22,11 +22,12 @@ in this run). Without CUDA it runs the tiny shape on CPU and says that GPU figur
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,7 +62,8 @@ def build_model(shape: str, tiny_dir: Path, device: str, dtype: torch.dtype) -> 
     from transformers import AutoConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     if shape == "tiny":
-        return Qwen3VLForConditionalGeneration.from_pretrained(tiny_dir, dtype=dtype).to(device).eval()
+        # transformers types .to as @wraps(torch.nn.Module.to), the unbound method: mypy takes device for self.
+        return Qwen3VLForConditionalGeneration.from_pretrained(tiny_dir, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
     spec = SHAPES[shape]
     tiny = AutoConfig.from_pretrained(tiny_dir)
     text = dict(vocab_size=151936, max_position_embeddings=262144, rms_norm_eps=1e-6, hidden_act="silu",
@@ -89,7 +91,8 @@ def screenshot(seed: int) -> Image.Image:
     for row in range(12):
         y = 90 + row * 52
         draw.rectangle((260, y, 1240, y + 40), fill=(255, 255, 255), outline=(220, 222, 228))
-        draw.text((280, y + 12), f"Product {seed * 100 + row}  ·  {10 + row * seed % 7}.99  ·  stock {row * 3}", fill=(20, 20, 20))
+        draw.text((280, y + 12), f"Product {seed * 100 + row}  ·  {10 + row * seed % 7}.99  ·  stock {row * 3}",
+                  fill=(20, 20, 20))
     return image
 
 
@@ -186,7 +189,8 @@ def main() -> None:
         net = build_model(shape, tiny_dir, device, dtype)
         net.set_attn_implementation({"text_config": "sdpa", "vision_config": net.config.vision_config._attn_implementation})
         print(f"model: {shape} shape, {sum(p.numel() for p in net.parameters()) / 1e9:.2f} B parameters, {dtype}, "
-              f"{device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}; built in {time.perf_counter() - started:.1f} s")
+              f"{device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}; "
+              f"built in {time.perf_counter() - started:.1f} s")
         timer = Timer(device)
         sampling = Sampling(temperature=0, top_p=1, top_k=0, presence_penalty=0, max_new_tokens=args.new_tokens)
         steps = [step_inputs(processor, seed, device) for seed in range(args.reps + 1)]
@@ -207,10 +211,11 @@ def main() -> None:
         floor_step_ms = floor_token_ms * args.new_tokens
         rows: dict[str, dict[str, float]] = {}
 
-        def report(name: str, runs: list[tuple[float, ...]]) -> None:
+        def report(name: str, runs: Sequence[tuple[float, ...]]) -> None:
             """Print a variant's rows as soon as it is measured, so a later failure keeps them."""
             if not rows:
-                print(f"{'variant':<24}{'vision':>9}{'prefill':>9}{'ms/token':>10}{'step':>10}{'capture':>9}{'reused':>8}{'x floor':>9}")
+                print(f"{'variant':<24}{'vision':>9}{'prefill':>9}{'ms/token':>10}{'step':>10}{'capture':>9}{'reused':>8}"
+                      f"{'x floor':>9}")
             for label, part in ((name, runs[1:]), (name + " (first)", runs[:1])):
                 r = rows[label] = _median_row(part)
                 print(f"{label:<24}{r['vision']:>7.1f}ms{r['prefill']:>7.1f}ms{r['per_token']:>10.2f}{r['step'] / 1000:>9.3f}s"
@@ -226,12 +231,12 @@ def main() -> None:
 
         if not args.skip_plain:
             reset_peak()
-            runs = []
+            runs: list[tuple[float, ...]] = []
             for inputs in steps:
                 v = vision_ms(inputs)
                 p = prefill_ms(inputs) - v
-                (new, *_), total = timer(lambda: plain_generate(net, inputs, sampling, eos_ids=set(),
-                                                                min_new_tokens=args.new_tokens))
+                (new, *_), total = timer(partial(plain_generate, net, inputs, sampling, eos_ids=set(),
+                                                 min_new_tokens=args.new_tokens))
                 assert len(new) == args.new_tokens
                 runs.append((v, p, (total - v - p) / (args.new_tokens - 1), total))
             report("plain", runs)
@@ -245,13 +250,14 @@ def main() -> None:
             decoder.invalidate()
             runs = []
             for inputs in steps:
-                result, total = timer(lambda: decoder.generate(inputs, sampling, image_hashes=[str(id(inputs))], eos_ids=set()))
+                result, total = timer(partial(decoder.generate, inputs, sampling, image_hashes=[str(id(inputs))], eos_ids=set()))
                 capture_ms = 0.0
                 if variant == "fast + capture":
                     sequences = torch.cat([inputs["input_ids"][0], torch.tensor(result.new_ids, device=device)])[None, :]
                     decoder.prepare_capture(prompt_len - 1)
-                    captured, capture_ms = timer(lambda: capture_after_generate(
-                        net, inputs, sequences, decoder.cache, image_token_id=image_id, position_ids=result.position_ids))
+                    captured, capture_ms = timer(partial(
+                        capture_after_generate, net, inputs, sequences, decoder.cache, image_token_id=image_id,
+                        position_ids=result.position_ids))
                     assert captured.rows.shape[:2] == (net.config.text_config.num_hidden_layers, args.new_tokens)
                 s = result.stats
                 runs.append((s.vision_ms, s.prefill_ms, s.decode_ms / (args.new_tokens - 1), total + capture_ms,
@@ -260,7 +266,8 @@ def main() -> None:
             peaks[variant] = peak()
 
         print()
-        print(f"compile (first call, once per process): {compile_s:.1f} s" if not args.no_compile else "compile: off (--no-compile)")
+        print(f"compile (first call, once per process): {compile_s:.1f} s" if not args.no_compile
+              else "compile: off (--no-compile)")
         if cuda:
             print("peak GPU memory: " + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         print(f"floor: {weights / 1e9:.2f} GB of decode weights per token / {bandwidth / 1e9:.0f} GB/s copy bandwidth = "
@@ -276,7 +283,7 @@ def main() -> None:
             print("\n(CPU, tiny model: these show the mechanics work; the 1.0 s / 5 % / 60 s targets are GPU figures.)")
 
 
-def _median_row(runs: list[tuple[float, ...]]) -> dict[str, float]:
+def _median_row(runs: Sequence[tuple[float, ...]]) -> dict[str, float]:
     keys = ("vision", "prefill", "per_token", "step", "capture", "reused")
     return {k: statistics.median(r[i] for r in runs) for i, k in enumerate(keys) if i < len(runs[0])}
 

@@ -41,7 +41,7 @@ def _rgb(png: bytes) -> Image.Image:
 
 def _small(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     # A box filter averages every source pixel into the small image: the blur comes with the shrink.
-    return np.asarray(image.resize(size, Image.BOX), dtype=np.float32) / 255.0
+    return np.asarray(image.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
 def screen_signature(png: bytes) -> np.ndarray:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from replays.compare import compare_screens
 from tracer.schema import StepRecord
-from tracer.store import read_run, read_steps
+from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
 
 COORD_TOLERANCE = 5.0  # on the 0..1000 grid
 
@@ -60,12 +60,15 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
         b = b_steps[i] if i < len(b_steps) else None
         if a is None or b is None:
             return RunDiff(step=i, reason="one run ended earlier", a=describe(a), b=describe(b), compared=i)
-        screen = compare_screens((a_dir / a.screenshot).read_bytes(), (b_dir / b.screenshot).read_bytes())
-        if not screen.matches:
+        try:
+            screen = compare_screens(read_step_file(a_dir, a.screenshot, i), read_step_file(b_dir, b.screenshot, i))
+        except (MissingRunFile, ValueError):
+            screen = None  # a screenshot was deleted: the actions can still be compared
+        if screen is not None and not screen.matches:
             return RunDiff(step=i, reason=f"the screen before the step differs ({screen.reason})", a=describe(a),
                            b=describe(b), compared=i, screen_diff=screen.screen_diff)
         reason = _differs(a.action, b.action)
         if reason:
             return RunDiff(step=i, reason=reason, a=describe(a), b=describe(b), compared=i,
-                           screen_diff=screen.screen_diff)
+                           screen_diff=screen.screen_diff if screen is not None else None)
     return RunDiff(step=None, compared=n)

@@ -24,9 +24,13 @@ from agent.prompt import build_prompt
 from agent.task import Task
 from replays.labels import Correction, Label, Labels
 from tracer.schema import PromptMessage, RunRecord, StepRecord
-from tracer.store import RunStore, read_run, read_steps
+from tracer.store import MissingRunFile, RunStore, read_run, read_steps, step_file
 
 Format = Literal["sft", "dpo"]
+
+
+class FeedbackExportError(ValueError):
+    """A labelled step cannot be exported (its screenshot is gone); nothing is written."""
 
 
 class ExportSummary(BaseModel):
@@ -42,10 +46,22 @@ def export_feedback(runs_dir: Path, out: Path, fmt: Format = "sft") -> ExportSum
     store = RunStore(runs_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     images_dir = out.parent / "images"
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        records, skipped = _write_records(labels, fmt, store, tmp, images_dir, out.parent)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed export leaves no half-written file behind
+        raise
+    return ExportSummary(records=records, skipped=skipped, out=out, images_dir=images_dir)
+
+
+def _write_records(
+    labels: list[Label], fmt: Format, store: RunStore, tmp: Path, images_dir: Path, base: Path,
+) -> tuple[int, dict[str, int]]:
     skipped: dict[str, int] = {}
     records = 0
     cache: dict[str, tuple[RunRecord, dict[int, StepRecord], Path]] = {}
-    tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for label in labels:
             reason = _skip_reason(label, fmt)
@@ -58,13 +74,21 @@ def export_feedback(runs_dir: Path, out: Path, fmt: Format = "sft") -> ExportSum
                 except FileNotFoundError:
                     skipped["run folder missing"] = skipped.get("run folder missing", 0) + 1
                     continue
-                cache[label.run_id] = (read_run(run_dir), {s.index: s for s in read_steps(run_dir)}, run_dir)
+                try:
+                    cache[label.run_id] = (read_run(run_dir), {s.index: s for s in read_steps(run_dir)}, run_dir)
+                except ValueError:
+                    skipped["run record unreadable"] = skipped.get("run record unreadable", 0) + 1
+                    continue
             run, steps, run_dir = cache[label.run_id]
             step = steps.get(label.step)
             if step is None:
                 skipped["step missing"] = skipped.get("step missing", 0) + 1
                 continue
-            messages, images = _prompt(run, steps, step, run_dir, images_dir, out.parent)
+            try:
+                messages, images = _prompt(run, steps, step, run_dir, images_dir, base)
+            except (MissingRunFile, ValueError) as exc:
+                raise FeedbackExportError(f"cannot export label {label.id} on step {step.index} of run {run.run_id}: "
+                                          f"{exc}; restore the file or undo the label") from None
             model_answer = _model_answer(step)
             if label.verdict == "correct":
                 target = model_answer
@@ -80,8 +104,7 @@ def export_feedback(runs_dir: Path, out: Path, fmt: Format = "sft") -> ExportSum
                               "note": label.note, "pixel": label.pixel}
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             records += 1
-    tmp.replace(out)
-    return ExportSummary(records=records, skipped=skipped, out=out, images_dir=images_dir)
+    return records, skipped
 
 
 def _latest_per_step(labels: list[Label]) -> list[Label]:
@@ -107,7 +130,7 @@ def _prompt(
     messages = []
     for message in recorded:
         for ref in message.images:
-            src = run_dir / ref
+            src = step_file(run_dir, ref, step.index)  # gone: MissingRunFile; outside the run folder: ValueError
             name = f"{run.run_id}_{ref.replace('/', '_')}"
             images_dir.mkdir(parents=True, exist_ok=True)
             if not (images_dir / name).exists():

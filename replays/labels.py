@@ -1,6 +1,8 @@
 """Labels a person puts on steps: correct, or wrong with where it should have clicked.
 
-Stored in the runs index (SQLite), so they survive restarts and many viewers may write at once.
+Stored in the run folder (``RUN/labels.jsonl``, append-only: an undo is one more line), the source of truth,
+and mirrored into the runs index so the viewer and the export list them fast. Deleting or rebuilding the
+index keeps them; labels that an older Glassbox kept only in the index move to the folders on first open.
 
     labels = Labels(Path("runs"))
     labels.add(run_id, 4, LabelIn(verdict="wrong", correction=Correction(action="left_click", coordinate=(412, 300))))
@@ -8,14 +10,15 @@ Stored in the runs index (SQLite), so they survive restarts and many viewers may
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS
 from tracer.index import RunIndex
+from tracer.labels import LabelAdded, LabelUndone, append_label_event, new_label_id
 from tracer.store import RunStore, read_steps
 
 
@@ -84,37 +87,70 @@ class Labels:
         steps = {s.index: s for s in read_steps(run_dir)}
         if step not in steps:
             raise LabelError(f"run {run_id} has no step {step}")
-        correction = label.correction.model_dump() if label.correction else None
-        if label.correction and label.correction.coordinate is not None:
+        correction: dict[str, Any] | None = label.correction.model_dump() if label.correction else None
+        if correction is not None and label.correction and label.correction.coordinate is not None:
             width, height = steps[step].screenshot_size
             x, y = label.correction.coordinate
             correction["pixel"] = [round(x / 1000 * width), round(y / 1000 * height)]
+        event = LabelAdded(id=new_label_id(), step=step, verdict=label.verdict, correction=correction, note=label.note,
+                           created_at=datetime.now().astimezone())
+        append_label_event(run_dir, event)  # the truth first; the index only mirrors it
         index = RunIndex(self.runs_dir)
         try:
-            label_id = index.add_label(run_dir.name, step, label.verdict, correction, label.note)
+            index.mirror_labels(run_dir)
         finally:
             index.close()
-        return next(lbl for lbl in self.list(run_dir.name) if lbl.id == label_id)
+        added = _label(run_dir.name, event.model_dump())
+        assert added is not None  # built from a validated LabelIn
+        return added
 
     def undo(self, label_id: int) -> bool:
+        """Undo a label (an undo line appended to its run's labels file); False when there is no such label."""
         index = RunIndex(self.runs_dir)
         try:
-            return index.delete_label(label_id)
+            holders = index.label_runs(label_id)
+            if not holders:  # given by another process whose mirror has not run yet
+                index.refresh_labels()
+                holders = index.label_runs(label_id)
+            undone = False
+            for run_id, deleted in holders:
+                try:
+                    run_dir = self.store.run_dir(run_id)
+                except FileNotFoundError:
+                    continue
+                if not deleted:
+                    append_label_event(run_dir, LabelUndone(id=label_id, at=datetime.now(timezone.utc)))
+                    undone = True
+                index.mirror_labels(run_dir)
+            return undone
         finally:
             index.close()
 
     def list(self, run_id: str | None = None) -> list[Label]:
+        """Labels not undone, oldest first. A label whose correction no longer validates (a hand-edited or
+        foreign labels file) is left out rather than failing the whole list."""
         index = RunIndex(self.runs_dir)
         try:
+            index.refresh_labels(run_id)
             rows = index.labels(run_id)
         finally:
             index.close()
         labels = []
         for row in rows:
-            correction = row["correction"]
-            pixel = tuple(correction.pop("pixel")) if correction and "pixel" in correction else None
-            labels.append(Label(
-                id=row["id"], run_id=row["run_id"], step=row["idx"], verdict=row["verdict"], note=row["note"],
-                correction=Correction(**correction) if correction else None, created_at=row["created_at"], pixel=pixel,
-            ))
+            label = _label(row["run_id"], {**row, "step": row["idx"]})
+            if label is not None:
+                labels.append(label)
         return labels
+
+
+def _label(run_id: str, row: dict[str, Any]) -> Label | None:
+    correction = dict(row["correction"]) if row.get("correction") else None
+    pixel = correction.pop("pixel", None) if correction else None
+    try:
+        return Label(
+            id=row["id"], run_id=run_id, step=row["step"], verdict=row["verdict"], note=row["note"],
+            correction=Correction(**correction) if correction else None, created_at=row["created_at"],
+            pixel=tuple(pixel) if isinstance(pixel, (list, tuple)) and len(pixel) == 2 else None,
+        )
+    except (ValidationError, TypeError):
+        return None

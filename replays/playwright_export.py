@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from agent.task import Task, load_task
+from agent.task import Task, TaskError, load_task
 from tools.keys import playwright_chord
 from tracer.store import read_run, read_steps
 
@@ -35,11 +35,20 @@ def secret_env_name(name: str) -> str:
 
 
 def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
-    run, steps = read_run(run_dir), read_steps(run_dir)
+    """The script needs the actions, not the screenshots: a run whose screenshots were deleted still exports."""
+    try:
+        run, steps = read_run(run_dir), read_steps(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ExportError(str(exc)) from None
     acted = [s for s in steps if s.action is not None and s.outcome == "ok"]
     if not acted:
         raise ExportError(f"run {run.run_id} has no action that succeeded: nothing to export")
-    task: Task | None = load_task(run.task_file) if run.task_file and Path(run.task_file).is_file() else None
+    # Only names of secrets and the files' paths are needed here: nothing is typed and no program is started.
+    try:
+        task: Task | None = (load_task(run.task_file, require_env=False, allow_programs=True)
+                             if run.task_file and Path(run.task_file).is_file() else None)
+    except TaskError as exc:
+        raise ExportError(f"the task file of run {run.run_id} no longer loads: {exc}") from None
     files = task.file_paths() if task else {}
     start = urlsplit(run.target_url or "")
     start_path = start.path + (f"?{start.query}" if start.query else "") or "/"
@@ -48,7 +57,7 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
     lines: list[str] = []
     secrets: set[str] = set()
     for step in acted:
-        action = step.action
+        action = step.action or {}  # acted steps have one
         name = action["action"]
         css = step.coordinate.css if step.coordinate else None
         comment = f"    # step {step.index}: {name}"

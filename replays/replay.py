@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 from urllib.parse import urlsplit
 
 from agent.loop import RunResult, StepCallback, run_task
@@ -26,7 +26,10 @@ from tools.actions import ToolCall
 from tools.browser import BrowserExecutor
 from tools.views import ElementInfo, Observation
 from tracer.schema import ReplayInfo, RunRecord, StepRecord
-from tracer.store import RunStore, read_run, read_steps
+from tracer.store import MissingRunFile, RunStore, missing_screenshots, read_run, read_step_file, read_steps
+
+if TYPE_CHECKING:
+    from tools.desktop import DesktopExecutor
 
 Fallback = Literal["none", "policy"]
 NO_MODEL = "replayed from the recording: no model was asked"
@@ -58,7 +61,7 @@ class ReplayPolicy(Policy):
         self._signatures: dict[int, Future[Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-signatures")
         for step in self.recorded:
-            self._signatures[step.index] = self._pool.submit(screen_signature, (source_dir / step.screenshot).read_bytes())
+            self._signatures[step.index] = self._pool.submit(_signature_of, source_dir, step)
         self.position = 0
         self.handed_over = False
         self.model = fallback.model if fallback else None
@@ -73,7 +76,12 @@ class ReplayPolicy(Policy):
         if step.index in self.corrections:
             self.handed_over = True  # fix and continue: the policy takes it from here
             return self._corrected(step, self.corrections[step.index])
-        recorded_png = (self.source_dir / step.screenshot).read_bytes()
+        try:
+            recorded_png = read_step_file(self.source_dir, step.screenshot, step.index)
+        except (MissingRunFile, ValueError) as exc:  # deleted while replaying: stop with the reason, record it
+            return PolicyOutput(raw_output=None, reasoning=f"The screenshot of recorded step {step.index} is gone.",
+                                stop=f"cannot replay recorded step {step.index}: {exc}", policy_name="replay",
+                                confidence_reason=NO_MODEL)
         point = box = None
         if step.evidence is not None:
             point, box = step.evidence.point, step.evidence.box
@@ -147,10 +155,10 @@ class ReplayPolicy(Policy):
 
     def _corrected(self, step: StepRecord, correction: Correction) -> PolicyOutput:
         call = _correction_call(correction, step)
+        where = f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""
         return PolicyOutput(
             raw_output=None, tool_calls=[ToolCall(**call)],
-            reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}"
-                      + (f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""),
+            reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}{where}",
             confidence_reason="a person's correction, not a model's decision",
             policy_state=step.policy_state, policy_name="correction",
             replay=ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="corrected"),
@@ -170,9 +178,26 @@ def _same_page(recorded: str | None, current: str | None) -> bool:
     return (a.path, a.query) == (b.path, b.query)
 
 
+def _signature_of(source_dir: Path, step: StepRecord) -> Any:
+    return screen_signature(read_step_file(source_dir, step.screenshot, step.index))
+
+
+def _require_screenshots(run: RunRecord, run_dir: Path, steps: list[StepRecord], before: int | None = None) -> None:
+    """A replay compares each recorded screen with the live one: every step it replays needs its screenshot."""
+    replayed = [s for s in steps if s.action is not None and s.outcome == "ok" and (before is None or s.index < before)]
+    missing = missing_screenshots(run_dir, replayed)
+    if missing:
+        names = ", ".join(f"step {s.index} ({s.screenshot})" for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ReplayError(f"cannot replay run {run.run_id}: the screenshot of {names} is missing from {run_dir} "
+                          "(deleted?); a replay compares each recorded screen with the live one")
+
+
 def _source(runs_dir: Path, run_id: str) -> tuple[RunRecord, Path, list[StepRecord], Task]:
-    run_dir = RunStore(runs_dir).run_dir(run_id)
-    run, steps = read_run(run_dir), read_steps(run_dir)
+    try:
+        run_dir = RunStore(runs_dir).run_dir(run_id)
+        run, steps = read_run(run_dir), read_steps(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ReplayError(str(exc)) from None
     if not steps:
         raise ReplayError(f"run {run.run_id} has no recorded steps")
     if not run.task_file or not Path(run.task_file).is_file():
@@ -193,10 +218,11 @@ def replay(
 ) -> RunResult:
     """Replay ``run_id`` from the same task state; the new run is recorded in ``runs_dir``."""
     source, source_dir, steps, task = _source(runs_dir, run_id)
+    _require_screenshots(source, source_dir, steps)
     if fallback == "policy" and not policy:
         policy = source.policy if source.policy not in ("replay", "correction") else task.policy.name
 
-    def factory(task_: Task, executor: BrowserExecutor) -> Policy:
+    def factory(task_: Task, executor: BrowserExecutor | DesktopExecutor) -> Policy:
         fb = make_policy(policy, task_, executor) if fallback == "policy" and policy else None
         return ReplayPolicy(source, source_dir, steps, fallback=fb, thresholds=thresholds,
                             element_at=executor.element_at)
@@ -224,9 +250,10 @@ def resume(
     corrections = {step: c for step, c in latest.items() if c is not None}
     first_fix = min(corrections) if corrections else None
     corrections = {first_fix: corrections[first_fix]} if first_fix is not None else {}
+    _require_screenshots(source, source_dir, steps, before=from_step if first_fix is None else first_fix)
     policy = policy or (source.policy if source.policy not in ("replay", "correction") else task.policy.name)
 
-    def factory(task_: Task, executor: BrowserExecutor) -> Policy:
+    def factory(task_: Task, executor: BrowserExecutor | DesktopExecutor) -> Policy:
         return ReplayPolicy(source, source_dir, steps, fallback=make_policy(policy, task_, executor),
                             hand_over_at=from_step if first_fix is None else first_fix,
                             corrections=corrections, thresholds=thresholds, element_at=executor.element_at)

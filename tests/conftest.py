@@ -13,6 +13,17 @@ from tools.chromium import ChromiumNotFound, find_chromium
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "tasks"
 
+# A test is slow when it starts Chromium, a shop, a model or a desktop: it then uses one of these fixtures, or its
+# module says so with `pytestmark = pytest.mark.slow`. `pytest -m "not slow"` is the fast inner loop.
+SLOW_FIXTURES = {"chromium", "browser", "shop", "page", "model_dir", "tiny_model", "plain", "fast", "backend",
+                 "publish_run", "original", "recorded", "signed_in"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def require_chromium() -> None:
     """Skip (saying why) when Chromium is missing on a developer machine; fail in CI, where it must exist."""

@@ -41,7 +41,7 @@ def test_click_type_and_secret_reveal(page):
 def test_enter_submits_and_the_executor_waits_for_the_new_page(page):
     from tools.browser import Target
 
-    for label, text in (("Username", "admin"), ("Password", "glassbox-demo")):
+    for label, text in (("Username", "admin"), ("Password", "Xq7-tulip-4821")):
         page.page.get_by_label(label, exact=True).fill(text)
     page.page.get_by_label("Password", exact=True).focus()
     outcome = act(page, action="key", keys=["enter"])
@@ -97,8 +97,9 @@ def test_device_scale_factor_two(chromium, shop):
         browser.goto(shop.base_url + "/login")
         observation = browser.perceive()
         assert observation.screenshot_size == (1600, 1200) and observation.css_size == (800, 600)
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         assert Image.open(io.BytesIO(observation.screenshot_png)).size == (1600, 1200)
         box = browser.locate(Target(label="Username"))

@@ -64,9 +64,9 @@ def test_desktop_task_validation():
     with pytest.raises(TaskError, match="js checks do not apply to desktop tasks"):
         parse_task(text.replace("  - type: window_title\n    text:", "  - type: js\n    expression:"))
     with pytest.raises(TaskError, match="needs a 'desktop' section"):
-        parse_task(text.replace("desktop:\n", "desktopp:\n").replace("desktopp:", "# no desktop\nx_unused:")
-                   .split("x_unused:")[0] + "\n".join(l for l in text.split("\n") if not l.startswith(("desktop:", "  command", "  xvfb", "  window_title"))
-                                                      and "environment" not in l) + "\nenvironment: desktop\n")
+        # (each key once: duplicate keys are refused)
+        parse_task("\n".join(line for line in text.split("\n")
+                             if not line.startswith(("desktop:", "  command", "  xvfb", "  window_title"))))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -27,6 +27,9 @@ from tools.views import Observation
 
 CALL = {"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}
 TEXT = "<tool_call>\n" + json.dumps(CALL) + "\n</tool_call>"
+# A Thinking model's whole answer when the server splits nothing off: its reasoning ends with </think>
+# (without it the output was cut off mid-reasoning and nothing in it is acted on).
+THOUGHT = "The lamp form is open.\n</think>\n\n" + TEXT
 
 
 class FakeChatServer:
@@ -91,7 +94,7 @@ def policy_for(server, model="qwen3-vl-8b-thinking", **settings) -> tuple[QwenPo
 
 def test_request_shape(server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
-    server.answer({"content": TEXT})
+    server.answer({"content": THOUGHT})
     policy, task = policy_for(server, seed=11)
     out = policy.decide(task, [], obs())
     [request] = server.requests
@@ -106,7 +109,7 @@ def test_request_shape(server, monkeypatch):
     image, text = user["content"]
     assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(b"\x89PNG-bytes").decode()
     assert text["text"].startswith("The user query:") and "<secret>password</secret>" in text["text"]
-    assert "glassbox-demo" not in json.dumps(body)
+    assert "Xq7-tulip-4821" not in json.dumps(body)
     assert parse_tool_call(out.tool_calls[0]).coordinate == [183.0, 524.0]
     assert out.token_counts.prompt == 1234 and out.confidence is None and "no log-probabilities" in out.confidence_reason
 
@@ -139,7 +142,8 @@ def test_the_response_shapes(server, message, reasoning):
 
 
 def test_logprobs_give_a_confidence(server):
-    pieces = ["<tool_call>", "\n", '{"name": "computer_use", "arguments": {"action": "', "left", "_click",
+    pieces = ["Click", " it", ".", "\n", "</think>", "\n\n",
+              "<tool_call>", "\n", '{"name": "computer_use", "arguments": {"action": "', "left", "_click",
               '", "coordinate": [', "183", ", ", "524", "]}}", "\n", "</tool_call>"]
     lp = {"<tool_call>": -0.01, "left": -0.2, "_click": -0.2, "183": -1.0, "524": -1.0}
     server.answer({"content": "".join(pieces)},
@@ -154,7 +158,7 @@ def test_logprobs_give_a_confidence(server):
 def test_retries_on_429_and_5xx_then_succeeds(server):
     server.answer({}, status=429, headers={"Retry-After": "0"})
     server.answer({}, status=503)
-    server.answer({"content": TEXT})
+    server.answer({"content": THOUGHT})
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
     assert len(server.requests) == 3 and out.parse_error is None
@@ -173,7 +177,7 @@ def test_gives_up_with_a_recorded_error(server):
 
 
 def test_temperature_zero_repeats_come_from_the_cache(server):
-    server.answer({"content": TEXT})
+    server.answer({"content": THOUGHT})
     policy, task = policy_for(server, temperature=0.0)
     first = policy.decide(task, [], obs())
     second = policy.decide(task, [], obs())

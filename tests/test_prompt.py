@@ -58,7 +58,7 @@ def test_first_step_prompt(tokenizer):
     assert "The screen's resolution is 1000x1000." in prompt.messages[0].text()
     user = prompt.messages[1].text()
     assert user.startswith("<image>The user query: Sign in to the store admin as admin")
-    assert "<secret>password</secret>" in user and "glassbox-demo" not in user
+    assert "<secret>password</secret>" in user and "Xq7-tulip-4821" not in user
     template = (FIXTURES / "qwen3vl_thinking.chat_template.jinja").read_text()
     text = render(tokenizer, template, prompt.hf_messages())
     assert text.count("<|image_pad|>") == 1 and text.endswith("<|im_start|>assistant\n<think>\n")

@@ -112,7 +112,8 @@ def test_confidence_scores_the_tool_call_tokens_only(backend):
     from agent.backends.base import TokenLogprob
     from agent.confidence import confidence
 
-    text = 'click at (1, 2)</think>\n<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}\n</tool_call>'
+    text = ('click at (1, 2)</think>\n<tool_call>\n'
+            '{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}\n</tool_call>')
     ids = backend.tokenizer(text)["input_ids"]
     spans, previous = [], ""
     for i in range(len(ids)):
@@ -120,7 +121,8 @@ def test_confidence_scores_the_tool_call_tokens_only(backend):
         spans.append((len(previous), len(decoded)))
         previous = decoded
     tokens = [TokenLogprob(text=text[s:e], start=s, end=e, logprob=-0.1) for s, e in spans]
-    digits = {i for i, t in enumerate(tokens) if t.text.strip() in {"1", "8", "3", "5", "2", "4"} and t.start > text.index("</think>")}
+    digits = {i for i, t in enumerate(tokens)
+              if t.text.strip() in {"1", "8", "3", "5", "2", "4"} and t.start > text.index("</think>")}
     for i in digits:
         tokens[i] = tokens[i].model_copy(update={"logprob": -2.0})
     conf = confidence(text, tokens)
@@ -161,7 +163,7 @@ def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, ch
     if decoding == "fast":  # the prefix cache: a miss on the first step, hit on the next ones
         assert steps[0].decoding.prefix_reused == 0
         assert all(s.decoding.prefix_reused > 2000 for s in steps[1:])  # at least the system prompt and tools
-    assert "glassbox-demo" not in (run_dir / "steps.jsonl").read_text()
+    assert "Xq7-tulip-4821" not in (run_dir / "steps.jsonl").read_text()
     assert data["name"] == run.task_name
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_the_password_is_nowhere_in_the_runs_dir(publish_run):
     files = [p for p in runs.rglob("*") if p.is_file()]
     assert any(p.name.startswith("index.sqlite3") for p in files)
     assert any(p.name == "log.jsonl" for p in files)
-    assert [p for p in files if b"glassbox-demo" in p.read_bytes()] == []
+    assert [p for p in files if b"Xq7-tulip-4821" in p.read_bytes()] == []
 
 
 def test_graph_exports_load_back_with_the_right_counts(publish_run):
@@ -103,7 +104,8 @@ def test_graph_exports_load_back_with_the_right_counts(publish_run):
 
 def test_parse_errors_are_their_own_nodes(tmp_path):
     data = yaml.safe_load((TASKS / "publish_product.yaml").read_text())
-    data["files"]["desk_lamp"]["path"] = str(TASKS / "fixtures" / "desk_lamp.png")
+    # A task uploads only files under its own folder: bring the fixture along.
+    data["files"]["desk_lamp"]["path"] = shutil.copy(TASKS / "fixtures" / "desk_lamp.png", tmp_path)
     data["script"].insert(1, {"action": "left_click", "target": {"text": "Nowhere"}})
     data["limits"]["max_consecutive_errors"] = 2
     path = tmp_path / "t.yaml"
@@ -117,7 +119,8 @@ def test_parse_errors_are_their_own_nodes(tmp_path):
 
 def slow_task(tmp_path: Path) -> Path:
     data = yaml.safe_load((TASKS / "publish_product.yaml").read_text())
-    data["files"]["desk_lamp"]["path"] = str(TASKS / "fixtures" / "desk_lamp.png")
+    # A task uploads only files under its own folder: bring the fixture along.
+    data["files"]["desk_lamp"]["path"] = shutil.copy(TASKS / "fixtures" / "desk_lamp.png", tmp_path)
     data["script"] = [{"action": "wait", "time": 0.2}] * 40
     data["limits"]["max_steps"] = 60
     path = tmp_path / "slow.yaml"

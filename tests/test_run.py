@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def variant(tmp_path: Path, name: str, edit) -> Path:
     """A copy of a bundled task with ``edit(data)`` applied; file paths made absolute."""
     data = yaml.safe_load((TASKS / name).read_text(encoding="utf-8"))
     for spec in data.get("files", {}).values():
-        spec["path"] = str(TASKS / spec["path"])
+        spec["path"] = shutil.copy(TASKS / spec["path"], tmp_path)  # uploads stay in the task's folder
     edit(data)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
@@ -138,7 +139,7 @@ def test_step_limit_ends_the_run(tmp_path):
 def test_the_password_never_reaches_a_file(tmp_path):
     result = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=tmp_path)
     assert result.status is RunStatus.succeeded
-    secret = b"glassbox-demo"
+    secret = b"Xq7-tulip-4821"
     files = [p for p in result.run_dir.rglob("*") if p.is_file()]
     assert any(p.name == "steps.jsonl" for p in files)
     assert [p for p in files if secret in p.read_bytes()] == []

@@ -13,7 +13,7 @@ PNG = (TASKS / "fixtures" / "desk_lamp.png").read_bytes()
 
 def signed_in(shop: ShopServer) -> httpx.Client:
     client = httpx.Client(base_url=shop.base_url)
-    response = client.post("/login", data={"username": "admin", "password": "glassbox-demo"})
+    response = client.post("/login", data={"username": "admin", "password": "Xq7-tulip-4821"})
     assert response.status_code == 303
     return client
 
@@ -94,7 +94,7 @@ def test_layout_seed_zero_is_the_default_and_others_move_things():
         assert layout.form_fields != default.form_fields
         assert layout.theme != default.theme
     assert layout_for_seed(5) == layout_for_seed(5)
-    assert len({tuple(l.form_fields) for l in others}) > 3
+    assert len({tuple(lay.form_fields) for lay in others}) > 3
 
 
 @pytest.mark.parametrize("seed", [0, 4])

@@ -45,7 +45,7 @@ def test_bundled_tasks_load(name):
     task = load_task(TASKS / name)
     assert task.script and task.checks
     assert "<secret>password</secret>" in task.goal_text()
-    assert "glassbox-demo" not in task.goal_text()
+    assert "Xq7-tulip-4821" not in task.goal_text()
     assert all(p.is_file() for p in task.file_paths().values())
 
 
@@ -68,7 +68,8 @@ def test_input_from_environment(tmp_path, monkeypatch):
 BROKEN = [
     # (what to change, expected message fragment, expected line)
     (("name: t\n", ""), "name: required field is missing", 1),
-    (("target: {site: shop}", "target: {site: shop, layout_seed: many}"), "target.layout_seed: Input should be a valid integer", 7),
+    (("target: {site: shop}", "target: {site: shop, layout_seed: many}"),
+     "target.layout_seed: Input should be a valid integer", 7),
     (("  - {action: type, text: \"{password}\"}", "  - {action: fly, text: x}"), "script[1]: unknown action 'fly'", 14),
     (("file: lamp,", "file: /etc/passwd,"), "script[2].file: '/etc/passwd' is not a declared file", 15),
     (("  - {action: terminate, status: success}", "  - {action: goto_url, url: \"https://evil.example/x\"}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -108,7 +109,7 @@ def test_clicking_the_screenshot_creates_a_label_that_the_export_contains(viewer
     assert record["messages"][0]["role"] == "system" and "# Tools" in record["messages"][0]["content"]
     assert record["messages"][1]["content"].startswith("<image>")
     assert (out.parent / record["images"][0]).is_file()
-    assert "glassbox-demo" not in out.read_text()
+    assert "Xq7-tulip-4821" not in out.read_text()
 
     dpo = tmp_path / "dpo.jsonl"
     export_feedback(runs, dpo, "dpo")
@@ -127,7 +128,8 @@ def test_clicking_the_screenshot_creates_a_label_that_the_export_contains(viewer
 def test_new_steps_appear_live_without_reload(viewer, recorded, page, tmp_path):
     runs, _ = recorded
     data = yaml.safe_load((TASKS / "publish_product.yaml").read_text())
-    data["files"]["desk_lamp"]["path"] = str(TASKS / "fixtures" / "desk_lamp.png")
+    # A task uploads only files under its own folder: bring the fixture along.
+    data["files"]["desk_lamp"]["path"] = shutil.copy(TASKS / "fixtures" / "desk_lamp.png", tmp_path)
     data["script"] = [{"action": "wait", "time": 0.3}] * 12
     task = tmp_path / "slow.yaml"
     task.write_text(yaml.safe_dump(data))
@@ -168,14 +170,18 @@ def test_path_traversal_is_404(viewer, recorded, path):
 def test_label_posts_are_validated(viewer, recorded):
     _, result = recorded
     url = f"{viewer.url}/api/runs/{result.run_id}/steps/3/labels"
-    bad = httpx.post(url, json={"verdict": "wrong", "correction": {"action": "left_click", "coordinate": [1200, 5]}})
+    own = {"Origin": viewer.url, "X-Glassbox-Token": viewer.token}  # what the viewer's own pages send
+    client = httpx.Client(headers=own)
+    bad = client.post(url, json={"verdict": "wrong", "correction": {"action": "left_click", "coordinate": [1200, 5]}})
     assert bad.status_code == 422 and "0..1000" in bad.json()["error"]
-    assert httpx.post(url, json={"verdict": "maybe"}).status_code == 422
-    assert httpx.post(url.replace("/3/", "/999/"), json={"verdict": "correct"}).status_code == 404
-    assert httpx.post(url, content="verdict=correct", headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 415
-    assert httpx.post(url, json={"verdict": "correct"}, headers={"Origin": "http://evil.example"}).status_code == 403
-    ok = httpx.post(url, json={"verdict": "correct"}, headers={"Origin": viewer.url})
+    assert client.post(url, json={"verdict": "maybe"}).status_code == 422
+    assert client.post(url.replace("/3/", "/999/"), json={"verdict": "correct"}).status_code == 404
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    assert client.post(url, content="verdict=correct", headers=form).status_code == 415
+    assert client.post(url, json={"verdict": "correct"}, headers={"Origin": "http://evil.example"}).status_code == 403
+    ok = client.post(url, json={"verdict": "correct"})
     assert ok.status_code == 201 and ok.json()["step"] == 3
-    assert httpx.delete(f"{viewer.url}/api/labels/{ok.json()['id']}", headers={"Origin": "http://evil.example"}).status_code == 403
-    assert httpx.delete(f"{viewer.url}/api/labels/{ok.json()['id']}").status_code == 204
-    assert httpx.delete(f"{viewer.url}/api/labels/{ok.json()['id']}").status_code == 404
+    evil = {"Origin": "http://evil.example"}
+    assert client.delete(f"{viewer.url}/api/labels/{ok.json()['id']}", headers=evil).status_code == 403
+    assert client.delete(f"{viewer.url}/api/labels/{ok.json()['id']}").status_code == 204
+    assert client.delete(f"{viewer.url}/api/labels/{ok.json()['id']}").status_code == 404

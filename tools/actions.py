@@ -13,6 +13,7 @@ what is wrong in words a model can act on.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -149,10 +150,26 @@ class UploadFile(_PointAction):
 
 
 class GotoUrl(_Action):
-    """Open ``url`` in the current tab (only allowed origins)."""
+    """Open ``url`` in the current tab (only allowed origins). A relative URL resolves against the target's URL."""
 
     action: Literal["goto_url"]
-    url: str
+    url: str = Field(min_length=1, max_length=8192)
+
+    @field_validator("url")
+    @classmethod
+    def _http_or_relative(cls, v: str) -> str:
+        if any(ord(c) < 32 or c == "\x7f" for c in v):
+            raise ValueError("url may not contain control characters")
+        try:
+            parts = urlsplit(v.strip())
+            parts.port  # noqa: B018  # raises ValueError for a port out of range
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parts.scheme and parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"only http(s) URLs or paths relative to the site can be opened, not {parts.scheme}: URLs")
+        if parts.scheme and not parts.netloc:
+            raise ValueError("an http(s) URL needs a host, e.g. http://127.0.0.1:8000/products")
+        return v
 
     @property
     def tool(self) -> str:

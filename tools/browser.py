@@ -15,10 +15,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any
+from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools import actions as A
 from tools.actions import ActionError
@@ -37,20 +37,54 @@ _ELEMENT_AT = """([x, y]) => {
   return {tag: el.tagName.toLowerCase(), text: text.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
 }"""
 _TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
+
+
+class BudgetSpent(ActionError):
+    """The run's wall-clock budget ran out in the middle of an action; the action was cut off."""
+
+
+def budget_cut_off(done: int, total: int) -> BudgetSpent:
+    return BudgetSpent(f"cut off: the run's time budget ran out while typing ({done:,} of {total:,} characters "
+                       "typed)")
+
+
+_Side = Annotated[int, Field(ge=100, le=4096)]
+MAX_DEVICE_PIXELS = 8192  # per side of the screenshot: beyond it a PNG is hundreds of MB
 
 
 class BrowserSettings(BaseModel):
     """How the browser is launched; explicit so that every run sees the same pixels."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     headed: bool = False
-    viewport: tuple[int, int] = (1280, 800)
-    device_scale_factor: float = Field(default=1.0, gt=0, le=4)
-    locale: str = "en-US"
+    viewport: tuple[_Side, _Side] = (1280, 800)
+    device_scale_factor: float = Field(default=1.0, ge=0.5, le=4)
+    locale: str = Field(default="en-US", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
     timezone: str = "UTC"
-    settle_timeout_ms: int = Field(default=5000, ge=0)
-    action_timeout_ms: int = Field(default=5000, ge=100)
+    settle_timeout_ms: int = Field(default=5000, ge=0, le=60_000)
+    action_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        known = zoneinfo.available_timezones()
+        if known and v not in known and v != "UTC":
+            raise ValueError(f"unknown time zone {v[:60]!r}; use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai")
+        if not known and not re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+\-]+){0,2}", v):  # no tz database here
+            raise ValueError(f"{v[:60]!r} is not an IANA time zone name")
+        return v
+
+    @model_validator(mode="after")
+    def _screen_size(self) -> "BrowserSettings":
+        width, height = self.viewport
+        if max(width, height) * self.device_scale_factor > MAX_DEVICE_PIXELS:
+            raise ValueError(f"viewport {width}x{height} at device_scale_factor {self.device_scale_factor} makes "
+                             f"screenshots wider or taller than {MAX_DEVICE_PIXELS} pixels")
+        return self
 
 
 class Target(BaseModel):
@@ -94,6 +128,8 @@ class BrowserExecutor:
         self._navigations = 0
         self._loads = 0
         self._chooser: Any = None
+        self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
+        self._deadline: float | None = None  # time.monotonic() at which the run's budget runs out
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -144,6 +180,8 @@ class BrowserExecutor:
     # -- perceive ------------------------------------------------------------------------------
     def goto(self, url: str) -> None:
         """Open ``url`` (the task's start page) and wait for it to load."""
+        if self._start_url is None:
+            self._start_url = url
         self.page.goto(url, wait_until="load")
 
     def perceive(self) -> Observation:
@@ -168,7 +206,7 @@ class BrowserExecutor:
         elif target.label:
             locator = page.get_by_label(target.label, exact=True)
         elif target.role:
-            locator = page.get_by_role(target.role, name=target.name, exact=True)  # type: ignore[arg-type]
+            locator = page.get_by_role(target.role, name=target.name, exact=True)
         elif target.text:
             locator = page.get_by_text(target.text, exact=True)
         else:
@@ -182,11 +220,16 @@ class BrowserExecutor:
         return None
 
     # -- act -----------------------------------------------------------------------------------
-    def act(self, action: A.Action) -> Outcome:
-        """Perform ``action`` and wait for the page to settle. Never raises for a failed action."""
+    def act(self, action: A.Action, *, deadline: float | None = None) -> Outcome:
+        """Perform ``action`` and wait for the page to settle. Never raises for a failed action.
+
+        ``deadline`` (a ``time.monotonic()`` value) is when the run's time budget runs out: long typing and
+        waits stop there, and the outcome is an error that says the action was cut off.
+        """
         audit: CoordinateAudit | None = None
         element: ElementInfo | None = None
         navigations_before = self._navigations
+        self._deadline = deadline
         try:
             coordinate = getattr(action, "coordinate", None)
             if coordinate is not None:
@@ -240,7 +283,7 @@ class BrowserExecutor:
                 mouse.move(x, y, steps=8)
                 mouse.up()
             case A.Type():
-                keyboard.type(self._reveal(action.text))
+                self._type(self._reveal(action.text))
             case A.Key():
                 keyboard.press(playwright_chord(action.keys))
             case A.Scroll() | A.HScroll():
@@ -251,7 +294,10 @@ class BrowserExecutor:
                 else:
                     mouse.wheel(action.pixels, 0)
             case A.Wait():
-                self.page.wait_for_timeout(action.time * 1000)
+                left = self._time_left()
+                self.page.wait_for_timeout(min(action.time, left) * 1000 if left is not None else action.time * 1000)
+                if left is not None and left < action.time:
+                    raise BudgetSpent(f"cut off: the run's time budget ran out during the {action.time:g} s wait")
             case A.UploadFile():
                 path = self.files.get(action.file)
                 if path is None:
@@ -268,12 +314,29 @@ class BrowserExecutor:
                 self._chooser.set_files(str(path))
                 self._chooser = None
             case A.GotoUrl():
-                self.check_url_allowed(action.url)
-                self.page.goto(action.url, wait_until="load")
+                url = self.resolve_url(action.url)
+                self.check_url_allowed(url)
+                self.page.goto(url, wait_until="load")
             case A.Terminate() | A.Answer():
                 pass  # nothing to do on the page; the loop reads these
             case _:
                 raise ActionError(f"the browser cannot perform {action.action!r}")
+
+    def _time_left(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def _type(self, text: str) -> None:
+        """Type ``text`` in chunks, stopping when the run's deadline passes (1 MB of typing takes minutes)."""
+        keyboard = self.page.keyboard
+        for start in range(0, len(text), TYPE_CHUNK):
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise budget_cut_off(start, len(text))
+            keyboard.type(text[start:start + TYPE_CHUNK])
+
+    def resolve_url(self, url: str) -> str:
+        """``url`` made absolute against the target's URL (the start page), as a relative link would be."""
+        base = self._start_url or (self.page.url if self.page is not None else "")
+        return urljoin(base, url) if base else url
 
     def check_url_allowed(self, url: str) -> None:
         """Raise :class:`ActionError` unless ``url``'s origin is one of the allowed origins."""

@@ -25,13 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools import actions as A
 from tools.actions import ActionError
-from tools.browser import SECRET_PATTERN
+from tools.browser import SECRET_PATTERN, BudgetSpent, budget_cut_off
 from tools.coords import CoordinateAudit, CoordinateMode, to_css
 from tools.keys import pyautogui_keys
 from tools.views import Box, ElementInfo, Observation, Outcome
 from tools.xvfb import DisplayError, check_display
 
 SCROLL_PIXELS_PER_CLICK = 100  # one wheel click; Qwen's `pixels` are converted to clicks
+TYPE_CHUNK = 64  # characters per xdotool call: the run's deadline is looked at between calls
 
 
 class DesktopSettings(BaseModel):
@@ -83,6 +84,7 @@ class DesktopExecutor:
         self._mss: Any = None
         self._gui: Any = None
         self.page = None  # no browser page: browser checks do not apply
+        self._deadline: float | None = None  # time.monotonic() at which the run's budget runs out
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "DesktopExecutor":
@@ -133,8 +135,10 @@ class DesktopExecutor:
         return None  # no element tree on a plain X desktop
 
     # -- act -----------------------------------------------------------------------------------
-    def act(self, action: A.Action) -> Outcome:
+    def act(self, action: A.Action, *, deadline: float | None = None) -> Outcome:
+        """Perform ``action``; ``deadline`` (``time.monotonic()``) cuts long typing and waits off, as an error."""
         audit: CoordinateAudit | None = None
+        self._deadline = deadline
         try:
             coordinate = getattr(action, "coordinate", None)
             if coordinate is not None:
@@ -182,24 +186,32 @@ class DesktopExecutor:
                 clicks = max(1, round(abs(action.pixels) / SCROLL_PIXELS_PER_CLICK)) * (1 if action.pixels > 0 else -1)
                 (gui.scroll if isinstance(action, A.Scroll) else gui.hscroll)(clicks)
             case A.Wait():
-                time.sleep(action.time)
+                left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+                time.sleep(action.time if left is None else min(action.time, left))
+                if left is not None and left < action.time:
+                    raise BudgetSpent(f"cut off: the run's time budget ran out during the {action.time:g} s wait")
             case A.Terminate() | A.Answer():
                 pass
             case _:
                 raise ActionError(f"the desktop cannot perform {action.action!r}")
 
     def _type(self, text: str) -> None:
+        """Type in chunks, stopping when the run's deadline passes (1 MB at 8 ms a key would take hours)."""
         xdotool = shutil.which("xdotool")
-        if xdotool is None:
-            if not text.isascii():
-                raise ActionError("typing non-ASCII text needs xdotool (`sudo apt-get install xdotool`)")
-            self._gui.write(text, interval=self.settings.type_delay_ms / 1000)
-            return
-        result = subprocess.run([xdotool, "type", "--delay", str(self.settings.type_delay_ms), "--", text],
-                                env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True, text=True,
-                                timeout=60)
-        if result.returncode != 0:
-            raise ActionError(f"xdotool type failed: {result.stderr.strip()[:200]}")
+        if xdotool is None and not text.isascii():
+            raise ActionError("typing non-ASCII text needs xdotool (`sudo apt-get install xdotool`)")
+        for start in range(0, len(text), TYPE_CHUNK):
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise budget_cut_off(start, len(text))
+            chunk = text[start:start + TYPE_CHUNK]
+            if xdotool is None:
+                self._gui.write(chunk, interval=self.settings.type_delay_ms / 1000)
+                continue
+            result = subprocess.run([xdotool, "type", "--delay", str(self.settings.type_delay_ms), "--", chunk],
+                                    env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True,
+                                    text=True, timeout=60)
+            if result.returncode != 0:
+                raise ActionError(f"xdotool type failed: {result.stderr.strip()[:200]}")
 
     def _reveal(self, text: str) -> str:
         def value(match: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 from pydantic import BaseModel
@@ -47,7 +47,7 @@ class AttentionMaps:
     @classmethod
     def from_rows(
         cls, rows: np.ndarray, *, grid: tuple[int, int], resized_size: tuple[int, int],
-        targets: dict[str, Iterable[int]], groups: dict[str, list[int]] | None = None,
+        targets: Mapping[str, Iterable[int]], groups: Mapping[str, list[int]] | None = None,
     ) -> "AttentionMaps":
         """``rows``: (layers, tokens, image cells). Each target averages its tokens' rows, each group its layers."""
         rows = np.asarray(rows, dtype=np.float32)
@@ -66,7 +66,9 @@ class AttentionMaps:
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, resized_size=np.array(self.resized_size), **{k.replace("/", "__"): v for k, v in self.maps.items()})
+        arrays = {k.replace("/", "__"): v for k, v in self.maps.items()}
+        # Plain numeric arrays only (load reads without pickle too); naming allow_pickle also keeps it out of **arrays.
+        np.savez_compressed(buffer, resized_size=np.array(self.resized_size), allow_pickle=False, **arrays)
         from tracer.store import atomic_write
 
         atomic_write(path, buffer.getvalue())
@@ -74,9 +76,9 @@ class AttentionMaps:
     @classmethod
     def load(cls, path: Path) -> "AttentionMaps":
         with np.load(path) as data:
-            size = tuple(int(x) for x in data["resized_size"])
+            width, height = (int(x) for x in data["resized_size"])  # ValueError unless (width, height)
             maps = {k.replace("__", "/"): data[k] for k in data.files if k != "resized_size"}
-        return cls(maps, size)  # type: ignore[arg-type]
+        return cls(maps, (width, height))
 
 
 def cell_centers(grid: tuple[int, int], screenshot_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +124,9 @@ def overlay_png(screenshot_png: bytes, m: np.ndarray, *, alpha: float = 0.55, ma
     m = np.asarray(m, dtype=np.float32)
     peak = float(m.max())
     norm = m / peak if peak > 0 else m
-    heat = Image.fromarray((_colormap(norm) * 255).astype(np.uint8), "RGB").resize(base.size, Image.BILINEAR)
-    weight = Image.fromarray((np.clip(norm, 0, 1) * alpha * 255).astype(np.uint8), "L").resize(base.size, Image.BILINEAR)
+    heat = Image.fromarray((_colormap(norm) * 255).astype(np.uint8), "RGB").resize(base.size, Image.Resampling.BILINEAR)
+    weight = Image.fromarray((np.clip(norm, 0, 1) * alpha * 255).astype(np.uint8), "L")
+    weight = weight.resize(base.size, Image.Resampling.BILINEAR)
     out = Image.composite(heat, base, weight)
     buffer = io.BytesIO()
     out.save(buffer, "PNG", optimize=False)
@@ -138,7 +141,7 @@ def heat_png(m: np.ndarray, size: tuple[int, int], *, alpha: float = 0.6) -> byt
     peak = float(m.max())
     norm = np.clip(m / peak if peak > 0 else m, 0, 1)
     rgba = np.dstack([_colormap(norm), norm * alpha])
-    image = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize(size, Image.BILINEAR)
+    image = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize(size, Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()

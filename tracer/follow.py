@@ -44,15 +44,15 @@ class RunFollower:
             with open(path, "rb") as fh:
                 fh.seek(self._offset)
                 chunk = fh.read()
-        except FileNotFoundError:
+        except OSError:  # not there yet, or gone
             return []
         end = chunk.rfind(b"\n") + 1
         self._offset += end
         steps = []
-        for line in chunk[:end].splitlines():
+        for line in chunk[:end].split(b"\n")[:-1]:
             try:
                 step = StepRecord.model_validate_json(line)
-            except ValidationError:
+            except (ValidationError, ValueError):  # not a step (bytes that are not UTF-8, not JSON): skipped
                 continue
             if step.index >= self.from_step:
                 steps.append(step)
@@ -62,11 +62,14 @@ class RunFollower:
         """The run record if ``run.json`` changed since the last poll, else None."""
         try:
             mtime = os.stat(self.run_dir / RUN_FILE).st_mtime_ns
-        except FileNotFoundError:
+        except OSError:
             return None
         if mtime == self._run_mtime and self.run is not None and self.run.status is not RunStatus.running:
             return None
-        run = read_run(self.run_dir)
+        try:
+            run = read_run(self.run_dir)
+        except (ValueError, OSError):  # gone or unreadable now: the last good record stands
+            return None
         changed = self.run is None or mtime != self._run_mtime or run.status != self.run.status
         self._run_mtime, self.run = mtime, run
         return run if changed else None

@@ -1,28 +1,50 @@
 """SQLite index (WAL) over runs, steps and labels, so thousands of runs list without reading folders.
 
-The run folders are the truth; the index is rebuilt from them when missing or stale
-(:meth:`RunIndex.sync`). Many processes may write at once: short transactions, a busy timeout,
-and a retry when the database is locked.
+The run folders are the truth; the index is a cache that is rebuilt from them when missing or stale
+(:meth:`RunIndex.sync`). Labels live in each run folder (``labels.jsonl``, see :mod:`tracer.labels`) and are
+mirrored here. Many processes may write at once: short transactions, a busy timeout, and a retry when the
+database is locked.
+
+An index that cannot be used (not a database, truncated, a directory in its place, another schema) is never
+fatal: it is moved aside (``index.sqlite3.corrupt-<time>``, never deleted) and rebuilt from the run folders,
+with a warning. Where no index can be written at all (a read-only runs dir, a full disk) the index lives in
+memory for this process, built from the folders.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
 import time
-from datetime import datetime
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from pydantic import BaseModel
+import structlog
+from pydantic import BaseModel, ValidationError
 
+from tracer.labels import (
+    LABELS_FILE,
+    LabelAdded,
+    LabelUndone,
+    append_label_event,
+    current_labels,
+    read_label_events,
+)
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 INDEX_FILE = "index.sqlite3"
+LOCK_FILE = ".index.lock"
+# PRAGMA user_version. 0: labels lived only in the index (older Glassbox); 2: labels live in the run folders.
+INDEX_VERSION = 2
 _T = TypeVar("_T")
+log = structlog.get_logger("glassbox.index")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     task_name TEXT NOT NULL,
     policy TEXT NOT NULL,
@@ -40,11 +62,11 @@ CREATE TABLE IF NOT EXISTS runs (
     parent_run TEXT,
     pid INTEGER,
     host TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_task ON runs (task_name);
-CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
-CREATE TABLE IF NOT EXISTS steps (
+)""",
+    "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
+    "CREATE INDEX IF NOT EXISTS runs_task ON runs (task_name)",
+    "CREATE INDEX IF NOT EXISTS runs_status ON runs (status)",
+    """CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
     action TEXT,
@@ -54,19 +76,37 @@ CREATE TABLE IF NOT EXISTS steps (
     url TEXT,
     started_at TEXT NOT NULL,
     PRIMARY KEY (run_id, idx)
-);
-CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+)""",
+    # A mirror of the run folders' labels.jsonl; ids are unique per runs dir, (run_id, id) keeps copied folders apart.
+    """CREATE TABLE IF NOT EXISTS labels (
     run_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
     idx INTEGER NOT NULL,
     verdict TEXT NOT NULL,
     correction TEXT,
     note TEXT,
     created_at TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS labels_step ON labels (run_id, idx);
-"""
+    deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, id)
+)""",
+    "CREATE INDEX IF NOT EXISTS labels_id ON labels (id)",
+    # How much of each labels.jsonl the mirror holds: a size that differs means the mirror is stale.
+    "CREATE TABLE IF NOT EXISTS label_files (run_id TEXT PRIMARY KEY, size INTEGER NOT NULL)",
+)
+_COLUMNS = {
+    "runs": ("run_id", "task_name", "policy", "model", "status", "end_reason", "agent_verdict", "checks_passed",
+             "started_at", "ended_at", "duration_s", "steps", "errors", "layout_seed", "parent_run", "pid", "host"),
+    "steps": ("run_id", "idx", "action", "outcome", "error", "confidence", "url", "started_at"),
+    "labels": ("run_id", "id", "idx", "verdict", "correction", "note", "created_at", "deleted"),
+    "label_files": ("run_id", "size"),
+}
+# What SQLite says about a file that is not (or no longer) a usable index of ours.
+_UNUSABLE = ("not a database", "malformed", "corrupt", "no such table", "no such column", "has no column",
+             "columns but", "unable to open", "disk i/o error")
+
+
+class UnusableIndex(sqlite3.DatabaseError):
+    """The file is a database, but not an index this code can use (another schema)."""
 
 
 class RunRow(BaseModel):
@@ -96,57 +136,62 @@ class RunIndex:
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.runs_dir = runs_dir
         self.path = runs_dir / INDEX_FILE
-        self._conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._retry(lambda: self._conn.executescript(_SCHEMA))
+        self.in_memory = False
+        self._recovering = False
+        self._conn: sqlite3.Connection
+        try:
+            self._conn = self._open_file()
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            if _is_unusable(exc):
+                self._recover(str(exc))
+            else:  # read-only, full disk: keep working from the folders
+                self._use_memory(str(exc))
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
 
     # -- writing ----------------------------------------------------------------------------------
     def upsert_run(self, run: RunRecord) -> None:
-        checks = None if not run.checks else int(all(c.passed for c in run.checks))
-        values = (
-            run.run_id, run.task_name, run.policy, run.model, run.status.value, run.end_reason, run.agent_verdict,
-            checks, run.started_at.isoformat(), run.ended_at.isoformat() if run.ended_at else None, run.duration_s,
-            run.steps, run.errors, run.layout_seed, run.parent_run, run.pid, run.host,
-        )
-        self._write(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values,
-        )
+        self._run(lambda conn: _upsert_run(conn, run))
 
     def add_step(self, run_id: str, step: StepRecord) -> None:
-        action = step.action.get("action") if step.action else None
-        self._write(
-            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, step.index, action, step.outcome, step.error, step.confidence, step.url,
-             step.started_at.isoformat()),
-        )
+        self._run(lambda conn: conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                            _step_values(run_id, step)))
 
     def remove_run(self, run_id: str) -> None:
-        def tx() -> None:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for table in ("runs", "steps", "labels"):
-                    self._conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        def tx(conn: sqlite3.Connection) -> None:
+            for table in ("runs", "steps", "labels", "label_files"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
-        self._retry(tx)
+        self._run(lambda conn: _transaction(conn, tx))
 
-    def add_label(self, run_id: str, idx: int, verdict: str, correction: dict[str, Any] | None, note: str | None) -> int:
-        cur = self._write(
-            "INSERT INTO labels (run_id, idx, verdict, correction, note, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, idx, verdict, json.dumps(correction) if correction else None, note,
-             datetime.now().astimezone().isoformat()),
-        )
-        return int(cur.lastrowid)
+    def mirror_labels(self, run_dir: Path) -> None:
+        """Make the index's labels of ``run_dir`` those of its ``labels.jsonl`` (the truth)."""
+        self._run(lambda conn: _transaction(conn, lambda c: _mirror_labels(c, run_dir)))
 
-    def delete_label(self, label_id: int) -> bool:
-        """Undo a label (kept in the table, marked deleted); False when there was none."""
-        cur = self._write("UPDATE labels SET deleted = 1 WHERE id = ? AND deleted = 0", (label_id,))
-        return cur.rowcount == 1
+    def refresh_labels(self, run_id: str | None = None) -> None:
+        """Mirror the labels files that changed since they were mirrored (another process appended, a crash
+        came between the append and the mirror): one ``stat`` per run."""
+        from tracer.store import RUN_FILE
+
+        mirrored = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, size FROM label_files").fetchall())}
+        if run_id is not None and (run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id):
+            return  # not a folder name of this runs dir
+        dirs = [self.runs_dir / run_id] if run_id else _entries(self.runs_dir)
+        for run_dir in dirs:
+            size = _size(run_dir / LABELS_FILE)
+            if size != mirrored.get(run_dir.name, 0) and _is_file(run_dir / RUN_FILE):
+                self.mirror_labels(run_dir)
+
+    def label_runs(self, label_id: int) -> list[tuple[str, bool]]:
+        """The runs holding label ``label_id`` (one, unless a run folder was copied) and whether it is undone."""
+        rows = self._run(lambda c: c.execute("SELECT run_id, deleted FROM labels WHERE id = ?", (label_id,)).fetchall())
+        return [(r[0], bool(r[1])) for r in rows]
 
     # -- reading ----------------------------------------------------------------------------------
     def runs(
@@ -154,7 +199,10 @@ class RunIndex:
         since: datetime | None = None, until: datetime | None = None, search: str | None = None,
         limit: int = 100, offset: int = 0,
     ) -> list[RunRow]:
-        """Runs, newest first, filtered. A ``running`` run whose process is gone lists as interrupted."""
+        """Runs, newest first, filtered. A ``running`` run whose process is gone lists as interrupted, and is
+        re-read from its folder first (a kill can leave the index a step behind the folder)."""
+        from tracer.store import process_alive
+
         where, args = [], []
         for column, value in (("task_name", task), ("policy", policy)):
             if value:
@@ -176,7 +224,16 @@ class RunIndex:
             args += [f"%{search}%"] * 3
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY started_at DESC, run_id DESC LIMIT ? OFFSET ?"
-        rows = self._conn.execute(sql, (*args, limit, offset)).fetchall()
+
+        def query() -> list[sqlite3.Row]:
+            return self._run(lambda c: c.execute(sql, (*args, limit, offset)).fetchall())
+
+        rows = query()
+        dead = [r["run_id"] for r in rows if r["status"] == RunStatus.running.value and not process_alive(r["pid"], r["host"])]
+        if dead:
+            for run_id in dead:
+                self._index_folder(self.runs_dir / run_id)
+            rows = query()
         result = [self._row(r) for r in rows]
         if status == RunStatus.interrupted.value:
             result = [r for r in result if r.status is RunStatus.interrupted]
@@ -188,44 +245,252 @@ class RunIndex:
         """Distinct values of ``task_name`` or ``policy``, for filter menus."""
         if column not in ("task_name", "policy"):
             raise ValueError(f"cannot list distinct {column!r}")
-        return [r[0] for r in self._conn.execute(f"SELECT DISTINCT {column} FROM runs ORDER BY 1")]
+        return [r[0] for r in self._run(lambda c: c.execute(f"SELECT DISTINCT {column} FROM runs ORDER BY 1").fetchall())]
 
     def count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        return int(self._run(lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone())[0])
 
     def steps(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._conn.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)).fetchall()
+        rows = self._run(lambda c: c.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)).fetchall())
         return [dict(r) for r in rows]
 
     def labels(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM labels WHERE deleted = 0" + (" AND run_id = ?" if run_id else "") + " ORDER BY id"
-        rows = self._conn.execute(sql, (run_id,) if run_id else ()).fetchall()
-        return [{**dict(r), "correction": json.loads(r["correction"]) if r["correction"] else None} for r in rows]
+        """Labels not undone, in the order they were given (ids grow with time). Only labels mirrored from a run
+        folder: those an older index held for a run folder that is gone stay in the table, unlisted."""
+        sql = ("SELECT * FROM labels WHERE deleted = 0 AND run_id IN (SELECT run_id FROM label_files)"
+               + (" AND run_id = ?" if run_id else "") + " ORDER BY id, run_id")
+        rows = self._run(lambda c: c.execute(sql, (run_id,) if run_id else ()).fetchall())
+        result = []
+        for r in rows:
+            try:
+                correction = json.loads(r["correction"]) if r["correction"] else None
+            except ValueError:
+                correction = None
+            result.append({**dict(r), "correction": correction})
+        return result
 
     def sync(self) -> int:
-        """Index every run folder missing from the index (or changed since); returns how many were (re)indexed."""
-        from tracer.store import RUN_FILE, read_run, read_steps
+        """Index every run folder missing from the index (or still running there); mirror changed labels files;
+        drop runs whose folder is gone. Returns how many runs were (re)indexed."""
+        from tracer.store import RUN_FILE
 
-        known = {r["run_id"]: r["status"] for r in self._conn.execute("SELECT run_id, status FROM runs")}
+        known = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, status FROM runs").fetchall())}
+        mirrored = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, size FROM label_files").fetchall())}
+        present: set[str] = set()
         done = 0
-        for run_dir in self.runs_dir.iterdir():
-            if not (run_dir / RUN_FILE).is_file():
+        for run_dir in _entries(self.runs_dir):
+            if not _is_file(run_dir / RUN_FILE):
                 continue
-            if run_dir.name in known and known[run_dir.name] != RunStatus.running.value:
-                continue
-            try:
-                run = read_run(run_dir)
-            except ValueError:
-                continue
-            self.upsert_run(run)
-            for step in read_steps(run_dir):
-                self.add_step(run.run_id, step)
-            done += 1
-        for run_id in set(known) - {p.name for p in self.runs_dir.iterdir()}:
-            self.remove_run(run_id)  # the folder was deleted by hand
+            present.add(run_dir.name)
+            if known.get(run_dir.name, RunStatus.running.value) == RunStatus.running.value:
+                done += self._index_folder(run_dir)
+            if _size(run_dir / LABELS_FILE) != mirrored.get(run_dir.name, 0):
+                self.mirror_labels(run_dir)
+        for run_id in (set(known) | set(mirrored)) - present:
+            if not _is_file(self.runs_dir / run_id / RUN_FILE):
+                self.remove_run(run_id)  # the folder was deleted by hand
         return done
 
+    # -- opening and recovering -------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _open_file(self) -> sqlite3.Connection:
+        if self.path.exists() and not self.path.is_file():
+            raise sqlite3.OperationalError(f"unable to open database file: {self.path} is not a regular file")
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            # Checked before anything is written: a file that is not ours is moved aside exactly as it was.
+            current = int(_retry(lambda: conn.execute("PRAGMA user_version").fetchone())[0]) >= INDEX_VERSION
+            _check_schema(conn, ("runs", "steps", "labels", "label_files") if current else ("runs", "steps"),
+                          missing_ok=not current)
+            _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if not current:
+                _retry(lambda: _transaction(conn, lambda c: self._upgrade(c)))
+                _check_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Bring an older (or new, empty) index to this version, inside one write transaction. Labels that lived
+        only in the index are written to their run folders first: nothing a person labelled is lost."""
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= INDEX_VERSION:
+            return  # another process upgraded it while this one waited for the lock
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in ("runs", "steps"):
+            if table in tables:
+                _check_table(conn, table)
+        migrated: set[str] = set()
+        orphans: list[tuple[str, LabelAdded, bool]] = []
+        if "labels" in tables:
+            migrated, orphans = self._restore_labels(_old_labels(conn), kept_in="the runs index only")
+            conn.execute("DROP TABLE labels")
+            conn.execute("DROP INDEX IF EXISTS labels_step")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        for run_id in migrated:
+            _mirror_labels(conn, self.runs_dir / run_id)
+        conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+            (run_id, label.id, label.step, label.verdict, json.dumps(label.correction) if label.correction else None,
+             label.note, label.created_at.isoformat(), int(deleted)) for run_id, label, deleted in orphans
+        ])  # a run folder that is gone: its labels are not dropped with the old table
+        conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
+
+    def _restore_labels(
+        self, rows: list[tuple[str, LabelAdded, bool]], *, kept_in: str,
+    ) -> tuple[set[str], list[tuple[str, LabelAdded, bool]]]:
+        """Write labels found in an index (old or moved aside) into their run folders, unless already there.
+        Returns the runs written to and the labels whose run folder is gone (they stay in ``kept_in``)."""
+        from tracer.store import RUN_FILE
+
+        by_run: dict[str, list[tuple[LabelAdded, bool]]] = {}
+        for run_id, label, deleted in rows:
+            by_run.setdefault(run_id, []).append((label, deleted))
+        written: set[str] = set()
+        orphans: list[tuple[str, LabelAdded, bool]] = []
+        for run_id, labels in by_run.items():
+            run_dir = self.runs_dir / run_id
+            if run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id or not _is_file(run_dir / RUN_FILE):
+                _warn(f"{len(labels)} label(s) in the runs index belong to run {run_id!r}, whose folder is not in "
+                      f"{self.runs_dir}; they stay in {kept_in}")
+                orphans += [(run_id, label, deleted) for label, deleted in labels]
+                continue
+            have = {c.label.id for c in current_labels(read_label_events(run_dir)[0])}
+            for label, deleted in labels:
+                if label.id in have:
+                    continue
+                append_label_event(run_dir, label)
+                if deleted:
+                    append_label_event(run_dir, LabelUndone(id=label.id, at=datetime.now(timezone.utc)))
+                written.add(run_id)
+        return written, orphans
+
+    def _recover(self, reason: str) -> None:
+        """Move the unusable index aside and rebuild it from the run folders (one process at a time)."""
+        if self._recovering:
+            raise sqlite3.DatabaseError(reason)
+        self._recovering = True
+        try:
+            if hasattr(self, "_conn"):
+                self.close()
+            with _exclusive(self.runs_dir / LOCK_FILE):
+                try:
+                    # Another process may have rebuilt it already, or only this connection was stale.
+                    self._conn = self._open_file()
+                    if self._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                        return
+                    self.close()
+                except sqlite3.DatabaseError as exc:
+                    if hasattr(self, "_conn"):
+                        self.close()
+                    if _is_busy(exc):
+                        raise
+                aside = self._move_aside()
+                if aside is None:
+                    self._use_memory(f"{reason}; it could not be moved aside")
+                    return
+                salvaged = _salvage_labels(aside)
+                try:
+                    self._conn = self._open_file()
+                    self._restore_labels(salvaged, kept_in=aside.name)
+                    count = self._rebuild()
+                except sqlite3.DatabaseError as exc:
+                    self._use_memory(f"{reason}; a new index could not be written ({exc})")
+                    return
+            _warn(f"the runs index {self.path} could not be used ({reason}); it was moved to {aside.name} and rebuilt "
+                  f"from {count} run folder(s)")
+        finally:
+            self._recovering = False
+
+    def _use_memory(self, reason: str) -> None:
+        """Index the folders in memory for this process: everything lists and opens, nothing is lost."""
+        self._recovering = True
+        try:
+            if hasattr(self, "_conn"):
+                self.close()
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            _transaction(conn, lambda c: [c.execute(s) for s in _SCHEMA])
+            self._conn, self.in_memory = conn, True
+            count = self._rebuild()
+        finally:
+            self._recovering = False
+        _warn(f"the runs index {self.path} cannot be used ({reason}); using an index in memory built from "
+              f"{count} run folder(s)")
+
+    def _rebuild(self) -> int:
+        from tracer.store import RUN_FILE
+
+        self.sync()  # indexing a finished run's folder also removes its stale temporary files
+        return sum(1 for d in _entries(self.runs_dir) if _is_file(d / RUN_FILE))
+
+    def _move_aside(self) -> Path | None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self.path.with_name(f"{INDEX_FILE}.corrupt-{stamp}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return None
+        for suffix in ("-wal", "-shm", "-journal"):
+            try:  # its journal goes with it: left here, it would be replayed into the new index
+                os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return None
+        return aside
+
+    def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn`` on the connection: retried while the database is busy; an index found unusable mid-way is
+        rebuilt (or replaced by one in memory) and ``fn`` runs again."""
+        for attempt in range(3):
+            try:
+                return _retry(lambda: fn(self._conn))
+            except sqlite3.DatabaseError as exc:
+                if (self._recovering or _is_busy(exc) or attempt == 2
+                        or isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))):
+                    raise
+                if _is_unusable(exc) and attempt == 0 and not self.in_memory:
+                    self._recover(str(exc))
+                elif not self.in_memory:
+                    self._use_memory(str(exc))
+                else:
+                    raise
+        raise AssertionError("unreachable")
+
     # -- helpers ----------------------------------------------------------------------------------
+    def _index_folder(self, run_dir: Path) -> int:
+        """(Re)index one run folder from its files; 0 when it is not a readable run."""
+        from tracer.store import read_run, read_steps
+
+        try:
+            run = read_run(run_dir)
+            steps = read_steps(run_dir)
+        except (ValueError, OSError):
+            return 0
+        # The folder decides: its name is the id commands take, its whole lines are the steps.
+        run = run.model_copy(update={"run_id": run_dir.name, "steps": len(steps),
+                                     "errors": sum(1 for s in steps if s.outcome == "error")})
+        if run.status is not RunStatus.running:
+            _clean_stale_files(run_dir)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM steps WHERE run_id = ?", (run.run_id,))
+            _upsert_run(conn, run)
+            conn.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [_step_values(run.run_id, s) for s in steps])
+
+        self._run(lambda conn: _transaction(conn, tx))
+        return 1
+
     def _row(self, row: sqlite3.Row) -> RunRow:
         from tracer.store import process_alive
 
@@ -237,20 +502,6 @@ class RunIndex:
         data["checks_passed"] = None if data["checks_passed"] is None else bool(data["checks_passed"])
         return RunRow.model_validate(data)
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
-        return self._retry(lambda: self._conn.execute(sql, args))
-
-    @staticmethod
-    def _retry(fn: Callable[[], _T], attempts: int = 20) -> _T:
-        for attempt in range(attempts):
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
-
 
 def iter_rows(index: RunIndex, page: int = 500, **filters: Any) -> Iterator[RunRow]:
     """Every matching run, a page at a time."""
@@ -258,3 +509,178 @@ def iter_rows(index: RunIndex, page: int = 500, **filters: Any) -> Iterator[RunR
     while rows := index.runs(limit=page, offset=offset, **filters):
         yield from rows
         offset += len(rows)
+
+
+def _upsert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+    checks = None if not run.checks else int(all(c.passed for c in run.checks))
+    conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+        run.run_id, run.task_name, run.policy, run.model, run.status.value, run.end_reason, run.agent_verdict,
+        checks, run.started_at.isoformat(), run.ended_at.isoformat() if run.ended_at else None, run.duration_s,
+        run.steps, run.errors, run.layout_seed, run.parent_run, run.pid, run.host,
+    ))
+
+
+def _step_values(run_id: str, step: StepRecord) -> tuple[Any, ...]:
+    action = step.action.get("action") if step.action else None
+    return (run_id, step.index, None if action is None else str(action), step.outcome, step.error, step.confidence,
+            step.url, step.started_at.isoformat())
+
+
+def _mirror_labels(conn: sqlite3.Connection, run_dir: Path) -> None:
+    events, size = read_label_events(run_dir)
+    run_id = run_dir.name
+    conn.execute("DELETE FROM labels WHERE run_id = ?", (run_id,))
+    conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+        (run_id, c.label.id, c.label.step, c.label.verdict,
+         json.dumps(c.label.correction) if c.label.correction else None, c.label.note,
+         c.label.created_at.isoformat(), int(c.deleted))
+        for c in current_labels(events)
+    ])
+    conn.execute("INSERT OR REPLACE INTO label_files VALUES (?, ?)", (run_id, size))
+
+
+def _old_labels(conn: sqlite3.Connection) -> list[tuple[str, LabelAdded, bool]]:
+    """The labels table of an index written before labels moved to the run folders (best effort, row by row)."""
+    found: list[tuple[str, LabelAdded, bool]] = []
+    try:
+        cursor = conn.execute("SELECT id, run_id, idx, verdict, correction, note, created_at, deleted FROM labels")
+        for row in cursor:
+            try:
+                correction = json.loads(row[4]) if row[4] else None
+                label = LabelAdded(id=row[0], step=row[2], verdict=row[3], note=row[5], created_at=row[6],
+                                   correction=correction if isinstance(correction, dict) else None)
+            except (ValidationError, ValueError, TypeError):
+                continue
+            found.append((str(row[1]), label, bool(row[7])))
+    except sqlite3.DatabaseError:
+        pass  # a damaged table: keep what was read
+    return found
+
+
+def _salvage_labels(aside: Path) -> list[tuple[str, LabelAdded, bool]]:
+    """Labels still readable in an index that was moved aside (an older index held them nowhere else)."""
+    if not aside.is_file():
+        return []
+    try:
+        conn = sqlite3.connect(f"{aside.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        return _old_labels(conn)
+    finally:
+        conn.close()
+
+
+def _check_schema(conn: sqlite3.Connection, tables: tuple[str, ...] = tuple(_COLUMNS), *, missing_ok: bool = False) -> None:
+    for table in tables:
+        _check_table(conn, table, missing_ok=missing_ok)
+
+
+def _check_table(conn: sqlite3.Connection, table: str, *, missing_ok: bool = False) -> None:
+    columns = tuple(r[1] for r in conn.execute(f"PRAGMA table_info({table})"))
+    if columns != _COLUMNS[table] and not (missing_ok and not columns):
+        raise UnusableIndex(f"no such table {table}" if not columns else
+                            f"table {table} has columns {', '.join(columns)}, not those of a Glassbox runs index")
+
+
+def _transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
+    return result
+
+
+def _retry(fn: Callable[[], _T], attempts: int = 20) -> _T:
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _is_unusable(exc: BaseException) -> bool:
+    if isinstance(exc, UnusableIndex):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+        return False
+    message = str(exc).lower()
+    return any(m in message for m in _UNUSABLE)
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock across processes (best effort: where it cannot be taken, go on without it)."""
+    try:
+        import fcntl
+
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clean_stale_files(folder: Path) -> None:
+    """Remove temporary files that atomic writes left behind when their process died (never a live one's)."""
+    from tracer.store import stale_temp_files
+
+    for path in stale_temp_files(folder):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
+
+
+def _warn(message: str) -> None:
+    """A recovery the user should know about: in the run's log (structlog) and on stderr."""
+    from tracer.logs import configure_logging
+
+    configure_logging()  # unconfigured structlog would print to stdout
+    log.warning("runs index", message=message)
+    try:
+        sys.stderr.write(f"warning: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from pydantic import BaseModel
 
 from tracer.secrets import Scrubber
 
@@ -32,6 +33,9 @@ def configure_logging(*, console: TextIO | None = None) -> None:
         processors: list[Any] = [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # Exceptions become text before the scrubber sees the event: a rendered traceback (with locals)
+            # after it could print a secret.
+            structlog.processors.format_exc_info,
             _scrub,
             _tee_to_runs,
         ]
@@ -64,9 +68,25 @@ class RunLog:
 
 
 def _scrub(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    for scrubber in list(_scrubbers):
+    scrubbers = list(_scrubbers)
+    if not scrubbers:
+        return event
+    event = {key: _loggable(value) for key, value in event.items()}
+    for scrubber in scrubbers:
         event = scrubber.scrub(event)
     return event
+
+
+def _loggable(value: Any) -> Any:
+    """``value`` as the renderers will write it: an exception or other object becomes its text *before* the
+    scrubber runs, since ``str()`` of it later (JSON ``default=str``, the console) would bypass the mask."""
+    if value is None or isinstance(value, (str, int, float, bool, BaseModel)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _loggable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_loggable(v) for v in value]
+    return str(value)
 
 
 def _tee_to_runs(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:

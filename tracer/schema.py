@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from tools.coords import CoordinateAudit
-from tools.views import Box, ElementInfo
+from tools.views import ElementInfo
 
 SCHEMA_VERSION = 2
 
@@ -119,8 +119,13 @@ class StepRecord(BaseModel):
     prompt: list[PromptMessage] | None = None
     raw_output: str | None
     reasoning: str | None
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)  # the call this step ran (or all, if none ran)
     action: dict[str, Any] | None  # the validated action, or None when the output could not be used
+    # Several tool calls in one model output run as consecutive steps sharing that output (raw_output,
+    # reasoning, prompt): this step ran call number ``call_index`` of ``calls_in_output`` (None: recorded
+    # before these fields existed).
+    call_index: int = 0
+    calls_in_output: int | None = None
     coordinate: CoordinateAudit | None = None
     element: ElementInfo | None = None
     evidence: Evidence | None = None

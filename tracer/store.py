@@ -11,13 +11,14 @@ Reading::
     for run in RunStore(Path("runs")).runs():
         print(run.run_id, run.status, len(read_steps(run_dir)))
 
-A run whose process died shows as ``interrupted``; a torn last line of ``steps.jsonl`` is skipped.
+A run whose process died shows as ``interrupted``; a torn last line of ``steps.jsonl`` (or a line that is
+not valid UTF-8 JSON) is skipped; a file a step names that is gone is a :class:`MissingRunFile` error.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import secrets
 import socket
 from datetime import datetime, timezone
@@ -29,9 +30,22 @@ from pydantic import ValidationError
 from tracer.evidence import EvidenceWriter
 from tracer.index import RunIndex
 from tracer.schema import RunRecord, RunStatus, StepRecord
+from tracer.secrets import Scrubber
 
 RUN_FILE = "run.json"
 STEPS_FILE = "steps.jsonl"
+TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
+
+
+class MissingRunFile(FileNotFoundError):
+    """A file a run record names (a screenshot, an evidence crop) is not in the run folder (deleted, or the
+    folder was copied without it). Its message names the run, the step and the file."""
+
+    def __init__(self, run_dir: Path, relative: str, step: int | None = None) -> None:
+        where = f"step {step} of run {run_dir.name}" if step is not None else f"run {run_dir.name}"
+        super().__init__(f"{where}: {relative} is missing from {run_dir} (deleted?)")
+        self.run_dir, self.relative, self.step = run_dir, relative, step
 
 
 def new_run_id(task_name: str, now: datetime | None = None) -> str:
@@ -41,31 +55,67 @@ def new_run_id(task_name: str, now: datetime | None = None) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix.
+
+    The temporary file is removed when the write fails; one left by a killed process carries its pid in its
+    name (``.NAME.PID-XXXX.tmp``) and is removed when the run is next indexed (:func:`stale_temp_files`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}{TEMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def stale_temp_files(folder: Path) -> list[Path]:
+    """Temporary files of :func:`atomic_write` in ``folder`` (and below, symlinks not followed) whose writing
+    process is gone from this machine. Call it only for folders no other machine writes to (a finished run's)."""
+    found = []
+    for parent, _dirs, files in os.walk(folder, followlinks=False):
+        for name in files:
+            match = _TEMP_NAME.fullmatch(name)
+            if match is None:
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid() or 0 < pid < 2**31 and process_alive(pid, socket.gethostname()):
+                continue  # a live writer's
+            path = Path(parent) / name
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return found
 
 
 class RunWriter:
-    """Appends the steps of one run to its folder and the runs index. One writer per run folder."""
+    """Appends the steps of one run to its folder and the runs index. One writer per run folder.
 
-    def __init__(self, run_dir: Path, record: RunRecord, *, index: RunIndex | None = None) -> None:
+    Every record passes through ``scrubber`` here, the one place where run data is written (folder and
+    index), so no caller can write a secret by forgetting to mask it. The masked copies are what
+    :meth:`write_step` returns and :attr:`record` holds: hand those on (history, live views), never the input.
+    """
+
+    def __init__(self, run_dir: Path, record: RunRecord, *, index: RunIndex | None = None,
+                 scrubber: Scrubber | None = None) -> None:
         self.run_dir = run_dir
-        self.record = record
+        self.scrubber = scrubber or Scrubber([])
+        self.record = self.scrubber.scrub(record)
         self.index = index
         self.evidence = EvidenceWriter(run_dir)
         self._steps = open(run_dir / STEPS_FILE, "a", encoding="utf-8")
         self._confidences: list[float] = []
 
     @classmethod
-    def create(cls, runs_dir: Path, record: RunRecord, *, indexed: bool = True) -> "RunWriter":
+    def create(cls, runs_dir: Path, record: RunRecord, *, indexed: bool = True,
+               scrubber: Scrubber | None = None) -> "RunWriter":
         run_dir = runs_dir / record.run_id
         (run_dir / "steps").mkdir(parents=True, exist_ok=False)
-        writer = cls(run_dir, record, index=RunIndex(runs_dir) if indexed else None)
+        writer = cls(run_dir, record, index=RunIndex(runs_dir) if indexed else None, scrubber=scrubber)
         writer.save()
         return writer
 
@@ -80,8 +130,10 @@ class RunWriter:
         atomic_write(path, png)
         return path.relative_to(self.run_dir).as_posix()
 
-    def write_step(self, step: StepRecord) -> None:
-        """Append one step as a JSON line and flush it, so a reader sees whole steps as they end."""
+    def write_step(self, step: StepRecord) -> StepRecord:
+        """Append one step (secrets masked) as a JSON line and flush it, so a reader sees whole steps as they
+        end; returns the masked step as written."""
+        step = self.scrubber.scrub(step)
         self._steps.write(step.model_dump_json() + "\n")
         self._steps.flush()
         self.record.steps = step.index + 1
@@ -98,14 +150,16 @@ class RunWriter:
         if step.confidence is not None:
             self._confidences.append(step.confidence)
             summary.mean_confidence = round(sum(self._confidences) / len(self._confidences), 4)
-        if step.policy in ("qwen3vl", "openai") and not step.cache_hit:
+        if step.policy in ("qwen3vl", "openai") and not step.cache_hit and step.call_index == 0:  # one call per output
             summary.model_calls += 1
         summary.think_ms_total = round(summary.think_ms_total + step.timings.think_ms, 2)
         summary.act_ms_total = round(summary.act_ms_total + step.timings.act_ms, 2)
         if self.index is not None:
             self.index.add_step(self.record.run_id, step)
+        return step
 
     def save(self) -> None:
+        self.record = self.scrubber.scrub(self.record)  # callers set checks, end reasons ... on the record
         atomic_write(self.run_dir / RUN_FILE, self.record.model_dump_json(indent=2).encode())
         if self.index is not None:
             self.index.upsert_run(self.record)
@@ -131,6 +185,8 @@ def read_run(run_dir: Path) -> RunRecord:
         record = RunRecord.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_FILE})") from None
+    except OSError as exc:  # a folder in its place, no permission
+        raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from None
     except ValidationError as exc:
         raise ValueError(f"{path} is not a valid run record: {exc.errors()[0]['msg']}") from None
     if record.status is RunStatus.running and not process_alive(record.pid, record.host):
@@ -140,20 +196,53 @@ def read_run(run_dir: Path) -> RunRecord:
 
 
 def read_steps(run_dir: Path) -> list[StepRecord]:
-    """Every whole step of a run; a torn or unreadable line (a crash mid-write) is skipped."""
+    """Every whole step of a run. A torn last line (a crash mid-write, perhaps inside a UTF-8 character) and
+    a line that is not a valid step (bytes that are not UTF-8, not JSON) are skipped, never fatal."""
     steps: list[StepRecord] = []
     path = run_dir / STEPS_FILE
-    if not path.exists():
+    if not path.is_file():
         return steps
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 must not end the reading
         for line in fh:
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break  # torn last line
             try:
                 steps.append(StepRecord.model_validate_json(line))
-            except ValidationError:
+            except (ValidationError, ValueError):
                 continue
     return steps
+
+
+def step_file(run_dir: Path, relative: str, step: int | None = None) -> Path:
+    """The path of a file a record names, relative to ``run_dir``: :class:`MissingRunFile` when it is gone,
+    ValueError when it points outside the run folder (a crafted record)."""
+    root = run_dir.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"run {run_dir.name}: {relative!r} is outside the run folder")
+    if not path.is_file():
+        raise MissingRunFile(run_dir, relative, step)
+    return path
+
+
+def read_step_file(run_dir: Path, relative: str, step: int | None = None) -> bytes:
+    """The bytes of a file a record names (a screenshot): :class:`MissingRunFile` with a clear message when gone."""
+    path = step_file(run_dir, relative, step)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MissingRunFile(run_dir, relative, step) from None
+
+
+def missing_screenshots(run_dir: Path, steps: list[StepRecord]) -> list[StepRecord]:
+    """The steps whose screenshot is not in the run folder."""
+    missing = []
+    for step in steps:
+        try:
+            step_file(run_dir, step.screenshot, step.index)
+        except (MissingRunFile, ValueError):
+            missing.append(step)
+    return missing
 
 
 class RunStore:
@@ -169,7 +258,7 @@ class RunStore:
             if (run_dir / RUN_FILE).is_file():
                 try:
                     yield read_run(run_dir)
-                except ValueError:
+                except (ValueError, OSError):
                     continue
 
     def run_dir(self, run_id: str) -> Path:

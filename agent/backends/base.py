@@ -49,6 +49,9 @@ class Generation(BaseModel):
     server_reasoning: str | None = None  # reasoning a server returned separately
     server_tool_calls: list[dict[str, Any]] | None = None
     tokens: list[TokenLogprob] | None = None
+    # The text the tokens' spans index into, when it is not ``text``: a served model's whole generation
+    # (reasoning, </think>, raw <tool_call> text), while ``text`` holds only the content the server returned.
+    token_text: str | None = None
     logprobs_reason: str | None = None  # why tokens is None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
@@ -78,3 +81,4 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release the model or the HTTP client."""
+        return None  # deliberately not abstract: a backend holding nothing to release keeps this no-op

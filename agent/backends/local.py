@@ -166,7 +166,7 @@ class LocalQwen3VL(Backend):
         """Decode and give each token its character span (a prefix decode keeps multi-byte characters whole)."""
         tokens = []
         previous = ""
-        for i, (token_id, lp) in enumerate(zip(ids, logprobs)):
+        for i, (_, lp) in enumerate(zip(ids, logprobs, strict=True)):
             text = self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
             if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: the character ends in a later token
                 tokens.append(TokenLogprob(text="", start=len(previous), end=len(previous), logprob=lp))

@@ -8,6 +8,7 @@ environment variable (``OPENAI_API_KEY`` unless the task names another), never f
 from __future__ import annotations
 
 import base64
+import codecs
 import os
 import random
 import time
@@ -41,7 +42,7 @@ class OpenAIBackend(Backend):
         self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
 
     def request_body(self, prompt: Prompt, sampling: Sampling, *, step: int) -> dict[str, Any]:
-        messages = []
+        messages: list[dict[str, Any]] = []
         for m in prompt.messages:
             if all(isinstance(p, TextPart) for p in m.content):
                 messages.append({"role": m.role, "content": "".join(p.text for p in m.content)})  # type: ignore[union-attr]
@@ -73,17 +74,26 @@ class OpenAIBackend(Backend):
             message = choice["message"]
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"the server's answer has no choices[0].message: {str(data)[:200]}") from None
+        if not isinstance(choice, dict) or not isinstance(message, dict):
+            raise BackendError(f"the server's choices[0].message is not an object: {str(data)[:200]}")
         content = message.get("content") or ""
         if isinstance(content, list):  # some servers answer with content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        reasoning = message.get("reasoning") or message.get("reasoning_content")
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        if not isinstance(content, str):
+            raise BackendError(f"the server's message content is {type(content).__name__}, not text")
+        reasoning = _reasoning(message)
         tool_calls = message.get("tool_calls") or None
-        tokens, reason = _token_spans(choice.get("logprobs"), content)
-        usage = data.get("usage") or {}
+        if tool_calls is not None and not (isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
+            raise BackendError(f"the server's tool_calls is not a list of objects: {str(tool_calls)[:200]}")
+        whole, tokens, reason = generation_tokens(choice.get("logprobs"))
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return Generation(
             text=content, server_reasoning=reasoning, server_tool_calls=tool_calls, tokens=tokens,
-            logprobs_reason=reason, prompt_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
-            finish_reason=choice.get("finish_reason"),
+            token_text=whole if tokens is not None and whole != content else None,
+            logprobs_reason=reason, prompt_tokens=_int(usage.get("prompt_tokens")),
+            output_tokens=_int(usage.get("completion_tokens")),
+            finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
             attention_reason="a served model returns no attention; `glassbox explain` can compute maps with a local copy",
         )
 
@@ -98,9 +108,12 @@ class OpenAIBackend(Backend):
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json()
+                        data = response.json()
                     except ValueError:
                         raise BackendError(f"{url} answered 200 with a body that is not JSON") from None
+                    if not isinstance(data, dict):
+                        raise BackendError(f"{url} answered 200 with JSON that is not an object: {str(data)[:200]}")
+                    return data
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code not in RETRY_STATUS:
                     raise BackendError(f"{url} refused the request ({last})")
@@ -116,15 +129,62 @@ class OpenAIBackend(Backend):
         self._client.close()
 
 
-def _token_spans(logprobs: Any, content: str) -> tuple[list[TokenLogprob] | None, str | None]:
-    if not logprobs or not isinstance(logprobs, dict) or not logprobs.get("content"):
-        return None, "the server returned no log-probabilities"
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """The reasoning a server split off: ``reasoning`` (current vLLM) or ``reasoning_content`` (older).
+
+    An empty string is kept (not None): it says the server did split the reasoning off (the model closed
+    its think block at once), so the content is the answer, not an unfinished thought.
+    """
+    for key in ("reasoning", "reasoning_content"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    for key in ("reasoning", "reasoning_content"):
+        if isinstance(message.get(key), str):
+            return ""
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def generation_tokens(logprobs: Any) -> tuple[str, list[TokenLogprob] | None, str | None]:
+    """(whole generation, tokens indexing into it, why there are no tokens).
+
+    The server's ``logprobs.content`` covers everything the model generated, whatever its reasoning and
+    tool parsers moved out of ``content``: the reasoning, ``</think>`` and the raw ``<tool_call>`` text.
+    So the tokens are aligned against their own concatenation, not against ``content``. Where every
+    entry carries its UTF-8 ``bytes``, those are decoded incrementally, so a character split over two
+    tokens is whole in the text (and belongs to the token that completes it).
+    """
+    if not isinstance(logprobs, dict) or not logprobs.get("content"):
+        return "", None, "the server returned no log-probabilities"
+    entries = logprobs["content"]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return "", None, "the server's log-probabilities are not a list of token entries"
+    values = [e.get("logprob") for e in entries]
+    # A log-probability is <= 0; a hair above 0 is float rounding (clamped below), anything else is not one.
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 1e-4 for v in values):
+        return "", None, "the server's log-probabilities hold values that are not log-probabilities (numbers <= 0)"
+    texts = _token_texts(entries)
+    if texts is None:
+        return "", None, "the server's log-probabilities hold tokens that are not text"
     tokens, position = [], 0
-    for entry in logprobs["content"]:
-        text = entry.get("token", "")
-        start = content.find(text, position) if text else position
-        if start < 0:
-            return None, "the server's tokens do not line up with its content"
-        tokens.append(TokenLogprob(text=text, start=start, end=start + len(text), logprob=float(entry.get("logprob", 0.0))))
-        position = start + len(text)
-    return tokens, None
+    for text, value in zip(texts, values, strict=True):
+        tokens.append(TokenLogprob(text=text, start=position, end=position + len(text), logprob=min(float(value), 0.0)))
+        position += len(text)
+    return "".join(texts), tokens, None
+
+
+def _token_texts(entries: list[dict[str, Any]]) -> list[str] | None:
+    byte_lists = [e.get("bytes") for e in entries]
+    if all(isinstance(b, list) and all(isinstance(x, int) and 0 <= x < 256 for x in b) for b in byte_lists):
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        texts = [decoder.decode(bytes(b)) for b in byte_lists]  # type: ignore[arg-type]
+        texts[-1] += decoder.decode(b"", final=True)
+        return texts
+    strings = [e.get("token") for e in entries]
+    if not all(isinstance(t, str) for t in strings):
+        return None
+    return strings  # type: ignore[return-value]

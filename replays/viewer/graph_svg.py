@@ -1,4 +1,7 @@
-"""Draw a run's decision graph as SVG: one column per step, one row per kind of node; nodes link to steps."""
+"""Draw a run's decision graph as SVG: one column per step, one row per kind of node; nodes link to steps.
+
+Labels come from recorded text (untrusted): every value that goes into markup is escaped, attributes included.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +24,10 @@ def graph_svg(graph: nx.DiGraph, *, link: str = "#step-{step}") -> str:
         step = data.get("step")
         columns[node] = int(step) if step is not None else -1
         last = max(last, columns[node])
-    positions = {}
+    positions: dict[str, tuple[float, float]] = {}
     for node, data in graph.nodes(data=True):
         col = columns[node] if columns[node] >= 0 else last + 1
         row = ROWS.get(data.get("kind", ""), 1)
-        if data.get("kind") == "outcome" and data.get("status") == "error":
-            pass
         positions[node] = (16 + col * COL_W, 16 + row * ROW_H)
     width = 32 + (last + 2) * COL_W
     height = 32 + 4 * ROW_H
@@ -54,9 +55,9 @@ def graph_svg(graph: nx.DiGraph, *, link: str = "#step-{step}") -> str:
         step = data.get("step")
         href = link.format(step=step) if step is not None else "#"
         parts.append(
-            f'<a href="{escape(href)}" data-step="{step if step is not None else ""}"><g>'
+            f'<a href="{escape(href)}" data-step="{escape(str(step)) if step is not None else ""}"><g>'
             f'<title>{escape(kind)}: {escape(label)}</title>'
-            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6" fill="{fill}" stroke="#d1d5db"/>'
+            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6" fill="{escape(fill)}" stroke="#d1d5db"/>'
             f'<text x="{x + NODE_W / 2}" y="{y + NODE_H / 2 + 4}" text-anchor="middle" font-size="11">{escape(short)}</text>'
             f'</g></a>'
         )

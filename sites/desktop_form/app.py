@@ -38,7 +38,7 @@ def main() -> None:
 
     def save() -> None:
         data = {key: entry.get() for key, entry in fields.items()} | {"newsletter": newsletter.get()}
-        if not data["name"].strip():
+        if not fields["name"].get().strip():
             status.configure(text="Full name is required.", fg="#b91c1c")
             return
         out.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypedDict
 
 from fastapi import FastAPI, Form, HTTPException, Request
-from starlette.datastructures import UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import UploadFile
 
 from sites.shop.db import CATEGORIES, Product, ShopDB
 from sites.shop.layout import Layout
@@ -162,7 +164,17 @@ def create_app(*, data_dir: Path, layout: Layout, username: str, password: str) 
     return app
 
 
-def _validate(values: dict[str, str]) -> tuple[dict[str, str], dict[str, object]]:
+class _ProductFields(TypedDict):
+    """The validated form fields, as ``ShopDB.add_product`` takes them."""
+
+    name: str
+    price_cents: int
+    stock: int
+    category: str
+    description: str
+
+
+def _validate(values: Mapping[str, str]) -> tuple[dict[str, str], _ProductFields]:
     errors: dict[str, str] = {}
     name = values["name"].strip()
     if not name:
@@ -191,8 +203,8 @@ def _validate(values: dict[str, str]) -> tuple[dict[str, str], dict[str, object]
     description = values["description"].strip()
     if len(description) > 2000:
         errors["description"] = "Description must be at most 2000 characters."
-    clean = {"name": name, "price_cents": price_cents, "stock": stock, "category": values["category"],
-             "description": description}
+    clean: _ProductFields = {"name": name, "price_cents": price_cents, "stock": stock, "category": values["category"],
+                             "description": description}
     return errors, clean
 
 

@@ -14,7 +14,7 @@ from sites.shop.app import create_app
 from sites.shop.layout import layout_for_seed
 
 DEFAULT_USERNAME = "admin"
-DEFAULT_PASSWORD = "glassbox-demo"
+DEFAULT_PASSWORD = "Xq7-tulip-4821"
 
 
 class ShopServer:
@@ -36,8 +36,12 @@ class ShopServer:
     ) -> None:
         self.layout = layout_for_seed(layout_seed)
         self.host = host
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="glassbox-shop-")
-        self.data_dir = Path(data_dir) if data_dir else Path(self._tmp.name)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir:
+            self.data_dir = Path(data_dir)
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="glassbox-shop-")
+            self.data_dir = Path(self._tmp.name)
         self.app = create_app(data_dir=self.data_dir, layout=self.layout, username=username, password=password)
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)

@@ -1,23 +1,28 @@
 // Glassbox run page: filmstrip, step details, overlays, live steps (SSE), labelling.
+// Recorded text is untrusted (a run folder may come from elsewhere): every value put into HTML goes through esc(),
+// paths through fileUrl(); writes carry the per-server token from the page's <meta name="glassbox-token">.
 "use strict";
 const state = JSON.parse(document.getElementById("initial").textContent);
+const token = document.querySelector('meta[name="glassbox-token"]').content;
+const writeHeaders = {"Content-Type": "application/json", "X-Glassbox-Token": token};
 const runId = state.run.run_id;
 let current = -1;
 let followLast = true;
 let picking = null; // {coordinate: [x, y]} while marking where the agent should have clicked
 const $ = (id) => document.getElementById(id);
-const fileUrl = (p) => `/runs/${encodeURIComponent(runId)}/files/${p}`;
+const fileUrl = (p) => `/runs/${encodeURIComponent(runId)}/files/` + String(p ?? "").split("/").map(encodeURIComponent).join("/");
+const num = (v, digits) => (typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "?");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 function actionLabel(step) {
   const a = step.action;
   if (!a) return step.error_kind === "parse" ? "parse error" : "no action";
   let extra = "";
-  if (a.coordinate) extra = ` (${a.coordinate.map((v) => Math.round(v)).join(", ")})`;
-  else if (a.text !== undefined) extra = ` “${a.text.slice(0, 24)}”`;
-  else if (a.keys) extra = ` ${a.keys.join("+")}`;
+  if (Array.isArray(a.coordinate)) extra = ` (${a.coordinate.map((v) => Math.round(v)).join(", ")})`;
+  else if (a.text !== undefined) extra = ` “${String(a.text).slice(0, 24)}”`;
+  else if (Array.isArray(a.keys)) extra = ` ${a.keys.join("+")}`;
   else if (a.status) extra = ` ${a.status}`;
-  return a.action + extra;
+  return String(a.action) + extra;
 }
 
 function labelsFor(i) { return state.labels.filter((l) => l.step === i); }
@@ -27,7 +32,7 @@ function filmItem(step) {
   b.className = "film" + (step.outcome === "error" ? " err" : "");
   b.id = `film-${step.index}`;
   b.dataset.index = step.index;
-  b.innerHTML = `<img loading="lazy" src="${fileUrl(step.screenshot)}" alt=""><span class="n">${step.index}</span>` +
+  b.innerHTML = `<img loading="lazy" src="${esc(fileUrl(step.screenshot))}" alt=""><span class="n">${esc(step.index)}</span>` +
     `<span class="a">${esc(actionLabel(step))}</span><span class="lab"></span>`;
   b.addEventListener("click", () => { followLast = step.index === state.steps.length - 1; select(step.index); });
   return b;
@@ -69,26 +74,26 @@ function drawOverlay() {
   const c = step.coordinate;
   if (c && $("t-box").checked && step.evidence) {
     const [l, t, r, b] = step.evidence.box;
-    out += `<rect class="ev" x="${l}" y="${t}" width="${r - l}" height="${b - t}"/>`;
+    out += `<rect class="ev" x="${esc(l)}" y="${esc(t)}" width="${esc(r - l)}" height="${esc(b - t)}"/>`;
   }
   if (c && $("t-exec").checked) {
     const s = c.device_scale_factor;
     const [x, y] = [c.css[0] * s, c.css[1] * s];
-    out += `<circle class="exec" cx="${x}" cy="${y}" r="11"/><line class="exec" x1="${x - 17}" y1="${y}" x2="${x + 17}" y2="${y}"/><line class="exec" x1="${x}" y1="${y - 17}" x2="${x}" y2="${y + 17}"/>`;
+    out += `<circle class="exec" cx="${esc(x)}" cy="${esc(y)}" r="11"/><line class="exec" x1="${esc(x - 17)}" y1="${esc(y)}" x2="${esc(x + 17)}" y2="${esc(y)}"/><line class="exec" x1="${esc(x)}" y1="${esc(y - 17)}" x2="${esc(x)}" y2="${esc(y + 17)}"/>`;
   }
   const mp = modelPointPx(step);
-  if (mp && $("t-model").checked) out += `<rect class="model" x="${mp[0] - 7}" y="${mp[1] - 7}" width="14" height="14"/>`;
+  if (mp && $("t-model").checked) out += `<rect class="model" x="${esc(mp[0] - 7)}" y="${esc(mp[1] - 7)}" width="14" height="14"/>`;
   if ($("t-labels").checked) {
     for (const l of labelsFor(current)) {
       if (l.correction && l.correction.coordinate) {
         const [x, y] = [l.correction.coordinate[0] / 1000 * w, l.correction.coordinate[1] / 1000 * h];
-        out += `<circle class="fix" cx="${x}" cy="${y}" r="12"/><text class="fixt" x="${x + 16}" y="${y + 5}">fix</text>`;
+        out += `<circle class="fix" cx="${esc(x)}" cy="${esc(y)}" r="12"/><text class="fixt" x="${esc(x + 16)}" y="${esc(y + 5)}">fix</text>`;
       }
     }
   }
   if (picking && picking.coordinate) {
     const [x, y] = [picking.coordinate[0] / 1000 * w, picking.coordinate[1] / 1000 * h];
-    out += `<circle class="pick" cx="${x}" cy="${y}" r="12"/>`;
+    out += `<circle class="pick" cx="${esc(x)}" cy="${esc(y)}" r="12"/>`;
   }
   svg.innerHTML = out;
 }
@@ -104,32 +109,32 @@ function renderDetails() {
   const t = step.timings;
   const conf = step.confidence === null || step.confidence === undefined
     ? `<span class="muted">unknown — ${esc(step.confidence_reason || step.unavailable.confidence || "")}</span>`
-    : `<meter min="0" max="1" value="${step.confidence}"></meter> ${step.confidence.toFixed(3)}` +
+    : `<meter min="0" max="1" value="${esc(step.confidence)}"></meter> ${num(step.confidence, 3)}` +
       Object.entries(step.confidence_parts || {}).map(([k, v]) => `<div class="muted">${esc(k)}: ${Number(v).toFixed(3)}</div>`).join("");
   const el = step.element ? `${esc(step.element.tag)} “${esc(step.element.text.slice(0, 60))}”` : "";
-  const ev = step.evidence ? `<img class="crop" src="${fileUrl(step.evidence.crop)}" alt="evidence crop">` : `<span class="muted">${esc(step.unavailable.evidence || "")}</span>`;
+  const ev = step.evidence ? `<img class="crop" src="${esc(fileUrl(step.evidence.crop))}" alt="evidence crop">` : `<span class="muted">${esc(step.unavailable.evidence || "")}</span>`;
   const coord = step.coordinate
-    ? `model (${step.coordinate.model.map((v) => +v.toFixed(1)).join(", ")}) ${esc(step.coordinate.mode)} → CSS (${step.coordinate.css.join(", ")}) ×${step.coordinate.device_scale_factor}${step.coordinate.clamped ? " <b>clamped</b>" : ""}`
+    ? `model (${esc(step.coordinate.model.map((v) => +v.toFixed(1)).join(", "))}) ${esc(step.coordinate.mode)} → CSS (${esc(step.coordinate.css.join(", "))}) ×${esc(step.coordinate.device_scale_factor)}${step.coordinate.clamped ? " <b>clamped</b>" : ""}`
     : "";
-  const labels = labelsFor(current).map((l) => `<li class="${l.verdict}">${l.verdict === "wrong" ? "✗ wrong" : "✓ correct"}` +
-    (l.correction ? ` → ${esc(l.correction.action)}${l.correction.coordinate ? " (" + l.correction.coordinate.map(Math.round).join(", ") + ")" : ""}${l.correction.text ? " “" + esc(l.correction.text) + "”" : ""}` : "") +
-    (l.note ? ` <span class="muted">${esc(l.note)}</span>` : "") + ` <button class="undo" data-id="${l.id}">Undo</button></li>`).join("");
+  const labels = labelsFor(current).map((l) => `<li class="${esc(l.verdict)}">${l.verdict === "wrong" ? "✗ wrong" : "✓ correct"}` +
+    (l.correction ? ` → ${esc(l.correction.action)}${l.correction.coordinate ? " (" + esc(l.correction.coordinate.map(Math.round).join(", ")) + ")" : ""}${l.correction.text ? " “" + esc(l.correction.text) + "”" : ""}` : "") +
+    (l.note ? ` <span class="muted">${esc(l.note)}</span>` : "") + ` <button class="undo" data-id="${esc(l.id)}">Undo</button></li>`).join("");
   d.innerHTML = `
-    <h2 id="step-title">Step ${step.index} · ${esc(actionLabel(step))}</h2>
+    <h2 id="step-title">Step ${esc(step.index)} · ${esc(actionLabel(step))}</h2>
     ${step.error ? `<div class="error">${esc(step.error_kind || "error")}: ${esc(step.error)}</div>` : ""}
-    ${step.replay ? `<div class="replay">${esc(step.replay.decision)} · recorded step ${step.replay.source_step ?? "—"}` +
-      (step.replay.screen_diff !== null ? ` · screen diff ${step.replay.screen_diff.toFixed(3)}` : "") +
+    ${step.replay ? `<div class="replay">${esc(step.replay.decision)} · recorded step ${esc(step.replay.source_step ?? "—")}` +
+      (step.replay.screen_diff !== null ? ` · screen diff ${num(step.replay.screen_diff, 3)}` : "") +
       (step.replay.reason ? `<br>${esc(step.replay.reason)}` : "") +
-      (step.replay.side_by_side ? `<br><a href="${fileUrl(step.replay.side_by_side)}" target="_blank">side by side</a>` : "") + `</div>` : ""}
+      (step.replay.side_by_side ? `<br><a href="${esc(fileUrl(step.replay.side_by_side))}" target="_blank" rel="noopener">side by side</a>` : "") + `</div>` : ""}
     <details open><summary>Reasoning</summary><pre class="reasoning">${esc(step.reasoning || "(none)")}</pre></details>
     <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
     ${kv([["confidence", conf], coord && ["coordinate", coord], el && ["element", el], ["evidence", ev],
-          ["url", esc(step.url || "")], ["timings", `perceive ${t.perceive_ms.toFixed(0)} · think ${t.think_ms.toFixed(0)} · act ${t.act_ms.toFixed(0)} · record ${t.record_ms.toFixed(1)} ms`],
+          ["url", esc(step.url || "")], ["timings", `perceive ${num(t.perceive_ms, 0)} · think ${num(t.think_ms, 0)} · act ${num(t.act_ms, 0)} · record ${num(t.record_ms, 1)} ms`],
           ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))],
           step.decoding && ["decoding", decodingLabel(step.decoding)],
           ["attention", (step.attention || []).filter((a) => a.group === "deep").map((a) =>
-            `${esc(a.target)}: peak (${a.peak_px.join(", ")}), concentration ${a.concentration.toFixed(2)}` +
-            (a.peak_to_click_px !== null ? `, ${a.peak_to_click_px.toFixed(0)} px from click` : "")).join("<br>") ||
+            `${esc(a.target)}: peak (${esc(a.peak_px.join(", "))}), concentration ${num(a.concentration, 2)}` +
+            (a.peak_to_click_px !== null ? `, ${num(a.peak_to_click_px, 0)} px from click` : "")).join("<br>") ||
             `<span class="muted">${esc((step.unavailable || {}).attention || "")}</span>`]])}
     <details><summary>Raw output</summary><pre>${esc(step.raw_output || "")}</pre></details>
     <details><summary>Not recorded</summary><ul class="muted">${Object.entries(step.unavailable || {}).map(([k, v]) => `<li>${esc(k)}: ${esc(v)}</li>`).join("")}</ul></details>
@@ -141,7 +146,7 @@ function renderDetails() {
         <label>Action <select id="fix-action">${["left_click", "double_click", "right_click", "triple_click", "upload_file", "type", "key", "scroll", "wait", "terminate"].map((a) => `<option>${a}</option>`).join("")}</select></label>
         <label>Text <input id="fix-text" placeholder="text to type / keys"></label>
         <label>Note <input id="fix-note" placeholder="why"></label>
-        <div class="point" id="fix-point">${picking && picking.coordinate ? "point " + picking.coordinate.map(Math.round).join(", ") : "no point yet"}</div>
+        <div class="point" id="fix-point">${picking && picking.coordinate ? "point " + esc(picking.coordinate.map(Math.round).join(", ")) : "no point yet"}</div>
         <button id="fix-save">Save label</button> <button id="fix-cancel">Cancel</button>
         <div id="fix-error" class="error" hidden></div>
       </div>
@@ -170,7 +175,7 @@ function renderDetails() {
 
 async function saveLabel(body) {
   const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/steps/${current}/labels`, {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+    method: "POST", headers: writeHeaders, body: JSON.stringify(body),
   });
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
@@ -185,7 +190,7 @@ async function saveLabel(body) {
 
 async function startReplay(body) {
   const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/replay`, {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+    method: "POST", headers: writeHeaders, body: JSON.stringify(body),
   });
   const data = await r.json().catch(() => ({}));
   if (!r.ok) { alert(data.error || data.detail || `error ${r.status}`); return; }
@@ -195,7 +200,7 @@ $("replay-btn").addEventListener("click", () => startReplay({fallback: "none"}))
 $("replay-fb-btn").addEventListener("click", () => startReplay({fallback: "policy"}));
 
 async function undoLabel(id) {
-  const r = await fetch(`/api/labels/${id}`, {method: "DELETE"});
+  const r = await fetch(`/api/labels/${encodeURIComponent(id)}`, {method: "DELETE", headers: {"X-Glassbox-Token": token}});
   if (r.ok) { state.labels = state.labels.filter((l) => l.id !== id); renderDetails(); drawOverlay(); refreshFilmLabels(); }
 }
 
@@ -217,7 +222,7 @@ function drawAttention() {
   const img = $("attn");
   const step = state.steps[current];
   if (!$("t-attn").checked || $("t-attn").disabled || !step) { img.hidden = true; return; }
-  img.src = `/runs/${encodeURIComponent(runId)}/steps/${step.index}/attention.png?key=${encodeURIComponent($("attn-group").value)}`;
+  img.src = `/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(step.index)}/attention.png?key=${encodeURIComponent($("attn-group").value)}`;
   img.hidden = false;
   const a = (step.attention || []).find((m) => m.key === $("attn-group").value);
   if (a) img.title = `peak (${a.peak_px.join(", ")}) · concentration ${a.concentration.toFixed(2)} · entropy ${a.entropy.toFixed(2)}` +
@@ -296,8 +301,8 @@ live();
 function decodingLabel(d) {
   // e.g. "fast, compiled · prompt 3529 tokens, 2253 reused · vision 23 · prefill 51 ms · 4.7 ms/token"
   const parts = [esc(d.path) + (d.compiled ? ", compiled" : "")];
-  parts.push(`prompt ${d.prompt_tokens} tokens` + (d.path === "fast" ? `, ${d.prefix_reused} reused` : "") +
-    (d.images_reused ? ` (${d.images_reused} screenshot${d.images_reused > 1 ? "s" : ""} unchanged)` : ""));
+  parts.push(`prompt ${esc(d.prompt_tokens)} tokens` + (d.path === "fast" ? `, ${esc(d.prefix_reused)} reused` : "") +
+    (d.images_reused ? ` (${esc(d.images_reused)} screenshot${d.images_reused > 1 ? "s" : ""} unchanged)` : ""));
   const ms = (v) => (v === null || v === undefined ? null : v.toFixed(0));
   const times = [["vision", d.images_encoded === 0 ? null : ms(d.vision_ms)], ["prefill", ms(d.prefill_ms)], [d.path === "plain" ? "generate" : "decode", ms(d.decode_ms)]]
     .filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`);

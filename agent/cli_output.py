@@ -1,0 +1,109 @@
+"""What list and show commands print: JSON documents (typed) and tables that never drop a column.
+
+On a terminal a table wraps its long text columns; when the terminal is too narrow for that, or stdout is
+not a terminal (``glassbox runs list | grep failed``), every row is printed whole on one line, uncoloured.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tracer.index import RunRow
+from tracer.schema import RunRecord, StepRecord
+
+SEP = "  "
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # would break "one row per line" or drive the terminal
+
+
+class RunListing(BaseModel):
+    """``glassbox runs list --json``."""
+
+    runs_dir: str
+    runs: list[RunRow]
+
+
+class RunShow(BaseModel):
+    """``glassbox runs show --json``: the run record and its steps, as on disk."""
+
+    run_dir: str
+    run: RunRecord
+    steps: list[StepRecord]
+
+
+class Column(BaseModel):
+    header: str
+    wraps: bool = False  # may wrap on a terminal (free text); the others are kept whole
+    style_by_value: dict[str, str] = {}
+
+
+def clean(text: str) -> str:
+    """One line of printable text: control characters (newlines, tabs, escapes) become spaces."""
+    return _CONTROL.sub(" ", text)
+
+
+def plain_rows(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned rows, each whole on its own line (a header first); no truncation at any width."""
+    cells = [[clean(c) for c in row] for row in rows]
+    widths = [max([cell_len(col.header), *(cell_len(r[i]) for r in cells)]) for i, col in enumerate(columns)]
+    lines = [[col.header for col in columns], *cells]
+    return "".join(SEP.join(c + " " * (w - cell_len(c)) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
+                   for line in lines)
+
+
+def is_tty(console: Console) -> bool:
+    """Whether the console writes to a real terminal (FORCE_COLOR and the like do not make a pipe one)."""
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed or odd stream
+        return False
+
+
+def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
+                tty: bool | None = None) -> None:
+    """A table on a terminal wide enough for its fixed columns; plain whole rows otherwise."""
+    if not (is_tty(console) if tty is None else tty) or not _fits(console.width, columns, rows):
+        console.file.write(plain_rows(columns, rows))
+        console.file.flush()
+        return
+    table = Table(box=None, pad_edge=False, padding=(0, 1))
+    for i, col in enumerate(columns):
+        longest = _longest(i, col, rows)
+        if col.wraps:
+            table.add_column(col.header, overflow="fold", min_width=min(longest, 8))
+        else:
+            table.add_column(col.header, no_wrap=True, min_width=longest)
+    for row in rows:
+        cells = (Text(clean(value), style=col.style_by_value.get(value, "")) for col, value in zip(columns, row, strict=True))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _fits(width: int, columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> bool:
+    need = 0
+    for i, col in enumerate(columns):
+        longest = _longest(i, col, rows)
+        need += (min(longest, 8) if col.wraps else longest) + 1
+    return need <= width
+
+
+def _longest(i: int, col: Column, rows: Sequence[Sequence[str]]) -> int:
+    return max([cell_len(col.header), *(cell_len(clean(r[i])) for r in rows)])
+
+
+def write_json(console: Console, document: BaseModel) -> None:
+    """One JSON document on stdout (no rich rendering: no wrapping, no markup)."""
+    console.file.write(document.model_dump_json(indent=1) + "\n")
+    console.file.flush()
+
+
+def path_text(path: Path) -> str:
+    return clean(str(path))
