@@ -59,6 +59,13 @@ class DecodingMode(str, Enum):
     plain = "plain"
 
 
+FilesRoot = Annotated[Optional[Path], typer.Option(
+    "--files-root", help="A folder the task may upload files from, besides its own folder.")]
+AllowPrograms = Annotated[bool, typer.Option(
+    "--allow-programs",
+    help="Let a task from outside the bundled tasks/ folder start programs (a desktop app, command checks).")]
+
+
 @app.command()
 def run(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="Task file to run.")],
@@ -87,11 +94,8 @@ def run(
     max_errors: Annotated[Optional[int], typer.Option(min=1, help="Consecutive error limit (overrides the task's).")] = None,
     view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
     view_port: Annotated[int, typer.Option(min=0, max=65535, help="Viewer port with --view (0: the OS picks).")] = 0,
-    files_root: Annotated[Optional[Path], typer.Option(
-        "--files-root", help="A folder the task may upload files from, besides its own folder.")] = None,
-    allow_programs: Annotated[bool, typer.Option(
-        "--allow-programs",
-        help="Let a task from outside the bundled tasks/ folder start programs (a desktop app, command checks).")] = False,
+    files_root: FilesRoot = None,
+    allow_programs: AllowPrograms = False,
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
@@ -436,6 +440,8 @@ def replay(
     layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Replay against another layout of the bundled site.")] = None,
     site_url: Annotated[Optional[str], typer.Option(help="Replay against an already running site.")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    files_root: FilesRoot = None,
+    allow_programs: AllowPrograms = False,
     new_run_id: Annotated[Optional[str], typer.Option("--new-run-id", hidden=True)] = None,
 ) -> None:
     """Re-run a recorded run without the model, checking the screen before each step."""
@@ -446,7 +452,8 @@ def replay(
     try:
         result = do_replay(source.runs_dir, source.run_id, fallback=fallback.value, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step)
+                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step,
+                           files_root=files_root, allow_programs=True if allow_programs else None)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None
     _report(result)
@@ -465,6 +472,8 @@ def resume(
     layout_seed: Annotated[Optional[int], typer.Option(min=0, help="Another layout of the bundled site.")] = None,
     site_url: Annotated[Optional[str], typer.Option(help="Resume against an already running site.")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    files_root: FilesRoot = None,
+    allow_programs: AllowPrograms = False,
     new_run_id: Annotated[Optional[str], typer.Option("--new-run-id", hidden=True)] = None,
 ) -> None:
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
@@ -475,7 +484,8 @@ def resume(
     try:
         result = do_resume(source.runs_dir, source.run_id, from_step=from_step, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step)
+                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step,
+                           files_root=files_root, allow_programs=True if allow_programs else None)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None
     _report(result)

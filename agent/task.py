@@ -103,8 +103,17 @@ class InputSpec(_Strict):
 
     value: str | None = None
     env: str | None = None  # read the value from this environment variable
-    secret: bool = False
+    secret: bool = False  # an `env` input is secret unless it says `secret: false`
     description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_is_secret_by_default(cls, data: Any) -> Any:
+        # The environment holds API keys: a task naming a variable must not pull it into prompts and records
+        # unless it says so explicitly.
+        if isinstance(data, dict) and data.get("env") is not None and "secret" not in data:
+            return {**data, "secret": True}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> "InputSpec":

@@ -192,7 +192,8 @@ def _require_screenshots(run: RunRecord, run_dir: Path, steps: list[StepRecord],
                           "(deleted?); a replay compares each recorded screen with the live one")
 
 
-def _source(runs_dir: Path, run_id: str) -> tuple[RunRecord, Path, list[StepRecord], Task]:
+def _source(runs_dir: Path, run_id: str, files_root: Path | None = None,
+            allow_programs: bool | None = None) -> tuple[RunRecord, Path, list[StepRecord], Task]:
     try:
         run_dir = RunStore(runs_dir).run_dir(run_id)
         run, steps = read_run(run_dir), read_steps(run_dir)
@@ -204,7 +205,7 @@ def _source(runs_dir: Path, run_id: str) -> tuple[RunRecord, Path, list[StepReco
         raise ReplayError(f"run {run.run_id} was recorded from {run.task_file or 'an unnamed task'}, which is not "
                           "here: a replay needs the task file (its secrets and files are not kept in the record)")
     try:
-        task = load_task(run.task_file)
+        task = load_task(run.task_file, files_root=files_root, allow_programs=allow_programs)
     except TaskError as exc:
         raise ReplayError(f"the task file of run {run.run_id} no longer loads: {exc}") from None
     return run, run_dir, steps, task
@@ -215,9 +216,10 @@ def replay(
     policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
     headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
     on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
+    files_root: Path | None = None, allow_programs: bool | None = None,
 ) -> RunResult:
     """Replay ``run_id`` from the same task state; the new run is recorded in ``runs_dir``."""
-    source, source_dir, steps, task = _source(runs_dir, run_id)
+    source, source_dir, steps, task = _source(runs_dir, run_id, files_root, allow_programs)
     _require_screenshots(source, source_dir, steps)
     if fallback == "policy" and not policy:
         policy = source.policy if source.policy not in ("replay", "correction") else task.policy.name
@@ -237,10 +239,11 @@ def resume(
     policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
     headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
     on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
+    files_root: Path | None = None, allow_programs: bool | None = None,
 ) -> RunResult:
     """Replay the steps before ``from_step``, then hand over to ``policy``. A step from ``from_step`` on that a
     person labelled wrong (with a correction) is replayed up to and executed as corrected, then the policy goes on."""
-    source, source_dir, steps, task = _source(runs_dir, run_id)
+    source, source_dir, steps, task = _source(runs_dir, run_id, files_root, allow_programs)
     if not 0 <= from_step <= steps[-1].index:
         raise ReplayError(f"run {source.run_id} has steps 0..{steps[-1].index}; cannot resume from step {from_step}")
     labels = [lbl for lbl in Labels(runs_dir).list(source.run_id) if lbl.step >= from_step]

@@ -170,7 +170,7 @@ def test_a_replay_that_cannot_start_says_why_in_the_viewer(original):
                 break
             assert "Starting" in page.text
             time.sleep(0.1)
-        assert page.status_code == 500, page.text
+        assert page.status_code == 422, page.text
         assert "could not start" in page.text and "exited with code 2" in page.text
         assert "a replay needs the task file" in page.text and "/moved/away.yaml" in page.text
         assert client.get("/runs/never-started/wait").status_code == 404

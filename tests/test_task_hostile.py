@@ -520,3 +520,20 @@ def test_desktop_typing_stops_at_the_deadline_without_typing(monkeypatch):
 def test_bundled_tasks_still_load():
     for name in ("publish_product.yaml", "publish_product_zh.yaml", "desktop_form.yaml"):
         assert load_task(ROOT / "tasks" / name).name
+
+
+def test_an_env_input_is_secret_unless_it_says_otherwise(tmp_path, monkeypatch):
+    # A task naming OPENAI_API_KEY as a plain input would otherwise put the key into the goal, prompts and records.
+    monkeypatch.setenv("GB_TEST_KEY", "sk-live-0123456789abcdef")
+    monkeypatch.setenv("GB_TEST_USER", "alice")
+    (tmp_path / "t.yaml").write_text(textwrap.dedent("""\
+        name: env-inputs
+        goal: sign in as {user} with key {key}
+        inputs:
+          key: {env: GB_TEST_KEY}
+          user: {env: GB_TEST_USER, secret: false}
+        target: {start_url: "http://127.0.0.1:1/"}
+        """))
+    task = load_task(tmp_path / "t.yaml")
+    assert task.secret_values() == {"key": "sk-live-0123456789abcdef"}
+    assert task.goal_text() == "sign in as alice with key <secret>key</secret>"

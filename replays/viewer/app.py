@@ -276,11 +276,11 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
                                 f"browser and the site; loading a local model can take a minute)</p>")
         errors.seek(0)
         said = errors.read()[-4000:].decode(errors="replace").strip() or "(it printed nothing)"
-        # 500: the viewer's own child process failed (not the request).
+        # 422: the run cannot be replayed as it stands (its task moved, a screenshot is gone...), and the page says why.
         return HTMLResponse(f"<!doctype html><title>Could not start</title><div style='font-family:sans-serif'>"
                             f"<h1>{html.escape(run_id)} could not start</h1><p>The process exited with code {code} "
                             f"before recording anything. It said:</p><pre>{html.escape(said)}</pre>"
-                            f"<p><a href='/'>Back to the runs</a></p></div>", status_code=500)
+                            f"<p><a href='/'>Back to the runs</a></p></div>", status_code=422)
 
     @app.delete("/api/labels/{label_id}")
     def undo_label(request: Request, label_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
