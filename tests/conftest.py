@@ -13,15 +13,23 @@ from tools.chromium import ChromiumNotFound, find_chromium
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "tasks"
 
-# A test is slow when it starts Chromium, a shop, a model or a desktop: it then uses one of these fixtures, or its
-# module says so with `pytestmark = pytest.mark.slow`. `pytest -m "not slow"` is the fast inner loop.
-SLOW_FIXTURES = {"chromium", "browser", "shop", "page", "model_dir", "tiny_model", "plain", "fast", "backend",
-                 "publish_run", "original", "recorded", "signed_in"}
+# Markers for a fast inner loop (`pytest -m "not slow"`): a test that starts Chromium or a site is `browser`, one
+# that loads a model is `model`, one that needs Xvfb is `desktop` (marked where it calls require_xvfb); all of
+# them are `slow`. Fixtures say most of it, so new tests are marked without remembering to.
+BROWSER_FIXTURES = {"chromium", "browser", "shop", "page", "pages", "signed_in", "publish_run", "original", "recorded",
+                    "chromium_module", "chromium_rebinding"}
+MODEL_FIXTURES = {"model_dir", "tiny_model", "plain", "fast", "backend"}
+MODEL_MODULES = {"test_attention", "test_fast_decoding", "test_qwen_local"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        if fixtures & MODEL_FIXTURES or item.module is not None and item.module.__name__.split(".")[-1] in MODEL_MODULES:
+            item.add_marker(pytest.mark.model)
+        if any(item.get_closest_marker(m) for m in ("browser", "model", "desktop")):
             item.add_marker(pytest.mark.slow)
 
 

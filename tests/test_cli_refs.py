@@ -275,6 +275,7 @@ class _GotoThenStop(Policy):
                             tool_calls=[ToolCall(name="computer_use", arguments={"action": "terminate", "status": "failure"})])
 
 
+@pytest.mark.desktop
 def test_a_desktop_model_calling_goto_url_gets_an_error_step_fed_back(tmp_path):
     from agent.loop import run_task
     from tests.test_desktop import require_xvfb

@@ -74,6 +74,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT)
 
 
+@pytest.mark.desktop
 def test_desktop_task_with_chinese_text_succeeds_shows_in_the_viewer_and_replays(tmp_path):
     # Runs go through the CLI, as a user runs them: pyautogui binds to one display per process.
     require_xvfb()
@@ -100,6 +101,7 @@ def test_desktop_task_with_chinese_text_succeeds_shows_in_the_viewer_and_replays
     assert "replayed 9" in again.stdout and "model calls: 0" in again.stdout
 
 
+@pytest.mark.desktop
 def test_desktop_cli_exit_codes(tmp_path):
     require_xvfb()
     proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(TASKS / "desktop_form.yaml"), "--runs-dir",
