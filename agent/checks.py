@@ -23,11 +23,14 @@ from agent.task import (
     UrlMatchCheck,
     WindowTitleCheck,
 )
+from tools.executor import PageAbilities
 from tracer.schema import CheckResult
 from tracer.secrets import Scrubber
 
 
-def run_checks(task: Task, page: Any, base_url: str | None, display: str | None = None) -> list[CheckResult]:
+def run_checks(
+    task: Task, page: PageAbilities | None, base_url: str | None, display: str | None = None,
+) -> list[CheckResult]:
     """Evaluate every check of ``task``; an exception inside one check fails that check only.
 
     Details echo what the page or API answered, which may hold a secret (a password field's value, an item
@@ -48,7 +51,7 @@ def run_checks(task: Task, page: Any, base_url: str | None, display: str | None 
 
 
 def _run(
-    check: Check, task: Task, page: Any, base_url: str | None, display: str | None, scrub: Scrubber,
+    check: Check, task: Task, page: PageAbilities | None, base_url: str | None, display: str | None, scrub: Scrubber,
 ) -> tuple[bool, str]:
     match check:
         case FileJsonCheck():
@@ -82,16 +85,18 @@ def _run(
                 return False, f"GET {url} answered {response.status_code}"
             value = _at_path(response.json(), check.path)
             return _find_match(task, value, check.match, f"no item at {check.path or 'the top level'} matches", scrub)
-        case UrlMatchCheck():
-            ok = re.search(check.pattern, page.url) is not None
-            return ok, f"URL is {page.url}"
-        case TextPresentCheck():
+        case UrlMatchCheck() if page is not None:
+            url = page.page_url()
+            return re.search(check.pattern, url) is not None, f"URL is {url}"
+        case TextPresentCheck() if page is not None:
             text = task.render_secret(check.text)
-            body = page.inner_text("body")
+            body = page.page_text()
             return text in body, "found on the page" if text in body else "not on the page"
-        case JsCheck():
+        case JsCheck() if page is not None:
             value = page.evaluate(check.expression)
             return bool(value), f"expression returned {value!r}"
+        case UrlMatchCheck() | TextPresentCheck() | JsCheck():
+            return False, f"a {check.type} check needs a browser page; this run has none"
     raise AssertionError(f"unhandled check {check!r}")
 
 

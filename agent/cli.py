@@ -19,6 +19,8 @@ from agent.policies import POLICIES, PolicyUnavailable
 from agent.run_ref import RunRef, RunRefError, resolve_run
 from agent.task import TaskError, load_task
 from tools.chromium import ChromiumNotFound
+from tracer.logs import Console as LogConsole
+from tracer.logs import format_event, set_console
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 app = typer.Typer(
@@ -46,6 +48,28 @@ class GraphFormat(str, Enum):
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# Log events (tracer.logs) on the terminal: info from the libraries (a backend's "warming up: compiling the decode
+# step"), every warning and error; debug only with -v. The loop's and the environment's info and warnings (run
+# started, step error, starting the task's program) say what this printer already prints (the header, the step
+# lines, "this task starts a program"), so below error they show only with -v. All of it is in log.jsonl anyway.
+_LOG_STYLE = {"debug": "dim", "info": "cyan", "warning": "yellow", "error": "bold red", "critical": "bold red"}
+_LOG_QUIET = frozenset({"glassbox.loop", "glassbox.environment"})
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug log events on the terminal too.")] = False,
+) -> None:
+    set_console(LogConsole(show=_show_log_event, level="debug" if verbose else "info",
+                           quiet=frozenset() if verbose else _LOG_QUIET))
+
+
+def _show_log_event(event: dict[str, object]) -> None:
+    level = str(event.get("level", "info"))
+    label = "glassbox" if level == "info" else level
+    err_console.print(f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(format_event(event))}", soft_wrap=True)
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -442,7 +466,6 @@ def replay(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
-    new_run_id: Annotated[Optional[str], typer.Option("--new-run-id", hidden=True)] = None,
 ) -> None:
     """Re-run a recorded run without the model, checking the screen before each step."""
     from replays.replay import ReplayError
@@ -452,7 +475,7 @@ def replay(
     try:
         result = do_replay(source.runs_dir, source.run_id, fallback=fallback.value, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step,
+                           site_url=site_url, headed=headed or None, on_step=_print_step,
                            files_root=files_root, allow_programs=True if allow_programs else None)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None
@@ -474,7 +497,6 @@ def resume(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
-    new_run_id: Annotated[Optional[str], typer.Option("--new-run-id", hidden=True)] = None,
 ) -> None:
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
     from replays.replay import ReplayError
@@ -484,7 +506,7 @@ def resume(
     try:
         result = do_resume(source.runs_dir, source.run_id, from_step=from_step, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, new_run_id=new_run_id, on_step=_print_step,
+                           site_url=site_url, headed=headed or None, on_step=_print_step,
                            files_root=files_root, allow_programs=True if allow_programs else None)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None

@@ -14,23 +14,23 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypedDict
+from typing import Any, Callable, TypedDict
 
 import structlog
 from pydantic import BaseModel
 
 from agent.checks import run_checks
+from agent.environment import Environment, open_environment
 from agent.parse import coordinate_error
-from agent.policies import make_policy
+from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import Policy, PolicyOutput
 from agent.prompt import offered_browser_tools
-from agent.task import SiteTarget, Task
+from agent.task import Task
 from tools.actions import ActionError, Terminate, parse_tool_call
-from tools.browser import BrowserExecutor, _origin
+from tools.executor import Executor, page_of
 from tools.views import Observation, Outcome
 from tracer.attention import AttentionMaps
 from tracer.attention import figures as attention_figures
@@ -38,11 +38,6 @@ from tracer.logs import RunLog
 from tracer.schema import AttentionRef, CheckResult, Evidence, RunRecord, RunStatus, StepRecord, StepTimings
 from tracer.secrets import Scrubber
 from tracer.store import RunWriter, atomic_write, new_run_id
-
-if TYPE_CHECKING:
-    import subprocess
-
-    from tools.desktop import DesktopExecutor
 
 log = structlog.get_logger("glassbox.loop")
 
@@ -55,11 +50,6 @@ class _Links(TypedDict, total=False):
     parent_run: str | None
     parent_step: int | None
     run_id: str | None
-
-
-class _ShopCredentials(TypedDict, total=False):
-    username: str
-    password: str
 
 
 class RunResult(BaseModel):
@@ -83,159 +73,47 @@ def run_task(
     headed: bool | None = None,
     site_url: str | None = None,
     policy_overrides: dict[str, object] | None = None,
-    policy_factory: Callable[[Task, "BrowserExecutor | DesktopExecutor"], Policy] | None = None,
+    policy_factory: Callable[[Task, Executor], Policy] | None = None,
     parent_run: str | None = None,
     parent_step: int | None = None,
     run_id: str | None = None,
     on_step: StepCallback | None = None,
     on_start: Callable[[RunRecord, Path], None] | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
-    """Run ``task`` in a fresh browser (and a fresh bundled site when the task targets one).
+    """Run ``task`` in a fresh environment (a browser and, for a site task, a fresh bundled site; or a desktop).
 
     ``site_url`` points a site task at an already running instance of the site instead of starting one
     (e.g. ``glassbox site shop`` in another terminal). ``policy_overrides`` replace the task's policy
-    settings (model, base_url, temperature, ...), as the CLI flags do.
+    settings (model, base_url, temperature, ...), as the CLI flags do. ``executor`` runs the task in an
+    executor the caller has opened (tests: ``tools.fake.FakeExecutor``) instead of starting an environment.
+
+    A policy name or setting that cannot work raises :class:`PolicyUnavailable` before anything starts.
     """
-    if policy_overrides:
-        task = task.model_copy(update={"policy": task.policy.model_copy(update={
-            k: v for k, v in policy_overrides.items() if v is not None})})
+    task = with_policy_overrides(task, policy_overrides)
     policy_name = policy or task.policy.name
+    if policy_factory is None:
+        check_policy(policy_name, task)  # a bad --policy fails here, not after the site and Chromium started
+    links: _Links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
     with ExitStack() as stack:
-        links: _Links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
-        if task.environment == "desktop":
-            task, executor, display = _start_desktop(task, stack)
-            agent_policy = policy_factory(task, executor) if policy_factory else make_policy(policy_name, task, executor)
-            stack.callback(agent_policy.close)
-            return _Loop(task, agent_policy, executor, runs_dir, None, None, None, on_step, on_start, links,
-                         display=display).run()
-        settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
-        base_url, start_url, seed = _start_target(task, layout_seed, site_url, stack)
-        allowed = list(task.allowed_origins) + [_origin(start_url)]
-        browser = BrowserExecutor(
-            settings, files=task.file_paths(), secrets=task.secret_values(), allowed_origins=allowed,
-            coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
-        )
-        stack.enter_context(browser)
-        agent_policy = policy_factory(task, browser) if policy_factory else make_policy(policy_name, task, browser)
+        if executor is not None:
+            env = Environment(task=task, executor=executor)
+        else:
+            env = stack.enter_context(open_environment(task, layout_seed=layout_seed, site_url=site_url, headed=headed))
+        agent_policy = (policy_factory(env.task, env.executor) if policy_factory
+                        else make_policy(policy_name, env.task, env.executor))
         stack.callback(agent_policy.close)
-        browser.goto(start_url)
-        return _Loop(task, agent_policy, browser, runs_dir, base_url, start_url, seed, on_step, on_start, links).run()
-
-
-def _start_desktop(task: Task, stack: ExitStack) -> tuple[Task, "DesktopExecutor", str]:
-    """A private Xvfb (or the given display), the app started in a fresh working folder, and the executor."""
-    import subprocess
-    import sys
-    import tempfile
-
-    from tools.desktop import DesktopExecutor, DesktopSettings
-    from tools.xvfb import Xvfb, check_display
-
-    spec = task.desktop
-    assert spec is not None
-    if spec.xvfb:
-        size = spec.xvfb if not isinstance(spec.xvfb, bool) else None
-        xvfb = Xvfb(size.width, size.height) if size else Xvfb()
-        display = stack.enter_context(xvfb).name or ""
-    else:
-        display = check_display(spec.display)
-    workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="glassbox-desktop-"))
-    task = task.with_runtime(workdir=workdir, python=sys.executable)
-    command = [task.render_secret(part) for part in spec.command]
-    app_log = stack.enter_context(tempfile.TemporaryFile())  # a file, not a pipe nobody reads
-    log.info("starting the task's program", command=task.programs()[0][1], workdir=workdir)  # secrets as placeholders
-    try:
-        app = subprocess.Popen(command, cwd=workdir, env={**os.environ, "DISPLAY": display},
-                               stdin=subprocess.DEVNULL, stdout=app_log, stderr=app_log)
-    except OSError as exc:
-        raise DesktopAppError(f"cannot start {command[0]!r}: {exc}") from None
-    stack.callback(_stop_process, app)
-    _wait_for_app(app, app_log, display, spec.window_title, spec.ready_timeout_s)
-    executor = DesktopExecutor(
-        DesktopSettings(display=display, monitor=spec.monitor), files=task.file_paths(), secrets=task.secret_values(),
-        coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
-    )
-    stack.enter_context(executor)
-    return task, executor, display
-
-
-class DesktopAppError(RuntimeError):
-    """The desktop app did not start or never showed its window."""
-
-
-def _wait_for_app(app: "subprocess.Popen[bytes]", log: Any, display: str, title: str | None, timeout: float) -> None:
-    import shutil
-    import subprocess
-
-    deadline = time.monotonic() + timeout
-    xdotool = shutil.which("xdotool")
-    while time.monotonic() < deadline:
-        if app.poll() is not None:
-            log.seek(0)
-            err = log.read().decode(errors="replace").strip()
-            raise DesktopAppError(f"the app exited with code {app.returncode} before showing a window: {err[-400:]}")
-        if title is None or xdotool is None:
-            time.sleep(1.0)  # no title to wait for: give it a moment to draw
-            return
-        found = subprocess.run([xdotool, "search", "--name", title], capture_output=True, timeout=5,
-                               env={**os.environ, "DISPLAY": display})
-        if found.returncode == 0 and found.stdout.strip():
-            time.sleep(0.2)  # mapped; let it paint
-            return
-        time.sleep(0.05)
-    raise DesktopAppError(f"no window titled {title!r} appeared within {timeout:.0f} s")
-
-
-def _stop_process(proc: "subprocess.Popen[bytes]") -> None:
-    import subprocess
-
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _start_target(
-    task: Task, layout_seed: int | None, site_url: str | None, stack: ExitStack,
-) -> tuple[str | None, str, int | None]:
-    target = task.target
-    if isinstance(target, SiteTarget) and site_url is not None:
-        site_url = site_url.rstrip("/")
-        return site_url, site_url + target.path, None
-    if isinstance(target, SiteTarget):
-        from sites.shop import ShopServer
-
-        seed = target.layout_seed if layout_seed is None else layout_seed
-        values = task.input_values()
-        server = stack.enter_context(ShopServer(layout_seed=seed, **_shop_credentials(task, values)))
-        return server.base_url, server.base_url + target.path, seed
-    assert target is not None, "Task validation gives every browser task a target"
-    return None, target.start_url, None
-
-
-def _shop_credentials(task: Task, values: Mapping[str, str]) -> _ShopCredentials:
-    # The bundled shop accepts the task's own username/password inputs, so a task may choose them.
-    creds: _ShopCredentials = {}
-    if "username" in values:
-        creds["username"] = values["username"]
-    if "password" in values:
-        creds["password"] = values["password"]
-    return creds
+        return _Loop(env, agent_policy, runs_dir, on_step, on_start, links).run()
 
 
 class _Loop:
     def __init__(
-        self, task: Task, policy: Policy, executor: "BrowserExecutor | DesktopExecutor", runs_dir: Path,
-        base_url: str | None,
-        start_url: str | None, layout_seed: int | None, on_step: StepCallback | None,
+        self, env: Environment, policy: Policy, runs_dir: Path, on_step: StepCallback | None,
         on_start: Callable[[RunRecord, Path], None] | None, links: _Links | None = None,
-        display: str | None = None,
     ) -> None:
-        self.task, self.policy, self.executor = task, policy, executor
-        self.base_url = base_url
-        self.display = display
+        self.env = env
+        task = env.task
+        self.task, self.policy, self.executor = task, policy, env.executor
         self.on_step = on_step
         self.scrub = Scrubber.from_secrets(task.secret_values())  # the writer and the run log mask with it
         started = datetime.now(timezone.utc)
@@ -245,13 +123,13 @@ class _Loop:
             parent_run=links.get("parent_run"), parent_step=links.get("parent_step"),
             task_file=str(task.source) if task.source else None, task=task.public_dict(),
             policy=policy.name, model=policy.model, status=RunStatus.running, started_at=started,
-            target_url=start_url, layout_seed=layout_seed, pid=os.getpid(), host=socket.gethostname(),
+            target_url=env.start_url, layout_seed=env.layout_seed, pid=os.getpid(), host=socket.gethostname(),
         )
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.writer = RunWriter.create(runs_dir, record, scrubber=self.scrub)
         self.log = RunLog(self.writer.run_dir, self.scrub)
         log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name,
-                 target=start_url or f"desktop {display}")
+                 target=env.describe())
         if on_start:
             on_start(self.writer.record, self.writer.run_dir)
         self.history: list[StepRecord] = []
@@ -301,7 +179,7 @@ class _Loop:
             if previous_term is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if status is None:
-            checks = run_checks(self.task, self.executor.page, self.base_url, self.display)
+            checks = run_checks(self.task, page_of(self.executor), self.env.base_url, self.env.display)
             self.writer.record.checks = checks
             passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
             status = RunStatus.succeeded if passed else RunStatus.failed

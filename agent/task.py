@@ -38,8 +38,8 @@ from pydantic import (
 
 from agent.task_yaml import YamlProblem, load_yaml, read_task_text
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
-from tools.browser import BrowserSettings, Target
 from tools.coords import CoordinateMode
+from tools.views import BrowserSettings, Target
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SITES = ("shop",)

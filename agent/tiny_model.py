@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from transformers import Qwen3VLProcessor
+from agent.backends.processor import image_only_processor_class
 
 SEED = 0
 # (token, special). As in Qwen3, <think>/<tool_call>/... are added but not special, so decoding keeps them.
@@ -62,20 +60,6 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}"
 )
-
-
-def image_only_processor_class() -> type[Qwen3VLProcessor]:
-    """``Qwen3VLProcessor`` without the video processor, which cannot be built without torchvision."""
-    from transformers import Qwen3VLProcessor
-
-    class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
-        # ProcessorMixin derives its sub-processors from this signature: no video_processor here means
-        # from_pretrained loads only the image processor and the tokenizer.
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                             chat_template=chat_template, **kwargs)
-
-    return Qwen3VLImageOnlyProcessor
 
 
 def build_tokenizer(vocab_size: int = 1024):

@@ -242,8 +242,7 @@ def main() -> None:
             report("plain", runs)
             peaks["plain"] = peak()
 
-        said: list[str] = []
-        decoder = FastDecoder(net, compile=not args.no_compile, settings_key=shape, log=said.append)
+        decoder = FastDecoder(net, compile=not args.no_compile, settings_key=shape)
         compile_s = (decoder.warm_up(prompt_len + args.new_tokens) or 0.0) / 1000
         for variant in ("fast", "fast + capture"):
             reset_peak()

@@ -12,24 +12,21 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
 from agent.loop import RunResult, StepCallback, run_task
-from agent.policies import make_policy
+from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import Policy, PolicyOutput
 from agent.task import Task, TaskError, load_task
 from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
 from replays.export import _correction_call
 from replays.labels import Correction, Labels
 from tools.actions import ToolCall
-from tools.browser import BrowserExecutor
+from tools.executor import Executor
 from tools.views import ElementInfo, Observation
 from tracer.schema import ReplayInfo, RunRecord, StepRecord
 from tracer.store import MissingRunFile, RunStore, missing_screenshots, read_run, read_step_file, read_steps
-
-if TYPE_CHECKING:
-    from tools.desktop import DesktopExecutor
 
 Fallback = Literal["none", "policy"]
 NO_MODEL = "replayed from the recording: no model was asked"
@@ -223,8 +220,10 @@ def replay(
     _require_screenshots(source, source_dir, steps)
     if fallback == "policy" and not policy:
         policy = source.policy if source.policy not in ("replay", "correction") else task.policy.name
+    if fallback == "policy" and policy:
+        check_policy(policy, with_policy_overrides(task, policy_overrides))  # before the site and browser start
 
-    def factory(task_: Task, executor: BrowserExecutor | DesktopExecutor) -> Policy:
+    def factory(task_: Task, executor: Executor) -> Policy:
         fb = make_policy(policy, task_, executor) if fallback == "policy" and policy else None
         return ReplayPolicy(source, source_dir, steps, fallback=fb, thresholds=thresholds,
                             element_at=executor.element_at)
@@ -255,8 +254,9 @@ def resume(
     corrections = {first_fix: corrections[first_fix]} if first_fix is not None else {}
     _require_screenshots(source, source_dir, steps, before=from_step if first_fix is None else first_fix)
     policy = policy or (source.policy if source.policy not in ("replay", "correction") else task.policy.name)
+    check_policy(policy, with_policy_overrides(task, policy_overrides))  # before the site and browser start
 
-    def factory(task_: Task, executor: BrowserExecutor | DesktopExecutor) -> Policy:
+    def factory(task_: Task, executor: Executor) -> Policy:
         return ReplayPolicy(source, source_dir, steps, fallback=make_policy(policy, task_, executor),
                             hand_over_at=from_step if first_fix is None else first_fix,
                             corrections=corrections, thresholds=thresholds, element_at=executor.element_at)

@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 from PIL import Image
+from structlog.testing import capture_logs
 
 from agent.prompt import Message, TextPart, build_prompt
 from agent.task import load_task
@@ -155,8 +156,7 @@ def test_the_static_cache_grows_when_a_step_needs_more(plain, model_dir, task):
     from agent.backends.local import LocalQwen3VL
     from tracer.schema import StepRecord, StepTimings
 
-    said: list[str] = []
-    backend = LocalQwen3VL(model_dir, decoding="fast", compile=False, log=said.append)
+    backend = LocalQwen3VL(model_dir, decoding="fast", compile=False)
     first = backend.generate(build_prompt(task, [], png((5, 5, 5))), greedy(4), step=0).decoding
     # Four screenshots in the prompt (history_screenshots: 4) no longer fit the first size.
     settings = task.policy.model_copy(update={"history_screenshots": 4})
@@ -167,9 +167,12 @@ def test_the_static_cache_grows_when_a_step_needs_more(plain, model_dir, task):
     prompt = build_prompt(task, past, png((5, 5, 5)), settings=settings,
                           past_screenshots={i: png((9 + i, 9, 9)) for i in range(3)})
     assert backend.inputs(prompt)["input_ids"].shape[1] > first.cache_tokens
-    out = backend.generate(prompt, greedy(8), step=1)
+    with capture_logs() as said:
+        out = backend.generate(prompt, greedy(8), step=1)
     assert out.decoding.cache_tokens > first.cache_tokens and out.decoding.cache_tokens % 2048 == 0
-    assert any(f"static KV cache grows from {first.cache_tokens} to {out.decoding.cache_tokens}" in s for s in said)
+    [grows] = [e for e in said if e["event"] == "static KV cache grows"]
+    assert grows["log_level"] == "info"  # the terminal shows it
+    assert (grows["from_tokens"], grows["cache_tokens"]) == (first.cache_tokens, out.decoding.cache_tokens)
     assert out.text == plain.generate(prompt, greedy(8), step=1).text
 
 
@@ -189,18 +192,21 @@ def _cannot_compile_on_cpu() -> str | None:
 def test_compiled_decode_step_gives_the_same_tokens_and_compiles_once_per_process(plain, model_dir, task):
     from agent.backends.local import LocalQwen3VL
 
-    said: list[str] = []
-    first = LocalQwen3VL(model_dir, decoding="fast", compile=True, log=said.append)
+    first = LocalQwen3VL(model_dir, decoding="fast", compile=True)
     prompt = build_prompt(task, [], png((240, 242, 246)))
     a = plain.generate(prompt, greedy(), step=0, attention=True)
-    b = first.generate(prompt, greedy(), step=0, attention=True)  # the first step compiles, and says so
-    assert any("warming up: compiling the decode step" in s for s in said) and any("warm-up done" in s for s in said)
+    with capture_logs() as said:
+        b = first.generate(prompt, greedy(), step=0, attention=True)  # the first step compiles, and says so
+    events = [e["event"] for e in said if e["log_level"] == "info"]
+    assert events[:2] == ["warming up: compiling the decode step", "warm-up done"]
+    assert said[0]["cache_tokens"] == b.decoding.cache_tokens and said[0]["compiler"] == "inductor, CPU"
     assert b.decoding.compiled and b.decoding.compile_ms > 0  # the first step reports the warm-up's cost
     assert a.text == b.text and torch.allclose(a.attention.rows, b.attention.rows, atol=1e-5)
-    said.clear()
-    second = LocalQwen3VL(model_dir, decoding="fast", compile=True, log=said.append)  # e.g. the next run
-    c = second.generate(build_prompt(task, [], png((20, 160, 90))), greedy(), step=0)
-    assert second.decoder is first.decoder and not any("compiling" in s for s in said)
+    with capture_logs() as said:
+        second = LocalQwen3VL(model_dir, decoding="fast", compile=True)  # e.g. the next run
+        c = second.generate(build_prompt(task, [], png((20, 160, 90))), greedy(), step=0)
+    assert second.decoder is first.decoder and not any("compiling" in e["event"] for e in said)
+    assert [e["path"] for e in said if e["event"] == "decoded"] == ["fast"]
     assert c.decoding.compile_ms is None and c.decoding.prefix_reused > 0
 
 

@@ -18,17 +18,16 @@ import shutil
 import subprocess
 import time
 from datetime import datetime, timezone
-from types import TracebackType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tools import actions as A
 from tools.actions import ActionError
-from tools.browser import SECRET_PATTERN, BudgetSpent, budget_cut_off
-from tools.coords import CoordinateAudit, CoordinateMode, to_css
+from tools.coords import CoordinateAudit, CoordinateMode
+from tools.executor import BaseExecutor
 from tools.keys import pyautogui_keys
-from tools.views import Box, ElementInfo, Observation, Outcome
+from tools.views import Observation
 from tools.xvfb import DisplayError, check_display
 
 SCROLL_PIXELS_PER_CLICK = 100  # one wheel click; Qwen's `pixels` are converted to clicks
@@ -64,7 +63,12 @@ def to_screen(point: tuple[int, int], monitor: Monitor) -> tuple[int, int]:
     return monitor.left + point[0], monitor.top + point[1]
 
 
-class DesktopExecutor:
+class DesktopExecutor(BaseExecutor):
+    """Drives one X11 monitor. It has no page: ``tools.executor.page_of`` gives None for it."""
+
+    kind = "desktop"
+    type_chunk = TYPE_CHUNK
+
     def __init__(
         self,
         settings: DesktopSettings | None = None,
@@ -74,17 +78,13 @@ class DesktopExecutor:
         coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
         coordinate_divisor: float = 1000.0,
     ) -> None:
+        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode,
+                         coordinate_divisor=coordinate_divisor)
         self.settings = settings or DesktopSettings()
-        self._secrets = dict(secrets or {})
-        self.files = dict(files or {})
-        self.coordinate_mode = coordinate_mode
-        self.coordinate_divisor = coordinate_divisor
         self.display: str | None = None
         self.monitor: Monitor | None = None
         self._mss: Any = None
         self._gui: Any = None
-        self.page = None  # no browser page: browser checks do not apply
-        self._deadline: float | None = None  # time.monotonic() at which the run's budget runs out
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "DesktopExecutor":
@@ -102,16 +102,7 @@ class DesktopExecutor:
             self._mss.close()
             self._mss = None
 
-    def __enter__(self) -> "DesktopExecutor":
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
     # -- perceive ------------------------------------------------------------------------------
-    def goto(self, url: str) -> None:
-        raise ActionError("a desktop has no URL to open")
-
     def grab(self) -> Any:
         assert self.monitor is not None
         return self._mss.grab(self.monitor.model_dump())
@@ -128,39 +119,20 @@ class DesktopExecutor:
                            device_scale_factor=1.0, url=None, title=self._active_title(),
                            taken_at=datetime.now(timezone.utc))
 
-    def locate(self, target: Any) -> Box | None:
-        raise ActionError("a desktop has no element tree: desktop scripts give coordinates, not targets")
+    # element_at: BaseExecutor's None, as a plain X desktop has no element tree
 
-    def element_at(self, point: tuple[int, int]) -> ElementInfo | None:
-        return None  # no element tree on a plain X desktop
-
-    # -- act -----------------------------------------------------------------------------------
-    def act(self, action: A.Action, *, deadline: float | None = None) -> Outcome:
-        """Perform ``action``; ``deadline`` (``time.monotonic()``) cuts long typing and waits off, as an error."""
-        audit: CoordinateAudit | None = None
-        self._deadline = deadline
-        try:
-            coordinate = getattr(action, "coordinate", None)
-            if coordinate is not None:
-                audit = self._map(coordinate)
-            before = self._digest()
-            self._perform(action, audit)
-            self._settle(before)
-        except ActionError as exc:
-            return Outcome(status="error", error=str(exc), coordinate=audit)
-        except Exception as exc:  # pyautogui / X errors
-            return Outcome(status="error", error=f"{type(exc).__name__}: {exc}", coordinate=audit)
-        return Outcome(status="ok", coordinate=audit)
-
-    def _map(self, coordinate: list[float]) -> CoordinateAudit:
+    # -- act (the rest is BaseExecutor's) ------------------------------------------------------
+    def _screen(self) -> tuple[tuple[int, int], float]:
         assert self.monitor is not None
-        size = (self.monitor.width, self.monitor.height)
-        return to_css(coordinate, css_size=size, mode=self.coordinate_mode, divisor=self.coordinate_divisor,
-                      resized_size=size if self.coordinate_mode is CoordinateMode.absolute else None)
+        return (self.monitor.width, self.monitor.height), 1.0
 
-    def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
-        gui = self._gui
-        x, y = to_screen(audit.css, self.monitor) if audit else (None, None)  # type: ignore[arg-type]
+    def _describe_error(self, exc: Exception) -> str:
+        return f"{type(exc).__name__}: {exc}"  # pyautogui / X errors
+
+    def _perform_input(self, action: A.Action, audit: CoordinateAudit | None) -> None:
+        gui, monitor = self._gui, self.monitor
+        assert monitor is not None
+        x, y = to_screen(audit.css, monitor) if audit else (None, None)
         match action:
             case A.LeftClick():
                 gui.click(x, y)
@@ -176,60 +148,42 @@ class DesktopExecutor:
                 gui.moveTo(x, y)
             case A.LeftClickDrag():
                 gui.dragTo(x, y, duration=0.2, button="left")
-            case A.Type():
-                self._type(self._reveal(action.text))
             case A.Key():
                 gui.hotkey(*pyautogui_keys(action.keys))
             case A.Scroll() | A.HScroll():
                 if action.coordinate is not None:
-                    gui.moveTo(*to_screen(self._map(action.coordinate).css, self.monitor))  # type: ignore[arg-type]
+                    gui.moveTo(*to_screen(self._map(action.coordinate).css, monitor))
                 clicks = max(1, round(abs(action.pixels) / SCROLL_PIXELS_PER_CLICK)) * (1 if action.pixels > 0 else -1)
                 (gui.scroll if isinstance(action, A.Scroll) else gui.hscroll)(clicks)
-            case A.Wait():
-                left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
-                time.sleep(action.time if left is None else min(action.time, left))
-                if left is not None and left < action.time:
-                    raise BudgetSpent(f"cut off: the run's time budget ran out during the {action.time:g} s wait")
-            case A.Terminate() | A.Answer():
-                pass
             case _:
-                raise ActionError(f"the desktop cannot perform {action.action!r}")
+                super()._perform_input(action, audit)
 
-    def _type(self, text: str) -> None:
-        """Type in chunks, stopping when the run's deadline passes (1 MB at 8 ms a key would take hours)."""
-        xdotool = shutil.which("xdotool")
-        if xdotool is None and not text.isascii():
+    def _before_typing(self, text: str) -> None:
+        if shutil.which("xdotool") is None and not text.isascii():
             raise ActionError("typing non-ASCII text needs xdotool (`sudo apt-get install xdotool`)")
-        for start in range(0, len(text), TYPE_CHUNK):
-            if self._deadline is not None and time.monotonic() >= self._deadline:
-                raise budget_cut_off(start, len(text))
-            chunk = text[start:start + TYPE_CHUNK]
-            if xdotool is None:
-                self._gui.write(chunk, interval=self.settings.type_delay_ms / 1000)
-                continue
-            result = subprocess.run([xdotool, "type", "--delay", str(self.settings.type_delay_ms), "--", chunk],
-                                    env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True,
-                                    text=True, timeout=60)
-            if result.returncode != 0:
-                raise ActionError(f"xdotool type failed: {result.stderr.strip()[:200]}")
 
-    def _reveal(self, text: str) -> str:
-        def value(match: Any) -> str:
-            name = match.group(1)
-            if name not in self._secrets:
-                raise ActionError(f"unknown secret {name!r}; known secrets: {', '.join(sorted(self._secrets)) or 'none'}")
-            return self._secrets[name]
-
-        return SECRET_PATTERN.sub(value, text)
+    def _type_chunk(self, chunk: str) -> None:
+        xdotool = shutil.which("xdotool")
+        if xdotool is None:
+            self._gui.write(chunk, interval=self.settings.type_delay_ms / 1000)
+            return
+        result = subprocess.run([xdotool, "type", "--delay", str(self.settings.type_delay_ms), "--", chunk],
+                                env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True,
+                                text=True, timeout=60)
+        if result.returncode != 0:
+            raise ActionError(f"xdotool type failed: {result.stderr.strip()[:200]}")
 
     # -- settle --------------------------------------------------------------------------------
     def _digest(self) -> bytes:
         return hashlib.blake2b(self.grab().bgra, digest_size=16).digest()
 
-    def _settle(self, before: bytes) -> None:
+    def _mark(self) -> bytes:
+        return self._digest()
+
+    def _settle(self, mark: Any) -> None:
         """Wait until the screen stops changing (two equal grabs 30 ms apart), at most settle_timeout_ms."""
         deadline = time.monotonic() + self.settings.settle_timeout_ms / 1000
-        previous = before
+        previous = mark
         changed = False
         while time.monotonic() < deadline:
             time.sleep(0.03)

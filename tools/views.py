@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools.coords import CoordinateAudit
 
@@ -51,3 +52,56 @@ class Outcome(BaseModel):
     coordinate: CoordinateAudit | None = None
     element: ElementInfo | None = None
     navigated: bool = False
+
+
+class Target(BaseModel):
+    """An element named by CSS selector, visible text, form label or ARIA role + name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selector: str | None = None
+    text: str | None = None
+    label: str | None = None
+    role: str | None = None
+    name: str | None = None
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_none=True).items())
+
+
+_Side = Annotated[int, Field(ge=100, le=4096)]
+MAX_DEVICE_PIXELS = 8192  # per side of the screenshot: beyond it a PNG is hundreds of MB
+
+
+class BrowserSettings(BaseModel):
+    """How the browser is launched; explicit so that every run sees the same pixels."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    headed: bool = False
+    viewport: tuple[_Side, _Side] = (1280, 800)
+    device_scale_factor: float = Field(default=1.0, ge=0.5, le=4)
+    locale: str = Field(default="en-US", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
+    timezone: str = "UTC"
+    settle_timeout_ms: int = Field(default=5000, ge=0, le=60_000)
+    action_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        known = zoneinfo.available_timezones()
+        if known and v not in known and v != "UTC":
+            raise ValueError(f"unknown time zone {v[:60]!r}; use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai")
+        if not known and not re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+\-]+){0,2}", v):  # no tz database here
+            raise ValueError(f"{v[:60]!r} is not an IANA time zone name")
+        return v
+
+    @model_validator(mode="after")
+    def _screen_size(self) -> "BrowserSettings":
+        width, height = self.viewport
+        if max(width, height) * self.device_scale_factor > MAX_DEVICE_PIXELS:
+            raise ValueError(f"viewport {width}x{height} at device_scale_factor {self.device_scale_factor} makes "
+                             f"screenshots wider or taller than {MAX_DEVICE_PIXELS} pixels")
+        return self

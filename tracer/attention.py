@@ -17,6 +17,8 @@ from typing import Iterable, Mapping
 import numpy as np
 from pydantic import BaseModel
 
+from tracer.run_files import atomic_write
+
 GROUPS = ("shallow", "middle", "deep")
 
 
@@ -69,8 +71,6 @@ class AttentionMaps:
         arrays = {k.replace("/", "__"): v for k, v in self.maps.items()}
         # Plain numeric arrays only (load reads without pickle too); naming allow_pickle also keeps it out of **arrays.
         np.savez_compressed(buffer, resized_size=np.array(self.resized_size), allow_pickle=False, **arrays)
-        from tracer.store import atomic_write
-
         atomic_write(path, buffer.getvalue())
 
     @classmethod

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from tools.views import Box
+from tracer.run_files import atomic_write
 from tracer.schema import Evidence
 
 FIXED_BOX = 200  # screenshot pixels, when the element under the point is unknown or huge
@@ -78,8 +79,6 @@ class EvidenceWriter:
         return evidence
 
     def _work(self) -> None:
-        from tracer.store import atomic_write
-
         while (item := self._queue.get()) is not None:
             png, evidence = item
             try:

@@ -17,8 +17,8 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from tracer.run_files import RUN_FILE, STEPS_FILE, read_run
 from tracer.schema import RunRecord, RunStatus, StepRecord
-from tracer.store import RUN_FILE, STEPS_FILE, read_run
 
 
 class RunEvent(BaseModel):

@@ -16,14 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from tracer.labels import (
@@ -34,6 +32,8 @@ from tracer.labels import (
     current_labels,
     read_label_events,
 )
+from tracer.logs import get_logger
+from tracer.run_files import RUN_FILE, process_alive, read_run, read_steps, stale_temp_files
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 INDEX_FILE = "index.sqlite3"
@@ -41,7 +41,7 @@ LOCK_FILE = ".index.lock"
 # PRAGMA user_version. 0: labels lived only in the index (older Glassbox); 2: labels live in the run folders.
 INDEX_VERSION = 2
 _T = TypeVar("_T")
-log = structlog.get_logger("glassbox.index")
+log = get_logger("glassbox.index")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS runs (
@@ -177,8 +177,6 @@ class RunIndex:
     def refresh_labels(self, run_id: str | None = None) -> None:
         """Mirror the labels files that changed since they were mirrored (another process appended, a crash
         came between the append and the mirror): one ``stat`` per run."""
-        from tracer.store import RUN_FILE
-
         mirrored = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, size FROM label_files").fetchall())}
         if run_id is not None and (run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id):
             return  # not a folder name of this runs dir
@@ -201,8 +199,6 @@ class RunIndex:
     ) -> list[RunRow]:
         """Runs, newest first, filtered. A ``running`` run whose process is gone lists as interrupted, and is
         re-read from its folder first (a kill can leave the index a step behind the folder)."""
-        from tracer.store import process_alive
-
         where, args = [], []
         for column, value in (("task_name", task), ("policy", policy)):
             if value:
@@ -272,8 +268,6 @@ class RunIndex:
     def sync(self) -> int:
         """Index every run folder missing from the index (or still running there); mirror changed labels files;
         drop runs whose folder is gone. Returns how many runs were (re)indexed."""
-        from tracer.store import RUN_FILE
-
         known = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, status FROM runs").fetchall())}
         mirrored = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, size FROM label_files").fetchall())}
         present: set[str] = set()
@@ -347,8 +341,6 @@ class RunIndex:
     ) -> tuple[set[str], list[tuple[str, LabelAdded, bool]]]:
         """Write labels found in an index (old or moved aside) into their run folders, unless already there.
         Returns the runs written to and the labels whose run folder is gone (they stay in ``kept_in``)."""
-        from tracer.store import RUN_FILE
-
         by_run: dict[str, list[tuple[LabelAdded, bool]]] = {}
         for run_id, label, deleted in rows:
             by_run.setdefault(run_id, []).append((label, deleted))
@@ -425,8 +417,6 @@ class RunIndex:
               f"{count} run folder(s)")
 
     def _rebuild(self) -> int:
-        from tracer.store import RUN_FILE
-
         self.sync()  # indexing a finished run's folder also removes its stale temporary files
         return sum(1 for d in _entries(self.runs_dir) if _is_file(d / RUN_FILE))
 
@@ -469,8 +459,6 @@ class RunIndex:
     # -- helpers ----------------------------------------------------------------------------------
     def _index_folder(self, run_dir: Path) -> int:
         """(Re)index one run folder from its files; 0 when it is not a readable run."""
-        from tracer.store import read_run, read_steps
-
         try:
             run = read_run(run_dir)
             steps = read_steps(run_dir)
@@ -492,8 +480,6 @@ class RunIndex:
         return 1
 
     def _row(self, row: sqlite3.Row) -> RunRow:
-        from tracer.store import process_alive
-
         data = dict(row)
         status = RunStatus(data["status"])
         if status is RunStatus.running and not process_alive(data["pid"], data["host"]):
@@ -643,8 +629,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 def _clean_stale_files(folder: Path) -> None:
     """Remove temporary files that atomic writes left behind when their process died (never a live one's)."""
-    from tracer.store import stale_temp_files
-
     for path in stale_temp_files(folder):
         try:
             path.unlink()
@@ -674,13 +658,5 @@ def _size(path: Path) -> int:
 
 
 def _warn(message: str) -> None:
-    """A recovery the user should know about: in the run's log (structlog) and on stderr."""
-    from tracer.logs import configure_logging
-
-    configure_logging()  # unconfigured structlog would print to stdout
+    """A recovery the user should know about: a warning event (the CLI shows it on stderr; a run's log keeps it)."""
     log.warning("runs index", message=message)
-    try:
-        sys.stderr.write(f"warning: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass

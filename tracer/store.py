@@ -11,85 +11,59 @@ Reading::
     for run in RunStore(Path("runs")).runs():
         print(run.run_id, run.status, len(read_steps(run_dir)))
 
-A run whose process died shows as ``interrupted``; a torn last line of ``steps.jsonl`` (or a line that is
-not valid UTF-8 JSON) is skipped; a file a step names that is gone is a :class:`MissingRunFile` error.
+The files themselves (names, atomic writes, reading them back) are :mod:`tracer.run_files`; its names are
+re-exported here, where callers have always found them.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from pydantic import ValidationError
-
 from tracer.evidence import EvidenceWriter
 from tracer.index import RunIndex
+from tracer.run_files import (
+    RUN_FILE,
+    STEPS_FILE,
+    TEMP_SUFFIX,
+    MissingRunFile,
+    atomic_write,
+    missing_screenshots,
+    process_alive,
+    read_run,
+    read_step_file,
+    read_steps,
+    stale_temp_files,
+    step_file,
+)
 from tracer.schema import RunRecord, RunStatus, StepRecord
 from tracer.secrets import Scrubber
 
-RUN_FILE = "run.json"
-STEPS_FILE = "steps.jsonl"
-TEMP_SUFFIX = ".tmp"
-_TEMP_NAME = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
-
-
-class MissingRunFile(FileNotFoundError):
-    """A file a run record names (a screenshot, an evidence crop) is not in the run folder (deleted, or the
-    folder was copied without it). Its message names the run, the step and the file."""
-
-    def __init__(self, run_dir: Path, relative: str, step: int | None = None) -> None:
-        where = f"step {step} of run {run_dir.name}" if step is not None else f"run {run_dir.name}"
-        super().__init__(f"{where}: {relative} is missing from {run_dir} (deleted?)")
-        self.run_dir, self.relative, self.step = run_dir, relative, step
+__all__ = [
+    "RUN_FILE",
+    "STEPS_FILE",
+    "TEMP_SUFFIX",
+    "MissingRunFile",
+    "RunStore",
+    "RunWriter",
+    "atomic_write",
+    "missing_screenshots",
+    "new_run_id",
+    "process_alive",
+    "read_run",
+    "read_step_file",
+    "read_steps",
+    "stale_temp_files",
+    "step_file",
+]
 
 
 def new_run_id(task_name: str, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     slug = "".join(c if c.isalnum() else "-" for c in task_name.lower()).strip("-")[:40] or "run"
     return f"{now:%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(3)}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix.
-
-    The temporary file is removed when the write fails; one left by a killed process carries its pid in its
-    name (``.NAME.PID-XXXX.tmp``) and is removed when the run is next indexed (:func:`stale_temp_files`)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}{TEMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-
-
-def stale_temp_files(folder: Path) -> list[Path]:
-    """Temporary files of :func:`atomic_write` in ``folder`` (and below, symlinks not followed) whose writing
-    process is gone from this machine. Call it only for folders no other machine writes to (a finished run's)."""
-    found = []
-    for parent, _dirs, files in os.walk(folder, followlinks=False):
-        for name in files:
-            match = _TEMP_NAME.fullmatch(name)
-            if match is None:
-                continue
-            pid = int(match.group(1))
-            if pid == os.getpid() or 0 < pid < 2**31 and process_alive(pid, socket.gethostname()):
-                continue  # a live writer's
-            path = Path(parent) / name
-            if path.is_file() and not path.is_symlink():
-                found.append(path)
-    return found
 
 
 class RunWriter:
@@ -178,73 +152,6 @@ class RunWriter:
         return self.record
 
 
-def read_run(run_dir: Path) -> RunRecord:
-    """Read ``run.json``; a run marked running whose process is gone reads as interrupted."""
-    path = run_dir / RUN_FILE
-    try:
-        record = RunRecord.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_FILE})") from None
-    except OSError as exc:  # a folder in its place, no permission
-        raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    except ValidationError as exc:
-        raise ValueError(f"{path} is not a valid run record: {exc.errors()[0]['msg']}") from None
-    if record.status is RunStatus.running and not process_alive(record.pid, record.host):
-        record.status = RunStatus.interrupted
-        record.end_reason = record.end_reason or "the recording process ended before the run finished"
-    return record
-
-
-def read_steps(run_dir: Path) -> list[StepRecord]:
-    """Every whole step of a run. A torn last line (a crash mid-write, perhaps inside a UTF-8 character) and
-    a line that is not a valid step (bytes that are not UTF-8, not JSON) are skipped, never fatal."""
-    steps: list[StepRecord] = []
-    path = run_dir / STEPS_FILE
-    if not path.is_file():
-        return steps
-    with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 must not end the reading
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break  # torn last line
-            try:
-                steps.append(StepRecord.model_validate_json(line))
-            except (ValidationError, ValueError):
-                continue
-    return steps
-
-
-def step_file(run_dir: Path, relative: str, step: int | None = None) -> Path:
-    """The path of a file a record names, relative to ``run_dir``: :class:`MissingRunFile` when it is gone,
-    ValueError when it points outside the run folder (a crafted record)."""
-    root = run_dir.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"run {run_dir.name}: {relative!r} is outside the run folder")
-    if not path.is_file():
-        raise MissingRunFile(run_dir, relative, step)
-    return path
-
-
-def read_step_file(run_dir: Path, relative: str, step: int | None = None) -> bytes:
-    """The bytes of a file a record names (a screenshot): :class:`MissingRunFile` with a clear message when gone."""
-    path = step_file(run_dir, relative, step)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise MissingRunFile(run_dir, relative, step) from None
-
-
-def missing_screenshots(run_dir: Path, steps: list[StepRecord]) -> list[StepRecord]:
-    """The steps whose screenshot is not in the run folder."""
-    missing = []
-    for step in steps:
-        try:
-            step_file(run_dir, step.screenshot, step.index)
-        except (MissingRunFile, ValueError):
-            missing.append(step)
-    return missing
-
-
 class RunStore:
     """A runs directory: one folder per run."""
 
@@ -287,18 +194,3 @@ class RunStore:
         finally:
             index.close()
         return path
-
-
-def process_alive(pid: int | None, host: str | None) -> bool:
-    """Whether the process that wrote a run is still running (PIDs can be reused: a best effort)."""
-    if pid is None:
-        return False
-    if host != socket.gethostname():
-        return True  # another machine's run: we cannot tell, so trust its record
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

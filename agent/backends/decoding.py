@@ -11,7 +11,7 @@ afterwards (:func:`agent.backends.attention.capture_after_generate`) over the sa
 Usage (``LocalQwen3VL`` does this)::
 
     decoder = FastDecoder(net, compile=True, settings_key="Qwen3-VL-2B|bf16|cuda|pixels=...")
-    decoder.warm_up()  # compiles, says so, once per process
+    decoder.warm_up()  # compiles once per process, logging "warming up: compiling the decode step"
     result = decoder.generate(inputs, sampling, image_hashes=[...], eos_ids={151645}, seed=7)
 """
 
@@ -23,7 +23,10 @@ from typing import Any, Callable
 
 from agent.backends.attention import image_spans
 from agent.backends.base import Sampling
+from tracer.logs import get_logger
 from tracer.schema import DecodingInfo
+
+log = get_logger("glassbox.backend")
 
 MIN_PREFIX_TOKENS = 32  # a shorter common prefix is just the chat template's header: not worth calling a hit
 EOS_CHECK_EVERY = 16  # tokens decoded between reads of the chosen tokens (each read waits for the GPU)
@@ -68,13 +71,12 @@ def fast_path_unsupported() -> str | None:
 class FastDecoder:
     """Static-cache, compiled decoding with prefix reuse for one loaded Qwen3-VL model (batch 1)."""
 
-    def __init__(self, net: Any, *, compile: bool, settings_key: str, log: Callable[[str], None] = print) -> None:
+    def __init__(self, net: Any, *, compile: bool, settings_key: str) -> None:
         import torch
 
         self.net = net
         self.compile = compile
         self.settings_key = settings_key
-        self.log = log
         self.device = next(net.parameters()).device
         self.image_token_id = int(net.config.image_token_id)
         self.cache: Any = None
@@ -101,8 +103,8 @@ class FastDecoder:
             return
         size = max(MIN_CACHE_TOKENS, -(-(needed + CACHE_HEADROOM) // CACHE_BLOCK) * CACHE_BLOCK)
         if self.cache is not None:
-            self.log(f"static KV cache grows from {self.cache_tokens} to {size} tokens"
-                     + (" (the decode step compiles once more for the new size)" if self.compile else ""))
+            log.info("static KV cache grows", from_tokens=self.cache_tokens, cache_tokens=size,
+                     **({"note": "the decode step compiles once more for the new size"} if self.compile else {}))
         self.cache = StaticCache(config=self.net.config, max_cache_len=size)
         self._initialize_cache()
         self.cache_tokens = size
@@ -174,8 +176,8 @@ class FastDecoder:
 
         if not self.compile or self.cache_tokens in self._compiled_sizes:
             return None
-        self.log(f"warming up: compiling the decode step ({'CUDA graphs' if self._cuda else 'inductor, CPU'}, "
-                 f"static cache of {self.cache_tokens} tokens); once per process, it can take a minute")
+        log.info("warming up: compiling the decode step", compiler="CUDA graphs" if self._cuda else "inductor, CPU",
+                 cache_tokens=self.cache_tokens, note="once per process, it can take a minute")
         started = time.perf_counter()
         self.entry = None  # the warm-up writes garbage into the cache
         for i in range(3):  # the first calls trace and compile, the next ones record and replay the graph
@@ -186,7 +188,7 @@ class FastDecoder:
         elapsed = (time.perf_counter() - started) * 1000
         self._compiled_sizes.add(self.cache_tokens)
         self._pending_compile_ms = elapsed
-        self.log(f"warm-up done in {elapsed / 1000:.1f} s")
+        log.info("warm-up done", seconds=round(elapsed / 1000, 1), cache_tokens=self.cache_tokens)
         return elapsed
 
     def generate(self, inputs: Any, sampling: Sampling, *, image_hashes: list[str], eos_ids: set[int],

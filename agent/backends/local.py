@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
 from agent.backends.decoding import fast_path_unsupported, plain_generate
 from agent.prompt import Prompt
+from tracer.logs import get_logger
 from tracer.schema import DecodingInfo
+
+log = get_logger("glassbox.backend")
 
 DECODING_MODES = ("auto", "fast", "plain")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -45,8 +47,7 @@ class LocalQwen3VL(Backend):
 
     def __init__(self, model: str, *, min_pixels: int | None = None, max_pixels: int | None = None,
                  device: str | None = None, thinking: bool | None = None, attention_layers: list[int] | None = None,
-                 attention_heads: str = "mean", decoding: str = "auto", compile: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 attention_heads: str = "mean", decoding: str = "auto", compile: bool | None = None) -> None:
         _check_available(model)
         import torch
 
@@ -57,9 +58,8 @@ class LocalQwen3VL(Backend):
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         cuda = self.device.startswith("cuda")
         self.decoding = "fast" if decoding == "fast" or (decoding == "auto" and cuda) else "plain"
-        self.log = log or _say
         if self.decoding == "fast" and (why := fast_path_unsupported()):
-            self.log(f"fast decoding is not available: {why}; using transformers generate")
+            log.warning("fast decoding is not available; using transformers generate", reason=why)
             self.decoding = "plain"
         self.compile = (cuda if compile is None else compile) and self.decoding == "fast"
         try:
@@ -90,9 +90,7 @@ class LocalQwen3VL(Backend):
             # One decoder (static cache, compiled step) per loaded model and compile setting, for the process.
             self.decoder = loaded.decoders.get(self.compile)
             if self.decoder is None:
-                self.decoder = loaded.decoders[self.compile] = FastDecoder(
-                    self.net, compile=self.compile, settings_key="", log=self.log)
-            self.decoder.log = self.log  # the first step compiles (once per process) and says so
+                self.decoder = loaded.decoders[self.compile] = FastDecoder(self.net, compile=self.compile, settings_key="")
         # The prefix cache key: the model and every setting that changes the tokens or the pixels.
         self.settings_key = f"{model}|{self.dtype}|{self.device}|{self.processor.image_processor.size}"
 
@@ -130,6 +128,10 @@ class LocalQwen3VL(Backend):
             if self.decoder is not None:
                 self.decoder.invalidate()
             raise BackendError(f"generate failed: {type(exc).__name__}: {exc}") from exc
+        # The step record keeps the same figures (step.decoding); the event puts them in the run's log.jsonl in order.
+        log.debug("decoded", step=step, path=stats.path, compiled=stats.compiled, prompt_tokens=prompt_len,
+                  prefix_reused=stats.prefix_reused, new_tokens=len(new_ids), finish=finish,
+                  decode_ms=round(stats.decode_ms or 0.0, 1), cache_tokens=stats.cache_tokens)
         text, tokens = self._spans(new_ids, logprobs)
         captured, reason = None, None
         if attention and new_ids:
@@ -152,6 +154,7 @@ class LocalQwen3VL(Backend):
                 if self.decoder is not None:
                     self.decoder.invalidate()
                 reason = f"attention capture failed: {type(exc).__name__}: {exc}"
+                log.warning("attention capture failed; the step goes on without maps", step=step, error=reason)
         elif not attention:
             reason = "attention capture is off (policy.attention: false)"
         else:
@@ -196,6 +199,8 @@ def _load(model: str, device: str, dtype: Any) -> _Loaded:
 
     key = (str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model, device, str(dtype))
     if key not in _LOADED:
+        started = time.perf_counter()
+        log.info("loading the model", model=model, device=device, dtype=str(dtype).removeprefix("torch."))
         config = AutoConfig.from_pretrained(model)
         net = _model_class(config.model_type).from_pretrained(model, dtype=dtype).to(device).eval()
         from agent.backends.attention import register
@@ -204,6 +209,8 @@ def _load(model: str, device: str, dtype: Any) -> _Loaded:
         register()
         net.set_attn_implementation({"text_config": "sdpa", "vision_config": net.config.vision_config._attn_implementation})
         _LOADED[key] = _Loaded(net)
+        log.debug("model loaded", model=model, seconds=round(time.perf_counter() - started, 2),
+                  parameters=sum(p.numel() for p in net.parameters()))
     return _LOADED[key]
 
 
@@ -214,10 +221,6 @@ def unload_models() -> None:
 
 def _image_hashes(prompt: Prompt) -> list[str]:
     return [hashlib.sha256(image.png).hexdigest() for image in prompt.images()]
-
-
-def _say(message: str) -> None:
-    print(f"glassbox: {message}", file=sys.stderr, flush=True)
 
 
 def _model_class(model_type: str) -> Any:
@@ -237,7 +240,7 @@ def _load_processor(model: str) -> Any:
         return Qwen3VLProcessor.from_pretrained(model)
     except (OSError, ValueError, AttributeError, ImportError):
         # Without torchvision the video processor cannot be built; screenshots need only the image side.
-        from agent.tiny_model import image_only_processor_class
+        from agent.backends.processor import image_only_processor_class
 
         return image_only_processor_class().from_pretrained(model)
 

@@ -12,9 +12,10 @@ import html
 import json
 import re
 import secrets
-import subprocess
-import sys
+import shutil
 import tempfile
+import weakref
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal
 from urllib.parse import urlencode
@@ -28,6 +29,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from replays.labels import LabelError, LabelIn, Labels
+from replays.launch import Launch, start
 from replays.viewer.errors import install_error_handlers
 from replays.viewer.graph_svg import graph_svg
 from replays.viewer.guard import MAX_BODY, HostGuard, check_write
@@ -62,8 +64,9 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
     runs_dir = runs_dir.resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(runs_dir)
-    launches: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}  # runs this viewer started: process, stderr file
+    launches: dict[str, tuple[BaseProcess, Path]] = {}  # runs this viewer started: process, its stderr file
     labels = Labels(runs_dir)
+    launch_files = Path(tempfile.mkdtemp(prefix="glassbox-viewer-"))  # the stderr of the runs this viewer starts
     token = secrets.token_urlsafe(32)  # carried by this server's pages; required on every write
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True)
     env.filters["urlpath"] = url_path
@@ -236,7 +239,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
 
     @app.post("/api/runs/{run_id}/replay")
     async def start_replay(request: Request, run_id: str) -> Response:
-        """Start ``glassbox replay`` (or ``resume`` with ``from_step``) in the background; answer the new run's URL."""
+        """Start a replay (or a resume with ``from_step``) in a process of its own; answer the new run's URL."""
         check_write(request, token)
         try:
             body = ReplayIn.model_validate(await _json_body(request))
@@ -246,13 +249,10 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         if body.from_step is not None and not any(s.index == body.from_step for s in steps):
             return JSONResponse({"error": f"from_step must be a step of the run (0..{len(steps) - 1})"}, status_code=422)
         new_id = new_run_id(run.task_name)
-        command = [sys.executable, "-m", "agent.cli"]
-        command += (["resume", run.run_id, "--from-step", str(body.from_step)] if body.from_step is not None
-                    else ["replay", run.run_id, "--fallback", body.fallback])
-        command += ["--runs-dir", str(runs_dir), "--new-run-id", new_id]
-        errors = tempfile.TemporaryFile()  # what the process says if it cannot start: shown by /wait
-        launches[new_id] = (subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                                             start_new_session=True), errors)
+        launch = Launch(runs_dir=runs_dir, run_id=run.run_id, new_run_id=new_id, from_step=body.from_step,
+                        fallback=body.fallback)
+        errors = launch_files / f"{new_id}.stderr"  # what the process says if it cannot start: shown by /wait
+        launches[new_id] = (start(launch, errors=errors), errors)
         return JSONResponse({"run_id": new_id, "url": f"/runs/{new_id}/wait"}, status_code=202)
 
     @app.get("/runs/{run_id}/wait", response_class=HTMLResponse)
@@ -269,13 +269,12 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         if launch is None:
             raise HTTPException(404, f"no run {run_id}, and this viewer is not starting one")
         process, errors = launch
-        code = process.poll()
+        code = process.exitcode
         if code is None:
             return HTMLResponse(f"<!doctype html><meta http-equiv='refresh' content='0.5'><title>Starting…</title>"
                                 f"<p style='font-family:sans-serif'>Starting {html.escape(run_id)}… (setting up the "
                                 f"browser and the site; loading a local model can take a minute)</p>")
-        errors.seek(0)
-        said = errors.read()[-4000:].decode(errors="replace").strip() or "(it printed nothing)"
+        said = _tail(errors, 4000).decode(errors="replace").strip() or "(it printed nothing)"
         # 422: the run cannot be replayed as it stands (its task moved, a screenshot is gone...), and the page says why.
         return HTMLResponse(f"<!doctype html><title>Could not start</title><div style='font-family:sans-serif'>"
                             f"<h1>{html.escape(run_id)} could not start</h1><p>The process exited with code {code} "
@@ -289,7 +288,18 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             raise HTTPException(404, f"no label {label_id}")
         return Response(status_code=204)
 
+    weakref.finalize(app, shutil.rmtree, launch_files, ignore_errors=True)  # at exit at the latest
     return app
+
+
+def _tail(path: Path, size: int) -> bytes:
+    """The last ``size`` bytes of ``path`` (empty when it is not there)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - size))
+            return fh.read()
+    except OSError:
+        return b""
 
 
 def _serve_run_file(run_dir: Path, path: str) -> Response:

@@ -7,7 +7,6 @@ one names no internals (the log has the traceback).
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -18,7 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Scope
 
-log = logging.getLogger("glassbox.viewer")
+from tracer.logs import get_logger
+
+log = get_logger("glassbox.viewer")
 
 
 def wants_html(scope: Scope, accept: str) -> bool:
@@ -65,7 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return respond(request, 400, validation_message(exc.errors()))
 
     async def bug(request: Request, exc: Exception) -> Response:
-        log.exception("viewer error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("viewer error", method=request.method, path=request.url.path, exc_info=exc)
         return respond(request, 500, f"the viewer failed on this request ({type(exc).__name__}); its log says more")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
