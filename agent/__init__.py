@@ -18,11 +18,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent.events import GateDecision, Hooks
     from agent.loop import RunResult, run_task
     from agent.task import Task, TaskError, load_task
 
 # public name -> the module that defines it
 _EXPORTS = {
+    "GateDecision": "agent.events",
+    "Hooks": "agent.events",
     "RunResult": "agent.loop",
     "run_task": "agent.loop",
     "Task": "agent.task",
@@ -30,7 +33,7 @@ _EXPORTS = {
     "load_task": "agent.task",
 }
 
-__all__ = ["RunResult", "Task", "TaskError", "load_task", "run_task"]
+__all__ = ["GateDecision", "Hooks", "RunResult", "Task", "TaskError", "load_task", "run_task"]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -21,7 +21,10 @@ from agent.task import TaskError, load_task
 from tools.chromium import ChromiumNotFound
 from tracer.logs import Console as LogConsole
 from tracer.logs import format_event, set_console
-from tracer.schema import RunRecord, RunStatus, StepRecord
+from tracer.schema import RunStatus, StepRecord
+
+if TYPE_CHECKING:
+    from agent.events import Hooks, RunEnded, RunStarted
 
 app = typer.Typer(
     name="glassbox", help="A GUI agent whose every decision can be seen, replayed and corrected.",
@@ -154,29 +157,28 @@ def run(
         except (RuntimeError, OSError) as exc:
             raise _usage_error(f"cannot start the viewer on port {view_port}: {exc}") from None
 
-    def started(record: RunRecord, run_dir: Path) -> None:
+    from agent.events import RunEnded, RunStarted
+
+    def started(event: RunStarted) -> None:
+        record = event.run
         target = record.target_url or "a desktop app on a private display"
         console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {target}")
-        console.print(f"recording to [bold]{escape(str(run_dir))}[/]", soft_wrap=True)
+        console.print(f"recording to [bold]{escape(str(event.run_dir))}[/]", soft_wrap=True)
         if viewer is not None:
             console.print(f"live viewer: [bold]{viewer.url}/runs/{record.run_id}[/]")
 
+    hooks = _step_printer()
+    hooks.on(RunStarted, started)
+    hooks.on(RunEnded, _print_run_end)
     try:
         result = run_task(
             task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None, site_url=site_url,
-            policy_overrides=overrides,
-            on_step=_print_step, on_start=started,
+            policy_overrides=overrides, hooks=hooks,
         )
     except PolicyUnavailable as exc:
         raise _usage_error(str(exc)) from None
     except ChromiumNotFound as exc:
         raise _usage_error(str(exc)) from None
-    for check in result.checks:
-        mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-        console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
-    colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
-    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
-    console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             console.print(f"viewer still serving at [bold]{viewer.url}/runs/{result.run_id}[/] · Ctrl-C to quit")
@@ -216,8 +218,29 @@ def view(
     server.stop()
 
 
+def _step_printer() -> Hooks:
+    """A hook registry with the step printer subscribed: one line per recorded step, as it is recorded."""
+    from agent.events import Hooks, StepRecorded
+
+    hooks = Hooks()
+    hooks.on(StepRecorded, lambda event: _print_step(event.step))
+    return hooks
+
+
+def _print_run_end(event: RunEnded) -> None:
+    """The run's summary when it ends: its checks, status and end reason, and where it is recorded."""
+    run = event.run
+    for check in run.checks:
+        mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
+        console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
+    colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(event.status, "yellow")
+    console.print(f"[bold {colour}]{event.status.value}[/] after {run.steps} steps: {escape(event.end_reason)}")
+    console.print(f"run recorded in [bold]{escape(str(event.run_dir))}[/]", soft_wrap=True)
+
+
 def _print_step(step: StepRecord) -> None:
-    action = step.action or {}
+    held = step.gate.model_action if step.outcome == "skipped" and step.gate is not None else None
+    action = step.action or held or {}  # a skipped step shows the action a gate held back
     name = action.get("action", "—")
     detail = ""
     if step.coordinate is not None:
@@ -228,7 +251,16 @@ def _print_step(step: StepRecord) -> None:
         detail = "+".join(action["keys"])
     elif "status" in action:
         detail = action["status"]
-    status = "[green]ok[/]" if step.outcome == "ok" else f"[red]error[/] {escape(step.error or '')}"
+    if step.outcome == "ok":
+        status = "[green]ok[/]"
+    elif step.outcome == "skipped":  # a gate held it back: who, and why
+        who = step.gate.who if step.gate else "a gate"
+        reason = step.gate.reason if step.gate and step.gate.reason else ""
+        status = f"[yellow]skipped[/] by {escape(who)}" + (f": {escape(reason)}" if reason else "")
+    else:
+        status = f"[red]error[/] {escape(step.error or '')}"
+    if step.gate is not None and step.gate.decision == "replace":
+        status += f" [yellow](replaced by {escape(step.gate.who)})[/]"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
     line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(detail):<28} {status} [dim]{took:.0f} ms · {reasoning}[/]"
@@ -475,7 +507,7 @@ def replay(
     try:
         result = do_replay(source.runs_dir, source.run_id, fallback=fallback.value, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, on_step=_print_step,
+                           site_url=site_url, headed=headed or None, hooks=_step_printer(),
                            files_root=files_root, allow_programs=True if allow_programs else None)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None
@@ -506,7 +538,7 @@ def resume(
     try:
         result = do_resume(source.runs_dir, source.run_id, from_step=from_step, policy=policy,
                            policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, on_step=_print_step,
+                           site_url=site_url, headed=headed or None, hooks=_step_printer(),
                            files_root=files_root, allow_programs=True if allow_programs else None)
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None

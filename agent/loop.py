@@ -24,18 +24,28 @@ from pydantic import BaseModel
 
 from agent.checks import run_checks
 from agent.environment import Environment, open_environment
+from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
 from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import Policy, PolicyOutput
 from agent.prompt import offered_browser_tools
 from agent.task import Task
-from tools.actions import ActionError, Terminate, parse_tool_call
+from tools.actions import Action, ActionError, Terminate, parse_tool_call
 from tools.executor import Executor, page_of
 from tools.views import Observation, Outcome
 from tracer.attention import AttentionMaps
 from tracer.attention import figures as attention_figures
 from tracer.logs import RunLog
-from tracer.schema import AttentionRef, CheckResult, Evidence, RunRecord, RunStatus, StepRecord, StepTimings
+from tracer.schema import (
+    AttentionRef,
+    CheckResult,
+    Evidence,
+    GateRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepTimings,
+)
 from tracer.secrets import Scrubber
 from tracer.store import RunWriter, atomic_write, new_run_id
 
@@ -80,6 +90,7 @@ def run_task(
     on_step: StepCallback | None = None,
     on_start: Callable[[RunRecord, Path], None] | None = None,
     executor: Executor | None = None,
+    hooks: Hooks | None = None,
 ) -> RunResult:
     """Run ``task`` in a fresh environment (a browser and, for a site task, a fresh bundled site; or a desktop).
 
@@ -88,6 +99,10 @@ def run_task(
     settings (model, base_url, temperature, ...), as the CLI flags do. ``executor`` runs the task in an
     executor the caller has opened (tests: ``tools.fake.FakeExecutor``) instead of starting an environment.
 
+    ``hooks`` gets the run's events (:mod:`agent.events`: run started, step decided, step recorded, run ended)
+    and asks its gates before each step acts. ``on_start`` and ``on_step`` are shorthands that subscribe to
+    ``RunStarted`` and ``StepRecorded``; like every subscriber, one that raises is logged, not fatal.
+
     A policy name or setting that cannot work raises :class:`PolicyUnavailable` before anything starts.
     """
     task = with_policy_overrides(task, policy_overrides)
@@ -95,6 +110,13 @@ def run_task(
     if policy_factory is None:
         check_policy(policy_name, task)  # a bad --policy fails here, not after the site and Chromium started
     links: _Links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
+    run_hooks = hooks.copy() if hooks is not None else Hooks()  # the shorthands do not stay on the caller's
+    if on_start is not None:
+        start_callback = on_start
+        run_hooks.on(RunStarted, lambda event: start_callback(event.run, event.run_dir))
+    if on_step is not None:
+        step_callback = on_step
+        run_hooks.on(StepRecorded, lambda event: step_callback(event.step))
     with ExitStack() as stack:
         if executor is not None:
             env = Environment(task=task, executor=executor)
@@ -103,18 +125,17 @@ def run_task(
         agent_policy = (policy_factory(env.task, env.executor) if policy_factory
                         else make_policy(policy_name, env.task, env.executor))
         stack.callback(agent_policy.close)
-        return _Loop(env, agent_policy, runs_dir, on_step, on_start, links).run()
+        return _Loop(env, agent_policy, runs_dir, run_hooks, links).run()
 
 
 class _Loop:
     def __init__(
-        self, env: Environment, policy: Policy, runs_dir: Path, on_step: StepCallback | None,
-        on_start: Callable[[RunRecord, Path], None] | None, links: _Links | None = None,
+        self, env: Environment, policy: Policy, runs_dir: Path, hooks: Hooks, links: _Links | None = None,
     ) -> None:
         self.env = env
         task = env.task
         self.task, self.policy, self.executor = task, policy, env.executor
-        self.on_step = on_step
+        self.hooks = hooks
         self.scrub = Scrubber.from_secrets(task.secret_values())  # the writer and the run log mask with it
         started = datetime.now(timezone.utc)
         links = links or {}
@@ -130,11 +151,10 @@ class _Loop:
         self.log = RunLog(self.writer.run_dir, self.scrub)
         log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name,
                  target=env.describe())
-        if on_start:
-            on_start(self.writer.record, self.writer.run_dir)
         self.history: list[StepRecord] = []
         self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
+        self._gate_stop: str | None = None  # a gate stopped the run: the end reason
 
     def run(self) -> RunResult:
         limits = self.task.limits
@@ -147,11 +167,15 @@ class _Loop:
         if previous_term is signal.SIG_DFL:  # treat `kill` like Ctrl-C: close the run as interrupted
             signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
+            self.hooks.publish(RunStarted(run=self.writer.record.model_copy(deep=True), run_dir=self.writer.run_dir))
             for index in range(limits.max_steps):
                 if time.monotonic() - started > limits.time_budget_s:
                     end_reason = f"time budget spent ({limits.time_budget_s:.0f} s)"
                     break
                 step, terminate = self._step(index)
+                if self._gate_stop is not None:  # a person or guard ended the run on purpose: like Ctrl-C
+                    status, end_reason = RunStatus.interrupted, self._gate_stop
+                    break
                 if step.error_kind == "low_confidence":
                     end_reason = f"stopped on low confidence at step {index}: {step.error}"
                     break
@@ -172,8 +196,7 @@ class _Loop:
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
             reason = f"harness error: {type(exc).__name__}: {exc}"
             log.error("run crashed", run_id=self.writer.record.run_id, error=reason)
-            self.writer.finish(status=RunStatus.failed, end_reason=reason)
-            self.log.close()
+            self._end(self.writer.finish(status=RunStatus.failed, end_reason=reason))
             raise
         finally:
             if previous_term is signal.SIG_DFL:
@@ -186,11 +209,19 @@ class _Loop:
         record = self.writer.finish(status=status, end_reason=end_reason)
         log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason,
                  steps=record.steps)
-        self.log.close()
+        self._end(record)
         return RunResult(
             run_id=record.run_id, run_dir=self.writer.run_dir, status=record.status, end_reason=record.end_reason or "",
             steps=record.steps, checks=record.checks, target_url=record.target_url,
         )
+
+    def _end(self, record: RunRecord) -> None:
+        """Tell the subscribers the run ended (its log still open, so a failing one is logged there), then close."""
+        try:
+            self.hooks.publish(RunEnded(run=record.model_copy(deep=True), run_dir=self.writer.run_dir,
+                                        status=record.status, end_reason=record.end_reason or ""))
+        finally:
+            self.log.close()
 
     def _step(self, index: int) -> tuple[StepRecord, Terminate | None]:
         started_at = datetime.now(timezone.utc)
@@ -225,6 +256,17 @@ class _Loop:
                                         divisor=self.task.policy.coordinate_divisor, css_size=observation.css_size)
             if off_grid is not None:  # refused, not clamped: the model is told and tries again
                 action, error_kind, error = None, "action", off_grid
+        decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls))
+        self.hooks.publish(decided)
+        gate: GateRecord | None = None
+        skipped = False
+        if action is not None:
+            held = self.hooks.before_act(decided)
+            if held is not None:
+                gate = held.record
+                action, skipped, replace_error = self._apply_gate(index, held, action, observation)
+                if replace_error is not None:
+                    error_kind, error = "action", replace_error
         if action is not None:
             outcome = self.executor.act(action, deadline=self.deadline)
             if outcome.status == "error":
@@ -233,11 +275,52 @@ class _Loop:
                 terminate = action
         t3 = time.perf_counter()
         step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3),
-                            call=(call_index, calls))
-        if error is None and terminate is None and call_index + 1 < calls:  # the rest run in order; an error stops them
+                            call=(call_index, calls), gate=gate, skipped=skipped)
+        # The rest run in order; an error (or a gate holding this one back) stops them.
+        if error is None and not skipped and terminate is None and call_index + 1 < calls:
             first = pending.first if pending is not None else (step.index, step.screenshot)
             self._pending = _PendingCalls(output=whole, call_index=call_index + 1, first=first)
         return step, terminate
+
+    def _decided(self, index: int, observation: Observation, output: PolicyOutput, action: Action | None,
+                 error_kind: str | None, error: str | None, call: tuple[int, int]) -> StepDecided:
+        """The event gates and subscribers get before the step acts (secrets masked, no screenshot bytes)."""
+        event = StepDecided(
+            run_id=self.writer.record.run_id, index=index,
+            observation=ObservationSummary(url=observation.url, title=observation.title,
+                                           screenshot_size=observation.screenshot_size, css_size=observation.css_size,
+                                           device_scale_factor=observation.device_scale_factor),
+            decision=Decision(tool_calls=output.tool_calls, action=action, reasoning=output.reasoning,
+                              confidence=output.confidence, call_index=call[0], calls_in_output=max(call[1], 1),
+                              error=error, error_kind=error_kind),
+            policy=output.policy_name or self.policy.name, model=output.model or self.policy.model,
+        )
+        return self.scrub.scrub(event)
+
+    def _apply_gate(self, index: int, held: GateOutcome, action: Action, observation: Observation
+                    ) -> tuple[Action | None, bool, str | None]:
+        """What the step performs after the gates: (action or None, skipped, an error for a bad replacement)."""
+        answer, who = held.decision, held.record.who
+        if answer.decision == "proceed":
+            return action, False, None
+        if answer.decision == "skip":
+            log.info("step skipped by a gate", step=index, gate=who, reason=answer.reason)
+            return None, True, None
+        if answer.decision == "stop":
+            self._gate_stop = f"stopped by {who} at step {index}" + (f": {answer.reason}" if answer.reason else "")
+            log.info("run stopped by a gate", step=index, gate=who, reason=answer.reason)
+            return None, True, None
+        assert answer.action is not None  # GateDecision checks that replace carries an action
+        try:  # the replacement passes the checks a model's action does
+            replacement = parse_tool_call(answer.action.to_tool_call(), browser_tools=offered_browser_tools(self.task))
+        except ActionError as exc:
+            return None, False, f"the replacement from {who} is not valid: {exc}"
+        off_grid = coordinate_error(getattr(replacement, "coordinate", None), mode=self.task.policy.coordinate_mode,
+                                    divisor=self.task.policy.coordinate_divisor, css_size=observation.css_size)
+        if off_grid is not None:
+            return None, False, f"the replacement from {who} is not valid: {off_grid}"
+        log.info("step action replaced by a gate", step=index, gate=who, reason=answer.reason)
+        return replacement, False, None
 
     def _write_attention(self, index: int, maps: AttentionMaps, observation: Observation, outcome: Outcome | None,
                          evidence: Evidence | None) -> list[AttentionRef]:
@@ -274,7 +357,7 @@ class _Loop:
     def _record(
         self, index: int, started_at: datetime, observation: Observation, output: PolicyOutput, action: object,
         outcome: Outcome | None, error_kind: str | None, error: str | None, marks: tuple[float, ...],
-        call: tuple[int, int] = (0, 1),
+        call: tuple[int, int] = (0, 1), gate: GateRecord | None = None, skipped: bool = False,
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
         screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
@@ -289,7 +372,8 @@ class _Loop:
         else:
             unavailable["evidence"] = "no point was acted on in this step"
         if outcome is None or outcome.coordinate is None:
-            unavailable.setdefault("coordinate", "the action has no coordinate" if action is not None else "no action")
+            unavailable.setdefault("coordinate", "the action has no coordinate" if action is not None
+                                   else "a gate held the step back" if skipped else "no action")
         if outcome is None or outcome.element is None:
             unavailable.setdefault("element", "no element under an acting point")
         if output.confidence is None:
@@ -321,7 +405,7 @@ class _Loop:
             "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
             "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
             "cache_hit": output.cache_hit, "decoding": output.decoding, "attention": attention,
-            "outcome": "error" if error else "ok", "error": error,
+            "outcome": "error" if error else "skipped" if skipped else "ok", "error": error, "gate": gate,
             "error_kind": error_kind, "unavailable": unavailable, "policy_state": output.policy_state,
             "replay": replay,
         }
@@ -332,8 +416,7 @@ class _Loop:
         step = self.writer.write_step(step)  # the masked copy: history and subscribers never see a secret
         self.writer.save()
         self.history.append(step)
-        if self.on_step:
-            self.on_step(step)
+        self.hooks.publish(StepRecorded(run_id=self.writer.record.run_id, step=step.model_copy(deep=True)))
         return step
 
 

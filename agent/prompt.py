@@ -169,28 +169,45 @@ def strip_think(text: str) -> str:
 def describe_step(step: StepRecord) -> str:
     """One line of the progress summary."""
     action = step.action or {}
+    if step.outcome == "skipped" and step.gate is not None:  # a gate (a person) held the step back
+        return f"{_describe_action(step.gate.model_action or {})} -> not performed: {_held_back(step)}"
     if step.error_kind == "parse" or not action:
         what = "output could not be used"
     else:
-        name = action.get("action")
-        if "coordinate" in action:
-            what = f"{name} at ({action['coordinate'][0]:.0f}, {action['coordinate'][1]:.0f})"
-        elif "text" in action:
-            what = f"{name} {json.dumps(action['text'], ensure_ascii=False)}"
-        elif "keys" in action:
-            what = f"{name} {'+'.join(action['keys'])}"
-        else:
-            extra = {k: v for k, v in action.items() if k != "action"}
-            what = f"{name} {json.dumps(extra, ensure_ascii=False)}" if extra else str(name)
-        if action.get("action") == "upload_file":
-            what += f" ({action.get('file')})"
+        what = _describe_action(action)
+    if step.gate is not None and step.gate.decision == "replace":
+        what += f" (performed instead of your {_describe_action(step.gate.model_action or {})})"
     return what + (f" -> error: {step.error}" if step.error else "")
+
+
+def _describe_action(action: dict[str, Any]) -> str:
+    name = action.get("action")
+    if "coordinate" in action:
+        what = f"{name} at ({action['coordinate'][0]:.0f}, {action['coordinate'][1]:.0f})"
+    elif "text" in action:
+        what = f"{name} {json.dumps(action['text'], ensure_ascii=False)}"
+    elif "keys" in action:
+        what = f"{name} {'+'.join(action['keys'])}"
+    else:
+        extra = {k: v for k, v in action.items() if k != "action"}
+        what = f"{name} {json.dumps(extra, ensure_ascii=False)}" if extra else str(name)
+    if action.get("action") == "upload_file":
+        what += f" ({action.get('file')})"
+    return what
+
+
+def _held_back(step: StepRecord) -> str:
+    gate = step.gate
+    who = gate.who if gate is not None else "a gate"
+    return f"{who} skipped it" + (f" ({gate.reason})" if gate is not None and gate.reason else "")
 
 
 def tool_response(step: StepRecord) -> str:
     if step.error:
         verb = "could not be used" if step.error_kind in ("parse", "action") else "failed"
         return f"Your last output {verb} because: {step.error}. Answer again with exactly one <tool_call>."
+    if step.outcome == "skipped":
+        return f"Your last action was not performed: {_held_back(step)}. Choose the next action."
     return f"{step.action.get('action') if step.action else 'action'} done." + (f" Page: {step.title}" if step.title else "")
 
 
@@ -212,7 +229,8 @@ def build_prompt(
     intro = _instruction(task, older)
     messages = [Message(role="system", content=[TextPart(text=system_text(tools))])]
     if not window:
-        text = intro + (("\n" + tool_response(history[-1])) if history and history[-1].error else "")
+        told = history and (history[-1].error or history[-1].outcome == "skipped")
+        text = intro + (("\n" + tool_response(history[-1])) if told else "")
         messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
         return Prompt(messages=messages, tools=tools)
     first = window[0]

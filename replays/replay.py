@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
+from agent.events import Hooks
 from agent.loop import RunResult, StepCallback, run_task
 from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import Policy, PolicyOutput
@@ -213,7 +214,7 @@ def replay(
     policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
     headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
     on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
-    files_root: Path | None = None, allow_programs: bool | None = None,
+    files_root: Path | None = None, allow_programs: bool | None = None, hooks: Hooks | None = None,
 ) -> RunResult:
     """Replay ``run_id`` from the same task state; the new run is recorded in ``runs_dir``."""
     source, source_dir, steps, task = _source(runs_dir, run_id, files_root, allow_programs)
@@ -230,7 +231,8 @@ def replay(
 
     return run_task(task, runs_dir=runs_dir, layout_seed=source.layout_seed if layout_seed is None else layout_seed,
                     site_url=site_url, headed=headed, policy_overrides=policy_overrides, policy_factory=factory,
-                    parent_run=source.run_id, parent_step=0, run_id=new_run_id, on_step=on_step, on_start=on_start)
+                    parent_run=source.run_id, parent_step=0, run_id=new_run_id, on_step=on_step, on_start=on_start,
+                    hooks=hooks)
 
 
 def resume(
@@ -238,7 +240,7 @@ def resume(
     policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
     headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
     on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
-    files_root: Path | None = None, allow_programs: bool | None = None,
+    files_root: Path | None = None, allow_programs: bool | None = None, hooks: Hooks | None = None,
 ) -> RunResult:
     """Replay the steps before ``from_step``, then hand over to ``policy``. A step from ``from_step`` on that a
     person labelled wrong (with a correction) is replayed up to and executed as corrected, then the policy goes on."""
@@ -264,4 +266,4 @@ def resume(
     return run_task(task, runs_dir=runs_dir, layout_seed=source.layout_seed if layout_seed is None else layout_seed,
                     site_url=site_url, headed=headed, policy_overrides=policy_overrides, policy_factory=factory,
                     parent_run=source.run_id, parent_step=from_step, run_id=new_run_id, on_step=on_step,
-                    on_start=on_start)
+                    on_start=on_start, hooks=hooks)

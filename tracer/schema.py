@@ -102,6 +102,23 @@ class ReplayInfo(BaseModel):
     side_by_side: str | None = None  # image path relative to the run folder
 
 
+class GateRecord(BaseModel):
+    """How the step gates (a person's approval, a policy guard) answered before the step acted.
+
+    ``who`` and ``decision`` are the deciding gate's: the first that did not say proceed, else the first that
+    timed out or failed (it is treated as proceed), else the last one asked. ``waited_ms`` is how long the
+    step was held by all the gates together.
+    """
+
+    who: str
+    decision: Literal["proceed", "skip", "stop", "replace"]
+    reason: str | None = None
+    waited_ms: float = 0.0
+    timed_out: bool = False  # the gate did not answer in time: the step went on
+    error: str | None = None  # the gate raised or answered something that is not a decision: the step went on
+    model_action: dict[str, Any] | None = None  # skip, stop, replace: the action the policy chose (not performed)
+
+
 class StepRecord(BaseModel):
     """One turn of the loop. Text fields hold secret placeholders (or ●●●●), never secret values."""
 
@@ -136,12 +153,13 @@ class StepRecord(BaseModel):
     cache_hit: bool | None = None
     decoding: DecodingInfo | None = None
     attention: list[AttentionRef] = Field(default_factory=list)
-    outcome: Literal["ok", "error"]
+    outcome: Literal["ok", "error", "skipped"]  # skipped: a gate held the step back (see ``gate``); not an error
     error: str | None = None
     error_kind: Literal["parse", "action", "executor", "low_confidence", "diverged"] | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why it is empty
     policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
     replay: ReplayInfo | None = None
+    gate: GateRecord | None = None  # None: no gate was asked (none registered, or nothing to act on)
 
 
 class CheckResult(BaseModel):

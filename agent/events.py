@@ -1,0 +1,326 @@
+"""The loop as a sequence of typed events, and the one registry everything that watches a run subscribes to.
+
+A run publishes, in this order::
+
+    RunStarted                      the record is on disk; nothing has been perceived yet
+    StepDecided, StepRecorded       per step: the policy decided (before anything acts), the step was recorded
+    ...
+    RunEnded                        last, also when the harness broke (status failed) or Ctrl-C stopped it
+
+Subscribers (the CLI printer, the run summary, evaluation, OpenTelemetry) register on a :class:`Hooks` and
+never reach into the loop, the way smolagents' ``CallbackRegistry`` and httpx's ``event_hooks`` work::
+
+    hooks = Hooks()
+    hooks.on(StepRecorded, lambda e: print(e.step.index, e.step.outcome))
+    hooks.subscribe(events.append)                  # every event
+    run_task(task, hooks=hooks)
+
+Callbacks run in registration order, in the loop's thread. One that raises is logged (``glassbox.events``) and
+the run goes on; a ``KeyboardInterrupt`` is not caught (it interrupts the run, like Ctrl-C anywhere else).
+Events carry the records as written: secrets masked, the screenshot by size and path, never its bytes.
+
+**Holding a step.** A :class:`StepGate` (a person's approval, a guard) is asked after the policy decided and
+before the executor acts, for every step that has an action to perform::
+
+    class Approve:
+        name = "terminal"
+        def before_act(self, event: StepDecided) -> GateDecision:
+            return GateDecision.proceed() if input(f"{event.decision.action}? ") == "y" else GateDecision.skip("no")
+
+    hooks.add_gate(Approve(), timeout_s=120)
+
+Gates are asked in registration order, each with its own timeout; the first answer other than proceed decides
+the step and the gates after it are not asked. The step records the answer in ``StepRecord.gate``:
+
+- ``proceed``: the step acts as the policy decided.
+- ``skip``: nothing is performed; the step is recorded with outcome ``skipped`` (not an error) and the model's
+  action in ``gate.model_action``; the run goes on (the policy sees the skipped step in its history).
+- ``stop``: nothing is performed; the step is recorded as skipped and the run ends with status
+  ``interrupted`` (a person or guard ended it on purpose: like Ctrl-C, no success checks run and no verdict is
+  given) and the end reason ``stopped by <gate> at step N: <reason>``.
+- ``replace(action)``: the given action is validated like a model's (the task's tools, the coordinate grid) and
+  performed instead; ``action`` holds it and ``gate.model_action`` the model's. An invalid replacement is an
+  action error step.
+
+A gate that does not answer within its timeout, raises, or answers something that is not a
+:class:`GateDecision` counts as proceed (recorded with ``timed_out`` / ``error``, and logged): the timeout is
+how long a run may wait for a person, not a veto. A gate that must fail closed catches its own errors and
+answers ``stop``. A gate left waiting runs on in a daemon thread; its late answer is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, TypeVar, Union, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tools.actions import Action, ToolCall
+from tracer.logs import get_logger
+from tracer.schema import GateRecord, RunRecord, RunStatus, StepRecord
+
+log = get_logger("glassbox.events")
+
+DEFAULT_GATE_TIMEOUT_S = 300.0
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# -- events -------------------------------------------------------------------------------------------------------
+
+class RunStarted(_Frozen):
+    """The run record is written; the loop is about to take its first screenshot."""
+
+    kind: Literal["run_started"] = "run_started"
+    run: RunRecord
+    run_dir: Path
+
+
+class ObservationSummary(_Frozen):
+    """What the policy looked at, without the screenshot's bytes (``StepRecorded`` gives its path)."""
+
+    url: str | None
+    title: str | None
+    screenshot_size: tuple[int, int]  # device pixels
+    css_size: tuple[int, int]
+    device_scale_factor: float
+
+
+class Decision(_Frozen):
+    """The policy's decision for this step: the tool call it runs and the action that came of it (None, with
+    ``error``, when the output cannot be acted on: a parse error, an invalid action, low confidence)."""
+
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    action: Action | None = None
+    reasoning: str | None = None
+    confidence: float | None = None
+    call_index: int = 0  # this step runs call ``call_index`` of ``calls_in_output`` of one model output
+    calls_in_output: int = 1
+    error: str | None = None
+    error_kind: str | None = None
+
+
+class StepDecided(_Frozen):
+    """The policy decided; nothing has acted yet. Gates are asked with this event."""
+
+    kind: Literal["step_decided"] = "step_decided"
+    run_id: str
+    index: int
+    observation: ObservationSummary
+    decision: Decision
+    policy: str
+    model: str | None = None
+
+
+class StepRecorded(_Frozen):
+    """The step is on disk (``steps.jsonl``); ``step`` is the record as written."""
+
+    kind: Literal["step_recorded"] = "step_recorded"
+    run_id: str
+    step: StepRecord
+
+
+class RunEnded(_Frozen):
+    """The run record is final (status, end reason, checks, summary)."""
+
+    kind: Literal["run_ended"] = "run_ended"
+    run: RunRecord
+    run_dir: Path
+    status: RunStatus
+    end_reason: str
+
+
+RunEvent = Annotated[Union[RunStarted, StepDecided, StepRecorded, RunEnded], Field(discriminator="kind")]
+EVENT_TYPES: tuple[type[BaseModel], ...] = (RunStarted, StepDecided, StepRecorded, RunEnded)
+
+E = TypeVar("E", RunStarted, StepDecided, StepRecorded, RunEnded)
+
+
+# -- gates --------------------------------------------------------------------------------------------------------
+
+class GateDecision(_Frozen):
+    """A gate's answer: proceed, skip, stop, or replace the action (``action``), with a reason."""
+
+    decision: Literal["proceed", "skip", "stop", "replace"]
+    reason: str | None = None
+    action: Action | None = None  # replace only
+
+    @model_validator(mode="after")
+    def _action_for_replace(self) -> "GateDecision":
+        if (self.decision == "replace") != (self.action is not None):
+            raise ValueError("an action goes with replace, and only with replace")
+        return self
+
+    @classmethod
+    def proceed(cls, reason: str | None = None) -> "GateDecision":
+        return cls(decision="proceed", reason=reason)
+
+    @classmethod
+    def skip(cls, reason: str | None = None) -> "GateDecision":
+        return cls(decision="skip", reason=reason)
+
+    @classmethod
+    def stop(cls, reason: str | None = None) -> "GateDecision":
+        return cls(decision="stop", reason=reason)
+
+    @classmethod
+    def replace(cls, action: Action, reason: str | None = None) -> "GateDecision":
+        return cls(decision="replace", action=action, reason=reason)
+
+
+@runtime_checkable
+class StepGate(Protocol):
+    """Something that may hold a step before it acts (see the module docstring)."""
+
+    def before_act(self, event: StepDecided) -> GateDecision: ...
+
+
+class GateOutcome(_Frozen):
+    """What the gates concluded for one step: the deciding answer and the record the step keeps."""
+
+    decision: GateDecision
+    record: GateRecord
+
+
+class _Gate:
+    def __init__(self, ask: Callable[[StepDecided], Any], name: str, timeout_s: float | None) -> None:
+        self.ask, self.name, self.timeout_s = ask, name, timeout_s
+
+
+class _Answer:
+    """One gate's answer as the registry saw it."""
+
+    def __init__(self, gate: str, decision: GateDecision, waited_ms: float, timed_out: bool = False,
+                 error: str | None = None) -> None:
+        self.gate, self.decision, self.waited_ms, self.timed_out, self.error = gate, decision, waited_ms, timed_out, error
+
+
+# -- the registry -------------------------------------------------------------------------------------------------
+
+class Hooks:
+    """Subscribers and gates of a run. ``gate_timeout_s`` is how long a gate may hold a step unless
+    :meth:`add_gate` says otherwise."""
+
+    def __init__(self, *, gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S) -> None:
+        if not gate_timeout_s > 0:
+            raise ValueError(f"gate_timeout_s must be positive, not {gate_timeout_s!r}")
+        self.gate_timeout_s = gate_timeout_s
+        self._subscribers: list[tuple[type[BaseModel] | None, Callable[[Any], object]]] = []
+        self._gates: list[_Gate] = []
+
+    def on(self, event_type: type[E], callback: Callable[[E], object]) -> Callable[[], None]:
+        """Call ``callback`` with every event of ``event_type``; returns a function that unsubscribes it."""
+        if event_type not in EVENT_TYPES:
+            raise TypeError(f"not a run event type: {event_type!r}")
+        return self._add(event_type, callback)
+
+    def subscribe(self, callback: Callable[[RunStarted | StepDecided | StepRecorded | RunEnded], object]
+                  ) -> Callable[[], None]:
+        """Call ``callback`` with every event; returns a function that unsubscribes it."""
+        return self._add(None, callback)
+
+    def add_gate(self, gate: StepGate | Callable[[StepDecided], GateDecision], *, timeout_s: float | None = None,
+                 name: str | None = None) -> Callable[[], None]:
+        """Ask ``gate`` (a :class:`StepGate`, or a function of the event) before each step acts, waiting at most
+        ``timeout_s`` (default: the registry's); returns a function that removes it."""
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
+        ask = gate.before_act if isinstance(gate, StepGate) else gate
+        label = name or getattr(gate, "name", None) or getattr(gate, "__qualname__", None) or type(gate).__name__
+        entry = _Gate(ask, str(label), timeout_s)
+        self._gates.append(entry)
+        return lambda: self._gates.remove(entry) if entry in self._gates else None
+
+    @property
+    def has_gates(self) -> bool:
+        return bool(self._gates)
+
+    def copy(self) -> "Hooks":
+        """A registry with the same subscribers and gates; adding to it leaves this one as it is."""
+        other = Hooks(gate_timeout_s=self.gate_timeout_s)
+        other._subscribers, other._gates = list(self._subscribers), list(self._gates)
+        return other
+
+    def publish(self, event: RunStarted | StepDecided | StepRecorded | RunEnded) -> None:
+        """Give ``event`` to its subscribers in registration order; a failing one is logged and skipped."""
+        for event_type, callback in list(self._subscribers):
+            if event_type is not None and not isinstance(event, event_type):
+                continue
+            try:
+                callback(event)
+            except Exception as exc:  # a subscriber never breaks the run (KeyboardInterrupt is no Exception)
+                log.error("subscriber failed", kind=event.kind, subscriber=_name(callback),
+                          error=f"{type(exc).__name__}: {exc}", exc_info=True)
+
+    def before_act(self, event: StepDecided) -> GateOutcome | None:
+        """Ask the gates about ``event`` in order; None when there are none."""
+        if not self._gates:
+            return None
+        answers: list[_Answer] = []
+        for gate in list(self._gates):
+            answer = self._ask(gate, event)
+            answers.append(answer)
+            if answer.decision.decision != "proceed":
+                break
+        deciding = answers[-1]
+        if deciding.decision.decision == "proceed":
+            deciding = next((a for a in answers if a.timed_out or a.error), deciding)
+        decision = deciding.decision
+        model_action = None
+        if decision.decision != "proceed" and event.decision.action is not None:
+            model_action = event.decision.action.model_dump(mode="json")
+        record = GateRecord(
+            who=deciding.gate, decision=decision.decision, reason=decision.reason,
+            waited_ms=round(sum(a.waited_ms for a in answers), 2), timed_out=deciding.timed_out,
+            error=deciding.error, model_action=model_action,
+        )
+        return GateOutcome(decision=decision, record=record)
+
+    def _add(self, event_type: type[BaseModel] | None, callback: Callable[[Any], object]) -> Callable[[], None]:
+        if not callable(callback):
+            raise TypeError(f"a subscriber must be callable, not {callback!r}")
+        entry = (event_type, callback)
+        self._subscribers.append(entry)
+        return lambda: self._subscribers.remove(entry) if entry in self._subscribers else None
+
+    def _ask(self, gate: _Gate, event: StepDecided) -> _Answer:
+        timeout = gate.timeout_s if gate.timeout_s is not None else self.gate_timeout_s
+        box: list[tuple[Any, BaseException | None]] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box.append((gate.ask(event), None))
+            except BaseException as exc:  # noqa: BLE001  # reported to the loop's thread, which decides
+                box.append((None, exc))
+            finally:
+                done.set()
+
+        started = time.perf_counter()
+        # A daemon thread: a gate that never answers cannot keep the process alive after the run.
+        threading.Thread(target=run, name=f"glassbox-gate-{gate.name}", daemon=True).start()
+        answered = done.wait(timeout)
+        waited = round((time.perf_counter() - started) * 1000, 2)
+        if not answered:
+            reason = f"no answer within {timeout:g} s; the step went on"
+            log.warning("gate timed out", gate=gate.name, step=event.index, timeout_s=timeout)
+            return _Answer(gate.name, GateDecision.proceed(reason), waited, timed_out=True)
+        value, exc = box[0]
+        if exc is not None:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("gate failed", gate=gate.name, step=event.index, error=error)
+            return _Answer(gate.name, GateDecision.proceed("the gate failed; the step went on"), waited, error=error)
+        if not isinstance(value, GateDecision):
+            error = f"the gate answered {type(value).__name__}, not a GateDecision"
+            log.error("gate failed", gate=gate.name, step=event.index, error=error)
+            return _Answer(gate.name, GateDecision.proceed("the gate failed; the step went on"), waited, error=error)
+        return _Answer(gate.name, value, waited)
+
+
+def _name(callback: object) -> str:
+    return str(getattr(callback, "__qualname__", None) or type(callback).__name__)
