@@ -108,7 +108,8 @@ def _find_match(task: Task, value: Any, match: dict[str, Any], failure: str, scr
     for item in items:
         if isinstance(item, dict) and all(_equal(item.get(k), v) for k, v in wanted.items()):
             return True, f"found {_short(item, scrub)}"
-    return False, f"{failure} {shown}; got {_short(items, scrub)}"
+    # What was found first: the detail is cut to 300 characters and the wanted values are in the task file.
+    return False, f"{failure}: got {_short(items, scrub)}; wanted {shown}"
 
 
 def _at_path(data: Any, path: str) -> Any:

@@ -32,6 +32,7 @@ from tools.xvfb import DisplayError, check_display
 
 SCROLL_PIXELS_PER_CLICK = 100  # one wheel click; Qwen's `pixels` are converted to clicks
 TYPE_CHUNK = 64  # characters per xdotool call: the run's deadline is looked at between calls
+NON_ASCII_DELAY_MS = 50  # between keys when a chunk needs keymap remapping (see _type_chunk)
 
 
 class DesktopSettings(BaseModel):
@@ -167,7 +168,10 @@ class DesktopExecutor(BaseExecutor):
         if xdotool is None:
             self._gui.write(chunk, interval=self.settings.type_delay_ms / 1000)
             return
-        result = subprocess.run([xdotool, "type", "--delay", str(self.settings.type_delay_ms), "--", chunk],
+        # Characters outside the keymap are typed by remapping a spare keycode for each one; an app that reads a
+        # key event after the next remap sees the wrong character (seen on a loaded machine), so give it time.
+        delay = self.settings.type_delay_ms if chunk.isascii() else max(self.settings.type_delay_ms, NON_ASCII_DELAY_MS)
+        result = subprocess.run([xdotool, "type", "--delay", str(delay), "--", chunk],
                                 env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True,
                                 text=True, timeout=60)
         if result.returncode != 0:
