@@ -353,6 +353,12 @@ def runs_list(
     from agent.cli_output import Column, RunListing, print_table, write_json
     from tracer.index import RunIndex
 
+    if not runs_dir.is_dir():  # listing must not create the folder (a typo would leave one behind)
+        if json_out:
+            write_json(console, RunListing(runs_dir=str(runs_dir), runs=[]))
+        else:
+            console.print(f"no runs in {escape(str(runs_dir))} (no such folder)")
+        return
     index = RunIndex(runs_dir)
     try:
         index.sync()

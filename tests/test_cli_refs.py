@@ -292,3 +292,13 @@ def test_a_desktop_model_calling_goto_url_gets_an_error_step_fed_back(tmp_path):
     assert policy.second_prompt is not None
     assert "could not be used because: the tool 'goto_url' is not available in this task" in policy.second_prompt
     assert '"name": "goto_url"' not in policy.second_prompt
+
+
+def test_listing_a_runs_dir_that_does_not_exist_says_so_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo"
+    for extra, expect in (([], "no runs in"), (["--json"], '"runs": []')):
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(missing), *extra],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        assert expect in proc.stdout
+    assert not missing.exists()
