@@ -235,13 +235,15 @@ class _Loop:
         calls = len(whole.tool_calls)
         output = _call_view(whole, call_index, pending) if calls > 1 else whole
         t2 = time.perf_counter()
-        action, outcome, error_kind, error = None, None, None, output.parse_error
+        action, outcome, error_kind, error = None, None, None, None
         terminate: Terminate | None = None
         low = self._low_confidence(output)
         if output.stop is not None:
             error_kind, error = "diverged", output.stop
-        elif error is not None:
-            error_kind = "parse"
+        elif output.backend_error is not None:  # not the model's fault: not counted as a parse error
+            error_kind, error = "backend", output.backend_error
+        elif output.parse_error is not None:
+            error_kind, error = "parse", output.parse_error
         elif low is not None:
             error_kind, error = "low_confidence", low
         elif not output.tool_calls:
@@ -352,7 +354,7 @@ class _Loop:
         try:
             return self.policy.decide(self.task, self.history, observation)
         except Exception as exc:  # a policy bug or backend failure is a recorded error step, not a crash
-            return PolicyOutput(raw_output=None, parse_error=f"the policy failed: {type(exc).__name__}: {exc}")
+            return PolicyOutput(raw_output=None, backend_error=f"the policy failed: {type(exc).__name__}: {exc}")
 
     def _record(
         self, index: int, started_at: datetime, observation: Observation, output: PolicyOutput, action: object,

@@ -28,15 +28,16 @@ class CallConfidence(BaseModel):
 class PolicyOutput(BaseModel):
     """What a policy produced for one step.
 
-    ``parse_error`` is set when the output could not be turned into tool calls; the loop records it
-    and tells the policy on the next turn. Several ``tool_calls`` run in order, each as its own step
-    (sharing this output), until one fails.
+    ``parse_error`` is set when the output could not be turned into tool calls, ``backend_error`` when there
+    was no output because the model could not be asked; the loop records either and tells the policy on the
+    next turn. Several ``tool_calls`` run in order, each as its own step (sharing this output), until one fails.
     """
 
     raw_output: str | None
     reasoning: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     parse_error: str | None = None
+    backend_error: str | None = None  # the model could not be asked (server down, out of memory): no output at all
     confidence: float | None = None
     confidence_parts: dict[str, float] = Field(default_factory=dict)
     confidence_reason: str | None = None  # why there is no confidence, when there is none

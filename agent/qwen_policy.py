@@ -54,7 +54,7 @@ class QwenPolicy(Policy):
         try:
             generation = self.backend.generate(prompt, self.sampling, step=index, attention=task.policy.attention)
         except BackendError as exc:
-            return PolicyOutput(raw_output=None, parse_error=f"the model backend failed: {exc}",
+            return PolicyOutput(raw_output=None, backend_error=f"the model backend failed: {exc}",
                                 prompt=prompt.record("current"), confidence_reason="no output",
                                 unavailable={"attention": "no output"})
         output = self._output(prompt, generation)

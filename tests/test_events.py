@@ -300,3 +300,26 @@ def test_no_secret_reaches_a_subscriber_or_a_gate(tmp_path):
     assert len(dumps) == 8 + 3
     assert not [d for d in dumps if SECRET in d]
     assert any("the password is" in d for d in dumps) and any("fake.invalid/login" in d for d in dumps)
+
+
+def test_a_policy_that_cannot_be_asked_is_a_backend_error_not_a_parse_error(tmp_path):
+    # A server that is down is not the model's mistake: it must not count as a parse error or draw as one.
+    from agent.policy import Policy
+    from tracer.graph import run_graph
+
+    class Unreachable(Policy):
+        name = "unreachable"
+
+        def decide(self, task, history, observation):
+            raise ConnectionError("the model server refused the connection")
+
+    task = load_task(task_file(tmp_path, THREE_STEPS, limits="{max_steps: 5, max_consecutive_errors: 2}"))
+    result = run_task(task, runs_dir=tmp_path / "runs", executor=FakeExecutor(secrets=task.secret_values()),
+                      policy_factory=lambda task_, executor: Unreachable())
+    steps = read_steps(result.run_dir)
+    assert [s.error_kind for s in steps] == ["backend", "backend"]
+    assert "refused the connection" in (steps[0].error or "")
+    run_record = read_run(result.run_dir)
+    assert run_record.summary.parse_errors == 0
+    kinds = {data["kind"] for _, data in run_graph(run_record, steps).nodes(data=True)}
+    assert "backend_error" in kinds and "parse_error" not in kinds

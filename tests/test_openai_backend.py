@@ -169,7 +169,7 @@ def test_gives_up_with_a_recorded_error(server):
         server.answer({}, status=500)
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
-    assert "failed after 4 attempts" in out.parse_error and out.tool_calls == []
+    assert "failed after 4 attempts" in (out.backend_error or "") and out.parse_error is None and out.tool_calls == []
     server.answer({}, status=400)
     with pytest.raises(BackendError, match="refused the request"):
         OpenAIBackend(server.url, "m").generate(build_prompt(task, [], b"x"),

@@ -20,6 +20,8 @@ from tracer.schema import RunRecord, StepRecord
 Format = Literal["json", "graphml", "mermaid"]
 
 
+_NO_ACTION = {"parse": "parse_error", "backend": "backend_error", "low_confidence": "low_confidence"}
+
 def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | None = None, prefix: str = "") -> nx.DiGraph:
     """Build (or extend ``graph`` with) the decision graph of one run. Node ids are ``{prefix}{kind}:{index}``."""
     g = graph if graph is not None else nx.DiGraph(run_id=run.run_id, task=run.task_name, policy=run.policy)
@@ -36,10 +38,10 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
         g.add_node(think, kind="reasoning", step=i, run_id=run.run_id, label=_short(reasoning) or "(no reasoning)",
                    confidence=-1.0 if step.confidence is None else step.confidence)
         g.add_edge(obs, think, kind="think")
-        if step.error_kind in ("parse", "low_confidence"):
-            node = f"{prefix}{'parse_error' if step.error_kind == 'parse' else 'low_confidence'}:{i}"
-            g.add_node(node, kind=step.error_kind if step.error_kind == "low_confidence" else "parse_error", step=i,
-                       run_id=run.run_id, label=_short(step.error or ""))
+        if step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
+            kind = _NO_ACTION[step.error_kind]
+            node = f"{prefix}{kind}:{i}"
+            g.add_node(node, kind=kind, step=i, run_id=run.run_id, label=_short(step.error or ""))
             g.add_edge(think, node, kind="failed")
             previous_end, previous_error = node, True
             continue
@@ -88,7 +90,7 @@ def load(text: str, fmt: Literal["json", "graphml"]) -> nx.DiGraph:
 
 _SHAPES = {
     "observation": ('(["', '"])'), "reasoning": ('("', '")'), "action": ('["', '"]'), "outcome": ('{{"', '"}}'),
-    "parse_error": ('[/"', '"/]'), "low_confidence": ('[/"', '"/]'), "end": ('(("', '"))'),
+    "parse_error": ('[/"', '"/]'), "backend_error": ('[/"', '"/]'), "low_confidence": ('[/"', '"/]'), "end": ('(("', '"))'),
 }
 
 

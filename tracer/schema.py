@@ -155,7 +155,7 @@ class StepRecord(BaseModel):
     attention: list[AttentionRef] = Field(default_factory=list)
     outcome: Literal["ok", "error", "skipped"]  # skipped: a gate held the step back (see ``gate``); not an error
     error: str | None = None
-    error_kind: Literal["parse", "action", "executor", "low_confidence", "diverged"] | None = None
+    error_kind: Literal["parse", "backend", "action", "executor", "low_confidence", "diverged"] | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why it is empty
     policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
     replay: ReplayInfo | None = None

@@ -9,10 +9,12 @@ from html import escape
 
 import networkx as nx
 
-ROWS = {"observation": 0, "reasoning": 1, "action": 2, "parse_error": 2, "low_confidence": 2, "outcome": 3, "end": 1}
+ROWS = {
+    "observation": 0, "reasoning": 1, "action": 2,
+    "parse_error": 2, "backend_error": 2, "low_confidence": 2, "outcome": 3, "end": 1}
 COLOURS = {
     "observation": "#e0e7ff", "reasoning": "#fef3c7", "action": "#dcfce7", "outcome": "#f3f4f6",
-    "parse_error": "#fee2e2", "low_confidence": "#ffedd5", "end": "#e5e7eb",
+    "parse_error": "#fee2e2", "backend_error": "#fee2e2", "low_confidence": "#ffedd5", "end": "#e5e7eb",
 }
 COL_W, ROW_H, NODE_W, NODE_H = 120, 54, 104, 34
 
