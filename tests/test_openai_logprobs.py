@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections import deque
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,6 +20,7 @@ from agent.parse import CUT_OFF
 from agent.qwen_policy import QwenPolicy
 from agent.task import load_task
 from tests.conftest import TASKS
+from tests.test_openai_backend import FakeChatServer
 from tools.actions import parse_tool_call
 from tools.views import Observation
 
@@ -57,42 +55,16 @@ def hermes(args: dict[str, Any]) -> list[dict[str, Any]]:
              "function": {"name": "computer_use", "arguments": json.dumps(args)}}]
 
 
-class VllmShapedServer:
-    """Test double for a vLLM chat-completions server: queued answers, requests kept for inspection."""
+class VllmShapedServer(FakeChatServer):
+    """The shared fake chat server answering as vLLM does: log-probs for the whole generation, hermes tool calls."""
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: deque[dict[str, Any]] = deque()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                outer.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                data = json.dumps(outer.answers.popleft()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, message: dict[str, Any], logprobs: list[dict[str, Any]], finish: str = "stop") -> None:
-        self.answers.append({
+    def answer(self, message: dict[str, Any], logprobs: list[dict[str, Any]], finish: str = "stop") -> None:  # type: ignore[override]
+        self.responses.append((200, {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [], **message},
                          "logprobs": {"content": logprobs}, "finish_reason": finish, "stop_reason": None}],
             "usage": {"prompt_tokens": 1500, "completion_tokens": len(logprobs), "total_tokens": 1500 + len(logprobs)},
-        })
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        }, {}))
 
 
 @pytest.fixture
@@ -108,7 +80,7 @@ def decide(server: VllmShapedServer, model: str) -> Any:
     observation = Observation(screenshot_png=b"\x89PNG", screenshot_size=(1280, 800), css_size=(1280, 800),
                               device_scale_factor=1.0, taken_at=datetime.now(timezone.utc))
     out = policy.decide(task, [], observation)
-    assert server.requests[-1]["logprobs"] is True
+    assert server.requests[-1]["body"]["logprobs"] is True
     return out
 
 
