@@ -300,7 +300,7 @@ def site_shop(
         server.stop()
 
 
-def _resolve(ref: str, runs_dir: Path, *, writes: typer.Context | None = None) -> RunRef:
+def _resolve(ref: str, runs_dir: Path, *, writes: typer.Context | None = None, check_record: bool = True) -> RunRef:
     """The run ``ref`` names (folder path, id or unique prefix), or exit 2 saying what was looked for.
 
     A folder path outside --runs-dir is fine: its parent is then the runs directory. Commands that write
@@ -315,6 +315,13 @@ def _resolve(ref: str, runs_dir: Path, *, writes: typer.Context | None = None) -
             and not _same_dir(found.runs_dir, runs_dir):
         raise _usage_error(f"the run folder {found.run_dir} is not in --runs-dir {runs_dir}; "
                            f"drop --runs-dir or pass --runs-dir {found.runs_dir}")
+    if check_record:  # a run folder is untrusted input: a damaged run.json is a message, not a traceback
+        from tracer.store import read_run
+
+        try:
+            read_run(found.run_dir)
+        except (ValueError, OSError) as exc:
+            raise _usage_error(f"run {found.run_id} cannot be read: {exc}") from None
     return found
 
 
@@ -423,7 +430,8 @@ def runs_rm(
     """Delete runs (folder and index rows)."""
     from tracer.store import RunStore
 
-    refs = list({ref.run_dir.resolve(): ref for ref in (_resolve(r, runs_dir, writes=ctx) for r in run_ids)}.values())
+    found = (_resolve(r, runs_dir, writes=ctx, check_record=False) for r in run_ids)  # a damaged run can go too
+    refs = list({ref.run_dir.resolve(): ref for ref in found}.values())
     if not yes:
         if not sys.stdin.isatty():
             raise _usage_error("refusing to delete without confirmation; pass --yes")

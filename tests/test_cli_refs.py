@@ -302,3 +302,19 @@ def test_listing_a_runs_dir_that_does_not_exist_says_so_and_creates_nothing(tmp_
         assert proc.returncode == 0, proc.stderr
         assert expect in proc.stdout
     assert not missing.exists()
+
+
+def test_a_damaged_run_record_is_a_message_for_every_reading_command_and_can_still_be_removed(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "broken").mkdir(parents=True)
+    (runs / "broken" / "run.json").write_text("{not json")
+
+    def glassbox(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    for args in (["runs", "show", "broken"], ["graph", "broken"], ["explain", "broken", "--step", "0"]):
+        proc = glassbox(*args)
+        assert proc.returncode == 2 and "run broken cannot be read" in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert glassbox("runs", "rm", "broken", "--yes").returncode == 0 and not (runs / "broken").exists()
