@@ -29,7 +29,10 @@ from tracer.secrets import Scrubber
 
 
 def run_checks(
-    task: Task, page: PageAbilities | None, base_url: str | None, display: str | None = None,
+    task: Task,
+    page: PageAbilities | None,
+    base_url: str | None,
+    display: str | None = None,
 ) -> list[CheckResult]:
     """Evaluate every check of ``task``; an exception inside one check fails that check only.
 
@@ -45,13 +48,24 @@ def run_checks(
             passed, detail = _run(check, task, page, base_url, display, scrub)
         except Exception as exc:  # a broken page or API must show as a failed check, not a crash
             passed, detail = False, f"{type(exc).__name__}: {exc}"
-        results.append(CheckResult(type=check.type, description=scrub.scrub_text(task.render(description)),
-                                   passed=passed, detail=scrub.scrub_text(detail)))
+        results.append(
+            CheckResult(
+                type=check.type,
+                description=scrub.scrub_text(task.render(description)),
+                passed=passed,
+                detail=scrub.scrub_text(detail),
+            )
+        )
     return results
 
 
 def _run(
-    check: Check, task: Task, page: PageAbilities | None, base_url: str | None, display: str | None, scrub: Scrubber,
+    check: Check,
+    task: Task,
+    page: PageAbilities | None,
+    base_url: str | None,
+    display: str | None,
+    scrub: Scrubber,
 ) -> tuple[bool, str]:
     match check:
         case FileJsonCheck():
@@ -70,10 +84,16 @@ def _run(
             if xdotool is None or display is None:
                 return False, "needs xdotool and a display"
             text = task.render_secret(check.text)
-            result = subprocess.run([xdotool, "search", "--name", text], capture_output=True, text=True, timeout=10,
-                                    env={**os.environ, "DISPLAY": display})
+            result = subprocess.run(
+                [xdotool, "search", "--name", text],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                env={**os.environ, "DISPLAY": display},
+            )
             return result.returncode == 0 and bool(result.stdout.strip()), (
-                "a window with that title exists" if result.returncode == 0 else "no window with that title")
+                "a window with that title exists" if result.returncode == 0 else "no window with that title"
+            )
         case HttpJsonCheck():
             url = task.render_secret(check.url)
             if url.startswith("/"):

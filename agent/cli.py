@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from agent.events import Hooks, RunEnded, RunStarted
 
 app = typer.Typer(
-    name="glassbox", help="A GUI agent whose every decision can be seen, replayed and corrected.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="glassbox",
+    help="A GUI agent whose every decision can be seen, replayed and corrected.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 site_app = typer.Typer(help="Serve a bundled target site on its own.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
@@ -42,6 +45,7 @@ app.add_typer(dev_app, name="dev")
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help=RUN_HELP, show_default=False)]
+
 
 class GraphFormat(str, Enum):
     json = "json"
@@ -65,8 +69,9 @@ _LOG_QUIET = frozenset({"glassbox.loop", "glassbox.environment"})
 def _options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug log events on the terminal too.")] = False,
 ) -> None:
-    set_console(LogConsole(show=_show_log_event, level="debug" if verbose else "info",
-                           quiet=frozenset() if verbose else _LOG_QUIET))
+    set_console(
+        LogConsole(show=_show_log_event, level="debug" if verbose else "info", quiet=frozenset() if verbose else _LOG_QUIET)
+    )
 
 
 def _show_log_event(event: dict[str, object]) -> None:
@@ -86,11 +91,16 @@ class DecodingMode(str, Enum):
     plain = "plain"
 
 
-FilesRoot = Annotated[Optional[Path], typer.Option(
-    "--files-root", help="A folder the task may upload files from, besides its own folder.")]
-AllowPrograms = Annotated[bool, typer.Option(
-    "--allow-programs",
-    help="Let a task from outside the bundled tasks/ folder start programs (a desktop app, command checks).")]
+FilesRoot = Annotated[
+    Optional[Path], typer.Option("--files-root", help="A folder the task may upload files from, besides its own folder.")
+]
+AllowPrograms = Annotated[
+    bool,
+    typer.Option(
+        "--allow-programs",
+        help="Let a task from outside the bundled tasks/ folder start programs (a desktop app, command checks).",
+    ),
+]
 
 
 @app.command()
@@ -98,25 +108,37 @@ def run(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="Task file to run.")],
     policy: Annotated[Optional[str], typer.Option(help=f"Who decides: {', '.join(POLICIES)} (default: the task's).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.")] = Path("runs"),
-    layout_seed: Annotated[Optional[int], typer.Option(
-        min=0, max=2**31 - 1, help="Layout seed of the bundled site (overrides the task's).")] = None,
+    layout_seed: Annotated[
+        Optional[int], typer.Option(min=0, max=2**31 - 1, help="Layout seed of the bundled site (overrides the task's).")
+    ] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
-    site_url: Annotated[Optional[str], typer.Option(
-        help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")] = None,
+    site_url: Annotated[
+        Optional[str], typer.Option(help="Use an already running site (e.g. `glassbox site shop`) instead of starting one.")
+    ] = None,
     model: Annotated[Optional[str], typer.Option(help="qwen3vl: local folder or hub id; openai: the served model name.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="openai: the server, e.g. http://127.0.0.1:8000/v1.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(
-        min=0, help="Sampling temperature (default: Qwen3-VL's for Thinking/Instruct).")] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option(min=0, help="Sampling temperature (default: Qwen3-VL's for Thinking/Instruct).")
+    ] = None,
     top_p: Annotated[Optional[float], typer.Option(min=0, max=1, help="Nucleus sampling.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Top-k sampling.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation limit per step.")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seed for reproducible sampling.")] = None,
-    decoding: Annotated[Optional[DecodingMode], typer.Option(
-        help="qwen3vl: fast (static KV cache, compiled decode step, prompt prefix reuse) or plain (transformers generate); "
-             "auto: fast on CUDA, plain on CPU.")] = None,
-    compile: Annotated[Optional[bool], typer.Option(
-        "--compile/--no-compile", help="qwen3vl fast path: compile the decode step (default: on CUDA only; compiling "
-                                       "takes up to a minute, once per process).")] = None,
+    decoding: Annotated[
+        Optional[DecodingMode],
+        typer.Option(
+            help="qwen3vl: fast (static KV cache, compiled decode step, prompt prefix reuse) or plain (transformers generate); "
+            "auto: fast on CUDA, plain on CPU."
+        ),
+    ] = None,
+    compile: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--compile/--no-compile",
+            help="qwen3vl fast path: compile the decode step (default: on CUDA only; compiling "
+            "takes up to a minute, once per process).",
+        ),
+    ] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Step limit (overrides the task's).")] = None,
     max_errors: Annotated[Optional[int], typer.Option(min=1, help="Consecutive error limit (overrides the task's).")] = None,
     view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
@@ -143,8 +165,14 @@ def run(
     if max_errors is not None:
         task.limits.max_consecutive_errors = max_errors
     overrides: dict[str, object] = {
-        "model": model, "base_url": base_url, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-        "max_new_tokens": max_new_tokens, "seed": seed, "decoding": decoding.value if decoding else None,
+        "model": model,
+        "base_url": base_url,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "decoding": decoding.value if decoding else None,
         "compile": compile,
     }
 
@@ -172,8 +200,14 @@ def run(
     hooks.on(RunEnded, _print_run_end)
     try:
         result = run_task(
-            task, policy=policy, runs_dir=runs_dir, layout_seed=layout_seed, headed=headed or None, site_url=site_url,
-            policy_overrides=overrides, hooks=hooks,
+            task,
+            policy=policy,
+            runs_dir=runs_dir,
+            layout_seed=layout_seed,
+            headed=headed or None,
+            site_url=site_url,
+            policy_overrides=overrides,
+            hooks=hooks,
         )
     except PolicyUnavailable as exc:
         raise _usage_error(str(exc)) from None
@@ -288,8 +322,9 @@ def site_shop(
         server = ShopServer(layout_seed=layout_seed, host=host, port=port, data_dir=data_dir).start()
     except (RuntimeError, OSError) as exc:
         raise _usage_error(f"cannot serve the shop on {host}:{port}: {exc}") from None
-    console.print(f"shop (layout seed {layout_seed}) on [bold]{server.base_url}[/] · sign in as admin / Xq7-tulip-4821 "
-                  "· Ctrl-C stops")
+    console.print(
+        f"shop (layout seed {layout_seed}) on [bold]{server.base_url}[/] · sign in as admin / Xq7-tulip-4821 · Ctrl-C stops"
+    )
     sys.stdout.flush()
     try:
         while True:
@@ -311,10 +346,10 @@ def _resolve(ref: str, runs_dir: Path, *, writes: typer.Context | None = None, c
         found = resolve_run(ref, runs_dir)
     except RunRefError as exc:
         raise _usage_error(str(exc)) from None
-    if writes is not None and found.by == "path" and _given(writes, "runs_dir") \
-            and not _same_dir(found.runs_dir, runs_dir):
-        raise _usage_error(f"the run folder {found.run_dir} is not in --runs-dir {runs_dir}; "
-                           f"drop --runs-dir or pass --runs-dir {found.runs_dir}")
+    if writes is not None and found.by == "path" and _given(writes, "runs_dir") and not _same_dir(found.runs_dir, runs_dir):
+        raise _usage_error(
+            f"the run folder {found.run_dir} is not in --runs-dir {runs_dir}; drop --runs-dir or pass --runs-dir {found.runs_dir}"
+        )
     if check_record:  # a run folder is untrusted input: a damaged run.json is a message, not a traceback
         from tracer.store import read_run
 
@@ -369,8 +404,14 @@ def runs_list(
     index = RunIndex(runs_dir)
     try:
         index.sync()
-        rows = index.runs(task=task, status=status.value if status else None, policy=policy,
-                          since=_aware(since), until=_aware(until), limit=limit)
+        rows = index.runs(
+            task=task,
+            status=status.value if status else None,
+            policy=policy,
+            since=_aware(since),
+            until=_aware(until),
+            limit=limit,
+        )
     finally:
         index.close()
     if json_out:
@@ -380,13 +421,27 @@ def runs_list(
         console.print(f"no runs in {escape(str(runs_dir))}" + (" match" if any((task, status, policy, since, until)) else ""))
         return
     colours = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
-    columns = [Column(header="run"), Column(header="task", wraps=True), Column(header="policy", wraps=True),
-               Column(header="status", style_by_value=colours), Column(header="steps"), Column(header="errors"),
-               Column(header="time"), Column(header="started")]
+    columns = [
+        Column(header="run"),
+        Column(header="task", wraps=True),
+        Column(header="policy", wraps=True),
+        Column(header="status", style_by_value=colours),
+        Column(header="steps"),
+        Column(header="errors"),
+        Column(header="time"),
+        Column(header="started"),
+    ]
     cells = [
-        (row.run_id, row.task_name, row.policy + (f" ({row.model})" if row.model else ""), row.status.value,
-         str(row.steps), str(row.errors), f"{row.duration_s:.1f}s" if row.duration_s is not None else "—",
-         f"{row.started_at.astimezone():%Y-%m-%d %H:%M}")
+        (
+            row.run_id,
+            row.task_name,
+            row.policy + (f" ({row.model})" if row.model else ""),
+            row.status.value,
+            str(row.steps),
+            str(row.errors),
+            f"{row.duration_s:.1f}s" if row.duration_s is not None else "—",
+            f"{row.started_at.astimezone():%Y-%m-%d %H:%M}",
+        )
         for row in rows
     ]
     print_table(console, columns, cells)
@@ -410,8 +465,9 @@ def runs_show(
     model = f" ({run.model})" if run.model else ""
     console.print(f"[bold]{escape(run.run_id)}[/]  {escape(clean(run.task_name))} · {escape(clean(run.policy + model))}")
     console.print(f"status [bold]{run.status.value}[/]: {escape(clean(run.end_reason or ''))}")
-    console.print(f"started {run.started_at:%Y-%m-%d %H:%M:%S} · {run.duration_s or 0:.1f} s · "
-                  f"{run.steps} steps, {run.errors} errors")
+    console.print(
+        f"started {run.started_at:%Y-%m-%d %H:%M:%S} · {run.duration_s or 0:.1f} s · {run.steps} steps, {run.errors} errors"
+    )
     console.print(f"folder {escape(clean(str(run_dir)))}", soft_wrap=True)
     for check in run.checks:
         console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(check.description)}")
@@ -422,8 +478,12 @@ def runs_show(
 @runs_app.command("rm")
 def runs_rm(
     ctx: typer.Context,
-    run_ids: Annotated[list[str], typer.Argument(
-        metavar="RUN", help="Runs to delete: their folders (runs/<id>), ids or unique prefixes.", show_default=False)],
+    run_ids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN", help="Runs to delete: their folders (runs/<id>), ids or unique prefixes.", show_default=False
+        ),
+    ],
     runs_dir: RunsDir = Path("runs"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
@@ -485,9 +545,11 @@ def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa:
         console.print(f"  {mark} {escape(check.description)}")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
-    console.print(f"replayed {decisions.get('replayed', 0)}, fallback {decisions.get('fallback', 0)}, "
-                  f"corrected {decisions.get('corrected', 0)}, policy steps "
-                  f"{sum(1 for s in steps if s.replay is None)}; model calls: {summary.model_calls}")
+    console.print(
+        f"replayed {decisions.get('replayed', 0)}, fallback {decisions.get('fallback', 0)}, "
+        f"corrected {decisions.get('corrected', 0)}, policy steps "
+        f"{sum(1 for s in steps if s.replay is None)}; model calls: {summary.model_calls}"
+    )
     diverged = [s.replay for s in steps if s.replay and s.replay.decision in ("diverged", "fallback")]
     if diverged:
         first = diverged[0]
@@ -502,8 +564,9 @@ def replay(
     ctx: typer.Context,
     run_id: RunArg,
     runs_dir: RunsDir = Path("runs"),
-    fallback: Annotated[FallbackMode, typer.Option(
-        help="none: stop where the screen changed; policy: ask --policy there.")] = FallbackMode.none,
+    fallback: Annotated[
+        FallbackMode, typer.Option(help="none: stop where the screen changed; policy: ask --policy there.")
+    ] = FallbackMode.none,
     policy: Annotated[Optional[str], typer.Option(help=f"Fallback policy: {', '.join(POLICIES)} (default: the run's).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model of the fallback policy.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="Server of an openai fallback policy.")] = None,
@@ -519,10 +582,19 @@ def replay(
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
     try:
-        result = do_replay(source.runs_dir, source.run_id, fallback=fallback.value, policy=policy,
-                           policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, hooks=_step_printer(),
-                           files_root=files_root, allow_programs=True if allow_programs else None)
+        result = do_replay(
+            source.runs_dir,
+            source.run_id,
+            fallback=fallback.value,
+            policy=policy,
+            policy_overrides=_policy_options(model, base_url),
+            layout_seed=layout_seed,
+            site_url=site_url,
+            headed=headed or None,
+            hooks=_step_printer(),
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+        )
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None
     _report(result)
@@ -550,10 +622,19 @@ def resume(
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
     try:
-        result = do_resume(source.runs_dir, source.run_id, from_step=from_step, policy=policy,
-                           policy_overrides=_policy_options(model, base_url), layout_seed=layout_seed,
-                           site_url=site_url, headed=headed or None, hooks=_step_printer(),
-                           files_root=files_root, allow_programs=True if allow_programs else None)
+        result = do_resume(
+            source.runs_dir,
+            source.run_id,
+            from_step=from_step,
+            policy=policy,
+            policy_overrides=_policy_options(model, base_url),
+            layout_seed=layout_seed,
+            site_url=site_url,
+            headed=headed or None,
+            hooks=_step_printer(),
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+        )
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         raise _usage_error(str(exc)) from None
     _report(result)
@@ -596,10 +677,12 @@ def explain(
     run_id: RunArg,
     step: Annotated[int, typer.Option("--step", min=0, help="The step to explain.")],
     runs_dir: RunsDir = Path("runs"),
-    text: Annotated[Optional[list[str]], typer.Option(
-        "--text", help="Words or phrases of the output to explain (repeatable).")] = None,
-    method: Annotated[ExplainMethod, typer.Option(
-        help="attention (exact, per layer group) or gradcam (vision merger).")] = ExplainMethod.attention,
+    text: Annotated[
+        Optional[list[str]], typer.Option("--text", help="Words or phrases of the output to explain (repeatable).")
+    ] = None,
+    method: Annotated[
+        ExplainMethod, typer.Option(help="attention (exact, per layer group) or gradcam (vision merger).")
+    ] = ExplainMethod.attention,
     layers: Annotated[LayerGroup, typer.Option(help="Layer group of the attention maps.")] = LayerGroup.all,
     model: Annotated[Optional[str], typer.Option(help="A local copy of the model (default: the run's model).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the overlays (default: RUN/explain).")] = None,
@@ -609,8 +692,9 @@ def explain(
 
     run_dir = _run_dir(runs_dir, run_id)
     try:
-        result = explain_step(run_dir, step, model=model, words=text or None, method=method.value,
-                              layers=layers.value, out_dir=out)
+        result = explain_step(
+            run_dir, step, model=model, words=text or None, method=method.value, layers=layers.value, out_dir=out
+        )
     except ExplainError as exc:
         raise _usage_error(str(exc)) from None
     except ImportError as exc:
@@ -622,16 +706,18 @@ def explain(
     console.print(f"step {result.step} · {result.method} · tokens per target: {result.targets}")
     for key, fig in result.maps.items():
         extra = f" · {fig.peak_to_click_px:.0f} px from the click" if fig.peak_to_click_px is not None else ""
-        console.print(f"  {key:<22} peak {fig.peak_px} · concentration {fig.concentration:.2f} · "
-                      f"entropy {fig.entropy:.2f}{extra}")
+        console.print(
+            f"  {key:<22} peak {fig.peak_px} · concentration {fig.concentration:.2f} · entropy {fig.entropy:.2f}{extra}"
+        )
         console.print(f"    [dim]{result.overlays[key]}[/]", soft_wrap=True)
 
 
 @dev_app.command("tiny-model")
 def dev_tiny_model(
     out: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
-    chat_template: Annotated[Optional[Path], typer.Option(
-        help="A chat template file to use instead of the built-in one.")] = None,
+    chat_template: Annotated[
+        Optional[Path], typer.Option(help="A chat template file to use instead of the built-in one.")
+    ] = None,
 ) -> None:
     """Build a tiny random-weight Qwen3-VL (about 1.3 M parameters) for tests. Its outputs are noise."""
     try:

@@ -54,8 +54,9 @@ def plain_rows(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
     cells = [[clean(c) for c in row] for row in rows]
     widths = [max([cell_len(col.header), *(cell_len(r[i]) for r in cells)]) for i, col in enumerate(columns)]
     lines = [[col.header for col in columns], *cells]
-    return "".join(SEP.join(c + " " * (w - cell_len(c)) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
-                   for line in lines)
+    return "".join(
+        SEP.join(c + " " * (w - cell_len(c)) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in lines
+    )
 
 
 def is_tty(console: Console) -> bool:
@@ -67,8 +68,7 @@ def is_tty(console: Console) -> bool:
         return False
 
 
-def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
-                tty: bool | None = None) -> None:
+def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[str]], *, tty: bool | None = None) -> None:
     """A table on a terminal wide enough for its fixed columns; plain whole rows otherwise."""
     if not (is_tty(console) if tty is None else tty) or not _fits(console.width, columns, rows):
         console.file.write(plain_rows(columns, rows))

@@ -50,7 +50,7 @@ def tool_call_spans(text: str, call_index: int = 0, *, thinking: bool = False) -
         if start < 0:
             return TokenSpans()
     ends = [p for p in (text.find("</tool_call>", start, limit), text.find("<tool_call>", start + 1, limit)) if p >= 0]
-    call = text[start:min(ends) if ends else limit]
+    call = text[start : min(ends) if ends else limit]
     spans = TokenSpans()
     m = _ACTION.search(call) or _NAME.search(call)
     if m:
@@ -66,8 +66,11 @@ def tool_call_spans(text: str, call_index: int = 0, *, thinking: bool = False) -
 
 def tokens_in(tokens: list[TokenLogprob], spans: list[tuple[int, int]]) -> list[int]:
     """Indexes of tokens overlapping any span."""
-    return [i for i, t in enumerate(tokens) if any(t.start < e and t.end > s or (t.start == t.end and s <= t.start < e)
-                                                   for s, e in spans)]
+    return [
+        i
+        for i, t in enumerate(tokens)
+        if any(t.start < e and t.end > s or (t.start == t.end and s <= t.start < e) for s, e in spans)
+    ]
 
 
 class Confidence(BaseModel):
@@ -76,8 +79,9 @@ class Confidence(BaseModel):
     reason: str | None = None
 
 
-def confidence(text: str, tokens: list[TokenLogprob] | None, why_none: str | None = None, *, call_index: int = 0,
-               thinking: bool = False) -> Confidence:
+def confidence(
+    text: str, tokens: list[TokenLogprob] | None, why_none: str | None = None, *, call_index: int = 0, thinking: bool = False
+) -> Confidence:
     """How sure the model was of its ``call_index``-th tool call; ``text`` is what the tokens spell out."""
     if not tokens:
         return Confidence(value=None, reason=why_none or "the backend returned no log-probabilities")

@@ -54,7 +54,11 @@ class _ShopCredentials(TypedDict, total=False):
 
 @contextmanager
 def open_environment(
-    task: Task, *, layout_seed: int | None = None, site_url: str | None = None, headed: bool | None = None,
+    task: Task,
+    *,
+    layout_seed: int | None = None,
+    site_url: str | None = None,
+    headed: bool | None = None,
 ) -> Iterator[Environment]:
     """Start what ``task`` runs in and yield it; stop it all on the way out, also after an error."""
     with ExitStack() as stack:
@@ -65,7 +69,12 @@ def open_environment(
 
 
 def _open_browser(
-    task: Task, stack: ExitStack, *, layout_seed: int | None, site_url: str | None, headed: bool | None,
+    task: Task,
+    stack: ExitStack,
+    *,
+    layout_seed: int | None,
+    site_url: str | None,
+    headed: bool | None,
 ) -> Environment:
     from tools.browser import BrowserExecutor, _origin
 
@@ -73,8 +82,12 @@ def _open_browser(
     base_url, start_url, seed = _start_target(task, layout_seed, site_url, stack)
     allowed = list(task.allowed_origins) + [_origin(start_url)]
     browser = BrowserExecutor(
-        settings, files=task.file_paths(), secrets=task.secret_values(), allowed_origins=allowed,
-        coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
+        settings,
+        files=task.file_paths(),
+        secrets=task.secret_values(),
+        allowed_origins=allowed,
+        coordinate_mode=task.policy.coordinate_mode,
+        coordinate_divisor=task.policy.coordinate_divisor,
     )
     stack.enter_context(browser)
     browser.goto(start_url)
@@ -82,7 +95,10 @@ def _open_browser(
 
 
 def _start_target(
-    task: Task, layout_seed: int | None, site_url: str | None, stack: ExitStack,
+    task: Task,
+    layout_seed: int | None,
+    site_url: str | None,
+    stack: ExitStack,
 ) -> tuple[str | None, str, int | None]:
     target = task.target
     if isinstance(target, SiteTarget) and site_url is not None:
@@ -127,22 +143,25 @@ def _open_desktop(task: Task, stack: ExitStack) -> Environment:
     app_log = stack.enter_context(tempfile.TemporaryFile())  # a file, not a pipe nobody reads
     log.info("starting the task's program", command=task.programs()[0][1], workdir=workdir)  # secrets as placeholders
     try:
-        app = subprocess.Popen(command, cwd=workdir, env={**os.environ, "DISPLAY": display},
-                               stdin=subprocess.DEVNULL, stdout=app_log, stderr=app_log)
+        app = subprocess.Popen(
+            command, cwd=workdir, env={**os.environ, "DISPLAY": display}, stdin=subprocess.DEVNULL, stdout=app_log, stderr=app_log
+        )
     except OSError as exc:
         raise DesktopAppError(f"cannot start {command[0]!r}: {exc}") from None
     stack.callback(_stop_process, app)
     _wait_for_app(app, app_log, display, spec.window_title, spec.ready_timeout_s)
     executor = DesktopExecutor(
-        DesktopSettings(display=display, monitor=spec.monitor), files=task.file_paths(), secrets=task.secret_values(),
-        coordinate_mode=task.policy.coordinate_mode, coordinate_divisor=task.policy.coordinate_divisor,
+        DesktopSettings(display=display, monitor=spec.monitor),
+        files=task.file_paths(),
+        secrets=task.secret_values(),
+        coordinate_mode=task.policy.coordinate_mode,
+        coordinate_divisor=task.policy.coordinate_divisor,
     )
     stack.enter_context(executor)
     return Environment(task=task, executor=executor, display=display)
 
 
-def _wait_for_app(app: subprocess.Popen[bytes], app_log: IO[bytes], display: str, title: str | None,
-                  timeout: float) -> None:
+def _wait_for_app(app: subprocess.Popen[bytes], app_log: IO[bytes], display: str, title: str | None, timeout: float) -> None:
     import shutil
 
     deadline = time.monotonic() + timeout
@@ -155,8 +174,9 @@ def _wait_for_app(app: subprocess.Popen[bytes], app_log: IO[bytes], display: str
         if title is None or xdotool is None:
             time.sleep(1.0)  # no title to wait for: give it a moment to draw
             return
-        found = subprocess.run([xdotool, "search", "--name", title], capture_output=True, timeout=5,
-                               env={**os.environ, "DISPLAY": display})
+        found = subprocess.run(
+            [xdotool, "search", "--name", title], capture_output=True, timeout=5, env={**os.environ, "DISPLAY": display}
+        )
         if found.returncode == 0 and found.stdout.strip():
             time.sleep(0.2)  # mapped; let it paint
             return

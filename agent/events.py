@@ -73,6 +73,7 @@ class _Frozen(BaseModel):
 
 # -- events -------------------------------------------------------------------------------------------------------
 
+
 class RunStarted(_Frozen):
     """The run record is written; the loop is about to take its first screenshot."""
 
@@ -143,6 +144,7 @@ E = TypeVar("E", RunStarted, StepDecided, StepRecorded, RunEnded)
 
 # -- gates --------------------------------------------------------------------------------------------------------
 
+
 class GateDecision(_Frozen):
     """A gate's answer: proceed, skip, stop, or replace the action (``action``), with a reason."""
 
@@ -195,12 +197,14 @@ class _Gate:
 class _Answer:
     """One gate's answer as the registry saw it."""
 
-    def __init__(self, gate: str, decision: GateDecision, waited_ms: float, timed_out: bool = False,
-                 error: str | None = None) -> None:
+    def __init__(
+        self, gate: str, decision: GateDecision, waited_ms: float, timed_out: bool = False, error: str | None = None
+    ) -> None:
         self.gate, self.decision, self.waited_ms, self.timed_out, self.error = gate, decision, waited_ms, timed_out, error
 
 
 # -- the registry -------------------------------------------------------------------------------------------------
+
 
 class Hooks:
     """Subscribers and gates of a run. ``gate_timeout_s`` is how long a gate may hold a step unless
@@ -219,13 +223,13 @@ class Hooks:
             raise TypeError(f"not a run event type: {event_type!r}")
         return self._add(event_type, callback)
 
-    def subscribe(self, callback: Callable[[RunStarted | StepDecided | StepRecorded | RunEnded], object]
-                  ) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[RunStarted | StepDecided | StepRecorded | RunEnded], object]) -> Callable[[], None]:
         """Call ``callback`` with every event; returns a function that unsubscribes it."""
         return self._add(None, callback)
 
-    def add_gate(self, gate: StepGate | Callable[[StepDecided], GateDecision], *, timeout_s: float | None = None,
-                 name: str | None = None) -> Callable[[], None]:
+    def add_gate(
+        self, gate: StepGate | Callable[[StepDecided], GateDecision], *, timeout_s: float | None = None, name: str | None = None
+    ) -> Callable[[], None]:
         """Ask ``gate`` (a :class:`StepGate`, or a function of the event) before each step acts, waiting at most
         ``timeout_s`` (default: the registry's); returns a function that removes it."""
         if timeout_s is not None and not timeout_s > 0:
@@ -254,8 +258,13 @@ class Hooks:
             try:
                 callback(event)
             except Exception as exc:  # a subscriber never breaks the run (KeyboardInterrupt is no Exception)
-                log.error("subscriber failed", kind=event.kind, subscriber=_name(callback),
-                          error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                log.error(
+                    "subscriber failed",
+                    kind=event.kind,
+                    subscriber=_name(callback),
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=True,
+                )
 
     def before_act(self, event: StepDecided) -> GateOutcome | None:
         """Ask the gates about ``event`` in order; None when there are none."""
@@ -275,9 +284,13 @@ class Hooks:
         if decision.decision != "proceed" and event.decision.action is not None:
             model_action = event.decision.action.model_dump(mode="json")
         record = GateRecord(
-            who=deciding.gate, decision=decision.decision, reason=decision.reason,
-            waited_ms=round(sum(a.waited_ms for a in answers), 2), timed_out=deciding.timed_out,
-            error=deciding.error, model_action=model_action,
+            who=deciding.gate,
+            decision=decision.decision,
+            reason=decision.reason,
+            waited_ms=round(sum(a.waited_ms for a in answers), 2),
+            timed_out=deciding.timed_out,
+            error=deciding.error,
+            model_action=model_action,
         )
         return GateOutcome(decision=decision, record=record)
 

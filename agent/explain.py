@@ -72,8 +72,15 @@ def _read(run_dir: Path, relative: str, step: int) -> bytes:
 
 
 def explain_step(
-    run_dir: Path, index: int, *, model: str | None = None, words: list[str] | None = None,
-    method: Method = "attention", layers: str = "all", out_dir: Path | None = None, backend: object | None = None,
+    run_dir: Path,
+    index: int,
+    *,
+    model: str | None = None,
+    words: list[str] | None = None,
+    method: Method = "attention",
+    layers: str = "all",
+    out_dir: Path | None = None,
+    backend: object | None = None,
 ) -> Explanation:
     """Compute maps for the step's action and reasoning (or for ``words``) and write overlays to ``out_dir``."""
     run = read_run(run_dir)
@@ -97,8 +104,11 @@ def explain_step(
     if not out_ids:
         raise ExplainError(f"step {index} has an empty output to explain")
     decoded, tokens = backend._spans(out_ids, [0.0] * len(out_ids))  # type: ignore[attr-defined]
-    targets = ({w: word_tokens(decoded, tokens, w) for w in words} if words else
-               {k: v for k, v in target_tokens(decoded, tokens).items() if k in ("action", "reasoning", "output")})
+    targets = (
+        {w: word_tokens(decoded, tokens, w) for w in words}
+        if words
+        else {k: v for k, v in target_tokens(decoded, tokens).items() if k in ("action", "reasoning", "output")}
+    )
     missing = [w for w, idx in targets.items() if not idx]
     if words and missing:
         raise ExplainError(f"not in the step's output: {', '.join(missing)}")
@@ -121,13 +131,13 @@ def explain_step(
     result: dict[str, MapFigures] = {}
     overlays: dict[str, Path] = {}
     for key, grid in maps.maps.items():
-        result[key] = figures(grid, step.screenshot_size, click_px=click,
-                              evidence_box=step.evidence.box if step.evidence else None)
+        result[key] = figures(
+            grid, step.screenshot_size, click_px=click, evidence_box=step.evidence.box if step.evidence else None
+        )
         path = out_dir / f"step{index:04d}_{method}_{_safe(key)}.png"
         path.write_bytes(overlay_png(screenshot, grid))
         overlays[key] = path
-    return Explanation(step=index, method=method, maps=result, overlays=overlays,
-                       targets={k: len(v) for k, v in targets.items()})
+    return Explanation(step=index, method=method, maps=result, overlays=overlays, targets={k: len(v) for k, v in targets.items()})
 
 
 def _model_output(step: StepRecord) -> str:
@@ -150,11 +160,11 @@ def _attention_maps(backend: object, inputs: object, out_ids: list[int], targets
     sequences = torch.cat([prompt_ids, torch.tensor([out_ids], device=prompt_ids.device)], dim=1)
     with torch.inference_mode():
         prefill = net(**inputs, use_cache=True)  # type: ignore[arg-type]
-    captured = capture_after_generate(net, inputs, sequences, prefill.past_key_values,
-                                      image_token_id=backend.image_token_id)  # type: ignore[attr-defined]
+    captured = capture_after_generate(net, inputs, sequences, prefill.past_key_values, image_token_id=backend.image_token_id)  # type: ignore[attr-defined]
     groups = layer_groups(len(captured.layers))
-    return AttentionMaps.from_rows(captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size,
-                                   targets=targets, groups=groups)
+    return AttentionMaps.from_rows(
+        captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size, targets=targets, groups=groups
+    )
 
 
 def _gradcam_maps(backend: object, inputs: object, out_ids: list[int], targets: dict[str, list[int]]) -> AttentionMaps:
@@ -170,8 +180,17 @@ def _gradcam_maps(backend: object, inputs: object, out_ids: list[int], targets: 
     grid_thw = inputs["image_grid_thw"][-1].tolist()  # type: ignore[index]
     grid = (int(grid_thw[1]) // 2, int(grid_thw[2]) // 2)
     full = torch.cat([prompt_ids, torch.tensor([out_ids], device=prompt_ids.device)], dim=1)
-    mm = torch.cat([inputs["mm_token_type_ids"], torch.zeros((1, len(out_ids)), dtype=inputs["mm_token_type_ids"].dtype,  # type: ignore[index]
-                                                              device=prompt_ids.device)], dim=1)
+    mm = torch.cat(
+        [
+            inputs["mm_token_type_ids"],  # type: ignore[index]
+            torch.zeros(
+                (1, len(out_ids)),
+                dtype=inputs["mm_token_type_ids"].dtype,  # type: ignore[index]
+                device=prompt_ids.device,
+            ),
+        ],
+        dim=1,
+    )
     maps: dict[str, np.ndarray] = {}
     for target, idx in targets.items():
         captured: dict[str, torch.Tensor] = {}
@@ -183,8 +202,13 @@ def _gradcam_maps(backend: object, inputs: object, out_ids: list[int], targets: 
         handle = net.model.visual.merger.register_forward_hook(hook)
         try:
             with torch.enable_grad():
-                logits = net(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=inputs["pixel_values"],  # type: ignore[index]
-                             image_grid_thw=inputs["image_grid_thw"], mm_token_type_ids=mm).logits  # type: ignore[index]
+                logits = net(
+                    input_ids=full,
+                    attention_mask=torch.ones_like(full),
+                    pixel_values=inputs["pixel_values"],  # type: ignore[index]
+                    image_grid_thw=inputs["image_grid_thw"],  # type: ignore[index]
+                    mm_token_type_ids=mm,
+                ).logits
                 # Position prompt_len - 1 + j predicts generated token j.
                 chosen = torch.stack([logits[0, prompt_len - 1 + j, out_ids[j]] for j in idx]).sum()
                 chosen.backward()

@@ -122,15 +122,21 @@ def run_task(
             env = Environment(task=task, executor=executor)
         else:
             env = stack.enter_context(open_environment(task, layout_seed=layout_seed, site_url=site_url, headed=headed))
-        agent_policy = (policy_factory(env.task, env.executor) if policy_factory
-                        else make_policy(policy_name, env.task, env.executor))
+        agent_policy = (
+            policy_factory(env.task, env.executor) if policy_factory else make_policy(policy_name, env.task, env.executor)
+        )
         stack.callback(agent_policy.close)
         return _Loop(env, agent_policy, runs_dir, run_hooks, links).run()
 
 
 class _Loop:
     def __init__(
-        self, env: Environment, policy: Policy, runs_dir: Path, hooks: Hooks, links: _Links | None = None,
+        self,
+        env: Environment,
+        policy: Policy,
+        runs_dir: Path,
+        hooks: Hooks,
+        links: _Links | None = None,
     ) -> None:
         self.env = env
         task = env.task
@@ -140,17 +146,25 @@ class _Loop:
         started = datetime.now(timezone.utc)
         links = links or {}
         record = RunRecord(
-            run_id=str(links.get("run_id") or new_run_id(task.name, started)), task_name=task.name,
-            parent_run=links.get("parent_run"), parent_step=links.get("parent_step"),
-            task_file=str(task.source) if task.source else None, task=task.public_dict(),
-            policy=policy.name, model=policy.model, status=RunStatus.running, started_at=started,
-            target_url=env.start_url, layout_seed=env.layout_seed, pid=os.getpid(), host=socket.gethostname(),
+            run_id=str(links.get("run_id") or new_run_id(task.name, started)),
+            task_name=task.name,
+            parent_run=links.get("parent_run"),
+            parent_step=links.get("parent_step"),
+            task_file=str(task.source) if task.source else None,
+            task=task.public_dict(),
+            policy=policy.name,
+            model=policy.model,
+            status=RunStatus.running,
+            started_at=started,
+            target_url=env.start_url,
+            layout_seed=env.layout_seed,
+            pid=os.getpid(),
+            host=socket.gethostname(),
         )
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.writer = RunWriter.create(runs_dir, record, scrubber=self.scrub)
         self.log = RunLog(self.writer.run_dir, self.scrub)
-        log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name,
-                 target=env.describe())
+        log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name, target=env.describe())
         self.history: list[StepRecord] = []
         self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
@@ -188,8 +202,9 @@ class _Loop:
                     end_reason = f"the agent ended the task ({terminate.status})"
                     break
                 if consecutive_errors >= limits.max_consecutive_errors:
-                    end_reason = (f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); "
-                                  f"last: {step.error}")
+                    end_reason = (
+                        f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); last: {step.error}"
+                    )
                     break
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
@@ -207,19 +222,29 @@ class _Loop:
             passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
             status = RunStatus.succeeded if passed else RunStatus.failed
         record = self.writer.finish(status=status, end_reason=end_reason)
-        log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason,
-                 steps=record.steps)
+        log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason, steps=record.steps)
         self._end(record)
         return RunResult(
-            run_id=record.run_id, run_dir=self.writer.run_dir, status=record.status, end_reason=record.end_reason or "",
-            steps=record.steps, checks=record.checks, target_url=record.target_url,
+            run_id=record.run_id,
+            run_dir=self.writer.run_dir,
+            status=record.status,
+            end_reason=record.end_reason or "",
+            steps=record.steps,
+            checks=record.checks,
+            target_url=record.target_url,
         )
 
     def _end(self, record: RunRecord) -> None:
         """Tell the subscribers the run ended (its log still open, so a failing one is logged there), then close."""
         try:
-            self.hooks.publish(RunEnded(run=record.model_copy(deep=True), run_dir=self.writer.run_dir,
-                                        status=record.status, end_reason=record.end_reason or ""))
+            self.hooks.publish(
+                RunEnded(
+                    run=record.model_copy(deep=True),
+                    run_dir=self.writer.run_dir,
+                    status=record.status,
+                    end_reason=record.end_reason or "",
+                )
+            )
         finally:
             self.log.close()
 
@@ -254,8 +279,12 @@ class _Loop:
                 action = parse_tool_call(output.tool_calls[0], browser_tools=offered_browser_tools(self.task))
             except ActionError as exc:
                 error_kind, error = "action", str(exc)
-            off_grid = coordinate_error(getattr(action, "coordinate", None), mode=self.task.policy.coordinate_mode,
-                                        divisor=self.task.policy.coordinate_divisor, css_size=observation.css_size)
+            off_grid = coordinate_error(
+                getattr(action, "coordinate", None),
+                mode=self.task.policy.coordinate_mode,
+                divisor=self.task.policy.coordinate_divisor,
+                css_size=observation.css_size,
+            )
             if off_grid is not None:  # refused, not clamped: the model is told and tries again
                 action, error_kind, error = None, "action", off_grid
         decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls))
@@ -276,31 +305,65 @@ class _Loop:
             elif isinstance(action, Terminate):
                 terminate = action
         t3 = time.perf_counter()
-        step = self._record(index, started_at, observation, output, action, outcome, error_kind, error, (t0, t1, t2, t3),
-                            call=(call_index, calls), gate=gate, skipped=skipped)
+        step = self._record(
+            index,
+            started_at,
+            observation,
+            output,
+            action,
+            outcome,
+            error_kind,
+            error,
+            (t0, t1, t2, t3),
+            call=(call_index, calls),
+            gate=gate,
+            skipped=skipped,
+        )
         # The rest run in order; an error (or a gate holding this one back) stops them.
         if error is None and not skipped and terminate is None and call_index + 1 < calls:
             first = pending.first if pending is not None else (step.index, step.screenshot)
             self._pending = _PendingCalls(output=whole, call_index=call_index + 1, first=first)
         return step, terminate
 
-    def _decided(self, index: int, observation: Observation, output: PolicyOutput, action: Action | None,
-                 error_kind: str | None, error: str | None, call: tuple[int, int]) -> StepDecided:
+    def _decided(
+        self,
+        index: int,
+        observation: Observation,
+        output: PolicyOutput,
+        action: Action | None,
+        error_kind: str | None,
+        error: str | None,
+        call: tuple[int, int],
+    ) -> StepDecided:
         """The event gates and subscribers get before the step acts (secrets masked, no screenshot bytes)."""
         event = StepDecided(
-            run_id=self.writer.record.run_id, index=index,
-            observation=ObservationSummary(url=observation.url, title=observation.title,
-                                           screenshot_size=observation.screenshot_size, css_size=observation.css_size,
-                                           device_scale_factor=observation.device_scale_factor),
-            decision=Decision(tool_calls=output.tool_calls, action=action, reasoning=output.reasoning,
-                              confidence=output.confidence, call_index=call[0], calls_in_output=max(call[1], 1),
-                              error=error, error_kind=error_kind),
-            policy=output.policy_name or self.policy.name, model=output.model or self.policy.model,
+            run_id=self.writer.record.run_id,
+            index=index,
+            observation=ObservationSummary(
+                url=observation.url,
+                title=observation.title,
+                screenshot_size=observation.screenshot_size,
+                css_size=observation.css_size,
+                device_scale_factor=observation.device_scale_factor,
+            ),
+            decision=Decision(
+                tool_calls=output.tool_calls,
+                action=action,
+                reasoning=output.reasoning,
+                confidence=output.confidence,
+                call_index=call[0],
+                calls_in_output=max(call[1], 1),
+                error=error,
+                error_kind=error_kind,
+            ),
+            policy=output.policy_name or self.policy.name,
+            model=output.model or self.policy.model,
         )
         return self.scrub.scrub(event)
 
-    def _apply_gate(self, index: int, held: GateOutcome, action: Action, observation: Observation
-                    ) -> tuple[Action | None, bool, str | None]:
+    def _apply_gate(
+        self, index: int, held: GateOutcome, action: Action, observation: Observation
+    ) -> tuple[Action | None, bool, str | None]:
         """What the step performs after the gates: (action or None, skipped, an error for a bad replacement)."""
         answer, who = held.decision, held.record.who
         if answer.decision == "proceed":
@@ -317,15 +380,20 @@ class _Loop:
             replacement = parse_tool_call(answer.action.to_tool_call(), browser_tools=offered_browser_tools(self.task))
         except ActionError as exc:
             return None, False, f"the replacement from {who} is not valid: {exc}"
-        off_grid = coordinate_error(getattr(replacement, "coordinate", None), mode=self.task.policy.coordinate_mode,
-                                    divisor=self.task.policy.coordinate_divisor, css_size=observation.css_size)
+        off_grid = coordinate_error(
+            getattr(replacement, "coordinate", None),
+            mode=self.task.policy.coordinate_mode,
+            divisor=self.task.policy.coordinate_divisor,
+            css_size=observation.css_size,
+        )
         if off_grid is not None:
             return None, False, f"the replacement from {who} is not valid: {off_grid}"
         log.info("step action replaced by a gate", step=index, gate=who, reason=answer.reason)
         return replacement, False, None
 
-    def _write_attention(self, index: int, maps: AttentionMaps, observation: Observation, outcome: Outcome | None,
-                         evidence: Evidence | None) -> list[AttentionRef]:
+    def _write_attention(
+        self, index: int, maps: AttentionMaps, observation: Observation, outcome: Outcome | None, evidence: Evidence | None
+    ) -> list[AttentionRef]:
         path = self.writer.step_dir(index) / "attention.npz"
         maps.save(path)
         rel = path.relative_to(self.writer.run_dir).as_posix()
@@ -336,8 +404,12 @@ class _Loop:
         refs = []
         for key, grid in maps.maps.items():
             target, group = key.split("/", 1)
-            fig = attention_figures(grid, observation.screenshot_size, click_px=click if target == "action" else None,
-                                    evidence_box=evidence.box if evidence and target == "action" else None)
+            fig = attention_figures(
+                grid,
+                observation.screenshot_size,
+                click_px=click if target == "action" else None,
+                evidence_box=evidence.box if evidence and target == "action" else None,
+            )
             refs.append(AttentionRef(key=key, target=target, group=group, path=rel, **fig.model_dump()))
         return refs
 
@@ -357,9 +429,19 @@ class _Loop:
             return PolicyOutput(raw_output=None, backend_error=f"the policy failed: {type(exc).__name__}: {exc}")
 
     def _record(
-        self, index: int, started_at: datetime, observation: Observation, output: PolicyOutput, action: object,
-        outcome: Outcome | None, error_kind: str | None, error: str | None, marks: tuple[float, ...],
-        call: tuple[int, int] = (0, 1), gate: GateRecord | None = None, skipped: bool = False,
+        self,
+        index: int,
+        started_at: datetime,
+        observation: Observation,
+        output: PolicyOutput,
+        action: object,
+        outcome: Outcome | None,
+        error_kind: str | None,
+        error: str | None,
+        marks: tuple[float, ...],
+        call: tuple[int, int] = (0, 1),
+        gate: GateRecord | None = None,
+        skipped: bool = False,
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
         screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
@@ -368,14 +450,20 @@ class _Loop:
         if outcome is not None and outcome.coordinate is not None:
             element_box = outcome.element.box if outcome.element else None
             evidence = self.writer.evidence.submit(
-                index, observation.screenshot_png, observation.screenshot_size, outcome.coordinate.css,
-                observation.device_scale_factor, element_box,
+                index,
+                observation.screenshot_png,
+                observation.screenshot_size,
+                outcome.coordinate.css,
+                observation.device_scale_factor,
+                element_box,
             )
         else:
             unavailable["evidence"] = "no point was acted on in this step"
         if outcome is None or outcome.coordinate is None:
-            unavailable.setdefault("coordinate", "the action has no coordinate" if action is not None
-                                   else "a gate held the step back" if skipped else "no action")
+            unavailable.setdefault(
+                "coordinate",
+                "the action has no coordinate" if action is not None else "a gate held the step back" if skipped else "no action",
+            )
         if outcome is None or outcome.element is None:
             unavailable.setdefault("element", "no element under an acting point")
         if output.confidence is None:
@@ -391,24 +479,43 @@ class _Loop:
                 replay = replay.model_copy(update={"side_by_side": path.relative_to(self.writer.run_dir).as_posix()})
         prompt = None
         if output.prompt is not None:  # the policy names the current screenshot before it has a path
-            prompt = [m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]})
-                      for m in output.prompt]
+            prompt = [
+                m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]}) for m in output.prompt
+            ]
         data = {
-            "index": index, "started_at": started_at,
+            "index": index,
+            "started_at": started_at,
             "timings": StepTimings(perceive_ms=_ms(t1 - t0), think_ms=_ms(t2 - t1), act_ms=_ms(t3 - t2)),
-            "url": observation.url, "title": observation.title, "screenshot": screenshot,
-            "screenshot_size": observation.screenshot_size, "device_scale_factor": observation.device_scale_factor,
-            "policy": output.policy_name or self.policy.name, "model": output.model or self.policy.model,
+            "url": observation.url,
+            "title": observation.title,
+            "screenshot": screenshot,
+            "screenshot_size": observation.screenshot_size,
+            "device_scale_factor": observation.device_scale_factor,
+            "policy": output.policy_name or self.policy.name,
+            "model": output.model or self.policy.model,
             "prompt": prompt,
-            "raw_output": output.raw_output, "reasoning": output.reasoning,
-            "tool_calls": [c.model_dump() for c in output.tool_calls], "call_index": call[0], "calls_in_output": call[1],
+            "raw_output": output.raw_output,
+            "reasoning": output.reasoning,
+            "tool_calls": [c.model_dump() for c in output.tool_calls],
+            "call_index": call[0],
+            "calls_in_output": call[1],
             "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
-            "coordinate": outcome.coordinate if outcome else None, "element": outcome.element if outcome else None,
-            "evidence": evidence, "confidence": output.confidence, "confidence_parts": output.confidence_parts,
-            "confidence_reason": output.confidence_reason, "token_counts": output.token_counts,
-            "cache_hit": output.cache_hit, "decoding": output.decoding, "attention": attention,
-            "outcome": "error" if error else "skipped" if skipped else "ok", "error": error, "gate": gate,
-            "error_kind": error_kind, "unavailable": unavailable, "policy_state": output.policy_state,
+            "coordinate": outcome.coordinate if outcome else None,
+            "element": outcome.element if outcome else None,
+            "evidence": evidence,
+            "confidence": output.confidence,
+            "confidence_parts": output.confidence_parts,
+            "confidence_reason": output.confidence_reason,
+            "token_counts": output.token_counts,
+            "cache_hit": output.cache_hit,
+            "decoding": output.decoding,
+            "attention": attention,
+            "outcome": "error" if error else "skipped" if skipped else "ok",
+            "error": error,
+            "gate": gate,
+            "error_kind": error_kind,
+            "unavailable": unavailable,
+            "policy_state": output.policy_state,
             "replay": replay,
         }
         step = StepRecord.model_validate(data)
@@ -439,15 +546,23 @@ def _call_view(output: PolicyOutput, call_index: int, pending: _PendingCalls | N
         score = scores[call_index]
         update.update(confidence=score.value, confidence_parts=score.parts, confidence_reason=score.reason)
     elif call_index and output.confidence is not None:  # the figure is the first call's: not this one's
-        update.update(confidence=None, confidence_parts={},
-                      confidence_reason="the policy scored only the first tool call of this output")
+        update.update(
+            confidence=None, confidence_parts={}, confidence_reason="the policy scored only the first tool call of this output"
+        )
     if pending is not None:
         first_index, first_screenshot = pending.first
         shared = f"shared with step {first_index}, which ran the first tool call of the same output"
         update.update(
-            prompt=[m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
-                    for m in output.prompt] if output.prompt is not None else None,
-            token_counts=None, decoding=None, attention_maps=None, artifacts={},
+            prompt=[
+                m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
+                for m in output.prompt
+            ]
+            if output.prompt is not None
+            else None,
+            token_counts=None,
+            decoding=None,
+            attention_maps=None,
+            artifacts={},
             unavailable={**output.unavailable, "token_counts": shared, "attention": shared},
         )
     return output.model_copy(update=update)

@@ -44,8 +44,9 @@ _BARE_NAME = re.compile(r"name([\"'])\s*:")
 BARE_CANDIDATES = 64  # "name": keys tried as the start of an untagged call
 BARE_WINDOW = 256  # whitespace allowed between "{" and an untagged call's "name"
 
-CUT_OFF = ("the output was cut off before the reasoning ended (no </think>), so it holds only reasoning "
-           "and nothing in it is acted on")
+CUT_OFF = (
+    "the output was cut off before the reasoning ended (no </think>), so it holds only reasoning and nothing in it is acted on"
+)
 
 
 class ParsedOutput(BaseModel):
@@ -66,20 +67,20 @@ def _split(text: str, server_reasoning: str | None, thinking: bool) -> tuple[str
     """(reasoning, answer, cut_off)."""
     close = text.rfind(CLOSE_THINK)
     if close >= 0:
-        head, answer = text[:close], text[close + len(CLOSE_THINK):]
+        head, answer = text[:close], text[close + len(CLOSE_THINK) :]
         opened = head.find(OPEN_THINK)
-        reasoning = head[opened + len(OPEN_THINK):] if opened >= 0 else head
+        reasoning = head[opened + len(OPEN_THINK) :] if opened >= 0 else head
         cut_off = False
     elif thinking and server_reasoning is None:
         # The prompt ends with "<think>\n" and no server split the reasoning off: no </think> means the
         # model never finished thinking, so every character is reasoning (a drafted tool call included).
         opened = text.find(OPEN_THINK)
-        reasoning, answer, cut_off = (text[opened + len(OPEN_THINK):] if opened >= 0 else text), "", True
+        reasoning, answer, cut_off = (text[opened + len(OPEN_THINK) :] if opened >= 0 else text), "", True
     else:
         reasoning, answer, cut_off = "", text, False
     opened = answer.find(OPEN_THINK)
     if opened >= 0:  # an unclosed think block in the answer: reasoning to the end, never acted on
-        reasoning = _join(reasoning, answer[opened + len(OPEN_THINK):].strip())
+        reasoning = _join(reasoning, answer[opened + len(OPEN_THINK) :].strip())
         answer, cut_off = answer[:opened], True
     return _join(server_reasoning, reasoning.strip()), answer.strip(), cut_off
 
@@ -115,7 +116,7 @@ def _parse(text: str, server_reasoning: str | None, server_tool_calls: object, t
     if server_tool_calls is not None and not isinstance(server_tool_calls, list):
         errors.append(f"the server's tool_calls is {type(server_tool_calls).__name__}, not a list")
     elif server_tool_calls:
-        for raw in server_tool_calls[:MAX_CALLS + 1]:
+        for raw in server_tool_calls[: MAX_CALLS + 1]:
             _collect(_from_openai(raw), calls, errors)
     chunks = _tagged_chunks(answer, MAX_CALLS + 1)
     if not chunks and not calls:
@@ -126,8 +127,12 @@ def _parse(text: str, server_reasoning: str | None, server_tool_calls: object, t
     for chunk in chunks:
         _collect(_from_text(chunk, budget), calls, errors)
     if len(calls) > MAX_CALLS:
-        return ParsedOutput(reasoning=reasoning, answer=answer, cut_off=cut_off,
-                            error=f"the output holds more than {MAX_CALLS} tool calls; give one call per answer")
+        return ParsedOutput(
+            reasoning=reasoning,
+            answer=answer,
+            cut_off=cut_off,
+            error=f"the output holds more than {MAX_CALLS} tool calls; give one call per answer",
+        )
     if calls:
         return ParsedOutput(reasoning=reasoning, answer=answer, tool_calls=calls, cut_off=cut_off)
     if errors:
@@ -199,14 +204,14 @@ def _from_text(chunk: str, budget: list[int]) -> tuple[ToolCall | None, str | No
         return None, f"a <tool_call> holds no JSON object: {body[:80]!r}"
     obj = _first_object(body[start:], budget)
     if obj is None:
-        return None, f"a <tool_call> holds malformed JSON: {body[start:start + 120]!r}"
+        return None, f"a <tool_call> holds malformed JSON: {body[start : start + 120]!r}"
     return _to_call(obj)
 
 
 def _strip_fence(body: str) -> str:
     fence = _FENCE_OPEN.match(body)
     if fence:
-        body = body[fence.end():]
+        body = body[fence.end() :]
     if body.endswith("```"):
         body = body[:-3]
     return body.strip()
@@ -343,7 +348,11 @@ def _join(a: str | None, b: str) -> str:
 
 
 def coordinate_error(
-    coordinate: list[float] | None, *, mode: CoordinateMode, divisor: float, css_size: tuple[int, int],
+    coordinate: list[float] | None,
+    *,
+    mode: CoordinateMode,
+    divisor: float,
+    css_size: tuple[int, int],
 ) -> str | None:
     """Why a model coordinate lies outside what the model was shown (fed back to the model), or None.
 

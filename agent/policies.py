@@ -49,8 +49,10 @@ def check_policy(name: str, task: Task) -> None:
             raise PolicyUnavailable("--policy qwen3vl needs --model (a local folder or a hub id)")
         missing = [p for p in ("torch", "transformers") if importlib.util.find_spec(p) is None]
         if missing:
-            raise PolicyUnavailable(f"--policy qwen3vl needs torch and transformers (no module named "
-                                    f"{', '.join(missing)}); install them with `pip install torch==2.13.0 -e '.[model]'`")
+            raise PolicyUnavailable(
+                f"--policy qwen3vl needs torch and transformers (no module named "
+                f"{', '.join(missing)}); install them with `pip install torch==2.13.0 -e '.[model]'`"
+            )
         from agent.backends.local import ModelUnavailable, _check_available
 
         try:
@@ -59,8 +61,9 @@ def check_policy(name: str, task: Task) -> None:
             raise PolicyUnavailable(str(exc)) from None
     if name == "openai":
         if not settings.base_url or not settings.model:
-            raise PolicyUnavailable("--policy openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1) "
-                                    "and --model (the served model name)")
+            raise PolicyUnavailable(
+                "--policy openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1) and --model (the served model name)"
+            )
         if not settings.base_url.startswith(("http://", "https://")):
             raise PolicyUnavailable(f"base URL must start with http:// or https://, not {settings.base_url!r}")
 
@@ -70,22 +73,29 @@ def make_policy(name: str, task: Task, executor: Executor) -> Policy:
     settings = task.policy
     if name == "script":
         page = page_of(executor)
-        return ScriptPolicy(task, page.locate if page is not None else _no_element_tree,
-                            divisor=settings.coordinate_divisor)
+        return ScriptPolicy(task, page.locate if page is not None else _no_element_tree, divisor=settings.coordinate_divisor)
     if name == "qwen3vl":
         assert settings.model is not None  # check_policy
         try:
             from agent.backends.local import LocalQwen3VL, ModelUnavailable
         except ImportError as exc:
-            raise PolicyUnavailable(f"--policy qwen3vl needs torch and transformers ({exc}); "
-                                    "install them with `pip install torch==2.13.0 -e '.[model]'`") from None
+            raise PolicyUnavailable(
+                f"--policy qwen3vl needs torch and transformers ({exc}); "
+                "install them with `pip install torch==2.13.0 -e '.[model]'`"
+            ) from None
         from agent.qwen_policy import QwenPolicy
 
         try:
-            backend = LocalQwen3VL(settings.model, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
-                                   thinking=settings.thinking, attention_layers=settings.attention_layers,
-                                   attention_heads=settings.attention_heads, decoding=settings.decoding,
-                                   compile=settings.compile)
+            backend = LocalQwen3VL(
+                settings.model,
+                min_pixels=settings.min_pixels,
+                max_pixels=settings.max_pixels,
+                thinking=settings.thinking,
+                attention_layers=settings.attention_layers,
+                attention_heads=settings.attention_heads,
+                decoding=settings.decoding,
+                compile=settings.compile,
+            )
         except ModelUnavailable as exc:
             raise PolicyUnavailable(str(exc)) from None
         return QwenPolicy(backend, task)
@@ -94,8 +104,13 @@ def make_policy(name: str, task: Task, executor: Executor) -> Policy:
     from agent.qwen_policy import QwenPolicy
 
     try:
-        remote = OpenAIBackend(settings.base_url, settings.model, api_key_env=settings.api_key_env,
-                               timeout_s=settings.timeout_s, thinking=settings.thinking)
+        remote = OpenAIBackend(
+            settings.base_url,
+            settings.model,
+            api_key_env=settings.api_key_env,
+            timeout_s=settings.timeout_s,
+            thinking=settings.thinking,
+        )
     except ValueError as exc:
         raise PolicyUnavailable(str(exc)) from None
     return QwenPolicy(remote, task)

@@ -85,8 +85,12 @@ class Prompt(BaseModel):
     def hf_messages(self) -> list[dict[str, Any]]:
         """Messages for a Hugging Face chat template (images as placeholders, passed to the processor separately)."""
         return [
-            {"role": m.role, "content": [{"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"}
-                                         for p in m.content]}
+            {
+                "role": m.role,
+                "content": [
+                    {"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"} for p in m.content
+                ],
+            }
             for m in self.messages
         ]
 
@@ -127,26 +131,40 @@ def browser_functions(task: Task) -> list[dict[str, Any]]:
     functions = []
     if "upload_file" in offered:
         names = sorted(task.files)
-        functions.append({
-            "name": "upload_file",
-            "description": "Choose a file for the file input at the coordinate (a file chooser opens when you click "
-                           "it). The file is named, never given as a path. Files available: "
-                           + ", ".join(f"{n} ({task.files[n].description})" if task.files[n].description else n
-                                       for n in names) + ".",
-            "parameters": {"properties": {
-                "file": {"description": "The name of the file to upload.", "type": "string", "enum": names},
-                "coordinate": {"description": "(x, y): the file input or its 'Choose file' button, on the same grid "
-                                              "as computer_use.", "type": "array"},
-            }, "required": ["file", "coordinate"], "type": "object"},
-        })
+        functions.append(
+            {
+                "name": "upload_file",
+                "description": "Choose a file for the file input at the coordinate (a file chooser opens when you click "
+                "it). The file is named, never given as a path. Files available: "
+                + ", ".join(f"{n} ({task.files[n].description})" if task.files[n].description else n for n in names)
+                + ".",
+                "parameters": {
+                    "properties": {
+                        "file": {"description": "The name of the file to upload.", "type": "string", "enum": names},
+                        "coordinate": {
+                            "description": "(x, y): the file input or its 'Choose file' button, on the same grid "
+                            "as computer_use.",
+                            "type": "array",
+                        },
+                    },
+                    "required": ["file", "coordinate"],
+                    "type": "object",
+                },
+            }
+        )
     if "goto_url" not in offered:
         return functions
-    functions.append({
-        "name": "goto_url",
-        "description": "Open a URL in the current browser tab. Only the task's own site can be opened.",
-        "parameters": {"properties": {"url": {"description": "The absolute URL to open.", "type": "string"}},
-                       "required": ["url"], "type": "object"},
-    })
+    functions.append(
+        {
+            "name": "goto_url",
+            "description": "Open a URL in the current browser tab. Only the task's own site can be opened.",
+            "parameters": {
+                "properties": {"url": {"description": "The absolute URL to open.", "type": "string"}},
+                "required": ["url"],
+                "type": "object",
+            },
+        }
+    )
     return functions
 
 
@@ -224,7 +242,7 @@ def build_prompt(
     tools = tools_for(task)
     k = max(1, settings.history_screenshots)
     past = past_screenshots or {}
-    window = [s for s in history[-(k - 1):] if s.index in past] if k > 1 else []
+    window = [s for s in history[-(k - 1) :] if s.index in past] if k > 1 else []
     older = history[: len(history) - len(window)]
     intro = _instruction(task, older)
     messages = [Message(role="system", content=[TextPart(text=system_text(tools))])]
@@ -239,20 +257,28 @@ def build_prompt(
         messages.append(Message(role="assistant", content=[TextPart(text=strip_think(step.raw_output or "") or "(no output)")]))
         nxt = window[i + 1] if i + 1 < len(window) else None
         image = ImagePart(png=past[nxt.index], ref=nxt.screenshot) if nxt else ImagePart(png=current_png, ref="current")
-        messages.append(Message(role="user", content=[
-            TextPart(text=f"<tool_response>\n{tool_response(step)}\n</tool_response>"), image,
-        ]))
+        messages.append(
+            Message(
+                role="user",
+                content=[
+                    TextPart(text=f"<tool_response>\n{tool_response(step)}\n</tool_response>"),
+                    image,
+                ],
+            )
+        )
     return Prompt(messages=messages, tools=tools)
 
 
 def _instruction(task: Task, older: list[StepRecord]) -> str:
     lines = [f"The user query: {task.goal_text()}"]
     if "<secret>" in lines[0]:
-        lines.append("Values written as <secret>name</secret> are secrets: type them exactly like that and they are "
-                     "filled in for you.")
+        lines.append(
+            "Values written as <secret>name</secret> are secrets: type them exactly like that and they are filled in for you."
+        )
     if older:
         done = "; ".join(f"Step {s.index + 1}: {describe_step(s)}" for s in older)
         lines.append(f"Task progress (You have done the following operation on the current device): {done}.")
-    lines.append("When the task is done, call computer_use with action=terminate and status=success "
-                 "(or failure if it cannot be done).")
+    lines.append(
+        "When the task is done, call computer_use with action=terminate and status=success (or failure if it cannot be done)."
+    )
     return "\n".join(lines)

@@ -31,9 +31,15 @@ class QwenPolicy(Policy):
         self.model = backend.model
         settings = task.policy
         self.sampling = resolve_sampling(
-            {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
-             "presence_penalty": settings.presence_penalty},
-            thinking=backend.thinking, max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+            {
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "top_k": settings.top_k,
+                "presence_penalty": settings.presence_penalty,
+            },
+            thinking=backend.thinking,
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
         )
         self._screens: dict[int, bytes] = {}
         self._cache: OrderedDict[str, tuple[Generation, PolicyOutput]] = OrderedDict()
@@ -44,8 +50,13 @@ class QwenPolicy(Policy):
         k = task.policy.history_screenshots
         for old in [i for i in self._screens if i < index - k + 1]:
             del self._screens[old]
-        prompt = build_prompt(task, history, observation.screenshot_png, settings=task.policy,
-                              past_screenshots={i: png for i, png in self._screens.items() if i < index})
+        prompt = build_prompt(
+            task,
+            history,
+            observation.screenshot_png,
+            settings=task.policy,
+            past_screenshots={i: png for i, png in self._screens.items() if i < index},
+        )
         key = self._key(prompt) if self.sampling.greedy else None
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
@@ -54,9 +65,13 @@ class QwenPolicy(Policy):
         try:
             generation = self.backend.generate(prompt, self.sampling, step=index, attention=task.policy.attention)
         except BackendError as exc:
-            return PolicyOutput(raw_output=None, backend_error=f"the model backend failed: {exc}",
-                                prompt=prompt.record("current"), confidence_reason="no output",
-                                unavailable={"attention": "no output"})
+            return PolicyOutput(
+                raw_output=None,
+                backend_error=f"the model backend failed: {exc}",
+                prompt=prompt.record("current"),
+                confidence_reason="no output",
+                unavailable={"attention": "no output"},
+            )
         output = self._output(prompt, generation)
         if key is not None and output.parse_error is None:
             self._cache[key] = (generation, output)
@@ -66,8 +81,12 @@ class QwenPolicy(Policy):
 
     def _output(self, prompt: Prompt, generation: Generation) -> PolicyOutput:
         thinking = self.backend.thinking
-        parsed = parse_output(generation.text, server_reasoning=generation.server_reasoning,
-                              server_tool_calls=generation.server_tool_calls, thinking=thinking)
+        parsed = parse_output(
+            generation.text,
+            server_reasoning=generation.server_reasoning,
+            server_tool_calls=generation.server_tool_calls,
+            thinking=thinking,
+        )
         scores = [self._confidence(generation, parsed.error, i) for i in range(max(1, len(parsed.tool_calls)))]
         conf = scores[0]
         raw = generation.text
@@ -81,14 +100,23 @@ class QwenPolicy(Policy):
         maps = attention_maps(generation, thinking=thinking) if generation.attention is not None else None
         unavailable = {} if maps is not None else {"attention": generation.attention_reason or "no attention captured"}
         return PolicyOutput(
-            raw_output=raw, reasoning=parsed.reasoning, tool_calls=parsed.tool_calls, parse_error=error,
-            confidence=conf.value, confidence_parts=conf.parts, confidence_reason=conf.reason,
+            raw_output=raw,
+            reasoning=parsed.reasoning,
+            tool_calls=parsed.tool_calls,
+            parse_error=error,
+            confidence=conf.value,
+            confidence_parts=conf.parts,
+            confidence_reason=conf.reason,
             call_confidence=[CallConfidence(value=c.value, parts=c.parts, reason=c.reason) for c in scores]
-            if len(parsed.tool_calls) > 1 else [],
-            prompt=prompt.record("current"), cache_hit=False,
-            token_counts=TokenCounts(prompt=generation.prompt_tokens, output=generation.output_tokens,
-                                     image=generation.image_tokens),
-            unavailable=unavailable, attention_maps=maps,
+            if len(parsed.tool_calls) > 1
+            else [],
+            prompt=prompt.record("current"),
+            cache_hit=False,
+            token_counts=TokenCounts(
+                prompt=generation.prompt_tokens, output=generation.output_tokens, image=generation.image_tokens
+            ),
+            unavailable=unavailable,
+            attention_maps=maps,
             decoding=generation.decoding,
             extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
         )
@@ -99,8 +127,13 @@ class QwenPolicy(Policy):
         them out of ``content``)."""
         if parse_error is not None and generation.tokens:
             return Confidence(value=None, reason="no tool call to score (the output could not be used)")
-        return confidence(generation.token_text or generation.text, generation.tokens, generation.logprobs_reason,
-                          call_index=call_index, thinking=self.backend.thinking)
+        return confidence(
+            generation.token_text or generation.text,
+            generation.tokens,
+            generation.logprobs_reason,
+            call_index=call_index,
+            thinking=self.backend.thinking,
+        )
 
     def _key(self, prompt: Prompt) -> str:
         h = hashlib.sha256()
@@ -122,10 +155,14 @@ def attention_maps(generation: Generation, *, thinking: bool = False) -> Attenti
     captured = generation.attention
     if captured is None or not generation.tokens:
         return None
-    targets: dict[str, Iterable[int]] = dict(target_tokens(generation.token_text or generation.text, generation.tokens,
-                                                            thinking=thinking))
-    groups = {name: [i for i, _ in enumerate(captured.layers) if i in set(idx)]
-              for name, idx in layer_groups(len(captured.layers)).items()}
-    maps = AttentionMaps.from_rows(captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size,
-                                   targets=targets, groups=groups)
+    targets: dict[str, Iterable[int]] = dict(
+        target_tokens(generation.token_text or generation.text, generation.tokens, thinking=thinking)
+    )
+    groups = {
+        name: [i for i, _ in enumerate(captured.layers) if i in set(idx)]
+        for name, idx in layer_groups(len(captured.layers)).items()
+    }
+    maps = AttentionMaps.from_rows(
+        captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size, targets=targets, groups=groups
+    )
     return maps if maps.maps else None

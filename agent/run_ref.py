@@ -91,8 +91,9 @@ def _by_id(ref: str, runs_dir: Path) -> RunRef | None:
     if len(matches) > 1:
         shown = "\n".join(f"  {name}" for name in matches[:SHOWN_CANDIDATES])
         more = f"\n  ... and {len(matches) - SHOWN_CANDIDATES} more" if len(matches) > SHOWN_CANDIDATES else ""
-        raise RunRefError(f"{ref!r} matches {len(matches)} runs in {runs_dir}; give more of the id:\n{shown}{more}",
-                          candidates=matches)
+        raise RunRefError(
+            f"{ref!r} matches {len(matches)} runs in {runs_dir}; give more of the id:\n{shown}{more}", candidates=matches
+        )
     return None
 
 
@@ -107,11 +108,15 @@ def _run_names(runs_dir: Path) -> list[str]:
 
 def _not_found(ref: str, runs_dir: Path) -> str:
     if not _is_dir(runs_dir):
-        return (f"no run {ref!r}: the runs directory {runs_dir} does not exist "
-                f"(pass --runs-dir, or the run's folder as printed by `glassbox run`, e.g. runs/<id>)")
+        return (
+            f"no run {ref!r}: the runs directory {runs_dir} does not exist "
+            f"(pass --runs-dir, or the run's folder as printed by `glassbox run`, e.g. runs/<id>)"
+        )
     count = len(_run_names(runs_dir))
-    return (f"no run {ref!r} in {runs_dir}: looked for a run id or a prefix of one among its {count} run(s), "
-            f"and for a run folder ./{ref}")
+    return (
+        f"no run {ref!r} in {runs_dir}: looked for a run id or a prefix of one among its {count} run(s), "
+        f"and for a run folder ./{ref}"
+    )
 
 
 def _is_run_folder(path: Path) -> bool:

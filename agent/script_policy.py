@@ -57,9 +57,11 @@ class ScriptPolicy(Policy):
             box = self._locate(step.target)
             if box is None:
                 return PolicyOutput(
-                    raw_output=None, reasoning=f"{label}: looking for {step.target.describe()}",
+                    raw_output=None,
+                    reasoning=f"{label}: looking for {step.target.describe()}",
                     parse_error=f"{label}: no visible element matches {step.target.describe()}",
-                    confidence_reason=NO_CONFIDENCE, unavailable=dict(NO_MODEL),
+                    confidence_reason=NO_CONFIDENCE,
+                    unavailable=dict(NO_MODEL),
                 )
             width, height = observation.css_size
             cx, cy = box.center
@@ -70,8 +72,9 @@ class ScriptPolicy(Policy):
                     name="computer_use",
                     arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
                 )
-                return self._output(scroll, f"{label}: {step.target.describe()} is off screen; scrolling to it.",
-                                    {"scroll_for": current})
+                return self._output(
+                    scroll, f"{label}: {step.target.describe()} is off screen; scrolling to it.", {"scroll_for": current}
+                )
             args["coordinate"] = from_css((cx, cy), css_size=(width, height), divisor=self._divisor)
         if step.action in BROWSER_TOOLS:
             call = ToolCall(name=step.action, arguments=args)
@@ -82,8 +85,12 @@ class ScriptPolicy(Policy):
     def _output(self, call: ToolCall, reasoning: str, state: dict[str, int]) -> PolicyOutput:
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
         return PolicyOutput(
-            raw_output=raw, reasoning=reasoning, tool_calls=[call], confidence_reason=NO_CONFIDENCE,
-            unavailable=dict(NO_MODEL), policy_state=state,
+            raw_output=raw,
+            reasoning=reasoning,
+            tool_calls=[call],
+            confidence_reason=NO_CONFIDENCE,
+            unavailable=dict(NO_MODEL),
+            policy_state=state,
         )
 
 

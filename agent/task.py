@@ -372,15 +372,23 @@ class Task(_Strict):
                 problems.append(((), "a desktop task needs a 'desktop' section (command, xvfb or display)"))
             for i, step in enumerate(self.script or []):
                 if step.target is not None:
-                    problems.append((("script", i, "target"), "desktop scripts give coordinates: there is no element "
-                                     "tree to find a target in"))
+                    problems.append(
+                        (
+                            ("script", i, "target"),
+                            "desktop scripts give coordinates: there is no element tree to find a target in",
+                        )
+                    )
                 if step.action in BROWSER_TOOLS:
                     problems.append((("script", i, "action"), f"{step.action} is a browser action"))
         allowed = DESKTOP_CHECKS if self.environment == "desktop" else BROWSER_CHECKS
         for i, check in enumerate(self.checks):
             if check.type not in allowed:
-                problems.append((("checks", i, "type"), f"{check.type} checks do not apply to {self.environment} tasks "
-                                 f"(use {', '.join(allowed)})"))
+                problems.append(
+                    (
+                        ("checks", i, "type"),
+                        f"{check.type} checks do not apply to {self.environment} tasks (use {', '.join(allowed)})",
+                    )
+                )
         names = set(self.inputs) | {"workdir", "python"}
         for loc, text in self._templated_texts():
             for ref in _PLACEHOLDER.findall(text):
@@ -399,8 +407,12 @@ class Task(_Strict):
         for i, check in enumerate(self.checks):
             # A check's GET runs on this machine with the real inputs filled in: keep it on the task's origins.
             if isinstance(check, HttpJsonCheck) and not self._check_url_allowed(check.url):
-                problems.append((("checks", i, "url"), f"{check.url!r} must be a path on the site (/...) or a URL "
-                                 "of the target's origin or allowed_origins"))
+                problems.append(
+                    (
+                        ("checks", i, "url"),
+                        f"{check.url!r} must be a path on the site (/...) or a URL of the target's origin or allowed_origins",
+                    )
+                )
         return problems
 
     def _templated_texts(self) -> list[tuple[tuple[Any, ...], str]]:
@@ -488,8 +500,11 @@ class Task(_Strict):
 
     def unset_env_inputs(self) -> list[tuple[str, str]]:
         """(input name, variable) of each input read from an environment variable that is not set."""
-        return [(name, spec.env) for name, spec in self.inputs.items()
-                if spec.env is not None and spec.value is None and os.environ.get(spec.env) is None]
+        return [
+            (name, spec.env)
+            for name, spec in self.inputs.items()
+            if spec.env is not None and spec.value is None and os.environ.get(spec.env) is None
+        ]
 
     def programs(self) -> list[tuple[tuple[Any, ...], str]]:
         """(field, command as shown to a person) of every program this task starts: the desktop app, command checks.
@@ -552,7 +567,10 @@ class Task(_Strict):
 
 
 def load_task(
-    path: Path | str, *, files_root: Path | str | None = None, allow_programs: bool | None = None,
+    path: Path | str,
+    *,
+    files_root: Path | str | None = None,
+    allow_programs: bool | None = None,
     require_env: bool = True,
 ) -> Task:
     """Load and validate a task file; raises :class:`TaskError` naming file, field, line and problem.
@@ -567,13 +585,16 @@ def load_task(
         text = read_task_text(path)
     except YamlProblem as exc:
         raise TaskError(path, [exc.describe()]) from None
-    return parse_task(text, source=path, files_root=files_root, allow_programs=allow_programs,
-                      require_env=require_env)
+    return parse_task(text, source=path, files_root=files_root, allow_programs=allow_programs, require_env=require_env)
 
 
 def parse_task(
-    text: str, *, source: Path | None = None, files_root: Path | str | None = None,
-    allow_programs: bool | None = None, require_env: bool = True,
+    text: str,
+    *,
+    source: Path | None = None,
+    files_root: Path | str | None = None,
+    allow_programs: bool | None = None,
+    require_env: bool = True,
 ) -> Task:
     """Validate task YAML ``text``. Without ``source`` the text is the caller's own: programs are allowed and
     files resolve against the working folder."""
@@ -602,12 +623,15 @@ def parse_task(
     if require_env:
         for name, variable in task.unset_env_inputs():
             loc = ("inputs", name, "env")
-            problems.append(f"{_line(node, loc)}{_dotted(loc)}: environment variable {variable} is not set "
-                            "(set it before running this task)")
+            problems.append(
+                f"{_line(node, loc)}{_dotted(loc)}: environment variable {variable} is not set (set it before running this task)"
+            )
     if not _programs_allowed(source, allow_programs):
         for loc, command in task.programs():
-            problems.append(f"{_line(node, loc)}{_dotted(loc)}: this task starts a program ({command}) and is not "
-                            f"one of the bundled tasks; run it with {PROGRAMS_FLAG} if you trust it")
+            problems.append(
+                f"{_line(node, loc)}{_dotted(loc)}: this task starts a program ({command}) and is not "
+                f"one of the bundled tasks; run it with {PROGRAMS_FLAG} if you trust it"
+            )
     if problems:
         raise TaskError(source, problems)
     return task
@@ -642,8 +666,10 @@ def _file_problems(task: Task) -> dict[str, str]:
         if not any(resolved.is_relative_to(root) for root in roots):
             where = " or ".join(str(r) for r in roots)
             shown = spec.path if str(resolved) == spec.path else f"{spec.path} (resolves to {resolved})"
-            problems[name] = (f"{shown} is outside the task's folder ({where}); a task may upload only files under "
-                              f"its folder, or under a folder you name with {FILES_ROOT_FLAG}")
+            problems[name] = (
+                f"{shown} is outside the task's folder ({where}); a task may upload only files under "
+                f"its folder, or under a folder you name with {FILES_ROOT_FLAG}"
+            )
         elif not stat.S_ISREG(mode):
             problems[name] = f"{resolved} is not a regular file"
     return problems

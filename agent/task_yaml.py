@@ -91,9 +91,17 @@ def read_task_text(path: Path, *, max_bytes: int = MAX_BYTES) -> str:
 def _require_regular(mode: int) -> None:
     if stat.S_ISREG(mode):
         return
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "not a regular file")
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
     raise YamlProblem(f"not a regular file ({kind}); a task file must be a plain file")
 
 
@@ -119,8 +127,9 @@ class _BoundedLoader(yaml.SafeLoader):
             if self._aliases > MAX_ALIASES:
                 raise YamlProblem(f"more than {MAX_ALIASES} aliases (*name); task files may not use more", line=line)
             if event.anchor in self._open_anchors:
-                raise YamlProblem(f"the alias *{event.anchor} refers to a value that contains it (a recursive "
-                                  "document)", line=line)
+                raise YamlProblem(
+                    f"the alias *{event.anchor} refers to a value that contains it (a recursive document)", line=line
+                )
             return super().compose_node(parent, index)
         self._nodes += 1
         if self._nodes > MAX_NODES:
@@ -199,8 +208,11 @@ def _check_tree(root: Node) -> None:
                 if isinstance(key, ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
                     first = seen.get((key.tag, key.value))
                     if first is not None:
-                        raise YamlProblem(f"duplicate key {key.value!r} (first on line {_line(first)}); YAML keys "
-                                          "must be unique", line=_line(key), field=_dotted((*path, key.value)))
+                        raise YamlProblem(
+                            f"duplicate key {key.value!r} (first on line {_line(first)}); YAML keys must be unique",
+                            line=_line(key),
+                            field=_dotted((*path, key.value)),
+                        )
                     seen[(key.tag, key.value)] = key
                 size += walk(key, path) + walk(value, (*path, name) if name is not None else path)
                 _limit(size, value)
@@ -212,8 +224,10 @@ def _check_tree(root: Node) -> None:
 
 def _limit(size: int, node: Node) -> None:
     if size > MAX_NODES:
-        raise YamlProblem(f"the document expands to more than {MAX_NODES:,} values (through aliases?); "
-                          "task files may not be that large", line=_line(node))
+        raise YamlProblem(
+            f"the document expands to more than {MAX_NODES:,} values (through aliases?); task files may not be that large",
+            line=_line(node),
+        )
 
 
 def _line(node: Node) -> int:

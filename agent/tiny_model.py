@@ -18,9 +18,18 @@ from agent.backends.processor import image_only_processor_class
 SEED = 0
 # (token, special). As in Qwen3, <think>/<tool_call>/... are added but not special, so decoding keeps them.
 ADDED_TOKENS = [
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|vision_start|>", True),
-    ("<|vision_end|>", True), ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False),
-    ("</tool_call>", False), ("<tool_response>", False), ("</tool_response>", False), ("<think>", False),
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
     ("</think>", False),
 ]
 # Qwen2's pre-tokenizer split (numbers one digit at a time, as in Qwen).
@@ -41,8 +50,7 @@ CORPUS = [
     '{"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}',
     '{"name": "upload_file", "arguments": {"file": "desk_lamp", "coordinate": [300, 640]}}',
     '{"type": "function", "function": {"name": "computer_use", "description": "...", "parameters": {}}}',
-    "<tool_call>\n{\"name\": \"computer_use\", \"arguments\": {\"action\": \"left_click\", \"coordinate\": [183, 524]}}"
-    "\n</tool_call>",
+    '<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}\n</tool_call>',
     "<think>\nThe button is in the upper right corner.\n</think>\n\n<tool_response>\nleft_click done.\n</tool_response>",
     "0 1 2 3 4 5 6 7 8 9 action coordinate pixels keys text status success failure wait answer",
 ]
@@ -68,21 +76,33 @@ def build_tokenizer(vocab_size: int = 1024):
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[t for t, _ in ADDED_TOKENS], show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[t for t, _ in ADDED_TOKENS],
+        show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     # transformers annotates merges as list[str] and unk_token as str, but its BPE takes (a, b) pairs and None = no unk.
-    hf = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None,  # type: ignore[arg-type]
-                        bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=262144)
+    hf = Qwen2Tokenizer(
+        vocab=model["vocab"],
+        merges=merges,  # type: ignore[arg-type]
+        unk_token=None,  # type: ignore[arg-type]
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=262144,
+    )
     hf.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in ADDED_TOKENS])
     hf.chat_template = CHAT_TEMPLATE
     return hf
@@ -99,35 +119,64 @@ def build_tiny_model(out: Path, *, chat_template: str | None = None, layers: int
     ids = {t: tok.convert_tokens_to_ids(t) for t, _ in ADDED_TOKENS}
     config = Qwen3VLConfig(
         text_config=dict(
-            vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=32, hidden_act="silu",
-            max_position_embeddings=32768, rms_norm_eps=1e-6, attention_bias=False,
+            vocab_size=len(tok),
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            hidden_act="silu",
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            attention_bias=False,
             # mrope_section sums to head_dim / 2 (the real 128-dim heads use [24, 20, 20]).
-            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [6, 5, 5],
-                             "mrope_interleaved": True},
-            pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5_000_000.0,
+                "mrope_section": [6, 5, 5],
+                "mrope_interleaved": True,
+            },
+            pad_token_id=ids["<|endoftext|>"],
+            tie_word_embeddings=False,
         ),
         vision_config=dict(
-            depth=2, hidden_size=64, intermediate_size=128, num_heads=4, in_channels=3, patch_size=16,
-            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=128, num_position_embeddings=256,
-            deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh",
+            depth=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_heads=4,
+            in_channels=3,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=128,
+            num_position_embeddings=256,
+            deepstack_visual_indexes=[0, 1],
+            hidden_act="gelu_pytorch_tanh",
         ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
     model = Qwen3VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"], do_sample=False,
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
     )
     # The real Qwen3-VL preprocessor values: patch 16, merge 2, mean/std 0.5.
     image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 65536, "longest_edge": 16777216}, patch_size=16, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"shortest_edge": 65536, "longest_edge": 16777216},
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
-    processor = image_only_processor_class()(image_processor=image_processor, tokenizer=tok,
-                                             chat_template=tok.chat_template)
+    processor = image_only_processor_class()(image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

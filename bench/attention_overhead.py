@@ -66,8 +66,7 @@ def main() -> None:
         net = backend.net
         inputs = backend.inputs(build_prompt(load_task(ROOT / "tasks" / "publish_product.yaml"), [], buf.getvalue()))
         seq_len = inputs["input_ids"].shape[1]
-        kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                  return_dict_in_generate=True)
+        kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, return_dict_in_generate=True)
 
         def plain() -> None:
             with torch.inference_mode():
@@ -103,21 +102,31 @@ def main() -> None:
                 peaks[name].append(peak_mb())
     med = statistics.median
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"attention_overhead: tiny Qwen3-VL (random weights), {device}, prompt {seq_len} tokens "
-          f"(1000 image tokens, 1280x800), {args.new_tokens} new tokens, {args.reps} interleaved reps")
+    print(
+        f"attention_overhead: tiny Qwen3-VL (random weights), {device}, prompt {seq_len} tokens "
+        f"(1000 image tokens, 1280x800), {args.new_tokens} new tokens, {args.reps} interleaved reps"
+    )
     base_t, base_m = med(times["plain generate"]), med(peaks["plain generate"])
     for name in variants:
         t, m = med(times[name]), med(peaks[name])
-        print(f"  {name:<25} {t * 1000:8.1f} ms ({(t / base_t - 1) * 100:+6.1f} %)   peak {m:8.1f} MB"
-              f" ({(m / base_m - 1) * 100:+6.1f} %)")
-    print(f"  the capture forward alone {med(capture_alone) * 1000:8.1f} ms "
-          f"({med(capture_alone) / base_t * 100:.1f} % of plain generate)")
+        print(
+            f"  {name:<25} {t * 1000:8.1f} ms ({(t / base_t - 1) * 100:+6.1f} %)   peak {m:8.1f} MB"
+            f" ({(m / base_m - 1) * 100:+6.1f} %)"
+        )
+    print(
+        f"  the capture forward alone {med(capture_alone) * 1000:8.1f} ms "
+        f"({med(capture_alone) / base_t * 100:.1f} % of plain generate)"
+    )
     t_over = med(times["generate + capture"]) / base_t - 1
     m_over = med(peaks["generate + capture"]) / base_m - 1
-    print(f"  capture over plain: time {t_over * 100:+.1f} % (target <= 5 %: {'met' if t_over <= .05 else 'NOT met'}), "
-          f"peak memory {m_over * 100:+.1f} % (target <= 5 %: {'met' if m_over <= .05 else 'NOT met'})")
-    print("  capture keeps layers x new tokens x image tokens floats (linear in the sequence); eager keeps "
-          "layers x heads x S^2 per forward.")
+    print(
+        f"  capture over plain: time {t_over * 100:+.1f} % (target <= 5 %: {'met' if t_over <= 0.05 else 'NOT met'}), "
+        f"peak memory {m_over * 100:+.1f} % (target <= 5 %: {'met' if m_over <= 0.05 else 'NOT met'})"
+    )
+    print(
+        "  capture keeps layers x new tokens x image tokens floats (linear in the sequence); eager keeps "
+        "layers x heads x S^2 per forward."
+    )
 
 
 if __name__ == "__main__":

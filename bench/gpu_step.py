@@ -47,12 +47,42 @@ from agent.tiny_model import build_tiny_model  # noqa: E402
 VISION_SMALL = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, deepstack_visual_indexes=[5, 11, 17])
 VISION_8B = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, deepstack_visual_indexes=[8, 16, 24])
 SHAPES: dict[str, dict[str, Any]] = {
-    "2b": dict(text=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-                         num_key_value_heads=8, head_dim=128), vision=VISION_SMALL, tie=True),
-    "4b": dict(text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128), vision=VISION_SMALL, tie=True),
-    "8b": dict(text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128), vision=VISION_8B, tie=False),
+    "2b": dict(
+        text=dict(
+            hidden_size=2048,
+            intermediate_size=6144,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        vision=VISION_SMALL,
+        tie=True,
+    ),
+    "4b": dict(
+        text=dict(
+            hidden_size=2560,
+            intermediate_size=9728,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        vision=VISION_SMALL,
+        tie=True,
+    ),
+    "8b": dict(
+        text=dict(
+            hidden_size=4096,
+            intermediate_size=12288,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        vision=VISION_8B,
+        tie=False,
+    ),
 }
 SYSTEM_TOKENS, HISTORY_TOKENS = 700, 200  # ~900 text tokens, as a real Qwen tokenizer gives a Glassbox step
 
@@ -66,14 +96,39 @@ def build_model(shape: str, tiny_dir: Path, device: str, dtype: torch.dtype) -> 
         return Qwen3VLForConditionalGeneration.from_pretrained(tiny_dir, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
     spec = SHAPES[shape]
     tiny = AutoConfig.from_pretrained(tiny_dir)
-    text = dict(vocab_size=151936, max_position_embeddings=262144, rms_norm_eps=1e-6, hidden_act="silu",
-                rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
-                                 "mrope_interleaved": True}, tie_word_embeddings=spec["tie"], **spec["text"])
-    vision = dict(in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2, hidden_act="gelu_pytorch_tanh",
-                  num_position_embeddings=2304, out_hidden_size=spec["text"]["hidden_size"], **spec["vision"])
-    config = Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=tiny.image_token_id,
-                           video_token_id=tiny.video_token_id, vision_start_token_id=tiny.vision_start_token_id,
-                           vision_end_token_id=tiny.vision_end_token_id, tie_word_embeddings=spec["tie"])
+    text = dict(
+        vocab_size=151936,
+        max_position_embeddings=262144,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5_000_000.0,
+            "mrope_section": [24, 20, 20],
+            "mrope_interleaved": True,
+        },
+        tie_word_embeddings=spec["tie"],
+        **spec["text"],
+    )
+    vision = dict(
+        in_channels=3,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        hidden_act="gelu_pytorch_tanh",
+        num_position_embeddings=2304,
+        out_hidden_size=spec["text"]["hidden_size"],
+        **spec["vision"],
+    )
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tiny.image_token_id,
+        video_token_id=tiny.video_token_id,
+        vision_start_token_id=tiny.vision_start_token_id,
+        vision_end_token_id=tiny.vision_end_token_id,
+        tie_word_embeddings=spec["tie"],
+    )
     torch.manual_seed(0)
     with torch.device(device):
         net = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype)
@@ -91,8 +146,9 @@ def screenshot(seed: int) -> Image.Image:
     for row in range(12):
         y = 90 + row * 52
         draw.rectangle((260, y, 1240, y + 40), fill=(255, 255, 255), outline=(220, 222, 228))
-        draw.text((280, y + 12), f"Product {seed * 100 + row}  ·  {10 + row * seed % 7}.99  ·  stock {row * 3}",
-                  fill=(20, 20, 20))
+        draw.text(
+            (280, y + 12), f"Product {seed * 100 + row}  ·  {10 + row * seed % 7}.99  ·  stock {row * 3}", fill=(20, 20, 20)
+        )
     return image
 
 
@@ -109,13 +165,22 @@ def step_inputs(processor: Any, seed: int, device: str) -> Any:
         return [plain_ids[int(i)] for i in torch.randint(len(plain_ids), (n,), generator=gen)]
 
     system = text(SYSTEM_TOKENS, torch.Generator().manual_seed(12345))  # the same every step
-    ids = (system + [tok.convert_tokens_to_ids("<|vision_start|>")] + [tok.convert_tokens_to_ids("<|image_pad|>")] * n_image
-           + [tok.convert_tokens_to_ids("<|vision_end|>")] + text(HISTORY_TOKENS, g))
+    ids = (
+        system
+        + [tok.convert_tokens_to_ids("<|vision_start|>")]
+        + [tok.convert_tokens_to_ids("<|image_pad|>")] * n_image
+        + [tok.convert_tokens_to_ids("<|vision_end|>")]
+        + text(HISTORY_TOKENS, g)
+    )
     input_ids = torch.tensor([ids])
     mm = (input_ids == tok.convert_tokens_to_ids("<|image_pad|>")).long()
-    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device),
-            "mm_token_type_ids": mm.to(device), "pixel_values": image["pixel_values"].to(device),
-            "image_grid_thw": image["image_grid_thw"].to(device)}
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+        "mm_token_type_ids": mm.to(device),
+        "pixel_values": image["pixel_values"].to(device),
+        "image_grid_thw": image["image_grid_thw"].to(device),
+    }
 
 
 def sync(device: str) -> None:
@@ -164,8 +229,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the (slow) plain path")
-    parser.add_argument("--allow-cpu", action="store_true",
-                        help="run a public shape on CPU anyway (slow; checks the shapes build and run, no GPU figures)")
+    parser.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="run a public shape on CPU anyway (slow; checks the shapes build and run, no GPU figures)",
+    )
     args = parser.parse_args()
     if why := fast_path_unsupported():
         sys.exit(f"gpu_step: {why}")
@@ -188,16 +256,20 @@ def main() -> None:
         started = time.perf_counter()
         net = build_model(shape, tiny_dir, device, dtype)
         net.set_attn_implementation({"text_config": "sdpa", "vision_config": net.config.vision_config._attn_implementation})
-        print(f"model: {shape} shape, {sum(p.numel() for p in net.parameters()) / 1e9:.2f} B parameters, {dtype}, "
-              f"{device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}; "
-              f"built in {time.perf_counter() - started:.1f} s")
+        print(
+            f"model: {shape} shape, {sum(p.numel() for p in net.parameters()) / 1e9:.2f} B parameters, {dtype}, "
+            f"{device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}; "
+            f"built in {time.perf_counter() - started:.1f} s"
+        )
         timer = Timer(device)
         sampling = Sampling(temperature=0, top_p=1, top_k=0, presence_penalty=0, max_new_tokens=args.new_tokens)
         steps = [step_inputs(processor, seed, device) for seed in range(args.reps + 1)]
         prompt_len = steps[0]["input_ids"].shape[1]
         image_id = net.config.image_token_id
-        print(f"prompt: {prompt_len} tokens ({int(steps[0]['mm_token_type_ids'].sum())} image tokens, "
-              f"{SYSTEM_TOKENS} system + tools, {HISTORY_TOKENS} task + history); {args.new_tokens} new tokens\n")
+        print(
+            f"prompt: {prompt_len} tokens ({int(steps[0]['mm_token_type_ids'].sum())} image tokens, "
+            f"{SYSTEM_TOKENS} system + tools, {HISTORY_TOKENS} task + history); {args.new_tokens} new tokens\n"
+        )
 
         def vision_ms(inputs: Any) -> float:
             return timer(lambda: net.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]))[1]
@@ -214,12 +286,18 @@ def main() -> None:
         def report(name: str, runs: Sequence[tuple[float, ...]]) -> None:
             """Print a variant's rows as soon as it is measured, so a later failure keeps them."""
             if not rows:
-                print(f"{'variant':<24}{'vision':>9}{'prefill':>9}{'ms/token':>10}{'step':>10}{'capture':>9}{'reused':>8}"
-                      f"{'x floor':>9}")
+                print(
+                    f"{'variant':<24}{'vision':>9}{'prefill':>9}{'ms/token':>10}{'step':>10}{'capture':>9}{'reused':>8}"
+                    f"{'x floor':>9}"
+                )
             for label, part in ((name, runs[1:]), (name + " (first)", runs[:1])):
                 r = rows[label] = _median_row(part)
-                print(f"{label:<24}{r['vision']:>7.1f}ms{r['prefill']:>7.1f}ms{r['per_token']:>10.2f}{r['step'] / 1000:>9.3f}s"
-                      f"{r.get('capture', 0):>7.1f}ms{int(r.get('reused', 0)):>8}{r['step'] / floor_step_ms:>8.2f}x", flush=True)
+                print(
+                    f"{label:<24}{r['vision']:>7.1f}ms{r['prefill']:>7.1f}ms{r['per_token']:>10.2f}{r['step'] / 1000:>9.3f}s"
+                    f"{r.get('capture', 0):>7.1f}ms{int(r.get('reused', 0)):>8}{r['step'] / floor_step_ms:>8.2f}x",
+                    flush=True,
+                )
+
         peaks: dict[str, float] = {}
 
         def reset_peak() -> None:
@@ -235,8 +313,9 @@ def main() -> None:
             for inputs in steps:
                 v = vision_ms(inputs)
                 p = prefill_ms(inputs) - v
-                (new, *_), total = timer(partial(plain_generate, net, inputs, sampling, eos_ids=set(),
-                                                 min_new_tokens=args.new_tokens))
+                (new, *_), total = timer(
+                    partial(plain_generate, net, inputs, sampling, eos_ids=set(), min_new_tokens=args.new_tokens)
+                )
                 assert len(new) == args.new_tokens
                 runs.append((v, p, (total - v - p) / (args.new_tokens - 1), total))
             report("plain", runs)
@@ -254,30 +333,51 @@ def main() -> None:
                 if variant == "fast + capture":
                     sequences = torch.cat([inputs["input_ids"][0], torch.tensor(result.new_ids, device=device)])[None, :]
                     decoder.prepare_capture(prompt_len - 1)
-                    captured, capture_ms = timer(partial(
-                        capture_after_generate, net, inputs, sequences, decoder.cache, image_token_id=image_id,
-                        position_ids=result.position_ids))
+                    captured, capture_ms = timer(
+                        partial(
+                            capture_after_generate,
+                            net,
+                            inputs,
+                            sequences,
+                            decoder.cache,
+                            image_token_id=image_id,
+                            position_ids=result.position_ids,
+                        )
+                    )
                     assert captured.rows.shape[:2] == (net.config.text_config.num_hidden_layers, args.new_tokens)
                 s = result.stats
-                runs.append((s.vision_ms, s.prefill_ms, s.decode_ms / (args.new_tokens - 1), total + capture_ms,
-                             capture_ms, s.prefix_reused))
+                runs.append(
+                    (
+                        s.vision_ms,
+                        s.prefill_ms,
+                        s.decode_ms / (args.new_tokens - 1),
+                        total + capture_ms,
+                        capture_ms,
+                        s.prefix_reused,
+                    )
+                )
             report(variant, runs)
             peaks[variant] = peak()
 
         print()
-        print(f"compile (first call, once per process): {compile_s:.1f} s" if not args.no_compile
-              else "compile: off (--no-compile)")
+        print(
+            f"compile (first call, once per process): {compile_s:.1f} s" if not args.no_compile else "compile: off (--no-compile)"
+        )
         if cuda:
             print("peak GPU memory: " + ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
-        print(f"floor: {weights / 1e9:.2f} GB of decode weights per token / {bandwidth / 1e9:.0f} GB/s copy bandwidth = "
-              f"{floor_token_ms:.2f} ms/token, {floor_step_ms / 1000:.3f} s per {args.new_tokens}-token step")
+        print(
+            f"floor: {weights / 1e9:.2f} GB of decode weights per token / {bandwidth / 1e9:.0f} GB/s copy bandwidth = "
+            f"{floor_token_ms:.2f} ms/token, {floor_step_ms / 1000:.3f} s per {args.new_tokens}-token step"
+        )
         f, c = rows["fast"]["step"], rows["fast + capture"]["step"]
         capture = rows["fast + capture"]["capture"]
         if "plain" in rows:
             print(f"fast vs plain: {rows['plain']['step'] / f:.2f}x faster per step")
         # The capture forward is the work capture adds; the step medians also carry run-to-run noise.
-        print(f"capture: +{capture:.1f} ms = +{100 * capture / f:.1f} % of the fast step "
-              f"(step medians: fast {f / 1000:.3f} s, fast + capture {c / 1000:.3f} s, {100 * (c - f) / f:+.1f} %)")
+        print(
+            f"capture: +{capture:.1f} ms = +{100 * capture / f:.1f} % of the fast step "
+            f"(step medians: fast {f / 1000:.3f} s, fast + capture {c / 1000:.3f} s, {100 * (c - f) / f:+.1f} %)"
+        )
         if not cuda:
             print("\n(CPU, tiny model: these show the mechanics work; the 1.0 s / 5 % / 60 s targets are GPU figures.)")
 

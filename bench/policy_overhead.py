@@ -30,12 +30,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def history(n: int) -> list[StepRecord]:
-    return [StepRecord(index=i, started_at=datetime.now(timezone.utc), timings=StepTimings(), url="u", title="t",
-                       screenshot=f"steps/{i:04d}/screenshot.png", screenshot_size=(1280, 800), policy="qwen3vl",
-                       raw_output='ok</think><tool_call>{"name": "computer_use", "arguments": {"action": "left_click", '
-                                  '"coordinate": [500, 462]}}</tool_call>',
-                       reasoning="ok", action={"action": "left_click", "coordinate": [500, 462]}, confidence=0.4,
-                       outcome="ok") for i in range(n)]
+    return [
+        StepRecord(
+            index=i,
+            started_at=datetime.now(timezone.utc),
+            timings=StepTimings(),
+            url="u",
+            title="t",
+            screenshot=f"steps/{i:04d}/screenshot.png",
+            screenshot_size=(1280, 800),
+            policy="qwen3vl",
+            raw_output='ok</think><tool_call>{"name": "computer_use", "arguments": {"action": "left_click", '
+            '"coordinate": [500, 462]}}</tool_call>',
+            reasoning="ok",
+            action={"action": "left_click", "coordinate": [500, 462]},
+            confidence=0.4,
+            outcome="ok",
+        )
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -70,8 +83,10 @@ def main() -> None:
             parse_ms.append((t4 - t3) * 1000)
     med = statistics.median
     overhead = med(build_ms) + med(parse_ms)
-    print(f"policy_overhead: tiny Qwen3-VL (random weights), 1280x800 screenshot (1000 image tokens), "
-          f"12 earlier steps, {args.new_tokens} new tokens, {args.reps} reps, CPU")
+    print(
+        f"policy_overhead: tiny Qwen3-VL (random weights), 1280x800 screenshot (1000 image tokens), "
+        f"12 earlier steps, {args.new_tokens} new tokens, {args.reps} reps, CPU"
+    )
     print(f"  prompt build           median {med(build_ms):7.2f} ms")
     print(f"  parse + confidence     median {med(parse_ms):7.2f} ms")
     print(f"  processor (chat template + image)  median {med(proc_ms):7.1f} ms   (part of the backend, for reference)")

@@ -54,16 +54,27 @@ def main() -> None:
                 if path.is_file():
                     size = path.stat().st_size
                     folder_bytes += size
-                    kind = ("screenshot" if path.suffix == ".png" else "evidence" if path.suffix == ".webp"
-                            else "steps.jsonl" if path.name == "steps.jsonl" else "run.json + log")
+                    kind = (
+                        "screenshot"
+                        if path.suffix == ".png"
+                        else "evidence"
+                        if path.suffix == ".webp"
+                        else "steps.jsonl"
+                        if path.name == "steps.jsonl"
+                        else "run.json + log"
+                    )
                     per_kind[kind] += size
         index_bytes = sum(p.stat().st_size for p in runs_dir.glob("index.sqlite3*"))
     total = (folder_bytes + index_bytes) / steps
     print(f"recorder: {steps} steps over {args.runs} runs of the publish task, 1280x800 screenshots")
-    print(f"  record time in the loop   p50 {pct(record_ms, .5):6.2f} ms   p95 {pct(record_ms, .95):6.2f} ms"
-          f"   (target < 15 ms: {'met' if pct(record_ms, .95) < 15 else 'NOT met'})")
-    print(f"  evidence crop (background thread, per acting step)  p50 {pct(crop_ms, .5):6.1f} ms"
-          f"   p95 {pct(crop_ms, .95):6.1f} ms")
+    print(
+        f"  record time in the loop   p50 {pct(record_ms, 0.5):6.2f} ms   p95 {pct(record_ms, 0.95):6.2f} ms"
+        f"   (target < 15 ms: {'met' if pct(record_ms, 0.95) < 15 else 'NOT met'})"
+    )
+    print(
+        f"  evidence crop (background thread, per acting step)  p50 {pct(crop_ms, 0.5):6.1f} ms"
+        f"   p95 {pct(crop_ms, 0.95):6.1f} ms"
+    )
     print(f"  bytes per step            {total / 1024:6.1f} KB   (target < 250 KB: {'met' if total < 250 * 1024 else 'NOT met'})")
     for kind, size in per_kind.items():
         print(f"    {kind:<16} {size / steps / 1024:6.1f} KB")

@@ -45,8 +45,10 @@ def main() -> None:
     med = statistics.median
     print(f"replay: publish task ({original.steps} steps), script policy vs replay, {args.pairs} alternating pairs")
     for name in walls:
-        print(f"  {name:<9} wall {med(walls[name]):6.2f} s (min {min(walls[name]):.2f}, max {max(walls[name]):.2f})"
-              f"   loop {med(loops[name]):6.2f} s")
+        print(
+            f"  {name:<9} wall {med(walls[name]):6.2f} s (min {min(walls[name]):.2f}, max {max(walls[name]):.2f})"
+            f"   loop {med(loops[name]):6.2f} s"
+        )
     ratio = med(loops["replay"]) / med(loops["original"])
     print(f"  replay / original (loop, median): {ratio:.2f}x   (target <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'})")
     print(f"  replay / original (wall, median): {med(walls['replay']) / med(walls['original']):.2f}x")

@@ -67,14 +67,16 @@ def main() -> None:
         bare += bare_screenshots(shop.base_url, args.shots)
 
     print(f"step_overhead: {len(harness)} steps over {args.runs} runs, {len(bare)} bare screenshots (1280x800 PNG)")
-    print(f"  bare screenshot      p50 {pct(bare, .5):7.1f} ms   p95 {pct(bare, .95):7.1f} ms")
+    print(f"  bare screenshot      p50 {pct(bare, 0.5):7.1f} ms   p95 {pct(bare, 0.95):7.1f} ms")
     for name, values in parts.items():
-        print(f"  {name:<20} p50 {pct(values, .5):7.1f} ms   p95 {pct(values, .95):7.1f} ms")
-    print(f"  harness per step     p50 {pct(harness, .5):7.1f} ms   p95 {pct(harness, .95):7.1f} ms"
-          f"   mean {statistics.mean(harness):.1f} ms")
-    ratio = pct(harness, .5) / pct(bare, .5)
+        print(f"  {name:<20} p50 {pct(values, 0.5):7.1f} ms   p95 {pct(values, 0.95):7.1f} ms")
+    print(
+        f"  harness per step     p50 {pct(harness, 0.5):7.1f} ms   p95 {pct(harness, 0.95):7.1f} ms"
+        f"   mean {statistics.mean(harness):.1f} ms"
+    )
+    ratio = pct(harness, 0.5) / pct(bare, 0.5)
     print(f"  ratio harness/bare (p50): {ratio:.2f}x   (target <= 3x: {'met' if ratio <= 3 else 'NOT met'})")
-    print(f"  ratio harness/bare (p95): {pct(harness, .95) / pct(bare, .95):.2f}x")
+    print(f"  ratio harness/bare (p95): {pct(harness, 0.95) / pct(bare, 0.95):.2f}x")
 
 
 if __name__ == "__main__":

@@ -44,10 +44,14 @@ def seed(runs_dir: Path, count: int) -> str:
     for i in range(count - 1):
         run_id = f"20250101-{i:06d}-publish-product-seed"
         shutil.copytree(result.run_dir, runs_dir / run_id)
-        record = template.model_copy(update={
-            "run_id": run_id, "status": statuses[i % 4], "started_at": template.started_at - timedelta(minutes=i + 1),
-            "task_name": ["publish-product", "publish-product-zh", "checkout"][i % 3],
-        })
+        record = template.model_copy(
+            update={
+                "run_id": run_id,
+                "status": statuses[i % 4],
+                "started_at": template.started_at - timedelta(minutes=i + 1),
+                "task_name": ["publish-product", "publish-product-zh", "checkout"][i % 3],
+            }
+        )
         (runs_dir / run_id / "run.json").write_text(record.model_dump_json(indent=2))
         index.upsert_run(record)
         for step in read_steps(runs_dir / run_id):
@@ -77,8 +81,10 @@ def main() -> None:
                     response = client.get(url)
                     times.append((time.perf_counter() - t) * 1000)
                     assert response.status_code == 200
-                print(f"  {label:<22} p50 {pct(times, .5):6.1f} ms   p95 {pct(times, .95):6.1f} ms"
-                      f"   (target < 200 ms: {'met' if pct(times, .95) < 200 else 'NOT met'})")
+                print(
+                    f"  {label:<22} p50 {pct(times, 0.5):6.1f} ms   p95 {pct(times, 0.95):6.1f} ms"
+                    f"   (target < 200 ms: {'met' if pct(times, 0.95) < 200 else 'NOT met'})"
+                )
             times = []
             t = time.perf_counter()
             client.get(f"/runs/{real_run}")
@@ -86,8 +92,9 @@ def main() -> None:
 
             # A live run: a writer in this process appends steps while a browser has the page open.
             template_steps = read_steps(runs_dir / real_run)
-            record = read_run(runs_dir / real_run).model_copy(update={
-                "run_id": "live-run", "status": RunStatus.running, "started_at": datetime.now(timezone.utc)})
+            record = read_run(runs_dir / real_run).model_copy(
+                update={"run_id": "live-run", "status": RunStatus.running, "started_at": datetime.now(timezone.utc)}
+            )
             writer = RunWriter.create(runs_dir, record)
             with BrowserExecutor(BrowserSettings(viewport=(1440, 900))) as browser:
                 page = browser.page
@@ -109,8 +116,10 @@ def main() -> None:
                 page.wait_for_timeout(300)
                 page.screenshot(path=str(OUT / "viewer_run_page.png"), full_page=True)
         print(f"  run page   GET /runs/ID  {page_ms:6.1f} ms (one request, 21 steps)")
-        print(f"  live step latency      p50 {pct(latencies, .5):6.1f} ms   p95 {pct(latencies, .95):6.1f} ms"
-              f"   (target < 500 ms: {'met' if pct(latencies, .95) < 500 else 'NOT met'})")
+        print(
+            f"  live step latency      p50 {pct(latencies, 0.5):6.1f} ms   p95 {pct(latencies, 0.95):6.1f} ms"
+            f"   (target < 500 ms: {'met' if pct(latencies, 0.95) < 500 else 'NOT met'})"
+        )
         print(f"  screenshots: {OUT / 'viewer_runs_page.png'}, {OUT / 'viewer_run_page.png'}")
 
 

@@ -55,8 +55,12 @@ def _native(image: Image.Image) -> np.ndarray:
 
 
 def compare_screens(
-    recorded: bytes, current: bytes, *, point: tuple[int, int] | None = None,
-    box: tuple[int, int, int, int] | None = None, thresholds: Thresholds | None = None,
+    recorded: bytes,
+    current: bytes,
+    *,
+    point: tuple[int, int] | None = None,
+    box: tuple[int, int, int, int] | None = None,
+    thresholds: Thresholds | None = None,
     recorded_signature: np.ndarray | None = None,
 ) -> ScreenDiff:
     """Compare the screens; the region around ``point`` / ``box`` only when one is given."""
@@ -65,8 +69,9 @@ def compare_screens(
     need_region = point is not None or box is not None
     a = _rgb(recorded) if need_region or recorded_signature is None else None
     if a is not None and a.size != b.size:
-        return ScreenDiff(screen_diff=1.0, region_diff=None, matches=False,
-                          reason=f"screen size changed from {a.size} to {b.size}")
+        return ScreenDiff(
+            screen_diff=1.0, region_diff=None, matches=False, reason=f"screen size changed from {a.size} to {b.size}"
+        )
     signature = recorded_signature if recorded_signature is not None else _small(a, SCREEN_SIZE)  # type: ignore[arg-type]
     screen = float(np.abs(signature - _small(b, SCREEN_SIZE)).mean())
     region = None
@@ -76,19 +81,29 @@ def compare_screens(
             box = (x - REGION_HALF, y - REGION_HALF, x + REGION_HALF, y + REGION_HALF)
         left, top, right, bottom = (max(0, box[0]), max(0, box[1]), min(a.width, box[2]), min(a.height, box[3]))
         if right > left and bottom > top:
-            region = float(np.abs(_native(a.crop((left, top, right, bottom)))
-                                  - _native(b.crop((left, top, right, bottom)))).mean())
+            region = float(
+                np.abs(_native(a.crop((left, top, right, bottom))) - _native(b.crop((left, top, right, bottom)))).mean()
+            )
     reasons = []
     if screen > t.screen:
         reasons.append(f"the screen differs by {screen:.3f} (threshold {t.screen})")
     if region is not None and region > t.region:
         reasons.append(f"the region around the target differs by {region:.3f} (threshold {t.region})")
-    return ScreenDiff(screen_diff=round(screen, 4), region_diff=None if region is None else round(region, 4),
-                      matches=not reasons, reason="; ".join(reasons) or None)
+    return ScreenDiff(
+        screen_diff=round(screen, 4),
+        region_diff=None if region is None else round(region, 4),
+        matches=not reasons,
+        reason="; ".join(reasons) or None,
+    )
 
 
-def side_by_side(recorded: bytes, current: bytes, *, box: tuple[int, int, int, int] | None = None,
-                 labels: tuple[str, str] = ("recorded", "now")) -> bytes:
+def side_by_side(
+    recorded: bytes,
+    current: bytes,
+    *,
+    box: tuple[int, int, int, int] | None = None,
+    labels: tuple[str, str] = ("recorded", "now"),
+) -> bytes:
     """The two screens next to each other (the target box outlined), as PNG, for a person to see the change."""
     with Image.open(io.BytesIO(recorded)) as a_img, Image.open(io.BytesIO(current)) as b_img:
         a, b = a_img.convert("RGB"), b_img.convert("RGB")

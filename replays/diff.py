@@ -65,10 +65,22 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
         except (MissingRunFile, ValueError):
             screen = None  # a screenshot was deleted: the actions can still be compared
         if screen is not None and not screen.matches:
-            return RunDiff(step=i, reason=f"the screen before the step differs ({screen.reason})", a=describe(a),
-                           b=describe(b), compared=i, screen_diff=screen.screen_diff)
+            return RunDiff(
+                step=i,
+                reason=f"the screen before the step differs ({screen.reason})",
+                a=describe(a),
+                b=describe(b),
+                compared=i,
+                screen_diff=screen.screen_diff,
+            )
         reason = _differs(a.action, b.action)
         if reason:
-            return RunDiff(step=i, reason=reason, a=describe(a), b=describe(b), compared=i,
-                           screen_diff=screen.screen_diff if screen is not None else None)
+            return RunDiff(
+                step=i,
+                reason=reason,
+                a=describe(a),
+                b=describe(b),
+                compared=i,
+                screen_diff=screen.screen_diff if screen is not None else None,
+            )
     return RunDiff(step=None, compared=n)

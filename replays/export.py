@@ -57,7 +57,12 @@ def export_feedback(runs_dir: Path, out: Path, fmt: Format = "sft") -> ExportSum
 
 
 def _write_records(
-    labels: list[Label], fmt: Format, store: RunStore, tmp: Path, images_dir: Path, base: Path,
+    labels: list[Label],
+    fmt: Format,
+    store: RunStore,
+    tmp: Path,
+    images_dir: Path,
+    base: Path,
 ) -> tuple[int, dict[str, int]]:
     skipped: dict[str, int] = {}
     records = 0
@@ -87,8 +92,10 @@ def _write_records(
             try:
                 messages, images = _prompt(run, steps, step, run_dir, images_dir, base)
             except (MissingRunFile, ValueError) as exc:
-                raise FeedbackExportError(f"cannot export label {label.id} on step {step.index} of run {run.run_id}: "
-                                          f"{exc}; restore the file or undo the label") from None
+                raise FeedbackExportError(
+                    f"cannot export label {label.id} on step {step.index} of run {run.run_id}: "
+                    f"{exc}; restore the file or undo the label"
+                ) from None
             model_answer = _model_answer(step)
             if label.verdict == "correct":
                 target = model_answer
@@ -97,11 +104,21 @@ def _write_records(
             if fmt == "sft":
                 record: dict[str, Any] = {"messages": messages + [{"role": "assistant", "content": target}], "images": images}
             else:
-                record = {"messages": messages, "chosen": {"role": "assistant", "content": target},
-                          "rejected": {"role": "assistant", "content": model_answer},
-                          "rejected_response": model_answer, "images": images}
-            record["meta"] = {"run_id": run.run_id, "step": step.index, "label_id": label.id, "verdict": label.verdict,
-                              "note": label.note, "pixel": label.pixel}
+                record = {
+                    "messages": messages,
+                    "chosen": {"role": "assistant", "content": target},
+                    "rejected": {"role": "assistant", "content": model_answer},
+                    "rejected_response": model_answer,
+                    "images": images,
+                }
+            record["meta"] = {
+                "run_id": run.run_id,
+                "step": step.index,
+                "label_id": label.id,
+                "verdict": label.verdict,
+                "note": label.note,
+                "pixel": label.pixel,
+            }
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             records += 1
     return records, skipped
@@ -123,7 +140,12 @@ def _skip_reason(label: Label, fmt: Format) -> str | None:
 
 
 def _prompt(
-    run: RunRecord, steps: dict[int, StepRecord], step: StepRecord, run_dir: Path, images_dir: Path, base: Path,
+    run: RunRecord,
+    steps: dict[int, StepRecord],
+    step: StepRecord,
+    run_dir: Path,
+    images_dir: Path,
+    base: Path,
 ) -> tuple[list[dict[str, str]], list[str]]:
     recorded = step.prompt or _rebuilt_prompt(run, steps, step)
     images: list[str] = []

@@ -92,8 +92,14 @@ class Labels:
             width, height = steps[step].screenshot_size
             x, y = label.correction.coordinate
             correction["pixel"] = [round(x / 1000 * width), round(y / 1000 * height)]
-        event = LabelAdded(id=new_label_id(), step=step, verdict=label.verdict, correction=correction, note=label.note,
-                           created_at=datetime.now().astimezone())
+        event = LabelAdded(
+            id=new_label_id(),
+            step=step,
+            verdict=label.verdict,
+            correction=correction,
+            note=label.note,
+            created_at=datetime.now().astimezone(),
+        )
         append_label_event(run_dir, event)  # the truth first; the index only mirrors it
         index = RunIndex(self.runs_dir)
         try:
@@ -148,8 +154,13 @@ def _label(run_id: str, row: dict[str, Any]) -> Label | None:
     pixel = correction.pop("pixel", None) if correction else None
     try:
         return Label(
-            id=row["id"], run_id=run_id, step=row["step"], verdict=row["verdict"], note=row["note"],
-            correction=Correction(**correction) if correction else None, created_at=row["created_at"],
+            id=row["id"],
+            run_id=run_id,
+            step=row["step"],
+            verdict=row["verdict"],
+            note=row["note"],
+            correction=Correction(**correction) if correction else None,
+            created_at=row["created_at"],
             pixel=tuple(pixel) if isinstance(pixel, (list, tuple)) and len(pixel) == 2 else None,
         )
     except (ValidationError, TypeError):

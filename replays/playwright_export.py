@@ -45,8 +45,11 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
         raise ExportError(f"run {run.run_id} has no action that succeeded: nothing to export")
     # Only names of secrets and the files' paths are needed here: nothing is typed and no program is started.
     try:
-        task: Task | None = (load_task(run.task_file, require_env=False, allow_programs=True)
-                             if run.task_file and Path(run.task_file).is_file() else None)
+        task: Task | None = (
+            load_task(run.task_file, require_env=False, allow_programs=True)
+            if run.task_file and Path(run.task_file).is_file()
+            else None
+        )
     except TaskError as exc:
         raise ExportError(f"the task file of run {run.run_id} no longer loads: {exc}") from None
     files = task.file_paths() if task else {}
@@ -65,11 +68,14 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
             comment += f" — {' '.join(step.reasoning.split())[:80]}"
         lines.append(comment)
         if name in ("left_click", "double_click", "triple_click", "right_click", "middle_click", "mouse_move") and css:
-            call = {"left_click": "page.mouse.click({x}, {y})", "double_click": "page.mouse.dblclick({x}, {y})",
-                    "triple_click": "page.mouse.click({x}, {y}, click_count=3)",
-                    "right_click": "page.mouse.click({x}, {y}, button='right')",
-                    "middle_click": "page.mouse.click({x}, {y}, button='middle')",
-                    "mouse_move": "page.mouse.move({x}, {y})"}[name]
+            call = {
+                "left_click": "page.mouse.click({x}, {y})",
+                "double_click": "page.mouse.dblclick({x}, {y})",
+                "triple_click": "page.mouse.click({x}, {y}, click_count=3)",
+                "right_click": "page.mouse.click({x}, {y}, button='right')",
+                "middle_click": "page.mouse.click({x}, {y}, button='middle')",
+                "mouse_move": "page.mouse.move({x}, {y})",
+            }[name]
             lines.append("    " + call.format(x=css[0], y=css[1]))
         elif name == "left_click_drag" and css:
             lines.append(f"    page.mouse.down(); page.mouse.move({css[0]}, {css[1]}, steps=8); page.mouse.up()")
@@ -105,8 +111,14 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
         lines.append("    settle(page)")
     body = "\n".join(lines)
     script = TEMPLATE.format(
-        run_id=run.run_id, task=run.task_name, start_path=json.dumps(start_path), width=viewport[0], height=viewport[1],
-        scale=scale, secret_env=json.dumps({n: secret_env_name(n) for n in sorted(secrets)}), body=body,
+        run_id=run.run_id,
+        task=run.task_name,
+        start_path=json.dumps(start_path),
+        width=viewport[0],
+        height=viewport[1],
+        scale=scale,
+        secret_env=json.dumps({n: secret_env_name(n) for n in sorted(secrets)}),
+        body=body,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(script, encoding="utf-8")

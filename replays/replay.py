@@ -43,9 +43,16 @@ class ReplayPolicy(Policy):
     name = "replay"
 
     def __init__(
-        self, source: RunRecord, source_dir: Path, steps: list[StepRecord], *, fallback: Policy | None,
-        hand_over_at: int | None = None, corrections: dict[int, Correction] | None = None,
-        thresholds: Thresholds | None = None, element_at: Callable[[tuple[int, int]], ElementInfo | None] | None = None,
+        self,
+        source: RunRecord,
+        source_dir: Path,
+        steps: list[StepRecord],
+        *,
+        fallback: Policy | None,
+        hand_over_at: int | None = None,
+        corrections: dict[int, Correction] | None = None,
+        thresholds: Thresholds | None = None,
+        element_at: Callable[[tuple[int, int]], ElementInfo | None] | None = None,
     ) -> None:
         self.source, self.source_dir = source, source_dir
         # Only steps that acted: parse errors and failed actions changed nothing worth repeating.
@@ -65,9 +72,15 @@ class ReplayPolicy(Policy):
         self.model = fallback.model if fallback else None
 
     def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
-        if self.handed_over or self.position >= len(self.recorded) or (
-                self.hand_over_at is not None and self.recorded[self.position].index >= self.hand_over_at
-                and self.recorded[self.position].index not in self.corrections):
+        if (
+            self.handed_over
+            or self.position >= len(self.recorded)
+            or (
+                self.hand_over_at is not None
+                and self.recorded[self.position].index >= self.hand_over_at
+                and self.recorded[self.position].index not in self.corrections
+            )
+        ):
             return self._hand_over(task, history, observation)
         step = self.recorded[self.position]
         self.position += 1
@@ -77,9 +90,13 @@ class ReplayPolicy(Policy):
         try:
             recorded_png = read_step_file(self.source_dir, step.screenshot, step.index)
         except (MissingRunFile, ValueError) as exc:  # deleted while replaying: stop with the reason, record it
-            return PolicyOutput(raw_output=None, reasoning=f"The screenshot of recorded step {step.index} is gone.",
-                                stop=f"cannot replay recorded step {step.index}: {exc}", policy_name="replay",
-                                confidence_reason=NO_MODEL)
+            return PolicyOutput(
+                raw_output=None,
+                reasoning=f"The screenshot of recorded step {step.index} is gone.",
+                stop=f"cannot replay recorded step {step.index}: {exc}",
+                policy_name="replay",
+                confidence_reason=NO_MODEL,
+            )
         point = box = None
         if step.evidence is not None:
             point, box = step.evidence.point, step.evidence.box
@@ -91,74 +108,111 @@ class ReplayPolicy(Policy):
         if target is not None:
             # The browser can tell what is under the point: same element there means the target did not move,
             # whatever the colours; the whole screen is still measured and recorded.
-            diff = compare_screens(recorded_png, observation.screenshot_png, thresholds=self.thresholds,
-                                   recorded_signature=self._signatures[step.index].result())
+            diff = compare_screens(
+                recorded_png,
+                observation.screenshot_png,
+                thresholds=self.thresholds,
+                recorded_signature=self._signatures[step.index].result(),
+            )
             diff.matches, diff.reason = target == "", target or None
         elif point is None and box is None:
-            diff = compare_screens(recorded_png, observation.screenshot_png, thresholds=self.thresholds,
-                                   recorded_signature=self._signatures[step.index].result())
+            diff = compare_screens(
+                recorded_png,
+                observation.screenshot_png,
+                thresholds=self.thresholds,
+                recorded_signature=self._signatures[step.index].result(),
+            )
         else:
-            diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box,
-                                   thresholds=self.thresholds)
-        info = ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="replayed",
-                          screen_diff=diff.screen_diff, region_diff=diff.region_diff, url_matches=url_ok)
+            diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box, thresholds=self.thresholds)
+        info = ReplayInfo(
+            source_run=self.source.run_id,
+            source_step=step.index,
+            decision="replayed",
+            screen_diff=diff.screen_diff,
+            region_diff=diff.region_diff,
+            url_matches=url_ok,
+        )
         if diff.matches and url_ok:
             return PolicyOutput(
-                raw_output=step.raw_output, tool_calls=[ToolCall(**step.tool_calls[0])] if step.tool_calls else [],
+                raw_output=step.raw_output,
+                tool_calls=[ToolCall(**step.tool_calls[0])] if step.tool_calls else [],
                 reasoning=f"Replayed step {step.index} of {self.source.run_id} (screen diff {diff.screen_diff:.3f}"
-                          + (f", target region {diff.region_diff:.3f}" if diff.region_diff is not None else "") + ").",
-                confidence_reason=NO_MODEL, unavailable={"prompt": NO_MODEL, "token_counts": NO_MODEL,
-                                                         "cache_hit": NO_MODEL, "attention": NO_MODEL},
-                policy_state=step.policy_state, policy_name="replay", replay=info,
+                + (f", target region {diff.region_diff:.3f}" if diff.region_diff is not None else "")
+                + ").",
+                confidence_reason=NO_MODEL,
+                unavailable={"prompt": NO_MODEL, "token_counts": NO_MODEL, "cache_hit": NO_MODEL, "attention": NO_MODEL},
+                policy_state=step.policy_state,
+                policy_name="replay",
+                replay=info,
             )
-        reason = "; ".join(r for r in (diff.reason, None if url_ok else f"the page is {observation.url}, "
-                                       f"the recording was on {step.url}") if r)
+        reason = "; ".join(
+            r for r in (diff.reason, None if url_ok else f"the page is {observation.url}, the recording was on {step.url}") if r
+        )
         info.decision, info.reason = "diverged", reason
         artifacts = {"side_by_side.png": side_by_side(recorded_png, observation.screenshot_png, box=box)}
         if self.fallback is None:
-            return PolicyOutput(raw_output=None, reasoning=f"The screen changed at recorded step {step.index}.",
-                                stop=f"diverged at recorded step {step.index}: {reason}", replay=info,
-                                artifacts=artifacts, policy_name="replay", confidence_reason=NO_MODEL)
+            return PolicyOutput(
+                raw_output=None,
+                reasoning=f"The screen changed at recorded step {step.index}.",
+                stop=f"diverged at recorded step {step.index}: {reason}",
+                replay=info,
+                artifacts=artifacts,
+                policy_name="replay",
+                confidence_reason=NO_MODEL,
+            )
         out = self._ask_fallback(task, history, observation)
         info.decision = "fallback"
         return out.model_copy(update={"replay": info, "artifacts": artifacts})
 
     def _target_check(self, step: StepRecord) -> str | None:
-        """"" when the element under the recorded point is the same one, a reason when not, None when unknown."""
+        """ "" when the element under the recorded point is the same one, a reason when not, None when unknown."""
         if self.element_at is None or step.element is None or step.coordinate is None:
             return None
         now = self.element_at(step.coordinate.css)
         was = step.element
         if now is None:
             return f"no element at {step.coordinate.css} now (the recording had <{was.tag}> {was.text[:40]!r})"
-        moved = max(abs(now.box.x - was.box.x), abs(now.box.y - was.box.y), abs(now.box.width - was.box.width),
-                    abs(now.box.height - was.box.height))
+        moved = max(
+            abs(now.box.x - was.box.x),
+            abs(now.box.y - was.box.y),
+            abs(now.box.width - was.box.width),
+            abs(now.box.height - was.box.height),
+        )
         if now.tag != was.tag or " ".join(now.text.split()) != " ".join(was.text.split()) or moved > 4:
-            return (f"the target changed: the recording had <{was.tag}> {was.text[:40]!r} at {step.coordinate.css}, "
-                    f"now <{now.tag}> {now.text[:40]!r} is there" + (f" (box moved {moved:.0f} px)" if moved > 4 else ""))
+            return (
+                f"the target changed: the recording had <{was.tag}> {was.text[:40]!r} at {step.coordinate.css}, "
+                f"now <{now.tag}> {now.text[:40]!r} is there" + (f" (box moved {moved:.0f} px)" if moved > 4 else "")
+            )
         return ""
 
     def _hand_over(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
         if self.fallback is None:
-            return PolicyOutput(raw_output=None, stop="the recording has no more steps and no fallback policy was given",
-                                policy_name="replay", confidence_reason=NO_MODEL)
+            return PolicyOutput(
+                raw_output=None,
+                stop="the recording has no more steps and no fallback policy was given",
+                policy_name="replay",
+                confidence_reason=NO_MODEL,
+            )
         self.handed_over = True
         return self._ask_fallback(task, history, observation)
 
     def _ask_fallback(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
         assert self.fallback is not None
         out = self.fallback.decide(task, history, observation)
-        return out.model_copy(update={"policy_name": out.policy_name or self.fallback.name,
-                                      "model": out.model or self.fallback.model})
+        return out.model_copy(
+            update={"policy_name": out.policy_name or self.fallback.name, "model": out.model or self.fallback.model}
+        )
 
     def _corrected(self, step: StepRecord, correction: Correction) -> PolicyOutput:
         call = _correction_call(correction, step)
         where = f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""
         return PolicyOutput(
-            raw_output=None, tool_calls=[ToolCall(**call)],
+            raw_output=None,
+            tool_calls=[ToolCall(**call)],
             reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}{where}",
             confidence_reason="a person's correction, not a model's decision",
-            policy_state=step.policy_state, policy_name="correction",
+            policy_state=step.policy_state,
+            policy_name="correction",
             replay=ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="corrected"),
         )
 
@@ -186,12 +240,15 @@ def _require_screenshots(run: RunRecord, run_dir: Path, steps: list[StepRecord],
     missing = missing_screenshots(run_dir, replayed)
     if missing:
         names = ", ".join(f"step {s.index} ({s.screenshot})" for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ReplayError(f"cannot replay run {run.run_id}: the screenshot of {names} is missing from {run_dir} "
-                          "(deleted?); a replay compares each recorded screen with the live one")
+        raise ReplayError(
+            f"cannot replay run {run.run_id}: the screenshot of {names} is missing from {run_dir} "
+            "(deleted?); a replay compares each recorded screen with the live one"
+        )
 
 
-def _source(runs_dir: Path, run_id: str, files_root: Path | None = None,
-            allow_programs: bool | None = None) -> tuple[RunRecord, Path, list[StepRecord], Task]:
+def _source(
+    runs_dir: Path, run_id: str, files_root: Path | None = None, allow_programs: bool | None = None
+) -> tuple[RunRecord, Path, list[StepRecord], Task]:
     try:
         run_dir = RunStore(runs_dir).run_dir(run_id)
         run, steps = read_run(run_dir), read_steps(run_dir)
@@ -200,8 +257,10 @@ def _source(runs_dir: Path, run_id: str, files_root: Path | None = None,
     if not steps:
         raise ReplayError(f"run {run.run_id} has no recorded steps")
     if not run.task_file or not Path(run.task_file).is_file():
-        raise ReplayError(f"run {run.run_id} was recorded from {run.task_file or 'an unnamed task'}, which is not "
-                          "here: a replay needs the task file (its secrets and files are not kept in the record)")
+        raise ReplayError(
+            f"run {run.run_id} was recorded from {run.task_file or 'an unnamed task'}, which is not "
+            "here: a replay needs the task file (its secrets and files are not kept in the record)"
+        )
     try:
         task = load_task(run.task_file, files_root=files_root, allow_programs=allow_programs)
     except TaskError as exc:
@@ -210,11 +269,22 @@ def _source(runs_dir: Path, run_id: str, files_root: Path | None = None,
 
 
 def replay(
-    runs_dir: Path, run_id: str, *, fallback: Fallback = "none", policy: str | None = None,
-    policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
-    headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
-    on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
-    files_root: Path | None = None, allow_programs: bool | None = None, hooks: Hooks | None = None,
+    runs_dir: Path,
+    run_id: str,
+    *,
+    fallback: Fallback = "none",
+    policy: str | None = None,
+    policy_overrides: dict[str, Any] | None = None,
+    layout_seed: int | None = None,
+    site_url: str | None = None,
+    headed: bool | None = None,
+    thresholds: Thresholds | None = None,
+    new_run_id: str | None = None,
+    on_step: StepCallback | None = None,
+    on_start: Callable[[RunRecord, Path], None] | None = None,
+    files_root: Path | None = None,
+    allow_programs: bool | None = None,
+    hooks: Hooks | None = None,
 ) -> RunResult:
     """Replay ``run_id`` from the same task state; the new run is recorded in ``runs_dir``."""
     source, source_dir, steps, task = _source(runs_dir, run_id, files_root, allow_programs)
@@ -226,21 +296,42 @@ def replay(
 
     def factory(task_: Task, executor: Executor) -> Policy:
         fb = make_policy(policy, task_, executor) if fallback == "policy" and policy else None
-        return ReplayPolicy(source, source_dir, steps, fallback=fb, thresholds=thresholds,
-                            element_at=executor.element_at)
+        return ReplayPolicy(source, source_dir, steps, fallback=fb, thresholds=thresholds, element_at=executor.element_at)
 
-    return run_task(task, runs_dir=runs_dir, layout_seed=source.layout_seed if layout_seed is None else layout_seed,
-                    site_url=site_url, headed=headed, policy_overrides=policy_overrides, policy_factory=factory,
-                    parent_run=source.run_id, parent_step=0, run_id=new_run_id, on_step=on_step, on_start=on_start,
-                    hooks=hooks)
+    return run_task(
+        task,
+        runs_dir=runs_dir,
+        layout_seed=source.layout_seed if layout_seed is None else layout_seed,
+        site_url=site_url,
+        headed=headed,
+        policy_overrides=policy_overrides,
+        policy_factory=factory,
+        parent_run=source.run_id,
+        parent_step=0,
+        run_id=new_run_id,
+        on_step=on_step,
+        on_start=on_start,
+        hooks=hooks,
+    )
 
 
 def resume(
-    runs_dir: Path, run_id: str, *, from_step: int, policy: str | None = None,
-    policy_overrides: dict[str, Any] | None = None, layout_seed: int | None = None, site_url: str | None = None,
-    headed: bool | None = None, thresholds: Thresholds | None = None, new_run_id: str | None = None,
-    on_step: StepCallback | None = None, on_start: Callable[[RunRecord, Path], None] | None = None,
-    files_root: Path | None = None, allow_programs: bool | None = None, hooks: Hooks | None = None,
+    runs_dir: Path,
+    run_id: str,
+    *,
+    from_step: int,
+    policy: str | None = None,
+    policy_overrides: dict[str, Any] | None = None,
+    layout_seed: int | None = None,
+    site_url: str | None = None,
+    headed: bool | None = None,
+    thresholds: Thresholds | None = None,
+    new_run_id: str | None = None,
+    on_step: StepCallback | None = None,
+    on_start: Callable[[RunRecord, Path], None] | None = None,
+    files_root: Path | None = None,
+    allow_programs: bool | None = None,
+    hooks: Hooks | None = None,
 ) -> RunResult:
     """Replay the steps before ``from_step``, then hand over to ``policy``. A step from ``from_step`` on that a
     person labelled wrong (with a correction) is replayed up to and executed as corrected, then the policy goes on."""
@@ -259,11 +350,29 @@ def resume(
     check_policy(policy, with_policy_overrides(task, policy_overrides))  # before the site and browser start
 
     def factory(task_: Task, executor: Executor) -> Policy:
-        return ReplayPolicy(source, source_dir, steps, fallback=make_policy(policy, task_, executor),
-                            hand_over_at=from_step if first_fix is None else first_fix,
-                            corrections=corrections, thresholds=thresholds, element_at=executor.element_at)
+        return ReplayPolicy(
+            source,
+            source_dir,
+            steps,
+            fallback=make_policy(policy, task_, executor),
+            hand_over_at=from_step if first_fix is None else first_fix,
+            corrections=corrections,
+            thresholds=thresholds,
+            element_at=executor.element_at,
+        )
 
-    return run_task(task, runs_dir=runs_dir, layout_seed=source.layout_seed if layout_seed is None else layout_seed,
-                    site_url=site_url, headed=headed, policy_overrides=policy_overrides, policy_factory=factory,
-                    parent_run=source.run_id, parent_step=from_step, run_id=new_run_id, on_step=on_step,
-                    on_start=on_start, hooks=hooks)
+    return run_task(
+        task,
+        runs_dir=runs_dir,
+        layout_seed=source.layout_seed if layout_seed is None else layout_seed,
+        site_url=site_url,
+        headed=headed,
+        policy_overrides=policy_overrides,
+        policy_factory=factory,
+        parent_run=source.run_id,
+        parent_step=from_step,
+        run_id=new_run_id,
+        on_step=on_step,
+        on_start=on_start,
+        hooks=hooks,
+    )

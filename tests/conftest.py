@@ -16,8 +16,19 @@ TASKS = ROOT / "tasks"
 # Markers for a fast inner loop (`pytest -m "not slow"`): a test that starts Chromium or a site is `browser`, one
 # that loads a model is `model`, one that needs Xvfb is `desktop` (marked where it calls require_xvfb); all of
 # them are `slow`. Fixtures say most of it, so new tests are marked without remembering to.
-BROWSER_FIXTURES = {"chromium", "browser", "shop", "page", "pages", "signed_in", "publish_run", "original", "recorded",
-                    "chromium_module", "chromium_rebinding"}
+BROWSER_FIXTURES = {
+    "chromium",
+    "browser",
+    "shop",
+    "page",
+    "pages",
+    "signed_in",
+    "publish_run",
+    "original",
+    "recorded",
+    "chromium_module",
+    "chromium_rebinding",
+}
 MODEL_FIXTURES = {"model_dir", "tiny_model", "plain", "fast", "backend"}
 MODEL_MODULES = {"test_attention", "test_fast_decoding", "test_qwen_local"}
 
@@ -59,6 +70,7 @@ def browser(chromium, tmp_path):
     from tools.browser import BrowserExecutor, BrowserSettings
 
     files = {"lamp": TASKS / "fixtures" / "desk_lamp.png"}
-    with BrowserExecutor(BrowserSettings(), files=files, secrets={"password": "s3cr3t-value"},
-                         allowed_origins=["http://127.0.0.1:1"]) as executor:
+    with BrowserExecutor(
+        BrowserSettings(), files=files, secrets={"password": "s3cr3t-value"}, allowed_origins=["http://127.0.0.1:1"]
+    ) as executor:
         yield executor

@@ -15,20 +15,41 @@ def call(**arguments):
 
 def test_every_computer_use_action_validates():
     samples = [
-        call(action="key", keys=["ctrl", "a"]), call(action="type", text="hi"),
-        call(action="mouse_move", coordinate=[1, 2]), call(action="left_click", coordinate=[1, 2]),
-        call(action="left_click_drag", coordinate=[1, 2]), call(action="right_click", coordinate=[1, 2]),
-        call(action="middle_click", coordinate=[1, 2]), call(action="double_click", coordinate=[1, 2]),
-        call(action="triple_click", coordinate=[1, 2]), call(action="scroll", pixels=-300),
-        call(action="hscroll", pixels=100, coordinate=[5, 5]), call(action="wait", time=0.5),
-        call(action="terminate", status="failure"), call(action="answer", text="42"),
+        call(action="key", keys=["ctrl", "a"]),
+        call(action="type", text="hi"),
+        call(action="mouse_move", coordinate=[1, 2]),
+        call(action="left_click", coordinate=[1, 2]),
+        call(action="left_click_drag", coordinate=[1, 2]),
+        call(action="right_click", coordinate=[1, 2]),
+        call(action="middle_click", coordinate=[1, 2]),
+        call(action="double_click", coordinate=[1, 2]),
+        call(action="triple_click", coordinate=[1, 2]),
+        call(action="scroll", pixels=-300),
+        call(action="hscroll", pixels=100, coordinate=[5, 5]),
+        call(action="wait", time=0.5),
+        call(action="terminate", status="failure"),
+        call(action="answer", text="42"),
         ToolCall(name="upload_file", arguments={"file": "img", "coordinate": [3, 4]}),
         ToolCall(name="goto_url", arguments={"url": "http://127.0.0.1/x"}),
     ]
     names = [parse_tool_call(c).action for c in samples]
     assert names == [
-        "key", "type", "mouse_move", "left_click", "left_click_drag", "right_click", "middle_click",
-        "double_click", "triple_click", "scroll", "hscroll", "wait", "terminate", "answer", "upload_file", "goto_url",
+        "key",
+        "type",
+        "mouse_move",
+        "left_click",
+        "left_click_drag",
+        "right_click",
+        "middle_click",
+        "double_click",
+        "triple_click",
+        "scroll",
+        "hscroll",
+        "wait",
+        "terminate",
+        "answer",
+        "upload_file",
+        "goto_url",
     ]
 
 
@@ -106,4 +127,3 @@ def test_key_names():
     assert playwright_chord(["esc"]) == "Escape"
     with pytest.raises(ActionError, match="unknown key name 'hyper'"):
         playwright_chord(["hyper"])
-

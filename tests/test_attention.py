@@ -45,8 +45,14 @@ def eager_rows(net, inputs, sequences):
     net.set_attn_implementation("eager")
     try:
         with torch.inference_mode():
-            out = net(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=inputs["pixel_values"],
-                      image_grid_thw=inputs["image_grid_thw"], mm_token_type_ids=mm, output_attentions=True)
+            out = net(
+                input_ids=full,
+                attention_mask=torch.ones_like(full),
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+                mm_token_type_ids=mm,
+                output_attentions=True,
+            )
     finally:
         net.set_attn_implementation({"text_config": "sdpa", "vision_config": "sdpa"})
     return out.attentions
@@ -62,15 +68,30 @@ def test_captured_rows_equal_eager_attention(backend, history):
 
     from tracer.schema import StepRecord, StepTimings
 
-    past = [StepRecord(index=0, started_at=datetime.now(timezone.utc), timings=StepTimings(), url=None, title=None,
-                       screenshot="steps/0000/screenshot.png", screenshot_size=(1280, 800), policy="qwen3vl",
-                       raw_output="x", reasoning="", action={"action": "wait"}, confidence=None, outcome="ok")]
+    past = [
+        StepRecord(
+            index=0,
+            started_at=datetime.now(timezone.utc),
+            timings=StepTimings(),
+            url=None,
+            title=None,
+            screenshot="steps/0000/screenshot.png",
+            screenshot_size=(1280, 800),
+            policy="qwen3vl",
+            raw_output="x",
+            reasoning="",
+            action={"action": "wait"},
+            confidence=None,
+            outcome="ok",
+        )
+    ]
     prompt = build_prompt(task, past, png(), past_screenshots={0: png((10, 10, 10), (640, 400))})
     inputs = backend.inputs(prompt)
     with torch.inference_mode():
         out = backend.net.generate(**inputs, max_new_tokens=12, do_sample=False, return_dict_in_generate=True)
-    captured = capture_after_generate(backend.net, inputs, out.sequences, out.past_key_values,
-                                      image_token_id=backend.image_token_id)
+    captured = capture_after_generate(
+        backend.net, inputs, out.sequences, out.past_key_values, image_token_id=backend.image_token_id
+    )
     spans = image_spans(inputs["input_ids"][0], backend.image_token_id)
     assert len(spans) == history and spans[-1][1] - spans[-1][0] == 1000
     assert captured.grid == (25, 40) and captured.rows.shape == (4, out.sequences.shape[1] - inputs["input_ids"].shape[1], 1000)
@@ -78,7 +99,7 @@ def test_captured_rows_equal_eager_attention(backend, history):
     start, end = spans[-1]  # only the current screenshot
     prompt_len = inputs["input_ids"].shape[1]
     for layer, rows in enumerate(captured.rows):
-        expected = reference[layer][0][:, prompt_len - 1:, start:end].float().mean(0)
+        expected = reference[layer][0][:, prompt_len - 1 :, start:end].float().mean(0)
         assert torch.allclose(rows, expected, atol=1e-5), float((rows - expected).abs().max())
 
 
@@ -97,13 +118,14 @@ def test_fast_path_capture_over_the_static_cache_equals_eager_attention(backend)
         prompt_len = inputs["input_ids"].shape[1]
         sequences = torch.cat([inputs["input_ids"][0], torch.tensor(result.new_ids)])[None, :]
         decoder.prepare_capture(prompt_len - 1)
-        captured = capture_after_generate(backend.net, inputs, sequences, decoder.cache,
-                                          image_token_id=backend.image_token_id, position_ids=result.position_ids)
+        captured = capture_after_generate(
+            backend.net, inputs, sequences, decoder.cache, image_token_id=backend.image_token_id, position_ids=result.position_ids
+        )
         assert captured.rows.shape == (4, 12, 1000)
         reference = eager_rows(backend.net, inputs, sequences)
         start = inputs["input_ids"][0].tolist().index(backend.image_token_id)
         for layer, rows in enumerate(captured.rows):
-            expected = reference[layer][0][:, prompt_len - 1:, start:start + 1000].float().mean(0)
+            expected = reference[layer][0][:, prompt_len - 1 :, start : start + 1000].float().mean(0)
             assert torch.allclose(rows, expected, atol=1e-5), float((rows - expected).abs().max())
     assert result.stats.prefix_reused == start
 
@@ -116,8 +138,13 @@ def test_policy_records_maps_per_target_and_group(backend):
 
     task = load_task(TASKS / "publish_product.yaml")
     task.policy.max_new_tokens = 16
-    obs = Observation(screenshot_png=png(), screenshot_size=(1280, 800), css_size=(1280, 800), device_scale_factor=1.0,
-                      taken_at=datetime.now(timezone.utc))
+    obs = Observation(
+        screenshot_png=png(),
+        screenshot_size=(1280, 800),
+        css_size=(1280, 800),
+        device_scale_factor=1.0,
+        taken_at=datetime.now(timezone.utc),
+    )
     output = QwenPolicy(backend, task).decide(task, [], obs)
     maps = output.attention_maps
     assert maps is not None and "output/deep" in maps.maps
@@ -133,8 +160,10 @@ def test_policy_records_maps_per_target_and_group(backend):
 def test_token_alignment_picks_the_coordinate_tokens(backend):
     from agent.confidence import target_tokens, word_tokens
 
-    text = ('The Publish button.\n</think>\n\n<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", '
-            '"coordinate": [183, 524]}}\n</tool_call>')
+    text = (
+        'The Publish button.\n</think>\n\n<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", '
+        '"coordinate": [183, 524]}}\n</tool_call>'
+    )
     ids = backend.tokenizer(text, add_special_tokens=False)["input_ids"]
     decoded, tokens = backend._spans(ids, [0.0] * len(ids))
     assert decoded == text
@@ -161,8 +190,9 @@ def test_figures_are_fractions_and_follow_the_attention():
 
 
 def test_overlays_render_at_screenshot_size(tmp_path):
-    maps = AttentionMaps.from_rows(np.random.default_rng(0).random((6, 5, 1000)), grid=(25, 40), resized_size=(1280, 800),
-                                   targets={"action": [1, 2]})
+    maps = AttentionMaps.from_rows(
+        np.random.default_rng(0).random((6, 5, 1000)), grid=(25, 40), resized_size=(1280, 800), targets={"action": [1, 2]}
+    )
     assert set(maps.maps) == {"action/shallow", "action/middle", "action/deep", "action/all"}
     maps.save(tmp_path / "a.npz")
     back = AttentionMaps.load(tmp_path / "a.npz")
@@ -182,9 +212,29 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
 
     model = backend.model
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(TASKS / "publish_product.yaml"), "--policy",
-                           "qwen3vl", "--model", model, "--max-steps", "1", "--max-new-tokens", "16", "--runs-dir",
-                           str(runs)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            str(TASKS / "publish_product.yaml"),
+            "--policy",
+            "qwen3vl",
+            "--model",
+            model,
+            "--max-steps",
+            "1",
+            "--max-new-tokens",
+            "16",
+            "--runs-dir",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1, proc.stderr
     [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
     [step] = read_steps(run_dir)
@@ -194,15 +244,51 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
         response = httpx.get(f"{viewer.url}/runs/{run_dir.name}/steps/0/attention.png", params={"key": "output/deep"})
         assert response.status_code == 200
         assert Image.open(io.BytesIO(response.content)).size == (1280, 800)
-        assert httpx.get(f"{viewer.url}/runs/{run_dir.name}/steps/0/attention.png",
-                         params={"key": "../../x/deep"}).status_code in (400, 404, 422)
+        assert httpx.get(
+            f"{viewer.url}/runs/{run_dir.name}/steps/0/attention.png", params={"key": "../../x/deep"}
+        ).status_code in (400, 404, 422)
     for method in ("attention", "gradcam"):
-        out = subprocess.run([sys.executable, "-m", "agent.cli", "explain", run_dir.name, "--step", "0", "--runs-dir",
-                              str(runs), "--method", method, "--out", str(tmp_path / method)],
-                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "explain",
+                run_dir.name,
+                "--step",
+                "0",
+                "--runs-dir",
+                str(runs),
+                "--method",
+                method,
+                "--out",
+                str(tmp_path / method),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert out.returncode == 0, out.stderr
         overlays = list((tmp_path / method).glob("*.png"))
         assert overlays and all(Image.open(p).size == (1280, 800) for p in overlays)
-    bad = subprocess.run([sys.executable, "-m", "agent.cli", "explain", run_dir.name, "--step", "0", "--runs-dir",
-                          str(runs), "--text", "no-such-word-here"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "explain",
+            run_dir.name,
+            "--step",
+            "0",
+            "--runs-dir",
+            str(runs),
+            "--text",
+            "no-such-word-here",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "not in the step's output" in bad.stderr

@@ -30,8 +30,15 @@ from tracer.schema import StepRecord
 def glassbox(*args: str, cwd: Path, columns: int = 200) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess; stdout is a pipe, as in `glassbox runs list | grep failed`."""
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 class Recorded:
@@ -43,8 +50,13 @@ class Recorded:
         self.failed_id = failed_id
 
     def refs(self) -> dict[str, str]:
-        return {"printed": self.printed, "slash": self.printed + "/", "absolute": str(self.run_dir),
-                "id": self.run_id, "prefix": self.run_id[:-1]}
+        return {
+            "printed": self.printed,
+            "slash": self.printed + "/",
+            "absolute": str(self.run_dir),
+            "id": self.run_id,
+            "prefix": self.run_id[:-1],
+        }
 
 
 def _printed_dir(stdout: str) -> str:
@@ -96,8 +108,18 @@ def test_graph_diff_export_explain_and_resume_resolve_every_form_to_the_same_run
         export = glassbox("export", "playwright", ref, "--out", str(script), cwd=recorded.cwd)
         explain = glassbox("explain", ref, "--step", "999", cwd=recorded.cwd)
         resume = glassbox("resume", ref, "--from-step", "999", cwd=recorded.cwd)
-        outcomes[kind] = [graph.returncode, graph.stdout, diff.returncode, diff.stdout, export.returncode,
-                          script.read_text(), explain.returncode, explain.stderr, resume.returncode, resume.stderr]
+        outcomes[kind] = [
+            graph.returncode,
+            graph.stdout,
+            diff.returncode,
+            diff.stdout,
+            export.returncode,
+            script.read_text(),
+            explain.returncode,
+            explain.stderr,
+            resume.returncode,
+            resume.stderr,
+        ]
     first = outcomes["printed"]
     assert first[0] == 0 and str(first[1]).count("-->") > 20
     assert first[2] == 0 and "no difference over 21 steps" in str(first[3])
@@ -126,8 +148,11 @@ def test_a_folder_outside_the_runs_dir(recorded, tmp_path):
     resumed = glassbox("resume", str(recorded.run_dir), "--from-step", "999", cwd=tmp_path)
     assert resumed.returncode == 2 and "cannot resume from step 999" in resumed.stderr
     # ...but an explicit --runs-dir that names another directory is refused rather than guessed at.
-    for args in (("resume", str(recorded.run_dir), "--from-step", "999"), ("replay", str(recorded.run_dir)),
-                 ("runs", "rm", str(recorded.run_dir), "--yes")):
+    for args in (
+        ("resume", str(recorded.run_dir), "--from-step", "999"),
+        ("replay", str(recorded.run_dir)),
+        ("runs", "rm", str(recorded.run_dir), "--yes"),
+    ):
         refused = glassbox(*args, "--runs-dir", str(tmp_path / "other"), cwd=tmp_path)
         assert refused.returncode == 2, args
         assert f"is not in --runs-dir {tmp_path / 'other'}" in refused.stderr
@@ -142,13 +167,21 @@ def test_unknown_and_ambiguous_refs_exit_2_saying_what_was_looked_for(recorded, 
     assert ambiguous.returncode == 2
     assert "'20990101-000000-copy-aaaa' matches 2 runs" in ambiguous.stderr
     assert "20990101-000000-copy-aaaaaa" in ambiguous.stderr and "20990101-000000-copy-aaaabb" in ambiguous.stderr
-    for args in (("runs", "show", "nope"), ("diff", "20990101-000000-copy-aaaaaa", "nope"), ("replay", "nope"),
-                 ("export", "playwright", "nope", "--out", str(tmp_path / "x.py")), ("explain", "nope", "--step", "0")):
+    for args in (
+        ("runs", "show", "nope"),
+        ("diff", "20990101-000000-copy-aaaaaa", "nope"),
+        ("replay", "nope"),
+        ("export", "playwright", "nope", "--out", str(tmp_path / "x.py")),
+        ("explain", "nope", "--step", "0"),
+    ):
         unknown = glassbox(*args, "--runs-dir", str(runs), cwd=tmp_path)
         assert unknown.returncode == 2, args
         assert f"no run 'nope' in {runs}: looked for a run id or a prefix of one among its 2 run(s)" in unknown.stderr
-    for ref, why in (("runs/nope/", "runs/nope is not a folder"), (str(runs), f"{runs} has no run.json"),
-                     ("runs/*", "runs/* is not a folder")):
+    for ref, why in (
+        ("runs/nope/", "runs/nope is not a folder"),
+        (str(runs), f"{runs} has no run.json"),
+        ("runs/*", "runs/* is not a folder"),
+    ):
         bad = glassbox("runs", "show", ref, cwd=tmp_path)
         assert bad.returncode == 2 and why in bad.stderr, (ref, bad.stderr)
     # A glob character in a prefix is text, not a pattern.
@@ -205,8 +238,7 @@ def test_runs_list_json_and_piped_rows(recorded):
         lines = piped.stdout.splitlines()
         assert lines[0].split() == ["run", "task", "policy", "status", "steps", "errors", "time", "started"]
         failed = [line for line in lines if "failed" in line]
-        assert len(failed) == 1 and failed[0].split()[:6] == [recorded.failed_id, "publish-product", "script",
-                                                                "failed", "2", "0"]
+        assert len(failed) == 1 and failed[0].split()[:6] == [recorded.failed_id, "publish-product", "script", "failed", "2", "0"]
         ok = [line for line in lines if recorded.run_id in line]
         assert len(ok) == 1 and "succeeded" in ok[0] and "\x1b" not in piped.stdout
 
@@ -235,6 +267,7 @@ def test_terminal_tables_wrap_instead_of_dropping_columns():
 
 
 # -- tools offered per executor kind -------------------------------------------------------------------------------
+
 
 def _names(task: Task) -> list[str]:
     return [f["name"] for f in tools_for(task)]
@@ -271,8 +304,10 @@ class _GotoThenStop(Policy):
             return PolicyOutput(raw_output="<tool_call>goto</tool_call>", tool_calls=[call])
         prompt = build_prompt(task, history, observation.screenshot_png)
         self.second_prompt = "\n".join(m.text() for m in prompt.messages)
-        return PolicyOutput(raw_output="<tool_call>stop</tool_call>",
-                            tool_calls=[ToolCall(name="computer_use", arguments={"action": "terminate", "status": "failure"})])
+        return PolicyOutput(
+            raw_output="<tool_call>stop</tool_call>",
+            tool_calls=[ToolCall(name="computer_use", arguments={"action": "terminate", "status": "failure"})],
+        )
 
 
 @pytest.mark.desktop
@@ -282,8 +317,9 @@ def test_a_desktop_model_calling_goto_url_gets_an_error_step_fed_back(tmp_path):
 
     require_xvfb()
     policy = _GotoThenStop()
-    result = run_task(load_task(TASKS / "desktop_form.yaml"), runs_dir=tmp_path / "runs",
-                      policy_factory=lambda task, executor: policy)
+    result = run_task(
+        load_task(TASKS / "desktop_form.yaml"), runs_dir=tmp_path / "runs", policy_factory=lambda task, executor: policy
+    )
     steps = read_steps(result.run_dir)
     assert [s.index for s in steps] == [0, 1] and result.status is RunStatus.failed
     first = steps[0]
@@ -297,8 +333,13 @@ def test_a_desktop_model_calling_goto_url_gets_an_error_step_fed_back(tmp_path):
 def test_listing_a_runs_dir_that_does_not_exist_says_so_and_creates_nothing(tmp_path):
     missing = tmp_path / "typo"
     for extra, expect in (([], "no runs in"), (["--json"], '"runs": []')):
-        proc = subprocess.run([sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(missing), *extra],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(missing), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0, proc.stderr
         assert expect in proc.stdout
     assert not missing.exists()
@@ -310,8 +351,13 @@ def test_a_damaged_run_record_is_a_message_for_every_reading_command_and_can_sti
     (runs / "broken" / "run.json").write_text("{not json")
 
     def glassbox(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
 
     for args in (["runs", "show", "broken"], ["graph", "broken"], ["explain", "broken", "--step", "0"]):
         proc = glassbox(*args)

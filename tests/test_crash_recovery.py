@@ -44,8 +44,14 @@ def png(colour: int = 128) -> bytes:
 
 def record(run_id: str, *, task_file: str | None = None, pid: int | None = None) -> RunRecord:
     return RunRecord(
-        run_id=run_id, task_name="crash-probe", task_file=task_file, task={}, policy="script",
-        status=RunStatus.running, started_at=datetime.now(timezone.utc), pid=pid or os.getpid(),
+        run_id=run_id,
+        task_name="crash-probe",
+        task_file=task_file,
+        task={},
+        policy="script",
+        status=RunStatus.running,
+        started_at=datetime.now(timezone.utc),
+        pid=pid or os.getpid(),
         host=socket.gethostname(),
     )
 
@@ -53,16 +59,27 @@ def record(run_id: str, *, task_file: str | None = None, pid: int | None = None)
 def step(index: int, *, reasoning: str = "r", outcome: str = "ok") -> StepRecord:
     shot = f"steps/{index:04d}/screenshot.png"
     return StepRecord(
-        index=index, started_at=datetime.now(timezone.utc), timings=StepTimings(), url="http://127.0.0.1:1/",
-        title="t", screenshot=shot, screenshot_size=(40, 25), policy="script", raw_output="x", reasoning=reasoning,
-        action={"action": "left_click", "coordinate": [500, 500]}, confidence=None, outcome=outcome,
+        index=index,
+        started_at=datetime.now(timezone.utc),
+        timings=StepTimings(),
+        url="http://127.0.0.1:1/",
+        title="t",
+        screenshot=shot,
+        screenshot_size=(40, 25),
+        policy="script",
+        raw_output="x",
+        reasoning=reasoning,
+        action={"action": "left_click", "coordinate": [500, 500]},
+        confidence=None,
+        outcome=outcome,
         error=None if outcome == "ok" else "boom",
         prompt=[PromptMessage(role="user", text="what next?", images=[shot])],
     )
 
 
-def make_run(runs: Path, run_id: str, steps: int = 3, *, task_file: str | None = None,
-             status: RunStatus = RunStatus.succeeded) -> Path:
+def make_run(
+    runs: Path, run_id: str, steps: int = 3, *, task_file: str | None = None, status: RunStatus = RunStatus.succeeded
+) -> Path:
     writer = RunWriter.create(runs, record(run_id, task_file=task_file))
     for i in range(steps):
         writer.write_screenshot(i, png(i * 20))
@@ -72,8 +89,14 @@ def make_run(runs: Path, run_id: str, steps: int = 3, *, task_file: str | None =
 
 
 def cli(*args: str, runs: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def listed(runs: Path) -> dict[str, int]:
@@ -99,8 +122,9 @@ def assert_all_open(runs: Path, expected: dict[str, int]) -> None:
 
 
 def asides(runs: Path) -> list[Path]:
-    return sorted(p for p in runs.iterdir() if p.name.startswith(f"{INDEX_FILE}.corrupt-") and "-wal" not in p.name
-                  and "-shm" not in p.name)
+    return sorted(
+        p for p in runs.iterdir() if p.name.startswith(f"{INDEX_FILE}.corrupt-") and "-wal" not in p.name and "-shm" not in p.name
+    )
 
 
 @pytest.fixture
@@ -153,8 +177,12 @@ def _current_version_missing_tables(path: Path) -> None:
 
 
 CORRUPTIONS = {
-    "garbage": _garbage, "truncated": _truncated, "header-only": _header_only, "directory": _directory,
-    "wrong-schema": _wrong_schema, "missing-table": _current_version_missing_tables,
+    "garbage": _garbage,
+    "truncated": _truncated,
+    "header-only": _header_only,
+    "directory": _directory,
+    "wrong-schema": _wrong_schema,
+    "missing-table": _current_version_missing_tables,
 }
 
 
@@ -211,7 +239,7 @@ def test_a_page_of_the_index_overwritten_with_garbage_is_found_mid_query(big_run
     runs, expected = big_runs
     path = runs / INDEX_FILE
     data = bytearray(path.read_bytes())
-    data[4096 * 3:4096 * 6] = b"\xa5" * (4096 * 3)
+    data[4096 * 3 : 4096 * 6] = b"\xa5" * (4096 * 3)
     path.write_bytes(bytes(data))
     index = RunIndex(runs)  # opens: the schema page is intact
     try:
@@ -249,9 +277,14 @@ def test_glassbox_run_with_a_corrupt_index_records_and_warns(tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "20261101-000000-a", 3)
     _garbage(runs / INDEX_FILE)
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path, waits=2)),
-                           "--runs-dir", str(runs)], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path, waits=2)), "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert "Traceback" not in proc.stderr and proc.returncode in (0, 1), proc.stderr
     assert "moved to index.sqlite3.corrupt-" in proc.stderr
     new = [p.name for p in runs.iterdir() if p.is_dir() and p.name != "20261101-000000-a"]
@@ -262,11 +295,22 @@ def test_glassbox_run_with_a_corrupt_index_records_and_warns(tmp_path):
 def test_several_processes_meeting_one_corrupt_index_move_it_aside_once(tmp_path, two_runs):
     runs, expected = two_runs
     _garbage(runs / INDEX_FILE)
-    code = ("import sys; from pathlib import Path; from tracer.index import RunIndex; sys.stdout.write('ready\\n');"
-            "sys.stdout.flush(); sys.stdin.readline(); i = RunIndex(Path(sys.argv[1])); i.sync();"
-            "print(sorted((r.run_id, r.steps) for r in i.runs())); i.close()")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(runs)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    code = (
+        "import sys; from pathlib import Path; from tracer.index import RunIndex; sys.stdout.write('ready\\n');"
+        "sys.stdout.flush(); sys.stdin.readline(); i = RunIndex(Path(sys.argv[1])); i.sync();"
+        "print(sorted((r.run_id, r.steps) for r in i.runs())); i.close()"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(runs)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline() == "ready\n"
@@ -307,8 +351,17 @@ def test_concurrent_writers_into_one_fresh_runs_dir(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     names = ["w0", "w1", "w2"]
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(runs), name], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in names]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(runs), name],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline() == "ready\n"
@@ -331,7 +384,8 @@ def test_concurrent_writers_into_one_fresh_runs_dir(tmp_path):
     expected = {f"20261103-00000{n}-{name}": 5 for n in range(3) for name in names}
     assert rows == expected
     assert sorted((lbl["run_id"], lbl["idx"], lbl["note"]) for lbl in labels) == sorted(
-        (run_id, 2, run_id.rsplit("-", 1)[1]) for run_id in expected)
+        (run_id, 2, run_id.rsplit("-", 1)[1]) for run_id in expected
+    )
     assert len({lbl["id"] for lbl in labels}) == len(expected)
     assert_all_open(runs, expected)
 
@@ -341,9 +395,9 @@ def test_concurrent_writers_into_one_fresh_runs_dir(tmp_path):
 UNICODE = step(3, reasoning="café ☕ 漢字 — ok").model_dump_json().encode()
 TORN_TAILS = {
     "partial-line": UNICODE[:40],
-    "torn-multibyte-char": UNICODE[:UNICODE.index("☕".encode()) + 1],
+    "torn-multibyte-char": UNICODE[: UNICODE.index("☕".encode()) + 1],
     "invalid-utf8-whole-line": b'{"index": 3, "bad": "\xff\xfe\xc3"}\n',
-    "torn-char-then-newline": UNICODE[:UNICODE.index("漢".encode()) + 2] + b"\n",
+    "torn-char-then-newline": UNICODE[: UNICODE.index("漢".encode()) + 2] + b"\n",
     "nul-bytes": b"\x00" * 300,
     "invalid-line-then-a-whole-step": b"\xc3\x28 not json\n" + step(3).model_dump_json().encode() + b"\n",
 }
@@ -397,8 +451,14 @@ for i in range(stop_at + 1):
 def test_sigkill_mid_step_leaves_the_index_counting_whole_lines(tmp_path, mode):
     runs = tmp_path / "runs"
     make_run(runs, "20261101-000000-a", 3)
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(runs), mode, "4"], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(runs), mode, "4"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline() == "ready\n", proc.stderr.read()
         os.kill(proc.pid, signal.SIGKILL)
@@ -425,8 +485,12 @@ def test_sigkill_mid_step_leaves_the_index_counting_whole_lines(tmp_path, mode):
 @pytest.mark.usefixtures("chromium")
 def test_sigkill_of_a_real_run_counts_whole_lines(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path, waits=40)), "--runs-dir",
-                             str(runs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path, waits=40)), "--runs-dir", str(runs)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     try:
         follower: RunFollower | None = None
         seen: list[StepRecord] = []
@@ -493,8 +557,11 @@ def test_stale_temporary_files_are_removed_when_the_run_is_indexed(tmp_path):
 def test_labels_survive_deleting_the_index(tmp_path, two_runs):
     runs, expected = two_runs
     labels = Labels(runs)
-    wrong = labels.add("20261101-000000-a", 1, LabelIn(verdict="wrong", note="there",
-                                                       correction=Correction(action="left_click", coordinate=(250, 400))))
+    wrong = labels.add(
+        "20261101-000000-a",
+        1,
+        LabelIn(verdict="wrong", note="there", correction=Correction(action="left_click", coordinate=(250, 400))),
+    )
     right = labels.add("20261101-000001-b", 0, LabelIn(verdict="correct"))
     undone = labels.add("20261101-000000-a", 2, LabelIn(verdict="correct"))
     assert labels.undo(undone.id) and not labels.undo(undone.id)
@@ -524,8 +591,20 @@ def test_a_label_appended_by_another_process_and_a_torn_label_line(tmp_path, two
     assert [lbl.id for lbl in labels.list()] == [first.id, second.id]
     # Appended without telling the index (the mirror catches up by the file's size).
     with open(path, "ab") as fh:
-        fh.write(json.dumps({"op": "add", "id": 7, "step": 2, "verdict": "correct", "note": None, "correction": None,
-                             "created_at": "2026-11-01T00:00:00+00:00"}).encode() + b"\n")
+        fh.write(
+            json.dumps(
+                {
+                    "op": "add",
+                    "id": 7,
+                    "step": 2,
+                    "verdict": "correct",
+                    "note": None,
+                    "correction": None,
+                    "created_at": "2026-11-01T00:00:00+00:00",
+                }
+            ).encode()
+            + b"\n"
+        )
     assert sorted(lbl.id for lbl in labels.list()) == sorted([7, first.id, second.id])
     assert labels.undo(7)
     assert_all_open(runs, expected)
@@ -550,15 +629,16 @@ def old_index(runs: Path) -> None:
         path.unlink()
     conn = sqlite3.connect(runs / INDEX_FILE)
     conn.executescript(OLD_SCHEMA)
-    correction = json.dumps({"action": "left_click", "coordinate": [100.0, 200.0], "text": None, "keys": None,
-                             "pixel": [4, 5]})
-    conn.executemany("INSERT INTO labels (run_id, idx, verdict, correction, note, created_at, deleted) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                         ("20261101-000000-a", 1, "wrong", correction, "old", "2026-10-01T10:00:00+02:00", 0),
-                         ("20261101-000000-a", 2, "correct", None, None, "2026-10-01T10:01:00+02:00", 1),
-                         ("20261101-000001-b", 0, "correct", None, "kept", "2026-10-01T10:02:00+02:00", 0),
-                         ("20261031-gone", 0, "correct", None, None, "2026-10-01T10:03:00+02:00", 0),
-                     ])
+    correction = json.dumps({"action": "left_click", "coordinate": [100.0, 200.0], "text": None, "keys": None, "pixel": [4, 5]})
+    conn.executemany(
+        "INSERT INTO labels (run_id, idx, verdict, correction, note, created_at, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("20261101-000000-a", 1, "wrong", correction, "old", "2026-10-01T10:00:00+02:00", 0),
+            ("20261101-000000-a", 2, "correct", None, None, "2026-10-01T10:01:00+02:00", 1),
+            ("20261101-000001-b", 0, "correct", None, "kept", "2026-10-01T10:02:00+02:00", 0),
+            ("20261031-gone", 0, "correct", None, None, "2026-10-01T10:03:00+02:00", 0),
+        ],
+    )
     conn.commit()
     conn.close()
 
@@ -567,10 +647,21 @@ def test_labels_of_an_old_index_move_to_the_folders_on_first_open(tmp_path, two_
     runs, expected = two_runs
     old_index(runs)
     # Several processes open the old index at once: each label is written to its folder once.
-    code = ("import sys; from pathlib import Path; from replays.labels import Labels; sys.stdout.write('ready\\n');"
-            "sys.stdout.flush(); sys.stdin.readline(); print(len(Labels(Path(sys.argv[1])).list()))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(runs)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    code = (
+        "import sys; from pathlib import Path; from replays.labels import Labels; sys.stdout.write('ready\\n');"
+        "sys.stdout.flush(); sys.stdin.readline(); print(len(Labels(Path(sys.argv[1])).list()))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(runs)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline() == "ready\n"
@@ -585,7 +676,9 @@ def test_labels_of_an_old_index_move_to_the_folders_on_first_open(tmp_path, two_
     assert [out.strip() for out, _ in outputs] == ["2", "2", "2"], outputs
     labels = Labels(runs).list()
     assert [(lbl.id, lbl.run_id, lbl.step, lbl.verdict, lbl.note, lbl.pixel) for lbl in labels] == [
-        (1, "20261101-000000-a", 1, "wrong", "old", (4, 5)), (3, "20261101-000001-b", 0, "correct", "kept", None)]
+        (1, "20261101-000000-a", 1, "wrong", "old", (4, 5)),
+        (3, "20261101-000001-b", 0, "correct", "kept", None),
+    ]
     assert labels[0].correction == Correction(action="left_click", coordinate=(100, 200))
     events = [json.loads(line) for line in (runs / "20261101-000000-a" / LABELS_FILE).read_text().splitlines()]
     assert [(e["op"], e["id"]) for e in events] == [("add", 1), ("add", 2), ("undo", 2)]
@@ -641,8 +734,7 @@ def test_a_deleted_screenshot_is_a_clear_error_in_replay_and_resume(tmp_path):
 def test_a_deleted_screenshot_is_a_clear_error_in_the_feedback_export(tmp_path):
     runs = tmp_path / "runs"
     run_dir = replayable_run(runs)
-    Labels(runs).add(run_dir.name, 1, LabelIn(verdict="wrong", correction=Correction(action="left_click",
-                                                                                    coordinate=(10, 10))))
+    Labels(runs).add(run_dir.name, 1, LabelIn(verdict="wrong", correction=Correction(action="left_click", coordinate=(10, 10))))
     (run_dir / "steps" / "0001" / "screenshot.png").unlink()
     out = tmp_path / "export" / "sft.jsonl"
     with pytest.raises(FeedbackExportError, match=r"step 1 of run 20261107-000000-replayable: .*screenshot.png is missing"):

@@ -37,9 +37,11 @@ def test_key_names_map_to_pyautogui():
 
 
 def test_multi_monitor_offsets():
-    monitors = [{"left": 0, "top": 0, "width": 3840, "height": 1080},
-                {"left": 0, "top": 0, "width": 1920, "height": 1080},
-                {"left": 1920, "top": 0, "width": 1920, "height": 1080}]
+    monitors = [
+        {"left": 0, "top": 0, "width": 3840, "height": 1080},
+        {"left": 0, "top": 0, "width": 1920, "height": 1080},
+        {"left": 1920, "top": 0, "width": 1920, "height": 1080},
+    ]
     second = pick_monitor(monitors, 2)
     assert second == Monitor(left=1920, top=0, width=1920, height=1080)
     assert to_screen((100, 50), second) == (2020, 50)
@@ -65,13 +67,15 @@ def test_desktop_task_validation():
         parse_task(text.replace("  - type: window_title\n    text:", "  - type: js\n    expression:"))
     with pytest.raises(TaskError, match="needs a 'desktop' section"):
         # (each key once: duplicate keys are refused)
-        parse_task("\n".join(line for line in text.split("\n")
-                             if not line.startswith(("desktop:", "  command", "  xvfb", "  window_title"))))
+        parse_task(
+            "\n".join(
+                line for line in text.split("\n") if not line.startswith(("desktop:", "  command", "  xvfb", "  window_title"))
+            )
+        )
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 @pytest.mark.desktop
@@ -104,7 +108,12 @@ def test_desktop_task_with_chinese_text_succeeds_shows_in_the_viewer_and_replays
 @pytest.mark.desktop
 def test_desktop_cli_exit_codes(tmp_path):
     require_xvfb()
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(TASKS / "desktop_form.yaml"), "--runs-dir",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", str(TASKS / "desktop_form.yaml"), "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Xlib" not in proc.stdout + proc.stderr

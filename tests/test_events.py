@@ -31,7 +31,8 @@ SECRET = "s3cret-Pw-77"
 
 def task_file(tmp_path: Path, script: str, *, limits: str = "{max_steps: 10}") -> Path:
     path = tmp_path / "events.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: events-task
         goal: Sign in as {{username}} and finish.
         inputs:
@@ -40,7 +41,10 @@ def task_file(tmp_path: Path, script: str, *, limits: str = "{max_steps: 10}") -
         target: {{start_url: "http://fake.invalid/login"}}
         limits: {limits}
         script:
-        """) + textwrap.indent(textwrap.dedent(script), "  "), encoding="utf-8")
+        """)
+        + textwrap.indent(textwrap.dedent(script), "  "),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -51,8 +55,9 @@ THREE_STEPS = """\
     """
 
 
-def run(tmp_path: Path, hooks: Hooks | None = None, *, script: str = THREE_STEPS, fake: FakeExecutor | None = None,
-        **kwargs: object):
+def run(
+    tmp_path: Path, hooks: Hooks | None = None, *, script: str = THREE_STEPS, fake: FakeExecutor | None = None, **kwargs: object
+):
     task = load_task(task_file(tmp_path, script))
     fake = fake or FakeExecutor(secrets=task.secret_values())
     result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=fake, hooks=hooks, **kwargs)
@@ -68,13 +73,13 @@ def collect(hooks: Hooks) -> list[RunStarted | StepDecided | StepRecorded | RunE
 def sequence(events: list) -> list[tuple[str, int | None]]:
     out: list[tuple[str, int | None]] = []
     for event in events:
-        index = event.index if isinstance(event, StepDecided) else event.step.index if isinstance(event, StepRecorded) \
-            else None
+        index = event.index if isinstance(event, StepDecided) else event.step.index if isinstance(event, StepRecorded) else None
         out.append((event.kind, index))
     return out
 
 
 # -- the sequence ------------------------------------------------------------------------------------------------
+
 
 def test_a_scripted_run_publishes_its_events_in_order(tmp_path):
     hooks = Hooks()
@@ -83,9 +88,12 @@ def test_a_scripted_run_publishes_its_events_in_order(tmp_path):
     assert result.status is RunStatus.succeeded, result.end_reason
     assert sequence(events) == [
         ("run_started", None),
-        ("step_decided", 0), ("step_recorded", 0),
-        ("step_decided", 1), ("step_recorded", 1),
-        ("step_decided", 2), ("step_recorded", 2),
+        ("step_decided", 0),
+        ("step_recorded", 0),
+        ("step_decided", 1),
+        ("step_recorded", 1),
+        ("step_decided", 2),
+        ("step_recorded", 2),
         ("run_ended", None),
     ]
     started, ended = events[0], events[-1]
@@ -115,8 +123,7 @@ def test_subscribers_are_called_in_registration_order_and_by_type(tmp_path):
     unsubscribe = hooks.on(StepDecided, lambda e: calls.append("never"))
     unsubscribe()
     run(tmp_path, hooks, script="- {action: terminate, status: success}\n")
-    assert calls == ["all:run_started", "all:step_decided", "all:step_recorded", "recorded:0", "all:run_ended",
-                     "ended"]
+    assert calls == ["all:run_started", "all:step_decided", "all:step_recorded", "recorded:0", "all:run_ended", "ended"]
     with pytest.raises(TypeError):
         hooks.on(dict, print)  # type: ignore[arg-type]
 
@@ -125,14 +132,19 @@ def test_on_start_and_on_step_still_work_and_do_not_stay_on_the_callers_hooks(tm
     starts, steps = [], []
     hooks = Hooks()
     events = collect(hooks)
-    result, _ = run(tmp_path, hooks, on_start=lambda record, run_dir: starts.append((record.run_id, run_dir)),
-                    on_step=lambda step: steps.append(step.index))
+    result, _ = run(
+        tmp_path,
+        hooks,
+        on_start=lambda record, run_dir: starts.append((record.run_id, run_dir)),
+        on_step=lambda step: steps.append(step.index),
+    )
     assert starts == [(result.run_id, result.run_dir)] and steps == [0, 1, 2]
     assert len(events) == 8
     assert len(hooks._subscribers) == 1  # the shorthands went on a copy
 
 
 # -- subscribers cannot break a run -------------------------------------------------------------------------------
+
 
 def test_a_raising_subscriber_is_logged_and_the_run_goes_on(tmp_path):
     hooks = Hooks()
@@ -149,9 +161,14 @@ def test_a_raising_subscriber_is_logged_and_the_run_goes_on(tmp_path):
     logged = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
     failures = [e for e in logged if e["event"] == "subscriber failed"]
     assert [(e["kind"], e["error"]) for e in failures if "broken" in e["subscriber"]] == [
-        ("step_recorded", f"RuntimeError: printer fell over at step {i}") for i in range(3)]
+        ("step_recorded", f"RuntimeError: printer fell over at step {i}") for i in range(3)
+    ]
     assert {e["kind"] for e in failures if "ValueError" in e["error"]} == {
-        "run_started", "step_decided", "step_recorded", "run_ended"}
+        "run_started",
+        "step_decided",
+        "step_recorded",
+        "run_ended",
+    }
     assert all(e["level"] == "error" and e["logger"] == "glassbox.events" for e in failures)
 
 
@@ -170,6 +187,7 @@ def test_ctrl_c_in_a_subscriber_interrupts_the_run(tmp_path):
 
 
 # -- gates --------------------------------------------------------------------------------------------------------
+
 
 def test_a_gate_that_skips_a_step_records_it_as_skipped_and_the_run_goes_on(tmp_path):
     asked: list[int] = []
@@ -200,8 +218,7 @@ def test_a_gate_that_skips_a_step_records_it_as_skipped_and_the_run_goes_on(tmp_
 
 def test_a_gate_that_stops_ends_the_run_with_its_reason(tmp_path):
     hooks = Hooks()
-    hooks.add_gate(lambda e: GateDecision.stop("a person said no") if e.index == 1 else GateDecision.proceed(),
-                   name="approver")
+    hooks.add_gate(lambda e: GateDecision.stop("a person said no") if e.index == 1 else GateDecision.proceed(), name="approver")
     events = collect(hooks)
     result, fake = run(tmp_path, hooks)
     assert result.status is RunStatus.interrupted
@@ -216,9 +233,14 @@ def test_a_gate_that_stops_ends_the_run_with_its_reason(tmp_path):
 
 def test_a_gate_that_replaces_the_action_has_the_replacement_performed_and_both_recorded(tmp_path):
     hooks = Hooks()
-    hooks.add_gate(lambda e: GateDecision.replace(LeftClick(action="left_click", coordinate=[100, 100]),
-                                                  "the button is further up")
-                   if e.index == 0 else GateDecision.proceed(), name="person")
+    hooks.add_gate(
+        lambda e: (
+            GateDecision.replace(LeftClick(action="left_click", coordinate=[100, 100]), "the button is further up")
+            if e.index == 0
+            else GateDecision.proceed()
+        ),
+        name="person",
+    )
     result, fake = run(tmp_path, hooks)
     assert result.status is RunStatus.succeeded, result.end_reason
     assert fake.points == [(128, 80)]  # the person's click, not the model's (640, 400)
@@ -233,8 +255,14 @@ def test_a_gate_that_replaces_the_action_has_the_replacement_performed_and_both_
 
 def test_an_invalid_replacement_is_an_action_error(tmp_path):
     hooks = Hooks()
-    hooks.add_gate(lambda e: GateDecision.replace(LeftClick(action="left_click", coordinate=[5000, 10]))
-                   if e.index == 0 else GateDecision.proceed(), name="person")
+    hooks.add_gate(
+        lambda e: (
+            GateDecision.replace(LeftClick(action="left_click", coordinate=[5000, 10]))
+            if e.index == 0
+            else GateDecision.proceed()
+        ),
+        name="person",
+    )
     result, fake = run(tmp_path, hooks)
     step = read_steps(result.run_dir)[0]
     assert step.outcome == "error" and step.error_kind == "action"
@@ -268,8 +296,11 @@ def test_a_gate_that_fails_counts_as_proceed_and_the_failure_is_recorded(tmp_pat
     result, fake = run(tmp_path, hooks)
     assert result.status is RunStatus.succeeded and len(fake.performed) == 3
     gate = read_steps(result.run_dir)[0].gate
-    assert gate is not None and (gate.who, gate.decision, gate.error) == ("broken", "proceed",
-                                                                          "ZeroDivisionError: division by zero")
+    assert gate is not None and (gate.who, gate.decision, gate.error) == (
+        "broken",
+        "proceed",
+        "ZeroDivisionError: division by zero",
+    )
 
 
 def test_gate_decisions_validate_their_action():
@@ -282,6 +313,7 @@ def test_gate_decisions_validate_their_action():
 
 
 # -- secrets ------------------------------------------------------------------------------------------------------
+
 
 def test_no_secret_reaches_a_subscriber_or_a_gate(tmp_path):
     dumps: list[str] = []
@@ -314,8 +346,12 @@ def test_a_policy_that_cannot_be_asked_is_a_backend_error_not_a_parse_error(tmp_
             raise ConnectionError("the model server refused the connection")
 
     task = load_task(task_file(tmp_path, THREE_STEPS, limits="{max_steps: 5, max_consecutive_errors: 2}"))
-    result = run_task(task, runs_dir=tmp_path / "runs", executor=FakeExecutor(secrets=task.secret_values()),
-                      policy_factory=lambda task_, executor: Unreachable())
+    result = run_task(
+        task,
+        runs_dir=tmp_path / "runs",
+        executor=FakeExecutor(secrets=task.secret_values()),
+        policy_factory=lambda task_, executor: Unreachable(),
+    )
     steps = read_steps(result.run_dir)
     assert [s.error_kind for s in steps] == ["backend", "backend"]
     assert "refused the connection" in (steps[0].error or "")

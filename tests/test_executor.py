@@ -29,6 +29,7 @@ def act(executor: Executor, deadline: float | None = None, **arguments: object):
 
 # -- the interface ------------------------------------------------------------------------------------------------
 
+
 def test_every_executor_meets_the_interface_and_only_a_browser_has_a_page():
     browser, desktop, fake, page = BrowserExecutor(), DesktopExecutor(), FakeExecutor(), FakePage()
     for executor, kind in ((browser, "browser"), (desktop, "desktop"), (fake, "fake"), (page, "fake")):
@@ -40,6 +41,7 @@ def test_every_executor_meets_the_interface_and_only_a_browser_has_a_page():
 
 
 # -- the shared act path, on the fake -----------------------------------------------------------------------------
+
 
 def test_a_click_is_mapped_to_css_pixels_and_recorded():
     fake = FakeExecutor(size=(1280, 800))
@@ -85,17 +87,18 @@ def test_screens_follow_the_actions_and_a_plain_fake_opens_no_url():
     act(fake, action="wait", time=1)
     second, third = fake.perceive(), fake.perceive()
     assert first.screenshot_png != second.screenshot_png and second.screenshot_png == third.screenshot_png
-    goto = fake.act(parse_tool_call(Call(name="goto_url", arguments={"url": "http://a.invalid/"}),
-                                    browser_tools=("goto_url",)))
+    goto = fake.act(parse_tool_call(Call(name="goto_url", arguments={"url": "http://a.invalid/"}), browser_tools=("goto_url",)))
     assert goto.error == "the fake executor has no page to open 'http://a.invalid/' in"
     assert isinstance(fake.actions[0], Wait) and not isinstance(fake.actions[0], LeftClick)
 
 
 # -- the real loop on the fake ------------------------------------------------------------------------------------
 
+
 def fake_task(tmp_path: Path, script: str, *, checks: str = "[]", limits: str = "{max_steps: 10}") -> Path:
     path = tmp_path / "fake.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: fake-task
         goal: Sign in as {{username}} and finish.
         inputs:
@@ -105,21 +108,27 @@ def fake_task(tmp_path: Path, script: str, *, checks: str = "[]", limits: str = 
         checks: {checks}
         limits: {limits}
         script:
-        """) + textwrap.indent(textwrap.dedent(script), "  "), encoding="utf-8")
+        """)
+        + textwrap.indent(textwrap.dedent(script), "  "),
+        encoding="utf-8",
+    )
     return path
 
 
 def test_the_loop_runs_a_script_end_to_end_on_the_fake(tmp_path):
-    path = fake_task(tmp_path, """\
+    path = fake_task(
+        tmp_path,
+        """\
         - {action: left_click, coordinate: [500, 500]}
         - {action: type, text: "{password}"}
         - {action: goto_url, url: "http://fake.invalid/done"}
         - {action: terminate, status: success}
-        """, checks='[{type: url_matches, pattern: "/done$"}]')
+        """,
+        checks='[{type: url_matches, pattern: "/done$"}]',
+    )
     task = load_task(path)
     # The caller's executor gets the task's secrets, as the environment gives them to a real one.
-    fake = FakePage([screenshot("white"), screenshot("gray")], url="http://fake.invalid/login",
-                    secrets=task.secret_values())
+    fake = FakePage([screenshot("white"), screenshot("gray")], url="http://fake.invalid/login", secrets=task.secret_values())
     with fake:
         result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=fake)
         assert fake.started and not fake.closed  # the caller's executor: the caller closes it
@@ -133,22 +142,30 @@ def test_the_loop_runs_a_script_end_to_end_on_the_fake(tmp_path):
     assert steps[1].action is not None and steps[1].action["text"] == "<secret>password</secret>"
     assert steps[3].url == "http://fake.invalid/done"
     assert all(Image.open(result.run_dir / s.screenshot).size == (1280, 800) for s in steps)
-    assert not any("s3cret-Pw-77" in p.read_text(errors="replace") for p in result.run_dir.rglob("*") if p.is_file()
-                   and p.suffix in (".json", ".jsonl"))
+    assert not any(
+        "s3cret-Pw-77" in p.read_text(errors="replace")
+        for p in result.run_dir.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".jsonl")
+    )
 
 
 def test_the_loop_stops_after_consecutive_errors_and_records_them(tmp_path):
-    path = fake_task(tmp_path, """\
+    path = fake_task(
+        tmp_path,
+        """\
         - {action: left_click, coordinate: [100, 100]}
         - {action: terminate, status: success}
-        """, limits="{max_steps: 10, max_consecutive_errors: 3}")
+        """,
+        limits="{max_steps: 10, max_consecutive_errors: 3}",
+    )
     fake = FakeExecutor(errors=lambda number, action: f"no button here ({number})")
     result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs", executor=fake)
     assert result.status is RunStatus.failed
     assert result.end_reason == "3 consecutive errors (limit 3); last: no button here (2)"
     steps = read_steps(result.run_dir)
     assert [(s.outcome, s.error_kind, s.error) for s in steps] == [
-        ("error", "executor", f"no button here ({i})") for i in range(3)]
+        ("error", "executor", f"no button here ({i})") for i in range(3)
+    ]
     assert len(fake.actions) == 3 and fake.performed == []  # the script repeats a failed step
 
 
@@ -162,15 +179,16 @@ def test_the_loop_stops_at_the_step_limit(tmp_path):
 
 
 def test_a_desktop_style_executor_fails_page_checks_with_a_reason(tmp_path):
-    path = fake_task(tmp_path, "- {action: terminate, status: success}\n",
-                     checks='[{type: text_present, text: Welcome}]')
+    path = fake_task(tmp_path, "- {action: terminate, status: success}\n", checks="[{type: text_present, text: Welcome}]")
     result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs", executor=FakeExecutor())
     assert [(c.passed, c.detail) for c in result.checks] == [
-        (False, "a text_present check needs a browser page; this run has none")]
+        (False, "a text_present check needs a browser page; this run has none")
+    ]
     assert result.status is RunStatus.failed
 
 
 # -- a bad policy stops before anything starts --------------------------------------------------------------------
+
 
 @pytest.fixture
 def nothing_may_start(monkeypatch):
@@ -181,6 +199,7 @@ def nothing_may_start(monkeypatch):
         def start(*args: object, **kwargs: object):
             started.append(what)
             raise AssertionError(f"{what} was started")
+
         return start
 
     import agent.environment
@@ -194,12 +213,15 @@ def nothing_may_start(monkeypatch):
     return started
 
 
-@pytest.mark.parametrize(("policy", "update", "message"), [
-    ("telepathy", {}, "unknown policy 'telepathy'; available: script, qwen3vl, openai"),
-    ("openai", {"model": "m"}, "--policy openai needs --base-url"),
-    ("openai", {"model": "m", "base_url": "ftp://x"}, "base URL must start with http:// or https://, not 'ftp://x'"),
-    ("qwen3vl", {}, "--policy qwen3vl needs --model"),
-])
+@pytest.mark.parametrize(
+    ("policy", "update", "message"),
+    [
+        ("telepathy", {}, "unknown policy 'telepathy'; available: script, qwen3vl, openai"),
+        ("openai", {"model": "m"}, "--policy openai needs --base-url"),
+        ("openai", {"model": "m", "base_url": "ftp://x"}, "base URL must start with http:// or https://, not 'ftp://x'"),
+        ("qwen3vl", {}, "--policy qwen3vl needs --model"),
+    ],
+)
 def test_a_bad_policy_fails_before_any_environment_starts(tmp_path, nothing_may_start, policy, update, message):
     task = load_task(TASKS / "publish_product.yaml")
     with pytest.raises(PolicyUnavailable, match="^" + message.replace("(", r"\(").replace(".", r"\.")):
@@ -219,8 +241,9 @@ def test_glassbox_run_with_an_unknown_policy_exits_2_and_starts_nothing(tmp_path
 
     from agent.cli import app
 
-    result = CliRunner().invoke(app, ["run", str(TASKS / "publish_product.yaml"), "--policy", "telepathy",
-                                      "--runs-dir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(
+        app, ["run", str(TASKS / "publish_product.yaml"), "--policy", "telepathy", "--runs-dir", str(tmp_path / "runs")]
+    )
     assert result.exit_code == 2, result.output
     assert "unknown policy 'telepathy'" in result.output
     assert nothing_may_start == [] and not (tmp_path / "runs").exists()

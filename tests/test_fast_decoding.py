@@ -160,12 +160,27 @@ def test_the_static_cache_grows_when_a_step_needs_more(plain, model_dir, task):
     first = backend.generate(build_prompt(task, [], png((5, 5, 5))), greedy(4), step=0).decoding
     # Four screenshots in the prompt (history_screenshots: 4) no longer fit the first size.
     settings = task.policy.model_copy(update={"history_screenshots": 4})
-    past = [StepRecord(index=i, started_at=datetime.now(timezone.utc), timings=StepTimings(), url=None, title=None,
-                       screenshot=f"steps/{i:04d}/screenshot.png", screenshot_size=(1280, 800), policy="qwen3vl",
-                       raw_output="x", reasoning="", action={"action": "wait"}, confidence=None, outcome="ok")
-            for i in range(3)]
-    prompt = build_prompt(task, past, png((5, 5, 5)), settings=settings,
-                          past_screenshots={i: png((9 + i, 9, 9)) for i in range(3)})
+    past = [
+        StepRecord(
+            index=i,
+            started_at=datetime.now(timezone.utc),
+            timings=StepTimings(),
+            url=None,
+            title=None,
+            screenshot=f"steps/{i:04d}/screenshot.png",
+            screenshot_size=(1280, 800),
+            policy="qwen3vl",
+            raw_output="x",
+            reasoning="",
+            action={"action": "wait"},
+            confidence=None,
+            outcome="ok",
+        )
+        for i in range(3)
+    ]
+    prompt = build_prompt(
+        task, past, png((5, 5, 5)), settings=settings, past_screenshots={i: png((9 + i, 9, 9)) for i in range(3)}
+    )
     assert backend.inputs(prompt)["input_ids"].shape[1] > first.cache_tokens
     with capture_logs() as said:
         out = backend.generate(prompt, greedy(8), step=1)
@@ -222,8 +237,9 @@ def test_the_static_cache_is_allocated_before_the_decode_step_and_keeps_its_addr
     addresses = [(layer.keys.data_ptr(), layer.values.data_ptr(), layer.cumulative_length.data_ptr()) for layer in layers]
     for colour in ((1, 2, 3), (200, 100, 50)):
         fast.generate(build_prompt(task, [], png(colour)), greedy(6), step=0)
-    assert [(layer.keys.data_ptr(), layer.values.data_ptr(), layer.cumulative_length.data_ptr())
-            for layer in decoder.cache.layers] == addresses
+    assert [
+        (layer.keys.data_ptr(), layer.values.data_ptr(), layer.cumulative_length.data_ptr()) for layer in decoder.cache.layers
+    ] == addresses
 
 
 def test_an_eos_read_back_late_still_ends_the_step_at_the_eos_and_the_cache_stays_reusable(fast, task):

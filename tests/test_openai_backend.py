@@ -65,8 +65,11 @@ class FakeChatServer:
         choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
         if logprobs:
             choice["logprobs"] = logprobs
-        payload = {"choices": [choice], "usage": {"prompt_tokens": 1234, "completion_tokens": 42}} if status == 200 else {
-            "error": "busy"}
+        payload = (
+            {"choices": [choice], "usage": {"prompt_tokens": 1234, "completion_tokens": 42}}
+            if status == 200
+            else {"error": "busy"}
+        )
         self.responses.append((status, payload, headers or {}))
 
     def close(self) -> None:
@@ -81,8 +84,13 @@ def server():
 
 
 def obs() -> Observation:
-    return Observation(screenshot_png=b"\x89PNG-bytes", screenshot_size=(1280, 800), css_size=(1280, 800),
-                       device_scale_factor=1.0, taken_at=datetime.now(timezone.utc))
+    return Observation(
+        screenshot_png=b"\x89PNG-bytes",
+        screenshot_size=(1280, 800),
+        css_size=(1280, 800),
+        device_scale_factor=1.0,
+        taken_at=datetime.now(timezone.utc),
+    )
 
 
 def policy_for(server, model="qwen3-vl-8b-thinking", **settings) -> tuple[QwenPolicy, object]:
@@ -122,15 +130,36 @@ def test_instruct_defaults_and_overrides(server):
     assert (body["temperature"], body["top_p"], body["top_k"], body["presence_penalty"]) == (0.7, 0.8, 5, 1.5)
 
 
-@pytest.mark.parametrize("message, reasoning", [
-    ({"content": "The issue is third.\n</think>\n\n" + TEXT}, "The issue is third."),
-    ({"content": None, "reasoning_content": "old vLLM field", "tool_calls": [
-        {"id": "1", "type": "function", "function": {"name": "computer_use", "arguments": json.dumps(CALL["arguments"])}}]},
-     "old vLLM field"),
-    ({"content": TEXT, "reasoning": "new vLLM field"}, "new vLLM field"),
-    ({"content": "", "reasoning": "both", "reasoning_content": "both", "tool_calls": [
-        {"function": {"name": "computer_use", "arguments": CALL["arguments"]}}]}, "both"),
-])
+@pytest.mark.parametrize(
+    "message, reasoning",
+    [
+        ({"content": "The issue is third.\n</think>\n\n" + TEXT}, "The issue is third."),
+        (
+            {
+                "content": None,
+                "reasoning_content": "old vLLM field",
+                "tool_calls": [
+                    {
+                        "id": "1",
+                        "type": "function",
+                        "function": {"name": "computer_use", "arguments": json.dumps(CALL["arguments"])},
+                    }
+                ],
+            },
+            "old vLLM field",
+        ),
+        ({"content": TEXT, "reasoning": "new vLLM field"}, "new vLLM field"),
+        (
+            {
+                "content": "",
+                "reasoning": "both",
+                "reasoning_content": "both",
+                "tool_calls": [{"function": {"name": "computer_use", "arguments": CALL["arguments"]}}],
+            },
+            "both",
+        ),
+    ],
+)
 def test_the_response_shapes(server, message, reasoning):
     server.answer(message)
     policy, task = policy_for(server)
@@ -142,12 +171,28 @@ def test_the_response_shapes(server, message, reasoning):
 
 
 def test_logprobs_give_a_confidence(server):
-    pieces = ["Click", " it", ".", "\n", "</think>", "\n\n",
-              "<tool_call>", "\n", '{"name": "computer_use", "arguments": {"action": "', "left", "_click",
-              '", "coordinate": [', "183", ", ", "524", "]}}", "\n", "</tool_call>"]
+    pieces = [
+        "Click",
+        " it",
+        ".",
+        "\n",
+        "</think>",
+        "\n\n",
+        "<tool_call>",
+        "\n",
+        '{"name": "computer_use", "arguments": {"action": "',
+        "left",
+        "_click",
+        '", "coordinate": [',
+        "183",
+        ", ",
+        "524",
+        "]}}",
+        "\n",
+        "</tool_call>",
+    ]
     lp = {"<tool_call>": -0.01, "left": -0.2, "_click": -0.2, "183": -1.0, "524": -1.0}
-    server.answer({"content": "".join(pieces)},
-                  logprobs={"content": [{"token": p, "logprob": lp.get(p, -0.05)} for p in pieces]})
+    server.answer({"content": "".join(pieces)}, logprobs={"content": [{"token": p, "logprob": lp.get(p, -0.05)} for p in pieces]})
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
     assert out.confidence_parts["action_name"] == pytest.approx(0.818731, abs=1e-5)
@@ -172,8 +217,9 @@ def test_gives_up_with_a_recorded_error(server):
     assert "failed after 4 attempts" in (out.backend_error or "") and out.parse_error is None and out.tool_calls == []
     server.answer({}, status=400)
     with pytest.raises(BackendError, match="refused the request"):
-        OpenAIBackend(server.url, "m").generate(build_prompt(task, [], b"x"),
-                                                resolve_sampling({}, thinking=False, max_new_tokens=8, seed=None), step=0)
+        OpenAIBackend(server.url, "m").generate(
+            build_prompt(task, [], b"x"), resolve_sampling({}, thinking=False, max_new_tokens=8, seed=None), step=0
+        )
 
 
 def test_temperature_zero_repeats_come_from_the_cache(server):

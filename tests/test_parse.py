@@ -16,10 +16,14 @@ CALL = '{"name": "computer_use", "arguments": {"action": "left_click", "coordina
 SHAPES = [
     # (name, raw output, expected reasoning, expected arguments)
     ("cookbook instruct", f"<tool_call>\n{CALL}\n</tool_call>", "", {"action": "left_click", "coordinate": [183, 524]}),
-    ("thinking, closing tag only", f"The third issue is at (183, 524).\n</think>\n\n<tool_call>\n{CALL}\n</tool_call>",
-     "The third issue is at (183, 524).", {"action": "left_click", "coordinate": [183, 524]}),
+    (
+        "thinking, closing tag only",
+        f"The third issue is at (183, 524).\n</think>\n\n<tool_call>\n{CALL}\n</tool_call>",
+        "The third issue is at (183, 524).",
+        {"action": "left_click", "coordinate": [183, 524]},
+    ),
     ("think block", f"<think>\nlook\n</think>\n\n<tool_call>\n{CALL}\n</tool_call>", "look", None),
-    ("thought/action prefix", f"Thought: click it.\nAction: \"click\"\n<tool_call>\n{CALL}\n</tool_call>\n", "", None),
+    ("thought/action prefix", f'Thought: click it.\nAction: "click"\n<tool_call>\n{CALL}\n</tool_call>\n', "", None),
     ("code fence", f"<tool_call>\n```json\n{CALL}\n```\n</tool_call>", "", None),
     ("fence without tags", f"```json\n{CALL}\n```", "", None),
     ("trailing text", f"<tool_call>{CALL}</tool_call> I clicked the issue.", "", None),
@@ -27,8 +31,13 @@ SHAPES = [
     ("missing closing tag", f"<tool_call>\n{CALL}", "", None),
     ("missing final brace", "<tool_call>\n" + CALL[:-1], "", None),
     ("single quotes", "<tool_call>" + CALL.replace('"', "'") + "</tool_call>", "", None),
-    ("arguments as string", '<tool_call>{"name": "computer_use", "arguments": "{\\"action\\": \\"left_click\\", '
-                            '\\"coordinate\\": [183, 524]}"}</tool_call>', "", None),
+    (
+        "arguments as string",
+        '<tool_call>{"name": "computer_use", "arguments": "{\\"action\\": \\"left_click\\", '
+        '\\"coordinate\\": [183, 524]}"}</tool_call>',
+        "",
+        None,
+    ),
     ("chinese reasoning", f"第三个问题在左侧。\n</think>\n<tool_call>\n{CALL}\n</tool_call>", "第三个问题在左侧。", None),
 ]
 
@@ -46,14 +55,22 @@ def test_real_shapes_parse_to_the_action(name, raw, reasoning, arguments):
 
 
 def test_several_tool_calls():
-    raw = (f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>\n"
-           '{"name": "computer_use", "arguments": {"action": "type", "text": "lamp"}}\n</tool_call>')
+    raw = (
+        f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>\n"
+        '{"name": "computer_use", "arguments": {"action": "type", "text": "lamp"}}\n</tool_call>'
+    )
     assert [c.arguments["action"] for c in parse_output(raw).tool_calls] == ["left_click", "type"]
 
 
 def test_openai_tool_calls_and_reasoning_fields():
-    calls = [{"id": "c1", "type": "function", "function": {"name": "computer_use", "arguments": json.dumps(
-        {"action": "key", "keys": ["enter"]})}}, {"function": {"name": "computer_use", "arguments": {"action": "wait"}}}]
+    calls = [
+        {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "computer_use", "arguments": json.dumps({"action": "key", "keys": ["enter"]})},
+        },
+        {"function": {"name": "computer_use", "arguments": {"action": "wait"}}},
+    ]
     parsed = parse_output("", server_reasoning="Press enter to submit.", server_tool_calls=calls)
     assert parsed.reasoning == "Press enter to submit."
     assert [c.arguments for c in parsed.tool_calls] == [{"action": "key", "keys": ["enter"]}, {"action": "wait"}]
@@ -72,8 +89,9 @@ def test_errors_say_what_is_wrong():
     assert "no 'arguments'" in parse_output('<tool_call>{"name": "computer_use"}</tool_call>').error
     assert "no 'name'" in parse_output('<tool_call>{"arguments": {}}</tool_call>').error
     with pytest.raises(ActionError, match="unknown computer_use action"):
-        parse_tool_call(parse_output('<tool_call>{"name": "computer_use", "arguments": {"action": "fly"}}</tool_call>')
-                        .tool_calls[0])
+        parse_tool_call(
+            parse_output('<tool_call>{"name": "computer_use", "arguments": {"action": "fly"}}</tool_call>').tool_calls[0]
+        )
 
 
 def test_split_reasoning_shapes():
@@ -83,11 +101,42 @@ def test_split_reasoning_shapes():
     assert split_reasoning("b", server_reasoning="r") == ("r", "b")
 
 
-_pieces = st.sampled_from([
-    "<tool_call>", "</tool_call>", "<think>", "</think>", "{", "}", "[", "]", '"', "'", ":", ",", "\n", "```", "```json",
-    CALL, '"name"', '"arguments"', '"action"', '"left_click"', '"coordinate"', "183", "-5", "1e309", "NaN", "null",
-    "true", "\\", "\\u", "不", "\x00", " ",
-])
+_pieces = st.sampled_from(
+    [
+        "<tool_call>",
+        "</tool_call>",
+        "<think>",
+        "</think>",
+        "{",
+        "}",
+        "[",
+        "]",
+        '"',
+        "'",
+        ":",
+        ",",
+        "\n",
+        "```",
+        "```json",
+        CALL,
+        '"name"',
+        '"arguments"',
+        '"action"',
+        '"left_click"',
+        '"coordinate"',
+        "183",
+        "-5",
+        "1e309",
+        "NaN",
+        "null",
+        "true",
+        "\\",
+        "\\u",
+        "不",
+        "\x00",
+        " ",
+    ]
+)
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -40,11 +40,21 @@ def call(action: str, **args: Any) -> str:
 
 # -- total ------------------------------------------------------------------------------------------------
 
-_json_like = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                          max_leaves=12)
-_anything = st.one_of(st.text(max_size=200), st.binary(max_size=50), st.none(), st.integers(), st.floats(),
-                      st.lists(st.text(max_size=5), max_size=3), _json_like, st.just(bytearray(b"<tool_call>")))
+_json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_anything = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=50),
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.lists(st.text(max_size=5), max_size=3),
+    _json_like,
+    st.just(bytearray(b"<tool_call>")),
+)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,8 +67,17 @@ def test_parse_is_total_on_any_input(text, reasoning, tool_calls, thinking):
         json.dumps(c.model_dump(), allow_nan=False)  # every call can be recorded as plain JSON
 
 
-@pytest.mark.parametrize("value, kind", [(b"<tool_call>{}</tool_call>", "bytes"), (42, "int"), (3.5, "float"),
-                                         (["<tool_call>"], "list"), ({"content": TAGGED}, "dict"), (object(), "object")])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (b"<tool_call>{}</tool_call>", "bytes"),
+        (42, "int"),
+        (3.5, "float"),
+        (["<tool_call>"], "list"),
+        ({"content": TAGGED}, "dict"),
+        (object(), "object"),
+    ],
+)
 def test_non_text_output_is_a_clear_parse_error(value, kind):
     parsed = parse_output(value)
     assert parsed.tool_calls == [] and parsed.error == f"the model output is {kind}, not text, and cannot be parsed"
@@ -72,13 +91,16 @@ def test_none_is_an_empty_output_and_server_shapes_are_checked():
     assert bad.error == "a tool_calls entry is not an object; the arguments of 'computer_use' are a string that is not JSON"
 
 
-@pytest.mark.parametrize("raw, problem", [
-    ("<tool_call>{'name': 'computer_use', 'arguments': {'action': {1, 2}}}</tool_call>", "a set value"),
-    ("<tool_call>{'name': 'computer_use', 'arguments': {1: 'left_click'}}</tool_call>", "an argument name is not a string"),
-    ("<tool_call>{'name': 'computer_use', 'arguments': {'text': b'x'}}</tool_call>", "a bytes value"),
-    ('<tool_call>{"name": "computer_use", "arguments": {"pixels": Infinity}}</tool_call>', "a number is not finite"),
-    ('<tool_call>{"name": "computer_use", "arguments": ' + "[" * 80 + "]" * 80 + "}</tool_call>", None),
-])
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ("<tool_call>{'name': 'computer_use', 'arguments': {'action': {1, 2}}}</tool_call>", "a set value"),
+        ("<tool_call>{'name': 'computer_use', 'arguments': {1: 'left_click'}}</tool_call>", "an argument name is not a string"),
+        ("<tool_call>{'name': 'computer_use', 'arguments': {'text': b'x'}}</tool_call>", "a bytes value"),
+        ('<tool_call>{"name": "computer_use", "arguments": {"pixels": Infinity}}</tool_call>', "a number is not finite"),
+        ('<tool_call>{"name": "computer_use", "arguments": ' + "[" * 80 + "]" * 80 + "}</tool_call>", None),
+    ],
+)
 def test_python_literals_that_are_not_json_are_refused(raw, problem):
     parsed = parse_output(raw)
     assert parsed.tool_calls == []
@@ -87,8 +109,9 @@ def test_python_literals_that_are_not_json_are_refused(raw, problem):
 
 
 def test_json_names_inside_strings_survive_the_python_literal_repair():
-    parsed = parse_output("<tool_call>{'name': 'computer_use', 'arguments': {'action': 'type', 'text': 'untrue null'}, "
-                          "'x': true}</tool_call>")
+    parsed = parse_output(
+        "<tool_call>{'name': 'computer_use', 'arguments': {'action': 'type', 'text': 'untrue null'}, 'x': true}</tool_call>"
+    )
     assert parsed.tool_calls[0].arguments == {"action": "type", "text": "untrue null"}
 
 
@@ -100,8 +123,26 @@ def test_too_many_calls_in_one_output_are_refused_as_a_whole():
 
 # -- never acts on reasoning -------------------------------------------------------------------------------
 
-_drafts = st.lists(st.sampled_from([TAGGED, CALL, "<tool_call>", "</tool_call>", "<think>", "{", "}", "\n", " ", "x",
-                                    call("type", text="draft"), "```json\n", "```"]), max_size=12)
+_drafts = st.lists(
+    st.sampled_from(
+        [
+            TAGGED,
+            CALL,
+            "<tool_call>",
+            "</tool_call>",
+            "<think>",
+            "{",
+            "}",
+            "\n",
+            " ",
+            "x",
+            call("type", text="draft"),
+            "```json\n",
+            "```",
+        ]
+    ),
+    max_size=12,
+)
 
 
 @settings(max_examples=800, deadline=None)
@@ -211,8 +252,12 @@ def test_hostile_megabyte_outputs_parse_in_linear_time(name):
 
 
 def test_confidence_spans_of_a_megabyte_output_are_linear():
-    text = "Reasoning.\n</think>\n<tool_call>" + '{"name": "computer_use", "arguments": {"action": "type", "text": "' + \
-        "a" * MB + '"}}</tool_call>'
+    text = (
+        "Reasoning.\n</think>\n<tool_call>"
+        + '{"name": "computer_use", "arguments": {"action": "type", "text": "'
+        + "a" * MB
+        + '"}}</tool_call>'
+    )
     started = time.perf_counter()
     spans = tool_call_spans(text)
     assert spans.text and spans.text[0][1] - spans.text[0][0] == MB
@@ -221,22 +266,26 @@ def test_confidence_spans_of_a_megabyte_output_are_linear():
 
 # -- coordinates off the grid --------------------------------------------------------------------------------
 
+
 def test_coordinates_outside_the_grid_are_refused():
     rel = {"mode": CoordinateMode.relative_1000, "divisor": 1000.0, "css_size": (1280, 800)}
     assert coordinate_error([0, 1000], **rel) is None and coordinate_error([1000, 0], **rel) is None
     assert coordinate_error([1000.5, 10], **rel) == (
-        "the coordinate [1000.5, 10] is outside the 0..1000 grid (x and y must each be between 0 and 1000); nothing was done")
+        "the coordinate [1000.5, 10] is outside the 0..1000 grid (x and y must each be between 0 and 1000); nothing was done"
+    )
     assert coordinate_error([10, -1], **rel) is not None
     assert coordinate_error([500, 500], mode=CoordinateMode.relative_1000, divisor=999.0, css_size=(1, 1)) is None
     assert coordinate_error([1000, 10], mode=CoordinateMode.relative_1000, divisor=999.0, css_size=(1, 1)) is not None
     ab = {"mode": CoordinateMode.absolute, "divisor": 1000.0, "css_size": (1280, 800)}
     assert coordinate_error([1280, 800], **ab) is None
     assert coordinate_error([1281, 5], **ab) == (
-        "the coordinate [1281, 5] is outside the 1280x800 screenshot (x from 0 to 1280, y from 0 to 800); nothing was done")
+        "the coordinate [1281, 5] is outside the 1280x800 screenshot (x from 0 to 1280, y from 0 to 800); nothing was done"
+    )
     assert coordinate_error(None, **ab) is None
 
 
 # -- the loop: several calls in order, errors stop them, the model is told ----------------------------------
+
 
 class RecordedModel(Backend):
     """Test double for model weights (none can run here): answers each prompt with the next recorded raw
@@ -273,11 +322,13 @@ class Shop:
         return self.browser.page.input_value("#username")
 
 
-def run_recorded(tmp_path: Path, outputs: list[str | Callable[[], str]], *, thinking: bool, shop: Shop,
-                 max_steps: int = 6) -> tuple[Path, RecordedModel]:
+def run_recorded(
+    tmp_path: Path, outputs: list[str | Callable[[], str]], *, thinking: bool, shop: Shop, max_steps: int = 6
+) -> tuple[Path, RecordedModel]:
     task = load_task(TASKS / "publish_product.yaml")
-    task = task.model_copy(update={"limits": task.limits.model_copy(update={"max_steps": max_steps,
-                                                                            "max_consecutive_errors": 3})})
+    task = task.model_copy(
+        update={"limits": task.limits.model_copy(update={"max_steps": max_steps, "max_consecutive_errors": 3})}
+    )
     model = RecordedModel(outputs, thinking=thinking)
 
     def factory(task: Any, browser: Any) -> QwenPolicy:
@@ -298,8 +349,12 @@ def test_two_tool_calls_in_one_output_run_in_order_as_two_steps(tmp_path):
 
     def two_calls() -> str:
         shop.values.append(shop.username())
-        return ("The username field is empty.\n</think>\n\n" + call("left_click", coordinate=shop.username_at())
-                + "\n" + call("type", text="-two-calls"))
+        return (
+            "The username field is empty.\n</think>\n\n"
+            + call("left_click", coordinate=shop.username_at())
+            + "\n"
+            + call("type", text="-two-calls")
+        )
 
     def finish() -> str:
         shop.values.append(shop.username())
@@ -329,13 +384,16 @@ def test_a_cut_off_thought_and_an_off_grid_call_are_error_steps_fed_back(tmp_pat
 
     def drafted() -> str:  # cut off mid-reasoning: the drafted calls must not run
         shop.values.append(shop.username())
-        return ("I should click the username field at " + call("left_click", coordinate=shop.username_at())
-                + " and then type " + call("type", text="drafted"))
+        return (
+            "I should click the username field at "
+            + call("left_click", coordinate=shop.username_at())
+            + " and then type "
+            + call("type", text="drafted")
+        )
 
     def off_grid() -> str:
         shop.values.append(shop.username())
-        return ("Click far right.\n</think>\n\n" + call("left_click", coordinate=[1200, 300])
-                + call("type", text="after-an-error"))
+        return "Click far right.\n</think>\n\n" + call("left_click", coordinate=[1200, 300]) + call("type", text="after-an-error")
 
     def finish() -> str:
         shop.values.append(shop.username())
@@ -349,8 +407,9 @@ def test_a_cut_off_thought_and_an_off_grid_call_are_error_steps_fed_back(tmp_pat
     assert cut.action is None and cut.tool_calls == [] and cut.calls_in_output == 0
     assert "I should click the username field" in cut.reasoning
     assert grid.outcome == "error" and grid.error_kind == "action" and grid.action is None
-    assert grid.error == ("the coordinate [1200, 300] is outside the 0..1000 grid (x and y must each be between "
-                          "0 and 1000); nothing was done")
+    assert grid.error == (
+        "the coordinate [1200, 300] is outside the 0..1000 grid (x and y must each be between 0 and 1000); nothing was done"
+    )
     assert (grid.call_index, grid.calls_in_output) == (0, 2) and grid.coordinate is None
     assert grid.tool_calls[0]["arguments"]["coordinate"] == [1200, 300]
     assert end.action == {"action": "terminate", "status": "failure"} and end.call_index == 0  # the 2nd call never ran

@@ -40,12 +40,22 @@ def test_cookbook_prompt_renders_byte_for_byte(tokenizer, kind):
 
 
 def step(index: int, **kw) -> StepRecord:
-    base = dict(index=index, started_at=datetime.now(timezone.utc), timings=StepTimings(), url="http://x", title="Sign in",
-                screenshot=f"steps/{index:04d}/screenshot.png", screenshot_size=(1280, 800), policy="qwen3vl",
-                raw_output='I see it.</think>\n<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", '
-                           '"coordinate": [500, 462]}}\n</tool_call>',
-                reasoning="I see it.", action={"action": "left_click", "coordinate": [500, 462]}, confidence=0.5,
-                outcome="ok")
+    base = dict(
+        index=index,
+        started_at=datetime.now(timezone.utc),
+        timings=StepTimings(),
+        url="http://x",
+        title="Sign in",
+        screenshot=f"steps/{index:04d}/screenshot.png",
+        screenshot_size=(1280, 800),
+        policy="qwen3vl",
+        raw_output='I see it.</think>\n<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", '
+        '"coordinate": [500, 462]}}\n</tool_call>',
+        reasoning="I see it.",
+        action={"action": "left_click", "coordinate": [500, 462]},
+        confidence=0.5,
+        outcome="ok",
+    )
     base.update(kw)
     return StepRecord(**base)
 
@@ -67,8 +77,18 @@ def test_first_step_prompt(tokenizer):
 
 def test_history_summary_and_error_feedback():
     task = load_task(TASKS / "publish_product.yaml")
-    history = [step(0), step(1, action=None, outcome="error", error="the output holds no <tool_call>", error_kind="parse",
-                            raw_output="garbage", tool_calls=[])]
+    history = [
+        step(0),
+        step(
+            1,
+            action=None,
+            outcome="error",
+            error="the output holds no <tool_call>",
+            error_kind="parse",
+            raw_output="garbage",
+            tool_calls=[],
+        ),
+    ]
     prompt = build_prompt(task, history, b"png")
     user = prompt.messages[1].text()
     assert "Step 1: left_click at (500, 462)" in user
@@ -93,7 +113,7 @@ def test_last_k_screenshots_come_back_as_turns(tokenizer):
     assert record[1].images == ["steps/0001/screenshot.png"] and record[-1].images == ["steps/0003/screenshot.png"]
     template = (FIXTURES / "qwen3vl_thinking.chat_template.jinja").read_text()
     text = render(tokenizer, template, prompt.hf_messages())
-    assert text.count("<|image_pad|>") == 3 and "<think>" not in text[:-len("<think>\n")]
+    assert text.count("<|image_pad|>") == 3 and "<think>" not in text[: -len("<think>\n")]
 
 
 def test_strip_think():

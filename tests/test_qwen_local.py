@@ -50,8 +50,13 @@ def png(width=1280, height=800) -> bytes:
 def observation(data: bytes):
     from tools.views import Observation
 
-    return Observation(screenshot_png=data, screenshot_size=(1280, 800), css_size=(1280, 800), device_scale_factor=1.0,
-                       taken_at=datetime.now(timezone.utc))
+    return Observation(
+        screenshot_png=data,
+        screenshot_size=(1280, 800),
+        css_size=(1280, 800),
+        device_scale_factor=1.0,
+        taken_at=datetime.now(timezone.utc),
+    )
 
 
 def test_loads_through_the_user_code_path_and_detects_thinking(backend):
@@ -112,8 +117,10 @@ def test_confidence_scores_the_tool_call_tokens_only(backend):
     from agent.backends.base import TokenLogprob
     from agent.confidence import confidence
 
-    text = ('click at (1, 2)</think>\n<tool_call>\n'
-            '{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}\n</tool_call>')
+    text = (
+        "click at (1, 2)</think>\n<tool_call>\n"
+        '{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [183, 524]}}\n</tool_call>'
+    )
     ids = backend.tokenizer(text)["input_ids"]
     spans, previous = [], ""
     for i in range(len(ids)):
@@ -121,8 +128,9 @@ def test_confidence_scores_the_tool_call_tokens_only(backend):
         spans.append((len(previous), len(decoded)))
         previous = decoded
     tokens = [TokenLogprob(text=text[s:e], start=s, end=e, logprob=-0.1) for s, e in spans]
-    digits = {i for i, t in enumerate(tokens)
-              if t.text.strip() in {"1", "8", "3", "5", "2", "4"} and t.start > text.index("</think>")}
+    digits = {
+        i for i, t in enumerate(tokens) if t.text.strip() in {"1", "8", "3", "5", "2", "4"} and t.start > text.index("</think>")
+    }
     for i in digits:
         tokens[i] = tokens[i].model_copy(update={"logprob": -2.0})
     conf = confidence(text, tokens)
@@ -140,10 +148,32 @@ def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, ch
     task = load_task(TASKS / "publish_product.yaml")
     data = task.model_dump(mode="json")
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", str(TASKS / "publish_product.yaml"), "--policy", "qwen3vl",
-         "--model", str(tiny_model), "--max-steps", "3", "--max-errors", "10", "--max-new-tokens", "32",
-         "--runs-dir", str(runs), "--decoding", decoding, "--no-compile"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            str(TASKS / "publish_product.yaml"),
+            "--policy",
+            "qwen3vl",
+            "--model",
+            str(tiny_model),
+            "--max-steps",
+            "3",
+            "--max-errors",
+            "10",
+            "--max-new-tokens",
+            "32",
+            "--runs-dir",
+            str(runs),
+            "--decoding",
+            decoding,
+            "--no-compile",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # noise does not publish products
     assert "Traceback" not in proc.stderr
@@ -176,12 +206,44 @@ def test_missing_weights_say_what_is_missing(tmp_path):
     (tmp_path / "half" / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
     with pytest.raises(ModelUnavailable, match="missing: weights .*tokenizer.*huggingface-cli download"):
         LocalQwen3VL(str(tmp_path / "half"))
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(TASKS / "publish_product.yaml"), "--policy",
-                           "qwen3vl", "--model", str(tmp_path / "half"), "--runs-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            str(TASKS / "publish_product.yaml"),
+            "--policy",
+            "qwen3vl",
+            "--model",
+            str(tmp_path / "half"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2 and "is missing: weights" in proc.stderr
-    hub = subprocess.run([sys.executable, "-m", "agent.cli", "run", str(TASKS / "publish_product.yaml"), "--policy",
-                          "qwen3vl", "--model", "Qwen/Qwen3-VL-2B-Thinking", "--runs-dir", str(tmp_path / "runs")],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**__import__("os").environ,
-                                                                                     "HF_HUB_OFFLINE": "1"})
+    hub = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            str(TASKS / "publish_product.yaml"),
+            "--policy",
+            "qwen3vl",
+            "--model",
+            "Qwen/Qwen3-VL-2B-Thinking",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert hub.returncode == 2 and "huggingface-cli download" in hub.stderr

@@ -97,8 +97,12 @@ def test_graph_exports_load_back_with_the_right_counts(publish_run):
         back = load(export(graph, fmt), fmt)
         assert (back.number_of_nodes(), back.number_of_edges()) == (graph.number_of_nodes(), graph.number_of_edges())
     assert export(graph, "mermaid").count("-->") == graph.number_of_edges()
-    cli = subprocess.run([sys.executable, "-m", "agent.cli", "graph", run.run_id, "--runs-dir", str(run_dir.parent),
-                          "--format", "graphml"], capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "graph", run.run_id, "--runs-dir", str(run_dir.parent), "--format", "graphml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0 and load(cli.stdout, "graphml").number_of_nodes() == 4 * n + 1
 
 
@@ -130,8 +134,12 @@ def slow_task(tmp_path: Path) -> Path:
 
 def test_sigkill_mid_run_leaves_a_readable_interrupted_run(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path)), "--runs-dir", str(runs)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path)), "--runs-dir", str(runs)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 60
         run_dirs: list[Path] = []
@@ -164,8 +172,13 @@ def test_sigkill_mid_run_leaves_a_readable_interrupted_run(tmp_path):
         assert [r.run_id for r in index.runs(status="interrupted")] == [row.run_id]
     finally:
         index.close()
-    listing = subprocess.run([sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(runs)],
-                             capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    listing = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert "interrupted" in listing.stdout
 
 
@@ -173,8 +186,13 @@ def test_runs_list_filters_show_and_rm(publish_run, tmp_path):
     runs, run_dir = publish_run
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
-                              capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        )
 
     assert run_dir.name in cli("runs", "list", "--task", "publish-product").stdout
     assert "no runs" in cli("runs", "list", "--status", "failed", "--task", "publish-product").stdout
@@ -183,8 +201,13 @@ def test_runs_list_filters_show_and_rm(publish_run, tmp_path):
     shown = cli("runs", "show", run_dir.name[:18])
     assert shown.returncode == 0 and "succeeded" in shown.stdout
     assert cli("runs", "show", "nope").returncode == 2
-    refused = subprocess.run([sys.executable, "-m", "agent.cli", "runs", "rm", run_dir.name, "--runs-dir", str(runs)],
-                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    refused = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "runs", "rm", run_dir.name, "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert refused.returncode == 2 and run_dir.exists()
 
 

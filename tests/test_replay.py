@@ -36,8 +36,14 @@ def original(tmp_path_factory):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_replay_without_model_calls_passes_the_checks(original):
@@ -94,8 +100,13 @@ def test_a_labelled_wrong_step_resumes_with_the_correction(tmp_path):
         browser.goto(shop.base_url + "/products/new")
         box = browser.locate(Target(role="button", name="Publish"))
     point = from_css(box.center, css_size=(1280, 800))
-    Labels(runs).add(failed.run_id, wrong, LabelIn(verdict="wrong", note="Publish, not Save draft",
-                                                     correction=Correction(action="left_click", coordinate=tuple(point))))
+    Labels(runs).add(
+        failed.run_id,
+        wrong,
+        LabelIn(
+            verdict="wrong", note="Publish, not Save draft", correction=Correction(action="left_click", coordinate=tuple(point))
+        ),
+    )
     proc = cli("resume", failed.run_id, "--from-step", str(wrong), "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "corrected 1" in proc.stdout
@@ -115,14 +126,23 @@ def test_exported_playwright_script_passes_the_check_without_secrets(original, t
     script = out.read_text()
     assert "Xq7-tulip-4821" not in script
     with ShopServer() as shop:
-        run = subprocess.run([sys.executable, str(out), "--base-url", shop.base_url], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, "GLASSBOX_SECRET_PASSWORD": "Xq7-tulip-4821"})
+        run = subprocess.run(
+            [sys.executable, str(out), "--base-url", shop.base_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "GLASSBOX_SECRET_PASSWORD": "Xq7-tulip-4821"},
+        )
         assert run.returncode == 0, run.stderr
         [item] = httpx.get(shop.base_url + "/api/products", params={"name": "Aurora LED desk lamp"}).json()["items"]
         assert (item["price"], item["stock"], item["status"]) == (39.9, 25, "published")
-    missing = subprocess.run([sys.executable, str(out), "--base-url", "http://127.0.0.1:9"], capture_output=True,
-                             text=True, timeout=120, env={k: v for k, v in os.environ.items()
-                                                          if k != "GLASSBOX_SECRET_PASSWORD"})
+    missing = subprocess.run(
+        [sys.executable, str(out), "--base-url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "GLASSBOX_SECRET_PASSWORD"},
+    )
     assert missing.returncode != 0
 
 
@@ -185,8 +205,10 @@ def test_replay_from_the_viewer(original):
         page.goto(f"{viewer.url}/runs/{source.run_id}")
         page.click("#replay-btn")
         page.wait_for_url("**/runs/*", timeout=60_000)
-        page.wait_for_function("document.getElementById('run-status') && "
-                               "document.getElementById('run-status').textContent === 'succeeded'", timeout=120_000)
+        page.wait_for_function(
+            "document.getElementById('run-status') && document.getElementById('run-status').textContent === 'succeeded'",
+            timeout=120_000,
+        )
         assert "branch of" in page.inner_text(".run-head") and page.locator(".film").count() == source.steps
         page.goto(f"{viewer.url}/diff?a={source.run_id}&b={page.url.rsplit('/', 1)[-1].split('#')[0]}")
         assert "No difference" in page.inner_text("main")

@@ -64,9 +64,21 @@ def test_publish_task_end_to_end_against_a_running_shop(tmp_path):
 def test_chinese_task_with_another_layout_seed_from_the_cli(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", str(TASKS / "publish_product_zh.yaml"), "--runs-dir", str(runs),
-         "--layout-seed", "5"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            str(TASKS / "publish_product_zh.yaml"),
+            "--runs-dir",
+            str(runs),
+            "--layout-seed",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "succeeded" in proc.stdout
@@ -99,10 +111,14 @@ def test_elements_below_the_fold_are_scrolled_to(tmp_path):
 def test_invalid_input_fails_the_task_and_exits_1(tmp_path):
     def wrong_price(data):
         data["inputs"]["price"] = "cheap"
+
     path = variant(tmp_path, "publish_product.yaml", wrong_price)
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "run", str(path), "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
@@ -119,6 +135,7 @@ def test_a_missing_element_is_a_recorded_error_and_ends_the_run(tmp_path):
     def missing(data):
         data["script"].insert(0, {"action": "left_click", "target": {"text": "No such button"}})
         data["limits"]["max_consecutive_errors"] = 2
+
     path = variant(tmp_path, "publish_product.yaml", missing)
     result = run_task(load_task(path), runs_dir=tmp_path / "runs")
     assert result.status is RunStatus.failed

@@ -40,16 +40,21 @@ def _secret(prefix: str, length: int, seed: str) -> str:
 
 
 # Long (env) password: more than the 200 characters an element's text is cut to. No braces (task placeholders).
-PASSWORD = _secret('Pw\\"<&>\' +/%é#@~', 300, "password")
-QUERY = _secret('Qk"<&>\' +/%é\\$', 64, "query")
+PASSWORD = _secret("Pw\\\"<&>' +/%é#@~", 300, "password")
+QUERY = _secret("Qk\"<&>' +/%é\\$", 64, "query")
 BUNDLED = "Xq7-tulip-4821"
 
 
 def forms(secret: str) -> set[str]:
     """The encodings the issue names: plain, JSON-escaped (both ways), URL-encoded, HTML-escaped."""
     return {
-        secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-        quote(secret), quote(secret, safe=""), quote_plus(secret), html.escape(secret),
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret),
+        quote(secret, safe=""),
+        quote_plus(secret),
+        html.escape(secret),
         html.escape(secret, quote=False),
     }
 
@@ -64,7 +69,7 @@ def needles(secret: str, *, fragments: bool = True) -> set[str]:
             found.add(form[-40:])
             for offset in (0, 3, 11, 37, 64, 101, 150, 192, 199, 250, len(form) - 8):
                 if 0 <= offset <= len(form) - 8:
-                    found.add(form[offset:offset + 8])
+                    found.add(form[offset : offset + 8])
     return found
 
 
@@ -73,14 +78,17 @@ ALL_NEEDLES = {BUNDLED: needles(BUNDLED, fragments=False), "PASSWORD": needles(P
 
 def hits(data: bytes | str, where: str) -> list[str]:
     text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
-    return [f"{where}: {name} as {needle!r}" for name, group in ALL_NEEDLES.items() for needle in group
-            if needle in text]
+    return [f"{where}: {name} as {needle!r}" for name, group in ALL_NEEDLES.items() for needle in group if needle in text]
 
 
 # -- the scrubber on its own --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("form", sorted(forms(PASSWORD)) + [repr(PASSWORD)[1:-1], PASSWORD[:200], PASSWORD[57:65],
-                                                             json.dumps(PASSWORD[:150])[1:-1], quote(PASSWORD[40:90])])
+
+@pytest.mark.parametrize(
+    "form",
+    sorted(forms(PASSWORD))
+    + [repr(PASSWORD)[1:-1], PASSWORD[:200], PASSWORD[57:65], json.dumps(PASSWORD[:150])[1:-1], quote(PASSWORD[40:90])],
+)
 def test_every_form_and_long_fragment_is_masked(form):
     out = Scrubber([PASSWORD]).scrub_text(f"before {form} after")
     assert out == f"before {MASK} after"
@@ -96,7 +104,7 @@ def test_short_fragments_and_other_text_are_kept():
 
 def test_placeholders_of_a_secret_that_contains_its_name_survive():
     scrubber = Scrubber.from_secrets({"password": "password123!"})
-    text = 'type <secret>password</secret> into {password}; the value was password123! then password12'
+    text = "type <secret>password</secret> into {password}; the value was password123! then password12"
     assert scrubber.scrub_text(text) == f"type <secret>password</secret> into {{password}}; the value was {MASK} then {MASK}"
     assert scrubber.scrub({"password": "x"}) == {"password": "x"}  # the name as a key is not the secret
     # A name holding the whole secret is not protected.
@@ -107,12 +115,22 @@ def test_models_and_containers_come_back_masked_with_their_types():
     scrubber = Scrubber.from_secrets({"password": PASSWORD})
     element = ElementInfo(tag="input", text=PASSWORD[:200], box=Box(x=1, y=2, width=3, height=4))
     step = StepRecord(
-        index=0, started_at=datetime.now(timezone.utc), timings=StepTimings(), url=f"http://h/s?q={quote_plus(PASSWORD)}",
-        title=f"Results for {PASSWORD}", screenshot="steps/0000/screenshot.png", screenshot_size=(10, 10), policy="x",
+        index=0,
+        started_at=datetime.now(timezone.utc),
+        timings=StepTimings(),
+        url=f"http://h/s?q={quote_plus(PASSWORD)}",
+        title=f"Results for {PASSWORD}",
+        screenshot="steps/0000/screenshot.png",
+        screenshot_size=(10, 10),
+        policy="x",
         prompt=[PromptMessage(role="user", text=f"pw {PASSWORD}")],
-        raw_output='<tool_call>{"arguments": {"text": ' + json.dumps(PASSWORD) + "}}</tool_call>", reasoning=None,
+        raw_output='<tool_call>{"arguments": {"text": ' + json.dumps(PASSWORD) + "}}</tool_call>",
+        reasoning=None,
         tool_calls=[{"name": "computer_use", "arguments": {"text": PASSWORD, PASSWORD: [PASSWORD, (1, PASSWORD)]}}],
-        action={"action": "type", "text": PASSWORD}, element=element, confidence=None, outcome="ok",
+        action={"action": "type", "text": PASSWORD},
+        element=element,
+        confidence=None,
+        outcome="ok",
     )
     masked = scrubber.scrub(step)
     assert masked.prompt is not None and masked.element is not None and step.element is not None
@@ -141,14 +159,35 @@ def test_a_megabyte_of_raw_output_is_masked_whole():
 
 def test_the_writer_masks_steps_run_json_and_the_index(tmp_path):
     scrubber = Scrubber.from_secrets({"password": PASSWORD})
-    record = RunRecord(run_id="r1", task_name="t", task_file=None, task={"goal": f"use {PASSWORD}"}, policy="script",
-                       status=RunStatus.running, started_at=datetime.now(timezone.utc), pid=os.getpid(), host="h")
+    record = RunRecord(
+        run_id="r1",
+        task_name="t",
+        task_file=None,
+        task={"goal": f"use {PASSWORD}"},
+        policy="script",
+        status=RunStatus.running,
+        started_at=datetime.now(timezone.utc),
+        pid=os.getpid(),
+        host="h",
+    )
     writer = RunWriter.create(tmp_path, record, scrubber=scrubber)
-    step = StepRecord(index=0, started_at=datetime.now(timezone.utc), timings=StepTimings(), url=None, title=None,
-                      screenshot="s.png", screenshot_size=(1, 1), policy="script", raw_output=json.dumps(PASSWORD),
-                      reasoning=PASSWORD[:120], action={"action": "left_click"}, confidence=None, outcome="error",
-                      error=f"typing {PASSWORD!r} failed",
-                      element=ElementInfo(tag="input", text=PASSWORD[:200], box=Box(x=0, y=0, width=1, height=1)))
+    step = StepRecord(
+        index=0,
+        started_at=datetime.now(timezone.utc),
+        timings=StepTimings(),
+        url=None,
+        title=None,
+        screenshot="s.png",
+        screenshot_size=(1, 1),
+        policy="script",
+        raw_output=json.dumps(PASSWORD),
+        reasoning=PASSWORD[:120],
+        action={"action": "left_click"},
+        confidence=None,
+        outcome="error",
+        error=f"typing {PASSWORD!r} failed",
+        element=ElementInfo(tag="input", text=PASSWORD[:200], box=Box(x=0, y=0, width=1, height=1)),
+    )
     written = writer.write_step(step)
     assert written.element is not None and written.element.text == MASK and written.error == f"typing '{MASK}' failed"
     writer.record.checks = [CheckResult(type="js", description="d", passed=True, detail=f"returned {PASSWORD!r}")]
@@ -160,6 +199,7 @@ def test_the_writer_masks_steps_run_json_and_the_index(tmp_path):
 
 
 # -- end to end ---------------------------------------------------------------------------------------------
+
 
 class SearchSite(NamedTuple):
     url: str
@@ -173,11 +213,15 @@ class _SearchPage(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path == "/search":
             q = parse_qs(parts.query).get("q", [""])[0]
-            body = (f"<title>Results for {html.escape(q)}</title><p id=r>Results for {html.escape(q)}</p>"
-                    f"<a href='/search?q={quote_plus(q)}'>again</a>")
+            body = (
+                f"<title>Results for {html.escape(q)}</title><p id=r>Results for {html.escape(q)}</p>"
+                f"<a href='/search?q={quote_plus(q)}'>again</a>"
+            )
         else:
-            body = ("<title>Search</title><form method=get action=/search><label for=q>Search</label> "
-                    "<input id=q name=q type=password style='width:600px'></form>")
+            body = (
+                "<title>Search</title><form method=get action=/search><label for=q>Search</label> "
+                "<input id=q name=q type=password style='width:600px'></form>"
+            )
         data = ("<!doctype html><meta charset=utf-8>" + body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -202,8 +246,14 @@ def search_site() -> Iterator[SearchSite]:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={**os.environ, "COLUMNS": "4000", **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "4000", **(env or {})},
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
@@ -221,11 +271,18 @@ def _publish_variant(tmp_path: Path) -> Path:
     data["inputs"]["description"] = PASSWORD  # typed as plain text: raw output and action carry it JSON-escaped
     script = data["script"]
     typed = next(i for i, s in enumerate(script) if s.get("text") == "{password}")
-    script.insert(typed + 1, {"action": "left_click", "target": {"label": "Password"},
-                              "note": "Check what the password field holds"})
-    data["checks"].append({"type": "http_json", "url": "/api/products?name={product_name}", "path": "items",
-                           "match": {"description": "{password}"},
-                           "description": "the description is {password}"})
+    script.insert(
+        typed + 1, {"action": "left_click", "target": {"label": "Password"}, "note": "Check what the password field holds"}
+    )
+    data["checks"].append(
+        {
+            "type": "http_json",
+            "url": "/api/products?name={product_name}",
+            "path": "items",
+            "match": {"description": "{password}"},
+            "description": "the description is {password}",
+        }
+    )
     path = tmp_path / "publish_secret.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
@@ -274,8 +331,11 @@ def test_no_secret_reaches_any_file_cli_output_viewer_response_or_export(tmp_pat
     search = run_task(load_task(_search_task(tmp_path, search_site)), runs_dir=runs)
 
     # There was something to leak: the fields held the secrets, the checks saw them, and all of it is masked.
-    variant_dir = next(p for p in runs.iterdir() if p.is_dir() and "publish-product" in p.name
-                       and read_run(p).task["inputs"]["password"]["value"] is None)
+    variant_dir = next(
+        p
+        for p in runs.iterdir()
+        if p.is_dir() and "publish-product" in p.name and read_run(p).task["inputs"]["password"]["value"] is None
+    )
     variant = read_run(variant_dir)
     assert variant.status is RunStatus.succeeded, variant.end_reason  # the shop took the 300-character password
     recheck = next(s for s in read_steps(variant_dir) if "Check what the password field holds" in (s.reasoning or ""))
@@ -297,8 +357,9 @@ def test_no_secret_reaches_any_file_cli_output_viewer_response_or_export(tmp_pat
     labels.add(search.run_id, 4, LabelIn(verdict="wrong", correction=Correction(action="left_click", coordinate=(500, 500))))
     labels.add(search.run_id, 2, LabelIn(verdict="correct"))
 
-    run_ids = [variant.run_id, search.run_id] + [p.name for p in runs.iterdir() if p.is_dir() and p.name != variant.run_id
-                                                 and p.name != search.run_id]
+    run_ids = [variant.run_id, search.run_id] + [
+        p.name for p in runs.iterdir() if p.is_dir() and p.name != variant.run_id and p.name != search.run_id
+    ]
     outputs["runs list"] = _cli("runs", "list", "--runs-dir", str(runs))
     outputs["runs list --json"] = _cli("runs", "list", "--runs-dir", str(runs), "--json")
     for run_id in run_ids:
@@ -309,11 +370,13 @@ def test_no_secret_reaches_any_file_cli_output_viewer_response_or_export(tmp_pat
 
     exports = tmp_path / "exports"
     for fmt in ("sft", "dpo"):
-        outputs[f"export {fmt}"] = _cli("export", "feedback", "--format", fmt, "--out", str(exports / f"{fmt}.jsonl"),
-                                        "--runs-dir", str(runs))
+        outputs[f"export {fmt}"] = _cli(
+            "export", "feedback", "--format", fmt, "--out", str(exports / f"{fmt}.jsonl"), "--runs-dir", str(runs)
+        )
     for run_id in (variant.run_id, search.run_id):
-        outputs[f"export playwright {run_id}"] = _cli("export", "playwright", run_id, "--out",
-                                                      str(exports / f"{run_id}.py"), "--runs-dir", str(runs))
+        outputs[f"export playwright {run_id}"] = _cli(
+            "export", "playwright", run_id, "--out", str(exports / f"{run_id}.py"), "--runs-dir", str(runs)
+        )
     assert (exports / "sft.jsonl").read_text(encoding="utf-8").count("\n") == 3  # corrections count too
     assert (exports / "dpo.jsonl").read_text(encoding="utf-8").count("\n") == 1
 
@@ -322,8 +385,7 @@ def test_no_secret_reaches_any_file_cli_output_viewer_response_or_export(tmp_pat
         with httpx.Client(base_url=viewer.url, timeout=30) as client:
             paths = ["/", "/api/runs", f"/diff?a={variant.run_id}&b={search.run_id}"]
             for run_id in run_ids:
-                paths += [f"/runs/{run_id}", f"/api/runs/{run_id}", f"/api/runs/{run_id}/graph",
-                          f"/api/runs/{run_id}/events"]
+                paths += [f"/runs/{run_id}", f"/api/runs/{run_id}", f"/api/runs/{run_id}/graph", f"/api/runs/{run_id}/events"]
             for path in paths:
                 response = client.get(path)
                 assert response.status_code == 200, (path, response.status_code, response.text[:300])

@@ -33,11 +33,17 @@ def test_pages_need_a_login(shop):
 
 def test_validation_errors_are_shown_on_the_page(shop):
     client = signed_in(shop)
-    response = client.post("/products/new", data={"name": "", "price": "abc", "stock": "-3", "category": "Nope",
-                                                  "intent": "publish"})
+    response = client.post(
+        "/products/new", data={"name": "", "price": "abc", "stock": "-3", "category": "Nope", "intent": "publish"}
+    )
     assert response.status_code == 422
-    for message in ("Product name is required.", "Price must be a number", "Stock must be a whole number",
-                    "Choose a category.", "A main image is required to publish."):
+    for message in (
+        "Product name is required.",
+        "Price must be a number",
+        "Stock must be a whole number",
+        "Choose a category.",
+        "A main image is required to publish.",
+    ):
         assert message in response.text
     assert client.get("/api/products").json()["items"][0]["name"] != ""
 
@@ -45,8 +51,15 @@ def test_validation_errors_are_shown_on_the_page(shop):
 def test_publish_with_image_then_read_it_from_the_api(shop):
     client = signed_in(shop)
     response = client.post(
-        "/products/new", data={"name": "Lamp", "price": "39.90", "stock": "25", "category": "Home & Kitchen",
-                               "description": "Warm light", "intent": "publish"},
+        "/products/new",
+        data={
+            "name": "Lamp",
+            "price": "39.90",
+            "stock": "25",
+            "category": "Home & Kitchen",
+            "description": "Warm light",
+            "intent": "publish",
+        },
         files={"image": ("lamp.png", PNG, "image/png")},
     )
     assert response.status_code == 303
@@ -60,7 +73,8 @@ def test_publish_with_image_then_read_it_from_the_api(shop):
 def test_a_non_image_upload_is_refused(shop):
     client = signed_in(shop)
     response = client.post(
-        "/products/new", data={"name": "X", "price": "1", "stock": "1", "category": "Books", "intent": "publish"},
+        "/products/new",
+        data={"name": "X", "price": "1", "stock": "1", "category": "Books", "intent": "publish"},
         files={"image": ("x.png", b"not an image", "image/png")},
     )
     assert response.status_code == 422 and "must be a PNG, JPEG, WebP or GIF" in response.text
@@ -68,8 +82,9 @@ def test_a_non_image_upload_is_refused(shop):
 
 def test_draft_needs_no_image_and_upload_names_are_checked(shop):
     client = signed_in(shop)
-    response = client.post("/products/new", data={"name": "D", "price": "2.50", "stock": "0", "category": "Toys",
-                                                  "intent": "draft"})
+    response = client.post(
+        "/products/new", data={"name": "D", "price": "2.50", "stock": "0", "category": "Toys", "intent": "draft"}
+    )
     assert response.status_code == 303
     assert client.get("/api/products", params={"name": "D"}).json()["items"][0]["status"] == "draft"
     assert client.get("/uploads/..%2Fshop.sqlite3").status_code == 404
@@ -78,8 +93,9 @@ def test_draft_needs_no_image_and_upload_names_are_checked(shop):
 def test_every_instance_starts_with_a_fresh_database():
     with ShopServer() as first:
         client = signed_in(first)
-        client.post("/products/new", data={"name": "Only here", "price": "1", "stock": "1", "category": "Books",
-                                           "intent": "draft"})
+        client.post(
+            "/products/new", data={"name": "Only here", "price": "1", "stock": "1", "category": "Books", "intent": "draft"}
+        )
         assert client.get("/api/products", params={"name": "Only here"}).json()["items"]
     with ShopServer() as second:
         assert httpx.get(second.base_url + "/api/products", params={"name": "Only here"}).json()["items"] == []

@@ -14,16 +14,33 @@ from tracer.secrets import MASK, Scrubber
 
 def record(run_id="r1", pid=None):
     return RunRecord(
-        run_id=run_id, task_name="t", task_file=None, task={}, policy="script", status=RunStatus.running,
-        started_at=datetime.now(timezone.utc), pid=pid or os.getpid(), host=socket.gethostname(),
+        run_id=run_id,
+        task_name="t",
+        task_file=None,
+        task={},
+        policy="script",
+        status=RunStatus.running,
+        started_at=datetime.now(timezone.utc),
+        pid=pid or os.getpid(),
+        host=socket.gethostname(),
     )
 
 
 def step(index, outcome="ok"):
     return StepRecord(
-        index=index, started_at=datetime.now(timezone.utc), timings=StepTimings(), url=None, title=None,
-        screenshot=f"steps/{index:04d}/screenshot.png", screenshot_size=(10, 10), policy="script", raw_output="x",
-        reasoning="r", action={"action": "wait"}, confidence=None, outcome=outcome,
+        index=index,
+        started_at=datetime.now(timezone.utc),
+        timings=StepTimings(),
+        url=None,
+        title=None,
+        screenshot=f"steps/{index:04d}/screenshot.png",
+        screenshot_size=(10, 10),
+        policy="script",
+        raw_output="x",
+        reasoning="r",
+        action={"action": "wait"},
+        confidence=None,
+        outcome=outcome,
         error=None if outcome == "ok" else "boom",
     )
 

@@ -68,18 +68,27 @@ def test_input_from_environment(tmp_path, monkeypatch):
 BROKEN = [
     # (what to change, expected message fragment, expected line)
     (("name: t\n", ""), "name: required field is missing", 1),
-    (("target: {site: shop}", "target: {site: shop, layout_seed: many}"),
-     "target.layout_seed: Input should be a valid integer", 7),
-    (("  - {action: type, text: \"{password}\"}", "  - {action: fly, text: x}"), "script[1]: unknown action 'fly'", 14),
+    (
+        ("target: {site: shop}", "target: {site: shop, layout_seed: many}"),
+        "target.layout_seed: Input should be a valid integer",
+        7,
+    ),
+    (('  - {action: type, text: "{password}"}', "  - {action: fly, text: x}"), "script[1]: unknown action 'fly'", 14),
     (("file: lamp,", "file: /etc/passwd,"), "script[2].file: '/etc/passwd' is not a declared file", 15),
-    (("  - {action: terminate, status: success}", "  - {action: goto_url, url: \"https://evil.example/x\"}"),
-     "script[3].url: 'https://evil.example/x' is outside allowed_origins", 16),
+    (
+        ("  - {action: terminate, status: success}", '  - {action: goto_url, url: "https://evil.example/x"}'),
+        "script[3].url: 'https://evil.example/x' is outside allowed_origins",
+        16,
+    ),
     (("fixtures/desk_lamp.png", "fixtures/missing.png"), "files.lamp.path: no such file", 9),
     (("goal: Publish", "goal: Publish {nope}"), "goal: refers to {nope}, which is not an input", 2),
     (("checks:\n", "checkz:\n"), "checkz: unknown field", 10),
-    (("{type: text_present, text: \"{product_name}\"}", "{type: sql, query: x}"), "checks[0]", 11),
-    (("{action: left_click, target: {label: Username}}", "{action: left_click, coordinate: [1, 2], target: {label: U}}"),
-     "either 'target' or 'coordinate'", 13),
+    (('{type: text_present, text: "{product_name}"}', "{type: sql, query: x}"), "checks[0]", 11),
+    (
+        ("{action: left_click, target: {label: Username}}", "{action: left_click, coordinate: [1, 2], target: {label: U}}"),
+        "either 'target' or 'coordinate'",
+        13,
+    ),
     (("{action: left_click, target: {label: Username}}", "{action: left_click}"), "coordinate: Field required", 13),
 ]
 
@@ -115,7 +124,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_broken_task_exits_2_with_the_message(tmp_path):
-    path = write(tmp_path, VALID.replace("  - {action: type, text: \"{password}\"}", "  - {action: fly, text: x}"))
+    path = write(tmp_path, VALID.replace('  - {action: type, text: "{password}"}', "  - {action: fly, text: x}"))
     result = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2
     assert "script[1]: unknown action 'fly'" in result.stderr

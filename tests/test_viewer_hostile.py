@@ -26,7 +26,7 @@ from tracer import RunStatus, read_steps
 HOSTILE_TITLE = "</script><script>alert('title')</script><!--<script> \u2028 & done"
 HOSTILE_NOTE = "</script><!--<script>alert('note')</script>"
 SHOT_PAYLOAD = 'x" onerror="alert(1)'
-CROP_PAYLOAD = "x\" onerror=\"alert(2)\" data-x=\"<script>alert('crop')</script>"
+CROP_PAYLOAD = 'x" onerror="alert(2)" data-x="<script>alert(\'crop\')</script>'
 
 
 def craft(runs: Path, source: Path) -> str:
@@ -40,8 +40,11 @@ def craft(runs: Path, source: Path) -> str:
     lines = []
     for raw in (target / "steps.jsonl").read_text().splitlines():
         step = json.loads(raw)
-        step.update(title="<!--<script>", url="javascript:alert('url')",
-                    reasoning="</script><script>alert('reasoning')</script>\u2028<!--<script>")
+        step.update(
+            title="<!--<script>",
+            url="javascript:alert('url')",
+            reasoning="</script><script>alert('reasoning')</script>\u2028<!--<script>",
+        )
         if step["index"] == 0:
             step["screenshot"] = SHOT_PAYLOAD
         if step.get("evidence"):
@@ -88,8 +91,11 @@ def chromium_rebinding() -> Iterator[Any]:
 
     require_chromium()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(find_chromium()), headless=True,
-                                     args=[*LAUNCH_ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"])
+        browser = pw.chromium.launch(
+            executable_path=str(find_chromium()),
+            headless=True,
+            args=[*LAUNCH_ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"],
+        )
         try:
             yield browser
         finally:
@@ -115,12 +121,21 @@ def labels_of(viewer: ViewerServer, run_id: str) -> list[dict[str, Any]]:
 # --- Host: DNS rebinding --------------------------------------------------------------------------------------------
 
 ROUTES = [
-    ("GET", "/", None), ("GET", "/runs/{run}", None), ("GET", "/runs/{run}/files/run.json", None),
-    ("GET", "/static/viewer.js", None), ("GET", "/static/viewer.css", None), ("GET", "/api/runs", None),
-    ("GET", "/api/runs/{run}", None), ("GET", "/api/runs/{run}/graph", None), ("GET", "/api/runs/{run}/events", None),
-    ("GET", "/diff?a={run}&b={run}", None), ("GET", "/runs/{run}/wait", None), ("GET", "/no/such/route", None),
+    ("GET", "/", None),
+    ("GET", "/runs/{run}", None),
+    ("GET", "/runs/{run}/files/run.json", None),
+    ("GET", "/static/viewer.js", None),
+    ("GET", "/static/viewer.css", None),
+    ("GET", "/api/runs", None),
+    ("GET", "/api/runs/{run}", None),
+    ("GET", "/api/runs/{run}/graph", None),
+    ("GET", "/api/runs/{run}/events", None),
+    ("GET", "/diff?a={run}&b={run}", None),
+    ("GET", "/runs/{run}/wait", None),
+    ("GET", "/no/such/route", None),
     ("POST", "/api/runs/{run}/steps/0/labels", {"verdict": "correct"}),
-    ("POST", "/api/runs/{run}/replay", {"fallback": "none"}), ("DELETE", "/api/labels/1", None),
+    ("POST", "/api/runs/{run}/replay", {"fallback": "none"}),
+    ("DELETE", "/api/labels/1", None),
 ]
 
 
@@ -136,11 +151,23 @@ def test_a_rebinding_host_is_refused_on_every_route(viewer, runs, own, method, p
     assert labels_of(viewer, run_id) == []
 
 
-@pytest.mark.parametrize(("host", "status"), [
-    ("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("[::1]:{port}", 200), ("LOCALHOST:{port}", 200),
-    ("127.0.0.1:{other}", 421), ("evil.example", 421), ("127.0.0.1", 421), ("127.0.0.1.evil.example:{port}", 421),
-    ("localhost:{port}.evil.example", 421), ("127.0.0.1:{port}@evil.example", 421), ("[::1:{port}", 421), ("", 421),
-])
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("LOCALHOST:{port}", 200),
+        ("127.0.0.1:{other}", 421),
+        ("evil.example", 421),
+        ("127.0.0.1", 421),
+        ("127.0.0.1.evil.example:{port}", 421),
+        ("localhost:{port}.evil.example", 421),
+        ("127.0.0.1:{port}@evil.example", 421),
+        ("[::1:{port}", 421),
+        ("", 421),
+    ],
+)
 def test_only_the_hosts_the_viewer_listens_on_are_accepted(viewer, host, status):
     header = host.format(port=viewer.port, other=viewer.port + 1 if viewer.port < 65535 else 1)
     assert httpx.get(viewer.url + "/api/runs", headers={"Host": header}).status_code == status
@@ -172,7 +199,8 @@ def test_a_rebinding_page_in_chromium_reads_nothing(viewer, runs, page):
     assert response.status == 421 and "421 Misdirected Request" in page.inner_text("h1")
     assert "addressed to" in page.inner_text("body") and run_id not in page.content()
     # Script on the rebinding page is same-origin with evil.example and so may read responses: all are refusals.
-    statuses = page.evaluate("""async (run) => {
+    statuses = page.evaluate(
+        """async (run) => {
         const out = {};
         for (const url of ["/api/runs", `/api/runs/${run}`, "/static/viewer.js", `/api/runs/${run}/events`,
                            `/runs/${run}/files/run.json`]) out[url] = (await fetch(url)).status;
@@ -180,12 +208,15 @@ def test_a_rebinding_page_in_chromium_reads_nothing(viewer, runs, page):
             headers: {"Content-Type": "application/json"}, body: JSON.stringify({verdict: "wrong", note: "x"})});
         out.post = post.status;
         return out;
-    }""", run_id)
+    }""",
+        run_id,
+    )
     assert set(statuses.values()) == {421}, statuses
     assert labels_of(viewer, run_id) == []
 
 
 # --- Writes: same origin and the per-server token -------------------------------------------------------------------
+
 
 def test_writes_need_the_same_origin_and_the_token_from_the_page(viewer, runs, own):
     _, run_id, _ = runs
@@ -207,8 +238,12 @@ def test_writes_need_the_same_origin_and_the_token_from_the_page(viewer, runs, o
         response = httpx.post(url, json=body, headers=headers)
         assert response.status_code == 403, headers
         assert "refused" in response.json()["error"]
-    assert httpx.post(f"{viewer.url}/api/runs/{run_id}/replay", json={"fallback": "none"},
-                      headers={"Origin": viewer.url}).status_code == 403
+    assert (
+        httpx.post(
+            f"{viewer.url}/api/runs/{run_id}/replay", json={"fallback": "none"}, headers={"Origin": viewer.url}
+        ).status_code
+        == 403
+    )
     assert labels_of(viewer, run_id) == []
 
     made = httpx.post(url, json=body, headers=own)
@@ -245,7 +280,8 @@ def test_a_page_on_another_origin_cannot_label_or_read(viewer, runs, page):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-        result = page.evaluate("""async ([base, run]) => {
+        result = page.evaluate(
+            """async ([base, run]) => {
             const out = {};
             const labels = `${base}/api/runs/${run}/steps/1/labels`;
             // A "simple" request needs no preflight: it reaches the server, which must refuse it.
@@ -269,7 +305,9 @@ def test_a_page_on_another_origin_cannot_label_or_read(viewer, runs, page):
             field.name = '{"fallback": "none", "x": "'; field.value = '"}';
             form.appendChild(field); document.body.appendChild(form);
             return out;
-        }""", [viewer.url, run_id])
+        }""",
+            [viewer.url, run_id],
+        )
         assert result == {"simple": "withheld", "preflighted": "blocked", "read": "blocked"}
         with page.expect_navigation() as navigation:
             page.evaluate("document.forms[0].submit()")
@@ -281,6 +319,7 @@ def test_a_page_on_another_origin_cannot_label_or_read(viewer, runs, page):
 
 
 # --- Crafted run folders and hostile text in real Chromium ----------------------------------------------------------
+
 
 def test_a_crafted_run_folder_runs_no_script_and_still_shows_its_steps(viewer, runs, page):
     runs_dir, _, hostile = runs
@@ -296,8 +335,11 @@ def test_a_crafted_run_folder_runs_no_script_and_still_shows_its_steps(viewer, r
     page.goto(f"{viewer.url}/runs/{hostile}#step-0")
     page.locator(f"#graph a[data-step='{with_evidence}']").first.click()
     assert page.inner_text("#step-title").startswith(f"Step {with_evidence} ·")
-    assert page.locator("img.crop").get_attribute("src").endswith(
-        "/files/x%22%20onerror%3D%22alert(2)%22%20data-x%3D%22%3Cscript%3Ealert('crop')%3C/script%3E")  # '/' stays a separator
+    assert (
+        page.locator("img.crop")
+        .get_attribute("src")
+        .endswith("/files/x%22%20onerror%3D%22alert(2)%22%20data-x%3D%22%3Cscript%3Ealert('crop')%3C/script%3E")
+    )  # '/' stays a separator
     assert "<img src=x onerror=alert('element')>" in page.inner_text("#details")
     assert page.locator(".film img").first.get_attribute("src").endswith("/files/x%22%20onerror%3D%22alert(1)")
     assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
@@ -307,8 +349,9 @@ def test_a_crafted_run_folder_runs_no_script_and_still_shows_its_steps(viewer, r
     assert HOSTILE_TITLE in page.text_content("table.runs")
     # Its step 0 screenshot is missing: the diff says so (a 422 page naming the file), or compares without it.
     diff = page.goto(f"{viewer.url}/diff?a={runs[1]}&b={hostile}")
-    assert (diff.status == 200 and "first differ" in page.inner_text("h1")) or \
-        (diff.status == 422 and "cannot compare" in page.inner_text("body") and SHOT_PAYLOAD in page.inner_text("body"))
+    assert (diff.status == 200 and "first differ" in page.inner_text("h1")) or (
+        diff.status == 422 and "cannot compare" in page.inner_text("body") and SHOT_PAYLOAD in page.inner_text("body")
+    )
     with page.expect_download() as download:
         page.evaluate("(url) => { location.href = url; }", f"/runs/{hostile}/files/evil.html")
     assert download.value.suggested_filename == "evil.html"
@@ -358,6 +401,7 @@ def test_graph_labels_are_escaped():
 
 
 # --- Files, bodies, malformed requests --------------------------------------------------------------------------------
+
 
 def test_files_come_only_from_inside_the_run_folder_and_cannot_run_script(viewer, runs):
     _, _, hostile = runs
@@ -445,11 +489,22 @@ def test_malformed_api_requests_are_a_clear_4xx(viewer, runs, own, method, path,
     assert response.json()["error"] and "Traceback" not in response.text
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("/?page=0", 400), ("/?page=abc", 400), ("/?page=" + "9" * 30, 400), ("/runs/nope", 404), ("/runs/a%2Fb", 404),
-    ("/diff", 400), ("/diff?a=nope&b=nope", 404), ("/runs/never-started/wait", 404), ("/static/nope.js", 404),
-    ("/no/such/page", 404), ("/runs/broken-run", 422),
-])
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/?page=0", 400),
+        ("/?page=abc", 400),
+        ("/?page=" + "9" * 30, 400),
+        ("/runs/nope", 404),
+        ("/runs/a%2Fb", 404),
+        ("/diff", 400),
+        ("/diff?a=nope&b=nope", 404),
+        ("/runs/never-started/wait", 404),
+        ("/static/nope.js", 404),
+        ("/no/such/page", 404),
+        ("/runs/broken-run", 422),
+    ],
+)
 def test_malformed_page_requests_are_a_small_html_page(viewer, runs, path, status):
     broken = runs[0] / "broken-run"
     broken.mkdir(exist_ok=True)
@@ -463,8 +518,10 @@ def test_malformed_page_requests_are_a_small_html_page(viewer, runs, path, statu
 
 
 def _request_head(viewer: ViewerServer, own: dict[str, str], path: str, length: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{viewer.port}\r\nOrigin: {own['Origin']}\r\n"
-            f"X-Glassbox-Token: {own['X-Glassbox-Token']}\r\nContent-Type: application/json\r\n{length}\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{viewer.port}\r\nOrigin: {own['Origin']}\r\n"
+        f"X-Glassbox-Token: {own['X-Glassbox-Token']}\r\nContent-Type: application/json\r\n{length}\r\n\r\n"
+    ).encode()
 
 
 def _read_all(sock: socket.socket) -> bytes:

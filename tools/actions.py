@@ -178,19 +178,51 @@ class GotoUrl(_Action):
 
 Action = Annotated[
     Union[
-        Key, Type, MouseMove, LeftClick, LeftClickDrag, RightClick, MiddleClick, DoubleClick, TripleClick,
-        Scroll, HScroll, Wait, Terminate, Answer, UploadFile, GotoUrl,
+        Key,
+        Type,
+        MouseMove,
+        LeftClick,
+        LeftClickDrag,
+        RightClick,
+        MiddleClick,
+        DoubleClick,
+        TripleClick,
+        Scroll,
+        HScroll,
+        Wait,
+        Terminate,
+        Answer,
+        UploadFile,
+        GotoUrl,
     ],
     Field(discriminator="action"),
 ]
 _ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
 
 COMPUTER_USE_ACTIONS = (
-    "key", "type", "mouse_move", "left_click", "left_click_drag", "right_click", "middle_click", "double_click",
-    "triple_click", "scroll", "hscroll", "wait", "terminate", "answer",
+    "key",
+    "type",
+    "mouse_move",
+    "left_click",
+    "left_click_drag",
+    "right_click",
+    "middle_click",
+    "double_click",
+    "triple_click",
+    "scroll",
+    "hscroll",
+    "wait",
+    "terminate",
+    "answer",
 )
 POINT_ACTIONS = (
-    "mouse_move", "left_click", "left_click_drag", "right_click", "middle_click", "double_click", "triple_click",
+    "mouse_move",
+    "left_click",
+    "left_click_drag",
+    "right_click",
+    "middle_click",
+    "double_click",
+    "triple_click",
     "upload_file",
 )
 

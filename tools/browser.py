@@ -53,8 +53,7 @@ class BrowserExecutor(BaseExecutor):
         coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
         coordinate_divisor: float = 1000.0,
     ) -> None:
-        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode,
-                         coordinate_divisor=coordinate_divisor)
+        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode, coordinate_divisor=coordinate_divisor)
         self.settings = settings or BrowserSettings()
         self.allowed_origins = [_origin(o) for o in (allowed_origins or [])]
         self._pw: Any = None
@@ -74,7 +73,9 @@ class BrowserExecutor(BaseExecutor):
         self._pw = sync_playwright().start()
         try:
             self._browser = self._pw.chromium.launch(
-                executable_path=str(executable), headless=not self.settings.headed, args=LAUNCH_ARGS,
+                executable_path=str(executable),
+                headless=not self.settings.headed,
+                args=LAUNCH_ARGS,
             )
             width, height = self.settings.viewport
             self._context = self._browser.new_context(
@@ -116,8 +117,12 @@ class BrowserExecutor(BaseExecutor):
         except Exception:  # the page may be navigating; the title is informational
             title = None
         return Observation(
-            screenshot_png=png, screenshot_size=(round(width * scale), round(height * scale)),
-            css_size=(width, height), device_scale_factor=scale, url=self.page.url, title=title,
+            screenshot_png=png,
+            screenshot_size=(round(width * scale), round(height * scale)),
+            css_size=(width, height),
+            device_scale_factor=scale,
+            url=self.page.url,
+            title=title,
             taken_at=datetime.now(timezone.utc),
         )
 
@@ -222,8 +227,10 @@ class BrowserExecutor(BaseExecutor):
                 while self._chooser is None and time.monotonic() < deadline:
                     self.page.wait_for_timeout(10)
                 if self._chooser is None:
-                    raise ActionError(f"no file chooser opened at {audit.css if audit else (x, y)}: "
-                                      "click the file input (or its 'Choose file' button)")
+                    raise ActionError(
+                        f"no file chooser opened at {audit.css if audit else (x, y)}: "
+                        "click the file input (or its 'Choose file' button)"
+                    )
                 self._chooser.set_files(str(path))
                 self._chooser = None
             case A.GotoUrl():

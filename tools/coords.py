@@ -55,10 +55,14 @@ def to_css(
     px, py = round(fx * width), round(fy * height)
     cx, cy = min(max(px, 0), width - 1), min(max(py, 0), height - 1)
     return CoordinateAudit(
-        model=(x, y), mode=mode, divisor=divisor if mode is CoordinateMode.relative_1000 else None,
+        model=(x, y),
+        mode=mode,
+        divisor=divisor if mode is CoordinateMode.relative_1000 else None,
         resized_size=resized_size,
         screenshot_size=(round(width * device_scale_factor), round(height * device_scale_factor)),
-        device_scale_factor=device_scale_factor, css=(cx, cy), clamped=(cx, cy) != (px, py),
+        device_scale_factor=device_scale_factor,
+        css=(cx, cy),
+        clamped=(cx, cy) != (px, py),
     )
 
 

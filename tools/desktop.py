@@ -79,8 +79,7 @@ class DesktopExecutor(BaseExecutor):
         coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
         coordinate_divisor: float = 1000.0,
     ) -> None:
-        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode,
-                         coordinate_divisor=coordinate_divisor)
+        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode, coordinate_divisor=coordinate_divisor)
         self.settings = settings or DesktopSettings()
         self.display: str | None = None
         self.monitor: Monitor | None = None
@@ -116,9 +115,15 @@ class DesktopExecutor(BaseExecutor):
         buffer = io.BytesIO()
         image.save(buffer, "PNG", compress_level=1)  # speed over size: the recorder keeps it as is
         size = (shot.size[0], shot.size[1])
-        return Observation(screenshot_png=buffer.getvalue(), screenshot_size=size, css_size=size,
-                           device_scale_factor=1.0, url=None, title=self._active_title(),
-                           taken_at=datetime.now(timezone.utc))
+        return Observation(
+            screenshot_png=buffer.getvalue(),
+            screenshot_size=size,
+            css_size=size,
+            device_scale_factor=1.0,
+            url=None,
+            title=self._active_title(),
+            taken_at=datetime.now(timezone.utc),
+        )
 
     # element_at: BaseExecutor's None, as a plain X desktop has no element tree
 
@@ -171,9 +176,13 @@ class DesktopExecutor(BaseExecutor):
         # Characters outside the keymap are typed by remapping a spare keycode for each one; an app that reads a
         # key event after the next remap sees the wrong character (seen on a loaded machine), so give it time.
         delay = self.settings.type_delay_ms if chunk.isascii() else max(self.settings.type_delay_ms, NON_ASCII_DELAY_MS)
-        result = subprocess.run([xdotool, "type", "--delay", str(delay), "--", chunk],
-                                env={**os.environ, "DISPLAY": self.display or ""}, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [xdotool, "type", "--delay", str(delay), "--", chunk],
+            env={**os.environ, "DISPLAY": self.display or ""},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if result.returncode != 0:
             raise ActionError(f"xdotool type failed: {result.stderr.strip()[:200]}")
 
@@ -201,8 +210,13 @@ class DesktopExecutor(BaseExecutor):
         xdotool = shutil.which("xdotool")
         if xdotool is None:
             return None
-        result = subprocess.run([xdotool, "getwindowfocus", "getwindowname"], capture_output=True, text=True,
-                                env={**os.environ, "DISPLAY": self.display or ""}, timeout=5)
+        result = subprocess.run(
+            [xdotool, "getwindowfocus", "getwindowname"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DISPLAY": self.display or ""},
+            timeout=5,
+        )
         return result.stdout.strip() or None if result.returncode == 0 else None
 
 

@@ -32,8 +32,7 @@ class BudgetSpent(ActionError):
 
 
 def budget_cut_off(done: int, total: int) -> BudgetSpent:
-    return BudgetSpent(f"cut off: the run's time budget ran out while typing ({done:,} of {total:,} characters "
-                       "typed)")
+    return BudgetSpent(f"cut off: the run's time budget ran out while typing ({done:,} of {total:,} characters typed)")
 
 
 @runtime_checkable
@@ -58,8 +57,7 @@ class Executor(Protocol):
 
     def __enter__(self) -> Self: ...
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
 
 
 @runtime_checkable
@@ -153,9 +151,14 @@ class BaseExecutor(ABC):
 
     def _map(self, coordinate: list[float]) -> CoordinateAudit:
         size, scale = self._screen()
-        return to_css(coordinate, css_size=size, device_scale_factor=scale, mode=self.coordinate_mode,
-                      divisor=self.coordinate_divisor,
-                      resized_size=size if self.coordinate_mode is CoordinateMode.absolute else None)
+        return to_css(
+            coordinate,
+            css_size=size,
+            device_scale_factor=scale,
+            mode=self.coordinate_mode,
+            divisor=self.coordinate_divisor,
+            resized_size=size if self.coordinate_mode is CoordinateMode.absolute else None,
+        )
 
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         match action:
@@ -174,7 +177,7 @@ class BaseExecutor(ABC):
         for start in range(0, len(text), self.type_chunk):
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 raise budget_cut_off(start, len(text))
-            self._type_chunk(text[start:start + self.type_chunk])
+            self._type_chunk(text[start : start + self.type_chunk])
 
     def _wait(self, seconds: float) -> None:
         left = self._time_left()
@@ -187,6 +190,7 @@ class BaseExecutor(ABC):
 
     def _reveal(self, text: str) -> str:
         """``<secret>name</secret>`` -> the secret's value, here and only here: right before the keys are sent."""
+
         def value(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in self._secrets:

@@ -60,8 +60,7 @@ class FakeExecutor(BaseExecutor):
         coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
         coordinate_divisor: float = 1000.0,
     ) -> None:
-        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode,
-                         coordinate_divisor=coordinate_divisor)
+        super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode, coordinate_divisor=coordinate_divisor)
         self.size = size
         self.screens = list(screens) if screens else [screenshot("white", size)]
         self.errors = errors or {}
@@ -83,8 +82,15 @@ class FakeExecutor(BaseExecutor):
     def perceive(self) -> Observation:
         png = self.screens[min(len(self.actions), len(self.screens) - 1)]
         self.observations += 1
-        return Observation(screenshot_png=png, screenshot_size=self.size, css_size=self.size, device_scale_factor=1.0,
-                           url=self._url(), title=None, taken_at=datetime.now(timezone.utc))
+        return Observation(
+            screenshot_png=png,
+            screenshot_size=self.size,
+            css_size=self.size,
+            device_scale_factor=1.0,
+            url=self._url(),
+            title=None,
+            taken_at=datetime.now(timezone.utc),
+        )
 
     def element_at(self, css: tuple[int, int]) -> ElementInfo | None:
         return self.elements(css) if self.elements else None

@@ -102,6 +102,8 @@ class BrowserSettings(BaseModel):
     def _screen_size(self) -> "BrowserSettings":
         width, height = self.viewport
         if max(width, height) * self.device_scale_factor > MAX_DEVICE_PIXELS:
-            raise ValueError(f"viewport {width}x{height} at device_scale_factor {self.device_scale_factor} makes "
-                             f"screenshots wider or taller than {MAX_DEVICE_PIXELS} pixels")
+            raise ValueError(
+                f"viewport {width}x{height} at device_scale_factor {self.device_scale_factor} makes "
+                f"screenshots wider or taller than {MAX_DEVICE_PIXELS} pixels"
+            )
         return self

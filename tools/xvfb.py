@@ -1,7 +1,7 @@
 """A private X display (Xvfb) for desktop tasks and tests.
 
-    with Xvfb(1024, 768) as display:
-        print(display.name)      # e.g. ":7" — pass it as DISPLAY to the app and the executor
+with Xvfb(1024, 768) as display:
+    print(display.name)      # e.g. ":7" — pass it as DISPLAY to the app and the executor
 """
 
 from __future__ import annotations
@@ -34,9 +34,20 @@ class Xvfb:
         self._log = tempfile.TemporaryFile()
         # -displayfd: Xvfb picks a free display number and writes it to the pipe once it accepts connections.
         self._proc = subprocess.Popen(
-            [binary, "-displayfd", str(write_fd), "-screen", "0", f"{self.width}x{self.height}x{self.depth}",
-             "-nolisten", "tcp", "-noreset"],
-            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=self._log,
+            [
+                binary,
+                "-displayfd",
+                str(write_fd),
+                "-screen",
+                "0",
+                f"{self.width}x{self.height}x{self.depth}",
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
         )
         os.close(write_fd)
         deadline = time.monotonic() + timeout

@@ -48,8 +48,13 @@ class AttentionMaps:
 
     @classmethod
     def from_rows(
-        cls, rows: np.ndarray, *, grid: tuple[int, int], resized_size: tuple[int, int],
-        targets: Mapping[str, Iterable[int]], groups: Mapping[str, list[int]] | None = None,
+        cls,
+        rows: np.ndarray,
+        *,
+        grid: tuple[int, int],
+        resized_size: tuple[int, int],
+        targets: Mapping[str, Iterable[int]],
+        groups: Mapping[str, list[int]] | None = None,
     ) -> "AttentionMaps":
         """``rows``: (layers, tokens, image cells). Each target averages its tokens' rows, each group its layers."""
         rows = np.asarray(rows, dtype=np.float32)
@@ -89,7 +94,10 @@ def cell_centers(grid: tuple[int, int], screenshot_size: tuple[int, int]) -> tup
 
 
 def figures(
-    m: np.ndarray, screenshot_size: tuple[int, int], *, click_px: tuple[float, float] | None = None,
+    m: np.ndarray,
+    screenshot_size: tuple[int, int],
+    *,
+    click_px: tuple[float, float] | None = None,
     evidence_box: tuple[int, int, int, int] | None = None,
 ) -> MapFigures:
     m = np.asarray(m, dtype=np.float64)

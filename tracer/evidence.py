@@ -24,7 +24,10 @@ MAX_SIDE = 480
 
 
 def evidence_box(
-    point: tuple[int, int], size: tuple[int, int], element: Box | None, scale: float,
+    point: tuple[int, int],
+    size: tuple[int, int],
+    element: Box | None,
+    scale: float,
 ) -> tuple[tuple[int, int, int, int], str]:
     """The crop box in screenshot pixels: the element under the point plus a margin, else a fixed box."""
     width, height = size
@@ -69,7 +72,12 @@ class EvidenceWriter:
         self._thread.start()
 
     def submit(
-        self, index: int, png: bytes, size: tuple[int, int], point_css: tuple[int, int], scale: float,
+        self,
+        index: int,
+        png: bytes,
+        size: tuple[int, int],
+        point_css: tuple[int, int],
+        scale: float,
         element: Box | None,
     ) -> Evidence:
         point = (round(point_css[0] * scale), round(point_css[1] * scale))

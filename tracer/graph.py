@@ -22,6 +22,7 @@ Format = Literal["json", "graphml", "mermaid"]
 
 _NO_ACTION = {"parse": "parse_error", "backend": "backend_error", "low_confidence": "low_confidence"}
 
+
 def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | None = None, prefix: str = "") -> nx.DiGraph:
     """Build (or extend ``graph`` with) the decision graph of one run. Node ids are ``{prefix}{kind}:{index}``."""
     g = graph if graph is not None else nx.DiGraph(run_id=run.run_id, task=run.task_name, policy=run.policy)
@@ -30,13 +31,26 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
     for step in steps:
         i = step.index
         obs, think = f"{prefix}obs:{i}", f"{prefix}think:{i}"
-        g.add_node(obs, kind="observation", step=i, run_id=run.run_id, label=f"screen {i}",
-                   url=step.url or "", screenshot=step.screenshot)
+        g.add_node(
+            obs,
+            kind="observation",
+            step=i,
+            run_id=run.run_id,
+            label=f"screen {i}",
+            url=step.url or "",
+            screenshot=step.screenshot,
+        )
         if previous_end is not None:
             g.add_edge(previous_end, obs, kind="retry" if previous_error else "next")
         reasoning = step.reasoning or ""
-        g.add_node(think, kind="reasoning", step=i, run_id=run.run_id, label=_short(reasoning) or "(no reasoning)",
-                   confidence=-1.0 if step.confidence is None else step.confidence)
+        g.add_node(
+            think,
+            kind="reasoning",
+            step=i,
+            run_id=run.run_id,
+            label=_short(reasoning) or "(no reasoning)",
+            confidence=-1.0 if step.confidence is None else step.confidence,
+        )
         g.add_edge(obs, think, kind="think")
         if step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
             kind = _NO_ACTION[step.error_kind]
@@ -47,14 +61,21 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
             continue
         act, out = f"{prefix}act:{i}", f"{prefix}out:{i}"
         g.add_node(act, kind="action", step=i, run_id=run.run_id, label=_action_label(step.action or {}))
-        g.add_node(out, kind="outcome", step=i, run_id=run.run_id, label=step.outcome if not step.error else _short(step.error),
-                   status=step.outcome)
+        g.add_node(
+            out,
+            kind="outcome",
+            step=i,
+            run_id=run.run_id,
+            label=step.outcome if not step.error else _short(step.error),
+            status=step.outcome,
+        )
         g.add_edge(think, act, kind="decide")
         g.add_edge(act, out, kind="execute")
         previous_end, previous_error = out, step.outcome == "error"
     end = f"{prefix}end"
-    g.add_node(end, kind="end", run_id=run.run_id, label=f"{run.status.value}: {_short(run.end_reason or '')}",
-               status=run.status.value)
+    g.add_node(
+        end, kind="end", run_id=run.run_id, label=f"{run.status.value}: {_short(run.end_reason or '')}", status=run.status.value
+    )
     if previous_end is not None:
         g.add_edge(previous_end, end, kind="end")
     return g
@@ -89,8 +110,14 @@ def load(text: str, fmt: Literal["json", "graphml"]) -> nx.DiGraph:
 
 
 _SHAPES = {
-    "observation": ('(["', '"])'), "reasoning": ('("', '")'), "action": ('["', '"]'), "outcome": ('{{"', '"}}'),
-    "parse_error": ('[/"', '"/]'), "backend_error": ('[/"', '"/]'), "low_confidence": ('[/"', '"/]'), "end": ('(("', '"))'),
+    "observation": ('(["', '"])'),
+    "reasoning": ('("', '")'),
+    "action": ('["', '"]'),
+    "outcome": ('{{"', '"}}'),
+    "parse_error": ('[/"', '"/]'),
+    "backend_error": ('[/"', '"/]'),
+    "low_confidence": ('[/"', '"/]'),
+    "end": ('(("', '"))'),
 }
 
 

@@ -94,15 +94,41 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS label_files (run_id TEXT PRIMARY KEY, size INTEGER NOT NULL)",
 )
 _COLUMNS = {
-    "runs": ("run_id", "task_name", "policy", "model", "status", "end_reason", "agent_verdict", "checks_passed",
-             "started_at", "ended_at", "duration_s", "steps", "errors", "layout_seed", "parent_run", "pid", "host"),
+    "runs": (
+        "run_id",
+        "task_name",
+        "policy",
+        "model",
+        "status",
+        "end_reason",
+        "agent_verdict",
+        "checks_passed",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "steps",
+        "errors",
+        "layout_seed",
+        "parent_run",
+        "pid",
+        "host",
+    ),
     "steps": ("run_id", "idx", "action", "outcome", "error", "confidence", "url", "started_at"),
     "labels": ("run_id", "id", "idx", "verdict", "correction", "note", "created_at", "deleted"),
     "label_files": ("run_id", "size"),
 }
 # What SQLite says about a file that is not (or no longer) a usable index of ours.
-_UNUSABLE = ("not a database", "malformed", "corrupt", "no such table", "no such column", "has no column",
-             "columns but", "unable to open", "disk i/o error")
+_UNUSABLE = (
+    "not a database",
+    "malformed",
+    "corrupt",
+    "no such table",
+    "no such column",
+    "has no column",
+    "columns but",
+    "unable to open",
+    "disk i/o error",
+)
 
 
 class UnusableIndex(sqlite3.DatabaseError):
@@ -160,8 +186,9 @@ class RunIndex:
         self._run(lambda conn: _upsert_run(conn, run))
 
     def add_step(self, run_id: str, step: StepRecord) -> None:
-        self._run(lambda conn: conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                            _step_values(run_id, step)))
+        self._run(
+            lambda conn: conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _step_values(run_id, step))
+        )
 
     def remove_run(self, run_id: str) -> None:
         def tx(conn: sqlite3.Connection) -> None:
@@ -193,9 +220,16 @@ class RunIndex:
 
     # -- reading ----------------------------------------------------------------------------------
     def runs(
-        self, *, task: str | None = None, status: str | None = None, policy: str | None = None,
-        since: datetime | None = None, until: datetime | None = None, search: str | None = None,
-        limit: int = 100, offset: int = 0,
+        self,
+        *,
+        task: str | None = None,
+        status: str | None = None,
+        policy: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[RunRow]:
         """Runs, newest first, filtered. A ``running`` run whose process is gone lists as interrupted, and is
         re-read from its folder first (a kill can leave the index a step behind the folder)."""
@@ -253,8 +287,11 @@ class RunIndex:
     def labels(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Labels not undone, in the order they were given (ids grow with time). Only labels mirrored from a run
         folder: those an older index held for a run folder that is gone stay in the table, unlisted."""
-        sql = ("SELECT * FROM labels WHERE deleted = 0 AND run_id IN (SELECT run_id FROM label_files)"
-               + (" AND run_id = ?" if run_id else "") + " ORDER BY id, run_id")
+        sql = (
+            "SELECT * FROM labels WHERE deleted = 0 AND run_id IN (SELECT run_id FROM label_files)"
+            + (" AND run_id = ?" if run_id else "")
+            + " ORDER BY id, run_id"
+        )
         rows = self._run(lambda c: c.execute(sql, (run_id,) if run_id else ()).fetchall())
         result = []
         for r in rows:
@@ -299,8 +336,9 @@ class RunIndex:
             conn.execute("PRAGMA busy_timeout=10000")
             # Checked before anything is written: a file that is not ours is moved aside exactly as it was.
             current = int(_retry(lambda: conn.execute("PRAGMA user_version").fetchone())[0]) >= INDEX_VERSION
-            _check_schema(conn, ("runs", "steps", "labels", "label_files") if current else ("runs", "steps"),
-                          missing_ok=not current)
+            _check_schema(
+                conn, ("runs", "steps", "labels", "label_files") if current else ("runs", "steps"), missing_ok=not current
+            )
             _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
             if not current:
@@ -330,14 +368,29 @@ class RunIndex:
             conn.execute(statement)
         for run_id in migrated:
             _mirror_labels(conn, self.runs_dir / run_id)
-        conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
-            (run_id, label.id, label.step, label.verdict, json.dumps(label.correction) if label.correction else None,
-             label.note, label.created_at.isoformat(), int(deleted)) for run_id, label, deleted in orphans
-        ])  # a run folder that is gone: its labels are not dropped with the old table
+        conn.executemany(
+            "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    label.id,
+                    label.step,
+                    label.verdict,
+                    json.dumps(label.correction) if label.correction else None,
+                    label.note,
+                    label.created_at.isoformat(),
+                    int(deleted),
+                )
+                for run_id, label, deleted in orphans
+            ],
+        )  # a run folder that is gone: its labels are not dropped with the old table
         conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
 
     def _restore_labels(
-        self, rows: list[tuple[str, LabelAdded, bool]], *, kept_in: str,
+        self,
+        rows: list[tuple[str, LabelAdded, bool]],
+        *,
+        kept_in: str,
     ) -> tuple[set[str], list[tuple[str, LabelAdded, bool]]]:
         """Write labels found in an index (old or moved aside) into their run folders, unless already there.
         Returns the runs written to and the labels whose run folder is gone (they stay in ``kept_in``)."""
@@ -349,8 +402,10 @@ class RunIndex:
         for run_id, labels in by_run.items():
             run_dir = self.runs_dir / run_id
             if run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id or not _is_file(run_dir / RUN_FILE):
-                _warn(f"{len(labels)} label(s) in the runs index belong to run {run_id!r}, whose folder is not in "
-                      f"{self.runs_dir}; they stay in {kept_in}")
+                _warn(
+                    f"{len(labels)} label(s) in the runs index belong to run {run_id!r}, whose folder is not in "
+                    f"{self.runs_dir}; they stay in {kept_in}"
+                )
                 orphans += [(run_id, label, deleted) for label, deleted in labels]
                 continue
             have = {c.label.id for c in current_labels(read_label_events(run_dir)[0])}
@@ -395,8 +450,10 @@ class RunIndex:
                 except sqlite3.DatabaseError as exc:
                     self._use_memory(f"{reason}; a new index could not be written ({exc})")
                     return
-            _warn(f"the runs index {self.path} could not be used ({reason}); it was moved to {aside.name} and rebuilt "
-                  f"from {count} run folder(s)")
+            _warn(
+                f"the runs index {self.path} could not be used ({reason}); it was moved to {aside.name} and rebuilt "
+                f"from {count} run folder(s)"
+            )
         finally:
             self._recovering = False
 
@@ -413,8 +470,7 @@ class RunIndex:
             count = self._rebuild()
         finally:
             self._recovering = False
-        _warn(f"the runs index {self.path} cannot be used ({reason}); using an index in memory built from "
-              f"{count} run folder(s)")
+        _warn(f"the runs index {self.path} cannot be used ({reason}); using an index in memory built from {count} run folder(s)")
 
     def _rebuild(self) -> int:
         self.sync()  # indexing a finished run's folder also removes its stale temporary files
@@ -445,8 +501,12 @@ class RunIndex:
             try:
                 return _retry(lambda: fn(self._conn))
             except sqlite3.DatabaseError as exc:
-                if (self._recovering or _is_busy(exc) or attempt == 2
-                        or isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))):
+                if (
+                    self._recovering
+                    or _is_busy(exc)
+                    or attempt == 2
+                    or isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))
+                ):
                     raise
                 if _is_unusable(exc) and attempt == 0 and not self.in_memory:
                     self._recover(str(exc))
@@ -465,16 +525,18 @@ class RunIndex:
         except (ValueError, OSError):
             return 0
         # The folder decides: its name is the id commands take, its whole lines are the steps.
-        run = run.model_copy(update={"run_id": run_dir.name, "steps": len(steps),
-                                     "errors": sum(1 for s in steps if s.outcome == "error")})
+        run = run.model_copy(
+            update={"run_id": run_dir.name, "steps": len(steps), "errors": sum(1 for s in steps if s.outcome == "error")}
+        )
         if run.status is not RunStatus.running:
             _clean_stale_files(run_dir)
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM steps WHERE run_id = ?", (run.run_id,))
             _upsert_run(conn, run)
-            conn.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             [_step_values(run.run_id, s) for s in steps])
+            conn.executemany(
+                "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [_step_values(run.run_id, s) for s in steps]
+            )
 
         self._run(lambda conn: _transaction(conn, tx))
         return 1
@@ -499,29 +561,64 @@ def iter_rows(index: RunIndex, page: int = 500, **filters: Any) -> Iterator[RunR
 
 def _upsert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
     checks = None if not run.checks else int(all(c.passed for c in run.checks))
-    conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-        run.run_id, run.task_name, run.policy, run.model, run.status.value, run.end_reason, run.agent_verdict,
-        checks, run.started_at.isoformat(), run.ended_at.isoformat() if run.ended_at else None, run.duration_s,
-        run.steps, run.errors, run.layout_seed, run.parent_run, run.pid, run.host,
-    ))
+    conn.execute(
+        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run.run_id,
+            run.task_name,
+            run.policy,
+            run.model,
+            run.status.value,
+            run.end_reason,
+            run.agent_verdict,
+            checks,
+            run.started_at.isoformat(),
+            run.ended_at.isoformat() if run.ended_at else None,
+            run.duration_s,
+            run.steps,
+            run.errors,
+            run.layout_seed,
+            run.parent_run,
+            run.pid,
+            run.host,
+        ),
+    )
 
 
 def _step_values(run_id: str, step: StepRecord) -> tuple[Any, ...]:
     action = step.action.get("action") if step.action else None
-    return (run_id, step.index, None if action is None else str(action), step.outcome, step.error, step.confidence,
-            step.url, step.started_at.isoformat())
+    return (
+        run_id,
+        step.index,
+        None if action is None else str(action),
+        step.outcome,
+        step.error,
+        step.confidence,
+        step.url,
+        step.started_at.isoformat(),
+    )
 
 
 def _mirror_labels(conn: sqlite3.Connection, run_dir: Path) -> None:
     events, size = read_label_events(run_dir)
     run_id = run_dir.name
     conn.execute("DELETE FROM labels WHERE run_id = ?", (run_id,))
-    conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
-        (run_id, c.label.id, c.label.step, c.label.verdict,
-         json.dumps(c.label.correction) if c.label.correction else None, c.label.note,
-         c.label.created_at.isoformat(), int(c.deleted))
-        for c in current_labels(events)
-    ])
+    conn.executemany(
+        "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                run_id,
+                c.label.id,
+                c.label.step,
+                c.label.verdict,
+                json.dumps(c.label.correction) if c.label.correction else None,
+                c.label.note,
+                c.label.created_at.isoformat(),
+                int(c.deleted),
+            )
+            for c in current_labels(events)
+        ],
+    )
     conn.execute("INSERT OR REPLACE INTO label_files VALUES (?, ?)", (run_id, size))
 
 
@@ -533,8 +630,14 @@ def _old_labels(conn: sqlite3.Connection) -> list[tuple[str, LabelAdded, bool]]:
         for row in cursor:
             try:
                 correction = json.loads(row[4]) if row[4] else None
-                label = LabelAdded(id=row[0], step=row[2], verdict=row[3], note=row[5], created_at=row[6],
-                                   correction=correction if isinstance(correction, dict) else None)
+                label = LabelAdded(
+                    id=row[0],
+                    step=row[2],
+                    verdict=row[3],
+                    note=row[5],
+                    created_at=row[6],
+                    correction=correction if isinstance(correction, dict) else None,
+                )
             except (ValidationError, ValueError, TypeError):
                 continue
             found.append((str(row[1]), label, bool(row[7])))
@@ -565,8 +668,11 @@ def _check_schema(conn: sqlite3.Connection, tables: tuple[str, ...] = tuple(_COL
 def _check_table(conn: sqlite3.Connection, table: str, *, missing_ok: bool = False) -> None:
     columns = tuple(r[1] for r in conn.execute(f"PRAGMA table_info({table})"))
     if columns != _COLUMNS[table] and not (missing_ok and not columns):
-        raise UnusableIndex(f"no such table {table}" if not columns else
-                            f"table {table} has columns {', '.join(columns)}, not those of a Glassbox runs index")
+        raise UnusableIndex(
+            f"no such table {table}"
+            if not columns
+            else f"table {table} has columns {', '.join(columns)}, not those of a Glassbox runs index"
+        )
 
 
 def _transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:

@@ -115,7 +115,7 @@ def append_label_event(run_dir: Path, event: LabelAdded | LabelUndone) -> None:
                     line = b"\n" + line
         view = memoryview(line)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -41,16 +41,26 @@ def secret_forms(secret: str) -> set[str]:
         forms.add(escaped)
         # JSON embedded in HTML (`<`, `>`, `&` written as \u003c ...), as a viewer page embeds it.
         forms.add(escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-    url_forms = (quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/"),
-                 quote(secret, safe="!'()*~"),  # JavaScript's encodeURIComponent
-                 quote_plus(secret, safe="*"))  # a browser submitting a form with GET
+    url_forms = (
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        quote_plus(secret, safe="/"),
+        quote(secret, safe="!'()*~"),  # JavaScript's encodeURIComponent
+        quote_plus(secret, safe="*"),
+    )  # a browser submitting a form with GET
     for encoded in url_forms:
         forms.add(encoded)
         forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))  # some encoders write %2f
     forms.add(html.escape(secret))
     forms.add(html.escape(secret, quote=False))
-    forms.add(secret.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # markupsafe (Jinja2)
-              .replace('"', "&#34;").replace("'", "&#39;"))
+    forms.add(
+        secret.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")  # markupsafe (Jinja2)
+        .replace('"', "&#34;")
+        .replace("'", "&#39;")
+    )
     quoted = repr("'\"" + secret)[1:-1][3:]  # repr with both quotes present: ' escaped as \'
     forms.add(quoted)
     forms.add(quoted.replace("\\'", "'"))  # repr of a string without double quotes: ' left alone
@@ -76,11 +86,9 @@ class Scrubber:
             forms |= secret_forms(secret)
         # Forms shorter than a window are matched whole; longer ones through their windows.
         self._short = sorted((f for f in forms if len(f) < MIN_FRAGMENT), key=len, reverse=True)
-        self._grams = {f[i:i + MIN_FRAGMENT] for f in forms if len(f) >= MIN_FRAGMENT
-                       for i in range(len(f) - MIN_FRAGMENT + 1)}
+        self._grams = {f[i : i + MIN_FRAGMENT] for f in forms if len(f) >= MIN_FRAGMENT for i in range(len(f) - MIN_FRAGMENT + 1)}
         alphabet = sorted({c for gram in self._grams for c in gram})
-        self._runs = (re.compile("[" + "".join(_class_char(c) for c in alphabet) + "]{%d,}" % MIN_FRAGMENT)
-                      if alphabet else None)
+        self._runs = re.compile("[" + "".join(_class_char(c) for c in alphabet) + "]{%d,}" % MIN_FRAGMENT) if alphabet else None
         self._gram_table: Any = None  # (sorted hashes, bitmap, bits) for numpy, built on first use
         self._names = sorted({n for n in names if n and not any(f in n for f in forms)}, key=len, reverse=True)
         self._active = bool(forms)
@@ -156,8 +164,7 @@ class Scrubber:
         elif self._runs is not None and len(text) >= MIN_FRAGMENT:
             grams, width = self._grams, MIN_FRAGMENT
             for run in self._runs.finditer(text):
-                spans.extend((i, i + width) for i in range(run.start(), run.end() - width + 1)
-                             if text[i:i + width] in grams)
+                spans.extend((i, i + width) for i in range(run.start(), run.end() - width + 1) if text[i : i + width] in grams)
         if not spans:
             return text
         spans = self._unprotected(text, _merge(spans))
@@ -189,7 +196,7 @@ class Scrubber:
         base = np.uint64(_HASH_BASE)
         for k in range(MIN_FRAGMENT):  # uint64 arithmetic wraps around: the same value as _hash's mod 2**64
             np.multiply(hashes, base, out=hashes)
-            np.add(hashes, codes[k:k + count], out=hashes)
+            np.add(hashes, codes[k : k + count], out=hashes)
         maybe = np.nonzero(bitmap[_bucket(hashes, bits)])[0]  # cheap filter, then the exact 64-bit hash
         slots = np.minimum(np.searchsorted(table, hashes[maybe]), len(table) - 1)
         hits = maybe[table[slots] == hashes[maybe]]
@@ -207,8 +214,10 @@ class Scrubber:
             return spans
         kept = []
         for start, end in spans:
-            inside = any(len(name) >= end - start and text.find(name, max(0, end - len(name)), start + len(name)) != -1
-                         for name in self._names)
+            inside = any(
+                len(name) >= end - start and text.find(name, max(0, end - len(name)), start + len(name)) != -1
+                for name in self._names
+            )
             if not inside:
                 kept.append((start, end))
         return kept

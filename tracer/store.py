@@ -74,8 +74,9 @@ class RunWriter:
     :meth:`write_step` returns and :attr:`record` holds: hand those on (history, live views), never the input.
     """
 
-    def __init__(self, run_dir: Path, record: RunRecord, *, index: RunIndex | None = None,
-                 scrubber: Scrubber | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, record: RunRecord, *, index: RunIndex | None = None, scrubber: Scrubber | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.scrubber = scrubber or Scrubber([])
         self.record = self.scrubber.scrub(record)
@@ -85,8 +86,7 @@ class RunWriter:
         self._confidences: list[float] = []
 
     @classmethod
-    def create(cls, runs_dir: Path, record: RunRecord, *, indexed: bool = True,
-               scrubber: Scrubber | None = None) -> "RunWriter":
+    def create(cls, runs_dir: Path, record: RunRecord, *, indexed: bool = True, scrubber: Scrubber | None = None) -> "RunWriter":
         run_dir = runs_dir / record.run_id
         (run_dir / "steps").mkdir(parents=True, exist_ok=False)
         writer = cls(run_dir, record, index=RunIndex(runs_dir) if indexed else None, scrubber=scrubber)

@@ -43,17 +43,25 @@ def register() -> None:
     AttentionMaskInterface.register(CAPTURE_IMPL, sdpa_mask)
 
 
-def _capture_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
-                       dropout: float = 0.0, **kwargs: Any) -> Any:
+def _capture_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> Any:
     capture = _active.get()
     layer = getattr(module, "layer_idx", None)
     if capture is not None and layer is not None and query.shape[0] == 1:
         # The capture forward: compute the probabilities once, keep the image rows, and use the same
         # probabilities for the layer's output (no second attention pass).
         if capture.key_limit is not None:
-            key, value = key[:, :, :capture.key_limit], value[:, :, :capture.key_limit]
+            key, value = key[:, :, : capture.key_limit], value[:, :, : capture.key_limit]
             if attention_mask is not None:
-                attention_mask = attention_mask[..., :capture.key_limit]
+                attention_mask = attention_mask[..., : capture.key_limit]
         probs = _probabilities(query, key, attention_mask, scaling)  # (heads, q_len, k_len), float32
         if capture.layers is None or layer in capture.layers:
             image = probs[:, :, capture.image_positions]
@@ -79,7 +87,8 @@ def _probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | N
     q_len, k_len = scores.shape[-2], scores.shape[-1]
     if attention_mask is None:  # a single unpadded sequence: causal over the cache + the new queries
         allowed = torch.arange(k_len, device=scores.device)[None, :] <= (
-            torch.arange(q_len, device=scores.device)[:, None] + (k_len - q_len))
+            torch.arange(q_len, device=scores.device)[:, None] + (k_len - q_len)
+        )
         scores = scores.masked_fill(~allowed, float("-inf"))
     elif attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask[0, :, -q_len:, :k_len], float("-inf"))
@@ -112,8 +121,15 @@ def image_spans(input_ids: Any, image_token_id: int) -> list[tuple[int, int]]:
 
 
 def capture_after_generate(
-    model: Any, inputs: Any, sequences: Any, past_key_values: Any, *, image_token_id: int,
-    heads: HeadReduction = "mean", layers: list[int] | None = None, cache_keep: int | None = None,
+    model: Any,
+    inputs: Any,
+    sequences: Any,
+    past_key_values: Any,
+    *,
+    image_token_id: int,
+    heads: HeadReduction = "mean",
+    layers: list[int] | None = None,
+    cache_keep: int | None = None,
     position_ids: Any | None = None,
 ) -> CapturedAttention:
     """Replay the queries that produced the generated tokens over the prompt's KV cache and keep image rows.
@@ -134,21 +150,24 @@ def capture_after_generate(
         raise ValueError("nothing to capture: no image in the prompt or no generated token")
     start, end = spans[-1]  # the current screenshot is the last image of the prompt
     # Queries: the last prompt token and every generated token but the last (each produced the next one).
-    query_ids = torch.cat([inputs["input_ids"][0, prompt_len - 1:prompt_len], generated[:-1]])[None, :]
+    query_ids = torch.cat([inputs["input_ids"][0, prompt_len - 1 : prompt_len], generated[:-1]])[None, :]
     # Keep the cache up to (not including) the last prompt token, whose query produced the first token.
     keep = prompt_len - 1 if cache_keep is None else cache_keep
     query_positions = None
     if position_ids is not None:  # a static cache: the caller set its write position
-        query_positions = position_ids[:, :, keep:keep + query_ids.shape[1]]
+        query_positions = position_ids[:, :, keep : keep + query_ids.shape[1]]
     else:
         extra = past_key_values.get_seq_length() - keep
         if extra < 0:
             raise ValueError(f"the KV cache holds {past_key_values.get_seq_length()} positions, fewer than {keep}")
         if extra:
             past_key_values.crop(-extra)
-    capture = _Capture(image_positions=torch.arange(start, end, device=sequences.device), heads=heads,
-                       key_limit=keep + int(query_ids.shape[1]) if position_ids is not None else None,
-                       layers=set(layers) if layers is not None else None)
+    capture = _Capture(
+        image_positions=torch.arange(start, end, device=sequences.device),
+        heads=heads,
+        key_limit=keep + int(query_ids.shape[1]) if position_ids is not None else None,
+        layers=set(layers) if layers is not None else None,
+    )
     token = _active.set(capture)
     previous = model.config.text_config._attn_implementation
     vision = model.config.vision_config._attn_implementation
@@ -157,8 +176,7 @@ def capture_after_generate(
             model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": vision})
         with torch.inference_mode():
             # The language model without its head: only the attention rows are wanted, not the logits.
-            model.model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True,
-                        position_ids=query_positions)
+            model.model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True, position_ids=query_positions)
     finally:
         _active.reset(token)
         if previous != CAPTURE_IMPL:

@@ -103,8 +103,12 @@ class FastDecoder:
             return
         size = max(MIN_CACHE_TOKENS, -(-(needed + CACHE_HEADROOM) // CACHE_BLOCK) * CACHE_BLOCK)
         if self.cache is not None:
-            log.info("static KV cache grows", from_tokens=self.cache_tokens, cache_tokens=size,
-                     **({"note": "the decode step compiles once more for the new size"} if self.compile else {}))
+            log.info(
+                "static KV cache grows",
+                from_tokens=self.cache_tokens,
+                cache_tokens=size,
+                **({"note": "the decode step compiles once more for the new size"} if self.compile else {}),
+            )
         self.cache = StaticCache(config=self.net.config, max_cache_len=size)
         self._initialize_cache()
         self.cache_tokens = size
@@ -122,8 +126,9 @@ class FastDecoder:
         text = self.net.config.get_text_config()
         dtype = self.net.get_input_embeddings().weight.dtype
         with torch.inference_mode():  # the same kind of tensor the eager prefill writes into
-            self.cache.early_initialization(batch_size=1, num_heads=text.num_key_value_heads, head_dim=text.head_dim,
-                                            dtype=dtype, device=self.device)
+            self.cache.early_initialization(
+                batch_size=1, num_heads=text.num_key_value_heads, head_dim=text.head_dim, dtype=dtype, device=self.device
+            )
 
     def _set_length(self, n: int) -> None:
         """Write the next tokens at position ``n``: entries past it are stale and masked by causality."""
@@ -135,8 +140,7 @@ class FastDecoder:
                     layer.cumulative_length.fill_(n)
 
     # -- prefix reuse -----------------------------------------------------------------------------------------
-    def reusable_prefix(self, ids: list[int], image_hashes: list[str],
-                        spans: list[tuple[int, int]] | None = None) -> int:
+    def reusable_prefix(self, ids: list[int], image_hashes: list[str], spans: list[tuple[int, int]] | None = None) -> int:
         """How many leading prompt tokens already have valid KV in the cache (0: a miss).
 
         The key is the model and its settings, the exact token ids, and the bytes of every image whose
@@ -176,14 +180,20 @@ class FastDecoder:
 
         if not self.compile or self.cache_tokens in self._compiled_sizes:
             return None
-        log.info("warming up: compiling the decode step", compiler="CUDA graphs" if self._cuda else "inductor, CPU",
-                 cache_tokens=self.cache_tokens, note="once per process, it can take a minute")
+        log.info(
+            "warming up: compiling the decode step",
+            compiler="CUDA graphs" if self._cuda else "inductor, CPU",
+            cache_tokens=self.cache_tokens,
+            note="once per process, it can take a minute",
+        )
         started = time.perf_counter()
         self.entry = None  # the warm-up writes garbage into the cache
         for i in range(3):  # the first calls trace and compile, the next ones record and replay the graph
             self._set_length(i)
-            self._call_step(torch.zeros((), dtype=torch.long, device=self.device),
-                            torch.full((4, 1, 1), i, dtype=torch.long, device=self.device))
+            self._call_step(
+                torch.zeros((), dtype=torch.long, device=self.device),
+                torch.full((4, 1, 1), i, dtype=torch.long, device=self.device),
+            )
         self._sync()
         elapsed = (time.perf_counter() - started) * 1000
         self._compiled_sizes.add(self.cache_tokens)
@@ -191,8 +201,9 @@ class FastDecoder:
         log.info("warm-up done", seconds=round(elapsed / 1000, 1), cache_tokens=self.cache_tokens)
         return elapsed
 
-    def generate(self, inputs: Any, sampling: Sampling, *, image_hashes: list[str], eos_ids: set[int],
-                 seed: int | None = None) -> DecodeResult:
+    def generate(
+        self, inputs: Any, sampling: Sampling, *, image_hashes: list[str], eos_ids: set[int], seed: int | None = None
+    ) -> DecodeResult:
         """Prefill what is new, then decode one token at a time through the (compiled) step."""
         import torch
 
@@ -213,9 +224,16 @@ class FastDecoder:
         self._sync()
         vision_done = time.perf_counter()
         with torch.inference_mode():
-            out = self.net(input_ids=ids_tensor[:, reused:], position_ids=positions[:, :, reused:prompt_len],
-                           mm_token_type_ids=inputs["mm_token_type_ids"][:, reused:] if "mm_token_type_ids" in inputs else None,
-                           past_key_values=self.cache, use_cache=True, logits_to_keep=1, **encoder, **pixel_kwargs)
+            out = self.net(
+                input_ids=ids_tensor[:, reused:],
+                position_ids=positions[:, :, reused:prompt_len],
+                mm_token_type_ids=inputs["mm_token_type_ids"][:, reused:] if "mm_token_type_ids" in inputs else None,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **encoder,
+                **pixel_kwargs,
+            )
         logits = out.logits[:, -1].float()
         self._sync()
         prefill_done = time.perf_counter()
@@ -251,10 +269,10 @@ class FastDecoder:
                     break
                 seen.index_fill_(0, token, True)
                 pos = prompt_len + i  # the cache's length is already pos: each step's update advanced it
-                logits = self._call_step(token, positions[:, :, pos:pos + 1]).float()
+                logits = self._call_step(token, positions[:, :, pos : pos + 1]).float()
         if not eos_ids:
             new_ids = torch.cat(chosen).tolist() if chosen else []
-        logprobs = chosen_logprobs[:len(new_ids)]
+        logprobs = chosen_logprobs[: len(new_ids)]
         self._sync()
         decode_done = time.perf_counter()
         # The cache now holds the prompt and every generated token but the last (never fed back).
@@ -262,17 +280,29 @@ class FastDecoder:
         self.entry = _PrefixEntry(self.settings_key, fed, list(image_hashes))
         decode_ms = (decode_done - prefill_done) * 1000
         stats = DecodingInfo(
-            path="fast", compiled=self.compile, cache_tokens=self.cache_tokens, prompt_tokens=prompt_len, prefix_reused=reused,
-            images_encoded=len(pixel_kwargs.get("image_grid_thw", [])), images_reused=images_reused,
-            prefilled=prompt_len - reused, vision_ms=(vision_done - started) * 1000,
-            prefill_ms=(prefill_done - vision_done) * 1000, decode_ms=decode_ms,
+            path="fast",
+            compiled=self.compile,
+            cache_tokens=self.cache_tokens,
+            prompt_tokens=prompt_len,
+            prefix_reused=reused,
+            images_encoded=len(pixel_kwargs.get("image_grid_thw", [])),
+            images_reused=images_reused,
+            prefilled=prompt_len - reused,
+            vision_ms=(vision_done - started) * 1000,
+            prefill_ms=(prefill_done - vision_done) * 1000,
+            decode_ms=decode_ms,
             ms_per_token=decode_ms / max(1, len(new_ids) - 1 + (finish == "stop")) if new_ids else None,
             compile_ms=self._pending_compile_ms,
         )
         self._pending_compile_ms = None
         values = torch.cat(logprobs).tolist() if logprobs else []
-        return DecodeResult(new_ids=new_ids, logprobs=values, finish_reason=finish, stats=stats,
-                            position_ids=positions[:, :, :prompt_len + len(new_ids)])
+        return DecodeResult(
+            new_ids=new_ids,
+            logprobs=values,
+            finish_reason=finish,
+            stats=stats,
+            position_ids=positions[:, :, : prompt_len + len(new_ids)],
+        )
 
     def invalidate(self) -> None:
         """Forget what the cache holds (after something else wrote into it)."""
@@ -307,8 +337,9 @@ class FastDecoder:
         n = int(ids.shape[1])
         text = torch.arange(n + max_new_tokens, device=ids.device)
         if inputs.get("image_grid_thw") is not None and inputs.get("mm_token_type_ids") is not None:
-            mrope, delta = self.net.model.get_rope_index(ids, mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                         image_grid_thw=inputs["image_grid_thw"])
+            mrope, delta = self.net.model.get_rope_index(
+                ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"]
+            )
             delta = int(delta.view(-1)[0])
         else:
             mrope, delta = text[:n].view(1, 1, -1).expand(3, 1, -1), 0
@@ -338,8 +369,9 @@ class FastDecoder:
             torch.cuda.synchronize(self.device)
 
 
-def plain_generate(net: Any, inputs: Any, sampling: Sampling, *, eos_ids: set[int], seed: int | None = None,
-                   min_new_tokens: int | None = None) -> tuple[list[int], list[float], str, Any]:
+def plain_generate(
+    net: Any, inputs: Any, sampling: Sampling, *, eos_ids: set[int], seed: int | None = None, min_new_tokens: int | None = None
+) -> tuple[list[int], list[float], str, Any]:
     """transformers' ``generate`` with its dynamic cache: (new ids without EOS, log-probs, finish, the cache).
 
     The cache is returned for attention capture. ``min_new_tokens`` (benchmarks) forbids EOS before it.
@@ -347,8 +379,7 @@ def plain_generate(net: Any, inputs: Any, sampling: Sampling, *, eos_ids: set[in
     import torch
     from transformers import LogitsProcessorList
 
-    kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "output_logits": True,
-                              "return_dict_in_generate": True}
+    kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "output_logits": True, "return_dict_in_generate": True}
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
     if sampling.greedy:
@@ -368,8 +399,10 @@ def plain_generate(net: Any, inputs: Any, sampling: Sampling, *, eos_ids: set[in
     while new_ids and new_ids[-1] in eos_ids:
         new_ids.pop()
     # out.logits also covers the trailing EOS tokens popped above: zip stops at the kept ones.
-    logprobs = [float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
-                for logits, token_id in zip(out.logits, new_ids, strict=False)]
+    logprobs = [
+        float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
+        for logits, token_id in zip(out.logits, new_ids, strict=False)
+    ]
     return new_ids, logprobs, finish, out.past_key_values
 
 
@@ -381,7 +414,7 @@ class PresencePenalty:
         self.prompt_len = prompt_len
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        generated = input_ids[:, self.prompt_len:]
+        generated = input_ids[:, self.prompt_len :]
         if generated.shape[1] == 0:
             return scores
         seen = scores.new_zeros(scores.shape).scatter_(1, generated, 1.0)

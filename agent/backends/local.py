@@ -45,9 +45,19 @@ class LocalQwen3VL(Backend):
 
     name = "local"
 
-    def __init__(self, model: str, *, min_pixels: int | None = None, max_pixels: int | None = None,
-                 device: str | None = None, thinking: bool | None = None, attention_layers: list[int] | None = None,
-                 attention_heads: str = "mean", decoding: str = "auto", compile: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        device: str | None = None,
+        thinking: bool | None = None,
+        attention_layers: list[int] | None = None,
+        attention_heads: str = "mean",
+        decoding: str = "auto",
+        compile: bool | None = None,
+    ) -> None:
         _check_available(model)
         import torch
 
@@ -79,8 +89,9 @@ class LocalQwen3VL(Backend):
         self.attention_layers = attention_layers
         self.attention_heads = attention_heads
         self.image_token_id = self.net.config.image_token_id
-        probe = self.processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
-                                                   tokenize=False, add_generation_prompt=True)
+        probe = self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": "x"}]}], tokenize=False, add_generation_prompt=True
+        )
         # Thinking models open the think block in the generation prompt.
         self.thinking = probe.rstrip().endswith("<think>") if thinking is None else thinking
         self.decoder = None
@@ -114,24 +125,31 @@ class LocalQwen3VL(Backend):
             with torch.inference_mode():
                 if self.decoder is not None:
                     self.decoder.settings_key = self.settings_key
-                    result = self.decoder.generate(inputs, sampling, image_hashes=_image_hashes(prompt),
-                                                   eos_ids=eos, seed=seed)
+                    result = self.decoder.generate(inputs, sampling, image_hashes=_image_hashes(prompt), eos_ids=eos, seed=seed)
                     new_ids, logprobs, finish = result.new_ids, result.logprobs, result.finish_reason
                     stats = result.stats
                 else:
                     started = time.perf_counter()
                     new_ids, logprobs, finish, past = plain_generate(self.net, inputs, sampling, eos_ids=eos, seed=seed)
                     elapsed = (time.perf_counter() - started) * 1000
-                    stats = DecodingInfo(path="plain", prompt_tokens=prompt_len, prefilled=prompt_len,
-                                         decode_ms=elapsed)
+                    stats = DecodingInfo(path="plain", prompt_tokens=prompt_len, prefilled=prompt_len, decode_ms=elapsed)
         except Exception as exc:
             if self.decoder is not None:
                 self.decoder.invalidate()
             raise BackendError(f"generate failed: {type(exc).__name__}: {exc}") from exc
         # The step record keeps the same figures (step.decoding); the event puts them in the run's log.jsonl in order.
-        log.debug("decoded", step=step, path=stats.path, compiled=stats.compiled, prompt_tokens=prompt_len,
-                  prefix_reused=stats.prefix_reused, new_tokens=len(new_ids), finish=finish,
-                  decode_ms=round(stats.decode_ms or 0.0, 1), cache_tokens=stats.cache_tokens)
+        log.debug(
+            "decoded",
+            step=step,
+            path=stats.path,
+            compiled=stats.compiled,
+            prompt_tokens=prompt_len,
+            prefix_reused=stats.prefix_reused,
+            new_tokens=len(new_ids),
+            finish=finish,
+            decode_ms=round(stats.decode_ms or 0.0, 1),
+            cache_tokens=stats.cache_tokens,
+        )
         text, tokens = self._spans(new_ids, logprobs)
         captured, reason = None, None
         if attention and new_ids:
@@ -142,14 +160,26 @@ class LocalQwen3VL(Backend):
                 if self.decoder is not None:
                     self.decoder.prepare_capture(prompt_len - 1)
                     captured = capture_after_generate(
-                        self.net, inputs, sequences, self.decoder.cache, image_token_id=self.image_token_id,
-                        heads=self.attention_heads, layers=self.attention_layers,  # type: ignore[arg-type]
-                        position_ids=result.position_ids)
+                        self.net,
+                        inputs,
+                        sequences,
+                        self.decoder.cache,
+                        image_token_id=self.image_token_id,
+                        heads=self.attention_heads,  # type: ignore[arg-type]
+                        layers=self.attention_layers,
+                        position_ids=result.position_ids,
+                    )
                 else:
                     captured = capture_after_generate(
-                        self.net, inputs, sequences, past, image_token_id=self.image_token_id,
-                        heads=self.attention_heads, layers=self.attention_layers,  # type: ignore[arg-type]
-                        cache_keep=prompt_len - 1)
+                        self.net,
+                        inputs,
+                        sequences,
+                        past,
+                        image_token_id=self.image_token_id,
+                        heads=self.attention_heads,  # type: ignore[arg-type]
+                        layers=self.attention_layers,
+                        cache_keep=prompt_len - 1,
+                    )
             except Exception as exc:  # maps are a bonus: a failure is recorded, the step goes on
                 if self.decoder is not None:
                     self.decoder.invalidate()
@@ -160,9 +190,15 @@ class LocalQwen3VL(Backend):
         else:
             reason = "no generated token"
         return Generation(
-            text=text, tokens=tokens, prompt_tokens=prompt_len, output_tokens=len(new_ids),
-            image_tokens=int((inputs["input_ids"] == self.image_token_id).sum()), finish_reason=finish,
-            attention=captured, attention_reason=reason, decoding=stats,
+            text=text,
+            tokens=tokens,
+            prompt_tokens=prompt_len,
+            output_tokens=len(new_ids),
+            image_tokens=int((inputs["input_ids"] == self.image_token_id).sum()),
+            finish_reason=finish,
+            attention=captured,
+            attention_reason=reason,
+            decoding=stats,
         )
 
     def _spans(self, ids: list[int], logprobs: list[float]) -> tuple[str, list[TokenLogprob]]:
@@ -174,7 +210,7 @@ class LocalQwen3VL(Backend):
             if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: the character ends in a later token
                 tokens.append(TokenLogprob(text="", start=len(previous), end=len(previous), logprob=lp))
                 continue
-            tokens.append(TokenLogprob(text=text[len(previous):], start=len(previous), end=len(text), logprob=lp))
+            tokens.append(TokenLogprob(text=text[len(previous) :], start=len(previous), end=len(text), logprob=lp))
             previous = text
         return previous, tokens
 
@@ -209,8 +245,12 @@ def _load(model: str, device: str, dtype: Any) -> _Loaded:
         register()
         net.set_attn_implementation({"text_config": "sdpa", "vision_config": net.config.vision_config._attn_implementation})
         _LOADED[key] = _Loaded(net)
-        log.debug("model loaded", model=model, seconds=round(time.perf_counter() - started, 2),
-                  parameters=sum(p.numel() for p in net.parameters()))
+        log.debug(
+            "model loaded",
+            model=model,
+            seconds=round(time.perf_counter() - started, 2),
+            parameters=sum(p.numel() for p in net.parameters()),
+        )
     return _LOADED[key]
 
 
@@ -270,14 +310,18 @@ def _hub_id(model: str) -> bool:
 
 def _missing_message(model: str, detail: str) -> str:
     first = detail.splitlines()[0] if detail else ""
-    return (f"cannot load {model!r}: {first}. Its weights are not on this machine (no network, or not in the "
-            f"Hugging Face cache). " + _how_to_get())
+    return (
+        f"cannot load {model!r}: {first}. Its weights are not on this machine (no network, or not in the "
+        f"Hugging Face cache). " + _how_to_get()
+    )
 
 
 def _how_to_get() -> str:
-    return ("Download on a machine with network, e.g. `huggingface-cli download Qwen/Qwen3-VL-2B-Thinking "
-            "--local-dir models/Qwen3-VL-2B-Thinking`, copy the folder here and pass --model models/Qwen3-VL-2B-Thinking "
-            "(or run `glassbox dev tiny-model DIR` for a random-weight test model).")
+    return (
+        "Download on a machine with network, e.g. `huggingface-cli download Qwen/Qwen3-VL-2B-Thinking "
+        "--local-dir models/Qwen3-VL-2B-Thinking`, copy the folder here and pass --model models/Qwen3-VL-2B-Thinking "
+        "(or run `glassbox dev tiny-model DIR` for a random-weight test model)."
+    )
 
 
 __all__ = ["DECODING_MODES", "LocalQwen3VL", "ModelUnavailable", "unload_models"]

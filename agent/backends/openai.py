@@ -25,9 +25,18 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 120.0,
-                 retries: int = 4, thinking: bool | None = None, logprobs: bool = True,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 120.0,
+        retries: int = 4,
+        thinking: bool | None = None,
+        logprobs: bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base URL must start with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
@@ -56,8 +65,12 @@ class OpenAIBackend(Backend):
                     parts.append({"type": "text", "text": p.text})
             messages.append({"role": m.role, "content": parts})
         body: dict[str, Any] = {
-            "model": self.model, "messages": messages, "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
             "presence_penalty": sampling.presence_penalty,
         }
         if sampling.seed is not None:
@@ -89,9 +102,13 @@ class OpenAIBackend(Backend):
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         return Generation(
-            text=content, server_reasoning=reasoning, server_tool_calls=tool_calls, tokens=tokens,
+            text=content,
+            server_reasoning=reasoning,
+            server_tool_calls=tool_calls,
+            tokens=tokens,
             token_text=whole if tokens is not None and whole != content else None,
-            logprobs_reason=reason, prompt_tokens=_int(usage.get("prompt_tokens")),
+            logprobs_reason=reason,
+            prompt_tokens=_int(usage.get("prompt_tokens")),
             output_tokens=_int(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
             attention_reason="a served model returns no attention; `glassbox explain` can compute maps with a local copy",
@@ -122,7 +139,7 @@ class OpenAIBackend(Backend):
                     time.sleep(min(float(retry_after), 30))
                     continue
             if attempt < self.retries:
-                time.sleep(min(0.25 * 2 ** attempt, 8) * (0.5 + random.random() / 2))
+                time.sleep(min(0.25 * 2**attempt, 8) * (0.5 + random.random() / 2))
         raise BackendError(f"{url} failed after {self.retries + 1} attempts ({last})")
 
     def close(self) -> None:

@@ -46,9 +46,17 @@ MAX_STEP = 1_000_000  # bounds on numbers from the URL: past these nothing exist
 MAX_ID = 2**62
 _RUN_ID = re.compile(r"\w[\w.-]{0,199}")  # what new_run_id makes (and copies of it); no glob or path characters
 # Files from a run folder are shown as what they are only when that is inert; anything else downloads.
-_INLINE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-                 ".gif": "image/gif", ".json": "application/json", ".jsonl": "text/plain; charset=utf-8",
-                 ".txt": "text/plain; charset=utf-8", ".log": "text/plain; charset=utf-8"}
+_INLINE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".json": "application/json",
+    ".jsonl": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".log": "text/plain; charset=utf-8",
+}
 
 
 class ReplayIn(BaseModel):
@@ -105,34 +113,62 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(
-        request: Request, task: str | None = None, status: str | None = None, policy: str | None = None,
-        q: str | None = None, page: int = Query(1, ge=1, le=MAX_STEP),
+        request: Request,
+        task: str | None = None,
+        status: str | None = None,
+        policy: str | None = None,
+        q: str | None = None,
+        page: int = Query(1, ge=1, le=MAX_STEP),
     ) -> Response:
         status = status if status in {s.value for s in RunStatus} else None
         idx = RunIndex(runs_dir)
         try:
-            rows = idx.runs(task=task or None, status=status, policy=policy or None, search=q or None,
-                            limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+            rows = idx.runs(
+                task=task or None,
+                status=status,
+                policy=policy or None,
+                search=q or None,
+                limit=PAGE_SIZE + 1,
+                offset=(page - 1) * PAGE_SIZE,
+            )
             total = idx.count()
             tasks, policies = idx.distinct("task_name"), idx.distinct("policy")
         finally:
             idx.close()
         filters = {"task": task or "", "status": status or "", "policy": policy or "", "q": q or ""}
         query = {k: v for k, v in filters.items() if v}
-        return templates.TemplateResponse(request, "runs.html", {
-            "rows": rows[:PAGE_SIZE], "has_next": len(rows) > PAGE_SIZE, "page": page, "total": total,
-            "filters": filters, "tasks": tasks, "policies": policies, "statuses": [s.value for s in RunStatus],
-            "runs_dir": str(runs_dir),
-            "newer_url": "?" + urlencode({**query, "page": page - 1}), "older_url": "?" + urlencode({**query, "page": page + 1}),
-        })
+        return templates.TemplateResponse(
+            request,
+            "runs.html",
+            {
+                "rows": rows[:PAGE_SIZE],
+                "has_next": len(rows) > PAGE_SIZE,
+                "page": page,
+                "total": total,
+                "filters": filters,
+                "tasks": tasks,
+                "policies": policies,
+                "statuses": [s.value for s in RunStatus],
+                "runs_dir": str(runs_dir),
+                "newer_url": "?" + urlencode({**query, "page": page - 1}),
+                "older_url": "?" + urlencode({**query, "page": page + 1}),
+            },
+        )
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> Response:
         run_dir, run, steps = open_run(run_id)
         svg = graph_svg(run_graph(run, steps), link="#step-{step}")
-        return templates.TemplateResponse(request, "run.html", {
-            "run": run, "steps": steps, "graph_svg": svg, "initial": json_for_script(run_payload(run_dir, run, steps)),
-        })
+        return templates.TemplateResponse(
+            request,
+            "run.html",
+            {
+                "run": run,
+                "steps": steps,
+                "graph_svg": svg,
+                "initial": json_for_script(run_payload(run_dir, run, steps)),
+            },
+        )
 
     @app.get("/diff", response_class=HTMLResponse)
     def diff_page(request: Request, a: str, b: str) -> Response:
@@ -148,13 +184,19 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             by_index = {s.index: s for s in run_steps}
             shot = by_index[result.step].screenshot if result.step is not None and result.step in by_index else None
             sides.append((run_dir.name, text, shot))
-        return templates.TemplateResponse(request, "diff.html", {"a": a_dir.name, "b": b_dir.name, "result": result,
-                                                                 "sides": sides})
+        return templates.TemplateResponse(
+            request, "diff.html", {"a": a_dir.name, "b": b_dir.name, "result": result, "sides": sides}
+        )
 
     @app.get("/api/runs")
-    def api_runs(task: str | None = None, status: str | None = None, policy: str | None = None,
-                 q: str | None = None, limit: int = Query(50, ge=1, le=1000),
-                 offset: int = Query(0, ge=0, le=MAX_ID)) -> Any:
+    def api_runs(
+        task: str | None = None,
+        status: str | None = None,
+        policy: str | None = None,
+        q: str | None = None,
+        limit: int = Query(50, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=MAX_ID),
+    ) -> Any:
         idx = RunIndex(runs_dir)
         try:
             rows = idx.runs(task=task, status=status, policy=policy, search=q, limit=limit, offset=offset)
@@ -173,8 +215,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         return HTMLResponse(graph_svg(run_graph(run, steps)), media_type="image/svg+xml")
 
     @app.get("/api/runs/{run_id}/events")
-    async def api_events(request: Request, run_id: str,
-                         after: int = Query(-1, ge=-1, le=MAX_STEP)) -> StreamingResponse:
+    async def api_events(request: Request, run_id: str, after: int = Query(-1, ge=-1, le=MAX_STEP)) -> StreamingResponse:
         run_dir = run_dir_or_404(run_id)
 
         async def stream() -> AsyncIterator[str]:
@@ -195,16 +236,20 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
                     return
                 await asyncio.sleep(poll_interval)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     @app.get("/runs/{run_id}/files/{path:path}")
     def run_file(run_id: str, path: str) -> Response:
         return _serve_run_file(run_dir_or_404(run_id), path)
 
     @app.get("/runs/{run_id}/steps/{step}/attention.png")
-    def attention_png(run_id: str, step: int = PathParam(ge=0, le=MAX_STEP),
-                      key: str = Query(..., pattern=r"^[\w -]{1,64}/(shallow|middle|deep|all)$")) -> Response:
+    def attention_png(
+        run_id: str,
+        step: int = PathParam(ge=0, le=MAX_STEP),
+        key: str = Query(..., pattern=r"^[\w -]{1,64}/(shallow|middle|deep|all)$"),
+    ) -> Response:
         from tracer.attention import AttentionMaps, heat_png
 
         run_dir, _, steps = open_run(run_id)
@@ -249,8 +294,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         if body.from_step is not None and not any(s.index == body.from_step for s in steps):
             return JSONResponse({"error": f"from_step must be a step of the run (0..{len(steps) - 1})"}, status_code=422)
         new_id = new_run_id(run.task_name)
-        launch = Launch(runs_dir=runs_dir, run_id=run.run_id, new_run_id=new_id, from_step=body.from_step,
-                        fallback=body.fallback)
+        launch = Launch(runs_dir=runs_dir, run_id=run.run_id, new_run_id=new_id, from_step=body.from_step, fallback=body.fallback)
         errors = launch_files / f"{new_id}.stderr"  # what the process says if it cannot start: shown by /wait
         launches[new_id] = (start(launch, errors=errors), errors)
         return JSONResponse({"run_id": new_id, "url": f"/runs/{new_id}/wait"}, status_code=202)
@@ -271,15 +315,20 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         process, errors = launch
         code = process.exitcode
         if code is None:
-            return HTMLResponse(f"<!doctype html><meta http-equiv='refresh' content='0.5'><title>Starting…</title>"
-                                f"<p style='font-family:sans-serif'>Starting {html.escape(run_id)}… (setting up the "
-                                f"browser and the site; loading a local model can take a minute)</p>")
+            return HTMLResponse(
+                f"<!doctype html><meta http-equiv='refresh' content='0.5'><title>Starting…</title>"
+                f"<p style='font-family:sans-serif'>Starting {html.escape(run_id)}… (setting up the "
+                f"browser and the site; loading a local model can take a minute)</p>"
+            )
         said = _tail(errors, 4000).decode(errors="replace").strip() or "(it printed nothing)"
         # 422: the run cannot be replayed as it stands (its task moved, a screenshot is gone...), and the page says why.
-        return HTMLResponse(f"<!doctype html><title>Could not start</title><div style='font-family:sans-serif'>"
-                            f"<h1>{html.escape(run_id)} could not start</h1><p>The process exited with code {code} "
-                            f"before recording anything. It said:</p><pre>{html.escape(said)}</pre>"
-                            f"<p><a href='/'>Back to the runs</a></p></div>", status_code=422)
+        return HTMLResponse(
+            f"<!doctype html><title>Could not start</title><div style='font-family:sans-serif'>"
+            f"<h1>{html.escape(run_id)} could not start</h1><p>The process exited with code {code} "
+            f"before recording anything. It said:</p><pre>{html.escape(said)}</pre>"
+            f"<p><a href='/'>Back to the runs</a></p></div>",
+            status_code=422,
+        )
 
     @app.delete("/api/labels/{label_id}")
     def undo_label(request: Request, label_id: int = PathParam(ge=0, le=MAX_ID)) -> Response:
@@ -316,8 +365,13 @@ def _serve_run_file(run_dir: Path, path: str) -> Response:
     media_type = _INLINE_TYPES.get(target.suffix.lower())
     headers = {"Cache-Control": "max-age=3600", "Content-Security-Policy": "default-src 'none'; sandbox"}
     if media_type is None:  # e.g. .html or .svg from a crafted folder: a download, never a page on this origin
-        return FileResponse(target, media_type="application/octet-stream", headers=headers, filename=target.name,
-                            content_disposition_type="attachment")
+        return FileResponse(
+            target,
+            media_type="application/octet-stream",
+            headers=headers,
+            filename=target.name,
+            content_disposition_type="attachment",
+        )
     return FileResponse(target, media_type=media_type, headers=headers)
 
 

@@ -27,15 +27,16 @@ def wants_html(scope: Scope, accept: str) -> bool:
     return not str(scope.get("path", "")).startswith("/api/") and "text/html" in accept.lower()
 
 
-def error_response(scope: Scope, accept: str, status: int, message: str,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(scope: Scope, accept: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     if wants_html(scope, accept):
         phrase = HTTPStatus(status).phrase
-        body = ("<!doctype html><html lang='en'><meta charset='utf-8'>"
-                f"<title>{status} {html.escape(phrase)} · Glassbox</title>"
-                "<div style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
-                f"<h1>{status} {html.escape(phrase)}</h1><p>{html.escape(message)}</p>"
-                "<p><a href='/'>Back to the runs</a></p></div>")
+        body = (
+            "<!doctype html><html lang='en'><meta charset='utf-8'>"
+            f"<title>{status} {html.escape(phrase)} · Glassbox</title>"
+            "<div style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
+            f"<h1>{status} {html.escape(phrase)}</h1><p>{html.escape(message)}</p>"
+            "<p><a href='/'>Back to the runs</a></p></div>"
+        )
         return HTMLResponse(body, status_code=status, headers=dict(headers or {}))
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 

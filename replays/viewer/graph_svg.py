@@ -10,11 +10,24 @@ from html import escape
 import networkx as nx
 
 ROWS = {
-    "observation": 0, "reasoning": 1, "action": 2,
-    "parse_error": 2, "backend_error": 2, "low_confidence": 2, "outcome": 3, "end": 1}
+    "observation": 0,
+    "reasoning": 1,
+    "action": 2,
+    "parse_error": 2,
+    "backend_error": 2,
+    "low_confidence": 2,
+    "outcome": 3,
+    "end": 1,
+}
 COLOURS = {
-    "observation": "#e0e7ff", "reasoning": "#fef3c7", "action": "#dcfce7", "outcome": "#f3f4f6",
-    "parse_error": "#fee2e2", "backend_error": "#fee2e2", "low_confidence": "#ffedd5", "end": "#e5e7eb",
+    "observation": "#e0e7ff",
+    "reasoning": "#fef3c7",
+    "action": "#dcfce7",
+    "outcome": "#f3f4f6",
+    "parse_error": "#fee2e2",
+    "backend_error": "#fee2e2",
+    "low_confidence": "#ffedd5",
+    "end": "#e5e7eb",
 }
 COL_W, ROW_H, NODE_W, NODE_H = 120, 54, 104, 34
 
@@ -33,10 +46,12 @@ def graph_svg(graph: nx.DiGraph, *, link: str = "#step-{step}") -> str:
         positions[node] = (16 + col * COL_W, 16 + row * ROW_H)
     width = 32 + (last + 2) * COL_W
     height = 32 + 4 * ROW_H
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="graph" role="img" '
-             f'aria-label="decision graph">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
-             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#9ca3af"/></marker></defs>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="graph" role="img" '
+        f'aria-label="decision graph">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#9ca3af"/></marker></defs>',
+    ]
     for a, b, data in graph.edges(data=True):
         (x1, y1), (x2, y2) = positions[a], positions[b]
         dashed = ' stroke-dasharray="4 3"' if data.get("kind") in ("retry", "branch") else ""
@@ -58,10 +73,10 @@ def graph_svg(graph: nx.DiGraph, *, link: str = "#step-{step}") -> str:
         href = link.format(step=step) if step is not None else "#"
         parts.append(
             f'<a href="{escape(href)}" data-step="{escape(str(step)) if step is not None else ""}"><g>'
-            f'<title>{escape(kind)}: {escape(label)}</title>'
+            f"<title>{escape(kind)}: {escape(label)}</title>"
             f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6" fill="{escape(fill)}" stroke="#d1d5db"/>'
             f'<text x="{x + NODE_W / 2}" y="{y + NODE_H / 2 + 4}" text-anchor="middle" font-size="11">{escape(short)}</text>'
-            f'</g></a>'
+            f"</g></a>"
         )
     parts.append("</svg>")
     return "".join(parts)

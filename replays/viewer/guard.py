@@ -25,8 +25,10 @@ MAX_BODY = 64_000
 # Pages run only the viewer's own script files: no inline script or event handlers, so a value that escaped
 # escaping still cannot run. ('unsafe-eval' only lets scripts already running evaluate strings, as browser
 # automation driving the viewer does; viewer.js never does.) Nothing may frame the pages (clickjacking).
-PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -53,7 +55,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
         end = value.find("]")
         if end < 0:
             return None
-        name, rest = value[:end + 1], value[end + 1:]
+        name, rest = value[: end + 1], value[end + 1 :]
     else:
         name, sep, port = value.partition(":")
         rest = sep + port
@@ -108,8 +110,10 @@ class HostGuard:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             expected = ", ".join(f"{n}:{server[1]}" if server else n for n in LOOPBACK_NAMES)
-            message = (f"this viewer answers only requests addressed to {expected} (or the host it was started with); "
-                       f"this one was addressed to {host!r:.80}")
+            message = (
+                f"this viewer answers only requests addressed to {expected} (or the host it was started with); "
+                f"this one was addressed to {host!r:.80}"
+            )
             await error_response(scope, headers.get("accept", ""), 421, message)(scope, receive, send)
             return
         length = headers.get("content-length")
@@ -147,9 +151,13 @@ def check_write(request: Request, token: str) -> None:
     if fetch_site is not None and fetch_site != "same-origin":
         raise HTTPException(403, f"cross-site request refused (Sec-Fetch-Site: {fetch_site:.40})")
     if origin is None and fetch_site is None and not (referer == expected or (referer or "").startswith(expected + "/")):
-        raise HTTPException(403, f"request refused: send Origin: {expected} (changes are accepted only from the "
-                                 "viewer's own pages)")
+        raise HTTPException(
+            403, f"request refused: send Origin: {expected} (changes are accepted only from the viewer's own pages)"
+        )
     sent = request.headers.get(TOKEN_HEADER, "")
     if not sent or not secrets.compare_digest(sent.encode(), token.encode()):
-        raise HTTPException(403, f"request refused: missing or wrong {TOKEN_HEADER} header (the viewer's pages carry "
-                                 "the token in <meta name='glassbox-token'>)")
+        raise HTTPException(
+            403,
+            f"request refused: missing or wrong {TOKEN_HEADER} header (the viewer's pages carry "
+            "the token in <meta name='glassbox-token'>)",
+        )

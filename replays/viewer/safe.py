@@ -11,8 +11,7 @@ from urllib.parse import quote
 
 # `<` and `>` cover `</script>` and `<!--` (which puts the HTML parser in a state where `</script>` no longer
 # ends the block); `&` keeps entities literal; U+2028/2029 end a line in older JavaScript parsers.
-_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
-                                 "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def json_for_script(value: Any) -> str:

@@ -18,8 +18,9 @@ class ViewerServer:
     def __init__(self, runs_dir: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.app = create_viewer(runs_dir, host=host)
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self.port: int | None = None

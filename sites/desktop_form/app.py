@@ -31,8 +31,9 @@ def main() -> None:
         entry.place(x=200, y=78 + i * 60, width=380, height=30)
         fields[key] = entry
     newsletter = tk.BooleanVar(value=False)
-    tk.Checkbutton(root, text="Send me the newsletter", variable=newsletter, font=font, bg="#f5f6fa",
-                   activebackground="#f5f6fa").place(x=196, y=262)
+    tk.Checkbutton(
+        root, text="Send me the newsletter", variable=newsletter, font=font, bg="#f5f6fa", activebackground="#f5f6fa"
+    ).place(x=196, y=262)
     status = tk.Label(root, text="", font=font, bg="#f5f6fa", fg="#166534")
     status.place(x=30, y=370)
 
@@ -45,8 +46,9 @@ def main() -> None:
         status.configure(text="Saved.", fg="#166534")
         root.title("Visitor registration - saved")
 
-    tk.Button(root, text="Save", font=font, command=save, bg="#4f46e5", fg="white", activebackground="#3730a3",
-              activeforeground="white").place(x=200, y=310, width=100, height=36)
+    tk.Button(
+        root, text="Save", font=font, command=save, bg="#4f46e5", fg="white", activebackground="#3730a3", activeforeground="white"
+    ).place(x=200, y=310, width=100, height=36)
     root.mainloop()
 
 

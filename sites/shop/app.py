@@ -41,7 +41,9 @@ def create_app(*, data_dir: Path, layout: Layout, username: str, password: str) 
     def page(request: Request, name: str, status_code: int = 200, **context: object) -> HTMLResponse:
         user = db.session_user(request.cookies.get(_COOKIE))
         return templates.TemplateResponse(
-            request, name, {"layout": layout, "user": user, "categories": CATEGORIES, **context},
+            request,
+            name,
+            {"layout": layout, "user": user, "categories": CATEGORIES, **context},
             status_code=status_code,
         )
 
@@ -156,9 +158,11 @@ def create_app(*, data_dir: Path, layout: Layout, username: str, password: str) 
             raise HTTPException(404)
         if not require_user(request):
             return RedirectResponse("/login", status_code=303)
-        message = {"orders": "18 open orders. Order management is not part of this demo.",
-                   "customers": "1,204 customers. Customer management is not part of this demo.",
-                   "settings": "Store settings are read-only in this demo."}[section]
+        message = {
+            "orders": "18 open orders. Order management is not part of this demo.",
+            "customers": "1,204 customers. Customer management is not part of this demo.",
+            "settings": "Store settings are read-only in this demo.",
+        }[section]
         return page(request, "simple.html", active=titles[section], message=message)
 
     return app
@@ -203,8 +207,13 @@ def _validate(values: Mapping[str, str]) -> tuple[dict[str, str], _ProductFields
     description = values["description"].strip()
     if len(description) > 2000:
         errors["description"] = "Description must be at most 2000 characters."
-    clean: _ProductFields = {"name": name, "price_cents": price_cents, "stock": stock, "category": values["category"],
-                             "description": description}
+    clean: _ProductFields = {
+        "name": name,
+        "price_cents": price_cents,
+        "stock": stock,
+        "category": values["category"],
+        "description": description,
+    }
     return errors, clean
 
 

@@ -75,7 +75,14 @@ class ShopDB:
             self._conn.close()
 
     def add_product(
-        self, *, name: str, price_cents: int, stock: int, category: str, description: str, image: str | None,
+        self,
+        *,
+        name: str,
+        price_cents: int,
+        stock: int,
+        category: str,
+        description: str,
+        image: str | None,
         status: str,
     ) -> Product:
         with self._lock, self._conn:
@@ -122,7 +129,13 @@ def _now() -> str:
 
 def _product(row: sqlite3.Row) -> Product:
     return Product(
-        id=row["id"], name=row["name"], price=row["price_cents"] / 100, stock=row["stock"],
-        category=row["category"], description=row["description"], image=row["image"], status=row["status"],
+        id=row["id"],
+        name=row["name"],
+        price=row["price_cents"] / 100,
+        stock=row["stock"],
+        category=row["category"],
+        description=row["description"],
+        image=row["image"],
+        status=row["status"],
         created_at=row["created_at"],
     )
