@@ -216,7 +216,7 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "run",
             str(TASKS / "publish_product.yaml"),
             "--policy",
@@ -252,7 +252,7 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
             [
                 sys.executable,
                 "-m",
-                "agent.cli",
+                "cli",
                 "explain",
                 run_dir.name,
                 "--step",
@@ -276,7 +276,7 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "explain",
             run_dir.name,
             "--step",

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.cli_output import Column, print_table
 from agent.policy import Policy, PolicyOutput
 from agent.prompt import build_prompt, system_text, tools_for
-from agent.run_ref import RunRefError, resolve_run
 from agent.task import FileSpec, Task, load_task
+from cli.output import Column, print_table
+from cli.run_ref import RunRefError, resolve_run
 from tests.conftest import ROOT, TASKS, require_chromium
 from tools.actions import ToolCall
 from tools.views import Observation
@@ -31,7 +31,7 @@ def glassbox(*args: str, cwd: Path, columns: int = 200) -> subprocess.CompletedP
     """The real CLI in a subprocess; stdout is a pipe, as in `glassbox runs list | grep failed`."""
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -334,7 +334,7 @@ def test_listing_a_runs_dir_that_does_not_exist_says_so_and_creates_nothing(tmp_
     missing = tmp_path / "typo"
     for extra, expect in (([], "no runs in"), (["--json"], '"runs": []')):
         proc = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(missing), *extra],
+            [sys.executable, "-m", "cli", "runs", "list", "--runs-dir", str(missing), *extra],
             capture_output=True,
             text=True,
             timeout=60,
@@ -352,7 +352,7 @@ def test_a_damaged_run_record_is_a_message_for_every_reading_command_and_can_sti
 
     def glassbox(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+            [sys.executable, "-m", "cli", *args, "--runs-dir", str(runs)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -90,7 +90,7 @@ def make_run(
 
 def cli(*args: str, runs: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", *args, "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -278,7 +278,7 @@ def test_glassbox_run_with_a_corrupt_index_records_and_warns(tmp_path):
     make_run(runs, "20261101-000000-a", 3)
     _garbage(runs / INDEX_FILE)
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path, waits=2)), "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "run", str(slow_task(tmp_path, waits=2)), "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -486,7 +486,7 @@ def test_sigkill_mid_step_leaves_the_index_counting_whole_lines(tmp_path, mode):
 def test_sigkill_of_a_real_run_counts_whole_lines(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path, waits=40)), "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "run", str(slow_task(tmp_path, waits=40)), "--runs-dir", str(runs)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,

@@ -75,7 +75,7 @@ def test_desktop_task_validation():
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 @pytest.mark.desktop
@@ -109,7 +109,7 @@ def test_desktop_task_with_chinese_text_succeeds_shows_in_the_viewer_and_replays
 def test_desktop_cli_exit_codes(tmp_path):
     require_xvfb()
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", str(TASKS / "desktop_form.yaml"), "--runs-dir", str(tmp_path)],
+        [sys.executable, "-m", "cli", "run", str(TASKS / "desktop_form.yaml"), "--runs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,

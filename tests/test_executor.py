@@ -239,7 +239,7 @@ def test_script_policy_without_a_script_fails_before_any_environment_starts(tmp_
 def test_glassbox_run_with_an_unknown_policy_exits_2_and_starts_nothing(tmp_path, nothing_may_start):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from cli.app import app
 
     result = CliRunner().invoke(
         app, ["run", str(TASKS / "publish_product.yaml"), "--policy", "telepathy", "--runs-dir", str(tmp_path / "runs")]

@@ -116,7 +116,7 @@ def test_the_cli_shows_a_library_warning_on_stderr(tmp_path):
     runs.mkdir()
     (runs / "index.sqlite3").write_bytes(b"this is not a database" * 100)
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "runs", "list", "--json", "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "runs", "list", "--json", "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -144,7 +144,7 @@ def test_a_run_with_the_local_model_logs_its_decoding_into_log_jsonl(tiny_model,
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "run",
             str(TASKS / "publish_product.yaml"),
             "--policy",

@@ -151,7 +151,7 @@ def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, ch
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "run",
             str(TASKS / "publish_product.yaml"),
             "--policy",
@@ -210,7 +210,7 @@ def test_missing_weights_say_what_is_missing(tmp_path):
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "run",
             str(TASKS / "publish_product.yaml"),
             "--policy",
@@ -230,7 +230,7 @@ def test_missing_weights_say_what_is_missing(tmp_path):
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "run",
             str(TASKS / "publish_product.yaml"),
             "--policy",

@@ -98,7 +98,7 @@ def test_graph_exports_load_back_with_the_right_counts(publish_run):
         assert (back.number_of_nodes(), back.number_of_edges()) == (graph.number_of_nodes(), graph.number_of_edges())
     assert export(graph, "mermaid").count("-->") == graph.number_of_edges()
     cli = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "graph", run.run_id, "--runs-dir", str(run_dir.parent), "--format", "graphml"],
+        [sys.executable, "-m", "cli", "graph", run.run_id, "--runs-dir", str(run_dir.parent), "--format", "graphml"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -135,7 +135,7 @@ def slow_task(tmp_path: Path) -> Path:
 def test_sigkill_mid_run_leaves_a_readable_interrupted_run(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", str(slow_task(tmp_path)), "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "run", str(slow_task(tmp_path)), "--runs-dir", str(runs)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -173,7 +173,7 @@ def test_sigkill_mid_run_leaves_a_readable_interrupted_run(tmp_path):
     finally:
         index.close()
     listing = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "runs", "list", "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "runs", "list", "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -187,7 +187,7 @@ def test_runs_list_filters_show_and_rm(publish_run, tmp_path):
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agent.cli", *args, "--runs-dir", str(runs)],
+            [sys.executable, "-m", "cli", *args, "--runs-dir", str(runs)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -202,7 +202,7 @@ def test_runs_list_filters_show_and_rm(publish_run, tmp_path):
     assert shown.returncode == 0 and "succeeded" in shown.stdout
     assert cli("runs", "show", "nope").returncode == 2
     refused = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "runs", "rm", run_dir.name, "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "runs", "rm", run_dir.name, "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -67,7 +67,7 @@ def test_chinese_task_with_another_layout_seed_from_the_cli(tmp_path):
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "cli",
             "run",
             str(TASKS / "publish_product_zh.yaml"),
             "--runs-dir",
@@ -114,7 +114,7 @@ def test_invalid_input_fails_the_task_and_exits_1(tmp_path):
 
     path = variant(tmp_path, "publish_product.yaml", wrong_price)
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", str(path), "--runs-dir", str(tmp_path / "runs")],
+        [sys.executable, "-m", "cli", "run", str(path), "--runs-dir", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=300,

@@ -247,7 +247,7 @@ def search_site() -> Iterator[SearchSite]:
 
 def _cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
 from agent.task import InputSpec, TaskError, load_task
+from cli.app import app
 from tests.conftest import ROOT, TASKS, require_chromium
 from tools.actions import ActionError, GotoUrl, ToolCall, parse_tool_call
 

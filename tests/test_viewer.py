@@ -135,7 +135,7 @@ def test_new_steps_appear_live_without_reload(viewer, recorded, page, tmp_path):
     task.write_text(yaml.safe_dump(data))
     before = {p.name for p in runs.iterdir()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", str(task), "--runs-dir", str(runs)],
+        [sys.executable, "-m", "cli", "run", str(task), "--runs-dir", str(runs)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -169,7 +169,7 @@ def test_new_steps_appear_live_without_reload(viewer, recorded, page, tmp_path):
         "/runs/..%2F..%2Fetc/files/passwd",
         "/runs/{run}/files/.run.json.123.tmp",
         "/runs/nope/files/run.json",
-        "/static/../agent/cli.py",
+        "/static/../cli/app.py",
     ],
 )
 def test_path_traversal_is_404(viewer, recorded, path):

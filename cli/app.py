@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.policies import POLICIES, PolicyUnavailable
-from agent.run_ref import RunRef, RunRefError, resolve_run
 from agent.task import TaskError, load_task
+from cli.run_ref import RunRef, RunRefError, resolve_run
 from tools.chromium import ChromiumNotFound
 from tracer.logs import Console as LogConsole
 from tracer.logs import format_event, set_console
@@ -298,7 +298,7 @@ def _print_step(step: StepRecord) -> None:
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
     line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(detail):<28} {status} [dim]{took:.0f} ms · {reasoning}[/]"
-    from agent.cli_output import is_tty
+    from cli.output import is_tty
 
     if is_tty(console):
         console.print(line, no_wrap=True, overflow="ellipsis")
@@ -392,7 +392,7 @@ def runs_list(
 
     On a terminal a table; piped, one whole plain line per run (so `runs list | grep failed` works).
     """
-    from agent.cli_output import Column, RunListing, print_table, write_json
+    from cli.output import Column, RunListing, print_table, write_json
     from tracer.index import RunIndex
 
     if not runs_dir.is_dir():  # listing must not create the folder (a typo would leave one behind)
@@ -454,7 +454,7 @@ def runs_show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document: {run_dir, run, steps}.")] = False,
 ) -> None:
     """Show one run: its record, checks and steps."""
-    from agent.cli_output import RunShow, clean, write_json
+    from cli.output import RunShow, clean, write_json
     from tracer.store import read_run, read_steps
 
     run_dir = _run_dir(runs_dir, run_id)
