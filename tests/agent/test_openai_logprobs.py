@@ -19,8 +19,8 @@ from agent.backends.openai import OpenAIBackend
 from agent.parse import CUT_OFF
 from agent.qwen_policy import QwenPolicy
 from agent.task import load_task
+from tests.agent.test_openai_backend import FakeChatServer
 from tests.conftest import TASKS
-from tests.test_openai_backend import FakeChatServer
 from tools.actions import parse_tool_call
 from tools.views import Observation
 

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, TASKS
 from tracer.logs import Console, RunLog, format_event, get_logger, set_console
 from tracer.secrets import Scrubber
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture

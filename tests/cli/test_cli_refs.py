@@ -313,7 +313,7 @@ class _GotoThenStop(Policy):
 @pytest.mark.desktop
 def test_a_desktop_model_calling_goto_url_gets_an_error_step_fed_back(tmp_path):
     from agent.loop import run_task
-    from tests.test_desktop import require_xvfb
+    from tests.tools.test_desktop import require_xvfb
 
     require_xvfb()
     policy = _GotoThenStop()

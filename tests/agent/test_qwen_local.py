@@ -22,7 +22,7 @@ from tracer import RunStatus, read_run, read_steps
 
 pytest.importorskip("torch", reason="the local backend needs torch (installed by .ci/setup)")
 pytest.importorskip("transformers", reason="the local backend needs transformers (installed by .ci/setup)")
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="session")

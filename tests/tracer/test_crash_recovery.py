@@ -337,7 +337,7 @@ import os, socket, sys
 from datetime import datetime, timezone
 from pathlib import Path
 from replays.labels import LabelIn, Labels
-from tests.test_crash_recovery import make_run
+from tests.tracer.test_crash_recovery import make_run
 runs, name = Path(sys.argv[1]), sys.argv[2]
 sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
 for n in range(3):
@@ -424,7 +424,7 @@ import sys
 from pathlib import Path
 from tracer.index import RunIndex
 from tracer.store import RunWriter
-from tests.test_crash_recovery import png, record, step
+from tests.tracer.test_crash_recovery import png, record, step
 runs, mode, stop_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 real_add_step = RunIndex.add_step
 

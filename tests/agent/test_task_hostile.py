@@ -519,7 +519,7 @@ def test_files_root_upload_runs_end_to_end(tmp_path, pages):
 
 @pytest.mark.desktop
 def test_program_is_announced_before_it_runs_and_needs_the_flag(tmp_path):
-    from tests.test_desktop import require_xvfb
+    from tests.tools.test_desktop import require_xvfb
 
     require_xvfb()
     marker = tmp_path / "ran"

@@ -12,7 +12,7 @@ from agent.task import load_task
 from tests.conftest import TASKS
 from tracer.schema import StepRecord, StepTimings
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 pytest.importorskip("transformers", reason="the chat templates are rendered by transformers")
 
 
