@@ -114,7 +114,8 @@ def _run(
             return text in body, "found on the page" if text in body else "not on the page"
         case JsCheck() if page is not None:
             value = page.evaluate(check.expression)
-            return bool(value), f"expression returned {value!r}"
+            passed = bool(value)
+            return passed, f"expression returned {_json_short(value, scrub)}" + ("" if passed else " (falsy: the check fails)")
         case UrlMatchCheck() | TextPresentCheck() | JsCheck():
             return False, f"a {check.type} check needs a browser page; this run has none"
     raise AssertionError(f"unhandled check {check!r}")
@@ -156,6 +157,16 @@ def _equal(actual: Any, wanted: Any) -> bool:
 
 def _short(value: Any, scrub: Scrubber, limit: int = 300) -> str:
     text = scrub.scrub_text(repr(value))  # before the cut, which could leave a short prefix the mask misses
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _json_short(value: Any, scrub: Scrubber, limit: int = 300) -> str:
+    """The value the page gave, as JSON (what a JavaScript author reads), masked, then cut."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):  # circular structures cannot come back from the page; be safe anyway
+        text = repr(value)
+    text = scrub.scrub_text(text)
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -19,10 +19,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import IO, TypedDict
+from urllib.parse import urlsplit
 
 import structlog
 
-from agent.task import SiteTarget, Task
+from agent.task import SiteTarget, Task, TaskError
 from tools.executor import Executor
 
 log = structlog.get_logger("glassbox.environment")
@@ -80,7 +81,9 @@ def _open_browser(
 
     settings = task.browser.model_copy(update={"headed": headed} if headed is not None else {})
     base_url, start_url, seed = _start_target(task, layout_seed, site_url, stack)
-    allowed = list(task.allowed_origins) + [_origin(start_url)]
+    # A local (file:) start page has no origin: goto_url stays on allowed_origins, and never opens files.
+    local = urlsplit(start_url).scheme.lower() == "file"
+    allowed = list(task.allowed_origins) + ([] if local else [_origin(start_url)])
     browser = BrowserExecutor(
         settings,
         files=task.file_paths(),
@@ -88,6 +91,7 @@ def _open_browser(
         allowed_origins=allowed,
         coordinate_mode=task.policy.coordinate_mode,
         coordinate_divisor=task.policy.coordinate_divisor,
+        settle=task.settle,
     )
     stack.enter_context(browser)
     browser.goto(start_url)
@@ -111,7 +115,11 @@ def _start_target(
         server = stack.enter_context(ShopServer(layout_seed=seed, **_shop_credentials(task.input_values())))
         return server.base_url, server.base_url + target.path, seed
     assert target is not None, "Task validation gives every browser task a target"
-    return None, target.start_url, None
+    try:
+        start_url = task.start_page()  # a file: page resolved and checked against the task's folders again
+    except ValueError as exc:
+        raise TaskError(task.source, [f"target.start_url: {exc}"]) from None
+    return None, start_url, None
 
 
 def _shop_credentials(values: Mapping[str, str]) -> _ShopCredentials:

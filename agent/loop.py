@@ -29,6 +29,7 @@ from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import Policy, PolicyOutput
 from agent.prompt import offered_browser_tools
+from agent.setup import SetupFailed, run_setup
 from agent.task import Task
 from tools.actions import Action, ActionError, Terminate, parse_tool_call
 from tools.executor import Executor, page_of
@@ -182,6 +183,7 @@ class _Loop:
             signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             self.hooks.publish(RunStarted(run=self.writer.record.model_copy(deep=True), run_dir=self.writer.run_dir))
+            run_setup(self.env, self.writer, deadline=self.deadline)  # the task's setup, before step 0
             for index in range(limits.max_steps):
                 if time.monotonic() - started > limits.time_budget_s:
                     end_reason = f"time budget spent ({limits.time_budget_s:.0f} s)"
@@ -206,6 +208,8 @@ class _Loop:
                         f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); last: {step.error}"
                     )
                     break
+        except SetupFailed as exc:  # a harness failure: no steps, no checks; the run says which step failed
+            status, end_reason = RunStatus.failed, str(exc)
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
@@ -519,6 +523,7 @@ class _Loop:
             "replay": replay,
         }
         step = StepRecord.model_validate(data)
+        step.timings.settle_ms = outcome.settle_ms if outcome is not None else None
         if error:
             log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=error_kind, error=step.error)
         step.timings.record_ms = _ms(time.perf_counter() - t3)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import yaml
 from pydantic import (
@@ -39,7 +39,7 @@ from pydantic import (
 from agent.task_yaml import YamlProblem, load_yaml, read_task_text
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
 from tools.coords import CoordinateMode
-from tools.views import BrowserSettings, Target
+from tools.views import BrowserSettings, SettlePolicy, Target
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SITES = ("shop",)
@@ -47,6 +47,10 @@ BUNDLED_TASKS = Path(__file__).resolve().parent.parent / "tasks"
 PROGRAMS_FLAG = "--allow-programs"
 FILES_ROOT_FLAG = "--files-root"
 _SITE_STAND_IN = "http://bundled-site.invalid/"  # a bundled site's origin is known only at run time
+DEFAULT_SETUP_TIMEOUT_MS = 10_000
+MAX_SETUP_TIMEOUT_MS = 120_000
+MAX_SETUP_STEPS = 200
+FILE_URL_HINT = "write file:///absolute/path.html, or file:path/relative/to/the/task/file.html"
 
 
 def http_origin(value: str) -> str:
@@ -139,13 +143,21 @@ class SiteTarget(_Strict):
 
 
 class UrlTarget(_Strict):
+    """A page to start on: an http(s) URL, or a ``file:`` page under the task's folder or its ``allowed_roots``."""
+
     start_url: str = Field(max_length=8192)
 
     @field_validator("start_url")
     @classmethod
     def _http(cls, v: str) -> str:
+        if v[:5].lower() == "file:":
+            file_url_syntax(v)
+            return v
         if not re.match(r"^https?://[^/\s]+", v, re.IGNORECASE) or any(ord(c) < 33 or c == "\x7f" for c in v):
-            raise ValueError("start_url must be an http:// or https:// URL (no spaces or control characters)")
+            raise ValueError(
+                "start_url must be an http:// or https:// URL, or a file: URL of a page under the task's folder "
+                "(no spaces or control characters)"
+            )
         parts = urlsplit(v)
         if "@" in parts.netloc:
             raise ValueError("start_url may not hold a user name or password")
@@ -172,6 +184,78 @@ class DesktopSpec(_Strict):
 class FileSpec(_Strict):
     path: str
     description: str | None = None
+
+
+def file_url_syntax(url: str) -> str:
+    """The path of a ``file:`` URL as written (percent-decoded; relative paths stay relative); ValueError if
+    it is not one Glassbox opens: no host, no control characters, a path."""
+    if any(ord(c) < 33 or c == "\x7f" for c in url):
+        raise ValueError(f"{url[:200]!r}: a file: URL may not hold spaces or control characters (write %20); {FILE_URL_HINT}")
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "file":
+        raise ValueError(f"{url[:200]!r} is not a file: URL")
+    if parts.netloc:
+        raise ValueError(f"{url[:200]!r} names a host ({parts.netloc!r}); a file: URL has none: {FILE_URL_HINT}")
+    path = unquote(parts.path)
+    if not path or "\x00" in path:
+        raise ValueError(f"{url[:200]!r} has no file path; {FILE_URL_HINT}")
+    return path
+
+
+class WaitFor(_Strict):
+    """Wait until a JavaScript expression is truthy, or until an element matching a CSS selector is in ``state``."""
+
+    js: str | None = Field(default=None, min_length=1, max_length=100_000)
+    selector: str | None = Field(default=None, min_length=1, max_length=10_000)
+    state: Literal["visible", "attached", "hidden", "detached"] = "visible"
+
+    @model_validator(mode="after")
+    def _one(self) -> "WaitFor":
+        if (self.js is None) == (self.selector is None):
+            raise ValueError("wait_for takes one of 'js' (an expression) or 'selector' (CSS)")
+        if self.js is not None and "state" in self.model_fields_set:
+            raise ValueError("'state' applies to a selector wait, not a js one")
+        return self
+
+
+class SetupStep(_Strict):
+    """One step of a task's ``setup``, run in the page before step 0: ``js``, ``wait_for`` or ``goto``.
+
+    Values are literal (no ``{input}`` placeholders: JavaScript is full of braces). ``timeout_ms`` limits the
+    step (default DEFAULT_SETUP_TIMEOUT_MS, at most MAX_SETUP_TIMEOUT_MS).
+    """
+
+    js: str | None = Field(default=None, min_length=1, max_length=100_000)
+    wait_for: WaitFor | None = None
+    goto: str | None = Field(default=None, min_length=1, max_length=8192)
+    timeout_ms: int | None = Field(default=None, ge=1, le=MAX_SETUP_TIMEOUT_MS)
+    description: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            shown = type(data).__name__ if not isinstance(data, str) else f"the text {data[:60]!r}"
+            raise ValueError(f"a setup step is a mapping with one of js, wait_for or goto (got {shown})")
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SetupStep":
+        kinds = [k for k in ("js", "wait_for", "goto") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            what = "none" if not kinds else " and ".join(kinds)
+            raise ValueError(f"a setup step does one thing: js, wait_for or goto (this one has {what})")
+        if self.goto is not None and any(ord(c) < 33 or c == "\x7f" for c in self.goto):
+            raise ValueError("goto: a URL may not hold spaces or control characters")
+        return self
+
+    @property
+    def kind(self) -> Literal["js", "wait_for", "goto"]:
+        return "js" if self.js is not None else "wait_for" if self.wait_for is not None else "goto"
+
+    @property
+    def limit_ms(self) -> int:
+        return self.timeout_ms if self.timeout_ms is not None else DEFAULT_SETUP_TIMEOUT_MS
 
 
 class HttpJsonCheck(_Strict):
@@ -332,6 +416,11 @@ class Task(_Strict):
     target: SiteTarget | UrlTarget | None = None  # browser tasks
     desktop: DesktopSpec | None = None  # desktop tasks
     allowed_origins: list[Origin] = Field(default_factory=list)
+    # Folders (relative to the task file) whose pages a file: start_url or setup goto may open, besides the
+    # task's own folder. One outside the task's folder needs the user's --files-root (or a bundled task).
+    allowed_roots: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(default_factory=list, max_length=32)
+    setup: list[SetupStep] = Field(default_factory=list, max_length=MAX_SETUP_STEPS)  # run before step 0
+    settle: SettlePolicy = Field(default_factory=SettlePolicy)  # what the browser waits for after each action
     files: dict[str, FileSpec] = Field(default_factory=dict)
     checks: list[Check] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
@@ -370,6 +459,9 @@ class Task(_Strict):
         if self.environment == "desktop":
             if self.desktop is None:
                 problems.append(((), "a desktop task needs a 'desktop' section (command, xvfb or display)"))
+            for name in ("setup", "settle", "allowed_roots"):
+                if name in self.model_fields_set:
+                    problems.append(((name,), f"{name} applies to browser tasks only; a desktop task has no page"))
             for i, step in enumerate(self.script or []):
                 if step.target is not None:
                     problems.append(
@@ -404,6 +496,16 @@ class Task(_Strict):
                 url = str(args.get("url", ""))
                 if _PLACEHOLDER.sub("x", url) == url and not self._url_allowed(url):
                     problems.append((("script", i, "url"), f"{url!r} is outside allowed_origins"))
+        if self.environment == "browser":
+            for i, setup_step in enumerate(self.setup):
+                goto = setup_step.goto
+                if goto is not None and not self.is_local_page(goto) and not self._url_allowed(goto):
+                    problems.append(
+                        (
+                            ("setup", i, "goto"),
+                            f"{goto!r} is outside the task's origins (the target's and allowed_origins)",
+                        )
+                    )
         for i, check in enumerate(self.checks):
             # A check's GET runs on this machine with the real inputs filled in: keep it on the task's origins.
             if isinstance(check, HttpJsonCheck) and not self._check_url_allowed(check.url):
@@ -447,10 +549,65 @@ class Task(_Strict):
     def _url_allowed(self, url: str) -> bool:
         """Whether ``url`` (absolute, or relative to the target) lands on the target's origin or an allowed one."""
         base = self.target_url()
+        allowed = set(self.allowed_origins)
         try:
-            return url_origin(urljoin(base, url)) in {*self.allowed_origins, url_origin(base)}
+            allowed.add(url_origin(base))
+        except ValueError:
+            pass  # a file: start page has no origin to add
+        try:
+            return url_origin(urljoin(base, url)) in allowed
         except ValueError:
             return False
+
+    # -- local pages (file: URLs) -----------------------------------------------------------------
+    def is_local_page(self, url: str) -> bool:
+        """Whether ``url`` (absolute, or relative to the start page) names a local page (a file: URL)."""
+        return urlsplit(urljoin(self.target_url(), url)).scheme.lower() == "file"
+
+    def page_roots(self) -> list[Path]:
+        """Folders whose pages a file: start_url or setup goto may open: the task's folder and allowed_roots
+        (resolved, symlinks followed). :func:`parse_task` has checked that each root may be used."""
+        base = (self.source.parent if self.source else Path.cwd()).resolve()
+        return [base, *((base / root).resolve() for root in self.allowed_roots)]
+
+    def start_page(self) -> str:
+        """The start URL as the browser opens it: a file: URL resolved to an absolute one (checked again)."""
+        url = self.target_url()
+        return self.local_page_url(url) if self.is_local_page(url) else url
+
+    def local_page_url(self, url: str, *, base: str | None = None) -> str:
+        """The absolute file:// URL of a local page the harness may open; ValueError saying why not.
+
+        ``url`` is a file: URL (``file:///abs``, or ``file:rel`` relative to the task file) or a URL relative
+        to ``base`` (a file:// page). The path is resolved (symlinks and ``..``) and must be a regular file
+        under :meth:`page_roots`.
+        """
+        # A file: URL is the task's own spelling (relative to the task file); anything else is relative to base.
+        absolute = url if not base or urlsplit(url).scheme.lower() == "file" else urljoin(base, url)
+        path_text = file_url_syntax(absolute)
+        parts = urlsplit(absolute)
+        folder = (self.source.parent if self.source else Path.cwd()).resolve()
+        written = Path(path_text)
+        candidate = written if written.is_absolute() else folder / written
+        try:
+            resolved = candidate.resolve(strict=True)
+            mode = os.stat(resolved).st_mode
+        except FileNotFoundError:
+            raise ValueError(f"{url!r}: no such file {candidate}") from None
+        except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
+            raise ValueError(f"{url!r}: cannot use {candidate}: {getattr(exc, 'strerror', None) or exc}") from None
+        roots = self.page_roots()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            shown = f" (resolves to {resolved})" if resolved != candidate else ""
+            where = ", ".join(str(r) for r in roots)
+            raise ValueError(
+                f"{url!r}{shown} is outside the task's folder and allowed_roots ({where}); a task may open "
+                "local pages only under them"
+            )
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{url!r}: {resolved} is not a regular file")
+        suffix = ("?" + parts.query if parts.query else "") + ("#" + parts.fragment if parts.fragment else "")
+        return resolved.as_uri() + suffix
 
     def _check_url_allowed(self, url: str) -> bool:
         """A check's URL: a path (appended to the site's URL), or an absolute URL whose origin is written out
@@ -620,6 +777,8 @@ def parse_task(
     for name, problem in _file_problems(task).items():
         loc = ("files", name, "path")
         problems.append(f"{_line(node, loc)}{_dotted(loc)}: {problem}")
+    for loc, problem in _page_problems(task):
+        problems.append(f"{_line(node, loc)}{_dotted(loc)}: {problem}")
     if require_env:
         for name, variable in task.unset_env_inputs():
             loc = ("inputs", name, "env")
@@ -672,6 +831,51 @@ def _file_problems(task: Task) -> dict[str, str]:
             )
         elif not stat.S_ISREG(mode):
             problems[name] = f"{resolved} is not a regular file"
+    return problems
+
+
+def _page_problems(task: Task) -> list[tuple[tuple[Any, ...], str]]:
+    """allowed_roots that are missing or not the task's to name, and local pages (a file: start_url, setup
+    gotos) that are missing or outside the roots."""
+    if task.environment != "browser":
+        return []
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    folder = (task.source.parent if task.source else Path.cwd()).resolve()
+    trusted = task.source is None or _programs_allowed(task.source, None)  # the caller's own text, or bundled
+    user_root = task.files_root
+    for i, root in enumerate(task.allowed_roots):
+        loc: tuple[Any, ...] = ("allowed_roots", i)
+        resolved = (folder / root).resolve()
+        if not resolved.is_dir():
+            problems.append((loc, f"{root!r}: no such folder {resolved}"))
+        elif not (
+            trusted or resolved.is_relative_to(folder) or (user_root is not None and resolved.is_relative_to(user_root.resolve()))
+        ):
+            problems.append(
+                (
+                    loc,
+                    f"{root!r} ({resolved}) is outside the task's folder; a task may name a folder elsewhere only "
+                    f"when you allow it with {FILES_ROOT_FLAG} {resolved} (or a folder above it)",
+                )
+            )
+    if problems:
+        return problems  # pages cannot be judged against roots that are not usable
+    start: str | None = None
+    if isinstance(task.target, UrlTarget) and task.is_local_page(task.target.start_url):
+        try:
+            start = task.local_page_url(task.target.start_url)
+        except ValueError as exc:
+            problems.append((("target", "start_url"), str(exc)))
+    for i, setup_step in enumerate(task.setup):
+        goto = setup_step.goto
+        if goto is None or not task.is_local_page(goto):
+            continue
+        if start is None and urlsplit(goto).scheme.lower() != "file":
+            continue  # relative to a start page that is itself refused above
+        try:
+            task.local_page_url(goto, base=start)
+        except ValueError as exc:
+            problems.append((("setup", i, "goto"), str(exc)))
     return problems
 
 

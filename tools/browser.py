@@ -10,7 +10,9 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,20 @@ from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
-from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, Target
+from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, SettlePolicy, Target
 
-__all__ = ["MAX_DEVICE_PIXELS", "SECRET_PATTERN", "BrowserExecutor", "BrowserSettings", "BudgetSpent", "Target", "budget_cut_off"]
+__all__ = [
+    "MAX_DEVICE_PIXELS",
+    "SECRET_PATTERN",
+    "BrowserExecutor",
+    "BrowserSettings",
+    "BudgetSpent",
+    "PageScriptError",
+    "PageTimeout",
+    "SettlePolicy",
+    "Target",
+    "budget_cut_off",
+]
 
 _ELEMENT_AT = """([x, y]) => {
   const el = document.elementFromPoint(x, y);
@@ -34,7 +47,54 @@ _ELEMENT_AT = """([x, y]) => {
   return {tag: el.tagName.toLowerCase(), text: text.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
 }"""
 _TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+# Resolves when every finite animation and transition has finished (true), or after ``ms`` (false). One frame
+# first, so that a transition the action's style change starts is running by the time it looks. Endless ones
+# (spinners) are left out: they never finish.
+_ANIMATIONS_DONE = """async (ms) => {
+  const end = performance.now() + ms;
+  await new Promise(r => requestAnimationFrame(() => r()));
+  for (;;) {
+    const busy = document.getAnimations().filter(a => (a.playState === 'running' || a.pending)
+      && Number.isFinite(a.effect && a.effect.getComputedTiming ? a.effect.getComputedTiming().endTime : Infinity));
+    if (!busy.length) return true;
+    const left = end - performance.now();
+    if (left <= 0) return false;
+    await Promise.race([Promise.all(busy.map(a => a.finished.catch(() => null))), new Promise(r => setTimeout(r, left))]);
+  }
+}"""
+# A script run by :meth:`BrowserExecutor.run_script`: its completion value (awaited if a promise, at most
+# the time limit) as JSON text, cut in the page so that a huge value never crosses the wire. Indirect eval runs
+# it in the page's global scope, statements and all, like the DevTools console.
+_SCRIPT = """(async () => {
+  const value = await Promise.race([
+    Promise.resolve((0, eval)(%(script)s)),
+    new Promise((_, reject) => setTimeout(() => reject(new Error(%(timeout)s)), %(ms)d)),
+  ]);
+  let text;
+  try { text = JSON.stringify(value); } catch (e) { text = String(value); }
+  return {type: typeof value, truthy: !!value, text: text === undefined ? null : String(text).slice(0, %(cut)d)};
+})()"""
+_SCRIPT_TIMEOUT = "__glassbox_script_timeout__"
+SCRIPT_TEXT_LIMIT = 4000  # characters of a script's JSON value brought back from the page
+NETWORK_QUIET_S = 0.1  # network idle: nothing in flight and no request started or ended for this long
 TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
+
+
+class PageScriptError(RuntimeError):
+    """A script or wait in the page failed; ``str()`` says why in one line."""
+
+
+class PageTimeout(PageScriptError):
+    """A script or wait in the page did not finish within its time limit."""
+
+
+@dataclass(frozen=True)
+class ScriptValue:
+    """What a page script returned: its JavaScript type, whether it is truthy, and its JSON text (cut), if any."""
+
+    type: str
+    truthy: bool
+    text: str | None
 
 
 class BrowserExecutor(BaseExecutor):
@@ -52,9 +112,11 @@ class BrowserExecutor(BaseExecutor):
         allowed_origins: list[str] | None = None,
         coordinate_mode: CoordinateMode = CoordinateMode.relative_1000,
         coordinate_divisor: float = 1000.0,
+        settle: SettlePolicy | None = None,
     ) -> None:
         super().__init__(files=files, secrets=secrets, coordinate_mode=coordinate_mode, coordinate_divisor=coordinate_divisor)
         self.settings = settings or BrowserSettings()
+        self.settle_policy = settle or SettlePolicy()
         self.allowed_origins = [_origin(o) for o in (allowed_origins or [])]
         self._pw: Any = None
         self._browser: Any = None
@@ -64,6 +126,9 @@ class BrowserExecutor(BaseExecutor):
         self._loads = 0
         self._chooser: Any = None
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
+        self._cdp: Any = None  # a DevTools session for scripts with a time limit (opened on first use)
+        self._in_flight: set[Any] = set()  # requests started and not yet finished or failed
+        self._network_at = 0.0  # time.monotonic() of the last request event
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -90,6 +155,8 @@ class BrowserExecutor(BaseExecutor):
             self.close()
             raise
         self.page.on("request", self._on_request)
+        self.page.on("requestfinished", self._on_request_done)
+        self.page.on("requestfailed", self._on_request_done)
         self.page.on("load", self._on_load)
         # A listener from the start keeps file-chooser interception on; enabling it per upload (as
         # expect_file_chooser does) races with the click, and the chooser is then sometimes missed.
@@ -105,7 +172,7 @@ class BrowserExecutor(BaseExecutor):
                     pass
         if self._pw is not None:
             self._pw.stop()
-        self._pw = self._browser = self._context = self.page = None
+        self._pw = self._browser = self._context = self.page = self._cdp = None
 
     # -- perceive ------------------------------------------------------------------------------
     def perceive(self) -> Observation:
@@ -177,11 +244,100 @@ class BrowserExecutor(BaseExecutor):
         return urljoin(base, url) if base else url
 
     def check_url_allowed(self, url: str) -> None:
-        """Raise :class:`ActionError` unless ``url``'s origin is one of the allowed origins."""
+        """Raise :class:`ActionError` unless ``url``'s origin is one of the allowed origins.
+
+        ``file:`` URLs are never the agent's to open: the harness opens a task's local pages (start page,
+        setup), each checked against the task's folders; the agent could otherwise read any file on disk.
+        """
+        if urlsplit(url).scheme.lower() == "file":
+            raise ActionError(f"{url!r}: goto_url cannot open file: URLs; only the task's start page and setup open local pages")
         origin = _origin(url)
         if origin not in self.allowed_origins:
             allowed = ", ".join(self.allowed_origins) or "none"
             raise ActionError(f"{url!r} is outside the allowed origins ({allowed})")
+
+    # -- task setup: scripts and waits with a time limit ----------------------------------------
+    def run_script(self, script: str, *, timeout_ms: int) -> ScriptValue:
+        """Run ``script`` (statements; its completion value, awaited if a promise, is the result) in the page.
+
+        Stops after ``timeout_ms`` also when the script never yields (``while(true){}``): DevTools terminates
+        it. Raises :class:`PageTimeout` or :class:`PageScriptError` (the script threw) with a one-line reason.
+        """
+        expression = _SCRIPT % {
+            "script": json.dumps(script),
+            "timeout": json.dumps(_SCRIPT_TIMEOUT),
+            "ms": timeout_ms,
+            "cut": SCRIPT_TEXT_LIMIT,
+        }
+        if self._cdp is None:
+            self._cdp = self._context.new_cdp_session(self.page)
+        started = time.monotonic()
+        try:
+            answer = self._cdp.send(
+                "Runtime.evaluate",
+                {"expression": expression, "awaitPromise": True, "returnByValue": True, "timeout": timeout_ms},
+            )
+        except Exception as exc:
+            # DevTools answers a terminated script with "Internal error"; a navigation destroys the context.
+            if time.monotonic() - started >= timeout_ms / 1000 * 0.9:
+                raise PageTimeout(f"the script did not finish within {timeout_ms} ms") from None
+            raise PageScriptError(_first_line(exc)) from None
+        details = answer.get("exceptionDetails")
+        if details:
+            message = _exception_text(details)
+            if _SCRIPT_TIMEOUT in message:
+                raise PageTimeout(f"the script's promise did not settle within {timeout_ms} ms")
+            raise PageScriptError(f"the script threw: {message}")
+        value = answer.get("result", {}).get("value") or {}
+        return ScriptValue(str(value.get("type", "undefined")), bool(value.get("truthy")), value.get("text"))
+
+    def wait_for_script(self, expression: str, *, timeout_ms: int) -> ScriptValue:
+        """Evaluate ``expression`` until it is truthy (every 50 ms, and across navigations); its value.
+
+        Raises :class:`PageTimeout` naming the last value seen, or :class:`PageScriptError` if it throws.
+        """
+        deadline = time.monotonic() + timeout_ms / 1000
+        last: ScriptValue | None = None
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                seen = "" if last is None else f"; it was {last.text if last.text is not None else last.type}"
+                raise PageTimeout(f"the expression was not true within {timeout_ms} ms{seen}")
+            try:
+                last = self.run_script(expression, timeout_ms=max(left_ms, 1))
+            except PageTimeout:
+                continue  # out of time: the loop says so with the last value seen
+            except PageScriptError as exc:
+                if "context was destroyed" not in str(exc).lower() and "cannot find context" not in str(exc).lower():
+                    raise
+                last = None  # a navigation replaced the document: look again in the new one
+            if last is not None and last.truthy:
+                return last
+            self.page.wait_for_timeout(min(50, max(left_ms, 1)))
+
+    def wait_for_selector(self, selector: str, *, state: str = "visible", timeout_ms: int) -> None:
+        """Wait until an element matching ``selector`` is in ``state`` (visible, attached, hidden, detached)."""
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.page.wait_for_selector(selector, state=state, timeout=timeout_ms)
+        except PlaywrightTimeout:
+            raise PageTimeout(f"no element matching {selector!r} was {state} within {timeout_ms} ms") from None
+        except PlaywrightError as exc:
+            raise PageScriptError(_first_line(exc)) from None
+
+    def open_url(self, url: str, *, timeout_ms: int) -> None:
+        """Open ``url`` and wait for it to load. The caller has checked that the task may open it."""
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.page.goto(url, wait_until="load", timeout=timeout_ms)
+        except PlaywrightTimeout:
+            raise PageTimeout(f"{url} did not load within {timeout_ms} ms") from None
+        except PlaywrightError as exc:
+            raise PageScriptError(_first_line(exc)) from None
 
     # -- act (the rest is BaseExecutor's) ------------------------------------------------------
     def _screen(self) -> tuple[tuple[int, int], float]:
@@ -248,8 +404,14 @@ class BrowserExecutor(BaseExecutor):
 
     # -- settle --------------------------------------------------------------------------------
     def _on_request(self, request: Any) -> None:
+        self._in_flight.add(request)
+        self._network_at = time.monotonic()
         if request.is_navigation_request() and request.frame == self.page.main_frame:
             self._navigations += 1
+
+    def _on_request_done(self, request: Any) -> None:
+        self._in_flight.discard(request)
+        self._network_at = time.monotonic()
 
     def _on_file_chooser(self, chooser: Any) -> None:
         self._chooser = chooser
@@ -264,7 +426,9 @@ class BrowserExecutor(BaseExecutor):
         return mark is not None and self._navigations > mark
 
     def _settle(self, mark: Any) -> None:
-        """Wait until the action's effects are on screen: two animation frames, and a started navigation loaded."""
+        """Wait until the action's effects are on screen: two animation frames, and a started navigation loaded;
+        then, where the task's settle policy asks, network idle and finished animations (at most its max_ms)."""
+        started = time.monotonic()
         navigations_before = int(mark)
         try:
             self.page.evaluate(_TWO_FRAMES)
@@ -275,6 +439,45 @@ class BrowserExecutor(BaseExecutor):
             if time.monotonic() > deadline:
                 break  # a slow page is not an error of the action; the next screenshot shows it
             self.page.wait_for_timeout(10)
+        policy = self.settle_policy
+        if policy.enabled:
+            until = started + policy.max_ms / 1000
+            if self._deadline is not None:
+                until = min(until, self._deadline)  # the run's budget holds inside the wait too
+            if policy.network_idle:
+                self._wait_network_idle(until)
+            if policy.animations:
+                self._wait_animations(until)
+
+    def _wait_network_idle(self, until: float) -> None:
+        """Until no request is in flight and none started or ended for NETWORK_QUIET_S, or ``until``."""
+        while time.monotonic() < until:
+            quiet = time.monotonic() - self._network_at
+            if not self._in_flight and quiet >= NETWORK_QUIET_S:
+                return
+            self.page.wait_for_timeout(10)  # lets Playwright deliver the request events
+
+    def _wait_animations(self, until: float) -> None:
+        left_ms = int((until - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return
+        try:
+            self.page.evaluate(_ANIMATIONS_DONE, left_ms)
+        except Exception:
+            pass  # the document went away mid-wait: a navigation, which the next screenshot shows
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _exception_text(details: dict[str, Any]) -> str:
+    """The thrown error's first line, from DevTools' exceptionDetails."""
+    exception = details.get("exception") or {}
+    text = exception.get("description") or details.get("text") or "an exception"
+    text = str(text).splitlines()[0]
+    return text.removeprefix("Uncaught (in promise) ").removeprefix("Uncaught ")
 
 
 def _origin(url: str) -> str:

@@ -142,12 +142,14 @@ class BaseExecutor(ABC):
                 element = self.element_at(audit.css)
             mark = self._mark()
             self._perform(action, audit)
+            settle_started = time.perf_counter()
             self._settle(mark)
+            settle_ms = round((time.perf_counter() - settle_started) * 1000, 2)
         except ActionError as exc:
             return Outcome(status="error", error=str(exc), coordinate=audit, element=element)
         except Exception as exc:  # device errors: Playwright timeouts, closed pages, X errors
             return Outcome(status="error", error=self._describe_error(exc), coordinate=audit, element=element)
-        return Outcome(status="ok", coordinate=audit, element=element, navigated=self._navigated(mark))
+        return Outcome(status="ok", coordinate=audit, element=element, navigated=self._navigated(mark), settle_ms=settle_ms)
 
     def _map(self, coordinate: list[float]) -> CoordinateAudit:
         size, scale = self._screen()

@@ -52,6 +52,7 @@ class Outcome(BaseModel):
     coordinate: CoordinateAudit | None = None
     element: ElementInfo | None = None
     navigated: bool = False
+    settle_ms: float | None = None  # how long the executor waited for the screen to settle after the action
 
 
 class Target(BaseModel):
@@ -67,6 +68,28 @@ class Target(BaseModel):
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_none=True).items())
+
+
+MAX_SETTLE_MS = 30_000
+
+
+class SettlePolicy(BaseModel):
+    """What a browser waits for after each action, beyond the default (two frames and a started navigation).
+
+    ``network_idle``: no request in flight (and none for a short quiet spell); ``animations``: every finite CSS
+    animation and transition (``document.getAnimations()``) finished. Both stop waiting after ``max_ms``; off by
+    default, so an action costs no more than it does today.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    network_idle: bool = False
+    animations: bool = False
+    max_ms: int = Field(default=1500, ge=0, le=MAX_SETTLE_MS)
+
+    @property
+    def enabled(self) -> bool:
+        return (self.network_idle or self.animations) and self.max_ms > 0
 
 
 _Side = Annotated[int, Field(ge=100, le=4096)]

@@ -32,6 +32,7 @@ class StepTimings(BaseModel):
     think_ms: float = 0.0
     act_ms: float = 0.0
     record_ms: float = 0.0
+    settle_ms: float | None = None  # the part of act_ms spent waiting for the screen to settle (None: not measured)
 
 
 class PromptMessage(BaseModel):
@@ -171,6 +172,20 @@ class CheckResult(BaseModel):
     detail: str
 
 
+class SetupStepResult(BaseModel):
+    """One step of the task's ``setup`` (run in the page before step 0), as it went.
+
+    ``detail``: what a ``js`` step returned or a ``wait_for`` saw (JSON, cut short, secrets masked), the page a
+    ``goto`` opened, or why the step failed (naming it, e.g. ``setup[2].wait_for: ...``).
+    """
+
+    index: int
+    kind: Literal["js", "wait_for", "goto"]
+    ok: bool
+    ms: float
+    detail: str | None = None
+
+
 class RunSummary(BaseModel):
     """Figures over the whole run, filled when it ends."""
 
@@ -198,6 +213,7 @@ class RunRecord(BaseModel):
     end_reason: str | None = None
     agent_verdict: Literal["success", "failure"] | None = None
     checks: list[CheckResult] = Field(default_factory=list)
+    setup: list[SetupStepResult] = Field(default_factory=list)  # the task's setup steps, run before step 0
     started_at: datetime
     ended_at: datetime | None = None
     duration_s: float | None = None
