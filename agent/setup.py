@@ -92,7 +92,7 @@ def _run_step(task: Task, step: SetupStep, page: SetupPage, start_url: str | Non
         wait = step.wait_for
         if wait.js is not None:
             value = page.wait_for_script(wait.js, timeout_ms=limit_ms)
-            return f"true: {value.text if value.text is not None else value.type}"
+            return f"became truthy: {value.text if value.text is not None else value.type}"
         assert wait.selector is not None  # WaitFor holds one of them
         page.wait_for_selector(wait.selector, state=wait.state, timeout_ms=limit_ms)
         return f"{wait.selector!r} is {wait.state}"

@@ -417,7 +417,7 @@ class Task(_Strict):
     desktop: DesktopSpec | None = None  # desktop tasks
     allowed_origins: list[Origin] = Field(default_factory=list)
     # Folders (relative to the task file) whose pages a file: start_url or setup goto may open, besides the
-    # task's own folder. One outside the task's folder needs the user's --files-root (or a bundled task).
+    # task's own folder (e.g. an installed benchmark's pages); never / or a home folder.
     allowed_roots: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(default_factory=list, max_length=32)
     setup: list[SetupStep] = Field(default_factory=list, max_length=MAX_SETUP_STEPS)  # run before step 0
     settle: SettlePolicy = Field(default_factory=SettlePolicy)  # what the browser waits for after each action
@@ -841,23 +841,16 @@ def _page_problems(task: Task) -> list[tuple[tuple[Any, ...], str]]:
         return []
     problems: list[tuple[tuple[Any, ...], str]] = []
     folder = (task.source.parent if task.source else Path.cwd()).resolve()
-    trusted = task.source is None or _programs_allowed(task.source, None)  # the caller's own text, or bundled
-    user_root = task.files_root
     for i, root in enumerate(task.allowed_roots):
         loc: tuple[Any, ...] = ("allowed_roots", i)
         resolved = (folder / root).resolve()
+        shown = f"{root!r}" if str(resolved) == root else f"{root!r} ({resolved})"
         if not resolved.is_dir():
             problems.append((loc, f"{root!r}: no such folder {resolved}"))
-        elif not (
-            trusted or resolved.is_relative_to(folder) or (user_root is not None and resolved.is_relative_to(user_root.resolve()))
-        ):
-            problems.append(
-                (
-                    loc,
-                    f"{root!r} ({resolved}) is outside the task's folder; a task may name a folder elsewhere only "
-                    f"when you allow it with {FILES_ROOT_FLAG} {resolved} (or a folder above it)",
-                )
-            )
+        elif _too_broad(resolved):
+            # A root is the pages of one site or suite: the filesystem's root or a home folder would let a task
+            # file put any file (keys, credentials) on screen, in front of the model and into the record.
+            problems.append((loc, f"{shown} is too broad; name the folder that holds the task's pages (not / or a home folder)"))
     if problems:
         return problems  # pages cannot be judged against roots that are not usable
     start: str | None = None
@@ -877,6 +870,18 @@ def _page_problems(task: Task) -> list[tuple[tuple[Any, ...], str]]:
         except ValueError as exc:
             problems.append((("setup", i, "goto"), str(exc)))
     return problems
+
+
+def _too_broad(folder: Path) -> bool:
+    """The filesystem root, a home folder, or a folder above one (where keys and credentials live)."""
+    if folder == Path(folder.anchor):
+        return True
+    homes = {Path.home()}
+    try:
+        homes |= {p for p in Path("/home").iterdir() if p.is_dir()} | {Path("/root")}
+    except OSError:
+        pass
+    return any(home == folder or home.resolve().is_relative_to(folder) for home in homes)
 
 
 def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:

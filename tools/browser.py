@@ -127,7 +127,8 @@ class BrowserExecutor(BaseExecutor):
         self._chooser: Any = None
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
         self._cdp: Any = None  # a DevTools session for scripts with a time limit (opened on first use)
-        self._in_flight: set[Any] = set()  # requests started and not yet finished or failed
+        self._in_flight: dict[Any, float] = {}  # requests started and not yet finished or failed -> when started
+        self._action_at = 0.0  # time.monotonic() when the current action began (network idle looks from there)
         self._network_at = 0.0  # time.monotonic() of the last request event
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -404,13 +405,12 @@ class BrowserExecutor(BaseExecutor):
 
     # -- settle --------------------------------------------------------------------------------
     def _on_request(self, request: Any) -> None:
-        self._in_flight.add(request)
-        self._network_at = time.monotonic()
+        self._network_at = self._in_flight[request] = time.monotonic()
         if request.is_navigation_request() and request.frame == self.page.main_frame:
             self._navigations += 1
 
     def _on_request_done(self, request: Any) -> None:
-        self._in_flight.discard(request)
+        self._in_flight.pop(request, None)
         self._network_at = time.monotonic()
 
     def _on_file_chooser(self, chooser: Any) -> None:
@@ -420,6 +420,7 @@ class BrowserExecutor(BaseExecutor):
         self._loads = self._navigations
 
     def _mark(self) -> int:
+        self._action_at = time.monotonic()
         return self._navigations
 
     def _navigated(self, mark: Any) -> bool:
@@ -450,10 +451,12 @@ class BrowserExecutor(BaseExecutor):
                 self._wait_animations(until)
 
     def _wait_network_idle(self, until: float) -> None:
-        """Until no request is in flight and none started or ended for NETWORK_QUIET_S, or ``until``."""
+        """Until no request the action started is in flight and none started or ended for NETWORK_QUIET_S, or
+        ``until``. Requests from before the action (a long poll, a stream) are not the action's to wait for."""
         while time.monotonic() < until:
             quiet = time.monotonic() - self._network_at
-            if not self._in_flight and quiet >= NETWORK_QUIET_S:
+            busy = any(started >= self._action_at for started in self._in_flight.values())
+            if not busy and quiet >= NETWORK_QUIET_S:
                 return
             self.page.wait_for_timeout(10)  # lets Playwright deliver the request events
 

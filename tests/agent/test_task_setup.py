@@ -224,27 +224,35 @@ def test_file_start_urls_outside_the_task_folder_are_refused(tmp_path, start_url
     assert "target.start_url" in str(info.value) and expected in str(info.value)
 
 
-def test_allowed_roots_outside_the_task_folder_need_the_user(tmp_path):
-    pages = tmp_path / "pages"
+def test_allowed_roots_let_a_task_open_pages_of_another_folder(tmp_path):
+    pages = tmp_path / "pages"  # e.g. an installed benchmark's pages
     task_dir(pages)
     inner = tmp_path / "task"
     inner.mkdir()
     path = inner / "task.yaml"
-    path.write_text(
-        BASE.replace("file:page/index.html", "file:../pages/page/index.html") + "allowed_roots: [../pages]\n",
-        encoding="utf-8",
-    )
+    start = "file:../pages/page/index.html"
+    path.write_text(BASE.replace("file:page/index.html", start), encoding="utf-8")
     with pytest.raises(TaskError) as info:
-        load_task(path)
-    assert "allowed_roots[0]: '../pages'" in str(info.value) and "--files-root" in str(info.value)
-    task = load_task(path, files_root=pages)  # the user allows it
-    assert task.start_page() == (pages / "page" / "index.html").resolve().as_uri()
-    (inner / "nothing").mkdir()
-    path.write_text(BASE + "allowed_roots: [nothing, missing]\n", encoding="utf-8")
-    task_dir(inner)
-    with pytest.raises(TaskError) as info:
-        load_task(path)
-    assert "allowed_roots[1]: 'missing': no such folder" in str(info.value)
+        load_task(path)  # not without the root
+    assert "target.start_url: 'file:../pages/page/index.html' (resolves to" in str(info.value)
+    path.write_text(BASE.replace("file:page/index.html", start) + "allowed_roots: [../pages]\n", encoding="utf-8")
+    assert load_task(path).start_page() == (pages / "page" / "index.html").resolve().as_uri()
+    absolute = (pages / "page" / "index.html").resolve().as_uri()
+    path.write_text(BASE.replace("file:page/index.html", absolute) + f"allowed_roots: ['{pages}']\n", encoding="utf-8")
+    assert load_task(path).start_page() == absolute
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        ("/", "allowed_roots[0]: '/' is too broad"),
+        (str(Path.home()), "is too broad; name the folder that holds the task's pages (not / or a home folder)"),
+        (str(Path.home().parent), "is too broad"),
+        ("missing", "allowed_roots[0]: 'missing': no such folder"),
+    ],
+)
+def test_allowed_roots_must_be_real_and_narrow(tmp_path, root, expected):
+    assert expected in problems(tmp_path, f"allowed_roots: ['{root}']\n")
 
 
 def test_a_file_start_url_outside_the_folder_is_exit_2_from_the_cli(tmp_path):
@@ -320,3 +328,36 @@ def test_the_task_as_recorded_keeps_its_setup_and_settle(tmp_path):
     data = json.loads(json.dumps(task.public_dict()))
     assert data["setup"][0]["js"] == "startEpisode(1)" and data["setup"][0]["timeout_ms"] == 2000
     assert data["settle"] == {"network_idle": False, "animations": True, "max_ms": 1500}
+
+
+# -- a third-party benchmark page ---------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_a_miniwob_episode_runs_from_a_task_file(tmp_path):
+    miniwob = pytest.importorskip("miniwob", reason="needs the miniwob package (its task pages)")
+    html = Path(miniwob.__file__).parent / "html"
+    path = tmp_path / "click-test.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name: miniwob-click-test
+        goal: Click the button.
+        target: {{start_url: "{(html / "miniwob" / "click-test.html").as_uri()}"}}
+        allowed_roots: ["{html}"]
+        setup:
+          - js: "Math.seedrandom(11); core.startEpisodeReal(); WOB_TASK_READY"
+          - wait_for: {{js: WOB_TASK_READY}}
+        checks:
+          - {{type: js, expression: "({{reward: WOB_RAW_REWARD_GLOBAL, done: WOB_DONE_GLOBAL}})"}}
+          - {{type: js, expression: WOB_RAW_REWARD_GLOBAL > 0}}
+        script:
+          - {{action: left_click, target: {{text: Click Me!}}}}
+          - {{action: terminate, status: success}}
+        """),
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    run = read_run(result.run_dir)
+    assert run.status is RunStatus.succeeded, run.end_reason
+    assert [s.ok for s in run.setup] == [True, True]
+    assert run.checks[0].detail == 'expression returned {"reward": 1, "done": true}'
