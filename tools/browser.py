@@ -76,6 +76,8 @@ _SCRIPT = """(async () => {
 })()"""
 _SCRIPT_TIMEOUT = "__glassbox_script_timeout__"
 SCRIPT_TEXT_LIMIT = 4000  # characters of a script's JSON value brought back from the page
+_NAVIGATED = ("context was destroyed", "cannot find context", "navigated or closed")  # DevTools, mid-navigation
+MAX_TRACKED_REQUESTS = 1000  # in-flight requests remembered for network idle (a page may leak unfinished ones)
 NETWORK_QUIET_S = 0.1  # network idle: nothing in flight and no request started or ended for this long
 TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 
@@ -309,7 +311,7 @@ class BrowserExecutor(BaseExecutor):
             except PageTimeout:
                 continue  # out of time: the loop says so with the last value seen
             except PageScriptError as exc:
-                if "context was destroyed" not in str(exc).lower() and "cannot find context" not in str(exc).lower():
+                if not any(sign in str(exc).lower() for sign in _NAVIGATED):
                     raise
                 last = None  # a navigation replaced the document: look again in the new one
             if last is not None and last.truthy:
@@ -405,6 +407,9 @@ class BrowserExecutor(BaseExecutor):
 
     # -- settle --------------------------------------------------------------------------------
     def _on_request(self, request: Any) -> None:
+        if len(self._in_flight) >= MAX_TRACKED_REQUESTS:  # the oldest never ended: forget them
+            for old in list(self._in_flight)[: MAX_TRACKED_REQUESTS // 2]:
+                del self._in_flight[old]
         self._network_at = self._in_flight[request] = time.monotonic()
         if request.is_navigation_request() and request.frame == self.page.main_frame:
             self._navigations += 1
