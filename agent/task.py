@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import stat
 import sys
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -851,6 +853,16 @@ def _page_problems(task: Task) -> list[tuple[tuple[Any, ...], str]]:
             # A root is the pages of one site or suite: the filesystem's root or a home folder would let a task
             # file put any file (keys, credentials) on screen, in front of the model and into the record.
             problems.append((loc, f"{shown} is too broad; name the folder that holds the task's pages (not / or a home folder)"))
+        elif not _root_permitted(resolved, folder, task.files_root):
+            # A task file from elsewhere could otherwise put any of the user's files (keys under ~/.ssh) on screen,
+            # in front of a served model: outside its own folder, only installed packages' pages are public.
+            problems.append(
+                (
+                    loc,
+                    f"{shown} is outside the task's folder and outside installed Python packages; "
+                    f"run with {FILES_ROOT_FLAG} {resolved} if you trust this task to show that folder's files",
+                )
+            )
     if problems:
         return problems  # pages cannot be judged against roots that are not usable
     start: str | None = None
@@ -870,6 +882,16 @@ def _page_problems(task: Task) -> list[tuple[tuple[Any, ...], str]]:
         except ValueError as exc:
             problems.append((("setup", i, "goto"), str(exc)))
     return problems
+
+
+def _root_permitted(root: Path, task_folder: Path, files_root: Path | None) -> bool:
+    """A root under the task's folder, the user's ``--files-root`` or an installed-packages folder (site-packages:
+    public pages such as the miniwob package's tasks)."""
+    allowed = [task_folder] + ([files_root.resolve()] if files_root is not None else [])
+    for key in ("purelib", "platlib"):
+        allowed.append(Path(sysconfig.get_paths()[key]).resolve())
+    allowed += [Path(p).resolve() for p in site.getsitepackages()]
+    return any(root.is_relative_to(base) for base in allowed)
 
 
 def _too_broad(folder: Path) -> bool:

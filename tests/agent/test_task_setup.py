@@ -236,10 +236,27 @@ def test_allowed_roots_let_a_task_open_pages_of_another_folder(tmp_path):
         load_task(path)  # not without the root
     assert "target.start_url: 'file:../pages/page/index.html' (resolves to" in str(info.value)
     path.write_text(BASE.replace("file:page/index.html", start) + "allowed_roots: [../pages]\n", encoding="utf-8")
-    assert load_task(path).start_page() == (pages / "page" / "index.html").resolve().as_uri()
+    with pytest.raises(TaskError) as info:
+        load_task(path)  # a root outside the task's folder needs the user's consent (keys live in folders like it)
+    assert f"allowed_roots[0]: '../pages' ({pages.resolve()}) is outside the task's folder" in str(info.value)
+    assert f"--files-root {pages.resolve()}" in str(info.value)
+    assert load_task(path, files_root=pages).start_page() == (pages / "page" / "index.html").resolve().as_uri()
     absolute = (pages / "page" / "index.html").resolve().as_uri()
     path.write_text(BASE.replace("file:page/index.html", absolute) + f"allowed_roots: ['{pages}']\n", encoding="utf-8")
-    assert load_task(path).start_page() == absolute
+    assert load_task(path, files_root=tmp_path).start_page() == absolute
+
+
+def test_a_root_in_installed_packages_needs_no_flag(tmp_path):
+    # Installed packages' pages are public (the miniwob package's tasks): no --files-root needed.
+    import sysconfig
+
+    site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
+    pages = next(p for p in sorted(site_packages.iterdir()) if p.is_dir() and any(p.glob("*.py")))
+    page = next(pages.glob("*.py"))
+    path = write(tmp_path, "").with_name("task.yaml")
+    text = BASE.replace("file:page/index.html", page.as_uri()) + f"allowed_roots: ['{pages}']\n"
+    path.write_text(text, encoding="utf-8")
+    assert load_task(path).start_page() == page.as_uri()
 
 
 @pytest.mark.parametrize(
