@@ -113,7 +113,8 @@ def _run(
             body = page.page_text()
             return text in body, "found on the page" if text in body else "not on the page"
         case JsCheck() if page is not None:
-            value = page.evaluate(check.expression)
+            # {name} is an input or a value setup saved; a secret stays a <secret> marker: the page is not trusted
+            value = page.evaluate(task.render(check.expression))
             passed = bool(value)
             return passed, f"expression returned {_json_short(value, scrub)}" + ("" if passed else " (falsy: the check fails)")
         case UrlMatchCheck() | TextPresentCheck() | JsCheck():

@@ -10,6 +10,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -184,6 +185,9 @@ class _Loop:
         try:
             self.hooks.publish(RunStarted(run=self.writer.record.model_copy(deep=True), run_dir=self.writer.run_dir))
             run_setup(self.env, self.writer, deadline=self.deadline)  # the task's setup, before step 0
+            if self.writer.record.page_values:  # values the page generated ({utterance}) fill the goal and script
+                self.task = self.task.with_runtime(**self.writer.record.page_values)
+                self.env = dataclasses.replace(self.env, task=self.task)
             for index in range(limits.max_steps):
                 if time.monotonic() - started > limits.time_budget_s:
                     end_reason = f"time budget spent ({limits.time_budget_s:.0f} s)"

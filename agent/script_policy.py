@@ -53,13 +53,17 @@ class ScriptPolicy(Policy):
         step = self.steps[current]
         label = f"Script step {current + 1}/{len(self.steps)}"
         args = {k: task.render(v) if isinstance(v, str) else v for k, v in step.arguments().items()}
-        if step.target is not None:
-            box = self._locate(step.target)
+        # {name} in a target: an input, or a value the task's setup read from the page (save_as)
+        target = step.target and step.target.model_copy(
+            update={k: task.render(v) for k, v in step.target.model_dump(exclude_none=True).items()}
+        )
+        if target is not None:
+            box = self._locate(target)
             if box is None:
                 return PolicyOutput(
                     raw_output=None,
-                    reasoning=f"{label}: looking for {step.target.describe()}",
-                    parse_error=f"{label}: no visible element matches {step.target.describe()}",
+                    reasoning=f"{label}: looking for {target.describe()}",
+                    parse_error=f"{label}: no visible element matches {target.describe()}",
                     confidence_reason=NO_CONFIDENCE,
                     unavailable=dict(NO_MODEL),
                 )
@@ -73,14 +77,15 @@ class ScriptPolicy(Policy):
                     arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
                 )
                 return self._output(
-                    scroll, f"{label}: {step.target.describe()} is off screen; scrolling to it.", {"scroll_for": current}
+                    scroll, f"{label}: {target.describe()} is off screen; scrolling to it.", {"scroll_for": current}
                 )
             args["coordinate"] = from_css((cx, cy), css_size=(width, height), divisor=self._divisor)
         if step.action in BROWSER_TOOLS:
             call = ToolCall(name=step.action, arguments=args)
         else:
             call = ToolCall(name="computer_use", arguments={"action": step.action, **args})
-        return self._output(call, f"{label}: {step.note or _describe(step, args)}", {"script_step": current})
+        note = task.render(step.note) if step.note else _describe(step, args, target)
+        return self._output(call, f"{label}: {note}", {"script_step": current})
 
     def _output(self, call: ToolCall, reasoning: str, state: dict[str, int]) -> PolicyOutput:
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
@@ -94,8 +99,8 @@ class ScriptPolicy(Policy):
         )
 
 
-def _describe(step: ScriptStep, args: dict[str, object]) -> str:
-    if step.target is not None:
-        return f"{step.action} on {step.target.describe()}"
+def _describe(step: ScriptStep, args: dict[str, object], target: Target | None) -> str:
+    if target is not None:
+        return f"{step.action} on {target.describe()}"
     shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
     return f"{step.action} {shown}".strip()

@@ -3,7 +3,10 @@
 Setup is part of the harness, not of the agent: its steps are never agent steps, and a step that fails fails
 the run (``setup failed: setup[2].wait_for: ...``) before the agent acts. The loop calls it once::
 
-    run_setup(env, writer, deadline=deadline)   # records RunRecord.setup; raises SetupFailed
+    run_setup(env, writer, deadline=deadline)   # records RunRecord.setup (and page_values); raises SetupFailed
+
+A ``js`` step (or a ``wait_for: {js}``) with ``save_as: name`` keeps its result as ``{name}`` for the goal, the
+script and the checks: the loop renders the task with ``env.task.with_runtime(**record.page_values)``.
 
 Scripts are the task author's code, trusted as much as the task file; what they return comes from the page,
 so it is masked with the run's scrubber and cut short before it is recorded.
@@ -11,6 +14,7 @@ so it is masked with the run's scrubber and cut short before it is recorded.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +25,7 @@ from tracer.schema import SetupStepResult
 from tracer.store import RunWriter
 
 DETAIL_LIMIT = 300  # characters of a recorded value
+SAVED_LIMIT = 2000  # characters of a value kept with save_as
 
 
 class SetupFailed(RuntimeError):
@@ -50,6 +55,7 @@ def run_setup(env: Environment, writer: RunWriter, *, deadline: float | None = N
     """
     task = env.task
     results: list[SetupStepResult] = writer.record.setup
+    saved = writer.record.page_values
     if not task.setup:
         return results
     page = env.executor if isinstance(env.executor, SetupPage) else None
@@ -64,7 +70,9 @@ def run_setup(env: Environment, writer: RunWriter, *, deadline: float | None = N
                 raise _StepError(f"this run's executor ({env.executor.kind}) has no browser page to run setup in")
             if limit <= 0:
                 raise _StepError("the run's time budget ran out before this step")
-            detail = _run_step(task, step, page, env.start_url, limit)
+            detail, value = _run_step(task, step, page, env.start_url, limit)
+            if step.save_as is not None:
+                saved[step.save_as] = _saved_value(value)
             ok, reason = True, None
         except Exception as exc:  # a page error, a timeout, a refused URL: all name the step
             detail = _describe(exc)
@@ -74,6 +82,7 @@ def run_setup(env: Environment, writer: RunWriter, *, deadline: float | None = N
         shown = _cut(writer.scrubber.scrub_text(reason or detail or "")) or None
         results.append(SetupStepResult(index=index, kind=step.kind, ok=ok, ms=_ms(started), detail=shown))
         writer.record.setup = results
+        writer.record.page_values = {name: writer.scrubber.scrub_text(text) for name, text in saved.items()}
         writer.save()
         if not ok:
             raise SetupFailed(f"setup failed: {shown}")
@@ -84,22 +93,40 @@ class _StepError(RuntimeError):
     pass
 
 
-def _run_step(task: Task, step: SetupStep, page: SetupPage, start_url: str | None, limit_ms: int) -> str:
+def _run_step(task: Task, step: SetupStep, page: SetupPage, start_url: str | None, limit_ms: int) -> tuple[str, Any]:
+    """What the step did (for the record) and the value its script returned (None for other steps)."""
     if step.js is not None:
         value = page.run_script(step.js, timeout_ms=limit_ms)
-        return f"returned {value.text if value.text is not None else value.type}"
+        return f"returned {value.text if value.text is not None else value.type}", value
     if step.wait_for is not None:
         wait = step.wait_for
         if wait.js is not None:
             value = page.wait_for_script(wait.js, timeout_ms=limit_ms)
-            return f"became truthy: {value.text if value.text is not None else value.type}"
+            return f"became truthy: {value.text if value.text is not None else value.type}", value
         assert wait.selector is not None  # WaitFor holds one of them
         page.wait_for_selector(wait.selector, state=wait.state, timeout_ms=limit_ms)
-        return f"{wait.selector!r} is {wait.state}"
+        return f"{wait.selector!r} is {wait.state}", None
     assert step.goto is not None
     url = _goto_url(task, step.goto, start_url, page)
     page.open_url(url, timeout_ms=limit_ms)
-    return f"opened {url}"
+    return f"opened {url}", None
+
+
+def _saved_value(value: Any) -> str:
+    """A script's result as the text ``{name}`` stands for: a string as it is, a number or boolean as JSON."""
+    text = getattr(value, "text", None)
+    try:
+        parsed = json.loads(text) if isinstance(text, str) else None
+    except ValueError:  # cut short: longer than a page value should be
+        raise _StepError(f"save_as: the value is longer than {SAVED_LIMIT} characters") from None
+    if isinstance(parsed, str):
+        if len(parsed) > SAVED_LIMIT:
+            raise _StepError(f"save_as: the value is longer than {SAVED_LIMIT} characters")
+        return parsed
+    if isinstance(parsed, (int, float, bool)):
+        return json.dumps(parsed)
+    kind = getattr(value, "type", "undefined")
+    raise _StepError(f"save_as keeps text or a number; the script returned {kind if parsed is None else type(parsed).__name__}")
 
 
 def _goto_url(task: Task, goto: str, start_url: str | None, page: SetupPage) -> str:

@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -214,7 +215,10 @@ class BrowserExecutor(BaseExecutor):
     def locate(self, target: Target) -> Box | None:
         """The bounding box (CSS pixels, relative to the viewport) of the first visible match, or None."""
         page = self.page
-        if target.selector:
+        if target.selector and target.text:
+            # one of several like elements by its whole text: `.alink` saying "in", not every link containing it
+            locator = page.locator(target.selector).filter(has_text=re.compile(rf"^\s*{re.escape(target.text)}\s*$"))
+        elif target.selector:
             locator = page.locator(target.selector)
         elif target.label:
             locator = page.get_by_label(target.label, exact=True)

@@ -56,7 +56,8 @@ class Outcome(BaseModel):
 
 
 class Target(BaseModel):
-    """An element named by CSS selector, visible text, form label or ARIA role + name."""
+    """An element named by CSS selector, visible text, form label or ARIA role + name; a selector with a text is
+    the element matching the selector whose whole text is that text."""
 
     model_config = ConfigDict(extra="forbid")
 

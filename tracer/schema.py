@@ -214,6 +214,7 @@ class RunRecord(BaseModel):
     agent_verdict: Literal["success", "failure"] | None = None
     checks: list[CheckResult] = Field(default_factory=list)
     setup: list[SetupStepResult] = Field(default_factory=list)  # the task's setup steps, run before step 0
+    page_values: dict[str, str] = Field(default_factory=dict)  # setup's save_as values ({name} in goal, script, checks)
     started_at: datetime
     ended_at: datetime | None = None
     duration_s: float | None = None

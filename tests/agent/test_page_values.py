@@ -1,0 +1,108 @@
+"""Values a task's setup reads from the page (``save_as``) fill ``{name}`` in the goal, the script and targets.
+
+A benchmark page generates its instruction per seed (MiniWoB++'s utterance): the same task file must work for
+every seed, so the script clicks the button the page asked for, not one written down in advance.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.loop import run_task
+from agent.task import TaskError, load_task
+from tests.conftest import require_chromium
+from tracer import RunStatus, read_run, read_steps
+
+PAGE = """<!doctype html><html><body>
+<div id="query"></div><div id="area"></div>
+<script>
+const words = ["Yes", "No", "Next", "Previous", "Submit"];
+const pick = words[Number(location.hash.slice(1)) % words.length];
+document.getElementById("query").textContent = `Click on the "${pick}" button.`;
+for (const w of words) {
+  const b = document.createElement("button"); b.textContent = w; b.className = "choice";
+  b.onclick = () => { window.clicked = w; };
+  document.getElementById("area").append(b);
+}
+</script></body></html>
+"""
+
+
+def write_task(tmp_path: Path, seed: int, extra: str = "") -> Path:
+    (tmp_path / "page.html").write_text(PAGE, encoding="utf-8")
+    path = tmp_path / "task.yaml"
+    text = f"""\
+        name: page-values
+        goal: "{{utterance}}"
+        target: {{start_url: "file:page.html#{seed}"}}
+        setup:
+          - {{js: "document.getElementById('query').textContent", save_as: utterance}}
+          - {{js: "document.getElementById('query').textContent.match(/\\"(.+)\\"/)[1]", save_as: button}}
+        checks:
+          - {{type: js, expression: "window.clicked === '{{button}}'"}}
+        script:
+          - {{action: left_click, target: {{selector: "#area button", text: "{{button}}"}}}}
+          - {{action: terminate, status: success}}
+        """
+    path.write_text(textwrap.dedent(text) + extra, encoding="utf-8")
+    return path
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 2, 4])
+def test_the_script_clicks_the_button_the_page_asked_for(tmp_path, seed):
+    require_chromium()
+    result = run_task(load_task(write_task(tmp_path, seed)), policy="script", runs_dir=tmp_path / "runs")
+    run = read_run(result.run_dir)
+    wanted = ["Yes", "No", "Next", "Previous", "Submit"][seed]
+    assert run.status is RunStatus.succeeded, run.end_reason
+    assert run.page_values == {"utterance": f'Click on the "{wanted}" button.', "button": wanted}
+    assert run.checks[0].passed
+    first = read_steps(result.run_dir)[0]
+    assert first.reasoning is not None and wanted in first.reasoning  # the target as played, filled in
+
+
+def test_save_as_names_must_be_new_unique_and_kept_from_a_script(tmp_path):
+    path = write_task(tmp_path, 0, "inputs:\n  button: {value: x}\n")
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "setup[1].save_as: 'button' is already the name of an input" in str(info.value)
+    text = (
+        path.read_text(encoding="utf-8")
+        .replace("inputs:\n  button: {value: x}\n", "")
+        .replace("save_as: button", "save_as: utterance")
+    )
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "utterance is saved twice" in str(info.value)
+    path.write_text(
+        write_task(tmp_path, 0).read_text(encoding="utf-8").replace("- {js:", "- {goto: 'file:page.html', js:", 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "setup[0]" in str(info.value)
+    text = write_task(tmp_path, 0).read_text(encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "{js: \"document.getElementById('query').textContent\", save_as: utterance}",
+            "{wait_for: {selector: '#query'}, save_as: utterance}",
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "save_as keeps a value a script returned" in str(info.value)
+
+
+def test_a_placeholder_no_input_or_saved_value_names_is_still_refused(tmp_path):
+    path = write_task(tmp_path, 0)
+    path.write_text(path.read_text(encoding="utf-8").replace('text: "{button}"', 'text: "{buton}"'), encoding="utf-8")
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "script[0].target.text: refers to {buton}, which is not an input" in str(info.value)
