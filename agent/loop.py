@@ -43,6 +43,7 @@ from tracer.schema import (
     GateRecord,
     RunRecord,
     RunStatus,
+    StepErrorKind,
     StepRecord,
     StepTimings,
 )
@@ -190,10 +191,10 @@ class _Loop:
                 if self._gate_stop is not None:  # a person or guard ended the run on purpose: like Ctrl-C
                     status, end_reason = RunStatus.interrupted, self._gate_stop
                     break
-                if step.error_kind == "low_confidence":
+                if step.error_kind is StepErrorKind.low_confidence:
                     end_reason = f"stopped on low confidence at step {index}: {step.error}"
                     break
-                if step.error_kind == "diverged":
+                if step.error_kind is StepErrorKind.diverged:
                     end_reason = step.error or "diverged"
                     break
                 consecutive_errors = consecutive_errors + 1 if step.outcome == "error" else 0
@@ -260,25 +261,28 @@ class _Loop:
         calls = len(whole.tool_calls)
         output = _call_view(whole, call_index, pending) if calls > 1 else whole
         t2 = time.perf_counter()
-        action, outcome, error_kind, error = None, None, None, None
+        action: Action | None = None
+        outcome: Outcome | None = None
+        error_kind: StepErrorKind | None = None
+        error: str | None = None
         terminate: Terminate | None = None
         low = self._low_confidence(output)
         if output.stop is not None:
-            error_kind, error = "diverged", output.stop
+            error_kind, error = StepErrorKind.diverged, output.stop
         elif output.backend_error is not None:  # not the model's fault: not counted as a parse error
-            error_kind, error = "backend", output.backend_error
+            error_kind, error = StepErrorKind.backend, output.backend_error
         elif output.parse_error is not None:
-            error_kind, error = "parse", output.parse_error
+            error_kind, error = StepErrorKind.parse, output.parse_error
         elif low is not None:
-            error_kind, error = "low_confidence", low
+            error_kind, error = StepErrorKind.low_confidence, low
         elif not output.tool_calls:
-            error_kind, error = "parse", "the output holds no tool call"
+            error_kind, error = StepErrorKind.parse, "the output holds no tool call"
         else:
             try:
                 # Only the tools the prompt offered (a desktop has no goto_url): anything else is an error step.
                 action = parse_tool_call(output.tool_calls[0], browser_tools=offered_browser_tools(self.task))
             except ActionError as exc:
-                error_kind, error = "action", str(exc)
+                error_kind, error = StepErrorKind.action, str(exc)
             off_grid = coordinate_error(
                 getattr(action, "coordinate", None),
                 mode=self.task.policy.coordinate_mode,
@@ -286,7 +290,7 @@ class _Loop:
                 css_size=observation.css_size,
             )
             if off_grid is not None:  # refused, not clamped: the model is told and tries again
-                action, error_kind, error = None, "action", off_grid
+                action, error_kind, error = None, StepErrorKind.action, off_grid
         decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls))
         self.hooks.publish(decided)
         gate: GateRecord | None = None
@@ -297,11 +301,11 @@ class _Loop:
                 gate = held.record
                 action, skipped, replace_error = self._apply_gate(index, held, action, observation)
                 if replace_error is not None:
-                    error_kind, error = "action", replace_error
+                    error_kind, error = StepErrorKind.action, replace_error
         if action is not None:
             outcome = self.executor.act(action, deadline=self.deadline)
             if outcome.status == "error":
-                error_kind, error = "executor", outcome.error
+                error_kind, error = StepErrorKind.executor, outcome.error
             elif isinstance(action, Terminate):
                 terminate = action
         t3 = time.perf_counter()
@@ -331,7 +335,7 @@ class _Loop:
         observation: Observation,
         output: PolicyOutput,
         action: Action | None,
-        error_kind: str | None,
+        error_kind: StepErrorKind | None,
         error: str | None,
         call: tuple[int, int],
     ) -> StepDecided:
@@ -436,7 +440,7 @@ class _Loop:
         output: PolicyOutput,
         action: object,
         outcome: Outcome | None,
-        error_kind: str | None,
+        error_kind: StepErrorKind | None,
         error: str | None,
         marks: tuple[float, ...],
         call: tuple[int, int] = (0, 1),
@@ -520,7 +524,8 @@ class _Loop:
         }
         step = StepRecord.model_validate(data)
         if error:
-            log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=error_kind, error=step.error)
+            kind = error_kind.value if error_kind is not None else None
+            log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=kind, error=step.error)
         step.timings.record_ms = _ms(time.perf_counter() - t3)
         step = self.writer.write_step(step)  # the masked copy: history and subscribers never see a secret
         self.writer.save()

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.task import PolicySettings, Task
-from tracer.schema import PromptMessage, StepRecord
+from tracer.schema import PromptMessage, StepErrorKind, StepRecord
 
 SYSTEM_TEXT = "You are a helpful assistant."
 SCREEN = (1000, 1000)
@@ -189,7 +189,7 @@ def describe_step(step: StepRecord) -> str:
     action = step.action or {}
     if step.outcome == "skipped" and step.gate is not None:  # a gate (a person) held the step back
         return f"{_describe_action(step.gate.model_action or {})} -> not performed: {_held_back(step)}"
-    if step.error_kind == "parse" or not action:
+    if step.error_kind is StepErrorKind.parse or not action:
         what = "output could not be used"
     else:
         what = _describe_action(action)
@@ -222,7 +222,7 @@ def _held_back(step: StepRecord) -> str:
 
 def tool_response(step: StepRecord) -> str:
     if step.error:
-        verb = "could not be used" if step.error_kind in ("parse", "action") else "failed"
+        verb = "could not be used" if step.error_kind in (StepErrorKind.parse, StepErrorKind.action) else "failed"
         return f"Your last output {verb} because: {step.error}. Answer again with exactly one <tool_call>."
     if step.outcome == "skipped":
         return f"Your last action was not performed: {_held_back(step)}. Choose the next action."

@@ -29,7 +29,8 @@ def describe(step: StepRecord | None) -> str:
         return "(no step)"
     action = step.action or {}
     if not action:
-        return f"no action ({step.error_kind}: {step.error})"
+        kind = step.error_kind.value if step.error_kind is not None else None
+        return f"no action ({kind}: {step.error})"
     extra = {k: v for k, v in action.items() if k != "action"}
     return f"{action['action']} {extra}" if extra else str(action["action"])
 

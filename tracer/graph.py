@@ -15,12 +15,16 @@ from typing import Any, Literal
 
 import networkx as nx
 
-from tracer.schema import RunRecord, StepRecord
+from tracer.schema import RunRecord, StepErrorKind, StepRecord
 
 Format = Literal["json", "graphml", "mermaid"]
 
 
-_NO_ACTION = {"parse": "parse_error", "backend": "backend_error", "low_confidence": "low_confidence"}
+_NO_ACTION = {
+    StepErrorKind.parse: "parse_error",
+    StepErrorKind.backend: "backend_error",
+    StepErrorKind.low_confidence: "low_confidence",
+}
 
 
 def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | None = None, prefix: str = "") -> nx.DiGraph:
@@ -52,7 +56,7 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
             confidence=-1.0 if step.confidence is None else step.confidence,
         )
         g.add_edge(obs, think, kind="think")
-        if step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
+        if step.error_kind is not None and step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
             kind = _NO_ACTION[step.error_kind]
             node = f"{prefix}{kind}:{i}"
             g.add_node(node, kind=kind, step=i, run_id=run.run_id, label=_short(step.error or ""))

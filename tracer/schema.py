@@ -25,6 +25,17 @@ class RunStatus(str, Enum):
     interrupted = "interrupted"
 
 
+class StepErrorKind(str, Enum):
+    """Why a step is an error step (``StepRecord.error_kind``); recorded as the value, e.g. ``"parse"``."""
+
+    parse = "parse"  # the model's output could not be turned into a tool call (or held none)
+    backend = "backend"  # the model could not be asked (server down, out of memory, the policy raised)
+    action = "action"  # the tool call is not a valid action here (unknown tool, bad arguments, off the grid)
+    executor = "executor"  # the action was valid but performing it failed (no element, a navigation error)
+    low_confidence = "low_confidence"  # the policy was below the task's min_confidence and the task stops on it
+    diverged = "diverged"  # a replay found the screen changed and stopped without acting
+
+
 class StepTimings(BaseModel):
     """Milliseconds spent in each phase of the step."""
 
@@ -155,7 +166,7 @@ class StepRecord(BaseModel):
     attention: list[AttentionRef] = Field(default_factory=list)
     outcome: Literal["ok", "error", "skipped"]  # skipped: a gate held the step back (see ``gate``); not an error
     error: str | None = None
-    error_kind: Literal["parse", "backend", "action", "executor", "low_confidence", "diverged"] | None = None
+    error_kind: StepErrorKind | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why it is empty
     policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
     replay: ReplayInfo | None = None
