@@ -23,12 +23,13 @@ from typing import IO, TypedDict
 import structlog
 
 from agent.task import SiteTarget, Task
+from tools.errors import HarnessError
 from tools.executor import Executor
 
 log = structlog.get_logger("glassbox.environment")
 
 
-class DesktopAppError(RuntimeError):
+class DesktopAppError(HarnessError, RuntimeError):
     """The desktop app did not start or never showed its window."""
 
 

@@ -282,7 +282,7 @@ class Hooks:
         decision = deciding.decision
         model_action = None
         if decision.decision != "proceed" and event.decision.action is not None:
-            model_action = event.decision.action.model_dump(mode="json")
+            model_action = event.decision.action
         record = GateRecord(
             who=deciding.gate,
             decision=decision.decision,

@@ -31,6 +31,7 @@ from agent.policy import Policy, PolicyOutput
 from agent.prompt import offered_browser_tools
 from agent.task import Task
 from tools.actions import Action, ActionError, Terminate, parse_tool_call
+from tools.errors import GlassboxError, HarnessError
 from tools.executor import Executor, page_of
 from tools.views import Observation, Outcome
 from tracer.attention import AttentionMaps
@@ -209,11 +210,15 @@ class _Loop:
                     break
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
-        except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
+        except Exception as exc:  # the harness itself broke (browser crashed, disk full): record it, then raise
             reason = f"harness error: {type(exc).__name__}: {exc}"
             log.error("run crashed", run_id=self.writer.record.run_id, error=reason)
             self._end(self.writer.finish(status=RunStatus.failed, end_reason=reason))
-            raise
+            if isinstance(exc, GlassboxError):  # already says what went wrong, as one of ours
+                raise
+            # Anything else (a Playwright error from a crashed browser, a full disk) becomes a HarnessError: callers
+            # (the CLI) print its message; the original is its __cause__.
+            raise HarnessError(f"{reason} (run {self.writer.record.run_id} is marked failed)") from exc
         finally:
             if previous_term is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -438,7 +443,7 @@ class _Loop:
         started_at: datetime,
         observation: Observation,
         output: PolicyOutput,
-        action: object,
+        action: Action | None,
         outcome: Outcome | None,
         error_kind: StepErrorKind | None,
         error: str | None,
@@ -500,10 +505,10 @@ class _Loop:
             "prompt": prompt,
             "raw_output": output.raw_output,
             "reasoning": output.reasoning,
-            "tool_calls": [c.model_dump() for c in output.tool_calls],
+            "tool_calls": output.tool_calls,
             "call_index": call[0],
             "calls_in_output": call[1],
-            "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
+            "action": action,
             "coordinate": outcome.coordinate if outcome else None,
             "element": outcome.element if outcome else None,
             "evidence": evidence,

@@ -23,7 +23,7 @@ from agent.task import Task, TaskError, load_task
 from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
 from replays.export import _correction_call
 from replays.labels import Correction, Labels
-from tools.actions import ToolCall
+from tools.errors import UsageError
 from tools.executor import Executor
 from tools.views import ElementInfo, Observation
 from tracer.schema import ReplayInfo, RunRecord, StepRecord
@@ -33,7 +33,7 @@ Fallback = Literal["none", "policy"]
 NO_MODEL = "replayed from the recording: no model was asked"
 
 
-class ReplayError(ValueError):
+class ReplayError(UsageError, ValueError):
     """The run cannot be replayed (no task file, nothing recorded, bad step)."""
 
 
@@ -135,7 +135,7 @@ class ReplayPolicy(Policy):
         if diff.matches and url_ok:
             return PolicyOutput(
                 raw_output=step.raw_output,
-                tool_calls=[ToolCall(**step.tool_calls[0])] if step.tool_calls else [],
+                tool_calls=step.tool_calls[:1],
                 reasoning=f"Replayed step {step.index} of {self.source.run_id} (screen diff {diff.screen_diff:.3f}"
                 + (f", target region {diff.region_diff:.3f}" if diff.region_diff is not None else "")
                 + ").",
@@ -208,7 +208,7 @@ class ReplayPolicy(Policy):
         where = f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""
         return PolicyOutput(
             raw_output=None,
-            tool_calls=[ToolCall(**call)],
+            tool_calls=[call],
             reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}{where}",
             confidence_reason="a person's correction, not a model's decision",
             policy_state=step.policy_state,

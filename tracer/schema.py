@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tools.actions import Action, ToolCall
 from tools.coords import CoordinateAudit
 from tools.views import ElementInfo
 
@@ -127,7 +128,7 @@ class GateRecord(BaseModel):
     waited_ms: float = 0.0
     timed_out: bool = False  # the gate did not answer in time: the step went on
     error: str | None = None  # the gate raised or answered something that is not a decision: the step went on
-    model_action: dict[str, Any] | None = None  # skip, stop, replace: the action the policy chose (not performed)
+    model_action: Action | None = None  # skip, stop, replace: the action the policy chose (not performed)
 
 
 class StepRecord(BaseModel):
@@ -147,8 +148,10 @@ class StepRecord(BaseModel):
     prompt: list[PromptMessage] | None = None
     raw_output: str | None
     reasoning: str | None
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)  # the call this step ran (or all, if none ran)
-    action: dict[str, Any] | None  # the validated action, or None when the output could not be used
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # the call this step ran (or all, if none ran)
+    # The validated action (a model of tools.actions, told apart by its "action" name), or None when the output
+    # could not be used. On disk it is the action's fields, e.g. {"coordinate": [500.0, 462.0], "action": "left_click"}.
+    action: Action | None
     # Several tool calls in one model output run as consecutive steps sharing that output (raw_output,
     # reasoning, prompt): this step ran call number ``call_index`` of ``calls_in_output`` (None: recorded
     # before these fields existed).

@@ -118,8 +118,8 @@ class RunWriter:
             summary.errors += 1
         if step.error_kind is StepErrorKind.parse:
             summary.parse_errors += 1
-        if step.action:
-            name = str(step.action.get("action"))
+        if step.action is not None:
+            name = step.action.action
             summary.actions[name] = summary.actions.get(name, 0) + 1
         if step.confidence is not None:
             self._confidences.append(step.confidence)
