@@ -27,7 +27,7 @@ from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
 from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
-from agent.policy import Policy, PolicyOutput
+from agent.policy import Policy, PolicyDecision, PolicyOutput
 from agent.prompt import offered_browser_tools
 from agent.task import Task
 from tools.actions import Action, ActionError, Terminate, parse_tool_call
@@ -263,7 +263,7 @@ class _Loop:
         # The next call of an output that held several runs without asking the model again.
         whole = self._think(observation) if pending is None else pending.output
         call_index = 0 if pending is None else pending.call_index
-        calls = len(whole.tool_calls)
+        calls = len(whole.decision.tool_calls)
         output = _call_view(whole, call_index, pending) if calls > 1 else whole
         t2 = time.perf_counter()
         action: Action | None = None
@@ -271,21 +271,22 @@ class _Loop:
         error_kind: StepErrorKind | None = None
         error: str | None = None
         terminate: Terminate | None = None
-        low = self._low_confidence(output)
-        if output.stop is not None:
-            error_kind, error = StepErrorKind.diverged, output.stop
-        elif output.backend_error is not None:  # not the model's fault: not counted as a parse error
-            error_kind, error = StepErrorKind.backend, output.backend_error
-        elif output.parse_error is not None:
-            error_kind, error = StepErrorKind.parse, output.parse_error
+        decision = output.decision
+        low = self._low_confidence(decision)
+        if output.stand_in is not None and output.stand_in.stop is not None:
+            error_kind, error = StepErrorKind.diverged, output.stand_in.stop
+        elif decision.backend_error is not None:  # not the model's fault: not counted as a parse error
+            error_kind, error = StepErrorKind.backend, decision.backend_error
+        elif decision.parse_error is not None:
+            error_kind, error = StepErrorKind.parse, decision.parse_error
         elif low is not None:
             error_kind, error = StepErrorKind.low_confidence, low
-        elif not output.tool_calls:
+        elif not decision.tool_calls:
             error_kind, error = StepErrorKind.parse, "the output holds no tool call"
         else:
             try:
                 # Only the tools the prompt offered (a desktop has no goto_url): anything else is an error step.
-                action = parse_tool_call(output.tool_calls[0], browser_tools=offered_browser_tools(self.task))
+                action = parse_tool_call(decision.tool_calls[0], browser_tools=offered_browser_tools(self.task))
             except ActionError as exc:
                 error_kind, error = StepErrorKind.action, str(exc)
             off_grid = coordinate_error(
@@ -345,6 +346,7 @@ class _Loop:
         call: tuple[int, int],
     ) -> StepDecided:
         """The event gates and subscribers get before the step acts (secrets masked, no screenshot bytes)."""
+        policy, model = self._decided_by(output)
         event = StepDecided(
             run_id=self.writer.record.run_id,
             index=index,
@@ -356,19 +358,26 @@ class _Loop:
                 device_scale_factor=observation.device_scale_factor,
             ),
             decision=Decision(
-                tool_calls=output.tool_calls,
+                tool_calls=output.decision.tool_calls,
                 action=action,
-                reasoning=output.reasoning,
-                confidence=output.confidence,
+                reasoning=output.trace.reasoning,
+                confidence=output.decision.confidence,
                 call_index=call[0],
                 calls_in_output=max(call[1], 1),
                 error=error,
                 error_kind=error_kind,
             ),
-            policy=output.policy_name or self.policy.name,
-            model=output.model or self.policy.model,
+            policy=policy,
+            model=model,
         )
         return self.scrub.scrub(event)
+
+    def _decided_by(self, output: PolicyOutput) -> tuple[str, str | None]:
+        """The policy and model recorded for a step: the running policy's, unless one stood in for it (a replay)."""
+        stand_in = output.stand_in
+        name = stand_in.policy_name if stand_in is not None and stand_in.policy_name else self.policy.name
+        model = stand_in.model if stand_in is not None and stand_in.model else self.policy.model
+        return name, model
 
     def _apply_gate(
         self, index: int, held: GateOutcome, action: Action, observation: Observation
@@ -422,20 +431,20 @@ class _Loop:
             refs.append(AttentionRef(key=key, target=target, group=group, path=rel, **fig.model_dump()))
         return refs
 
-    def _low_confidence(self, output: PolicyOutput) -> str | None:
-        """The stop reason when the task stops on low confidence and this output is below the bar."""
+    def _low_confidence(self, decision: PolicyDecision) -> str | None:
+        """The stop reason when the task stops on low confidence and this decision is below the bar."""
         settings = self.task.policy
-        if settings.min_confidence is None or settings.on_low_confidence != "stop" or output.confidence is None:
+        if settings.min_confidence is None or settings.on_low_confidence != "stop" or decision.confidence is None:
             return None
-        if output.confidence >= settings.min_confidence:
+        if decision.confidence >= settings.min_confidence:
             return None
-        return f"confidence {output.confidence:.3f} is below min_confidence {settings.min_confidence}; not acting"
+        return f"confidence {decision.confidence:.3f} is below min_confidence {settings.min_confidence}; not acting"
 
     def _think(self, observation: Observation) -> PolicyOutput:
         try:
             return self.policy.decide(self.task, self.history, observation)
         except Exception as exc:  # a policy bug or backend failure is a recorded error step, not a crash
-            return PolicyOutput(raw_output=None, backend_error=f"the policy failed: {type(exc).__name__}: {exc}")
+            return PolicyOutput(decision=PolicyDecision(backend_error=f"the policy failed: {type(exc).__name__}: {exc}"))
 
     def _record(
         self,
@@ -454,7 +463,8 @@ class _Loop:
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
         screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
-        unavailable = dict(output.unavailable)
+        decision, trace = output.decision, output.trace
+        unavailable = dict(trace.unavailable)
         evidence = None
         if outcome is not None and outcome.coordinate is not None:
             element_box = outcome.element.box if outcome.element else None
@@ -475,22 +485,23 @@ class _Loop:
             )
         if outcome is None or outcome.element is None:
             unavailable.setdefault("element", "no element under an acting point")
-        if output.confidence is None:
-            unavailable.setdefault("confidence", output.confidence_reason or "the policy gave no confidence")
+        if decision.confidence is None:
+            unavailable.setdefault("confidence", decision.confidence_reason or "the policy gave no confidence")
         attention = []
-        if output.attention_maps is not None:
-            attention = self._write_attention(index, output.attention_maps, observation, outcome, evidence)
-        replay = output.replay
-        for name, content in output.artifacts.items():
+        if trace.attention_maps is not None:
+            attention = self._write_attention(index, trace.attention_maps, observation, outcome, evidence)
+        replay = output.stand_in.replay if output.stand_in is not None else None
+        for name, content in trace.artifacts.items():
             path = self.writer.step_dir(index) / name
             atomic_write(path, content)
             if replay is not None and name == "side_by_side.png":
                 replay = replay.model_copy(update={"side_by_side": path.relative_to(self.writer.run_dir).as_posix()})
         prompt = None
-        if output.prompt is not None:  # the policy names the current screenshot before it has a path
+        if trace.prompt is not None:  # the policy names the current screenshot before it has a path
             prompt = [
-                m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]}) for m in output.prompt
+                m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]}) for m in trace.prompt
             ]
+        policy_name, model = self._decided_by(output)
         data = {
             "index": index,
             "started_at": started_at,
@@ -500,31 +511,31 @@ class _Loop:
             "screenshot": screenshot,
             "screenshot_size": observation.screenshot_size,
             "device_scale_factor": observation.device_scale_factor,
-            "policy": output.policy_name or self.policy.name,
-            "model": output.model or self.policy.model,
+            "policy": policy_name,
+            "model": model,
             "prompt": prompt,
-            "raw_output": output.raw_output,
-            "reasoning": output.reasoning,
-            "tool_calls": output.tool_calls,
+            "raw_output": trace.raw_output,
+            "reasoning": trace.reasoning,
+            "tool_calls": decision.tool_calls,
             "call_index": call[0],
             "calls_in_output": call[1],
             "action": action,
             "coordinate": outcome.coordinate if outcome else None,
             "element": outcome.element if outcome else None,
             "evidence": evidence,
-            "confidence": output.confidence,
-            "confidence_parts": output.confidence_parts,
-            "confidence_reason": output.confidence_reason,
-            "token_counts": output.token_counts,
-            "cache_hit": output.cache_hit,
-            "decoding": output.decoding,
+            "confidence": decision.confidence,
+            "confidence_parts": decision.confidence_parts,
+            "confidence_reason": decision.confidence_reason,
+            "token_counts": trace.token_counts,
+            "cache_hit": trace.cache_hit,
+            "decoding": trace.decoding,
             "attention": attention,
             "outcome": "error" if error else "skipped" if skipped else "ok",
             "error": error,
             "gate": gate,
             "error_kind": error_kind,
             "unavailable": unavailable,
-            "policy_state": output.policy_state,
+            "policy_state": decision.policy_state,
             "replay": replay,
         }
         step = StepRecord.model_validate(data)
@@ -550,32 +561,35 @@ class _PendingCalls(BaseModel):
 def _call_view(output: PolicyOutput, call_index: int, pending: _PendingCalls | None) -> PolicyOutput:
     """The output as the step running call ``call_index`` records it: that call, its own confidence, and
     (after the first call) the prompt's screenshot named by the step that was shown it."""
-    update: dict[str, Any] = {"tool_calls": [output.tool_calls[call_index]]}
-    scores = output.call_confidence
+    decision, trace = output.decision, output.trace
+    chosen: dict[str, Any] = {"tool_calls": [decision.tool_calls[call_index]]}
+    scores = decision.call_confidence
     if call_index < len(scores):
         score = scores[call_index]
-        update.update(confidence=score.value, confidence_parts=score.parts, confidence_reason=score.reason)
-    elif call_index and output.confidence is not None:  # the figure is the first call's: not this one's
-        update.update(
+        chosen.update(confidence=score.value, confidence_parts=score.parts, confidence_reason=score.reason)
+    elif call_index and decision.confidence is not None:  # the figure is the first call's: not this one's
+        chosen.update(
             confidence=None, confidence_parts={}, confidence_reason="the policy scored only the first tool call of this output"
         )
     if pending is not None:
         first_index, first_screenshot = pending.first
         shared = f"shared with step {first_index}, which ran the first tool call of the same output"
-        update.update(
-            prompt=[
-                m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
-                for m in output.prompt
-            ]
-            if output.prompt is not None
-            else None,
-            token_counts=None,
-            decoding=None,
-            attention_maps=None,
-            artifacts={},
-            unavailable={**output.unavailable, "token_counts": shared, "attention": shared},
+        trace = trace.model_copy(
+            update={
+                "prompt": [
+                    m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
+                    for m in trace.prompt
+                ]
+                if trace.prompt is not None
+                else None,
+                "token_counts": None,
+                "decoding": None,
+                "attention_maps": None,
+                "artifacts": {},
+                "unavailable": {**trace.unavailable, "token_counts": shared, "attention": shared},
+            }
         )
-    return output.model_copy(update=update)
+    return output.model_copy(update={"decision": decision.model_copy(update=chosen), "trace": trace})
 
 
 def _ms(seconds: float) -> float:
