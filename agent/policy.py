@@ -1,7 +1,16 @@
 """The policy interface: given the task, the history and the current observation, decide the next tool call.
 
 Every policy (the script, local Qwen3-VL, a served model) implements :class:`Policy`; the loop
-does not know which one it talks to.
+does not know which one it talks to. A policy answers with a :class:`PolicyOutput`: the decision the loop
+acts on (:class:`PolicyDecision`) and the model's trace it only records (:class:`ModelTrace`)::
+
+    PolicyOutput(
+        decision=PolicyDecision(tool_calls=[call], confidence=0.93),
+        trace=ModelTrace(raw_output=text, reasoning=thinking, prompt=prompt.record("current")),
+    )
+
+``stand_in`` (:class:`StandIn`) is for replays only: who decided instead of the running policy, the replay's
+account of the step, or a stop.
 """
 
 from __future__ import annotations
