@@ -24,12 +24,13 @@ from urllib.parse import urlsplit
 import structlog
 
 from agent.task import SiteTarget, Task, TaskError
+from tools.errors import HarnessError
 from tools.executor import Executor
 
 log = structlog.get_logger("glassbox.environment")
 
 
-class DesktopAppError(RuntimeError):
+class DesktopAppError(HarnessError, RuntimeError):
     """The desktop app did not start or never showed its window."""
 
 

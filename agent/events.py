@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.actions import Action, ToolCall
 from tracer.logs import get_logger
-from tracer.schema import GateRecord, RunRecord, RunStatus, StepRecord
+from tracer.schema import GateRecord, RunRecord, RunStatus, StepErrorKind, StepRecord
 
 log = get_logger("glassbox.events")
 
@@ -103,7 +103,7 @@ class Decision(_Frozen):
     call_index: int = 0  # this step runs call ``call_index`` of ``calls_in_output`` of one model output
     calls_in_output: int = 1
     error: str | None = None
-    error_kind: str | None = None
+    error_kind: StepErrorKind | None = None
 
 
 class StepDecided(_Frozen):
@@ -282,7 +282,7 @@ class Hooks:
         decision = deciding.decision
         model_action = None
         if decision.decision != "proceed" and event.decision.action is not None:
-            model_action = event.decision.action.model_dump(mode="json")
+            model_action = event.decision.action
         record = GateRecord(
             who=deciding.gate,
             decision=decision.decision,

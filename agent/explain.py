@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from agent.confidence import target_tokens, word_tokens
 from agent.prompt import ImagePart, Message, Prompt, TextPart, build_prompt, tools_for
 from agent.task import Task
+from tools.errors import UsageError
 from tracer.attention import AttentionMaps, MapFigures, figures, layer_groups, overlay_png
 from tracer.schema import RunRecord, StepRecord
 from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
@@ -29,7 +30,7 @@ from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
 Method = Literal["attention", "gradcam"]
 
 
-class ExplainError(ValueError):
+class ExplainError(UsageError, ValueError):
     """The step cannot be explained (no such step, no output, no usable model)."""
 
 
@@ -146,7 +147,8 @@ def _model_output(step: StepRecord) -> str:
     if step.tool_calls:
         import json
 
-        return "\n".join("<tool_call>\n" + json.dumps(c, ensure_ascii=False) + "\n</tool_call>" for c in step.tool_calls)
+        calls = (json.dumps(c.model_dump(), ensure_ascii=False) for c in step.tool_calls)
+        return "\n".join("<tool_call>\n" + call + "\n</tool_call>" for call in calls)
     raise ExplainError(f"step {step.index} has no output to explain")
 
 

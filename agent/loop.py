@@ -28,11 +28,12 @@ from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
 from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
-from agent.policy import Policy, PolicyOutput
+from agent.policy import Policy, PolicyDecision, PolicyOutput
 from agent.prompt import offered_browser_tools
 from agent.setup import SetupFailed, run_setup
 from agent.task import Task
 from tools.actions import Action, ActionError, Terminate, parse_tool_call
+from tools.errors import GlassboxError, HarnessError
 from tools.executor import Executor, page_of
 from tools.views import Observation, Outcome
 from tracer.attention import AttentionMaps
@@ -45,6 +46,7 @@ from tracer.schema import (
     GateRecord,
     RunRecord,
     RunStatus,
+    StepErrorKind,
     StepRecord,
     StepTimings,
 )
@@ -196,10 +198,10 @@ class _Loop:
                 if self._gate_stop is not None:  # a person or guard ended the run on purpose: like Ctrl-C
                     status, end_reason = RunStatus.interrupted, self._gate_stop
                     break
-                if step.error_kind == "low_confidence":
+                if step.error_kind is StepErrorKind.low_confidence:
                     end_reason = f"stopped on low confidence at step {index}: {step.error}"
                     break
-                if step.error_kind == "diverged":
+                if step.error_kind is StepErrorKind.diverged:
                     end_reason = step.error or "diverged"
                     break
                 consecutive_errors = consecutive_errors + 1 if step.outcome == "error" else 0
@@ -216,11 +218,15 @@ class _Loop:
             status, end_reason = RunStatus.failed, str(exc)
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
-        except Exception as exc:  # the harness itself broke (browser crashed, disk full): record, then re-raise
+        except Exception as exc:  # the harness itself broke (browser crashed, disk full): record it, then raise
             reason = f"harness error: {type(exc).__name__}: {exc}"
             log.error("run crashed", run_id=self.writer.record.run_id, error=reason)
             self._end(self.writer.finish(status=RunStatus.failed, end_reason=reason))
-            raise
+            if isinstance(exc, GlassboxError):  # already says what went wrong, as one of ours
+                raise
+            # Anything else (a Playwright error from a crashed browser, a full disk) becomes a HarnessError: callers
+            # (the CLI) print its message; the original is its __cause__.
+            raise HarnessError(f"{reason} (run {self.writer.record.run_id} is marked failed)") from exc
         finally:
             if previous_term is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -265,28 +271,32 @@ class _Loop:
         # The next call of an output that held several runs without asking the model again.
         whole = self._think(observation) if pending is None else pending.output
         call_index = 0 if pending is None else pending.call_index
-        calls = len(whole.tool_calls)
+        calls = len(whole.decision.tool_calls)
         output = _call_view(whole, call_index, pending) if calls > 1 else whole
         t2 = time.perf_counter()
-        action, outcome, error_kind, error = None, None, None, None
+        action: Action | None = None
+        outcome: Outcome | None = None
+        error_kind: StepErrorKind | None = None
+        error: str | None = None
         terminate: Terminate | None = None
-        low = self._low_confidence(output)
-        if output.stop is not None:
-            error_kind, error = "diverged", output.stop
-        elif output.backend_error is not None:  # not the model's fault: not counted as a parse error
-            error_kind, error = "backend", output.backend_error
-        elif output.parse_error is not None:
-            error_kind, error = "parse", output.parse_error
+        decision = output.decision
+        low = self._low_confidence(decision)
+        if output.stand_in is not None and output.stand_in.stop is not None:
+            error_kind, error = StepErrorKind.diverged, output.stand_in.stop
+        elif decision.backend_error is not None:  # not the model's fault: not counted as a parse error
+            error_kind, error = StepErrorKind.backend, decision.backend_error
+        elif decision.parse_error is not None:
+            error_kind, error = StepErrorKind.parse, decision.parse_error
         elif low is not None:
-            error_kind, error = "low_confidence", low
-        elif not output.tool_calls:
-            error_kind, error = "parse", "the output holds no tool call"
+            error_kind, error = StepErrorKind.low_confidence, low
+        elif not decision.tool_calls:
+            error_kind, error = StepErrorKind.parse, "the output holds no tool call"
         else:
             try:
                 # Only the tools the prompt offered (a desktop has no goto_url): anything else is an error step.
-                action = parse_tool_call(output.tool_calls[0], browser_tools=offered_browser_tools(self.task))
+                action = parse_tool_call(decision.tool_calls[0], browser_tools=offered_browser_tools(self.task))
             except ActionError as exc:
-                error_kind, error = "action", str(exc)
+                error_kind, error = StepErrorKind.action, str(exc)
             off_grid = coordinate_error(
                 getattr(action, "coordinate", None),
                 mode=self.task.policy.coordinate_mode,
@@ -294,7 +304,7 @@ class _Loop:
                 css_size=observation.css_size,
             )
             if off_grid is not None:  # refused, not clamped: the model is told and tries again
-                action, error_kind, error = None, "action", off_grid
+                action, error_kind, error = None, StepErrorKind.action, off_grid
         decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls))
         self.hooks.publish(decided)
         gate: GateRecord | None = None
@@ -305,11 +315,11 @@ class _Loop:
                 gate = held.record
                 action, skipped, replace_error = self._apply_gate(index, held, action, observation)
                 if replace_error is not None:
-                    error_kind, error = "action", replace_error
+                    error_kind, error = StepErrorKind.action, replace_error
         if action is not None:
             outcome = self.executor.act(action, deadline=self.deadline)
             if outcome.status == "error":
-                error_kind, error = "executor", outcome.error
+                error_kind, error = StepErrorKind.executor, outcome.error
             elif isinstance(action, Terminate):
                 terminate = action
         t3 = time.perf_counter()
@@ -339,11 +349,12 @@ class _Loop:
         observation: Observation,
         output: PolicyOutput,
         action: Action | None,
-        error_kind: str | None,
+        error_kind: StepErrorKind | None,
         error: str | None,
         call: tuple[int, int],
     ) -> StepDecided:
         """The event gates and subscribers get before the step acts (secrets masked, no screenshot bytes)."""
+        policy, model = self._decided_by(output)
         event = StepDecided(
             run_id=self.writer.record.run_id,
             index=index,
@@ -355,19 +366,26 @@ class _Loop:
                 device_scale_factor=observation.device_scale_factor,
             ),
             decision=Decision(
-                tool_calls=output.tool_calls,
+                tool_calls=output.decision.tool_calls,
                 action=action,
-                reasoning=output.reasoning,
-                confidence=output.confidence,
+                reasoning=output.trace.reasoning,
+                confidence=output.decision.confidence,
                 call_index=call[0],
                 calls_in_output=max(call[1], 1),
                 error=error,
                 error_kind=error_kind,
             ),
-            policy=output.policy_name or self.policy.name,
-            model=output.model or self.policy.model,
+            policy=policy,
+            model=model,
         )
         return self.scrub.scrub(event)
+
+    def _decided_by(self, output: PolicyOutput) -> tuple[str, str | None]:
+        """The policy and model recorded for a step: the running policy's, unless one stood in for it (a replay)."""
+        stand_in = output.stand_in
+        name = stand_in.policy_name if stand_in is not None and stand_in.policy_name else self.policy.name
+        model = stand_in.model if stand_in is not None and stand_in.model else self.policy.model
+        return name, model
 
     def _apply_gate(
         self, index: int, held: GateOutcome, action: Action, observation: Observation
@@ -421,20 +439,20 @@ class _Loop:
             refs.append(AttentionRef(key=key, target=target, group=group, path=rel, **fig.model_dump()))
         return refs
 
-    def _low_confidence(self, output: PolicyOutput) -> str | None:
-        """The stop reason when the task stops on low confidence and this output is below the bar."""
+    def _low_confidence(self, decision: PolicyDecision) -> str | None:
+        """The stop reason when the task stops on low confidence and this decision is below the bar."""
         settings = self.task.policy
-        if settings.min_confidence is None or settings.on_low_confidence != "stop" or output.confidence is None:
+        if settings.min_confidence is None or settings.on_low_confidence != "stop" or decision.confidence is None:
             return None
-        if output.confidence >= settings.min_confidence:
+        if decision.confidence >= settings.min_confidence:
             return None
-        return f"confidence {output.confidence:.3f} is below min_confidence {settings.min_confidence}; not acting"
+        return f"confidence {decision.confidence:.3f} is below min_confidence {settings.min_confidence}; not acting"
 
     def _think(self, observation: Observation) -> PolicyOutput:
         try:
             return self.policy.decide(self.task, self.history, observation)
         except Exception as exc:  # a policy bug or backend failure is a recorded error step, not a crash
-            return PolicyOutput(raw_output=None, backend_error=f"the policy failed: {type(exc).__name__}: {exc}")
+            return PolicyOutput(decision=PolicyDecision(backend_error=f"the policy failed: {type(exc).__name__}: {exc}"))
 
     def _record(
         self,
@@ -442,9 +460,9 @@ class _Loop:
         started_at: datetime,
         observation: Observation,
         output: PolicyOutput,
-        action: object,
+        action: Action | None,
         outcome: Outcome | None,
-        error_kind: str | None,
+        error_kind: StepErrorKind | None,
         error: str | None,
         marks: tuple[float, ...],
         call: tuple[int, int] = (0, 1),
@@ -453,7 +471,8 @@ class _Loop:
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
         screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
-        unavailable = dict(output.unavailable)
+        decision, trace = output.decision, output.trace
+        unavailable = dict(trace.unavailable)
         evidence = None
         if outcome is not None and outcome.coordinate is not None:
             element_box = outcome.element.box if outcome.element else None
@@ -474,22 +493,23 @@ class _Loop:
             )
         if outcome is None or outcome.element is None:
             unavailable.setdefault("element", "no element under an acting point")
-        if output.confidence is None:
-            unavailable.setdefault("confidence", output.confidence_reason or "the policy gave no confidence")
+        if decision.confidence is None:
+            unavailable.setdefault("confidence", decision.confidence_reason or "the policy gave no confidence")
         attention = []
-        if output.attention_maps is not None:
-            attention = self._write_attention(index, output.attention_maps, observation, outcome, evidence)
-        replay = output.replay
-        for name, content in output.artifacts.items():
+        if trace.attention_maps is not None:
+            attention = self._write_attention(index, trace.attention_maps, observation, outcome, evidence)
+        replay = output.stand_in.replay if output.stand_in is not None else None
+        for name, content in trace.artifacts.items():
             path = self.writer.step_dir(index) / name
             atomic_write(path, content)
             if replay is not None and name == "side_by_side.png":
                 replay = replay.model_copy(update={"side_by_side": path.relative_to(self.writer.run_dir).as_posix()})
         prompt = None
-        if output.prompt is not None:  # the policy names the current screenshot before it has a path
+        if trace.prompt is not None:  # the policy names the current screenshot before it has a path
             prompt = [
-                m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]}) for m in output.prompt
+                m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]}) for m in trace.prompt
             ]
+        policy_name, model = self._decided_by(output)
         data = {
             "index": index,
             "started_at": started_at,
@@ -499,37 +519,38 @@ class _Loop:
             "screenshot": screenshot,
             "screenshot_size": observation.screenshot_size,
             "device_scale_factor": observation.device_scale_factor,
-            "policy": output.policy_name or self.policy.name,
-            "model": output.model or self.policy.model,
+            "policy": policy_name,
+            "model": model,
             "prompt": prompt,
-            "raw_output": output.raw_output,
-            "reasoning": output.reasoning,
-            "tool_calls": [c.model_dump() for c in output.tool_calls],
+            "raw_output": trace.raw_output,
+            "reasoning": trace.reasoning,
+            "tool_calls": decision.tool_calls,
             "call_index": call[0],
             "calls_in_output": call[1],
-            "action": action.model_dump(mode="json") if action is not None else None,  # type: ignore[attr-defined]
+            "action": action,
             "coordinate": outcome.coordinate if outcome else None,
             "element": outcome.element if outcome else None,
             "evidence": evidence,
-            "confidence": output.confidence,
-            "confidence_parts": output.confidence_parts,
-            "confidence_reason": output.confidence_reason,
-            "token_counts": output.token_counts,
-            "cache_hit": output.cache_hit,
-            "decoding": output.decoding,
+            "confidence": decision.confidence,
+            "confidence_parts": decision.confidence_parts,
+            "confidence_reason": decision.confidence_reason,
+            "token_counts": trace.token_counts,
+            "cache_hit": trace.cache_hit,
+            "decoding": trace.decoding,
             "attention": attention,
             "outcome": "error" if error else "skipped" if skipped else "ok",
             "error": error,
             "gate": gate,
             "error_kind": error_kind,
             "unavailable": unavailable,
-            "policy_state": output.policy_state,
+            "policy_state": decision.policy_state,
             "replay": replay,
         }
         step = StepRecord.model_validate(data)
         step.timings.settle_ms = outcome.settle_ms if outcome is not None else None
         if error:
-            log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=error_kind, error=step.error)
+            kind = error_kind.value if error_kind is not None else None
+            log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=kind, error=step.error)
         step.timings.record_ms = _ms(time.perf_counter() - t3)
         step = self.writer.write_step(step)  # the masked copy: history and subscribers never see a secret
         self.writer.save()
@@ -549,32 +570,35 @@ class _PendingCalls(BaseModel):
 def _call_view(output: PolicyOutput, call_index: int, pending: _PendingCalls | None) -> PolicyOutput:
     """The output as the step running call ``call_index`` records it: that call, its own confidence, and
     (after the first call) the prompt's screenshot named by the step that was shown it."""
-    update: dict[str, Any] = {"tool_calls": [output.tool_calls[call_index]]}
-    scores = output.call_confidence
+    decision, trace = output.decision, output.trace
+    chosen: dict[str, Any] = {"tool_calls": [decision.tool_calls[call_index]]}
+    scores = decision.call_confidence
     if call_index < len(scores):
         score = scores[call_index]
-        update.update(confidence=score.value, confidence_parts=score.parts, confidence_reason=score.reason)
-    elif call_index and output.confidence is not None:  # the figure is the first call's: not this one's
-        update.update(
+        chosen.update(confidence=score.value, confidence_parts=score.parts, confidence_reason=score.reason)
+    elif call_index and decision.confidence is not None:  # the figure is the first call's: not this one's
+        chosen.update(
             confidence=None, confidence_parts={}, confidence_reason="the policy scored only the first tool call of this output"
         )
     if pending is not None:
         first_index, first_screenshot = pending.first
         shared = f"shared with step {first_index}, which ran the first tool call of the same output"
-        update.update(
-            prompt=[
-                m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
-                for m in output.prompt
-            ]
-            if output.prompt is not None
-            else None,
-            token_counts=None,
-            decoding=None,
-            attention_maps=None,
-            artifacts={},
-            unavailable={**output.unavailable, "token_counts": shared, "attention": shared},
+        trace = trace.model_copy(
+            update={
+                "prompt": [
+                    m.model_copy(update={"images": [first_screenshot if r == "current" else r for r in m.images]})
+                    for m in trace.prompt
+                ]
+                if trace.prompt is not None
+                else None,
+                "token_counts": None,
+                "decoding": None,
+                "attention_maps": None,
+                "artifacts": {},
+                "unavailable": {**trace.unavailable, "token_counts": shared, "attention": shared},
+            }
         )
-    return output.model_copy(update=update)
+    return output.model_copy(update={"decision": decision.model_copy(update=chosen), "trace": trace})
 
 
 def _ms(seconds: float) -> float:

@@ -14,13 +14,14 @@ from agent.policy import Policy
 from agent.script_policy import ScriptPolicy
 from agent.task import Task
 from tools.actions import ActionError
+from tools.errors import UsageError
 from tools.executor import Executor, page_of
 from tools.views import Box, Target
 
 POLICIES = ("script", "qwen3vl", "openai")
 
 
-class PolicyUnavailable(ValueError):
+class PolicyUnavailable(UsageError, ValueError):
     """The requested policy cannot be built (unknown name, missing script or model, ...)."""
 
 

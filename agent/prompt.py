@@ -22,7 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.task import PolicySettings, Task
-from tracer.schema import PromptMessage, StepRecord
+from tools.actions import Action, Answer, Key, Type, UploadFile
+from tracer.schema import PromptMessage, StepErrorKind, StepRecord
 
 SYSTEM_TEXT = "You are a helpful assistant."
 SCREEN = (1000, 1000)
@@ -186,31 +187,33 @@ def strip_think(text: str) -> str:
 
 def describe_step(step: StepRecord) -> str:
     """One line of the progress summary."""
-    action = step.action or {}
     if step.outcome == "skipped" and step.gate is not None:  # a gate (a person) held the step back
-        return f"{_describe_action(step.gate.model_action or {})} -> not performed: {_held_back(step)}"
-    if step.error_kind == "parse" or not action:
+        return f"{_describe_action(step.gate.model_action)} -> not performed: {_held_back(step)}"
+    if step.error_kind is StepErrorKind.parse or step.action is None:
         what = "output could not be used"
     else:
-        what = _describe_action(action)
+        what = _describe_action(step.action)
     if step.gate is not None and step.gate.decision == "replace":
-        what += f" (performed instead of your {_describe_action(step.gate.model_action or {})})"
+        what += f" (performed instead of your {_describe_action(step.gate.model_action)})"
     return what + (f" -> error: {step.error}" if step.error else "")
 
 
-def _describe_action(action: dict[str, Any]) -> str:
-    name = action.get("action")
-    if "coordinate" in action:
-        what = f"{name} at ({action['coordinate'][0]:.0f}, {action['coordinate'][1]:.0f})"
-    elif "text" in action:
-        what = f"{name} {json.dumps(action['text'], ensure_ascii=False)}"
-    elif "keys" in action:
-        what = f"{name} {'+'.join(action['keys'])}"
+def _describe_action(action: Action | None) -> str:
+    if action is None:  # a gate record always names the action it held back; an old record might not
+        return "an action"
+    name = action.action
+    coordinate = getattr(action, "coordinate", None)  # point actions; a scroll may have one
+    if coordinate is not None:
+        what = f"{name} at ({coordinate[0]:.0f}, {coordinate[1]:.0f})"
+    elif isinstance(action, (Type, Answer)):
+        what = f"{name} {json.dumps(action.text, ensure_ascii=False)}"
+    elif isinstance(action, Key):
+        what = f"{name} {'+'.join(action.keys)}"
     else:
-        extra = {k: v for k, v in action.items() if k != "action"}
-        what = f"{name} {json.dumps(extra, ensure_ascii=False)}" if extra else str(name)
-    if action.get("action") == "upload_file":
-        what += f" ({action.get('file')})"
+        extra = action.model_dump(mode="json", exclude={"action"}, exclude_none=True)
+        what = f"{name} {json.dumps(extra, ensure_ascii=False)}" if extra else name
+    if isinstance(action, UploadFile):
+        what += f" ({action.file})"
     return what
 
 
@@ -222,11 +225,11 @@ def _held_back(step: StepRecord) -> str:
 
 def tool_response(step: StepRecord) -> str:
     if step.error:
-        verb = "could not be used" if step.error_kind in ("parse", "action") else "failed"
+        verb = "could not be used" if step.error_kind in (StepErrorKind.parse, StepErrorKind.action) else "failed"
         return f"Your last output {verb} because: {step.error}. Answer again with exactly one <tool_call>."
     if step.outcome == "skipped":
         return f"Your last action was not performed: {_held_back(step)}. Choose the next action."
-    return f"{step.action.get('action') if step.action else 'action'} done." + (f" Page: {step.title}" if step.title else "")
+    return f"{step.action.action if step.action is not None else 'action'} done." + (f" Page: {step.title}" if step.title else "")
 
 
 def build_prompt(

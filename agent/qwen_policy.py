@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
 from agent.confidence import Confidence, confidence, target_tokens
 from agent.parse import parse_output
-from agent.policy import CallConfidence, Policy, PolicyOutput
+from agent.policy import CallConfidence, ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.prompt import Prompt, build_prompt
 from agent.task import Task
 from tools.views import Observation
@@ -61,19 +61,17 @@ class QwenPolicy(Policy):
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             _, cached = self._cache[key]
-            return cached.model_copy(update={"cache_hit": True, "decoding": None, "prompt": prompt.record("current")})
+            trace = cached.trace.model_copy(update={"cache_hit": True, "decoding": None, "prompt": prompt.record("current")})
+            return cached.model_copy(update={"trace": trace})
         try:
             generation = self.backend.generate(prompt, self.sampling, step=index, attention=task.policy.attention)
         except BackendError as exc:
             return PolicyOutput(
-                raw_output=None,
-                backend_error=f"the model backend failed: {exc}",
-                prompt=prompt.record("current"),
-                confidence_reason="no output",
-                unavailable={"attention": "no output"},
+                decision=PolicyDecision(backend_error=f"the model backend failed: {exc}", confidence_reason="no output"),
+                trace=ModelTrace(prompt=prompt.record("current"), unavailable={"attention": "no output"}),
             )
         output = self._output(prompt, generation)
-        if key is not None and output.parse_error is None:
+        if key is not None and output.decision.parse_error is None:
             self._cache[key] = (generation, output)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -99,9 +97,7 @@ class QwenPolicy(Policy):
             error += f" (generation stopped at the {self.sampling.max_new_tokens}-token limit)"
         maps = attention_maps(generation, thinking=thinking) if generation.attention is not None else None
         unavailable = {} if maps is not None else {"attention": generation.attention_reason or "no attention captured"}
-        return PolicyOutput(
-            raw_output=raw,
-            reasoning=parsed.reasoning,
+        decision = PolicyDecision(
             tool_calls=parsed.tool_calls,
             parse_error=error,
             confidence=conf.value,
@@ -110,6 +106,10 @@ class QwenPolicy(Policy):
             call_confidence=[CallConfidence(value=c.value, parts=c.parts, reason=c.reason) for c in scores]
             if len(parsed.tool_calls) > 1
             else [],
+        )
+        trace = ModelTrace(
+            raw_output=raw,
+            reasoning=parsed.reasoning,
             prompt=prompt.record("current"),
             cache_hit=False,
             token_counts=TokenCounts(
@@ -120,6 +120,7 @@ class QwenPolicy(Policy):
             decoding=generation.decoding,
             extras={"notes": generation.notes, "sampling": self.sampling.model_dump()},
         )
+        return PolicyOutput(decision=decision, trace=trace)
 
     def _confidence(self, generation: Generation, parse_error: str | None, call_index: int) -> Confidence:
         """The confidence of one tool call, scored on the text the tokens spell out (a served model's

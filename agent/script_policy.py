@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from agent.policy import Policy, PolicyOutput
+from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.task import ScriptStep, Task
 from tools.actions import BROWSER_TOOLS, ToolCall
 from tools.browser import Target
@@ -61,11 +61,11 @@ class ScriptPolicy(Policy):
             box = self._locate(target)
             if box is None:
                 return PolicyOutput(
-                    raw_output=None,
-                    reasoning=f"{label}: looking for {target.describe()}",
-                    parse_error=f"{label}: no visible element matches {target.describe()}",
-                    confidence_reason=NO_CONFIDENCE,
-                    unavailable=dict(NO_MODEL),
+                    decision=PolicyDecision(
+                        parse_error=f"{label}: no visible element matches {target.describe()}",
+                        confidence_reason=NO_CONFIDENCE,
+                    ),
+                    trace=ModelTrace(reasoning=f"{label}: looking for {target.describe()}", unavailable=dict(NO_MODEL)),
                 )
             width, height = observation.css_size
             cx, cy = box.center
@@ -90,12 +90,8 @@ class ScriptPolicy(Policy):
     def _output(self, call: ToolCall, reasoning: str, state: dict[str, int]) -> PolicyOutput:
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
         return PolicyOutput(
-            raw_output=raw,
-            reasoning=reasoning,
-            tool_calls=[call],
-            confidence_reason=NO_CONFIDENCE,
-            unavailable=dict(NO_MODEL),
-            policy_state=state,
+            decision=PolicyDecision(tool_calls=[call], confidence_reason=NO_CONFIDENCE, policy_state=state),
+            trace=ModelTrace(raw_output=raw, reasoning=reasoning, unavailable=dict(NO_MODEL)),
         )
 
 

@@ -41,6 +41,7 @@ from pydantic import (
 from agent.task_yaml import YamlProblem, load_yaml, read_task_text
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
 from tools.coords import CoordinateMode
+from tools.errors import UsageError
 from tools.views import BrowserSettings, SettlePolicy, Target
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -90,7 +91,7 @@ def url_origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-class TaskError(ValueError):
+class TaskError(UsageError, ValueError):
     """A task file that cannot be used. ``str()`` names the file, the field, the line and the problem."""
 
     def __init__(self, path: Path | None, problems: list[str]) -> None:

@@ -30,13 +30,15 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from tools.errors import UsageError
+
 MAX_BYTES = 256 * 1024  # real task files are a few KB; the pure-Python parser reads ~100 KB/s at worst
 MAX_DEPTH = 40
 MAX_ALIASES = 200
 MAX_NODES = 100_000
 
 
-class YamlProblem(ValueError):
+class YamlProblem(UsageError, ValueError):
     """A task file that cannot be read as safe YAML: ``line`` (1-based, or None) and ``field`` (or "")."""
 
     def __init__(self, message: str, *, line: int | None = None, field: str = "") -> None:

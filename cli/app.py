@@ -1,6 +1,8 @@
 """The ``glassbox`` command line: a thin layer over the Python API (parse flags, print, exit codes).
 
-Exit codes: 0 the task succeeded, 1 it failed (or was interrupted), 2 usage errors (bad flags, bad task file).
+Exit codes: 0 the task succeeded, 1 it failed (or was interrupted, or the environment broke: a
+:class:`tools.errors.HarnessError`), 2 usage errors (bad flags, and every :class:`tools.errors.UsageError`: a bad
+task file, policy name, run reference ...). :class:`_GlassboxGroup` maps the errors; commands do not list them.
 """
 
 from __future__ import annotations
@@ -9,16 +11,18 @@ import sys
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from agent.policies import POLICIES, PolicyUnavailable
-from agent.task import TaskError, load_task
-from cli.run_ref import RunRef, RunRefError, resolve_run
-from tools.chromium import ChromiumNotFound
+from agent.policies import POLICIES
+from agent.task import load_task
+from cli.run_ref import RunRef, resolve_run
+from tools.actions import Answer, Key, Terminate, Type
+from tools.errors import HarnessError, UsageError
 from tracer.logs import Console as LogConsole
 from tracer.logs import format_event, set_console
 from tracer.schema import RunStatus, StepRecord
@@ -26,7 +30,26 @@ from tracer.schema import RunStatus, StepRecord
 if TYPE_CHECKING:
     from agent.events import Hooks, RunEnded, RunStarted
 
+
+class _GlassboxGroup(TyperGroup):
+    """The top command: turns Glassbox's errors into a message and an exit code (:mod:`tools.errors`).
+
+    A :class:`UsageError` (a bad task file, policy name, run reference ...) exits 2, a :class:`HarnessError`
+    (the environment could not start or broke) exits 1, each printing its message instead of a traceback.
+    Commands catch an error themselves only to say more than its message."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors click: its class is private)
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            raise _usage_error(str(exc)) from None
+        except HarnessError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+
 app = typer.Typer(
+    cls=_GlassboxGroup,
     name="glassbox",
     help="A GUI agent whose every decision can be seen, replayed and corrected.",
     no_args_is_help=True,
@@ -149,10 +172,7 @@ def run(
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
 
-    try:
-        task = load_task(task_file, files_root=files_root, allow_programs=True if allow_programs else None)
-    except TaskError as exc:
-        raise _usage_error(str(exc)) from None
+    task = load_task(task_file, files_root=files_root, allow_programs=True if allow_programs else None)
     for _, command in task.programs():  # say what will run before anything runs
         err_console.print(f"[yellow]this task starts a program:[/] {escape(command)}", soft_wrap=True)
     for flag, url in (("--site-url", site_url), ("--base-url", base_url)):
@@ -198,21 +218,16 @@ def run(
     hooks = _step_printer()
     hooks.on(RunStarted, started)
     hooks.on(RunEnded, _print_run_end)
-    try:
-        result = run_task(
-            task,
-            policy=policy,
-            runs_dir=runs_dir,
-            layout_seed=layout_seed,
-            headed=headed or None,
-            site_url=site_url,
-            policy_overrides=overrides,
-            hooks=hooks,
-        )
-    except PolicyUnavailable as exc:
-        raise _usage_error(str(exc)) from None
-    except ChromiumNotFound as exc:
-        raise _usage_error(str(exc)) from None
+    result = run_task(
+        task,
+        policy=policy,
+        runs_dir=runs_dir,
+        layout_seed=layout_seed,
+        headed=headed or None,
+        site_url=site_url,
+        policy_overrides=overrides,
+        hooks=hooks,
+    )
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             console.print(f"viewer still serving at [bold]{viewer.url}/runs/{result.run_id}[/] · Ctrl-C to quit")
@@ -274,17 +289,17 @@ def _print_run_end(event: RunEnded) -> None:
 
 def _print_step(step: StepRecord) -> None:
     held = step.gate.model_action if step.outcome == "skipped" and step.gate is not None else None
-    action = step.action or held or {}  # a skipped step shows the action a gate held back
-    name = action.get("action", "—")
+    action = step.action or held  # a skipped step shows the action a gate held back
+    name = action.action if action is not None else "—"
     detail = ""
     if step.coordinate is not None:
         detail = f"({step.coordinate.model[0]:.0f}, {step.coordinate.model[1]:.0f})→{step.coordinate.css}"
-    elif "text" in action:
-        detail = repr(action["text"])[:40]
-    elif "keys" in action:
-        detail = "+".join(action["keys"])
-    elif "status" in action:
-        detail = action["status"]
+    elif isinstance(action, (Type, Answer)):
+        detail = repr(action.text)[:40]
+    elif isinstance(action, Key):
+        detail = "+".join(action.keys)
+    elif isinstance(action, Terminate):
+        detail = action.status
     if step.outcome == "ok":
         status = "[green]ok[/]"
     elif step.outcome == "skipped":  # a gate held it back: who, and why
@@ -342,10 +357,7 @@ def _resolve(ref: str, runs_dir: Path, *, writes: typer.Context | None = None, c
     there (rm, replay, resume: they pass their context as ``writes``) refuse it only when --runs-dir was
     given and names another directory.
     """
-    try:
-        found = resolve_run(ref, runs_dir)
-    except RunRefError as exc:
-        raise _usage_error(str(exc)) from None
+    found = resolve_run(ref, runs_dir)
     if writes is not None and found.by == "path" and _given(writes, "runs_dir") and not _same_dir(found.runs_dir, runs_dir):
         raise _usage_error(
             f"the run folder {found.run_dir} is not in --runs-dir {runs_dir}; drop --runs-dir or pass --runs-dir {found.runs_dir}"
@@ -577,26 +589,22 @@ def replay(
     allow_programs: AllowPrograms = False,
 ) -> None:
     """Re-run a recorded run without the model, checking the screen before each step."""
-    from replays.replay import ReplayError
     from replays.replay import replay as do_replay
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
-    try:
-        result = do_replay(
-            source.runs_dir,
-            source.run_id,
-            fallback=fallback.value,
-            policy=policy,
-            policy_overrides=_policy_options(model, base_url),
-            layout_seed=layout_seed,
-            site_url=site_url,
-            headed=headed or None,
-            hooks=_step_printer(),
-            files_root=files_root,
-            allow_programs=True if allow_programs else None,
-        )
-    except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
-        raise _usage_error(str(exc)) from None
+    result = do_replay(
+        source.runs_dir,
+        source.run_id,
+        fallback=fallback.value,
+        policy=policy,
+        policy_overrides=_policy_options(model, base_url),
+        layout_seed=layout_seed,
+        site_url=site_url,
+        headed=headed or None,
+        hooks=_step_printer(),
+        files_root=files_root,
+        allow_programs=True if allow_programs else None,
+    )
     _report(result)
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
 
@@ -617,26 +625,22 @@ def resume(
     allow_programs: AllowPrograms = False,
 ) -> None:
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
-    from replays.replay import ReplayError
     from replays.replay import resume as do_resume
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
-    try:
-        result = do_resume(
-            source.runs_dir,
-            source.run_id,
-            from_step=from_step,
-            policy=policy,
-            policy_overrides=_policy_options(model, base_url),
-            layout_seed=layout_seed,
-            site_url=site_url,
-            headed=headed or None,
-            hooks=_step_printer(),
-            files_root=files_root,
-            allow_programs=True if allow_programs else None,
-        )
-    except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
-        raise _usage_error(str(exc)) from None
+    result = do_resume(
+        source.runs_dir,
+        source.run_id,
+        from_step=from_step,
+        policy=policy,
+        policy_overrides=_policy_options(model, base_url),
+        layout_seed=layout_seed,
+        site_url=site_url,
+        headed=headed or None,
+        hooks=_step_printer(),
+        files_root=files_root,
+        allow_programs=True if allow_programs else None,
+    )
     _report(result)
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
 
@@ -688,21 +692,15 @@ def explain(
     out: Annotated[Optional[Path], typer.Option(help="Folder for the overlays (default: RUN/explain).")] = None,
 ) -> None:
     """Re-run a step's prompt through the model and draw where it looked for the action, the reasoning or WORDs."""
-    from agent.explain import ExplainError, explain_step
+    from agent.explain import explain_step
 
     run_dir = _run_dir(runs_dir, run_id)
-    try:
+    try:  # ExplainError and ModelUnavailable are usage errors: exit 2 with their message
         result = explain_step(
             run_dir, step, model=model, words=text or None, method=method.value, layers=layers.value, out_dir=out
         )
-    except ExplainError as exc:
-        raise _usage_error(str(exc)) from None
     except ImportError as exc:
         raise _usage_error(f"explain needs torch and transformers: {exc}") from None
-    except Exception as exc:
-        if type(exc).__name__ == "ModelUnavailable":
-            raise _usage_error(str(exc)) from None
-        raise
     console.print(f"step {result.step} · {result.method} · tokens per target: {result.targets}")
     for key, fig in result.maps.items():
         extra = f" · {fig.peak_to_click_px:.0f} px from the click" if fig.peak_to_click_px is not None else ""
@@ -741,12 +739,9 @@ def export_playwright_cmd(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Write a standalone Playwright script that performs the run's actions (secrets from environment variables)."""
-    from replays.playwright_export import ExportError, export_playwright
+    from replays.playwright_export import export_playwright
 
-    try:
-        info = export_playwright(_run_dir(runs_dir, run_id), out)
-    except ExportError as exc:
-        raise _usage_error(str(exc)) from None
+    info = export_playwright(_run_dir(runs_dir, run_id), out)
     console.print(f"wrote {out} ({info.actions} actions)", soft_wrap=True)
     if info.secret_env:
         console.print("set before running: " + ", ".join(info.secret_env))
@@ -760,12 +755,9 @@ def export_feedback_cmd(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Export the viewer's labels as fine-tuning data (Qwen-VL chat format, LLaMA-Factory / ms-swift layout)."""
-    from replays.export import FeedbackExportError, export_feedback
+    from replays.export import export_feedback
 
-    try:
-        summary = export_feedback(runs_dir, out, format.value)
-    except FeedbackExportError as exc:
-        raise _usage_error(str(exc)) from None
+    summary = export_feedback(runs_dir, out, format.value)
     console.print(f"wrote {summary.records} {format.value} record(s) to [bold]{summary.out}[/] (images in {summary.images_dir})")
     for reason, count in summary.skipped.items():
         console.print(f"  skipped {count}: {reason}")

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from tools.errors import UsageError
+
 RUN_FILE = "run.json"  # the file that makes a folder a run (tracer.store writes it when the run starts)
 MAX_REF = 4096  # longer than any path the OS accepts
 SHOWN_CANDIDATES = 20
@@ -30,7 +32,7 @@ class RunRef(BaseModel):
     by: Literal["path", "id", "prefix"]
 
 
-class RunRefError(ValueError):
+class RunRefError(UsageError, ValueError):
     """The reference names no run, or several; the message says what was looked for (and the candidates)."""
 
     def __init__(self, message: str, candidates: list[str] | None = None) -> None:

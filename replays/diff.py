@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
 from replays.compare import compare_screens
+from tools.actions import Action
 from tracer.schema import StepRecord
 from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
 
@@ -27,26 +27,28 @@ class RunDiff(BaseModel):
 def describe(step: StepRecord | None) -> str:
     if step is None:
         return "(no step)"
-    action = step.action or {}
-    if not action:
-        return f"no action ({step.error_kind}: {step.error})"
-    extra = {k: v for k, v in action.items() if k != "action"}
-    return f"{action['action']} {extra}" if extra else str(action["action"])
+    action = step.action
+    if action is None:
+        kind = step.error_kind.value if step.error_kind is not None else None
+        return f"no action ({kind}: {step.error})"
+    extra = action.model_dump(mode="json", exclude={"action"})
+    return f"{action.action} {extra}" if extra else action.action
 
 
-def _differs(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str | None:
+def _differs(a: Action | None, b: Action | None) -> str | None:
     if (a is None) != (b is None):
         return "one run acted and the other did not"
     if a is None or b is None:
         return None
-    if a.get("action") != b.get("action"):
-        return f"different actions ({a.get('action')} vs {b.get('action')})"
-    if "coordinate" in a and "coordinate" in b:
-        d = math.dist(a["coordinate"], b["coordinate"])
+    if a.action != b.action:
+        return f"different actions ({a.action} vs {b.action})"
+    point_a, point_b = getattr(a, "coordinate", None), getattr(b, "coordinate", None)
+    if point_a is not None and point_b is not None:
+        d = math.dist(point_a, point_b)
         if d > COORD_TOLERANCE:
             return f"the point differs by {d:.0f} on the 0..1000 grid"
     for key in ("text", "keys", "status", "url", "file", "pixels"):
-        if a.get(key) != b.get(key):
+        if getattr(a, key, None) != getattr(b, key, None):
             return f"different {key}"
     return None
 

@@ -23,13 +23,15 @@ from pydantic import BaseModel
 from agent.prompt import build_prompt
 from agent.task import Task
 from replays.labels import Correction, Label, Labels
+from tools.actions import ToolCall, UploadFile
+from tools.errors import UsageError
 from tracer.schema import PromptMessage, RunRecord, StepRecord
 from tracer.store import MissingRunFile, RunStore, read_run, read_steps, step_file
 
 Format = Literal["sft", "dpo"]
 
 
-class FeedbackExportError(ValueError):
+class FeedbackExportError(UsageError, ValueError):
     """A labelled step cannot be exported (its screenshot is gone); nothing is written."""
 
 
@@ -175,11 +177,11 @@ def _model_answer(step: StepRecord) -> str:
     return (step.raw_output or "").strip()
 
 
-def _tool_call_text(call: dict[str, Any]) -> str:
-    return "<tool_call>\n" + json.dumps(call, ensure_ascii=False) + "\n</tool_call>"
+def _tool_call_text(call: ToolCall) -> str:
+    return "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
 
 
-def _correction_call(correction: Correction, step: StepRecord) -> dict[str, Any]:
+def _correction_call(correction: Correction, step: StepRecord) -> ToolCall:
     args: dict[str, Any] = {"action": correction.action}
     if correction.coordinate is not None:
         args["coordinate"] = [round(correction.coordinate[0]), round(correction.coordinate[1])]
@@ -188,8 +190,8 @@ def _correction_call(correction: Correction, step: StepRecord) -> dict[str, Any]
     if correction.keys:
         args["keys"] = correction.keys
     if correction.action == "upload_file":
-        original = (step.action or {}).get("file")
-        return {"name": "upload_file", "arguments": {"file": original, "coordinate": args.get("coordinate")}}
+        original = step.action.file if isinstance(step.action, UploadFile) else None
+        return ToolCall(name="upload_file", arguments={"file": original, "coordinate": args.get("coordinate")})
     if correction.action == "terminate":
         args["status"] = "success"
-    return {"name": "computer_use", "arguments": args}
+    return ToolCall(name="computer_use", arguments=args)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS
+from tools.errors import UsageError
 from tracer.index import RunIndex
 from tracer.labels import LabelAdded, LabelUndone, append_label_event, new_label_id
 from tracer.store import RunStore, read_steps
@@ -70,7 +71,7 @@ class Label(LabelIn):
     pixel: tuple[int, int] | None = None  # the correction in screenshot pixels
 
 
-class LabelError(ValueError):
+class LabelError(UsageError, ValueError):
     """A label that cannot be stored (unknown run or step)."""
 
 

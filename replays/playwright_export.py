@@ -15,13 +15,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from agent.task import Task, TaskError, load_task
+from tools import actions as A
+from tools.errors import UsageError
 from tools.keys import playwright_chord
 from tracer.store import read_run, read_steps
 
 _SECRET = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
+_POINTER = (A.LeftClick, A.DoubleClick, A.TripleClick, A.RightClick, A.MiddleClick, A.MouseMove)  # a click (or move) at a point
 
 
-class ExportError(ValueError):
+class ExportError(UsageError, ValueError):
     """The run cannot be exported (nothing to export, task file gone)."""
 
 
@@ -60,14 +63,15 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
     lines: list[str] = []
     secrets: set[str] = set()
     for step in acted:
-        action = step.action or {}  # acted steps have one
-        name = action["action"]
+        action = step.action
+        assert action is not None  # acted steps have one
+        name = action.action
         css = step.coordinate.css if step.coordinate else None
         comment = f"    # step {step.index}: {name}"
         if step.reasoning:
             comment += f" — {' '.join(step.reasoning.split())[:80]}"
         lines.append(comment)
-        if name in ("left_click", "double_click", "triple_click", "right_click", "middle_click", "mouse_move") and css:
+        if isinstance(action, _POINTER) and css:
             call = {
                 "left_click": "page.mouse.click({x}, {y})",
                 "double_click": "page.mouse.dblclick({x}, {y})",
@@ -77,34 +81,35 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
                 "mouse_move": "page.mouse.move({x}, {y})",
             }[name]
             lines.append("    " + call.format(x=css[0], y=css[1]))
-        elif name == "left_click_drag" and css:
+        elif isinstance(action, A.LeftClickDrag) and css:
             lines.append(f"    page.mouse.down(); page.mouse.move({css[0]}, {css[1]}, steps=8); page.mouse.up()")
-        elif name == "type":
-            names = _SECRET.findall(action["text"])
+        elif isinstance(action, A.Type):
+            names = _SECRET.findall(action.text)
             secrets.update(names)
-            lines.append(f"    page.keyboard.type(reveal({json.dumps(action['text'], ensure_ascii=False)}))")
-        elif name == "key":
-            lines.append(f"    page.keyboard.press({json.dumps(playwright_chord(action['keys']))})")
-        elif name in ("scroll", "hscroll"):
-            if css or action.get("coordinate"):
+            lines.append(f"    page.keyboard.type(reveal({json.dumps(action.text, ensure_ascii=False)}))")
+        elif isinstance(action, A.Key):
+            lines.append(f"    page.keyboard.press({json.dumps(playwright_chord(action.keys))})")
+        elif isinstance(action, (A.Scroll, A.HScroll)):
+            if css or action.coordinate:
                 point = css or (viewport[0] // 2, viewport[1] // 2)
                 lines.append(f"    page.mouse.move({point[0]}, {point[1]})")
-            dx, dy = (0, -action["pixels"]) if name == "scroll" else (action["pixels"], 0)
+            dx, dy = (0, -action.pixels) if isinstance(action, A.Scroll) else (action.pixels, 0)
             lines.append(f"    page.mouse.wheel({dx}, {dy})")
-        elif name == "wait":
-            lines.append(f"    page.wait_for_timeout({int(action.get('time', 1) * 1000)})")
-        elif name == "upload_file" and css:
-            path = files.get(action["file"])
+        elif isinstance(action, A.Wait):
+            lines.append(f"    page.wait_for_timeout({int(action.time * 1000)})")
+        elif isinstance(action, A.UploadFile) and css:
+            path = files.get(action.file)
             if path is None:
-                raise ExportError(f"step {step.index} uploads {action['file']!r}, which the task file no longer declares")
+                raise ExportError(f"step {step.index} uploads {action.file!r}, which the task file no longer declares")
             lines.append(f"    upload(page, {css[0]}, {css[1]}, {json.dumps(str(path))})")
-        elif name == "goto_url":
-            target = urlsplit(action["url"])
+        elif isinstance(action, A.GotoUrl):
+            target = urlsplit(action.url)
             same_site = target.netloc == start.netloc
-            url = (target.path + (f"?{target.query}" if target.query else "")) if same_site else action["url"]
+            url = (target.path + (f"?{target.query}" if target.query else "")) if same_site else action.url
             lines.append(f"    page.goto({'base + ' if same_site else ''}{json.dumps(url)})")
-        elif name in ("terminate", "answer"):
-            lines.append(f"    print({json.dumps(f'{name}: ' + str(action.get('status', action.get('text', ''))))})")
+        elif isinstance(action, (A.Terminate, A.Answer)):
+            said = action.status if isinstance(action, A.Terminate) else action.text
+            lines.append(f"    print({json.dumps(f'{name}: ' + said)})")
             continue
         else:
             continue

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 from agent.events import Hooks
 from agent.loop import RunResult, StepCallback, run_task
 from agent.policies import check_policy, make_policy, with_policy_overrides
-from agent.policy import Policy, PolicyOutput
+from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput, StandIn
 from agent.task import Task, TaskError, load_task
 from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
 from replays.export import _correction_call
 from replays.labels import Correction, Labels
-from tools.actions import ToolCall
+from tools.errors import UsageError
 from tools.executor import Executor
 from tools.views import ElementInfo, Observation
 from tracer.schema import ReplayInfo, RunRecord, StepRecord
@@ -33,7 +33,7 @@ Fallback = Literal["none", "policy"]
 NO_MODEL = "replayed from the recording: no model was asked"
 
 
-class ReplayError(ValueError):
+class ReplayError(UsageError, ValueError):
     """The run cannot be replayed (no task file, nothing recorded, bad step)."""
 
 
@@ -91,11 +91,9 @@ class ReplayPolicy(Policy):
             recorded_png = read_step_file(self.source_dir, step.screenshot, step.index)
         except (MissingRunFile, ValueError) as exc:  # deleted while replaying: stop with the reason, record it
             return PolicyOutput(
-                raw_output=None,
-                reasoning=f"The screenshot of recorded step {step.index} is gone.",
-                stop=f"cannot replay recorded step {step.index}: {exc}",
-                policy_name="replay",
-                confidence_reason=NO_MODEL,
+                decision=PolicyDecision(confidence_reason=NO_MODEL),
+                trace=ModelTrace(reasoning=f"The screenshot of recorded step {step.index} is gone."),
+                stand_in=StandIn(policy_name="replay", stop=f"cannot replay recorded step {step.index}: {exc}"),
             )
         point = box = None
         if step.evidence is not None:
@@ -134,16 +132,17 @@ class ReplayPolicy(Policy):
         )
         if diff.matches and url_ok:
             return PolicyOutput(
-                raw_output=step.raw_output,
-                tool_calls=[ToolCall(**step.tool_calls[0])] if step.tool_calls else [],
-                reasoning=f"Replayed step {step.index} of {self.source.run_id} (screen diff {diff.screen_diff:.3f}"
-                + (f", target region {diff.region_diff:.3f}" if diff.region_diff is not None else "")
-                + ").",
-                confidence_reason=NO_MODEL,
-                unavailable={"prompt": NO_MODEL, "token_counts": NO_MODEL, "cache_hit": NO_MODEL, "attention": NO_MODEL},
-                policy_state=step.policy_state,
-                policy_name="replay",
-                replay=info,
+                decision=PolicyDecision(
+                    tool_calls=step.tool_calls[:1], confidence_reason=NO_MODEL, policy_state=step.policy_state
+                ),
+                trace=ModelTrace(
+                    raw_output=step.raw_output,
+                    reasoning=f"Replayed step {step.index} of {self.source.run_id} (screen diff {diff.screen_diff:.3f}"
+                    + (f", target region {diff.region_diff:.3f}" if diff.region_diff is not None else "")
+                    + ").",
+                    unavailable={"prompt": NO_MODEL, "token_counts": NO_MODEL, "cache_hit": NO_MODEL, "attention": NO_MODEL},
+                ),
+                stand_in=StandIn(policy_name="replay", replay=info),
             )
         reason = "; ".join(
             r for r in (diff.reason, None if url_ok else f"the page is {observation.url}, the recording was on {step.url}") if r
@@ -152,17 +151,19 @@ class ReplayPolicy(Policy):
         artifacts = {"side_by_side.png": side_by_side(recorded_png, observation.screenshot_png, box=box)}
         if self.fallback is None:
             return PolicyOutput(
-                raw_output=None,
-                reasoning=f"The screen changed at recorded step {step.index}.",
-                stop=f"diverged at recorded step {step.index}: {reason}",
-                replay=info,
-                artifacts=artifacts,
-                policy_name="replay",
-                confidence_reason=NO_MODEL,
+                decision=PolicyDecision(confidence_reason=NO_MODEL),
+                trace=ModelTrace(reasoning=f"The screen changed at recorded step {step.index}.", artifacts=artifacts),
+                stand_in=StandIn(policy_name="replay", replay=info, stop=f"diverged at recorded step {step.index}: {reason}"),
             )
         out = self._ask_fallback(task, history, observation)
         info.decision = "fallback"
-        return out.model_copy(update={"replay": info, "artifacts": artifacts})
+        assert out.stand_in is not None  # _ask_fallback names the fallback
+        return out.model_copy(
+            update={
+                "trace": out.trace.model_copy(update={"artifacts": artifacts}),
+                "stand_in": out.stand_in.model_copy(update={"replay": info}),
+            }
+        )
 
     def _target_check(self, step: StepRecord) -> str | None:
         """ "" when the element under the recorded point is the same one, a reason when not, None when unknown."""
@@ -188,10 +189,8 @@ class ReplayPolicy(Policy):
     def _hand_over(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
         if self.fallback is None:
             return PolicyOutput(
-                raw_output=None,
-                stop="the recording has no more steps and no fallback policy was given",
-                policy_name="replay",
-                confidence_reason=NO_MODEL,
+                decision=PolicyDecision(confidence_reason=NO_MODEL),
+                stand_in=StandIn(policy_name="replay", stop="the recording has no more steps and no fallback policy was given"),
             )
         self.handed_over = True
         return self._ask_fallback(task, history, observation)
@@ -199,21 +198,34 @@ class ReplayPolicy(Policy):
     def _ask_fallback(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
         assert self.fallback is not None
         out = self.fallback.decide(task, history, observation)
+        stand_in = out.stand_in or StandIn()  # the fallback is a normal policy: it leaves stand_in None
         return out.model_copy(
-            update={"policy_name": out.policy_name or self.fallback.name, "model": out.model or self.fallback.model}
+            update={
+                "stand_in": stand_in.model_copy(
+                    update={
+                        "policy_name": stand_in.policy_name or self.fallback.name,
+                        "model": stand_in.model or self.fallback.model,
+                    }
+                )
+            }
         )
 
     def _corrected(self, step: StepRecord, correction: Correction) -> PolicyOutput:
         call = _correction_call(correction, step)
         where = f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""
         return PolicyOutput(
-            raw_output=None,
-            tool_calls=[ToolCall(**call)],
-            reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}{where}",
-            confidence_reason="a person's correction, not a model's decision",
-            policy_state=step.policy_state,
-            policy_name="correction",
-            replay=ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="corrected"),
+            decision=PolicyDecision(
+                tool_calls=[call],
+                confidence_reason="a person's correction, not a model's decision",
+                policy_state=step.policy_state,
+            ),
+            trace=ModelTrace(
+                reasoning=f"A person corrected step {step.index} of {self.source.run_id}: {correction.action}{where}"
+            ),
+            stand_in=StandIn(
+                policy_name="correction",
+                replay=ReplayInfo(source_run=self.source.run_id, source_step=step.index, decision="corrected"),
+            ),
         )
 
     def close(self) -> None:

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from tools.errors import StepError
+
 COMPUTER_USE = "computer_use"
 BROWSER_TOOLS = ("upload_file", "goto_url")
 
 
-class ActionError(ValueError):
+class ActionError(StepError, ValueError):
     """A tool call that is not a valid action; the message is fed back to the model."""
 
 

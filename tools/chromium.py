@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from tools.errors import UsageError
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 # Flags that keep Chromium quiet and working on machines with no network access.
@@ -21,7 +23,7 @@ LAUNCH_ARGS = [
 ]
 
 
-class ChromiumNotFound(RuntimeError):
+class ChromiumNotFound(UsageError, RuntimeError):
     """No Chromium binary could be found."""
 
 

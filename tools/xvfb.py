@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tools.errors import HarnessError
 
-class DisplayError(RuntimeError):
+
+class DisplayError(HarnessError, RuntimeError):
     """No X display to use: none given, or Xvfb missing or failing."""
 
 

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Literal
+from typing import Literal
 
 import networkx as nx
 
-from tracer.schema import RunRecord, StepRecord
+from tools.actions import Action
+from tracer.schema import RunRecord, StepErrorKind, StepRecord
 
 Format = Literal["json", "graphml", "mermaid"]
 
 
-_NO_ACTION = {"parse": "parse_error", "backend": "backend_error", "low_confidence": "low_confidence"}
+_NO_ACTION = {
+    StepErrorKind.parse: "parse_error",
+    StepErrorKind.backend: "backend_error",
+    StepErrorKind.low_confidence: "low_confidence",
+}
 
 
 def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | None = None, prefix: str = "") -> nx.DiGraph:
@@ -52,7 +57,7 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
             confidence=-1.0 if step.confidence is None else step.confidence,
         )
         g.add_edge(obs, think, kind="think")
-        if step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
+        if step.error_kind is not None and step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
             kind = _NO_ACTION[step.error_kind]
             node = f"{prefix}{kind}:{i}"
             g.add_node(node, kind=kind, step=i, run_id=run.run_id, label=_short(step.error or ""))
@@ -60,7 +65,7 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
             previous_end, previous_error = node, True
             continue
         act, out = f"{prefix}act:{i}", f"{prefix}out:{i}"
-        g.add_node(act, kind="action", step=i, run_id=run.run_id, label=_action_label(step.action or {}))
+        g.add_node(act, kind="action", step=i, run_id=run.run_id, label=_action_label(step.action))
         g.add_node(
             out,
             kind="outcome",
@@ -140,12 +145,15 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _action_label(action: dict[str, Any]) -> str:
-    name = str(action.get("action", "?"))
-    if "coordinate" in action:
-        x, y = action["coordinate"]
-        return f"{name} ({x:.0f}, {y:.0f})"
+def _action_label(action: Action | None) -> str:
+    if action is None:  # an invalid action or a failed one: nothing was decided to act on
+        return "?"
+    coordinate = getattr(action, "coordinate", None)  # a point action; a scroll may have one
+    if coordinate is not None:
+        x, y = coordinate
+        return f"{action.action} ({x:.0f}, {y:.0f})"
     for key in ("text", "keys", "status", "url", "pixels"):
-        if key in action:
-            return _short(f"{name} {action[key]}", 60)
-    return name
+        value = getattr(action, key, None)
+        if value is not None:
+            return _short(f"{action.action} {value}", 60)
+    return action.action

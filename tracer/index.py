@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from tools.errors import HarnessError
 from tracer.labels import (
     LABELS_FILE,
     LabelAdded,
@@ -131,7 +132,7 @@ _UNUSABLE = (
 )
 
 
-class UnusableIndex(sqlite3.DatabaseError):
+class UnusableIndex(HarnessError, sqlite3.DatabaseError):
     """The file is a database, but not an index this code can use (another schema)."""
 
 
@@ -586,11 +587,11 @@ def _upsert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
 
 
 def _step_values(run_id: str, step: StepRecord) -> tuple[Any, ...]:
-    action = step.action.get("action") if step.action else None
+    action = step.action.action if step.action is not None else None
     return (
         run_id,
         step.index,
-        None if action is None else str(action),
+        action,
         step.outcome,
         step.error,
         step.confidence,

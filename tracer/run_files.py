@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from tools.errors import UsageError
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 RUN_FILE = "run.json"
@@ -26,7 +27,7 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
 
 
-class MissingRunFile(FileNotFoundError):
+class MissingRunFile(UsageError, FileNotFoundError):
     """A file a run record names (a screenshot, an evidence crop) is not in the run folder (deleted, or the
     folder was copied without it). Its message names the run, the step and the file."""
 

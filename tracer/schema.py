@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tools.actions import Action, ToolCall
 from tools.coords import CoordinateAudit
 from tools.views import ElementInfo
 
@@ -23,6 +24,17 @@ class RunStatus(str, Enum):
     succeeded = "succeeded"
     failed = "failed"
     interrupted = "interrupted"
+
+
+class StepErrorKind(str, Enum):
+    """Why a step is an error step (``StepRecord.error_kind``); recorded as the value, e.g. ``"parse"``."""
+
+    parse = "parse"  # the model's output could not be turned into a tool call (or held none)
+    backend = "backend"  # the model could not be asked (server down, out of memory, the policy raised)
+    action = "action"  # the tool call is not a valid action here (unknown tool, bad arguments, off the grid)
+    executor = "executor"  # the action was valid but performing it failed (no element, a navigation error)
+    low_confidence = "low_confidence"  # the policy was below the task's min_confidence and the task stops on it
+    diverged = "diverged"  # a replay found the screen changed and stopped without acting
 
 
 class StepTimings(BaseModel):
@@ -117,7 +129,7 @@ class GateRecord(BaseModel):
     waited_ms: float = 0.0
     timed_out: bool = False  # the gate did not answer in time: the step went on
     error: str | None = None  # the gate raised or answered something that is not a decision: the step went on
-    model_action: dict[str, Any] | None = None  # skip, stop, replace: the action the policy chose (not performed)
+    model_action: Action | None = None  # skip, stop, replace: the action the policy chose (not performed)
 
 
 class StepRecord(BaseModel):
@@ -137,8 +149,10 @@ class StepRecord(BaseModel):
     prompt: list[PromptMessage] | None = None
     raw_output: str | None
     reasoning: str | None
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)  # the call this step ran (or all, if none ran)
-    action: dict[str, Any] | None  # the validated action, or None when the output could not be used
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # the call this step ran (or all, if none ran)
+    # The validated action (a model of tools.actions, told apart by its "action" name), or None when the output
+    # could not be used. On disk it is the action's fields, e.g. {"coordinate": [500.0, 462.0], "action": "left_click"}.
+    action: Action | None
     # Several tool calls in one model output run as consecutive steps sharing that output (raw_output,
     # reasoning, prompt): this step ran call number ``call_index`` of ``calls_in_output`` (None: recorded
     # before these fields existed).
@@ -156,7 +170,7 @@ class StepRecord(BaseModel):
     attention: list[AttentionRef] = Field(default_factory=list)
     outcome: Literal["ok", "error", "skipped"]  # skipped: a gate held the step back (see ``gate``); not an error
     error: str | None = None
-    error_kind: Literal["parse", "backend", "action", "executor", "low_confidence", "diverged"] | None = None
+    error_kind: StepErrorKind | None = None
     unavailable: dict[str, str] = Field(default_factory=dict)  # field -> why it is empty
     policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
     replay: ReplayInfo | None = None

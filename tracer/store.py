@@ -38,7 +38,7 @@ from tracer.run_files import (
     stale_temp_files,
     step_file,
 )
-from tracer.schema import RunRecord, RunStatus, StepRecord
+from tracer.schema import RunRecord, RunStatus, StepErrorKind, StepRecord
 from tracer.secrets import Scrubber
 
 __all__ = [
@@ -116,10 +116,10 @@ class RunWriter:
         if step.outcome == "error":
             self.record.errors += 1
             summary.errors += 1
-        if step.error_kind == "parse":
+        if step.error_kind is StepErrorKind.parse:
             summary.parse_errors += 1
-        if step.action:
-            name = str(step.action.get("action"))
+        if step.action is not None:
+            name = step.action.action
             summary.actions[name] = summary.actions.get(name, 0) + 1
         if step.confidence is not None:
             self._confidences.append(step.confidence)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.prompt import Prompt
+from tools.errors import StepError
 from tracer.schema import DecodingInfo
 
 THINKING_DEFAULTS = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "presence_penalty": 0.0}
@@ -63,7 +64,7 @@ class Generation(BaseModel):
     decoding: DecodingInfo | None = None  # local backend: which decode path, prefix reuse, timings
 
 
-class BackendError(RuntimeError):
+class BackendError(StepError, RuntimeError):
     """The backend could not produce an output (server down after retries, model failed)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
 from agent.backends.decoding import fast_path_unsupported, plain_generate
 from agent.prompt import Prompt
+from tools.errors import UsageError
 from tracer.logs import get_logger
 from tracer.schema import DecodingInfo
 
@@ -27,7 +28,7 @@ DECODING_MODES = ("auto", "fast", "plain")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UsageError, RuntimeError):
     """The model's files are not here; the message says what is missing and how to get it."""
 
 

@@ -146,7 +146,7 @@ def test_policy_records_maps_per_target_and_group(backend):
         taken_at=datetime.now(timezone.utc),
     )
     output = QwenPolicy(backend, task).decide(task, [], obs)
-    maps = output.attention_maps
+    maps = output.trace.attention_maps
     assert maps is not None and "output/deep" in maps.maps
     assert {k.split("/")[1] for k in maps.maps} == {"shallow", "middle", "deep", "all"}
     for grid in maps.maps.values():
@@ -154,7 +154,7 @@ def test_policy_records_maps_per_target_and_group(backend):
         assert abs(float(grid.astype(np.float32).sum()) - 1) < 1e-2
     task.policy.attention = False
     off = QwenPolicy(backend, task).decide(task, [], obs)
-    assert off.attention_maps is None and "off" in off.unavailable["attention"]
+    assert off.trace.attention_maps is None and "off" in off.trace.unavailable["attention"]
 
 
 def test_token_alignment_picks_the_coordinate_tokens(backend):

@@ -205,7 +205,8 @@ def test_a_gate_that_skips_a_step_records_it_as_skipped_and_the_run_goes_on(tmp_
     skipped = steps[1]
     assert skipped.action is None and skipped.gate is not None
     assert (skipped.gate.who, skipped.gate.decision, skipped.gate.reason) == ("guard", "skip", "not now")
-    assert skipped.gate.model_action == {"action": "type", "text": "<secret>password</secret>"}
+    assert skipped.gate.model_action is not None
+    assert skipped.gate.model_action.model_dump() == {"action": "type", "text": "<secret>password</secret>"}
     assert steps[0].gate is not None and steps[0].gate.decision == "proceed" and steps[0].gate.model_action is None
     # The script plays the skipped step again: the secret was typed once, when the gate let it through.
     assert fake.typed == [SECRET] and [a.action for a in fake.performed] == ["left_click", "type", "terminate"]
@@ -245,11 +246,13 @@ def test_a_gate_that_replaces_the_action_has_the_replacement_performed_and_both_
     assert result.status is RunStatus.succeeded, result.end_reason
     assert fake.points == [(128, 80)]  # the person's click, not the model's (640, 400)
     step = read_steps(result.run_dir)[0]
-    assert step.outcome == "ok" and step.action == {"action": "left_click", "coordinate": [100.0, 100.0]}
+    assert step.outcome == "ok" and step.action is not None
+    assert step.action.model_dump() == {"action": "left_click", "coordinate": [100.0, 100.0]}
     assert step.coordinate is not None and step.coordinate.css == (128, 80)
     assert step.gate is not None and (step.gate.who, step.gate.decision) == ("person", "replace")
-    assert step.gate.model_action == {"action": "left_click", "coordinate": [500.0, 500.0]}
-    assert step.tool_calls[0]["arguments"]["coordinate"] == [500, 500]  # what the model said stays
+    assert step.gate.model_action is not None
+    assert step.gate.model_action.model_dump() == {"action": "left_click", "coordinate": [500.0, 500.0]}
+    assert step.tool_calls[0].arguments["coordinate"] == [500, 500]  # what the model said stays
     assert describe_step(step) == "left_click at (100, 100) (performed instead of your left_click at (500, 500))"
 
 

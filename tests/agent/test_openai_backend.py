@@ -118,8 +118,10 @@ def test_request_shape(server, monkeypatch):
     assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(b"\x89PNG-bytes").decode()
     assert text["text"].startswith("The user query:") and "<secret>password</secret>" in text["text"]
     assert "Xq7-tulip-4821" not in json.dumps(body)
-    assert parse_tool_call(out.tool_calls[0]).coordinate == [183.0, 524.0]
-    assert out.token_counts.prompt == 1234 and out.confidence is None and "no log-probabilities" in out.confidence_reason
+    assert parse_tool_call(out.decision.tool_calls[0]).coordinate == [183.0, 524.0]
+    decision = out.decision
+    assert out.trace.token_counts.prompt == 1234
+    assert decision.confidence is None and "no log-probabilities" in decision.confidence_reason
 
 
 def test_instruct_defaults_and_overrides(server):
@@ -164,10 +166,10 @@ def test_the_response_shapes(server, message, reasoning):
     server.answer(message)
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
-    assert out.parse_error is None
-    assert out.reasoning == reasoning
-    assert parse_tool_call(out.tool_calls[0]).coordinate == [183.0, 524.0]
-    assert reasoning in out.raw_output
+    assert out.decision.parse_error is None
+    assert out.trace.reasoning == reasoning
+    assert parse_tool_call(out.decision.tool_calls[0]).coordinate == [183.0, 524.0]
+    assert reasoning in out.trace.raw_output
 
 
 def test_logprobs_give_a_confidence(server):
@@ -195,9 +197,9 @@ def test_logprobs_give_a_confidence(server):
     server.answer({"content": "".join(pieces)}, logprobs={"content": [{"token": p, "logprob": lp.get(p, -0.05)} for p in pieces]})
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
-    assert out.confidence_parts["action_name"] == pytest.approx(0.818731, abs=1e-5)
-    assert out.confidence_parts["coordinate"] == pytest.approx(0.367879, abs=1e-5)
-    assert 0.36 < out.confidence < 0.82
+    assert out.decision.confidence_parts["action_name"] == pytest.approx(0.818731, abs=1e-5)
+    assert out.decision.confidence_parts["coordinate"] == pytest.approx(0.367879, abs=1e-5)
+    assert 0.36 < out.decision.confidence < 0.82
 
 
 def test_retries_on_429_and_5xx_then_succeeds(server):
@@ -206,7 +208,7 @@ def test_retries_on_429_and_5xx_then_succeeds(server):
     server.answer({"content": THOUGHT})
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
-    assert len(server.requests) == 3 and out.parse_error is None
+    assert len(server.requests) == 3 and out.decision.parse_error is None
 
 
 def test_gives_up_with_a_recorded_error(server):
@@ -214,7 +216,9 @@ def test_gives_up_with_a_recorded_error(server):
         server.answer({}, status=500)
     policy, task = policy_for(server)
     out = policy.decide(task, [], obs())
-    assert "failed after 4 attempts" in (out.backend_error or "") and out.parse_error is None and out.tool_calls == []
+    decision = out.decision
+    assert "failed after 4 attempts" in (decision.backend_error or "")
+    assert decision.parse_error is None and decision.tool_calls == []
     server.answer({}, status=400)
     with pytest.raises(BackendError, match="refused the request"):
         OpenAIBackend(server.url, "m").generate(
@@ -227,5 +231,5 @@ def test_temperature_zero_repeats_come_from_the_cache(server):
     policy, task = policy_for(server, temperature=0.0)
     first = policy.decide(task, [], obs())
     second = policy.decide(task, [], obs())
-    assert len(server.requests) == 1 and first.cache_hit is False and second.cache_hit is True
-    assert second.tool_calls == first.tool_calls
+    assert len(server.requests) == 1 and first.trace.cache_hit is False and second.trace.cache_hit is True
+    assert second.decision.tool_calls == first.decision.tool_calls

@@ -165,12 +165,13 @@ def test_confidence_works_in_every_server_shape(server, shape):
     message, model, thinks = SHAPES[shape]
     server.answer(message, entries(REASONING if thinks else [], CALL))
     out = decide(server, model)
-    assert out.parse_error is None
-    assert [parse_tool_call(c).model_dump() for c in out.tool_calls] == [{"action": "left_click", "coordinate": [183.0, 524.0]}]
-    assert out.reasoning == (reasoning_text().strip() if thinks else "")
-    assert out.confidence is not None, out.confidence_reason
-    assert out.confidence == pytest.approx(EXPECTED["value"], abs=1e-6)
-    assert out.confidence_parts == pytest.approx(
+    assert out.decision.parse_error is None
+    actions = [parse_tool_call(c).model_dump() for c in out.decision.tool_calls]
+    assert actions == [{"action": "left_click", "coordinate": [183.0, 524.0]}]
+    assert out.trace.reasoning == (reasoning_text().strip() if thinks else "")
+    assert out.decision.confidence is not None, out.decision.confidence_reason
+    assert out.decision.confidence == pytest.approx(EXPECTED["value"], abs=1e-6)
+    assert out.decision.confidence_parts == pytest.approx(
         {"action_name": EXPECTED["action_name"], "coordinate": EXPECTED["coordinate"]}, abs=1e-6
     )
 
@@ -187,7 +188,7 @@ def test_utf8_bytes_split_across_tokens_still_line_up(server):
     logprobs = reasoning + entries([], ["</think>", "\n\n"] + CALL, with_bytes=True)
     server.answer({"content": None, "reasoning": "第三个", "tool_calls": hermes(ARGS)}, logprobs)
     out = decide(server, THINKING)
-    assert out.reasoning == "第三个" and out.confidence == pytest.approx(EXPECTED["value"], abs=1e-6)
+    assert out.trace.reasoning == "第三个" and out.decision.confidence == pytest.approx(EXPECTED["value"], abs=1e-6)
 
 
 def test_each_of_several_calls_gets_its_own_confidence(server):
@@ -212,10 +213,10 @@ def test_each_of_several_calls_gets_its_own_confidence(server):
         logprobs,
     )
     out = decide(server, THINKING)
-    assert [c.arguments["action"] for c in out.tool_calls] == ["left_click", "type"]
-    assert out.confidence == pytest.approx(EXPECTED["value"], abs=1e-6)
-    first, other = out.call_confidence
-    assert first.value == out.confidence
+    assert [c.arguments["action"] for c in out.decision.tool_calls] == ["left_click", "type"]
+    assert out.decision.confidence == pytest.approx(EXPECTED["value"], abs=1e-6)
+    first, other = out.decision.call_confidence
+    assert first.value == out.decision.confidence
     assert other.parts == pytest.approx({"action_name": math.exp(-0.5), "text": math.exp(-0.1)}, abs=1e-6)
     assert other.value == pytest.approx(math.exp((-0.5 - 0.1) / 2), abs=1e-6)
 
@@ -224,8 +225,8 @@ def test_a_cut_off_thought_has_no_confidence_and_never_acts(server):
     drafted = REASONING + CALL  # the model drafted a call inside reasoning it never finished
     server.answer({"content": "".join(drafted)}, [{"token": t, "logprob": -0.1} for t in drafted], finish="length")
     out = decide(server, THINKING)
-    assert out.tool_calls == [] and out.parse_error == CUT_OFF + " (generation stopped at the 1024-token limit)"
-    assert out.confidence is None and out.confidence_reason
+    assert out.decision.tool_calls == [] and out.decision.parse_error == CUT_OFF + " (generation stopped at the 1024-token limit)"
+    assert out.decision.confidence is None and out.decision.confidence_reason
 
 
 @pytest.mark.parametrize(
@@ -240,4 +241,4 @@ def test_a_cut_off_thought_has_no_confidence_and_never_acts(server):
 def test_malformed_log_probabilities_are_a_reason_not_a_crash(server, logprobs, reason):
     server.answer({"content": "".join(CALL)}, logprobs)
     out = decide(server, INSTRUCT)
-    assert out.parse_error is None and out.confidence is None and reason in out.confidence_reason
+    assert out.decision.parse_error is None and out.decision.confidence is None and reason in out.decision.confidence_reason

@@ -362,7 +362,7 @@ def test_two_tool_calls_in_one_output_run_in_order_as_two_steps(tmp_path):
 
     run_dir, model = run_recorded(tmp_path, [two_calls, finish], thinking=True, shop=shop)
     steps = read_steps(run_dir)
-    assert [s.action["action"] for s in steps] == ["left_click", "type", "terminate"]
+    assert [s.action.action for s in steps] == ["left_click", "type", "terminate"]
     assert [(s.call_index, s.calls_in_output) for s in steps] == [(0, 2), (1, 2), (0, 1)]
     assert [s.outcome for s in steps] == ["ok", "ok", "ok"]
     assert steps[0].element is not None and steps[0].element.tag == "input"
@@ -370,8 +370,8 @@ def test_two_tool_calls_in_one_output_run_in_order_as_two_steps(tmp_path):
     assert len(model.prompts) == 2  # the second call ran without asking the model again
     first, second = steps[0], steps[1]
     assert second.raw_output == first.raw_output and second.reasoning == first.reasoning == "The username field is empty."
-    assert [c["arguments"]["action"] for c in first.tool_calls] == ["left_click"]
-    assert [c["arguments"]["action"] for c in second.tool_calls] == ["type"]
+    assert [c.arguments["action"] for c in first.tool_calls] == ["left_click"]
+    assert [c.arguments["action"] for c in second.tool_calls] == ["type"]
     assert second.prompt is not None and second.prompt[1].images == [first.screenshot]  # what the model was shown
     assert second.screenshot != first.screenshot  # the screen the second call acted on
     assert "step 0" in second.unavailable["token_counts"]
@@ -411,8 +411,10 @@ def test_a_cut_off_thought_and_an_off_grid_call_are_error_steps_fed_back(tmp_pat
         "the coordinate [1200, 300] is outside the 0..1000 grid (x and y must each be between 0 and 1000); nothing was done"
     )
     assert (grid.call_index, grid.calls_in_output) == (0, 2) and grid.coordinate is None
-    assert grid.tool_calls[0]["arguments"]["coordinate"] == [1200, 300]
-    assert end.action == {"action": "terminate", "status": "failure"} and end.call_index == 0  # the 2nd call never ran
+    assert grid.tool_calls[0].arguments["coordinate"] == [1200, 300]
+    assert (
+        end.action is not None and end.action.model_dump() == {"action": "terminate", "status": "failure"} and end.call_index == 0
+    )  # the 2nd call never ran
     assert shop.values[0] == shop.values[1] == shop.values[2]  # nothing was typed
     assert CUT_OFF in prompt_text(model.prompts[1])  # each error is fed back to the model on its next turn
     assert grid.error in prompt_text(model.prompts[2])

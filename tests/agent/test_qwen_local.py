@@ -91,14 +91,14 @@ def test_policy_output_has_raw_output_parse_result_and_confidence_or_reason(back
         other = policy.decide(task, [], observation(png(1280, 800)[:-1] + b"\x00"))
     finally:
         backend.generate = original
-    assert first.raw_output is not None and first.token_counts.output <= 24 and first.token_counts.image == 1000
-    assert (first.tool_calls and first.parse_error is None) or first.parse_error
-    assert first.confidence is not None or first.confidence_reason
-    assert first.prompt[0].role == "system" and first.prompt[1].images == ["current"]
-    if first.parse_error is None:  # only valid outputs are cached
-        assert second.cache_hit is True and len(calls) == 2 and other.cache_hit is False
+    assert first.trace.raw_output is not None and first.trace.token_counts.output <= 24 and first.trace.token_counts.image == 1000
+    assert (first.decision.tool_calls and first.decision.parse_error is None) or first.decision.parse_error
+    assert first.decision.confidence is not None or first.decision.confidence_reason
+    assert first.trace.prompt[0].role == "system" and first.trace.prompt[1].images == ["current"]
+    if first.decision.parse_error is None:  # only valid outputs are cached
+        assert second.trace.cache_hit is True and len(calls) == 2 and other.trace.cache_hit is False
     else:
-        assert second.cache_hit is False and len(calls) == 3
+        assert second.trace.cache_hit is False and len(calls) == 3
 
 
 def test_sampling_is_reproducible_with_a_seed(backend):

@@ -55,7 +55,7 @@ def test_publish_task_end_to_end_against_a_running_shop(tmp_path):
         assert step.outcome == "ok" and step.error is None
         assert step.action is not None and step.reasoning
         assert step.confidence is None and "script policy" in step.confidence_reason
-    clicks = [s for s in steps if s.action["action"] == "left_click"]
+    clicks = [s for s in steps if s.action.action == "left_click"]
     assert all(s.coordinate is not None and s.element is not None for s in clicks)
     publish = next(s for s in steps if "Publish the product" in (s.reasoning or ""))
     assert publish.element.tag == "button" and publish.element.text == "Publish"
@@ -85,7 +85,7 @@ def test_chinese_task_with_another_layout_seed_from_the_cli(tmp_path):
     [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
     run = read_run(run_dir)
     assert run.status is RunStatus.succeeded and run.layout_seed == 5
-    typed = [s.action["text"] for s in read_steps(run_dir) if s.action["action"] == "type"]
+    typed = [s.action.text for s in read_steps(run_dir) if s.action.action == "type"]
     assert "无线蓝牙耳机" in typed
 
 
@@ -103,7 +103,7 @@ def test_elements_below_the_fold_are_scrolled_to(tmp_path):
     result = run_task(load_task(path), runs_dir=tmp_path / "runs")
     assert result.status is RunStatus.succeeded, result.end_reason
     steps = read_steps(result.run_dir)
-    scrolls = [s for s in steps if s.action["action"] == "scroll"]
+    scrolls = [s for s in steps if s.action.action == "scroll"]
     assert scrolls and all("off screen" in s.reasoning for s in scrolls)
     assert steps[0].screenshot_size == (1024, 420)
 

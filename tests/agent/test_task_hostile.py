@@ -605,7 +605,7 @@ def test_one_megabyte_of_typing_is_cut_off_by_the_time_budget(tmp_path, pages):
     assert result.end_reason == "time budget spent (2 s)"
     assert [c.passed for c in result.checks] == [False]
     typing = read_steps(result.run_dir)[1]
-    assert typing.action is not None and typing.action["action"] == "type"
+    assert typing.action is not None and typing.action.action == "type"
     assert typing.outcome == "error" and typing.error_kind == "executor"
     match = re.fullmatch(
         r"cut off: the run's time budget ran out while typing \(([\d,]+) of 1,000,000 characters "

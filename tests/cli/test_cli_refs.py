@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.policy import Policy, PolicyOutput
+from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.prompt import build_prompt, system_text, tools_for
 from agent.task import FileSpec, Task, load_task
 from cli.output import Column, print_table
@@ -301,12 +301,15 @@ class _GotoThenStop(Policy):
     def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
         if not history:
             call = ToolCall(name="goto_url", arguments={"url": "http://127.0.0.1:1/"})
-            return PolicyOutput(raw_output="<tool_call>goto</tool_call>", tool_calls=[call])
+            trace = ModelTrace(raw_output="<tool_call>goto</tool_call>")
+            return PolicyOutput(decision=PolicyDecision(tool_calls=[call]), trace=trace)
         prompt = build_prompt(task, history, observation.screenshot_png)
         self.second_prompt = "\n".join(m.text() for m in prompt.messages)
         return PolicyOutput(
-            raw_output="<tool_call>stop</tool_call>",
-            tool_calls=[ToolCall(name="computer_use", arguments={"action": "terminate", "status": "failure"})],
+            decision=PolicyDecision(
+                tool_calls=[ToolCall(name="computer_use", arguments={"action": "terminate", "status": "failure"})]
+            ),
+            trace=ModelTrace(raw_output="<tool_call>stop</tool_call>"),
         )
 
 

@@ -114,7 +114,7 @@ def test_a_labelled_wrong_step_resumes_with_the_correction(tmp_path):
     steps = read_steps(run_dir)
     fixed = next(s for s in steps if s.replay and s.replay.decision == "corrected")
     assert fixed.policy == "correction" and fixed.replay.source_step == wrong
-    assert steps[-1].policy == "script" and steps[-1].action["action"] == "terminate"
+    assert steps[-1].policy == "script" and steps[-1].action.action == "terminate"
     assert read_run(run_dir).parent_step == wrong
 
 

@@ -117,7 +117,7 @@ def test_clicking_the_screenshot_creates_a_label_that_the_export_contains(viewer
     chosen = json.loads(pair["chosen"]["content"].split("\n")[1])
     rejected = json.loads(pair["rejected"]["content"].split("\n")[1])
     assert chosen["arguments"]["coordinate"] == [x, y]
-    assert rejected == read_steps(result.run_dir)[5].tool_calls[0]
+    assert rejected == read_steps(result.run_dir)[5].tool_calls[0].model_dump()
     assert pair["rejected_response"] == pair["rejected"]["content"]
 
     page.click("button.undo")

@@ -91,8 +91,8 @@ def test_desktop_task_with_chinese_text_succeeds_shows_in_the_viewer_and_replays
     run = read_run(run_dir)
     assert run.status is RunStatus.succeeded and all(c.passed for c in run.checks)
     steps = read_steps(run_dir)
-    assert [s.action["text"] for s in steps if s.action["action"] == "type"][2] == "上海 Shanghai"
-    clicks = [s for s in steps if s.action["action"] == "left_click"]
+    assert [s.action.text for s in steps if s.action.action == "type"][2] == "上海 Shanghai"
+    clicks = [s for s in steps if s.action.action == "left_click"]
     assert all(s.evidence is not None and s.evidence.sized_by == "fixed" for s in clicks)
     assert steps[0].screenshot_size == (1024, 768)
     with ViewerServer(runs) as viewer:

@@ -138,8 +138,8 @@ def test_the_loop_runs_a_script_end_to_end_on_the_fake(tmp_path):
     assert [(c.type, c.passed, c.detail) for c in result.checks] == [("url_matches", True, "URL is http://fake.invalid/done")]
     assert fake.typed == ["s3cret-Pw-77"] and fake.points == [(640, 400)]
     steps = read_steps(result.run_dir)
-    assert [s.action["action"] if s.action else None for s in steps] == ["left_click", "type", "goto_url", "terminate"]
-    assert steps[1].action is not None and steps[1].action["text"] == "<secret>password</secret>"
+    assert [s.action.action if s.action else None for s in steps] == ["left_click", "type", "goto_url", "terminate"]
+    assert steps[1].action is not None and steps[1].action.text == "<secret>password</secret>"
     assert steps[3].url == "http://fake.invalid/done"
     assert all(Image.open(result.run_dir / s.screenshot).size == (1280, 800) for s in steps)
     assert not any(

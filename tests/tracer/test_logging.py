@@ -91,7 +91,7 @@ def test_the_console_shows_info_and_up_keeps_quiet_loggers_to_errors_and_masks_s
 
 
 def test_the_cli_renders_events_for_the_terminal_debug_only_with_verbose(capsys):
-    from agent import cli
+    from cli import app as cli
 
     previous = set_console(None)
     try:

@@ -50,7 +50,7 @@ def test_every_field_is_filled_or_null_with_a_reason(publish_run):
 
 def test_evidence_crops_show_the_clicked_element(publish_run):
     _, run_dir = publish_run
-    clicks = [s for s in read_steps(run_dir) if s.action["action"] in ("left_click", "upload_file")]
+    clicks = [s for s in read_steps(run_dir) if s.action.action in ("left_click", "upload_file")]
     assert len(clicks) >= 9
     for step in clicks:
         evidence = step.evidence
@@ -67,7 +67,7 @@ def test_evidence_crops_show_the_clicked_element(publish_run):
             r, g, b = image.convert("RGB").getpixel((evidence.point[0] - left + 9, evidence.point[1] - top))[:3]
             assert r > 180 and g < 120
     steps = read_steps(run_dir)
-    typed = [s for s in steps if s.action["action"] in ("type", "key", "terminate")]
+    typed = [s for s in steps if s.action.action in ("type", "key", "terminate")]
     assert all(s.evidence is None and "no point" in s.unavailable["evidence"] for s in typed)
 
 

@@ -139,7 +139,9 @@ def test_models_and_containers_come_back_masked_with_their_types():
     assert masked.element.text == MASK and masked.element.box == element.box
     assert masked.url == f"http://h/s?q={MASK}" and masked.title == f"Results for {MASK}"
     assert masked.raw_output == '<tool_call>{"arguments": {"text": "' + MASK + '"}}</tool_call>'
-    assert masked.tool_calls == [{"name": "computer_use", "arguments": {"text": MASK, MASK: [MASK, (1, MASK)]}}]
+    assert [c.model_dump() for c in masked.tool_calls] == [
+        {"name": "computer_use", "arguments": {"text": MASK, MASK: [MASK, (1, MASK)]}}
+    ]
     assert masked.prompt[0].text == f"pw {MASK}"
     assert step.element.text == PASSWORD[:200]  # the input is left as it was
     assert not hits(masked.model_dump_json(), "step")
@@ -182,7 +184,7 @@ def test_the_writer_masks_steps_run_json_and_the_index(tmp_path):
         policy="script",
         raw_output=json.dumps(PASSWORD),
         reasoning=PASSWORD[:120],
-        action={"action": "left_click"},
+        action={"action": "left_click", "coordinate": [5, 5]},
         confidence=None,
         outcome="error",
         error=f"typing {PASSWORD!r} failed",
@@ -342,8 +344,8 @@ def test_no_secret_reaches_any_file_cli_output_viewer_response_or_export(tmp_pat
     assert recheck.element is not None and (recheck.element.tag, recheck.element.text) == ("input", MASK)
     echoed = next(c for c in variant.checks if c.description == "the description is <secret>password</secret>")
     assert echoed.passed and f"'description': '{MASK}'" in echoed.detail
-    typed = [s for s in read_steps(variant_dir) if (s.action or {}).get("action") == "type"]
-    assert {"action": "type", "text": MASK} in [s.action for s in typed]
+    typed = [s.action for s in read_steps(variant_dir) if s.action is not None and s.action.action == "type"]
+    assert {"action": "type", "text": MASK} in [a.model_dump() for a in typed]
     assert search.status is RunStatus.succeeded, search.end_reason
     steps = read_steps(search.run_dir)
     assert steps[2].element is not None and steps[2].element.text == MASK
