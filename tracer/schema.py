@@ -10,11 +10,13 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from tools.actions import Action, ToolCall
 from tools.coords import CoordinateAudit
 from tools.views import ElementInfo
+
+_ACTION: TypeAdapter[Action] = TypeAdapter(Action)
 
 SCHEMA_VERSION = 2
 
@@ -153,6 +155,9 @@ class StepRecord(BaseModel):
     # The validated action (a model of tools.actions, told apart by its "action" name), or None when the output
     # could not be used. On disk it is the action's fields, e.g. {"coordinate": [500.0, 462.0], "action": "left_click"}.
     action: Action | None
+    # An action on disk that no longer validates (a scrubbed URL, a record from a newer version): the step is
+    # kept, with ``action`` None and the fields as found here, never dropped (not written back).
+    unreadable_action: dict[str, Any] | None = Field(default=None, exclude=True)
     # Several tool calls in one model output run as consecutive steps sharing that output (raw_output,
     # reasoning, prompt): this step ran call number ``call_index`` of ``calls_in_output`` (None: recorded
     # before these fields existed).
@@ -175,6 +180,16 @@ class StepRecord(BaseModel):
     policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
     replay: ReplayInfo | None = None
     gate: GateRecord | None = None  # None: no gate was asked (none registered, or nothing to act on)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_unreadable_action(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("action"), dict):
+            try:
+                _ACTION.validate_python(data["action"])
+            except ValidationError:
+                data = {**data, "action": None, "unreadable_action": data["action"]}
+        return data
 
 
 class CheckResult(BaseModel):

@@ -67,7 +67,7 @@ def test_bundled_animated_menu_runs_setup_before_step_0_and_records_it(tmp_path)
     steps = read_steps(result.run_dir)
     # Setup is not agent steps, and it ran before step 0: the button the first step clicks is hidden until
     # startEpisode (a setup step) shows it.
-    assert [s.action["action"] for s in steps if s.action] == ["left_click", "left_click", "terminate"]
+    assert [s.action.action for s in steps if s.action] == ["left_click", "left_click", "terminate"]
     assert steps[0].url == PAGE.resolve().as_uri() and steps[0].outcome == "ok"
     assert steps[0].element is not None and steps[0].element.text == "Open menu"
     assert steps[0].timings.settle_ms is not None and steps[0].timings.settle_ms <= steps[0].timings.act_ms
