@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 from tools import actions as A
 from tools.actions import ActionError
+from tools.capture import PageCapture, png_size
 from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
@@ -64,6 +65,7 @@ class BrowserExecutor(BaseExecutor):
         self._loads = 0
         self._chooser: Any = None
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
+        self._capture: PageCapture | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -86,6 +88,11 @@ class BrowserExecutor(BaseExecutor):
             )
             self._context.set_default_timeout(self.settings.action_timeout_ms)
             self.page = self._context.new_page()
+            self._capture = PageCapture(
+                self.page,
+                timeout_ms=self.settings.action_timeout_ms,
+                device_scale_factor=self.settings.device_scale_factor,
+            )
         except Exception:
             self.close()
             raise
@@ -97,6 +104,9 @@ class BrowserExecutor(BaseExecutor):
         return self
 
     def close(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
         for closer in (self._context, self._browser):
             if closer is not None:
                 try:
@@ -109,7 +119,8 @@ class BrowserExecutor(BaseExecutor):
 
     # -- perceive ------------------------------------------------------------------------------
     def perceive(self) -> Observation:
-        png = self.page.screenshot(type="png")
+        # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
+        png = self._capture.png() if self._capture is not None else self.page.screenshot(type="png")
         width, height = self.settings.viewport
         scale = self.settings.device_scale_factor
         try:
@@ -118,7 +129,7 @@ class BrowserExecutor(BaseExecutor):
             title = None
         return Observation(
             screenshot_png=png,
-            screenshot_size=(round(width * scale), round(height * scale)),
+            screenshot_size=png_size(png),  # the header's, as captured: no decoding
             css_size=(width, height),
             device_scale_factor=scale,
             url=self.page.url,
