@@ -160,6 +160,7 @@ def test_finish_raises_a_failed_write_nobody_waited_for(tmp_path):
 
 KILLED = r"""
 import sys
+from pathlib import Path
 from tracer.store import RunWriter
 from tests.tracer.test_crash_recovery import png, record, step
 writer = RunWriter.create(Path(sys.argv[1]), record("20261126-000000-killed"))
