@@ -1,7 +1,8 @@
 """Viewport screenshots through the DevTools protocol: the lossless PNG ``page.screenshot()`` takes, for less.
 
-``page.screenshot()`` evaluates a script in every frame to hide the text caret, waits for fonts, captures
-with a clip, then evaluates again to put the caret back: several round trips around the capture itself.
+``page.screenshot()`` evaluates a script in every frame to hide the text caret, reads the layout metrics,
+captures with a clip at the default zlib level, then evaluates again to put the caret back: several round
+trips around the capture itself.
 :class:`PageCapture` hides the caret once for every document (an init script) and sends one
 ``Page.captureScreenshot`` with speed-oriented settings: the PNG is still lossless, only less compressed.
 
