@@ -16,8 +16,10 @@ Target: the harness p50 at most 1x a bare screenshot's p50.
 from __future__ import annotations
 
 import argparse
+import queue
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,21 +36,46 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bare_screenshot(browser: BrowserExecutor) -> float:
-    """One default Playwright PNG screenshot, in ms."""
-    t0 = time.perf_counter()
-    browser.page.screenshot(type="png")
-    return (time.perf_counter() - t0) * 1000
+class BareShots:
+    """A browser of its own on a thread of its own (one Playwright per thread) that takes default Playwright PNG
+    screenshots of the shop when asked, and says how long each took (ms)."""
 
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._asks: queue.Queue[tuple[str, int] | None] = queue.Queue()
+        self._answers: queue.Queue[list[float] | BaseException] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="bare-shots", daemon=True)
+        self._thread.start()
 
-def bare_screenshots(browser: BrowserExecutor, base_url: str, shots: int) -> list[float]:
-    times = []
-    for path in ("/login", "/healthz"):
-        browser.goto(base_url + path)
-        browser.page.screenshot(type="png")  # warm-up
-        times += [bare_screenshot(browser) for _ in range(shots // 2)]
-    browser.goto(base_url + "/login")  # the page of the shots taken between steps
-    return times
+    def take(self, path: str, shots: int) -> list[float]:
+        self._asks.put((path, shots))
+        answer = self._answers.get()
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        self._asks.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        with BrowserExecutor(BrowserSettings()) as browser:
+            current = None
+            while (ask := self._asks.get()) is not None:
+                path, shots = ask
+                try:
+                    if path != current:
+                        browser.goto(self.base_url + path)
+                        browser.page.screenshot(type="png")  # warm-up
+                        current = path
+                    times = []
+                    for _ in range(shots):
+                        t0 = time.perf_counter()
+                        browser.page.screenshot(type="png")
+                        times.append((time.perf_counter() - t0) * 1000)
+                    self._answers.put(times)
+                except BaseException as exc:
+                    self._answers.put(exc)
 
 
 def main() -> None:
@@ -63,7 +90,7 @@ def main() -> None:
     bare: list[float] = []
     paired: list[float] = []  # each step's harness time over the bare screenshot taken right after it
     last_event: list[float] = []  # perf_counter() of the previous StepRecorded event of the run
-    bare_browser = BrowserExecutor(BrowserSettings())
+    shots: list[BareShots] = []
 
     def started(_run: object, _run_dir: object) -> None:
         last_event[:] = [time.perf_counter()]
@@ -72,7 +99,7 @@ def main() -> None:
         now = time.perf_counter()
         t = step.timings
         harness.append((now - last_event[0]) * 1000 - t.think_ms)
-        bare.append(bare_screenshot(bare_browser))
+        bare.extend(shots[0].take("/login", 1))
         paired.append(harness[-1] / bare[-1])
         last_event[:] = [time.perf_counter()]  # the bare shot is not the next step's
         parts["perceive"].append(t.perceive_ms)
@@ -80,12 +107,16 @@ def main() -> None:
         parts["record"].append(t.record_ms)
         parts["perceive+act+record"].append(t.perceive_ms + t.act_ms + t.record_ms)
 
-    with tempfile.TemporaryDirectory() as runs_dir, ShopServer() as shop, bare_browser:
-        for _ in range(args.runs):
-            bare += bare_screenshots(bare_browser, shop.base_url, args.shots)
-            result = run_task(task, runs_dir=Path(runs_dir), on_step=collect, on_start=started)
-            assert result.status.value == "succeeded", result.end_reason
-        bare += bare_screenshots(bare_browser, shop.base_url, args.shots)
+    with tempfile.TemporaryDirectory() as runs_dir, ShopServer() as shop:
+        shots.append(BareShots(shop.base_url))
+        try:
+            for _ in range(args.runs):
+                bare += shots[0].take("/healthz", args.shots // 2) + shots[0].take("/login", args.shots // 2)
+                result = run_task(task, runs_dir=Path(runs_dir), on_step=collect, on_start=started)
+                assert result.status.value == "succeeded", result.end_reason
+            bare += shots[0].take("/healthz", args.shots // 2) + shots[0].take("/login", args.shots // 2)
+        finally:
+            shots[0].close()
 
     print(f"step_overhead: {len(harness)} steps over {args.runs} runs, {len(bare)} bare screenshots (1280x800 PNG)")
     print(f"  bare screenshot      p50 {pct(bare, 0.5):7.1f} ms   p95 {pct(bare, 0.95):7.1f} ms")
