@@ -267,6 +267,8 @@ class _Loop:
         t0 = time.perf_counter()
         observation = self.executor.perceive()
         t1 = time.perf_counter()
+        # Written in the background while the step thinks and acts; the step's line waits for it.
+        screenshot = self.writer.write_screenshot(index, observation.screenshot_png, wait=False)
         pending, self._pending = self._pending, None
         # The next call of an output that held several runs without asking the model again.
         whole = self._think(observation) if pending is None else pending.output
@@ -333,6 +335,7 @@ class _Loop:
             error_kind,
             error,
             (t0, t1, t2, t3),
+            screenshot,
             call=(call_index, calls),
             gate=gate,
             skipped=skipped,
@@ -465,12 +468,12 @@ class _Loop:
         error_kind: StepErrorKind | None,
         error: str | None,
         marks: tuple[float, ...],
+        screenshot: str,
         call: tuple[int, int] = (0, 1),
         gate: GateRecord | None = None,
         skipped: bool = False,
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
-        screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
         decision, trace = output.decision, output.trace
         unavailable = dict(trace.unavailable)
         evidence = None
@@ -552,8 +555,8 @@ class _Loop:
             kind = error_kind.value if error_kind is not None else None
             log.warning("step error", run_id=self.writer.record.run_id, step=index, kind=kind, error=step.error)
         step.timings.record_ms = _ms(time.perf_counter() - t3)
-        step = self.writer.write_step(step)  # the masked copy: history and subscribers never see a secret
-        self.writer.save()
+        step = self.writer.write_step(step)  # the masked copy, on disk: history and subscribers never see a secret
+        self.writer.save(wait=False)  # run.json is written while the next step perceives
         self.history.append(step)
         self.hooks.publish(StepRecorded(run_id=self.writer.record.run_id, step=step.model_copy(deep=True)))
         return step

@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 from tools import actions as A
 from tools.actions import ActionError
+from tools.capture import PageCapture, png_size
 from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
@@ -133,6 +134,7 @@ class BrowserExecutor(BaseExecutor):
         self._in_flight: dict[Any, float] = {}  # requests started and not yet finished or failed -> when started
         self._action_at = 0.0  # time.monotonic() when the current action began (network idle looks from there)
         self._network_at = 0.0  # time.monotonic() of the last request event
+        self._capture: PageCapture | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -155,6 +157,11 @@ class BrowserExecutor(BaseExecutor):
             )
             self._context.set_default_timeout(self.settings.action_timeout_ms)
             self.page = self._context.new_page()
+            self._capture = PageCapture(
+                self.page,
+                timeout_ms=self.settings.action_timeout_ms,
+                device_scale_factor=self.settings.device_scale_factor,
+            )
         except Exception:
             self.close()
             raise
@@ -168,6 +175,9 @@ class BrowserExecutor(BaseExecutor):
         return self
 
     def close(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
         for closer in (self._context, self._browser):
             if closer is not None:
                 try:
@@ -180,7 +190,8 @@ class BrowserExecutor(BaseExecutor):
 
     # -- perceive ------------------------------------------------------------------------------
     def perceive(self) -> Observation:
-        png = self.page.screenshot(type="png")
+        # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
+        png = self._capture.png() if self._capture is not None else self.page.screenshot(type="png")
         width, height = self.settings.viewport
         scale = self.settings.device_scale_factor
         try:
@@ -189,7 +200,7 @@ class BrowserExecutor(BaseExecutor):
             title = None
         return Observation(
             screenshot_png=png,
-            screenshot_size=(round(width * scale), round(height * scale)),
+            screenshot_size=png_size(png),  # the header's, as captured: no decoding
             css_size=(width, height),
             device_scale_factor=scale,
             url=self.page.url,

@@ -21,6 +21,7 @@ from tracer.schema import Evidence
 FIXED_BOX = 200  # screenshot pixels, when the element under the point is unknown or huge
 MARGIN = 24
 MAX_SIDE = 480
+MAX_PENDING = 64  # crops waiting at most
 
 
 def evidence_box(
@@ -66,7 +67,8 @@ class EvidenceWriter:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self._queue: queue.Queue[tuple[bytes, Evidence] | None] = queue.Queue()
+        # Bounded: a loop far ahead of the crops waits rather than holding every screenshot in memory.
+        self._queue: queue.Queue[tuple[bytes, Evidence] | None] = queue.Queue(maxsize=MAX_PENDING)
         self._errors: list[str] = []
         self._thread = threading.Thread(target=self._work, name="evidence-writer", daemon=True)
         self._thread.start()

@@ -3,8 +3,14 @@
 Writing::
 
     writer = RunWriter.create(Path("runs"), record)
-    writer.write_step(step, screenshot_png=png)
+    writer.write_screenshot(0, png)
+    writer.write_step(step)
     writer.finish(status=RunStatus.succeeded, end_reason="task done")
+
+The files are written in order on a writer thread (:mod:`tracer.write_queue`). Every call waits for its
+write unless told ``wait=False`` (the loop: a screenshot written while the step thinks and acts, run.json
+while the next step perceives); :meth:`RunWriter.write_step` always waits, so a step that was returned (and
+then announced) is on disk with everything written before it, and a killed run keeps it.
 
 Reading::
 
@@ -40,6 +46,7 @@ from tracer.run_files import (
 )
 from tracer.schema import RunRecord, RunStatus, StepErrorKind, StepRecord
 from tracer.secrets import Scrubber
+from tracer.write_queue import WriteQueue
 
 __all__ = [
     "RUN_FILE",
@@ -84,6 +91,7 @@ class RunWriter:
         self.evidence = EvidenceWriter(run_dir)
         self._steps = open(run_dir / STEPS_FILE, "a", encoding="utf-8")
         self._confidences: list[float] = []
+        self._writes = WriteQueue("run-writer")
 
     @classmethod
     def create(cls, runs_dir: Path, record: RunRecord, *, indexed: bool = True, scrubber: Scrubber | None = None) -> "RunWriter":
@@ -98,18 +106,25 @@ class RunWriter:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def write_screenshot(self, index: int, png: bytes) -> str:
-        """Store the step's screenshot; returns its path relative to the run folder."""
+    def write_screenshot(self, index: int, png: bytes, *, wait: bool = True) -> str:
+        """Store the step's screenshot (with ``wait=False`` in the background; the step's line waits for it);
+        returns its path relative to the run folder."""
         path = self.step_dir(index) / "screenshot.png"
-        atomic_write(path, png)
+        ticket = self._writes.submit(lambda: atomic_write(path, png))
+        if wait:
+            self._writes.wait(ticket)
         return path.relative_to(self.run_dir).as_posix()
 
     def write_step(self, step: StepRecord) -> StepRecord:
         """Append one step (secrets masked) as a JSON line and flush it, so a reader sees whole steps as they
-        end; returns the masked step as written."""
+        end; returns the masked step as written, once it and every write before it are on disk."""
         step = self.scrubber.scrub(step)
-        self._steps.write(step.model_dump_json() + "\n")
-        self._steps.flush()
+        line = step.model_dump_json() + "\n"
+        ticket = self._writes.submit(lambda: self._append_line(line))
+        if self.index is not None:
+            index, run_id = self.index, self.record.run_id
+            ticket = self._writes.submit(lambda: index.add_step(run_id, step))
+        self._writes.wait(ticket)
         self.record.steps = step.index + 1
         summary = self.record.summary
         summary.steps = self.record.steps
@@ -128,15 +143,29 @@ class RunWriter:
             summary.model_calls += 1
         summary.think_ms_total = round(summary.think_ms_total + step.timings.think_ms, 2)
         summary.act_ms_total = round(summary.act_ms_total + step.timings.act_ms, 2)
-        if self.index is not None:
-            self.index.add_step(self.record.run_id, step)
         return step
 
-    def save(self) -> None:
+    def _append_line(self, line: str) -> None:
+        self._steps.write(line)
+        self._steps.flush()
+
+    def save(self, *, wait: bool = True) -> None:
+        """Write run.json and the index's row of the run (with ``wait=False`` in the background)."""
         self.record = self.scrubber.scrub(self.record)  # callers set checks, end reasons ... on the record
-        atomic_write(self.run_dir / RUN_FILE, self.record.model_dump_json(indent=2).encode())
+        data = self.record.model_dump_json(indent=2).encode()
+        snapshot = self.record.model_copy(deep=True)  # the caller goes on changing self.record
+        ticket = self._writes.submit(lambda: self._save_files(data, snapshot))
+        if wait:
+            self._writes.wait(ticket)
+
+    def _save_files(self, data: bytes, record: RunRecord) -> None:
+        atomic_write(self.run_dir / RUN_FILE, data)
         if self.index is not None:
-            self.index.upsert_run(self.record)
+            self.index.upsert_run(record)
+
+    def flush(self) -> None:
+        """Wait for every pending write; raises the first one's error."""
+        self._writes.wait()
 
     def finish(self, *, status: RunStatus, end_reason: str) -> RunRecord:
         now = datetime.now(timezone.utc)
@@ -145,10 +174,16 @@ class RunWriter:
         self.record.ended_at = now
         self.record.duration_s = round((now - self.record.started_at).total_seconds(), 3)
         self.evidence.close()
-        self.save()
-        self._steps.close()
-        if self.index is not None:
-            self.index.close()
+        self._writes.close()  # the pending writes first; then the last run.json here, even after a failed write
+        try:
+            self.record = self.scrubber.scrub(self.record)
+            self._save_files(self.record.model_dump_json(indent=2).encode(), self.record)
+        finally:
+            self._steps.close()
+            if self.index is not None:
+                self.index.close()
+        if self._writes.error is not None and not self._writes.error_reported:
+            raise self._writes.error  # a background write failed and no caller heard of it yet
         return self.record
 
 

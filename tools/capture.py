@@ -1,0 +1,97 @@
+"""Viewport screenshots through the DevTools protocol: the lossless PNG ``page.screenshot()`` takes, for less.
+
+``page.screenshot()`` evaluates a script in every frame to hide the text caret, reads the layout metrics,
+captures with a clip at the default zlib level, then evaluates again to put the caret back: several round
+trips around the capture itself.
+:class:`PageCapture` hides the caret once for every document (an init script) and sends one
+``Page.captureScreenshot`` with speed-oriented settings: the PNG is still lossless, only less compressed.
+
+Usage::
+
+    capture = PageCapture(page, timeout_ms=30_000)
+    png = capture.png()
+    width, height = png_size(png)
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+__all__ = ["CAPTURE_PARAMS", "HIDE_CARET", "PageCapture", "png_size"]
+
+# optimizeForSpeed: a fast zlib level (lossless, larger file); fromSurface: the composited frame, as shown;
+# captureBeyondViewport false: the viewport only, without resizing the page for the capture.
+CAPTURE_PARAMS: dict[str, Any] = {
+    "format": "png",
+    "optimizeForSpeed": True,
+    "captureBeyondViewport": False,
+    "fromSurface": True,
+}
+
+# A blinking caret would make two screenshots of the same screen differ (replay comparisons, the model's
+# prefix cache); page.screenshot() hides it as well. A constructed stylesheet adds no element to the page.
+# The :not() of ids lifts the rule above the page's own (as Playwright's screenshot style does).
+HIDE_CARET = """(() => {
+  try {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(':is(input, textarea, [contenteditable]):not(#gb-a#gb-b#gb-c#gb-d) '
+      + '{ caret-color: transparent !important; }');
+    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+  } catch (e) {}
+})()"""
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) read from a PNG's header, without decoding the image."""
+    if len(png) < 24 or not png.startswith(_PNG_SIGNATURE) or png[12:16] != b"IHDR":
+        raise ValueError(f"not a PNG image ({len(png)} bytes, starting {png[:8]!r})")
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+class PageCapture:
+    """Captures one Playwright page's viewport as PNG bytes over a DevTools session of its own."""
+
+    def __init__(self, page: Any, *, timeout_ms: float, device_scale_factor: float = 1.0) -> None:
+        self.page = page
+        self.timeout_ms = timeout_ms
+        # A session of our own does not see Playwright's device-scale emulation: it captures one pixel per CSS
+        # pixel (upscaled when clipped at scale 2, not the page drawn at 2x). Scaled pages keep page.screenshot().
+        self.device_scale_factor = device_scale_factor
+        self._session: Any = None
+        page.add_init_script(HIDE_CARET)  # every document from now on, in every frame
+        for frame in page.frames:  # and the ones already open
+            try:
+                frame.evaluate(HIDE_CARET)
+            except Exception:  # a frame going away has no caret to hide
+                pass
+
+    def png(self) -> bytes:
+        """The viewport as a lossless PNG. Falls back to ``page.screenshot()`` when the DevTools session
+        fails (e.g. detached): that either works or raises the page's real error."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        if self.device_scale_factor != 1:
+            return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+        try:
+            if self._session is None:
+                self._session = self.page.context.new_cdp_session(self.page)
+            reply = self._session.send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
+            return base64.b64decode(reply["data"], validate=True)
+        except PlaywrightTimeout:
+            raise  # a hung page: trying again would only wait as long once more
+        except Exception:
+            self._session = None  # opened afresh next time
+            return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+
+    def close(self) -> None:
+        if self._session is not None:
+            try:
+                self._session.detach()
+            except Exception:  # the page or browser is already gone
+                pass
+            self._session = None
