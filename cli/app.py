@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from agent.policies import POLICIES, PolicyUnavailable
 from agent.task import TaskError, load_task
+from cli.eval_cmd import eval_command
 from cli.run_ref import RunRef, RunRefError, resolve_run
 from tools.chromium import ChromiumNotFound
 from tracer.logs import Console as LogConsole
@@ -41,6 +42,7 @@ export_app = typer.Typer(help="Export labels and runs.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
+app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."

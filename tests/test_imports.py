@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cli", "agent", "tools", "tracer", "replays", "sites")
+PACKAGES = ("cli", "evals", "agent", "tools", "tracer", "replays", "sites")
 
 
 def _module_name(path: Path) -> str:
