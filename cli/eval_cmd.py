@@ -1,7 +1,7 @@
 """``glassbox eval SUITE``: run a suite's episodes (tasks x seeds x repeats) and print what they came to.
 
 Exit codes: 0 the eval ran (whatever the episodes' outcomes), 2 usage errors (a broken suite or task file, bad
-flags, an eval id that names another suite, Ray missing).
+flags, an eval id that names another suite, Ray missing), 130 interrupted (Ctrl-C; resume with --eval-id).
 """
 
 from __future__ import annotations
@@ -92,7 +92,10 @@ def eval_command(
     bar: list[object] = []
     counts = {"succeeded": 0, "failed": 0, "interrupted": 0, "harness_error": 0}
 
+    started_id: list[str] = []
+
     def started(eid: str, folder: Path, planned: int, skipped: int) -> None:
+        started_id.append(eid)
         err_console.print(f"eval [bold]{escape(eid)}[/] · {planned} episode(s) · {escape(str(folder))}", soft_wrap=True)
         if skipped:
             err_console.print(f"resuming: {skipped} episode(s) already finished are skipped")
@@ -128,6 +131,14 @@ def eval_command(
             )
     except EvalUsageError as exc:
         raise _usage_error(str(exc)) from None
+    except KeyboardInterrupt:
+        if started_id:
+            err_console.print(
+                f"[yellow]interrupted:[/] the episodes that had finished are kept; resume with "
+                f"glassbox eval {escape(str(suite_path))} --eval-id {escape(started_id[0])}",
+                soft_wrap=True,
+            )
+        raise typer.Exit(code=130) from None
     if json_out:
         write_json(
             console,

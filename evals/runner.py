@@ -39,7 +39,7 @@ from evals.results import (
 )
 from evals.stats import EvalSummary
 from evals.suite import Episode, Suite
-from evals.worker import run_attempt_in_child
+from evals.worker import run_attempt_in_child, stop_all
 from tracer.index import RunIndex
 from tracer.store import new_run_id
 
@@ -241,6 +241,7 @@ class _LocalPool:
         return self._threads.submit(run_attempt_in_child, job)
 
     def close(self) -> None:
+        stop_all()  # nothing is running here on a normal end; after Ctrl-C, the episodes still running stop now
         self._threads.shutdown(wait=True, cancel_futures=True)
 
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,20 @@ from evals.episode import AttemptResult, EpisodeJob, run_attempt
 
 _GRACE_S = 10.0  # after SIGTERM, how long the run gets to close before SIGKILL
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_live: set[subprocess.Popen[bytes]] = set()  # children of this process still running, for stop_all()
+_live_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """Ask every running episode of this process to stop (SIGTERM to its group: its run closes as interrupted).
+    For an eval that is itself stopping: the threads waiting on those children then return at once."""
+    with _live_lock:
+        children = list(_live)
+    for child in children:
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def run_attempt_in_child(job: EpisodeJob) -> AttemptResult:
@@ -43,6 +58,8 @@ def run_attempt_in_child(job: EpisodeJob) -> AttemptResult:
                 env=env,
                 start_new_session=True,
             )
+            with _live_lock:
+                _live.add(child)
             try:
                 child.wait(timeout=job.timeout_s)
                 timed_out = False
@@ -52,6 +69,9 @@ def run_attempt_in_child(job: EpisodeJob) -> AttemptResult:
             except BaseException:  # the eval itself is stopping (Ctrl-C): take the episode down with it
                 _stop_group(child)
                 raise
+            finally:
+                with _live_lock:
+                    _live.discard(child)
         seconds = time.monotonic() - started
         if timed_out:
             written = (job.runs_dir / job.run_id / "run.json").is_file()
