@@ -98,7 +98,7 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
             task,
             policy=job.policy.get("name"),
             runs_dir=job.runs_dir,
-            layout_seed=job.episode.seed,
+            layout_seed=job.episode.layout_seed,
             policy_overrides=overrides,
             run_id=job.run_id,
             eval_id=job.eval_id,

@@ -110,7 +110,8 @@ class Episode(BaseModel):
     id: str
     task_file: Path  # absolute
     task_name: str
-    seed: int | None  # layout seed passed to the bundled site (None: the task's own, or not a site task)
+    seed: int | None  # the suite's seed for this episode (None: the suite gives none)
+    layout_seed: int | None  # what the bundled site gets: the seed for a site task, else None (the task's own)
     repeat: int
 
 
@@ -144,7 +145,8 @@ class Suite(BaseModel):
                             id=f"{slugs[task_file]}.{seed_part}.r{repeat}",
                             task_file=task_file,
                             task_name=self.task_names[str(task_file)],
-                            seed=seed if str(task_file) in self.site_tasks else None,
+                            seed=seed,
+                            layout_seed=seed if str(task_file) in self.site_tasks else None,
                             repeat=repeat,
                         )
                     )

@@ -60,7 +60,7 @@ def test_a_suite_expands_to_tasks_x_seeds_x_repeats_with_stable_ids(tmp_path: Pa
         for repeat in (0, 1)
     ]
     assert {e.task_name for e in episodes} == {"publish-product", "publish-product-zh"}
-    assert [e.seed for e in episodes[:4]] == [0, 0, 3, 3]  # site tasks: the seed is the shop's layout seed
+    assert [(e.seed, e.layout_seed) for e in episodes[:4]] == [(0, 0), (0, 0), (3, 3), (3, 3)]  # site tasks: the shop's
     assert suite.limits.timeout_s == 120.0 and suite.limits.retries == 1 and suite.limits.workers == 2
     assert suite.policy == {"name": "script", "temperature": 0}
     again = load_suite(path)
@@ -76,7 +76,7 @@ def test_a_folder_is_a_suite_of_its_task_files_with_their_own_seeds(tmp_path: Pa
     suite = load_suite(tmp_path)
     assert isinstance(suite, Suite) and suite.name == tmp_path.name
     [episode] = suite.episodes()
-    assert (episode.id, episode.seed, episode.repeat) == ("a.s-.r0", None, 0)
+    assert (episode.id, episode.seed, episode.layout_seed, episode.repeat) == ("a.s-.r0", None, None, 0)
 
 
 def test_two_task_files_with_the_same_name_in_different_folders_get_distinct_ids(tmp_path: Path) -> None:
