@@ -105,41 +105,41 @@ def run_eval(
             f"eval {eval_id} ran another suite ({plan.suite_name}, {plan.suite_source}) or the suite changed since; "
             "resume it with the same suite, or start a new eval"
         )
-    if plan is None:
-        write_plan(
-            folder,
-            EvalPlan(
-                eval_id=eval_id,
-                suite_name=suite.name,
-                suite_source=str(suite.source),
-                digest=digest,
-                created_at=now(),
-                policy=suite.policy,
-                limits=suite.limits.model_dump(),
-                episodes=episodes,
-            ),
-        )
-    finished, started = read_events(folder)
-    skipped = sum(1 for e in episodes if e.id in finished)
-    abandoned: dict[str, list[str]] = {}  # runs of attempts a kill cut short
-    for s in started:
-        if s.episode_id not in finished:
-            abandoned.setdefault(s.episode_id, []).append(s.run_id)
-    queue = deque(_Pending(e, earlier_runs=list(abandoned.get(e.id, []))) for e in episodes if e.id not in finished)
     if workers is None and ("workers" in suite.limits.model_fields_set or engine == "local"):
         workers = suite.limits.workers
     pool = _make_pool(engine, suite, workers, address)  # Ray without a width: as many as the cluster has CPUs
-    width = pool.width
-    if on_start is not None:
-        on_start(eval_id, folder, len(episodes), skipped)
-    index = RunIndex(runs_dir)
-    results = [finished[e.id] for e in episodes if e.id in finished]
-    if on_progress is not None:
-        on_progress(len(results), len(episodes), None)
-    log.debug("eval started", eval_id=eval_id, episodes=len(episodes), to_run=len(queue), engine=engine, workers=width)
-    in_flight: dict[cf.Future[AttemptResult], tuple[_Pending, EpisodeJob]] = {}
-    last_index = 0.0
     try:
+        if plan is None:
+            write_plan(
+                folder,
+                EvalPlan(
+                    eval_id=eval_id,
+                    suite_name=suite.name,
+                    suite_source=str(suite.source),
+                    digest=digest,
+                    created_at=now(),
+                    policy=suite.policy,
+                    limits=suite.limits.model_dump(),
+                    episodes=episodes,
+                ),
+            )
+        finished, started = read_events(folder)
+        skipped = sum(1 for e in episodes if e.id in finished)
+        abandoned: dict[str, list[str]] = {}  # runs of attempts a kill cut short
+        for s in started:
+            if s.episode_id not in finished:
+                abandoned.setdefault(s.episode_id, []).append(s.run_id)
+        queue = deque(_Pending(e, earlier_runs=list(abandoned.get(e.id, []))) for e in episodes if e.id not in finished)
+        width = pool.width
+        if on_start is not None:
+            on_start(eval_id, folder, len(episodes), skipped)
+        index = RunIndex(runs_dir)
+        results = [finished[e.id] for e in episodes if e.id in finished]
+        if on_progress is not None:
+            on_progress(len(results), len(episodes), None)
+        log.debug("eval started", eval_id=eval_id, episodes=len(episodes), to_run=len(queue), engine=engine, workers=width)
+        in_flight: dict[cf.Future[AttemptResult], tuple[_Pending, EpisodeJob]] = {}
+        last_index = 0.0
         while queue or in_flight:
             while queue and len(in_flight) < width:
                 item = queue.popleft()

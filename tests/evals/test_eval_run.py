@@ -270,3 +270,22 @@ def test_an_episode_past_its_timeout_is_stopped_and_counted_as_a_harness_failure
     [result] = outcome.results
     assert (result.status, result.harness_attempts) == ("harness_error", 1)
     assert result.harness_errors[0].startswith("timeout: the episode ran past 5 s and its worker was stopped")
+
+
+def test_ray_refuses_a_cluster_without_the_gpus_a_local_model_needs(tmp_path: Path) -> None:
+    try:
+        import ray
+    except ImportError as exc:
+        print(f"SKIP reason: Ray is not installed ({exc}); pip install 'glassbox[eval]'")
+        pytest.skip(f"Ray is not installed: {exc}")
+    from evals.runner import EvalUsageError
+
+    suite = load_suite(shop_suite(tmp_path, [1], gpus_per_episode=1))
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(EvalUsageError, match=r"each episode needs 1 GPU\(s\) \(a local model\), but the Ray cluster has 0"):
+            run_eval(suite, runs_dir=tmp_path / "runs", engine="ray")
+        assert ray.is_initialized()  # the caller's Ray is left as it was
+    finally:
+        ray.shutdown()
+    assert not (tmp_path / "runs" / "evals").exists()  # nothing ran, no eval folder was started

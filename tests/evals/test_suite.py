@@ -309,3 +309,31 @@ def test_the_index_keeps_eval_summaries_beside_an_index_from_before_evals(tmp_pa
     [row] = again.evals()
     assert (row["eval_id"], row["suite"], row["summary"]) == ("eval-1", "shop", {"episodes": 4})
     assert again.count() == 0
+
+
+def test_the_episodes_file_survives_torn_and_hostile_lines(tmp_path: Path) -> None:
+    from evals.episode import EpisodeStarted
+    from evals.results import EPISODES_FILE, append_event, read_events
+
+    first = result("a1", "a", "succeeded")
+    (tmp_path / EPISODES_FILE).write_bytes(
+        b'not json\n["a list"]\n{"event": "finished", "episode_id": 3}\n'
+        + first.model_dump_json().encode()
+        + b'\n{"event": "finished", "episode_id": "a1", "trunc'  # a kill mid-append
+    )
+    append_event(tmp_path, EpisodeStarted(episode_id="a2", attempt=1, run_id="r-2", at="2026-11-26T00:00:00Z"))  # type: ignore[arg-type]
+    append_event(tmp_path, result("a1", "a", "failed"))  # a duplicate finished line: the first one counts
+    finished, started = read_events(tmp_path)
+    assert list(finished) == ["a1"] and finished["a1"].status == "succeeded"
+    assert [(s.episode_id, s.run_id) for s in started] == [("a2", "r-2")]
+    lines = (tmp_path / EPISODES_FILE).read_text(encoding="utf-8").splitlines()
+    assert lines[-2].startswith('{"event":"started"')  # the torn line was closed off, not glued to the next one
+
+
+def test_a_damaged_plan_is_a_usage_error(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    folder = eval_dir(runs.resolve(), "eval-2")
+    folder.mkdir(parents=True)
+    (folder / "plan.json").write_text("{not json", encoding="utf-8")
+    code, said = cli(str(write(tmp_path, "s.yaml", suite_text(seeds="[1]"))), "--eval-id", "eval-2", "--runs-dir", str(runs))
+    assert code == 2 and "the eval's plan.json cannot be read" in said, said
