@@ -4,8 +4,8 @@
     outcome = run_eval(suite, runs_dir=Path("/shared/runs"), engine="ray", address="auto")
     outcome = run_eval(suite, runs_dir=Path("runs"), eval_id=outcome.eval_id)    # resume: finished episodes skipped
 
-Each attempt runs in a fresh child process (:mod:`evals.worker`) with its own browser and site; the local engine
-waits on those children from a thread pool, the Ray engine from inside Ray tasks (one CPU each, and one GPU each
+Each attempt runs in a worker process (:mod:`evals.worker`; reused between attempts, replaced after a timeout or a
+crash) with its own browser and site; the local engine waits on those workers from a thread pool, the Ray engine from inside Ray tasks (one CPU each, and one GPU each
 when a local model decides). The eval goes on past failures; an attempt the harness could not finish (an
 exception out of run_task, a worker that died, a timeout) is tried again up to ``limits.retries`` times, an
 episode whose run came to an outcome never is. Only this process writes the eval folder (:mod:`evals.results`).
@@ -39,7 +39,7 @@ from evals.results import (
 )
 from evals.stats import EvalSummary
 from evals.suite import Episode, Suite
-from evals.worker import run_attempt_in_child, stop_all
+from evals.worker import close_idle, run_attempt_in_child, stop_all
 from tracer.index import RunIndex
 from tracer.store import new_run_id
 
@@ -243,6 +243,7 @@ class _LocalPool:
     def close(self) -> None:
         stop_all()  # nothing is running here on a normal end; after Ctrl-C, the episodes still running stop now
         self._threads.shutdown(wait=True, cancel_futures=True)
+        close_idle()
 
 
 def _ray_attempt(job_json: str) -> str:
