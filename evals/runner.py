@@ -5,10 +5,11 @@
     outcome = run_eval(suite, runs_dir=Path("runs"), eval_id=outcome.eval_id)    # resume: finished episodes skipped
 
 Each attempt runs in a worker process (:mod:`evals.worker`; reused between attempts, replaced after a timeout or a
-crash) with its own browser and site; the local engine waits on those workers from a thread pool, the Ray engine from inside Ray tasks (one CPU each, and one GPU each
-when a local model decides). The eval goes on past failures; an attempt the harness could not finish (an
-exception out of run_task, a worker that died, a timeout) is tried again up to ``limits.retries`` times, an
-episode whose run came to an outcome never is. Only this process writes the eval folder (:mod:`evals.results`).
+crash) with its own browser and site; the local engine waits on those workers from a thread pool, the Ray engine
+from inside Ray tasks (one CPU each, and one GPU each when a local model decides). The eval goes on past
+failures; an attempt the harness could not finish (an exception out of run_task, a worker that died, a timeout)
+is tried again up to ``limits.retries`` times, an episode whose run came to an outcome never is. Only this
+process writes the eval folder (:mod:`evals.results`).
 """
 
 from __future__ import annotations
