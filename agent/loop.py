@@ -64,6 +64,8 @@ class _Links(TypedDict, total=False):
     parent_run: str | None
     parent_step: int | None
     run_id: str | None
+    eval_id: str | None
+    episode_id: str | None
 
 
 class RunResult(BaseModel):
@@ -95,6 +97,8 @@ def run_task(
     on_start: Callable[[RunRecord, Path], None] | None = None,
     executor: Executor | None = None,
     hooks: Hooks | None = None,
+    eval_id: str | None = None,
+    episode_id: str | None = None,
 ) -> RunResult:
     """Run ``task`` in a fresh environment (a browser and, for a site task, a fresh bundled site; or a desktop).
 
@@ -104,7 +108,8 @@ def run_task(
     executor the caller has opened (tests: ``tools.fake.FakeExecutor``) instead of starting an environment.
 
     ``hooks`` gets the run's events (:mod:`agent.events`: run started, step decided, step recorded, run ended)
-    and asks its gates before each step acts. ``on_start`` and ``on_step`` are shorthands that subscribe to
+    and asks its gates before each step acts. ``eval_id`` / ``episode_id`` tag the run as an episode of an
+    evaluation (:mod:`evals`). ``on_start`` and ``on_step`` are shorthands that subscribe to
     ``RunStarted`` and ``StepRecorded``; like every subscriber, one that raises is logged, not fatal.
 
     A policy name or setting that cannot work raises :class:`PolicyUnavailable` before anything starts.
@@ -113,7 +118,13 @@ def run_task(
     policy_name = policy or task.policy.name
     if policy_factory is None:
         check_policy(policy_name, task)  # a bad --policy fails here, not after the site and Chromium started
-    links: _Links = {"parent_run": parent_run, "parent_step": parent_step, "run_id": run_id}
+    links: _Links = {
+        "parent_run": parent_run,
+        "parent_step": parent_step,
+        "run_id": run_id,
+        "eval_id": eval_id,
+        "episode_id": episode_id,
+    }
     run_hooks = hooks.copy() if hooks is not None else Hooks()  # the shorthands do not stay on the caller's
     if on_start is not None:
         start_callback = on_start
@@ -154,6 +165,8 @@ class _Loop:
             task_name=task.name,
             parent_run=links.get("parent_run"),
             parent_step=links.get("parent_step"),
+            eval_id=links.get("eval_id"),
+            episode_id=links.get("episode_id"),
             task_file=str(task.source) if task.source else None,
             task=task.public_dict(),
             policy=policy.name,

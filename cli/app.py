@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from agent.policies import POLICIES
 from agent.task import load_task
+from cli.eval_cmd import eval_command
 from cli.run_ref import RunRef, resolve_run
 from tools.actions import Answer, Key, Terminate, Type
 from tools.errors import HarnessError, UsageError
@@ -64,6 +65,7 @@ export_app = typer.Typer(help="Export labels and runs.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
+app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cli", "agent", "tools", "tracer", "replays", "sites")
+PACKAGES = ("cli", "evals", "agent", "tools", "tracer", "replays", "sites")
 
 
 def _module_name(path: Path) -> str:
@@ -158,6 +158,19 @@ def test_nothing_imports_the_cli() -> None:
         if _is_cli(target)
     )
     assert not importing_cli, f"nothing may import the CLI: {importing_cli}"
+
+
+def test_only_the_cli_imports_evals() -> None:
+    # evals (suites, parallel episodes) runs tasks through agent and reads tracer; it sits just below the CLI.
+    offending = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        if module.split(".")[0] not in ("cli", "evals")
+        for target in targets
+        if target.split(".")[0] == "evals"
+    )
+    assert not offending, f"only the CLI may import evals: {offending}"
+    assert "evals.runner" in GRAPH and "agent.loop" in GRAPH["evals.episode"]
 
 
 def test_no_module_import_cycles() -> None:

@@ -118,6 +118,10 @@ _COLUMNS = {
     "labels": ("run_id", "id", "idx", "verdict", "correction", "note", "created_at", "deleted"),
     "label_files": ("run_id", "size"),
 }
+# Created on first use (not part of the checked schema): indexes written before evals existed work unchanged.
+_EVALS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS evals (eval_id TEXT PRIMARY KEY, suite TEXT NOT NULL, updated_at TEXT NOT NULL, summary TEXT)"
+)
 # What SQLite says about a file that is not (or no longer) a usable index of ours.
 _UNUSABLE = (
     "not a database",
@@ -218,6 +222,35 @@ class RunIndex:
         """The runs holding label ``label_id`` (one, unless a run folder was copied) and whether it is undone."""
         rows = self._run(lambda c: c.execute("SELECT run_id, deleted FROM labels WHERE id = ?", (label_id,)).fetchall())
         return [(r[0], bool(r[1])) for r in rows]
+
+    # -- evaluations (glassbox eval): one summary per eval, kept here for the viewer -----------------
+    def upsert_eval(self, eval_id: str, suite: str, summary: dict[str, Any]) -> None:
+        """Keep (replace) the summary of eval ``eval_id``; the eval's folder (``evals/<id>/``) is the truth."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(_EVALS_TABLE)
+            conn.execute(
+                "INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?)",
+                (eval_id, suite, datetime.now(timezone.utc).isoformat(), json.dumps(summary)),
+            )
+
+        self._run(lambda conn: _transaction(conn, tx))
+
+    def evals(self) -> list[dict[str, Any]]:
+        """Every eval's summary, newest update first: {eval_id, suite, updated_at, summary}."""
+
+        def query(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            conn.execute(_EVALS_TABLE)  # an index written before evals existed has no such table yet
+            return conn.execute("SELECT * FROM evals ORDER BY updated_at DESC").fetchall()
+
+        result = []
+        for row in self._run(query):
+            try:
+                summary = json.loads(row["summary"])
+            except ValueError:
+                summary = None
+            result.append({**dict(row), "summary": summary})
+        return result
 
     # -- reading ----------------------------------------------------------------------------------
     def runs(

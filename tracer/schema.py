@@ -254,5 +254,7 @@ class RunRecord(BaseModel):
     layout_seed: int | None = None
     parent_run: str | None = None  # a replay or fork of this run
     parent_step: int | None = None
+    eval_id: str | None = None  # the evaluation (``glassbox eval``) this run is an episode of
+    episode_id: str | None = None
     pid: int
     host: str

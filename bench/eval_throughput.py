@@ -1,0 +1,87 @@
+"""Eval throughput: episodes per minute with 1 worker, 2 workers and Ray (local, 2 CPUs), side by side in one run.
+
+The bundled shop task (tasks/publish_product.yaml) with the script policy over several layout seeds; every
+episode is a full run (its own worker process, shop server and Chromium, recorded to a fresh runs dir). Each
+configuration runs the same episodes; the order of configurations is rotated between rounds so that a burst of
+load from elsewhere does not land on one of them only.
+Targets (2-core machine): 2 workers at least 1.5x one worker; Ray within 15 % of the 2-worker process pool.
+
+    .venv/bin/python bench/eval_throughput.py [--seeds 4] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from evals.runner import Engine, run_eval
+from evals.suite import load_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS: list[tuple[str, Engine, int]] = [("1 worker", "local", 1), ("2 workers", "local", 2), ("ray (local, 2 CPUs)", "ray", 2)]
+
+
+def suite_file(folder: Path, seeds: int) -> Path:
+    path = folder / "suite.yaml"
+    path.write_text(
+        f"name: throughput\ntasks: [{ROOT / 'tasks' / 'publish_product.yaml'}]\nseeds: {list(range(1, seeds + 1))}\n"
+        "policy: {name: script}\nlimits: {timeout_s: 600, retries: 1}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_config(suite_path: Path, engine: Engine, workers: int, runs: Path) -> tuple[float, int, int]:
+    """(seconds, episodes, succeeded) for one configuration."""
+    suite = load_suite(suite_path)
+    started = time.perf_counter()
+    if engine == "ray":
+        import ray
+
+        # Started (and its worker processes warmed) before the clock: a cluster is up before an eval is sent to it.
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = time.perf_counter()
+        try:
+            outcome = run_eval(suite, runs_dir=runs, engine="ray", workers=workers)
+        finally:
+            seconds = time.perf_counter() - started
+            ray.shutdown()
+    else:
+        outcome = run_eval(suite, runs_dir=runs, engine="local", workers=workers)
+        seconds = time.perf_counter() - started
+    return seconds, len(outcome.results), sum(1 for r in outcome.results if r.status == "succeeded")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=4, help="Episodes per configuration (layout seeds 1..N).")
+    parser.add_argument("--rounds", type=int, default=1, help="Repeat every configuration this many times.")
+    args = parser.parse_args()
+    print(f"cpus: {os.cpu_count()} · load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    totals: dict[str, list[float]] = {name: [0.0, 0.0] for name, _, _ in CONFIGS}  # seconds, episodes
+    with tempfile.TemporaryDirectory(prefix="glassbox-eval-bench-") as tmp:
+        suite_path = suite_file(Path(tmp), args.seeds)
+        for round_ in range(args.rounds):
+            order = CONFIGS[round_ % len(CONFIGS) :] + CONFIGS[: round_ % len(CONFIGS)]
+            for name, engine, workers in order:
+                seconds, episodes, ok = run_config(suite_path, engine, workers, Path(tmp) / f"runs-{round_}-{engine}-{workers}")
+                totals[name][0] += seconds
+                totals[name][1] += episodes
+                print(f"round {round_ + 1} {name:22s} {episodes} episodes ({ok} succeeded) in {seconds:6.1f} s")
+    rate = {name: 60 * episodes / seconds for name, (seconds, episodes) in totals.items()}
+    print()
+    print(f"{'configuration':24s} episodes/min")
+    for name, value in rate.items():
+        print(f"{name:24s} {value:8.2f}")
+    one, two, ray_rate = rate["1 worker"], rate["2 workers"], rate["ray (local, 2 CPUs)"]
+    print()
+    print(f"2 workers / 1 worker: {two / one:.2f}x (target >= 1.5x)")
+    print(f"ray / 2 workers:      {ray_rate / two:.2f}x (target within 15 %: >= 0.85x)")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""``glassbox eval SUITE``: run a suite's episodes (tasks x seeds x repeats) and print what they came to.
+
+Exit codes: 0 the eval ran (whatever the episodes' outcomes), 2 usage errors (a broken suite or task file, bad
+flags, an eval id that names another suite, Ray missing), 130 interrupted (Ctrl-C; resume with --eval-id).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.output import Column, is_tty, print_table, write_json
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class EngineName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class EvalReport(BaseModel):
+    """``glassbox eval --json``: the eval, where it lives, and its summary (as kept in the runs index)."""
+
+    eval_id: str
+    folder: str
+    engine: str
+    workers: int
+    skipped: int  # episodes already finished before this call (a resumed eval)
+    summary: dict[str, object]
+    episodes: list[dict[str, object]]
+
+
+def _usage_error(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=2)
+
+
+def eval_command(
+    suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="A suite YAML, or a folder of task files.")],
+    workers: Annotated[
+        Optional[int], typer.Option(min=1, max=256, help="Episodes at once (default: the suite's; Ray: the cluster's CPUs).")
+    ] = None,
+    engine: Annotated[EngineName, typer.Option(help="local: worker processes here; ray: Ray tasks.")] = EngineName.local,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto or ray://head:10001).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders (and evals/<id>/) are written.")] = Path("runs"),
+    eval_id: Annotated[
+        Optional[str], typer.Option(help="Resume this eval (finished episodes are skipped), or name a new one.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document: the eval's summary and episodes.")] = False,
+    allow_programs: Annotated[
+        bool, typer.Option("--allow-programs", help="Let the suite's tasks start programs (desktop apps, command checks).")
+    ] = False,
+) -> None:
+    """Evaluate over many tasks: every episode is a normal run tagged with the eval's id."""
+    from evals.runner import EvalUsageError, run_eval
+    from evals.suite import SuiteError, load_suite
+
+    if address is not None and engine is not EngineName.ray:
+        raise _usage_error("--address is for --engine ray")
+    try:
+        suite = load_suite(suite_path, allow_programs=allow_programs)
+    except SuiteError as exc:
+        raise _usage_error(str(exc)) from None
+    from agent.policies import PolicyUnavailable, check_policy, with_policy_overrides
+    from agent.task import load_task
+
+    first = load_task(suite.task_files[0], allow_programs=True if allow_programs else None)
+    try:  # a policy that cannot run (no model, no server named) fails here, not in every episode
+        check_policy(suite.policy_name(first), with_policy_overrides(first, suite.policy))
+    except PolicyUnavailable as exc:
+        raise _usage_error(str(exc)) from None
+
+    tty = is_tty(err_console) and not json_out
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tally]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not tty,
+    )
+    bar: list[object] = []
+    counts = {"succeeded": 0, "failed": 0, "interrupted": 0, "harness_error": 0}
+
+    started_id: list[str] = []
+
+    def started(eid: str, folder: Path, planned: int, skipped: int) -> None:
+        started_id.append(eid)
+        err_console.print(f"eval [bold]{escape(eid)}[/] · {planned} episode(s) · {escape(str(folder))}", soft_wrap=True)
+        if skipped:
+            err_console.print(f"resuming: {skipped} episode(s) already finished are skipped")
+
+    def progressed(finished: int, planned: int, result: object) -> None:
+        from evals.episode import EpisodeResult
+
+        if isinstance(result, EpisodeResult):
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if not tty:
+                err_console.print(
+                    f"{finished}/{planned} {escape(result.episode_id)}: {result.status} "
+                    f"({result.steps} steps, {result.seconds:.1f} s{_attempts(result.harness_attempts)})",
+                    soft_wrap=True,
+                )
+        tally = " ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v)
+        if not bar:
+            bar.append(progress.add_task(suite.name, total=planned, completed=finished, tally=tally))
+        else:
+            progress.update(bar[0], completed=finished, tally=tally)  # type: ignore[arg-type]
+
+    try:
+        with progress:
+            outcome = run_eval(
+                suite,
+                runs_dir=runs_dir,
+                eval_id=eval_id,
+                workers=workers,
+                engine=engine.value,
+                address=address,
+                on_progress=progressed,
+                on_start=started,
+            )
+    except EvalUsageError as exc:
+        raise _usage_error(str(exc)) from None
+    except KeyboardInterrupt:
+        if started_id:
+            err_console.print(
+                f"[yellow]interrupted:[/] the episodes that had finished are kept; resume with "
+                f"glassbox eval {escape(str(suite_path))} --eval-id {escape(started_id[0])}",
+                soft_wrap=True,
+            )
+        raise typer.Exit(code=130) from None
+    if json_out:
+        write_json(
+            console,
+            EvalReport(
+                eval_id=outcome.eval_id,
+                folder=str(outcome.folder),
+                engine=outcome.engine,
+                workers=outcome.workers,
+                skipped=outcome.skipped,
+                summary=outcome.summary.model_dump(mode="json"),
+                episodes=[r.model_dump(mode="json") for r in outcome.results],
+            ),
+        )
+        raise typer.Exit(code=0)
+    _print_summary(outcome)
+    raise typer.Exit(code=0)
+
+
+def _attempts(n: int) -> str:
+    return f", {n} attempts" if n > 1 else ""
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _print_summary(outcome: object) -> None:
+    from evals.runner import EvalOutcome
+
+    assert isinstance(outcome, EvalOutcome)
+    s = outcome.summary
+    ok = s.success
+    interval = "n/a" if ok.low is None or ok.high is None else f"{_pct(ok.low)} – {_pct(ok.high)}"
+    console.print(
+        f"[bold]eval {escape(outcome.eval_id)}[/] · {s.episodes}/{s.planned} episodes · engine {outcome.engine} "
+        f"× {outcome.workers}",
+        soft_wrap=True,
+    )
+    rows = [
+        ["success rate", f"{_pct(ok.rate)} ({ok.successes}/{ok.n}); 95 % interval {interval}"],
+        ["harness errors", f"{s.harness_errors} (after retries; {s.retried_episodes} episode(s) needed a retry)"],
+        ["steps per episode", f"mean {_num(s.steps.mean)} · median {_num(s.steps.median)}"],
+        ["seconds per episode", f"mean {_num(s.seconds.mean)} · median {_num(s.seconds.median)}"],
+        ["parse errors", f"{s.parse_errors} ({_pct(s.parse_error_rate)} of steps)"],
+        ["end reasons", "; ".join(f"{k}: {v}" for k, v in s.end_reasons.items()) or "n/a"],
+    ]
+    cal = s.calibration
+    if cal.steps and cal.auroc is not None:
+        rows.append(
+            ["confidence → wrong step", f"AUROC {cal.auroc:.3f} over {cal.steps} steps ({cal.wrong} wrong; {cal.source})"]
+        )
+    else:
+        reason = "no step has a confidence" if not cal.steps else "no wrong step, or no right one"
+        rows.append(["confidence → wrong step", f"n/a ({reason})"])
+    print_table(console, [Column(header="figure"), Column(header="value", wraps=True)], rows)
+    console.print()
+    print_table(
+        console,
+        [Column(header="task", wraps=True), Column(header="episodes"), Column(header="success"), Column(header="95 % interval")],
+        [
+            [
+                t.task_name,
+                str(t.episodes),
+                f"{_pct(t.success.rate)} ({t.success.successes}/{t.success.n})",
+                "n/a" if t.success.low is None or t.success.high is None else f"{_pct(t.success.low)} – {_pct(t.success.high)}",
+            ]
+            for t in s.per_task
+        ],
+    )
+    if cal.steps:
+        console.print()
+        print_table(
+            console,
+            [Column(header="confidence"), Column(header="steps"), Column(header="mean conf."), Column(header="wrong")],
+            [
+                [f"{b.low:.1f}–{b.high:.1f}", str(b.steps), _num(b.mean_confidence, 2), _pct(b.wrong_rate)]
+                for b in cal.bins
+                if b.steps
+            ],
+        )
+    console.print(f"results: [bold]{escape(str(outcome.folder))}[/] (episodes.jsonl, results.csv, summary.json)", soft_wrap=True)

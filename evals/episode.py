@@ -1,0 +1,132 @@
+"""One attempt at one episode: the job handed to a worker, what comes back, and the in-process run.
+
+The job and the result are pydantic models so that they cross process (and Ray) boundaries as JSON. A result
+is either ``done`` (run_task returned: the task succeeded or failed, recorded in its run folder) or ``harness``
+(something broke around the task: the browser, the site, the task's setup, the worker process, a timeout);
+only the second kind is retried.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from evals.suite import Episode
+
+Status = Literal["succeeded", "failed", "interrupted", "harness_error"]
+
+
+class EpisodeJob(BaseModel):
+    """Everything a worker needs to run one attempt, on this machine or another."""
+
+    eval_id: str
+    episode: Episode
+    attempt: int  # 1-based
+    run_id: str  # the run folder's name, chosen by the eval so that it can be found after a kill
+    runs_dir: Path  # absolute; on a Ray cluster a directory every node shares
+    policy: dict[str, Any] = Field(default_factory=dict)  # PolicySettings overrides, ``name`` among them
+    max_steps: int | None = None
+    allow_programs: bool = False
+    timeout_s: float
+
+
+class AttemptResult(BaseModel):
+    """What one attempt came to."""
+
+    kind: Literal["done", "harness"]
+    run_id: str | None = None  # None: no run folder was written (the harness failed before the run started)
+    status: Status | None = None  # done: the run's status
+    end_reason: str = ""
+    steps: int = 0
+    parse_errors: int = 0
+    seconds: float = 0.0
+    error: str | None = None  # harness: what broke
+    timed_out: bool = False
+    # (confidence, the step went wrong) of every step a model gave a confidence for; wrong = outcome error
+    step_confidence: list[tuple[float, bool]] = Field(default_factory=list)
+
+
+class EpisodeResult(BaseModel):
+    """An episode's final line in ``episodes.jsonl``."""
+
+    event: Literal["finished"] = "finished"
+    episode_id: str
+    task_name: str
+    task_file: str
+    seed: int | None
+    repeat: int
+    status: Status
+    run_id: str | None
+    end_reason: str
+    steps: int
+    seconds: float
+    parse_errors: int
+    harness_attempts: int  # attempts made (1 = no retry)
+    harness_errors: list[str] = Field(default_factory=list)  # one per failed attempt
+    earlier_runs: list[str] = Field(default_factory=list)  # run folders of attempts that did not count
+    step_confidence: list[tuple[float, bool]] = Field(default_factory=list)
+    finished_at: datetime
+
+
+class EpisodeStarted(BaseModel):
+    """Written before an attempt is handed to a worker: after a kill, its run folder is known to be abandoned."""
+
+    event: Literal["started"] = "started"
+    episode_id: str
+    attempt: int
+    run_id: str
+    at: datetime
+
+
+def run_attempt(job: EpisodeJob) -> AttemptResult:
+    """Run the job in this process: a normal run (agent.loop.run_task) tagged with the eval and episode ids."""
+    from agent.loop import run_task
+    from agent.task import load_task
+    from tracer.store import read_run, read_steps
+
+    started = time.monotonic()
+    try:
+        task = load_task(job.episode.task_file, allow_programs=True if job.allow_programs else None)
+        if job.max_steps is not None:
+            task.limits.max_steps = job.max_steps
+        overrides = {k: v for k, v in job.policy.items() if k != "name"}
+        result = run_task(
+            task,
+            policy=job.policy.get("name"),
+            runs_dir=job.runs_dir,
+            layout_seed=job.episode.layout_seed,
+            policy_overrides=overrides,
+            run_id=job.run_id,
+            eval_id=job.eval_id,
+            episode_id=job.episode.id,
+        )
+    except Exception as exc:  # anything out of run_task is the harness's, not the agent's
+        written = (job.runs_dir / job.run_id / "run.json").is_file()
+        return AttemptResult(
+            kind="harness",
+            run_id=job.run_id if written else None,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            seconds=time.monotonic() - started,
+        )
+    seconds = time.monotonic() - started
+    parse_errors = 0
+    confidence: list[tuple[float, bool]] = []
+    try:
+        parse_errors = read_run(result.run_dir).summary.parse_errors
+        confidence = [(s.confidence, s.outcome == "error") for s in read_steps(result.run_dir) if s.confidence is not None]
+    except (OSError, ValueError):
+        pass  # the figures stay empty; the run's status is what counts
+    return AttemptResult(
+        kind="done",
+        run_id=result.run_id,
+        status=result.status.value,
+        end_reason=result.end_reason,
+        steps=result.steps,
+        parse_errors=parse_errors,
+        seconds=seconds,
+        step_confidence=confidence,
+    )

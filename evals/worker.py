@@ -1,0 +1,249 @@
+"""Run episode attempts in worker processes of their own, with a time limit.
+
+A worker is a ``python -m evals.worker`` in its own session (process group) that runs one attempt at a time:
+each attempt opens its own browser and its own site instance (agent.loop.run_task), so episodes share nothing
+but the warm interpreter, whose imports a fresh process would pay again for every episode. When an attempt runs
+past its time limit the worker's whole group is stopped (SIGTERM, so the run closes as interrupted and Chromium
+goes with it; SIGKILL if it does not) and the next attempt gets a fresh worker; so does the attempt after a
+worker died. A worker dies with the process that started it (Linux ``PR_SET_PDEATHSIG``), so a killed eval
+leaves no episode running.
+
+    result = run_attempt_in_child(job)     # an AttemptResult; never raises for what happens in the worker
+    close_idle()                           # the eval is over: idle workers exit
+
+Both engines use this: the local pool from its threads, Ray from inside each Ray task (idle workers stay with
+the Ray worker process between its tasks).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from evals.episode import AttemptResult, EpisodeJob, run_attempt
+
+_GRACE_S = 10.0  # after SIGTERM, how long the run gets to close before SIGKILL
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_MAX_RESULT_BYTES = 64 * 1024 * 1024
+_EPISODES_PER_WORKER = 25  # then a fresh process: whatever a long-lived one accumulates does not pile up
+_lock = threading.Lock()
+_busy: set[_Worker] = set()  # workers running an attempt now, for stop_all()
+_idle: list[_Worker] = []  # workers waiting for their next attempt
+
+
+class _WorkerGone(Exception):
+    """The worker process ended (or stopped answering) before it gave a result."""
+
+
+class _Worker:
+    """One worker process: jobs go in on its stdin, one JSON line each; results come back on its stdout."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        # The worker imports this very code, wherever this process found it (a Ray worker's cwd is elsewhere).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        self.stderr: IO[bytes] = tempfile.TemporaryFile(prefix="glassbox-worker-")  # a file: nobody has to drain it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evals.worker", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            start_new_session=True,
+        )
+        self._buffer = b""
+        self.episodes = 0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, job: EpisodeJob) -> AttemptResult:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(job.model_dump_json().encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise _WorkerGone(f"the worker process could not take the job: {exc}") from None
+        deadline = time.monotonic() + job.timeout_s
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk or len(self._buffer) > _MAX_RESULT_BYTES:
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise _WorkerGone(f"the worker process exited with code {self.proc.returncode} without a result")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            return AttemptResult.model_validate_json(line)
+        except ValueError as exc:
+            raise _WorkerGone(f"the worker process answered something that is not a result: {exc}") from None
+
+    def stderr_tail(self) -> str:
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - 1500))
+            return self.stderr.read().decode("utf-8", errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def stop(self) -> None:
+        """Stop the worker's whole group: SIGTERM, then SIGKILL if it does not end."""
+        for sig, wait in ((signal.SIGTERM, _GRACE_S), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._release_files()
+
+    def close(self) -> None:
+        """Let an idle worker exit on its own (end of its input), or stop it."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=_GRACE_S)
+        except (OSError, subprocess.TimeoutExpired):
+            self.stop()
+        self._release_files()
+
+    def _release_files(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+
+def run_attempt_in_child(job: EpisodeJob) -> AttemptResult:
+    worker = _take_worker()
+    with _lock:
+        _busy.add(worker)
+    started = time.monotonic()
+    keep = False
+    try:
+        worker.episodes += 1
+        result = worker.run(job)
+        keep = True
+        return result
+    except TimeoutError:
+        worker.stop()
+        return _harness(
+            job,
+            f"timeout: the episode ran past {job.timeout_s:g} s and its worker was stopped",
+            started,
+            timed_out=True,
+        )
+    except _WorkerGone as exc:
+        worker.stop()
+        tail = worker.stderr_tail()
+        return _harness(job, f"{exc}" + (f": {tail}" if tail else ""), started)
+    except BaseException:  # the eval itself is stopping (Ctrl-C): take the episode down with it
+        worker.stop()
+        raise
+    finally:
+        with _lock:
+            _busy.discard(worker)
+            if keep and worker.alive() and worker.episodes < _EPISODES_PER_WORKER:
+                _idle.append(worker)
+                keep = False
+        if keep:
+            worker.close()
+
+
+def stop_all() -> None:
+    """Ask every running episode of this process to stop (SIGTERM to its worker's group: its run closes as
+    interrupted). For an eval that is itself stopping: the threads waiting on those workers return at once."""
+    with _lock:
+        busy = list(_busy)
+    for worker in busy:
+        try:
+            os.killpg(worker.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def close_idle() -> None:
+    """The eval is over: the idle workers exit."""
+    with _lock:
+        idle = list(_idle)
+        _idle.clear()
+    for worker in idle:
+        worker.close()
+
+
+def _take_worker() -> _Worker:
+    with _lock:
+        while _idle:
+            worker = _idle.pop()
+            if worker.alive():
+                return worker
+            worker._release_files()
+    return _Worker()
+
+
+def _harness(job: EpisodeJob, error: str, started: float, *, timed_out: bool = False) -> AttemptResult:
+    written = (job.runs_dir / job.run_id / "run.json").is_file()
+    return AttemptResult(
+        kind="harness",
+        run_id=job.run_id if written else None,
+        error=error[:2000],
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGTERM this process when the process that started it dies (the loop closes the run as interrupted)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: a killed eval may leave this episode running to its end
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def serve(parent_pid: int) -> int:
+    """The worker's side: one job per input line, one result per output line, until the input ends."""
+    _die_with_parent(parent_pid)
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever the run prints goes to stderr; stdout carries only results
+    import agent.loop  # noqa: F401  (warm: the first episode does not pay for the imports)
+
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        job = EpisodeJob.model_validate_json(line)
+        result = run_attempt(job)
+        results.write(result.model_dump_json().encode() + b"\n")
+        results.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1])))
