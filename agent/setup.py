@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 from agent.environment import Environment
 from agent.task import SetupStep, Task
+from tools.errors import HarnessError
 from tracer.schema import SetupStepResult
 from tracer.store import RunWriter
 
@@ -28,7 +29,7 @@ DETAIL_LIMIT = 300  # characters of a recorded value
 SAVED_LIMIT = 2000  # characters of a value kept with save_as
 
 
-class SetupFailed(RuntimeError):
+class SetupFailed(HarnessError, RuntimeError):
     """A setup step failed; ``str()`` is the run's end reason (``setup failed: setup[i].kind: why``)."""
 
 

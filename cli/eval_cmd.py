@@ -59,17 +59,36 @@ def eval_command(
     allow_programs: Annotated[
         bool, typer.Option("--allow-programs", help="Let the suite's tasks start programs (desktop apps, command checks).")
     ] = False,
+    policy: Annotated[Optional[str], typer.Option(help="Override the suite's policy (script, qwen3vl, openai).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Override the policy's model.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Override the served model's URL (openai).")] = None,
+    tasks: Annotated[
+        Optional[str],
+        typer.Option(help="miniwob: task names, comma-separated (default: those with a bundled demonstration)."),
+    ] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="miniwob: seeds, e.g. 0-4,9 (default 0-4).")] = None,
 ) -> None:
-    """Evaluate over many tasks: every episode is a normal run tagged with the eval's id."""
+    """Evaluate over many tasks: every episode is a normal run tagged with the eval's id.
+
+    SUITE `miniwob` is the built-in MiniWoB++ suite (needs the miniwob package): one task file per task and seed.
+    """
     from evals.runner import EvalUsageError, run_eval
     from evals.suite import SuiteError, load_suite
 
     if address is not None and engine is not EngineName.ray:
         raise _usage_error("--address is for --engine ray")
+    builtin = str(suite_path) == "miniwob" and not suite_path.exists()
+    if not builtin and (tasks is not None or seeds is not None):
+        raise _usage_error("--tasks and --seeds are for the built-in suite: glassbox eval miniwob --tasks ... --seeds ...")
     try:
+        if builtin:
+            suite_path = _build_miniwob(runs_dir, tasks, seeds)
         suite = load_suite(suite_path, allow_programs=allow_programs)
-    except SuiteError as exc:
+    except (SuiteError, ValueError) as exc:
         raise _usage_error(str(exc)) from None
+    overrides = {k: v for k, v in {"name": policy, "model": model, "base_url": base_url}.items() if v is not None}
+    if overrides:
+        suite = suite.model_copy(update={"policy": {**suite.policy, **overrides}})
     from agent.policies import PolicyUnavailable, check_policy, with_policy_overrides
     from agent.task import load_task
 
@@ -224,3 +243,30 @@ def _print_summary(outcome: object) -> None:
             ],
         )
     console.print(f"results: [bold]{escape(str(outcome.folder))}[/] (episodes.jsonl, results.csv, summary.json)", soft_wrap=True)
+
+
+def _build_miniwob(runs_dir: Path, tasks: str | None, seeds: str | None) -> Path:
+    """The built-in MiniWoB++ suite's task files, written once per choice of tasks and seeds (so a resumed eval
+    finds the same files) under ``runs_dir/evals/miniwob-tasks/``."""
+    import hashlib
+
+    from evals.miniwob import build_suite
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    chosen = _seed_list(seeds) if seeds else list(range(5))
+    key = hashlib.sha256(f"{names}|{chosen}".encode()).hexdigest()[:12]
+    return build_suite(runs_dir / "evals" / "miniwob-tasks" / key, tasks=names, seeds=chosen)
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0-4,9`` -> [0, 1, 2, 3, 4, 9]; ValueError naming the part that is not a seed or a range."""
+    found: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"--seeds: {part!r} is not a seed or a range like 0-4")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low or high - low >= 10_000 or len(found) > 10_000:
+            raise ValueError(f"--seeds: {part!r} is not a range of at most 10,000 seeds, low to high")
+        found += [s for s in range(low, high + 1) if s not in found]
+    return found

@@ -23,11 +23,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from tools.errors import UsageError
+
 MAX_SEED = 2**31 - 1
 _TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
 
 
-class MiniwobMissing(ValueError):
+class MiniwobMissing(UsageError, ValueError):
     """The ``miniwob`` package is not installed (``pip install miniwob`` or ``pip install -e .[miniwob]``)."""
 
 
@@ -114,7 +116,7 @@ def task_text(name: str, seed: int, *, html: Path, with_demo: bool) -> str:
     ]
     setup += [{"js": expression, "save_as": value} for value, expression in (demo.values.items() if demo else [])]
     task: dict[str, Any] = {
-        "name": f"miniwob.{name}.s{seed}",
+        "name": f"miniwob.{name}",  # one name for every seed: the eval groups episodes by task
         "goal": "{utterance}",
         "target": {"start_url": page.as_uri()},
         "allowed_roots": [str(html)],

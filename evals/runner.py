@@ -41,6 +41,7 @@ from evals.results import (
 from evals.stats import EvalSummary
 from evals.suite import Episode, Suite
 from evals.worker import close_idle, run_attempt_in_child, stop_all
+from tools.errors import UsageError
 from tracer.index import RunIndex
 from tracer.store import new_run_id
 
@@ -50,7 +51,7 @@ Engine = Literal["local", "ray"]
 ProgressCallback = Callable[[int, int, "EpisodeResult | None"], None]  # (finished, planned, the result just in)
 
 
-class EvalUsageError(ValueError):
+class EvalUsageError(UsageError, ValueError):
     """The eval cannot start as asked (an eval id that names another suite, Ray missing, no GPU for a local model)."""
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.task import PolicySettings, SiteTarget, Task, TaskError, load_task
 from agent.task_yaml import YamlProblem, load_yaml_file
+from tools.errors import UsageError
 
 MAX_EPISODES = 100_000
 MAX_TASK_FILES = 10_000
@@ -38,7 +39,7 @@ TASK_SUFFIXES = (".yaml", ".yml")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-class SuiteError(ValueError):
+class SuiteError(UsageError, ValueError):
     """A suite that cannot be used; ``str()`` names the file, and each problem its field and line."""
 
     def __init__(self, path: Path | None, problems: list[str]) -> None:

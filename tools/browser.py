@@ -24,6 +24,7 @@ from tools.actions import ActionError
 from tools.capture import PageCapture, png_size
 from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
+from tools.errors import StepError
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
 from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, SettlePolicy, Target
@@ -84,7 +85,7 @@ NETWORK_QUIET_S = 0.1  # network idle: nothing in flight and no request started 
 TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 
 
-class PageScriptError(RuntimeError):
+class PageScriptError(StepError, RuntimeError):
     """A script or wait in the page failed; ``str()`` says why in one line."""
 
 

@@ -21,15 +21,21 @@ import paths are unchanged) and only take their parent from here; most also keep
     │   ├── replays.labels.LabelError             a label that cannot be stored
     │   ├── replays.export.FeedbackExportError    labels that cannot be exported
     │   ├── replays.playwright_export.ExportError a run that cannot be exported as a script
-    │   └── cli.run_ref.RunRefError               a run reference that names no run, or several
+    │   ├── cli.run_ref.RunRefError               a run reference that names no run, or several
+    │   ├── evals.suite.SuiteError                a suite file that cannot be used (file, field, line, problem)
+    │   ├── evals.runner.EvalUsageError           an eval that cannot start or resume (another suite's id, no Ray)
+    │   └── evals.miniwob.MiniwobMissing          the miniwob package (its task pages) is not installed
     ├── StepError               one step could not be done: recorded in the step (error, error_kind), the run goes on
     │   ├── tools.actions.ActionError             a tool call that is not a valid action; fed back to the model
     │   │   └── tools.executor.BudgetSpent        the time budget ran out in the middle of an action
+    │   ├── tools.browser.PageScriptError         a setup script threw (setup turns it into SetupFailed)
+    │   │   └── tools.browser.PageTimeout         a setup script or wait did not finish within its limit
     │   └── agent.backends.base.BackendError      the model could not be asked (server down, out of memory)
     └── HarnessError            the environment could not start or broke: a clear message; a run that had started
         │                       is marked failed with the reason (the loop wraps any unexpected crash in one)
         ├── tools.xvfb.DisplayError               no X display: none given, Xvfb missing or failing
         ├── agent.environment.DesktopAppError     the task's desktop app did not start or show its window
+        ├── agent.setup.SetupFailed               a step of the task's setup failed: the run fails before step 0
         └── tracer.index.UnusableIndex            the runs index is a database of another schema (it is rebuilt)
 
 Code that catches an error by kind catches these classes, never a class name string.
