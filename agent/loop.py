@@ -22,6 +22,7 @@ from typing import Any, Callable, TypedDict
 import structlog
 from pydantic import BaseModel
 
+from agent.approval import TerminalAsk, attach_person
 from agent.checks import run_checks
 from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
@@ -91,6 +92,7 @@ def run_task(
     on_start: Callable[[RunRecord, Path], None] | None = None,
     executor: Executor | None = None,
     hooks: Hooks | None = None,
+    terminal_ask: TerminalAsk | None = None,
 ) -> RunResult:
     """Run ``task`` in a fresh environment (a browser and, for a site task, a fresh bundled site; or a desktop).
 
@@ -102,6 +104,9 @@ def run_task(
     ``hooks`` gets the run's events (:mod:`agent.events`: run started, step decided, step recorded, run ended)
     and asks its gates before each step acts. ``on_start`` and ``on_step`` are shorthands that subscribe to
     ``RunStarted`` and ``StepRecorded``; like every subscriber, one that raises is logged, not fatal.
+
+    A person can pause the run and, when the task asks for approval (``ask_before``, ``on_low_confidence: ask``),
+    answers held steps in a viewer or, through ``terminal_ask``, on a terminal (:mod:`agent.approval`).
 
     A policy name or setting that cannot work raises :class:`PolicyUnavailable` before anything starts.
     """
@@ -117,6 +122,7 @@ def run_task(
     if on_step is not None:
         step_callback = on_step
         run_hooks.on(StepRecorded, lambda event: step_callback(event.step))
+    attach_person(run_hooks, task, runs_dir, terminal_ask=terminal_ask)
     with ExitStack() as stack:
         if executor is not None:
             env = Environment(task=task, executor=executor)
@@ -169,6 +175,7 @@ class _Loop:
         self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
         self._gate_stop: str | None = None  # a gate stopped the run: the end reason
+        self._gate_stop_status = RunStatus.interrupted  # or failed, when the gate said so (a person's Stop)
 
     def run(self) -> RunResult:
         limits = self.task.limits
@@ -188,7 +195,7 @@ class _Loop:
                     break
                 step, terminate = self._step(index)
                 if self._gate_stop is not None:  # a person or guard ended the run on purpose: like Ctrl-C
-                    status, end_reason = RunStatus.interrupted, self._gate_stop
+                    status, end_reason = self._gate_stop_status, self._gate_stop
                     break
                 if step.error_kind == "low_confidence":
                     end_reason = f"stopped on low confidence at step {index}: {step.error}"
@@ -287,7 +294,9 @@ class _Loop:
             )
             if off_grid is not None:  # refused, not clamped: the model is told and tries again
                 action, error_kind, error = None, "action", off_grid
-        decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls))
+        # Written before the gates are asked, so a person approving the step sees what the policy saw.
+        screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
+        decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls), screenshot)
         self.hooks.publish(decided)
         gate: GateRecord | None = None
         skipped = False
@@ -318,6 +327,7 @@ class _Loop:
             call=(call_index, calls),
             gate=gate,
             skipped=skipped,
+            screenshot=screenshot,
         )
         # The rest run in order; an error (or a gate holding this one back) stops them.
         if error is None and not skipped and terminate is None and call_index + 1 < calls:
@@ -334,6 +344,7 @@ class _Loop:
         error_kind: str | None,
         error: str | None,
         call: tuple[int, int],
+        screenshot: str | None = None,
     ) -> StepDecided:
         """The event gates and subscribers get before the step acts (secrets masked, no screenshot bytes)."""
         event = StepDecided(
@@ -345,6 +356,7 @@ class _Loop:
                 screenshot_size=observation.screenshot_size,
                 css_size=observation.css_size,
                 device_scale_factor=observation.device_scale_factor,
+                screenshot=screenshot,
             ),
             decision=Decision(
                 tool_calls=output.tool_calls,
@@ -372,7 +384,10 @@ class _Loop:
             log.info("step skipped by a gate", step=index, gate=who, reason=answer.reason)
             return None, True, None
         if answer.decision == "stop":
-            self._gate_stop = f"stopped by {who} at step {index}" + (f": {answer.reason}" if answer.reason else "")
+            self._gate_stop = answer.end_reason or f"stopped by {who} at step {index}" + (
+                f": {answer.reason}" if answer.reason else ""
+            )
+            self._gate_stop_status = RunStatus.failed if answer.fail_run else RunStatus.interrupted
             log.info("run stopped by a gate", step=index, gate=who, reason=answer.reason)
             return None, True, None
         assert answer.action is not None  # GateDecision checks that replace carries an action
@@ -442,9 +457,11 @@ class _Loop:
         call: tuple[int, int] = (0, 1),
         gate: GateRecord | None = None,
         skipped: bool = False,
+        screenshot: str | None = None,
     ) -> StepRecord:
         t0, t1, t2, t3 = marks
-        screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
+        if screenshot is None:
+            screenshot = self.writer.write_screenshot(index, observation.screenshot_png)
         unavailable = dict(output.unavailable)
         evidence = None
         if outcome is not None and outcome.coordinate is not None:
