@@ -7,6 +7,8 @@ answers scripted tool calls with the confidence each test gives."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -511,3 +513,64 @@ def test_correct_acts_at_the_clicked_spot_and_stop_ends_the_run(tmp_path, page):
     assert corrected.coordinate is not None and corrected.coordinate.css == (round(x / 1000 * 1280), round(y / 1000 * 800))
     assert corrected.gate is not None and (corrected.gate.decision, corrected.gate.answered_by) == ("replace", "viewer")
     assert stopped.outcome == "skipped" and stopped.gate is not None and stopped.gate.decision == "stop"
+
+
+def test_the_viewer_takes_answers_and_pauses_only_for_a_running_run_and_checks_them(tmp_path):
+    from replays.viewer import ViewerServer
+    from tracer.run_files import atomic_write
+
+    task = make_task(tmp_path, "{min_confidence: 0.5, on_low_confidence: ask, approval_timeout_s: 30}")
+    runs = tmp_path / "runs"
+    result = run_task(task, policy="script", runs_dir=runs, executor=FakeExecutor())
+    pending = {
+        "id": "ab" * 16,
+        "run_id": result.run_id,
+        "step": 0,
+        "screenshot": "steps/0000/screenshot.png",
+        "screenshot_size": [1280, 800],
+        "css_size": [1280, 800],
+        "action": {"action": "left_click", "coordinate": [500, 500]},
+        "policy": "unsure",
+        "why": "low_confidence",
+        "why_text": "confidence 0.20 is below 0.5",
+        "asked_at": "2026-01-01T00:00:00Z",
+        "timeout_s": 30,
+        "on_timeout": "stop",
+    }
+    atomic_write(result.run_dir / PENDING_FILE, json.dumps(pending).encode())
+    with ViewerServer(runs) as viewer:
+        headers = {"Origin": viewer.url, "X-Glassbox-Token": viewer.token}
+        url = f"{viewer.url}/api/runs/{result.run_id}"
+        finished = httpx.post(url + "/approval", json={"id": pending["id"], "choice": "approve"}, headers=headers)
+        assert finished.status_code == 409 and "is not running (it is succeeded)" in finished.text
+        assert httpx.post(url + "/pause", json={"paused": True}, headers=headers).status_code == 409
+        assert httpx.get(url).json()["pending"] is None  # a finished run waits for nobody
+
+        record = json.loads((result.run_dir / "run.json").read_text())
+        record.update(status="running", pid=os.getpid(), host=socket.gethostname())
+        atomic_write(result.run_dir / "run.json", json.dumps(record).encode())
+        assert httpx.get(url).json()["pending"]["id"] == pending["id"]
+        bad = httpx.post(
+            url + "/approval",
+            json={"id": pending["id"], "choice": "correct", "correction": {"action": "left_click"}},
+            headers=headers,
+        )
+        assert bad.status_code == 422 and "left_click needs a point" in bad.text
+        other = httpx.post(url + "/approval", json={"id": "cd" * 16, "choice": "skip"}, headers=headers)
+        assert other.status_code == 409 and "another request" in other.text
+        assert not (result.run_dir / ANSWER_FILE).exists()
+        ok = httpx.post(url + "/approval", json={"id": pending["id"], "choice": "skip", "note": "not now"}, headers=headers)
+        assert ok.status_code == 202 and ok.json() == {"step": 0, "choice": "skip"}
+        again = httpx.post(url + "/approval", json={"id": pending["id"], "choice": "stop"}, headers=headers)
+        assert again.status_code == 409 and again.json()["error"] == "step 0 has been answered already"
+        written = json.loads((result.run_dir / ANSWER_FILE).read_text())
+        assert (written["choice"], written["by"], written["note"]) == ("skip", "viewer", "not now")
+
+        assert httpx.post(url + "/pause", json={"paused": True}).status_code == 403  # no token, no origin
+        assert not (result.run_dir / "pause.json").exists()
+        assert httpx.post(url + "/pause", json={"paused": True}, headers=headers).json() == {
+            "paused": True,
+            "holding_before": None,
+        }
+        assert httpx.get(url).json()["pause"]["paused"] is True
+        assert httpx.post(url + "/pause", json={"paused": False}, headers=headers).json()["paused"] is False

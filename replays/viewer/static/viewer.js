@@ -330,6 +330,7 @@ function renderPending() {
   const src = pending.screenshot ? fileUrl(pending.screenshot) : "";
   if (shot.getAttribute("src") !== src) shot.src = src;
   $("ap-fix").hidden = !fixing;
+  showTextField();
   $("pending-shot-wrap").classList.toggle("picking", !!fixing);
   $("ap-point").textContent = fixing && fixing.coordinate ? "point " + fixing.coordinate.map(Math.round).join(", ") : "no point yet";
   for (const b of box.querySelectorAll(".pending-buttons button, #ap-send")) b.disabled = false;
@@ -376,6 +377,12 @@ $("ap-correct").addEventListener("click", () => {
   $("ap-text").value = pending.action.text !== undefined ? String(pending.action.text) : Array.isArray(pending.action.keys) ? pending.action.keys.join("+") : "";
   renderPending();
 });
+function showTextField() {
+  const a = $("ap-action").value;
+  $("ap-text-wrap").hidden = !["type", "key", "answer", "goto_url"].includes(a);
+  $("ap-text").placeholder = a === "key" ? "keys, e.g. ctrl+a" : a === "goto_url" ? "URL or path" : "text to type";
+}
+$("ap-action").addEventListener("change", showTextField);
 $("ap-cancel").addEventListener("click", () => { fixing = null; $("ap-error").hidden = true; renderPending(); });
 $("ap-send").addEventListener("click", () => {
   const action = $("ap-action").value;
@@ -384,6 +391,7 @@ $("ap-send").addEventListener("click", () => {
   if (fixing && fixing.coordinate) correction.coordinate = fixing.coordinate;
   if (action === "type") correction.text = text;
   if (action === "key") correction.keys = text.split("+").map((k) => k.trim()).filter(Boolean);
+  if (action === "answer" || action === "goto_url") correction.text = text;
   answer("correct", correction);
 });
 $("pending-shot-wrap").addEventListener("click", (ev) => {
