@@ -242,6 +242,7 @@ _TERMINAL_CHOICES = {"y": "approve", "yes": "approve", "n": "skip", "no": "skip"
 def _ask_on_terminal(pending: PendingStep, cancelled: threading.Event) -> Choice | None:
     """Ask on this terminal whether a held step may act (no viewer is running); None when answered elsewhere or
     timed out first. Reads stdin only when a line is there, so it stops asking as soon as ``cancelled`` is set."""
+    import os
     import select
 
     action = pending.action.get("action", "?")
@@ -255,14 +256,20 @@ def _ask_on_terminal(pending: PendingStep, cancelled: threading.Event) -> Choice
         f"(no answer in {pending.timeout_s:g} s: {pending.on_timeout}) > ",
         end="",
     )
+    fd = sys.stdin.fileno()
+    pending_bytes = b""  # read from the descriptor itself: a buffered readline would hide lines from select
     while not cancelled.is_set():
-        ready, _, _ = select.select([sys.stdin], [], [], 0.2)
-        if not ready or cancelled.is_set():
+        if b"\n" not in pending_bytes:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready or cancelled.is_set():
+                continue
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                return None
+            pending_bytes += chunk
             continue
-        line = sys.stdin.readline()
-        if not line:
-            return None
-        choice = _TERMINAL_CHOICES.get(line.strip().lower())
+        line, _, pending_bytes = pending_bytes.partition(b"\n")
+        choice = _TERMINAL_CHOICES.get(line.decode(errors="replace").strip().lower())
         if choice is not None:
             return choice  # type: ignore[return-value]
         console.print("answer y, n, skip or stop > ", end="")

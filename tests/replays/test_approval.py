@@ -26,6 +26,7 @@ from agent.approval import (
     ANSWER_FILE,
     PENDING_FILE,
     ApprovalAnswer,
+    PendingStep,
     StepCorrection,
     announce_viewer,
     give_answer,
@@ -574,3 +575,82 @@ def test_the_viewer_takes_answers_and_pauses_only_for_a_running_run_and_checks_t
         }
         assert httpx.get(url).json()["pause"]["paused"] is True
         assert httpx.post(url + "/pause", json={"paused": False}, headers=headers).json()["paused"] is False
+
+
+# -- the command line -------------------------------------------------------------------------------------------------
+
+
+def glassbox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_ask_below_must_be_a_confidence(tmp_path):
+    done = glassbox("run", str(task_file(tmp_path, "{}")), "--ask-below", "1.5", cwd=tmp_path)
+    assert done.returncode == 2 and "--ask-below must be a confidence between 0 and 1, not 1.5" in done.stderr
+
+
+def test_a_run_with_nobody_to_ask_applies_on_timeout_and_exits_1(tmp_path, chromium):
+    # No viewer and no terminal (stdin is not a TTY): the terminate step waits, then on_timeout stops the run.
+    task = task_file(tmp_path, "{approval_timeout_s: 0.5, on_timeout: stop}", target=SHOP, extra="ask_before: [terminate]\n")
+    done = glassbox("run", str(task), "--policy", "script", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "no answer from a person within 0.5 s at step 1 (on_timeout: stop)" in done.stdout
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "run.json").is_file()]
+    steps = read_steps(run_dir)
+    assert [s.outcome for s in steps] == ["ok", "skipped"]
+    assert steps[1].gate is not None and (steps[1].gate.answered_by, steps[1].gate.decision) == ("timeout", "stop")
+    assert read_run(run_dir).status is RunStatus.failed
+
+
+def test_the_terminal_prompt_reads_an_answer_and_stops_when_answered_elsewhere():
+    from cli.app import _ask_on_terminal
+
+    pending = read_pending_from(
+        {
+            "id": "ab" * 16,
+            "run_id": "r",
+            "step": 2,
+            "screenshot": None,
+            "screenshot_size": [1280, 800],
+            "css_size": [1280, 800],
+            "reasoning": "the Publish button",
+            "action": {"action": "left_click", "coordinate": [500, 500]},
+            "point": [500, 500],
+            "policy": "unsure",
+            "why": "ask_before",
+            "why_text": "left_click is in ask_before",
+            "asked_at": "2026-01-01T00:00:00Z",
+            "timeout_s": 30,
+            "on_timeout": "skip",
+        }
+    )
+    read_fd, write_fd = os.pipe()
+    saved = sys.stdin
+    try:
+        sys.stdin = os.fdopen(read_fd, "r")
+        os.write(write_fd, b"maybe\nstop\n")
+        assert _ask_on_terminal(pending, threading.Event()) == "stop"  # "maybe" is asked again
+        cancelled = threading.Event()
+        box: list[str | None] = []
+        asking = threading.Thread(target=lambda: box.append(_ask_on_terminal(pending, cancelled)))
+        asking.start()
+        cancelled.set()  # the viewer answered first
+        asking.join(5)
+        assert box == [None]
+    finally:
+        sys.stdin.close()
+        sys.stdin = saved
+        os.close(write_fd)
+
+
+def read_pending_from(data: dict) -> PendingStep:
+    return PendingStep.model_validate(data)
