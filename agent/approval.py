@@ -287,6 +287,8 @@ def announce_viewer(runs_dir: Path, url: str) -> Path:
     returns the file to remove when the viewer stops (:func:`withdraw_viewer`)."""
     folder = runs_dir / VIEWERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    for stale, _ in _announced(runs_dir):  # viewers killed without notice
+        _remove(stale)
     path = folder / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.json"
     info = {"pid": os.getpid(), "host": socket.gethostname(), "url": url, "since": datetime.now(timezone.utc).isoformat()}
     atomic_write(path, json.dumps(info).encode())
@@ -299,18 +301,23 @@ def withdraw_viewer(path: Path) -> None:
 
 def viewer_running(runs_dir: Path) -> bool:
     """Whether a viewer that is still alive announced itself for ``runs_dir`` (one killed without notice is not)."""
-    folder = runs_dir / VIEWERS_DIR
+    return any(alive for _, alive in _announced(runs_dir))
+
+
+def _announced(runs_dir: Path) -> list[tuple[Path, bool]]:
+    """The viewer files of ``runs_dir`` and whether each one's process is alive."""
     try:
-        files = list(folder.glob("*.json"))
+        files = list((runs_dir / VIEWERS_DIR).glob("*.json"))
     except OSError:
-        return False
+        return []
+    found = []
     for path in files:
         info = _read_json(path)
         if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
             continue
-        if process_alive(info["pid"], info.get("host") if isinstance(info.get("host"), str) else None):
-            return True
-    return False
+        host = info.get("host") if isinstance(info.get("host"), str) else None
+        found.append((path, process_alive(info["pid"], host)))
+    return found
 
 
 # -- the gate -----------------------------------------------------------------------------------------------------

@@ -267,6 +267,14 @@ def test_the_terminal_asks_when_no_viewer_runs_and_not_when_one_does(tmp_path):
         withdraw_viewer(announced)
     assert not viewer_running(runs)
 
+    # A viewer killed without notice does not count, and the next one to start clears its file.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = runs / ".viewers" / "stale.json"
+    stale.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    assert not viewer_running(runs)
+    withdraw_viewer(announce_viewer(runs, "http://127.0.0.1:2"))
+    assert not stale.exists()
+
 
 def test_a_late_or_foreign_answer_is_refused(tmp_path):
     task = make_task(tmp_path, "{min_confidence: 0.5, on_low_confidence: ask, approval_timeout_s: 30}")
