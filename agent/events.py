@@ -42,10 +42,17 @@ the step and the gates after it are not asked. The step records the answer in ``
   performed instead; ``action`` holds it and ``gate.model_action`` the model's. An invalid replacement is an
   action error step.
 
-A gate that does not answer within its timeout, raises, or answers something that is not a
-:class:`GateDecision` counts as proceed (recorded with ``timed_out`` / ``error``, and logged): the timeout is
-how long a run may wait for a person, not a veto. A gate that must fail closed catches its own errors and
-answers ``stop``. A gate left waiting runs on in a daemon thread; its late answer is dropped.
+A gate that raises, or answers something that is not a :class:`GateDecision`, counts as proceed (recorded
+with ``error``, and logged). A gate that does not answer within its timeout counts as proceed too (recorded
+with ``timed_out``): the timeout is how long a run may wait, not a veto; unless the gate was added with
+``on_timeout``, a decision or a function of the event (called in the loop's thread, so a gate can withdraw its
+question) that answers instead: a person's approval stops or skips a step nobody answered
+(:mod:`agent.approval`). A gate that must fail closed catches its own errors and answers ``stop``. A gate left
+waiting runs on in a daemon thread; its late answer is dropped.
+
+A decision may say who answered for the gate (``by``: "viewer", "terminal", "timeout"), recorded as
+``gate.answered_by`` with ``gate.answered_at``; a ``stop`` may end the run as failed rather than interrupted
+(``fail_run``) and give the run's end reason (``end_reason``) instead of ``stopped by <gate> at step N``.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar, Union, runtime_checkable
 
@@ -90,6 +98,7 @@ class ObservationSummary(_Frozen):
     screenshot_size: tuple[int, int]  # device pixels
     css_size: tuple[int, int]
     device_scale_factor: float
+    screenshot: str | None = None  # the step's screenshot, relative to the run folder (written before gates ask)
 
 
 class Decision(_Frozen):
@@ -151,28 +160,35 @@ class GateDecision(_Frozen):
     decision: Literal["proceed", "skip", "stop", "replace"]
     reason: str | None = None
     action: Action | None = None  # replace only
+    by: str | None = None  # who answered for the gate (recorded as gate.answered_by)
+    fail_run: bool = False  # stop only: the run ends as failed, not interrupted
+    end_reason: str | None = None  # stop only: the run's end reason
 
     @model_validator(mode="after")
     def _action_for_replace(self) -> "GateDecision":
         if (self.decision == "replace") != (self.action is not None):
             raise ValueError("an action goes with replace, and only with replace")
+        if self.decision != "stop" and (self.fail_run or self.end_reason is not None):
+            raise ValueError("fail_run and end_reason go with stop, and only with stop")
         return self
 
     @classmethod
-    def proceed(cls, reason: str | None = None) -> "GateDecision":
-        return cls(decision="proceed", reason=reason)
+    def proceed(cls, reason: str | None = None, *, by: str | None = None) -> "GateDecision":
+        return cls(decision="proceed", reason=reason, by=by)
 
     @classmethod
-    def skip(cls, reason: str | None = None) -> "GateDecision":
-        return cls(decision="skip", reason=reason)
+    def skip(cls, reason: str | None = None, *, by: str | None = None) -> "GateDecision":
+        return cls(decision="skip", reason=reason, by=by)
 
     @classmethod
-    def stop(cls, reason: str | None = None) -> "GateDecision":
-        return cls(decision="stop", reason=reason)
+    def stop(
+        cls, reason: str | None = None, *, by: str | None = None, fail_run: bool = False, end_reason: str | None = None
+    ) -> "GateDecision":
+        return cls(decision="stop", reason=reason, by=by, fail_run=fail_run, end_reason=end_reason)
 
     @classmethod
-    def replace(cls, action: Action, reason: str | None = None) -> "GateDecision":
-        return cls(decision="replace", action=action, reason=reason)
+    def replace(cls, action: Action, reason: str | None = None, *, by: str | None = None) -> "GateDecision":
+        return cls(decision="replace", action=action, reason=reason, by=by)
 
 
 @runtime_checkable
@@ -189,9 +205,14 @@ class GateOutcome(_Frozen):
     record: GateRecord
 
 
+OnTimeout = Union[GateDecision, Callable[[StepDecided], GateDecision]]
+
+
 class _Gate:
-    def __init__(self, ask: Callable[[StepDecided], Any], name: str, timeout_s: float | None) -> None:
-        self.ask, self.name, self.timeout_s = ask, name, timeout_s
+    def __init__(
+        self, ask: Callable[[StepDecided], Any], name: str, timeout_s: float | None, on_timeout: OnTimeout | None = None
+    ) -> None:
+        self.ask, self.name, self.timeout_s, self.on_timeout = ask, name, timeout_s, on_timeout
 
 
 class _Answer:
@@ -201,6 +222,7 @@ class _Answer:
         self, gate: str, decision: GateDecision, waited_ms: float, timed_out: bool = False, error: str | None = None
     ) -> None:
         self.gate, self.decision, self.waited_ms, self.timed_out, self.error = gate, decision, waited_ms, timed_out, error
+        self.at = datetime.now(timezone.utc)
 
 
 # -- the registry -------------------------------------------------------------------------------------------------
@@ -228,15 +250,23 @@ class Hooks:
         return self._add(None, callback)
 
     def add_gate(
-        self, gate: StepGate | Callable[[StepDecided], GateDecision], *, timeout_s: float | None = None, name: str | None = None
+        self,
+        gate: StepGate | Callable[[StepDecided], GateDecision],
+        *,
+        timeout_s: float | None = None,
+        name: str | None = None,
+        on_timeout: OnTimeout | None = None,
     ) -> Callable[[], None]:
         """Ask ``gate`` (a :class:`StepGate`, or a function of the event) before each step acts, waiting at most
-        ``timeout_s`` (default: the registry's); returns a function that removes it."""
+        ``timeout_s`` (default: the registry's), then answering ``on_timeout`` (default: proceed); returns a
+        function that removes it."""
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
+        if on_timeout is not None and not (isinstance(on_timeout, GateDecision) or callable(on_timeout)):
+            raise TypeError(f"on_timeout must be a GateDecision or a function of the event, not {on_timeout!r}")
         ask = gate.before_act if isinstance(gate, StepGate) else gate
         label = name or getattr(gate, "name", None) or getattr(gate, "__qualname__", None) or type(gate).__name__
-        entry = _Gate(ask, str(label), timeout_s)
+        entry = _Gate(ask, str(label), timeout_s, on_timeout)
         self._gates.append(entry)
         return lambda: self._gates.remove(entry) if entry in self._gates else None
 
@@ -291,6 +321,8 @@ class Hooks:
             timed_out=deciding.timed_out,
             error=deciding.error,
             model_action=model_action,
+            answered_by=decision.by,
+            answered_at=deciding.at if decision.by is not None else None,
         )
         return GateOutcome(decision=decision, record=record)
 
@@ -320,9 +352,11 @@ class Hooks:
         answered = done.wait(timeout)
         waited = round((time.perf_counter() - started) * 1000, 2)
         if not answered:
-            reason = f"no answer within {timeout:g} s; the step went on"
             log.warning("gate timed out", gate=gate.name, step=event.index, timeout_s=timeout)
-            return _Answer(gate.name, GateDecision.proceed(reason), waited, timed_out=True)
+            if gate.on_timeout is None:
+                reason = f"no answer within {timeout:g} s; the step went on"
+                return _Answer(gate.name, GateDecision.proceed(reason), waited, timed_out=True)
+            return self._timed_out(gate, event, timeout, waited)
         value, exc = box[0]
         if exc is not None:
             error = f"{type(exc).__name__}: {exc}"
@@ -333,6 +367,26 @@ class Hooks:
             log.error("gate failed", gate=gate.name, step=event.index, error=error)
             return _Answer(gate.name, GateDecision.proceed("the gate failed; the step went on"), waited, error=error)
         return _Answer(gate.name, value, waited)
+
+    def _timed_out(self, gate: _Gate, event: StepDecided, timeout: float, waited: float) -> _Answer:
+        """The gate's ``on_timeout`` answer (a function of it that fails: stop, since the gate asked not to proceed)."""
+        fallback = gate.on_timeout
+        if isinstance(fallback, GateDecision):
+            return _Answer(gate.name, fallback, waited, timed_out=True)
+        assert fallback is not None
+        value: object = None
+        error: str | None = None
+        try:
+            value = fallback(event)
+        except Exception as exc:  # noqa: BLE001  # recorded; KeyboardInterrupt still interrupts
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None and not isinstance(value, GateDecision):
+            error = f"on_timeout answered {type(value).__name__}, not a GateDecision"
+        if error is not None or not isinstance(value, GateDecision):
+            log.error("gate on_timeout failed", gate=gate.name, step=event.index, error=error)
+            reason = f"no answer within {timeout:g} s, and on_timeout failed; the run stopped"
+            return _Answer(gate.name, GateDecision.stop(reason), waited, timed_out=True, error=error)
+        return _Answer(gate.name, value, waited, timed_out=True)
 
 
 def _name(callback: object) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Callable, TypedDict
 import structlog
 from pydantic import BaseModel
 
+from agent.approval import TerminalAsk, attach_person
 from agent.checks import run_checks
 from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
@@ -99,6 +100,7 @@ def run_task(
     hooks: Hooks | None = None,
     eval_id: str | None = None,
     episode_id: str | None = None,
+    terminal_ask: TerminalAsk | None = None,
 ) -> RunResult:
     """Run ``task`` in a fresh environment (a browser and, for a site task, a fresh bundled site; or a desktop).
 
@@ -111,6 +113,9 @@ def run_task(
     and asks its gates before each step acts. ``eval_id`` / ``episode_id`` tag the run as an episode of an
     evaluation (:mod:`evals`). ``on_start`` and ``on_step`` are shorthands that subscribe to
     ``RunStarted`` and ``StepRecorded``; like every subscriber, one that raises is logged, not fatal.
+
+    A person can pause the run and, when the task asks for approval (``ask_before``, ``on_low_confidence: ask``),
+    answers held steps in a viewer or, through ``terminal_ask``, on a terminal (:mod:`agent.approval`).
 
     A policy name or setting that cannot work raises :class:`PolicyUnavailable` before anything starts.
     """
@@ -132,6 +137,7 @@ def run_task(
     if on_step is not None:
         step_callback = on_step
         run_hooks.on(StepRecorded, lambda event: step_callback(event.step))
+    attach_person(run_hooks, task, runs_dir, terminal_ask=terminal_ask)
     with ExitStack() as stack:
         if executor is not None:
             env = Environment(task=task, executor=executor)
@@ -186,6 +192,7 @@ class _Loop:
         self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
         self._gate_stop: str | None = None  # a gate stopped the run: the end reason
+        self._gate_stop_status = RunStatus.interrupted  # or failed, when the gate said so (a person's Stop)
 
     def run(self) -> RunResult:
         limits = self.task.limits
@@ -209,7 +216,7 @@ class _Loop:
                     break
                 step, terminate = self._step(index)
                 if self._gate_stop is not None:  # a person or guard ended the run on purpose: like Ctrl-C
-                    status, end_reason = RunStatus.interrupted, self._gate_stop
+                    status, end_reason = self._gate_stop_status, self._gate_stop
                     break
                 if step.error_kind is StepErrorKind.low_confidence:
                     end_reason = f"stopped on low confidence at step {index}: {step.error}"
@@ -320,7 +327,7 @@ class _Loop:
             )
             if off_grid is not None:  # refused, not clamped: the model is told and tries again
                 action, error_kind, error = None, StepErrorKind.action, off_grid
-        decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls))
+        decided = self._decided(index, observation, output, action, error_kind, error, (call_index, calls), screenshot)
         self.hooks.publish(decided)
         gate: GateRecord | None = None
         skipped = False
@@ -368,6 +375,7 @@ class _Loop:
         error_kind: StepErrorKind | None,
         error: str | None,
         call: tuple[int, int],
+        screenshot: str | None = None,
     ) -> StepDecided:
         """The event gates and subscribers get before the step acts (secrets masked, no screenshot bytes)."""
         policy, model = self._decided_by(output)
@@ -380,6 +388,7 @@ class _Loop:
                 screenshot_size=observation.screenshot_size,
                 css_size=observation.css_size,
                 device_scale_factor=observation.device_scale_factor,
+                screenshot=screenshot,
             ),
             decision=Decision(
                 tool_calls=output.decision.tool_calls,
@@ -414,7 +423,10 @@ class _Loop:
             log.info("step skipped by a gate", step=index, gate=who, reason=answer.reason)
             return None, True, None
         if answer.decision == "stop":
-            self._gate_stop = f"stopped by {who} at step {index}" + (f": {answer.reason}" if answer.reason else "")
+            self._gate_stop = answer.end_reason or f"stopped by {who} at step {index}" + (
+                f": {answer.reason}" if answer.reason else ""
+            )
+            self._gate_stop_status = RunStatus.failed if answer.fail_run else RunStatus.interrupted
             log.info("run stopped by a gate", step=index, gate=who, reason=answer.reason)
             return None, True, None
         assert answer.action is not None  # GateDecision checks that replace carries an action

@@ -374,7 +374,17 @@ class PolicySettings(_Strict):
     attention_layers: list[Annotated[int, Field(ge=0, le=1000)]] | None = None  # None: every layer, in thirds
     attention_heads: Literal["mean", "max"] = "mean"
     min_confidence: float | None = Field(default=None, ge=0, le=1)
-    on_low_confidence: Literal["continue", "stop"] = "continue"
+    # ask: hold a step below min_confidence for a person (agent.approval); for a model, unknown counts as below.
+    on_low_confidence: Literal["continue", "stop", "ask"] = "continue"
+    # How long a held step waits for a person, and what happens then (see agent.approval).
+    approval_timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    on_timeout: Literal["proceed", "skip", "stop"] = "stop"
+
+    @model_validator(mode="after")
+    def _ask_needs_a_bar(self) -> "PolicySettings":
+        if self.on_low_confidence == "ask" and self.min_confidence is None:
+            raise ValueError("on_low_confidence: ask needs min_confidence (the bar below which a step waits for a person)")
+        return self
 
 
 class ScriptStep(_Strict):
@@ -435,6 +445,8 @@ class Task(_Strict):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     script: list[ScriptStep] | None = None
+    # Actions that always wait for a person's yes before they act (agent.approval), e.g. [terminate, upload_file].
+    ask_before: list[str] = Field(default_factory=list, max_length=64)
 
     # Set by the loader and the loop, not by the file.
     source: Path | None = Field(default=None, exclude=True)
@@ -448,6 +460,15 @@ class Task(_Strict):
         if isinstance(v, dict):
             return {k: ({"value": str(x)} if isinstance(x, (str, int, float)) else x) for k, x in v.items()}
         return v
+
+    @field_validator("ask_before")
+    @classmethod
+    def _known_actions(cls, v: list[str]) -> list[str]:
+        names = (*COMPUTER_USE_ACTIONS, *BROWSER_TOOLS)
+        unknown = [a for a in v if a not in names]
+        if unknown:
+            raise ValueError(f"unknown action {unknown[0]!r} in ask_before; use any of: {', '.join(names)}")
+        return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> "Task":

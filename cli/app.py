@@ -8,6 +8,7 @@ task file, policy name, run reference ...). :class:`_GlassboxGroup` maps the err
 from __future__ import annotations
 
 import sys
+import threading
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,7 @@ from tracer.logs import format_event, set_console
 from tracer.schema import RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from agent.approval import Choice, PendingStep
     from agent.events import Hooks, RunEnded, RunStarted
 
 
@@ -168,6 +170,14 @@ def run(
     max_errors: Annotated[Optional[int], typer.Option(min=1, help="Consecutive error limit (overrides the task's).")] = None,
     view: Annotated[bool, typer.Option("--view", help="Start the live viewer beside the run and print its URL.")] = False,
     view_port: Annotated[int, typer.Option(min=0, max=65535, help="Viewer port with --view (0: the OS picks).")] = 0,
+    ask_below: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Hold a step whose confidence is below CONF (0..1) for a person: in a running viewer, else on this "
+            "terminal (sets policy.min_confidence and on_low_confidence: ask).",
+            metavar="CONF",
+        ),
+    ] = None,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
 ) -> None:
@@ -182,6 +192,8 @@ def run(
             raise _usage_error(f"{flag} must be an http:// or https:// URL, not {url!r}")
     if site_url is not None and layout_seed is not None:
         raise _usage_error("--layout-seed applies to a site Glassbox starts; with --site-url the running site decides")
+    if ask_below is not None and not 0 <= ask_below <= 1:
+        raise _usage_error(f"--ask-below must be a confidence between 0 and 1, not {ask_below:g}")
     if max_steps is not None:
         task.limits.max_steps = max_steps
     if max_errors is not None:
@@ -197,6 +209,8 @@ def run(
         "decoding": decoding.value if decoding else None,
         "compile": compile,
     }
+    if ask_below is not None:
+        overrides.update(min_confidence=ask_below, on_low_confidence="ask")
 
     viewer = None
     if view:
@@ -229,6 +243,7 @@ def run(
         site_url=site_url,
         policy_overrides=overrides,
         hooks=hooks,
+        terminal_ask=_ask_on_terminal if sys.stdin.isatty() and sys.stdout.isatty() else None,
     )
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
@@ -236,6 +251,46 @@ def run(
             _wait_for_ctrl_c()
         viewer.stop()
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
+_TERMINAL_CHOICES = {"y": "approve", "yes": "approve", "n": "skip", "no": "skip", "skip": "skip", "stop": "stop"}
+
+
+def _ask_on_terminal(pending: PendingStep, cancelled: threading.Event) -> Choice | None:
+    """Ask on this terminal whether a held step may act (no viewer is running); None when answered elsewhere or
+    timed out first. Reads stdin only when a line is there, so it stops asking as soon as ``cancelled`` is set."""
+    import os
+    import select
+
+    action = pending.action.get("action", "?")
+    point = f" at ({pending.point[0]:.0f}, {pending.point[1]:.0f})" if pending.point else ""
+    console.print(f"\n[bold yellow]step {pending.step} waits for you[/]: {escape(pending.why_text)}")
+    console.print(f"  proposed: [bold]{escape(str(action))}{point}[/]", soft_wrap=True)
+    if pending.reasoning:
+        console.print(f"  reasoning: {escape(pending.reasoning[:300])}", soft_wrap=True)
+    console.print(
+        f"  [bold]y[/] approve · [bold]n[/]/[bold]skip[/] skip · [bold]stop[/] stop the run "
+        f"(no answer in {pending.timeout_s:g} s: {pending.on_timeout}) > ",
+        end="",
+    )
+    fd = sys.stdin.fileno()
+    pending_bytes = b""  # read from the descriptor itself: a buffered readline would hide lines from select
+    while not cancelled.is_set():
+        if b"\n" not in pending_bytes:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready or cancelled.is_set():
+                continue
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                return None
+            pending_bytes += chunk
+            continue
+        line, _, pending_bytes = pending_bytes.partition(b"\n")
+        choice = _TERMINAL_CHOICES.get(line.decode(errors="replace").strip().lower())
+        if choice is not None:
+            return choice  # type: ignore[return-value]
+        console.print("answer y, n, skip or stop > ", end="")
+    return None
 
 
 def _wait_for_ctrl_c() -> None:

@@ -132,6 +132,9 @@ class GateRecord(BaseModel):
     timed_out: bool = False  # the gate did not answer in time: the step went on
     error: str | None = None  # the gate raised or answered something that is not a decision: the step went on
     model_action: Action | None = None  # skip, stop, replace: the action the policy chose (not performed)
+    # Who answered for the gate (a person's approval: "viewer", "terminal", or "timeout") and when; None: the gate.
+    answered_by: str | None = None
+    answered_at: datetime | None = None
 
 
 class StepRecord(BaseModel):

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 import weakref
+from datetime import datetime, timezone
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal
@@ -28,6 +29,16 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from agent.approval import (
+    AnswerRefused,
+    ApprovalAnswer,
+    ApprovalIn,
+    correction_action,
+    give_answer,
+    pause_state,
+    read_pending,
+    set_paused,
+)
 from replays.labels import LabelError, LabelIn, Labels
 from replays.launch import Launch, start
 from replays.viewer.errors import install_error_handlers
@@ -57,6 +68,13 @@ _INLINE_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".log": "text/plain; charset=utf-8",
 }
+
+
+class PauseIn(BaseModel):
+    """Body of POST /api/runs/{id}/pause: pause (the run holds before its next step) or resume."""
+
+    model_config = ConfigDict(extra="forbid")
+    paused: bool
 
 
 class ReplayIn(BaseModel):
@@ -105,11 +123,21 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             raise HTTPException(422, f"run {run_dir.name} cannot be read: {exc}") from None
 
     def run_payload(run_dir: Path, run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
+        running = run.status is RunStatus.running
+        pending = read_pending(run_dir) if running else None
         return {
             "run": run.model_dump(mode="json"),
             "steps": [s.model_dump(mode="json") for s in steps],
             "labels": [lbl.model_dump(mode="json") for lbl in labels.list(run_dir.name)],
+            "pending": pending.model_dump(mode="json") if pending else None,
+            "pause": pause_state(run_dir).model_dump(mode="json") if running else None,
         }
+
+    def running_run_dir(run_id: str) -> Path:
+        run_dir, run, _ = open_run(run_id)
+        if run.status is not RunStatus.running:
+            raise HTTPException(409, f"run {run_dir.name} is not running (it is {run.status.value})")
+        return run_dir
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(
@@ -218,8 +246,17 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
     async def api_events(request: Request, run_id: str, after: int = Query(-1, ge=-1, le=MAX_STEP)) -> StreamingResponse:
         run_dir = run_dir_or_404(run_id)
 
+        def person() -> tuple[str, str]:
+            """A step waiting for a person and the pause state, as the page gets them (JSON)."""
+            pending = read_pending(run_dir)
+            return (
+                pending.model_dump_json() if pending else "null",
+                pause_state(run_dir).model_dump_json(),
+            )
+
         async def stream() -> AsyncIterator[str]:
             follower = RunFollower(run_dir, from_step=after + 1)
+            shown: tuple[str, str] | None = None
             yield "retry: 1000\n\n"
             while True:
                 for step in await asyncio.to_thread(follower.poll_steps):
@@ -230,8 +267,15 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
                 if follower.run is not None and follower.run.status is not RunStatus.running:
                     for step in await asyncio.to_thread(follower.poll_steps):
                         yield f"event: step\ndata: {step.model_dump_json()}\n\n"
+                    yield "event: pending\ndata: null\n\n"
                     yield "event: end\ndata: {}\n\n"
                     return
+                now = await asyncio.to_thread(person)
+                if shown is None or now[0] != shown[0]:
+                    yield f"event: pending\ndata: {now[0]}\n\n"
+                if shown is None or now[1] != shown[1]:
+                    yield f"event: pause\ndata: {now[1]}\n\n"
+                shown = now
                 if await request.is_disconnected():
                     return
                 await asyncio.sleep(poll_interval)
@@ -281,6 +325,40 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         except LabelError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse(label.model_dump(mode="json"), status_code=201)
+
+    @app.post("/api/runs/{run_id}/approval")
+    async def answer_step(request: Request, run_id: str) -> Response:
+        """A person's answer to the step the run holds: approve, correct (with an action), skip, stop."""
+        check_write(request, token)
+        try:
+            body = ApprovalIn.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+        run_dir = running_run_dir(run_id)
+        pending = read_pending(run_dir)
+        if pending is not None and body.correction is not None and pending.id == body.id:
+            try:
+                correction_action(body.correction, pending)
+            except AnswerRefused as exc:
+                return JSONResponse({"error": str(exc)}, status_code=422)
+        answer = ApprovalAnswer(**body.model_dump(), by="viewer", answered_at=datetime.now(timezone.utc))
+        try:
+            answered = await asyncio.to_thread(give_answer, run_dir, answer)
+        except AnswerRefused as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return JSONResponse({"step": answered.step, "choice": body.choice}, status_code=202)
+
+    @app.post("/api/runs/{run_id}/pause")
+    async def pause_run(request: Request, run_id: str) -> Response:
+        """Pause a running run (it holds before its next step) or resume it."""
+        check_write(request, token)
+        try:
+            body = PauseIn.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+        run_dir = running_run_dir(run_id)
+        state = await asyncio.to_thread(set_paused, run_dir, body.paused)
+        return JSONResponse(state.model_dump(mode="json"))
 
     @app.post("/api/runs/{run_id}/replay")
     async def start_replay(request: Request, run_id: str) -> Response:

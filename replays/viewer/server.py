@@ -9,6 +9,7 @@ from types import TracebackType
 
 import uvicorn
 
+from agent.approval import announce_viewer, withdraw_viewer
 from replays.viewer.app import create_viewer
 
 
@@ -17,7 +18,9 @@ class ViewerServer:
 
     def __init__(self, runs_dir: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
+        self.runs_dir = runs_dir
         self.app = create_viewer(runs_dir, host=host)
+        self._announced: Path | None = None
         config = uvicorn.Config(
             self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
         )
@@ -44,9 +47,14 @@ class ViewerServer:
                 raise RuntimeError(f"the viewer could not listen on {self.host}")
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        # Runs writing into this runs dir ask a person here (agent.approval), even before a page is open.
+        self._announced = announce_viewer(self.runs_dir, self.url)
         return self
 
     def stop(self) -> None:
+        if self._announced is not None:
+            withdraw_viewer(self._announced)
+            self._announced = None
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -103,7 +103,8 @@ def test_a_scripted_run_publishes_its_events_in_order(tmp_path):
     assert ended.end_reason == result.end_reason == "the agent ended the task (success)"
     decided = events[1]
     assert isinstance(decided, StepDecided) and decided.run_id == result.run_id
-    assert decided.observation.screenshot_size == (1280, 800) and "png" not in decided.model_dump_json().lower()
+    assert decided.observation.screenshot_size == (1280, 800) and "ivbor" not in decided.model_dump_json().lower()
+    assert decided.observation.screenshot == "steps/0000/screenshot.png"  # by path (on disk before gates ask)
     assert isinstance(decided.decision.action, LeftClick) and decided.decision.action.coordinate == [500, 500]
     assert decided.decision.reasoning and decided.decision.error is None
     recorded = [e.step for e in events if isinstance(e, StepRecorded)]

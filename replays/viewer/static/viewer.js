@@ -272,7 +272,161 @@ function setStatus(run) {
   $("end-reason").textContent = run.end_reason || "";
 }
 
+// -- a step waiting for a person (agent.approval): Approve, Correct (click the spot), Skip, Stop; Pause / Resume --
+const FIX_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "mouse_move", "type", "key", "scroll", "wait", "terminate", "upload_file"];
+let pending = null; // the held step (pending.json), or null
+let fixing = null; // {coordinate: [x, y] | null} while the person marks where the step should act
+let clock = null;
+
+function describeAction(a) {
+  if (!a) return "no action";
+  let extra = "";
+  if (a.text !== undefined) extra += ` “${String(a.text).slice(0, 60)}”`;
+  if (Array.isArray(a.keys)) extra += ` ${a.keys.join("+")}`;
+  if (a.status) extra += ` ${a.status}`;
+  if (a.file) extra += ` ${a.file}`;
+  return String(a.action) + extra;
+}
+
+function drawPendingOverlay() {
+  const svg = $("pending-overlay");
+  if (!pending) { svg.innerHTML = ""; return; }
+  const [w, h] = pending.screenshot_size;
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  let out = "";
+  if (pending.point) {
+    const [x, y] = [pending.point[0] / 1000 * w, pending.point[1] / 1000 * h];
+    out += `<circle class="proposed" cx="${esc(x)}" cy="${esc(y)}" r="16"/><line class="proposed" x1="${esc(x - 24)}" y1="${esc(y)}" x2="${esc(x + 24)}" y2="${esc(y)}"/>` +
+      `<line class="proposed" x1="${esc(x)}" y1="${esc(y - 24)}" x2="${esc(x)}" y2="${esc(y + 24)}"/><text class="proposedt" x="${esc(x + 20)}" y="${esc(y - 14)}">proposed</text>`;
+  }
+  if (fixing && fixing.coordinate) {
+    const [x, y] = [fixing.coordinate[0] / 1000 * w, fixing.coordinate[1] / 1000 * h];
+    out += `<circle class="pick" cx="${esc(x)}" cy="${esc(y)}" r="16"/><text class="fixt" x="${esc(x + 20)}" y="${esc(y + 6)}">here</text>`;
+  }
+  svg.innerHTML = out;
+}
+
+function tickClock() {
+  if (!pending) return;
+  const left = Math.max(0, Math.round((Date.parse(pending.asked_at) + pending.timeout_s * 1000 - Date.now()) / 1000));
+  const then = {proceed: "it acts anyway", skip: "it is skipped", stop: "the run stops"}[pending.on_timeout] || pending.on_timeout;
+  $("pending-clock").textContent = `no answer in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}: ${then}`;
+}
+
+function renderPending() {
+  const box = $("pending");
+  if (clock) { clearInterval(clock); clock = null; }
+  if (!pending) { box.hidden = true; fixing = null; return; }
+  box.hidden = false;
+  $("pending-title").textContent = `Step ${pending.step} waits for you`;
+  $("pending-why").textContent = pending.why === "ask_before" ? `asked before ${pending.action.action}` : "low confidence";
+  $("pending-why").title = pending.why_text;
+  const conf = pending.confidence === null || pending.confidence === undefined ? "unknown" : num(pending.confidence, 2);
+  const point = pending.point ? ` at (${pending.point.map(Math.round).join(", ")})` : "";
+  $("pending-proposed").innerHTML = `Proposed: <b>${esc(describeAction(pending.action))}${esc(point)}</b> · confidence <span class="conf">${esc(conf)}</span>` +
+    `<div class="muted">${esc(pending.why_text)} · ${esc(pending.policy)}${pending.model ? " · " + esc(pending.model) : ""}</div>`;
+  $("pending-reasoning").textContent = pending.reasoning || "(no reasoning)";
+  const shot = $("pending-shot");
+  const src = pending.screenshot ? fileUrl(pending.screenshot) : "";
+  if (shot.getAttribute("src") !== src) shot.src = src;
+  $("ap-fix").hidden = !fixing;
+  showTextField();
+  $("pending-shot-wrap").classList.toggle("picking", !!fixing);
+  $("ap-point").textContent = fixing && fixing.coordinate ? "point " + fixing.coordinate.map(Math.round).join(", ") : "no point yet";
+  for (const b of box.querySelectorAll(".pending-buttons button, #ap-send")) b.disabled = false;
+  $("ap-sent").hidden = true;
+  drawPendingOverlay();
+  tickClock();
+  clock = setInterval(tickClock, 1000);
+}
+
+function showPending(next) {
+  const same = pending && next && pending.id === next.id;
+  pending = next;
+  if (!same) { fixing = null; $("ap-error").hidden = true; renderPending(); }
+}
+
+async function answer(choice, correction) {
+  if (!pending) return;
+  const body = {id: pending.id, choice};
+  if (correction) body.correction = correction;
+  for (const b of $("pending").querySelectorAll(".pending-buttons button, #ap-send")) b.disabled = true;
+  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/approval`, {method: "POST", headers: writeHeaders, body: JSON.stringify(body)});
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    for (const b of $("pending").querySelectorAll(".pending-buttons button, #ap-send")) b.disabled = false;
+    const e = $("ap-error"); e.hidden = false; e.textContent = data.error || data.detail || `error ${r.status}`;
+    return;
+  }
+  $("ap-error").hidden = true;
+  $("ap-sent").hidden = false;
+  $("ap-sent").textContent = `${choice} sent; waiting for the run to take it…`;
+}
+
+$("ap-approve").addEventListener("click", () => answer("approve"));
+$("ap-skip").addEventListener("click", () => answer("skip"));
+$("ap-stop").addEventListener("click", () => answer("stop"));
+$("ap-correct").addEventListener("click", () => {
+  if (!pending) return;
+  fixing = {coordinate: null};
+  const sel = $("ap-action");
+  const proposed = pending.action.action;
+  const names = FIX_ACTIONS.includes(proposed) ? FIX_ACTIONS : [proposed, ...FIX_ACTIONS];
+  sel.innerHTML = names.map((a) => `<option>${esc(a)}</option>`).join("");
+  sel.value = proposed;
+  $("ap-text").value = pending.action.text !== undefined ? String(pending.action.text) : Array.isArray(pending.action.keys) ? pending.action.keys.join("+") : "";
+  renderPending();
+});
+function showTextField() {
+  const a = $("ap-action").value;
+  $("ap-text-wrap").hidden = !["type", "key", "answer", "goto_url"].includes(a);
+  $("ap-text").placeholder = a === "key" ? "keys, e.g. ctrl+a" : a === "goto_url" ? "URL or path" : "text to type";
+}
+$("ap-action").addEventListener("change", showTextField);
+$("ap-cancel").addEventListener("click", () => { fixing = null; $("ap-error").hidden = true; renderPending(); });
+$("ap-send").addEventListener("click", () => {
+  const action = $("ap-action").value;
+  const text = $("ap-text").value;
+  const correction = {action};
+  if (fixing && fixing.coordinate) correction.coordinate = fixing.coordinate;
+  if (action === "type") correction.text = text;
+  if (action === "key") correction.keys = text.split("+").map((k) => k.trim()).filter(Boolean);
+  if (action === "answer" || action === "goto_url") correction.text = text;
+  answer("correct", correction);
+});
+$("pending-shot-wrap").addEventListener("click", (ev) => {
+  if (!fixing) return;
+  const img = $("pending-shot").getBoundingClientRect();
+  const x = (ev.clientX - img.left) / img.width * 1000, y = (ev.clientY - img.top) / img.height * 1000;
+  if (x < 0 || y < 0 || x > 1000 || y > 1000) return;
+  fixing.coordinate = [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
+  $("ap-error").hidden = true;
+  $("ap-point").textContent = "point " + fixing.coordinate.map(Math.round).join(", ");
+  drawPendingOverlay();
+});
+
+function showPause(p) {
+  const running = state.run.status === "running";
+  const btn = $("pause-btn"), note = $("pause-note");
+  btn.hidden = !running || !p;
+  if (!running || !p) { note.hidden = true; return; }
+  btn.textContent = p.paused ? "Resume" : "Pause";
+  btn.title = p.paused ? "Let the run go on" : "Hold the run before its next step";
+  note.hidden = !p.paused;
+  note.textContent = p.holding_before !== null && p.holding_before !== undefined
+    ? `paused before step ${p.holding_before}` : "pausing after the current step…";
+}
+
+$("pause-btn").addEventListener("click", async () => {
+  const paused = $("pause-btn").textContent === "Pause";
+  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/pause`, {method: "POST", headers: writeHeaders, body: JSON.stringify({paused})});
+  const data = await r.json().catch(() => ({}));
+  if (r.ok) { state.pause = data; showPause(data); } else alert(data.error || data.detail || `error ${r.status}`);
+});
+
 function live() {
+  showPending(state.pending || null);
+  showPause(state.pause || null);
   if (state.run.status !== "running") return;
   const es = new EventSource(`/api/runs/${encodeURIComponent(runId)}/events?after=${state.steps.length - 1}`);
   es.addEventListener("step", (ev) => {
@@ -284,7 +438,9 @@ function live() {
     $("step-count").textContent = state.steps.length;
     if (followLast || current < 0) select(step.index);
   });
-  es.addEventListener("run", (ev) => { state.run = JSON.parse(ev.data); setStatus(state.run); });
+  es.addEventListener("run", (ev) => { state.run = JSON.parse(ev.data); setStatus(state.run); showPause(state.pause); });
+  es.addEventListener("pending", (ev) => showPending(JSON.parse(ev.data)));
+  es.addEventListener("pause", (ev) => { state.pause = JSON.parse(ev.data); showPause(state.pause); });
   es.addEventListener("end", async () => {
     es.close();
     const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/graph`);
