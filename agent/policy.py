@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.task import Task
 from tools.actions import ToolCall
@@ -42,6 +42,8 @@ class PolicyDecision(BaseModel):
     next turn. Several ``tool_calls`` run in order, each as its own step (sharing this output), until one fails.
     """
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt or old flat field fails loudly, not silently
+
     tool_calls: list[ToolCall] = Field(default_factory=list)
     parse_error: str | None = None
     backend_error: str | None = None  # the model could not be asked (server down, out of memory): no output at all
@@ -56,6 +58,8 @@ class PolicyDecision(BaseModel):
 
 class ModelTrace(BaseModel):
     """How the decision came about: recorded with the step for a person to read, never acted on."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt or old flat field fails loudly, not silently
 
     raw_output: str | None = None
     reasoning: str | None = None
@@ -73,6 +77,8 @@ class StandIn(BaseModel):
     """Only for a policy that stands in for another: a replay, the fallback it hands over to, a person's
     correction (replays/replay.py). A normal policy leaves :attr:`PolicyOutput.stand_in` None."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt or old flat field fails loudly, not silently
+
     policy_name: str | None = None  # who decided this step, recorded instead of the running policy's name
     model: str | None = None
     replay: ReplayInfo | None = None
@@ -81,6 +87,8 @@ class StandIn(BaseModel):
 
 class PolicyOutput(BaseModel):
     """What a policy produced for one step: the decision, the model's trace, and (replays only) a stand-in."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt or old flat field fails loudly, not silently
 
     decision: PolicyDecision = Field(default_factory=PolicyDecision)
     trace: ModelTrace = Field(default_factory=ModelTrace)

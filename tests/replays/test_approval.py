@@ -35,7 +35,7 @@ from agent.approval import (
     withdraw_viewer,
 )
 from agent.events import GateDecision, Hooks
-from agent.policy import Policy, PolicyOutput
+from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.task import Task, TaskError, parse_task
 from tests.conftest import ROOT
 from tools.actions import ToolCall
@@ -60,11 +60,15 @@ class Unsure(Policy):
         i = min(len(history), len(self.calls) - 1)
         self.decided += 1
         return PolicyOutput(
-            raw_output=json.dumps(self.calls[i].model_dump()),
-            reasoning=f"Step {len(history)}: the Sign in form is in the middle, so I click there.",
-            tool_calls=[self.calls[i]],
-            confidence=self.confidences[i],
-            confidence_reason=None if self.confidences[i] is not None else "the test double gives none",
+            decision=PolicyDecision(
+                tool_calls=[self.calls[i]],
+                confidence=self.confidences[i],
+                confidence_reason=None if self.confidences[i] is not None else "the test double gives none",
+            ),
+            trace=ModelTrace(
+                raw_output=json.dumps(self.calls[i].model_dump()),
+                reasoning=f"Step {len(history)}: the Sign in form is in the middle, so I click there.",
+            ),
         )
 
 
@@ -151,9 +155,10 @@ def test_a_correction_acts_at_the_corrected_point_and_is_labelled_wrong(tmp_path
     assert result.status is RunStatus.succeeded, result.end_reason
     assert fake.points == [(320, 80)]  # (250, 100) on the grid of a 1280x800 screen
     step = read_steps(result.run_dir)[0]
-    assert step.action == {"action": "double_click", "coordinate": [250.0, 100.0]}
+    assert step.action is not None and step.action.model_dump() == {"coordinate": [250.0, 100.0], "action": "double_click"}
     assert step.gate is not None and step.gate.decision == "replace" and step.gate.answered_by == "viewer"
-    assert step.gate.model_action == {"action": "left_click", "coordinate": [500.0, 500.0]}
+    assert step.gate.model_action is not None
+    assert step.gate.model_action.model_dump() == {"coordinate": [500.0, 500.0], "action": "left_click"}
     assert labels_of(result.run_dir) == [
         (0, "wrong", {"action": "double_click", "coordinate": [250.0, 100.0], "pixel": [320, 80]})
     ]
