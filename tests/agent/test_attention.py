@@ -5,8 +5,6 @@ these tests check mechanics only."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from PIL import Image
 
 from agent.prompt import build_prompt
 from agent.task import load_task
-from tests.conftest import ROOT, TASKS
+from tests.conftest import TASKS, glassbox_in_process
 from tracer.attention import AttentionMaps, figures, heat_png, layer_groups, overlay_png
 
 torch = pytest.importorskip("torch", reason="attention capture needs torch (installed by .ci/setup)")
@@ -30,11 +28,10 @@ def png(colour=(240, 242, 246), size=(1280, 800)) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
+def backend(tiny_model_dir):
     from agent.backends.local import LocalQwen3VL
-    from agent.tiny_model import build_tiny_model
 
-    return LocalQwen3VL(str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")))
+    return LocalQwen3VL(str(tiny_model_dir))
 
 
 def eager_rows(net, inputs, sequences):
@@ -212,28 +209,19 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
 
     model = backend.model
     runs = tmp_path / "runs"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "run",
-            str(TASKS / "publish_product.yaml"),
-            "--policy",
-            "qwen3vl",
-            "--model",
-            model,
-            "--max-steps",
-            "1",
-            "--max-new-tokens",
-            "16",
-            "--runs-dir",
-            str(runs),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    proc = glassbox_in_process(
+        "run",
+        str(TASKS / "publish_product.yaml"),
+        "--policy",
+        "qwen3vl",
+        "--model",
+        model,
+        "--max-steps",
+        "1",
+        "--max-new-tokens",
+        "16",
+        "--runs-dir",
+        str(runs),
     )
     assert proc.returncode == 1, proc.stderr
     [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
@@ -248,47 +236,29 @@ def test_recorded_run_has_maps_the_viewer_serves_and_explain_redraws(backend, tm
             f"{viewer.url}/runs/{run_dir.name}/steps/0/attention.png", params={"key": "../../x/deep"}
         ).status_code in (400, 404, 422)
     for method in ("attention", "gradcam"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "explain",
-                run_dir.name,
-                "--step",
-                "0",
-                "--runs-dir",
-                str(runs),
-                "--method",
-                method,
-                "--out",
-                str(tmp_path / method),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=ROOT,
-        )
-        assert out.returncode == 0, out.stderr
-        overlays = list((tmp_path / method).glob("*.png"))
-        assert overlays and all(Image.open(p).size == (1280, 800) for p in overlays)
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
+        out = glassbox_in_process(
             "explain",
             run_dir.name,
             "--step",
             "0",
             "--runs-dir",
             str(runs),
-            "--text",
-            "no-such-word-here",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+            "--method",
+            method,
+            "--out",
+            str(tmp_path / method),
+        )
+        assert out.returncode == 0, out.stderr
+        overlays = list((tmp_path / method).glob("*.png"))
+        assert overlays and all(Image.open(p).size == (1280, 800) for p in overlays)
+    bad = glassbox_in_process(
+        "explain",
+        run_dir.name,
+        "--step",
+        "0",
+        "--runs-dir",
+        str(runs),
+        "--text",
+        "no-such-word-here",
     )
     assert bad.returncode == 2 and "not in the step's output" in bad.stderr

@@ -37,10 +37,8 @@ def greedy(max_new_tokens: int = 40, presence_penalty: float = 0.0):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from agent.tiny_model import build_tiny_model
-
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "fast-tiny"))
+def model_dir(tiny_model_dir):
+    return str(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,17 @@ import pytest
 from PIL import Image
 
 from agent.task import load_task
-from tests.conftest import ROOT, TASKS
+from tests.conftest import ROOT, TASKS, glassbox_in_process
 from tracer import RunStatus, read_run, read_steps
 
 pytest.importorskip("torch", reason="the local backend needs torch (installed by .ci/setup)")
 pytest.importorskip("transformers", reason="the local backend needs transformers (installed by .ci/setup)")
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """The tiny model with the real Qwen3-VL-Thinking chat template (a fixture from a public source)."""
-    from agent.tiny_model import build_tiny_model
-
-    template = (FIXTURES / "qwen3vl_thinking.chat_template.jinja").read_text()
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3vl", chat_template=template)
+def tiny_model(tiny_thinking_model_dir: Path) -> Path:
+    """The tiny model with the real Qwen3-VL-Thinking chat template (built once per session in conftest)."""
+    return tiny_thinking_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -147,33 +143,24 @@ def test_run_with_the_tiny_model_reaches_its_step_limit(tiny_model, tmp_path, ch
     runs = tmp_path / "runs"
     task = load_task(TASKS / "publish_product.yaml")
     data = task.model_dump(mode="json")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "run",
-            str(TASKS / "publish_product.yaml"),
-            "--policy",
-            "qwen3vl",
-            "--model",
-            str(tiny_model),
-            "--max-steps",
-            "3",
-            "--max-errors",
-            "10",
-            "--max-new-tokens",
-            "32",
-            "--runs-dir",
-            str(runs),
-            "--decoding",
-            decoding,
-            "--no-compile",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    proc = glassbox_in_process(
+        "run",
+        str(TASKS / "publish_product.yaml"),
+        "--policy",
+        "qwen3vl",
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "3",
+        "--max-errors",
+        "10",
+        "--max-new-tokens",
+        "32",
+        "--runs-dir",
+        str(runs),
+        "--decoding",
+        decoding,
+        "--no-compile",
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # noise does not publish products
     assert "Traceback" not in proc.stderr
@@ -206,24 +193,15 @@ def test_missing_weights_say_what_is_missing(tmp_path):
     (tmp_path / "half" / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
     with pytest.raises(ModelUnavailable, match="missing: weights .*tokenizer.*huggingface-cli download"):
         LocalQwen3VL(str(tmp_path / "half"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "run",
-            str(TASKS / "publish_product.yaml"),
-            "--policy",
-            "qwen3vl",
-            "--model",
-            str(tmp_path / "half"),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    proc = glassbox_in_process(
+        "run",
+        str(TASKS / "publish_product.yaml"),
+        "--policy",
+        "qwen3vl",
+        "--model",
+        str(tmp_path / "half"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
     )
     assert proc.returncode == 2 and "is missing: weights" in proc.stderr
     hub = subprocess.run(

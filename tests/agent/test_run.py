@@ -15,7 +15,7 @@ from PIL import Image
 
 from agent import load_task, run_task
 from sites.shop import ShopServer
-from tests.conftest import ROOT, TASKS
+from tests.conftest import ROOT, TASKS, copy_bundled_run
 from tracer import RunStatus, read_run, read_steps
 
 pytestmark = pytest.mark.usefixtures("chromium")
@@ -153,8 +153,8 @@ def test_step_limit_ends_the_run(tmp_path):
     assert result.end_reason == "step limit reached (3 steps)"
 
 
-def test_the_password_never_reaches_a_file(tmp_path):
-    result = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=tmp_path)
+def test_the_password_never_reaches_a_file(tmp_path, bundled_run):
+    result = copy_bundled_run(bundled_run, tmp_path)  # the bundled task as recorded by run_task, once per session
     assert result.status is RunStatus.succeeded
     secret = b"Xq7-tulip-4821"
     files = [p for p in result.run_dir.rglob("*") if p.is_file()]

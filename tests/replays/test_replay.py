@@ -18,7 +18,7 @@ from replays.diff import diff_runs
 from replays.labels import Correction, LabelIn, Labels
 from replays.replay import ReplayError, replay
 from sites.shop import ShopServer
-from tests.conftest import ROOT, TASKS
+from tests.conftest import TASKS, copy_bundled_run, glassbox_in_process
 from tools.browser import BrowserExecutor, BrowserSettings, Target
 from tools.coords import from_css
 from tracer import RunStatus, read_run, read_steps
@@ -28,22 +28,15 @@ pytestmark = pytest.mark.usefixtures("chromium")
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory):
+def original(tmp_path_factory, bundled_run):
     runs = tmp_path_factory.mktemp("runs")
-    result = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=runs)
+    result = copy_bundled_run(bundled_run, runs)
     assert result.status is RunStatus.succeeded
     return runs, result
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return glassbox_in_process(*args, env={"COLUMNS": "200"})
 
 
 def test_replay_without_model_calls_passes_the_checks(original):
@@ -210,5 +203,6 @@ def test_replay_from_the_viewer(original):
             timeout=120_000,
         )
         assert "branch of" in page.inner_text(".run-head") and page.locator(".film").count() == source.steps
-        page.goto(f"{viewer.url}/diff?a={source.run_id}&b={page.url.rsplit('/', 1)[-1].split('#')[0]}")
+        # The page's 5 s default is for the agent's actions; under a loaded CPU the diff page took longer.
+        page.goto(f"{viewer.url}/diff?a={source.run_id}&b={page.url.rsplit('/', 1)[-1].split('#')[0]}", timeout=60_000)
         assert "No difference" in page.inner_text("main")

@@ -13,10 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from agent import load_task, run_task
 from replays.export import export_feedback
 from replays.viewer import ViewerServer
-from tests.conftest import ROOT, TASKS
+from tests.conftest import ROOT, TASKS, copy_bundled_run
 from tools.browser import BrowserExecutor, BrowserSettings
 from tracer import RunStatus, read_steps
 
@@ -24,9 +23,9 @@ pytestmark = pytest.mark.usefixtures("chromium")
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
+def recorded(tmp_path_factory, bundled_run):
     runs = tmp_path_factory.mktemp("runs")
-    result = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=runs)
+    result = copy_bundled_run(bundled_run, runs)
     assert result.status is RunStatus.succeeded
     return runs, result
 

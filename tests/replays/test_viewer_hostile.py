@@ -16,11 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agent import load_task, run_task
 from replays.viewer import ViewerServer, create_viewer
 from replays.viewer.graph_svg import graph_svg
 from replays.viewer.safe import json_for_script
-from tests.conftest import TASKS
+from tests.conftest import copy_bundled_run
 from tracer import RunStatus, read_steps
 
 HOSTILE_TITLE = "</script><script>alert('title')</script><!--<script> \u2028 & done"
@@ -59,9 +58,9 @@ def craft(runs: Path, source: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, str, str]:
+def runs(tmp_path_factory, bundled_run) -> tuple[Path, str, str]:
     runs = tmp_path_factory.mktemp("runs")
-    result = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=runs)
+    result = copy_bundled_run(bundled_run, runs)
     assert result.status is RunStatus.succeeded
     return runs, result.run_id, craft(runs, result.run_dir)
 

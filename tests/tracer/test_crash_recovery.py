@@ -25,7 +25,7 @@ from replays.diff import diff_runs
 from replays.export import FeedbackExportError, export_feedback
 from replays.labels import Correction, LabelIn, Labels
 from replays.replay import ReplayError, replay
-from tests.conftest import ROOT, TASKS
+from tests.conftest import ROOT, TASKS, glassbox_in_process
 from tracer import RunRecord, RunStatus, RunWriter, StepRecord, StepTimings, read_run, read_steps
 from tracer.follow import RunFollower
 from tracer.index import INDEX_FILE, RunIndex
@@ -89,14 +89,8 @@ def make_run(
 
 
 def cli(*args: str, runs: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args, "--runs-dir", str(runs)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """The CLI's reading commands, in this process (what they print is tested here, not the process)."""
+    return glassbox_in_process(*args, "--runs-dir", str(runs), env={"COLUMNS": "200"})
 
 
 def listed(runs: Path) -> dict[str, int]:

@@ -17,8 +17,6 @@ from tests.conftest import ROOT, TASKS
 from tracer.logs import Console, RunLog, format_event, get_logger, set_console
 from tracer.secrets import Scrubber
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
-
 
 @pytest.fixture
 def no_console() -> Iterator[None]:
@@ -129,13 +127,8 @@ def test_the_cli_shows_a_library_warning_on_stderr(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch", reason="the local backend needs torch (installed by .ci/setup)")
-    pytest.importorskip("transformers", reason="the local backend needs transformers (installed by .ci/setup)")
-    from agent.tiny_model import build_tiny_model
-
-    template = (FIXTURES / "qwen3vl_thinking.chat_template.jinja").read_text()
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3vl", chat_template=template)
+def tiny_model(tiny_thinking_model_dir: Path) -> Path:
+    return tiny_thinking_model_dir
 
 
 def test_a_run_with_the_local_model_logs_its_decoding_into_log_jsonl(tiny_model, tmp_path, chromium):

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from agent import load_task, run_task
-from tests.conftest import ROOT, TASKS
+from tests.conftest import ROOT, TASKS, copy_bundled_run, glassbox_in_process
 from tracer import RunStatus, read_run, read_steps
 from tracer.follow import RunFollower
 from tracer.graph import export, load, run_graph
@@ -26,9 +26,9 @@ OPTIONAL = ("prompt", "token_counts", "cache_hit", "coordinate", "element", "evi
 
 
 @pytest.fixture(scope="module")
-def publish_run(tmp_path_factory):
+def publish_run(tmp_path_factory, bundled_run):
     runs = tmp_path_factory.mktemp("runs")
-    result = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=runs)
+    result = copy_bundled_run(bundled_run, runs)
     assert result.status is RunStatus.succeeded, result.end_reason
     return runs, result.run_dir
 
@@ -97,12 +97,7 @@ def test_graph_exports_load_back_with_the_right_counts(publish_run):
         back = load(export(graph, fmt), fmt)
         assert (back.number_of_nodes(), back.number_of_edges()) == (graph.number_of_nodes(), graph.number_of_edges())
     assert export(graph, "mermaid").count("-->") == graph.number_of_edges()
-    cli = subprocess.run(
-        [sys.executable, "-m", "cli", "graph", run.run_id, "--runs-dir", str(run_dir.parent), "--format", "graphml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cli = glassbox_in_process("graph", run.run_id, "--runs-dir", str(run_dir.parent), "--format", "graphml")
     assert cli.returncode == 0 and load(cli.stdout, "graphml").number_of_nodes() == 4 * n + 1
 
 
@@ -186,13 +181,7 @@ def test_runs_list_filters_show_and_rm(publish_run, tmp_path):
     runs, run_dir = publish_run
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cli", *args, "--runs-dir", str(runs)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        return glassbox_in_process(*args, "--runs-dir", str(runs), env={"COLUMNS": "200"})
 
     assert run_dir.name in cli("runs", "list", "--task", "publish-product").stdout
     assert "no runs" in cli("runs", "list", "--status", "failed", "--task", "publish-product").stdout
