@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.task_yaml import YamlProblem, load_yaml, read_task_text
+from agent.task_yaml import YamlProblem, dotted, line_prefix, load_yaml, read_task_text
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
 from tools.coords import CoordinateMode
 from tools.errors import UsageError
@@ -810,7 +810,7 @@ def parse_task(
     except RecursionError:  # cannot happen within task_yaml's depth limit; a clear error if it ever does
         raise TaskError(source, ["the task is nested too deeply"]) from None
     task.source = source
-    problems = [f"{_line(node, loc)}{_dotted(loc)}: {message}" for loc, message in task.cross_problems()]
+    problems = [f"{line_prefix(node, loc)}{_dotted(loc)}: {message}" for loc, message in task.cross_problems()]
     if files_root is not None:
         root = Path(files_root)
         if not root.is_dir():
@@ -818,19 +818,20 @@ def parse_task(
         task.files_root = root.resolve()
     for name, problem in _file_problems(task).items():
         loc = ("files", name, "path")
-        problems.append(f"{_line(node, loc)}{_dotted(loc)}: {problem}")
+        problems.append(f"{line_prefix(node, loc)}{_dotted(loc)}: {problem}")
     for loc, problem in _page_problems(task):
-        problems.append(f"{_line(node, loc)}{_dotted(loc)}: {problem}")
+        problems.append(f"{line_prefix(node, loc)}{_dotted(loc)}: {problem}")
     if require_env:
         for name, variable in task.unset_env_inputs():
             loc = ("inputs", name, "env")
             problems.append(
-                f"{_line(node, loc)}{_dotted(loc)}: environment variable {variable} is not set (set it before running this task)"
+                f"{line_prefix(node, loc)}{_dotted(loc)}: environment variable {variable} is not set "
+                "(set it before running this task)"
             )
     if not _programs_allowed(source, allow_programs):
         for loc, command in task.programs():
             problems.append(
-                f"{_line(node, loc)}{_dotted(loc)}: this task starts a program ({command}) and is not "
+                f"{line_prefix(node, loc)}{_dotted(loc)}: this task starts a program ({command}) and is not "
                 f"one of the bundled tasks; run it with {PROGRAMS_FLAG} if you trust it"
             )
     if problems:
@@ -947,7 +948,7 @@ def _too_broad(folder: Path) -> bool:
 
 
 def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "task"
+    return dotted(loc, "task")
 
 
 def _problem(err: Mapping[str, Any], node: yaml.Node | None) -> str:
@@ -959,7 +960,7 @@ def _problem(err: Mapping[str, Any], node: yaml.Node | None) -> str:
         message = "required field is missing"
     elif err["type"] == "extra_forbidden":
         message = "unknown field"
-    return f"{_line(node, tuple(loc))}{field}: {message}"
+    return f"{line_prefix(node, tuple(loc))}{field}: {message}"
 
 
 _CHECK_TAGS = {"http_json", "url_matches", "text_present", "js", "file_json", "command", "window_title"}
@@ -971,20 +972,3 @@ def _is_union_tag(part: Any, grandparent: Any) -> bool:
     if not isinstance(part, str):
         return False
     return part[:1].isupper() or "[" in part or (grandparent == "checks" and part in _CHECK_TAGS)
-
-
-def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
-    """``line N: `` for the deepest YAML node on ``loc`` (the field itself, or its parent when missing)."""
-    found = node
-    for depth, part in enumerate(loc):
-        child = None
-        if isinstance(found, yaml.MappingNode):
-            last = depth == len(loc) - 1
-            # The key's line for the field itself (its value may start on the next line).
-            child = next(((k if last else v) for k, v in found.value if k.value == part), None)
-        elif isinstance(found, yaml.SequenceNode) and isinstance(part, int) and part < len(found.value):
-            child = found.value[part]
-        if child is None:
-            break
-        found = child
-    return f"line {found.start_mark.line + 1}: " if found is not None else ""

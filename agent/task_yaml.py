@@ -198,7 +198,7 @@ def _check_tree(root: Node) -> None:
         size = 1
         if isinstance(node, ScalarNode):
             if "\x00" in node.value:
-                raise YamlProblem("contains a NUL character", line=_line(node), field=_dotted(path))
+                raise YamlProblem("contains a NUL character", line=_line(node), field=dotted(path))
         elif isinstance(node, SequenceNode):
             for i, child in enumerate(node.value):
                 size += walk(child, (*path, i))
@@ -213,7 +213,7 @@ def _check_tree(root: Node) -> None:
                         raise YamlProblem(
                             f"duplicate key {key.value!r} (first on line {_line(first)}); YAML keys must be unique",
                             line=_line(key),
-                            field=_dotted((*path, key.value)),
+                            field=dotted((*path, key.value)),
                         )
                     seen[(key.tag, key.value)] = key
                 size += walk(key, path) + walk(value, (*path, name) if name is not None else path)
@@ -236,5 +236,23 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
+def dotted(path: tuple[Any, ...] | list[Any], empty: str = "") -> str:
+    """``("checks", 0, "url")`` -> ``checks[0].url``, the way problems name a field (``empty`` for the root)."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[") or empty
+
+
+def line_prefix(node: Node | None, loc: tuple[Any, ...] | list[Any]) -> str:
+    """``line N: `` for the deepest YAML node on ``loc`` (the field itself, or its parent when missing)."""
+    found = node
+    for depth, part in enumerate(loc):
+        child = None
+        if isinstance(found, MappingNode):
+            last = depth == len(loc) - 1
+            # The key's line for the field itself (its value may start on the next line).
+            child = next(((k if last else v) for k, v in found.value if k.value == part), None)
+        elif isinstance(found, SequenceNode) and isinstance(part, int) and part < len(found.value):
+            child = found.value[part]
+        if child is None:
+            break
+        found = child
+    return f"line {found.start_mark.line + 1}: " if found is not None else ""

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.task import PolicySettings, SiteTarget, Task, TaskError, load_task
-from agent.task_yaml import YamlProblem, load_yaml_file
+from agent.task_yaml import YamlProblem, dotted, line_prefix, load_yaml_file
 from tools.errors import UsageError
 
 MAX_EPISODES = 100_000
@@ -199,7 +199,7 @@ def load_suite(path: Path, *, allow_programs: bool = False) -> Suite:
     for i, entry in enumerate(spec.tasks):
         found, problem = _expand(base, entry)
         if problem:
-            problems.append(f"{_line(node, ('tasks', i))}tasks[{i}]: {problem}")
+            problems.append(f"{line_prefix(node, ('tasks', i))}tasks[{i}]: {problem}")
         files += [f for f in found if f not in files]
     if problems:
         raise SuiteError(path, problems)
@@ -294,24 +294,8 @@ def _problem(err: Any, node: yaml.Node | None) -> str:
         message = "required field is missing"
     elif err["type"] == "extra_forbidden":
         message = "unknown field"
-    return f"{_line(node, loc)}{_dotted(loc)}: {message}"
+    return f"{line_prefix(node, loc)}{_dotted(loc)}: {message}"
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "suite"
-
-
-def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
-    """``line N: `` of the deepest YAML node on ``loc``."""
-    found = node
-    for depth, part in enumerate(loc):
-        child = None
-        if isinstance(found, yaml.MappingNode):
-            last = depth == len(loc) - 1
-            child = next(((k if last else v) for k, v in found.value if k.value == part), None)
-        elif isinstance(found, yaml.SequenceNode) and isinstance(part, int) and part < len(found.value):
-            child = found.value[part]
-        if child is None:
-            break
-        found = child
-    return f"line {found.start_mark.line + 1}: " if found is not None else ""
+    return dotted(loc, "suite")
