@@ -85,6 +85,11 @@ class GridRow:
     def succeeded(self) -> int:
         return sum(1 for c in self.cells if c.status == "succeeded")
 
+    @property
+    def ran(self) -> int:
+        """Episodes whose run came to an outcome (the success rate's denominator)."""
+        return sum(1 for c in self.cells if c.status in ("succeeded", "failed", "interrupted"))
+
 
 @dataclass
 class LoadedEval:
@@ -97,6 +102,12 @@ class LoadedEval:
     summary: EvalSummary | None
     cells: list[Cell]  # every episode, plan order first
     unreadable: int  # damaged lines of episodes.jsonl
+    finished: int  # episodes with a result line
+
+    @property
+    def summary_behind(self) -> bool:
+        """The summary counts fewer finished episodes than episodes.jsonl holds (a running or stopped eval)."""
+        return self.summary is not None and self.summary.episodes != self.finished
 
 
 @dataclass
@@ -127,6 +138,8 @@ class Comparison:
     broke: int = 0
     changed: int = 0
     diffed: int = 0
+    a_succeeded: int = 0  # of the episodes in both
+    b_succeeded: int = 0
 
 
 def eval_router(runs_dir: Path, templates: Jinja2Templates) -> APIRouter:
@@ -299,6 +312,7 @@ def open_eval(runs_dir: Path, eval_id: str) -> LoadedEval:
         summary=summary,
         cells=cells,
         unreadable=events.unreadable,
+        finished=len(events.finished),
     )
 
 
@@ -383,6 +397,8 @@ def compare(runs_dir: Path, a: LoadedEval, b: LoadedEval) -> Comparison:
         if cell_b is None:
             continue
         change = _change(cell_a.status, cell_b.status)
+        result.a_succeeded += cell_a.status == "succeeded"
+        result.b_succeeded += cell_b.status == "succeeded"
         result.rows.append(Compared(cell_a.episode_id, cell_a.task_name, cell_a, cell_b, change))
     result.rows.sort(key=lambda r: _ORDER[r.change])  # stable: plan order within each group
     for row in result.rows:
