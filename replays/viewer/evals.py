@@ -13,13 +13,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from replays.diff import RunDiff, first_step_difference
 from tracer.evals import (
     EPISODES_FILE,
     EVALS_DIR,
@@ -36,6 +35,9 @@ from tracer.evals import (
 )
 from tracer.index import RunIndex
 from tracer.store import read_steps
+
+if TYPE_CHECKING:
+    from replays.diff import RunDiff
 
 GRID_PAGE = 2_000  # episodes on one eval page (and rows on one compare page)
 MAX_DIFFS = 200  # flipped episodes whose runs are compared step by step on one compare page
@@ -421,6 +423,8 @@ def _change(a: CellStatus, b: CellStatus) -> Literal["fixed", "broke", "changed"
 
 
 def _first_difference(runs_dir: Path, a_run: str | None, b_run: str | None) -> tuple[RunDiff | None, str | None]:
+    from replays.diff import first_step_difference  # on first use, as app.py's diff page: it loads numpy and PIL
+
     a_dir, b_dir = _run_folder(runs_dir, a_run), _run_folder(runs_dir, b_run)
     if a_dir is None or b_dir is None:
         return None, "a run folder is missing"
