@@ -196,6 +196,11 @@ def test_a_damaged_line_does_not_break_the_page(viewer, evals, page):
     odd = page.locator("#grid span.cell")  # the hostile line's episode: shown as text, with no link to follow
     assert odd.count() == 1 and odd.get_attribute("data-episode") == "<img src=x id=pwned>"
     assert "<b>hostile</b>" in page.inner_text("#grid")
+    # summary.json (copied) counts the 4 episodes of eval-a; the figures say they are behind the file
+    assert "count 4 finished episodes; episodes.jsonl holds 5" in page.inner_text("#summary-behind")
+    # the runs index has never heard of this eval: the list finds its folder
+    page.goto(viewer.url + "/evals")
+    assert page.locator("table.evals a[href='/evals/eval-damaged']").count() == 1
 
 
 def test_a_huge_eval_is_shown_a_page_of_episodes_at_a_time(viewer, evals):
