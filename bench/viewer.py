@@ -5,7 +5,9 @@ its folder under new run ids, indexed like any run), serves the viewer on 127.0.
 - GET / (the runs page) p50 / p95 over repeated requests, and GET /?q=... (a search);
 - the latency from a step being recorded (appended by a RunWriter) to it appearing in an open run page
   in headless Chromium, p50 / p95.
-Targets: runs page under 200 ms, live latency under 500 ms. Saves screenshots of both pages in bench/out/.
+- GET /evals/ID (an eval of 500 episodes, 10 tasks x 50 seeds, written as records over the seeded runs) and
+  GET /evals/compare of it with a copy where every 10th episode flipped (each flip's runs compared step by step).
+Targets: runs page under 200 ms, live latency under 500 ms. Saves screenshots of the pages in bench/out/.
 
     .venv/bin/python bench/viewer.py [--runs 1000]
 """
@@ -22,9 +24,11 @@ from pathlib import Path
 import httpx
 
 from agent import load_task, run_task
+from evals.results import build_summary, write_summary
 from replays.viewer import ViewerServer
 from tools.browser import BrowserExecutor, BrowserSettings
 from tracer import RunStatus, RunWriter, read_run, read_steps
+from tracer.evals import EPISODES_FILE, Episode, EpisodeResult, EvalPlan, eval_dir
 from tracer.index import RunIndex
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,11 +64,74 @@ def seed(runs_dir: Path, count: int) -> str:
     return result.run_id
 
 
+def seed_eval(runs_dir: Path, eval_id: str, run_ids: list[str], *, flip_every: int = 0) -> None:
+    """An eval folder of ``len(run_ids)`` episodes (10 tasks x N seeds) over existing runs, indexed like a real one."""
+    folder = eval_dir(runs_dir, eval_id)
+    folder.mkdir(parents=True)
+    now = datetime.now(timezone.utc)
+    episodes, results = [], []
+    for i, run_id in enumerate(run_ids):
+        task, seed = f"task-{i % 10}", i // 10
+        episode = Episode(
+            id=f"{task}.s{seed}.r0", task_file=Path(f"/suite/{task}.yaml"), task_name=task, seed=seed, layout_seed=seed, repeat=0
+        )
+        episodes.append(episode)
+        status = "succeeded" if i % 7 else "failed"
+        if flip_every and i % flip_every == 0:
+            status = "failed" if status == "succeeded" else "succeeded"
+        results.append(
+            EpisodeResult(
+                episode_id=episode.id,
+                task_name=task,
+                task_file=str(episode.task_file),
+                seed=seed,
+                repeat=0,
+                status=status,
+                run_id=run_id,
+                end_reason="bench",
+                steps=21,
+                seconds=12.5,
+                parse_errors=0,
+                harness_attempts=1,
+                finished_at=now,
+            )
+        )
+    plan = EvalPlan(
+        eval_id=eval_id,
+        suite_name="bench",
+        suite_source="/suite",
+        digest="bench",
+        created_at=now,
+        policy={},
+        limits={},
+        episodes=episodes,
+    )
+    (folder / "plan.json").write_text(plan.model_dump_json())
+    (folder / EPISODES_FILE).write_text("".join(r.model_dump_json() + "\n" for r in results))
+    summary = build_summary(runs_dir, results, len(results))
+    write_summary(folder, eval_id, summary)
+    index = RunIndex(runs_dir)
+    index.upsert_eval(eval_id, "bench", summary.model_dump(mode="json"))
+    index.close()
+
+
+def timed(client: httpx.Client, url: str, requests: int) -> list[float]:
+    client.get(url)
+    times = []
+    for _ in range(requests):
+        t = time.perf_counter()
+        response = client.get(url)
+        times.append((time.perf_counter() - t) * 1000)
+        assert response.status_code == 200, (url, response.status_code)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--live-steps", type=int, default=20)
+    parser.add_argument("--eval-episodes", type=int, default=500)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +139,10 @@ def main() -> None:
         t0 = time.perf_counter()
         real_run = seed(runs_dir, args.runs)
         print(f"viewer: seeded {args.runs} runs in {time.perf_counter() - t0:.1f} s")
+        copies = sorted(p.name for p in runs_dir.glob("20250101-*-publish-product-seed"))
+        episodes = min(args.eval_episodes, len(copies))
+        seed_eval(runs_dir, "bench-eval", copies[:episodes])
+        seed_eval(runs_dir, "bench-eval-b", copies[:episodes], flip_every=10)
         with ViewerServer(runs_dir) as viewer, httpx.Client(base_url=viewer.url) as client:
             for label, url in (("runs page  GET /", "/"), ("search     GET /?q=", "/?q=seed&status=failed")):
                 client.get(url)
@@ -85,7 +156,13 @@ def main() -> None:
                     f"  {label:<22} p50 {pct(times, 0.5):6.1f} ms   p95 {pct(times, 0.95):6.1f} ms"
                     f"   (target < 200 ms: {'met' if pct(times, 0.95) < 200 else 'NOT met'})"
                 )
-            times = []
+            for label, url in (
+                (f"eval page  ({episodes} episodes)", "/evals/bench-eval"),
+                (f"compare    ({episodes // 10} flipped)", "/evals/compare?a=bench-eval&b=bench-eval-b"),
+                ("evals list GET /evals", "/evals"),
+            ):
+                times = timed(client, url, max(5, args.requests // 6))
+                print(f"  {label:<22} p50 {pct(times, 0.5):6.1f} ms   p95 {pct(times, 0.95):6.1f} ms")
             t = time.perf_counter()
             client.get(f"/runs/{real_run}")
             page_ms = (time.perf_counter() - t) * 1000
@@ -100,6 +177,8 @@ def main() -> None:
                 page = browser.page
                 page.goto(f"{viewer.url}/")
                 page.screenshot(path=str(OUT / "viewer_runs_page.png"))
+                page.goto(f"{viewer.url}/evals/bench-eval")
+                page.screenshot(path=str(OUT / "viewer_eval_page.png"))
                 page.goto(f"{viewer.url}/runs/live-run")
                 latencies = []
                 for i in range(args.live_steps):
@@ -120,7 +199,7 @@ def main() -> None:
             f"  live step latency      p50 {pct(latencies, 0.5):6.1f} ms   p95 {pct(latencies, 0.95):6.1f} ms"
             f"   (target < 500 ms: {'met' if pct(latencies, 0.95) < 500 else 'NOT met'})"
         )
-        print(f"  screenshots: {OUT / 'viewer_runs_page.png'}, {OUT / 'viewer_run_page.png'}")
+        print(f"  screenshots: {OUT / 'viewer_runs_page.png'}, {OUT / 'viewer_run_page.png'}, {OUT / 'viewer_eval_page.png'}")
 
 
 if __name__ == "__main__":

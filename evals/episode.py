@@ -9,15 +9,15 @@ only the second kind is retried.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from evals.suite import Episode
-
-Status = Literal["succeeded", "failed", "interrupted", "harness_error"]
+# The records of the eval folder live in tracer (the viewer reads them too); re-exported here.
+from tracer.evals import Episode, Status
+from tracer.evals import EpisodeResult as EpisodeResult
+from tracer.evals import EpisodeStarted as EpisodeStarted
 
 
 class EpisodeJob(BaseModel):
@@ -48,38 +48,6 @@ class AttemptResult(BaseModel):
     timed_out: bool = False
     # (confidence, the step went wrong) of every step a model gave a confidence for; wrong = outcome error
     step_confidence: list[tuple[float, bool]] = Field(default_factory=list)
-
-
-class EpisodeResult(BaseModel):
-    """An episode's final line in ``episodes.jsonl``."""
-
-    event: Literal["finished"] = "finished"
-    episode_id: str
-    task_name: str
-    task_file: str
-    seed: int | None
-    repeat: int
-    status: Status
-    run_id: str | None
-    end_reason: str
-    steps: int
-    seconds: float
-    parse_errors: int
-    harness_attempts: int  # attempts made (1 = no retry)
-    harness_errors: list[str] = Field(default_factory=list)  # one per failed attempt
-    earlier_runs: list[str] = Field(default_factory=list)  # run folders of attempts that did not count
-    step_confidence: list[tuple[float, bool]] = Field(default_factory=list)
-    finished_at: datetime
-
-
-class EpisodeStarted(BaseModel):
-    """Written before an attempt is handed to a worker: after a kill, its run folder is known to be abandoned."""
-
-    event: Literal["started"] = "started"
-    episode_id: str
-    attempt: int
-    run_id: str
-    at: datetime
 
 
 def run_attempt(job: EpisodeJob) -> AttemptResult:

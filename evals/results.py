@@ -18,25 +18,24 @@ import csv
 import io
 import json
 import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
-
-from evals.episode import EpisodeResult, EpisodeStarted
 from evals.stats import EvalSummary, calibration, summarize
-from evals.suite import Episode
+from tracer.evals import CSV_FILE as CSV_FILE
+from tracer.evals import EPISODES_FILE as EPISODES_FILE
+from tracer.evals import EVAL_ID as EVAL_ID
+from tracer.evals import EVALS_DIR as EVALS_DIR
+from tracer.evals import PLAN_FILE as PLAN_FILE
+from tracer.evals import SUMMARY_FILE as SUMMARY_FILE
+from tracer.evals import EpisodeResult, EpisodeStarted, read_eval_events
+from tracer.evals import EvalPlan as EvalPlan
+from tracer.evals import eval_dir as eval_dir
+from tracer.evals import read_plan as read_plan
 from tracer.labels import current_labels, read_label_events
 from tracer.run_files import atomic_write
 from tracer.store import read_steps
 
-EVALS_DIR = "evals"
-PLAN_FILE = "plan.json"
-EPISODES_FILE = "episodes.jsonl"
-CSV_FILE = "results.csv"
-SUMMARY_FILE = "summary.json"
-EVAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CSV_COLUMNS = (
     "episode_id",
     "task",
@@ -53,30 +52,6 @@ CSV_COLUMNS = (
 )
 
 
-class EvalPlan(BaseModel):
-    eval_id: str
-    suite_name: str
-    suite_source: str
-    digest: str
-    created_at: datetime
-    policy: dict[str, object]
-    limits: dict[str, object]
-    episodes: list[Episode]
-
-
-def eval_dir(runs_dir: Path, eval_id: str) -> Path:
-    if not EVAL_ID.match(eval_id):
-        raise ValueError(f"{eval_id!r} is not an eval id (letters, digits, '.', '_', '-'; at most 128; no leading '.')")
-    return runs_dir / EVALS_DIR / eval_id
-
-
-def read_plan(folder: Path) -> EvalPlan | None:
-    path = folder / PLAN_FILE
-    if not path.is_file():
-        return None
-    return EvalPlan.model_validate_json(path.read_text(encoding="utf-8"))
-
-
 def write_plan(folder: Path, plan: EvalPlan) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / PLAN_FILE, plan.model_dump_json(indent=2).encode())
@@ -84,24 +59,8 @@ def write_plan(folder: Path, plan: EvalPlan) -> None:
 
 def read_events(folder: Path) -> tuple[dict[str, EpisodeResult], list[EpisodeStarted]]:
     """Finished episodes (the first line per episode counts) and every started attempt, from ``episodes.jsonl``."""
-    path = folder / EPISODES_FILE
-    finished: dict[str, EpisodeResult] = {}
-    started: list[EpisodeStarted] = []
-    try:
-        data = path.read_bytes() if path.is_file() else b""
-    except OSError:
-        data = b""
-    for line in data.split(b"\n")[:-1]:  # after the last newline: a torn line, or nothing
-        try:
-            raw = json.loads(line)
-            if raw.get("event") == "finished":
-                result = EpisodeResult.model_validate(raw)
-                finished.setdefault(result.episode_id, result)
-            elif raw.get("event") == "started":
-                started.append(EpisodeStarted.model_validate(raw))
-        except (ValueError, AttributeError, ValidationError):
-            continue
-    return finished, started
+    events = read_eval_events(folder)
+    return events.finished, events.started
 
 
 def append_event(folder: Path, event: EpisodeResult | EpisodeStarted) -> None:

@@ -16,9 +16,13 @@ import statistics
 from collections import Counter
 from typing import Iterable, Sequence
 
-from pydantic import BaseModel, Field
-
-from evals.episode import EpisodeResult
+from tracer.evals import Calibration as Calibration
+from tracer.evals import EpisodeResult
+from tracer.evals import EvalSummary as EvalSummary
+from tracer.evals import Rate as Rate
+from tracer.evals import ReliabilityBin as ReliabilityBin
+from tracer.evals import Spread as Spread
+from tracer.evals import TaskSummary as TaskSummary
 
 Z95 = 1.959963984540054
 CONFIDENCE_BINS = 10
@@ -63,14 +67,6 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-class Rate(BaseModel):
-    successes: int
-    n: int
-    rate: float | None
-    low: float | None  # 95 % Wilson interval
-    high: float | None
-
-
 def rate(successes: int, n: int) -> Rate:
     interval = wilson_interval(successes, n)
     return Rate(
@@ -82,32 +78,9 @@ def rate(successes: int, n: int) -> Rate:
     )
 
 
-class Spread(BaseModel):
-    mean: float | None
-    median: float | None
-
-
 def spread(values: Iterable[float]) -> Spread:
     data = list(values)
     return Spread(mean=statistics.fmean(data) if data else None, median=statistics.median(data) if data else None)
-
-
-class ReliabilityBin(BaseModel):
-    low: float
-    high: float
-    steps: int
-    mean_confidence: float | None
-    wrong_rate: float | None  # of the steps in this bin, the share that went wrong
-
-
-class Calibration(BaseModel):
-    """How well a step's confidence predicts that it goes wrong. ``steps`` 0: no data (say n/a)."""
-
-    steps: int
-    wrong: int
-    source: str  # what "wrong" means here
-    auroc: float | None  # of (1 - confidence) as a predictor of a wrong step; None: n/a
-    bins: list[ReliabilityBin] = Field(default_factory=list)
 
 
 def calibration(pairs: Sequence[tuple[float, bool]], source: str = "step outcome is an error") -> Calibration:
@@ -133,30 +106,6 @@ def calibration(pairs: Sequence[tuple[float, bool]], source: str = "step outcome
         auroc=auroc([1 - c for c, _ in pairs], [w for _, w in pairs]) if pairs else None,
         bins=bins,
     )
-
-
-class TaskSummary(BaseModel):
-    task_name: str
-    episodes: int
-    success: Rate
-    harness_errors: int
-
-
-class EvalSummary(BaseModel):
-    """What an eval came to: the JSON kept in the runs index and printed by ``glassbox eval``."""
-
-    episodes: int  # finished episodes
-    planned: int
-    harness_errors: int
-    success: Rate  # over the episodes the harness ran
-    per_task: list[TaskSummary]
-    steps: Spread
-    seconds: Spread
-    end_reasons: dict[str, int]
-    parse_errors: int
-    parse_error_rate: float | None  # parse errors per step
-    retried_episodes: int  # episodes that needed more than one attempt
-    calibration: Calibration
 
 
 def end_reason_kind(reason: str) -> str:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.task import PolicySettings, SiteTarget, Task, TaskError, load_task
 from agent.task_yaml import YamlProblem, dotted, line_prefix, load_yaml_file
 from tools.errors import UsageError
+from tracer.evals import Episode
 
 MAX_EPISODES = 100_000
 MAX_TASK_FILES = 10_000
@@ -103,17 +104,6 @@ class SuiteFile(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("seeds repeat; list each seed once (use 'repeats' to run one more than once)")
         return v
-
-
-class Episode(BaseModel):
-    """One task x seed x repeat. ``id`` is stable: the same suite always gives the same ids."""
-
-    id: str
-    task_file: Path  # absolute
-    task_name: str
-    seed: int | None  # the suite's seed for this episode (None: the suite gives none)
-    layout_seed: int | None  # what the bundled site gets: the seed for a site task, else None (the task's own)
-    repeat: int
 
 
 class Suite(BaseModel):

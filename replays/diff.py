@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 from pydantic import BaseModel
 
@@ -51,6 +52,23 @@ def _differs(a: Action | None, b: Action | None) -> str | None:
         if getattr(a, key, None) != getattr(b, key, None):
             return f"different {key}"
     return None
+
+
+def first_step_difference(a_steps: Sequence[StepRecord], b_steps: Sequence[StepRecord]) -> RunDiff:
+    """Where two runs first differ by their steps alone: the action (kind, point within ``COORD_TOLERANCE``,
+    text, keys...) or its outcome. No screenshot is read, so it is cheap enough for every flipped episode of
+    an eval; ``diff_runs`` also compares the screens."""
+    for i in range(max(len(a_steps), len(b_steps))):
+        a = a_steps[i] if i < len(a_steps) else None
+        b = b_steps[i] if i < len(b_steps) else None
+        if a is None or b is None:
+            return RunDiff(step=i, reason="one run ended earlier", a=describe(a), b=describe(b), compared=i)
+        reason = _differs(a.action, b.action)
+        if reason is None and a.outcome != b.outcome:
+            reason = f"different outcomes ({a.outcome} vs {b.outcome})"
+        if reason:
+            return RunDiff(step=i, reason=reason, a=describe(a), b=describe(b), compared=i)
+    return RunDiff(step=None, compared=max(len(a_steps), len(b_steps)))
 
 
 def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:

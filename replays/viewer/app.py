@@ -42,6 +42,7 @@ from agent.approval import (
 from replays.labels import LabelError, LabelIn, Labels
 from replays.launch import Launch, start
 from replays.viewer.errors import install_error_handlers
+from replays.viewer.evals import eval_router
 from replays.viewer.graph_svg import graph_svg
 from replays.viewer.guard import MAX_BODY, HostGuard, check_write
 from replays.viewer.safe import json_for_script, url_path
@@ -106,6 +107,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
     index = RunIndex(runs_dir)
     index.sync()
     index.close()
+    app.include_router(eval_router(runs_dir, templates))  # /evals, /evals/{id}, /evals/compare
 
     def run_dir_or_404(run_id: str) -> Path:
         if _RUN_ID.fullmatch(run_id) is None:
