@@ -79,6 +79,8 @@ class RunResult(BaseModel):
     steps: int
     checks: list[CheckResult]
     target_url: str | None
+    # The harness failed around a recorded run (the task's setup): an eval retries it, unlike a task failure.
+    harness_failure: bool = False
 
 
 def run_task(
@@ -189,6 +191,7 @@ class _Loop:
         self.log = RunLog(self.writer.run_dir, self.scrub)
         log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name, target=env.describe())
         self.history: list[StepRecord] = []
+        self.harness_failure = False  # the task's setup failed: the run is recorded, the harness is to blame
         self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
         self._gate_stop: str | None = None  # a gate stopped the run: the end reason
@@ -236,6 +239,7 @@ class _Loop:
                     break
         except SetupFailed as exc:  # a harness failure: no steps, no checks; the run says which step failed
             status, end_reason = RunStatus.failed, str(exc)
+            self.harness_failure = True
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record it, then raise
@@ -266,6 +270,7 @@ class _Loop:
             steps=record.steps,
             checks=record.checks,
             target_url=record.target_url,
+            harness_failure=self.harness_failure,
         )
 
     def _end(self, record: RunRecord) -> None:

@@ -81,6 +81,8 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
             seconds=time.monotonic() - started,
         )
     seconds = time.monotonic() - started
+    if result.harness_failure:  # the task's setup failed (the page never got ready): retried like a crash
+        return AttemptResult(kind="harness", run_id=result.run_id, error=result.end_reason[:2000], seconds=seconds)
     parse_errors = 0
     confidence: list[tuple[float, bool]] = []
     try:

@@ -289,3 +289,21 @@ def test_ray_refuses_a_cluster_without_the_gpus_a_local_model_needs(tmp_path: Pa
     finally:
         ray.shutdown()
     assert not (tmp_path / "runs" / "evals").exists()  # nothing ran, no eval folder was started
+
+
+def test_an_episode_whose_setup_fails_is_a_harness_failure_and_is_retried(tmp_path: Path) -> None:
+    # The page never gets ready (setup's wait runs out): nothing the agent did, so the eval retries it.
+    (tmp_path / "page.html").write_text("<p>never ready</p>", encoding="utf-8")
+    (tmp_path / "never.yaml").write_text(
+        "name: never-ready\ngoal: Wait.\ntarget: {start_url: 'file:page.html'}\n"
+        "setup:\n  - {wait_for: {js: 'window.ready === true'}, timeout_ms: 300}\n"
+        "script:\n  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: setup\ntasks: [never.yaml]\nlimits: {retries: 1, timeout_s: 120, workers: 1}\n", encoding="utf-8")
+    outcome = run_eval(load_suite(suite), runs_dir=tmp_path / "runs")
+    (result,) = outcome.results
+    assert (result.status, result.harness_attempts) == ("harness_error", 2), result
+    assert all(e.startswith("setup failed: setup[0].wait_for:") for e in result.harness_errors)
+    assert outcome.summary.harness_errors == 1 and outcome.summary.success.n == 0
