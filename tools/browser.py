@@ -26,6 +26,7 @@ from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
+from tools.keytext import key_events, key_runs
 from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, SettlePolicy, Target
 
 __all__ = [
@@ -443,7 +444,13 @@ class BrowserExecutor(BaseExecutor):
                 super()._perform_input(action, audit)
 
     def _type_chunk(self, chunk: str) -> None:
-        self.page.keyboard.type(chunk)
+        """keyboard.type()'s key events, sent back to back on the capture's DevTools session (tools.keytext);
+        characters without a key of their own (accents, Enter, Tab) go through keyboard.type() itself."""
+        for kind, run in key_runs(chunk):
+            if kind == "keys" and self._capture is not None:
+                self._capture.send_all(key_events(run))
+            else:
+                self.page.keyboard.type(run)
 
     def _sleep(self, seconds: float) -> None:
         self.page.wait_for_timeout(seconds * 1000)

@@ -136,7 +136,16 @@ def test_the_element_is_the_one_under_the_point_before_the_click(browser):
         ("middle_click", ["mousemove:0", "mousedown:1:1", "mouseup:1:1", "auxclick:1:1"]),
         (
             "double_click",
-            ["mousemove:0", "mousedown:0:1", "mouseup:0:1", "click:0:1", "mousedown:0:2", "mouseup:0:2", "click:0:2", "dblclick:0:2"],
+            [
+                "mousemove:0",
+                "mousedown:0:1",
+                "mouseup:0:1",
+                "click:0:1",
+                "mousedown:0:2",
+                "mouseup:0:2",
+                "click:0:2",
+                "dblclick:0:2",
+            ],
         ),
     ],
 )
@@ -162,3 +171,32 @@ def test_typing_sends_a_key_event_per_character(browser):
         "input",
         "keyup:B",
     ]
+
+
+# Every field a page's key handler may read, for each key and input event, in order.
+KEY_LOG = """<!doctype html><body><textarea id="t" style="width:600px;height:300px"></textarea><script>
+window.seen = [];
+const t = document.getElementById('t');
+for (const type of ['keydown', 'keypress', 'beforeinput', 'input', 'keyup'])
+  t.addEventListener(type, e => window.seen.push([e.type, e.key, e.code, e.keyCode, e.which, e.charCode, e.shiftKey,
+    e.repeat, e.location, e.isComposing, e.inputType, e.data].map(String).join(' ')));
+</script></body>"""
+
+EVERY_KEY = "".join(sorted(__import__("tools.keytext", fromlist=["LAYOUT"]).LAYOUT)) + " é ü\n\tend"
+
+
+def test_typing_sends_exactly_what_keyboard_type_sends(browser):
+    def events_of(type_text) -> tuple[list[str], str]:
+        browser.page.set_content(KEY_LOG)
+        browser.page.focus("#t")
+        type_text(EVERY_KEY)
+        return seen(browser), str(browser.page.evaluate("document.getElementById('t').value"))
+
+    expected = events_of(browser.page.keyboard.type)
+    assert act(browser, "left_click", coordinate=[10, 10]).status == "ok"  # any earlier action: no held keys
+    got = events_of(
+        lambda text: browser.act(parse_tool_call(ToolCall(name="computer_use", arguments={"action": "type", "text": text})))
+    )
+    assert got[1] == expected[1]
+    assert got[1].startswith(EVERY_KEY[:-5]) and got[1].endswith("end")
+    assert got[0] == expected[0]
