@@ -113,6 +113,7 @@ class _SettledShot:
     """The viewport as the settle after an action left it, kept for the next perceive."""
 
     png: bytes
+    title: str | None  # read with the capture; None: perceive reads it
     navigations: int  # the navigation count when taken: a later navigation makes it stale
     at: float  # time.monotonic() when taken
     taken_at: datetime
@@ -210,18 +211,20 @@ class BrowserExecutor(BaseExecutor):
     # -- perceive ------------------------------------------------------------------------------
     def perceive(self) -> Observation:
         shot, self._settled_shot = self._settled_shot, None
+        title: str | None = None
         if shot is not None and shot.navigations == self._navigations and time.monotonic() - shot.at <= SETTLED_SHOT_MAX_AGE_S:
-            png, taken_at = shot.png, shot.taken_at  # the settle's capture: the action's effect, just drawn
+            png, title, taken_at = shot.png, shot.title, shot.taken_at  # the settle's capture: the action's effect
         else:
             # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
             png = self._capture.png() if self._capture is not None else self.page.screenshot(type="png")
             taken_at = datetime.now(timezone.utc)
         width, height = self.settings.viewport
         scale = self.settings.device_scale_factor
-        try:
-            title = self.page.title()
-        except Exception:  # the page may be navigating; the title is informational
-            title = None
+        if title is None:
+            try:
+                title = self.page.title()
+            except Exception:  # the page may be navigating; the title is informational
+                title = None
         return Observation(
             screenshot_png=png,
             screenshot_size=png_size(png),  # the header's, as captured: no decoding
@@ -525,10 +528,10 @@ class BrowserExecutor(BaseExecutor):
         if self._capture is None or self._loads < self._navigations:
             return
         try:
-            png = self._capture.png()
+            png, title = self._capture.png_and_title()
         except Exception:
             return
-        self._settled_shot = _SettledShot(png, self._navigations, time.monotonic(), datetime.now(timezone.utc))
+        self._settled_shot = _SettledShot(png, title, self._navigations, time.monotonic(), datetime.now(timezone.utc))
 
     def _wait_network_idle(self, until: float) -> None:
         """Until no request the action started is in flight and none started or ended for NETWORK_QUIET_S, or

@@ -87,6 +87,25 @@ class PageCapture:
             self._session = None  # opened afresh next time
             return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
 
+    def png_and_title(self) -> tuple[bytes, str | None]:
+        """:meth:`png` and the page's title, asked for together (one round trip); the title is None where
+        it could not be read that way (the caller reads it as usual)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        if self.device_scale_factor != 1:
+            return self.png(), None
+        title = ("Runtime.evaluate", {"expression": "document.title", "returnByValue": True})
+        try:
+            shot, answer = self.send_all([("Page.captureScreenshot", CAPTURE_PARAMS), title])
+            png = base64.b64decode(shot["data"], validate=True)
+        except PlaywrightTimeout:
+            raise
+        except Exception:
+            self._session = None
+            return self.png(), None
+        value = (answer or {}).get("result", {}).get("value")
+        return png, value if isinstance(value, str) else None
+
     def send_all(self, commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """Send DevTools ``commands`` back to back on this session, without waiting for each answer; their
         answers, in order. DevTools runs one session's commands in the order sent, so input events keep their

@@ -68,6 +68,15 @@ def test_the_screenshot_after_a_click_shows_its_effect(browser, mode):
     assert centre(browser.perceive().screenshot_png) == RED
 
 
+def test_the_title_after_an_action_is_the_new_one(browser):
+    browser.page.set_content(
+        "<title>before</title><button onclick=\"document.title = 'after'\" style='width:1280px;height:800px'>go</button>"
+    )
+    assert browser.perceive().title == "before"
+    assert act(browser, "left_click", coordinate=[500, 500]).status == "ok"
+    assert browser.perceive().title == "after"
+
+
 def test_the_settled_screenshot_is_dropped_when_the_page_is_changed_in_between(browser):
     browser.page.set_content(PAINT)
     browser.page.evaluate("window.mode = 'none'")
