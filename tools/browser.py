@@ -27,6 +27,7 @@ from tools.coords import CoordinateAudit, CoordinateMode
 from tools.errors import StepError
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
+from tools.keytext import key_events, key_runs
 from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, SettlePolicy, Target
 
 __all__ = [
@@ -50,6 +51,9 @@ _ELEMENT_AT = """([x, y]) => {
   return {tag: el.tagName.toLowerCase(), text: text.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
 }"""
 _TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+# One frame, then a capture: Page.captureScreenshot asks the compositor for a fresh frame and runs the page's
+# animation-frame callbacks for it, so the pair shows what two frames would (tests/tools/test_act_speed.py).
+_ONE_FRAME = "() => new Promise(r => requestAnimationFrame(() => r(true)))"
 # Resolves when every finite animation and transition has finished (true), or after ``ms`` (false). One frame
 # first, so that a transition the action's style change starts is running by the time it looks. Endless ones
 # (spinners) are left out: they never finish.
@@ -83,6 +87,9 @@ _NAVIGATED = ("context was destroyed", "cannot find context", "navigated or clos
 MAX_TRACKED_REQUESTS = 1000  # in-flight requests remembered for network idle (a page may leak unfinished ones)
 NETWORK_QUIET_S = 0.1  # network idle: nothing in flight and no request started or ended for this long
 TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
+# The screenshot the settle took serves the next perceive when that comes within this long and nothing was
+# done to the page in between; else perceive captures afresh (a human gate, a long pause: the screen may move).
+SETTLED_SHOT_MAX_AGE_S = 0.5
 
 
 class PageScriptError(StepError, RuntimeError):
@@ -100,6 +107,17 @@ class ScriptValue:
     type: str
     truthy: bool
     text: str | None
+
+
+@dataclass(frozen=True)
+class _SettledShot:
+    """The viewport as the settle after an action left it, kept for the next perceive."""
+
+    png: bytes
+    title: str | None  # read with the capture; None: perceive reads it
+    navigations: int  # the navigation count when taken: a later navigation makes it stale
+    at: float  # time.monotonic() when taken
+    taken_at: datetime
 
 
 class BrowserExecutor(BaseExecutor):
@@ -136,6 +154,8 @@ class BrowserExecutor(BaseExecutor):
         self._action_at = 0.0  # time.monotonic() when the current action began (network idle looks from there)
         self._network_at = 0.0  # time.monotonic() of the last request event
         self._capture: PageCapture | None = None
+        self._settled_shot: _SettledShot | None = None
+        self._shoot_after_settle = False  # whether the current action can change the screen
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -191,14 +211,21 @@ class BrowserExecutor(BaseExecutor):
 
     # -- perceive ------------------------------------------------------------------------------
     def perceive(self) -> Observation:
-        # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
-        png = self._capture.png() if self._capture is not None else self.page.screenshot(type="png")
+        shot, self._settled_shot = self._settled_shot, None
+        title: str | None = None
+        if shot is not None and shot.navigations == self._navigations and time.monotonic() - shot.at <= SETTLED_SHOT_MAX_AGE_S:
+            png, title, taken_at = shot.png, shot.title, shot.taken_at  # the settle's capture: the action's effect
+        else:
+            # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
+            png = self._capture.png() if self._capture is not None else self.page.screenshot(type="png")
+            taken_at = datetime.now(timezone.utc)
         width, height = self.settings.viewport
         scale = self.settings.device_scale_factor
-        try:
-            title = self.page.title()
-        except Exception:  # the page may be navigating; the title is informational
-            title = None
+        if title is None:
+            try:
+                title = self.page.title()
+            except Exception:  # the page may be navigating; the title is informational
+                title = None
         return Observation(
             screenshot_png=png,
             screenshot_size=png_size(png),  # the header's, as captured: no decoding
@@ -206,7 +233,7 @@ class BrowserExecutor(BaseExecutor):
             device_scale_factor=scale,
             url=self.page.url,
             title=title,
-            taken_at=datetime.now(timezone.utc),
+            taken_at=taken_at,
         )
 
     def element_at(self, css: tuple[int, int]) -> ElementInfo | None:
@@ -220,6 +247,7 @@ class BrowserExecutor(BaseExecutor):
     # -- page abilities (tools.executor.PageAbilities) -----------------------------------------
     def goto(self, url: str) -> None:
         """Open ``url`` (the task's start page) and wait for it to load."""
+        self._settled_shot = None
         if self._start_url is None:
             self._start_url = url
         self.page.goto(url, wait_until="load")
@@ -255,6 +283,7 @@ class BrowserExecutor(BaseExecutor):
         return str(self.page.inner_text("body"))
 
     def evaluate(self, expression: str) -> Any:
+        self._settled_shot = None  # the expression may change the page
         return self.page.evaluate(expression)
 
     def resolve_url(self, url: str) -> str:
@@ -282,6 +311,7 @@ class BrowserExecutor(BaseExecutor):
         Stops after ``timeout_ms`` also when the script never yields (``while(true){}``): DevTools terminates
         it. Raises :class:`PageTimeout` or :class:`PageScriptError` (the script threw) with a one-line reason.
         """
+        self._settled_shot = None  # the script may change the page
         expression = _SCRIPT % {
             "script": json.dumps(script),
             "timeout": json.dumps(_SCRIPT_TIMEOUT),
@@ -339,6 +369,7 @@ class BrowserExecutor(BaseExecutor):
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+        self._settled_shot = None
         try:
             self.page.wait_for_selector(selector, state=state, timeout=timeout_ms)
         except PlaywrightTimeout:
@@ -351,6 +382,7 @@ class BrowserExecutor(BaseExecutor):
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+        self._settled_shot = None
         try:
             self.page.goto(url, wait_until="load", timeout=timeout_ms)
         except PlaywrightTimeout:
@@ -416,7 +448,13 @@ class BrowserExecutor(BaseExecutor):
                 super()._perform_input(action, audit)
 
     def _type_chunk(self, chunk: str) -> None:
-        self.page.keyboard.type(chunk)
+        """keyboard.type()'s key events, sent back to back on the capture's DevTools session (tools.keytext);
+        characters without a key of their own (accents, Enter, Tab) go through keyboard.type() itself."""
+        for kind, run in key_runs(chunk):
+            if kind == "keys" and self._capture is not None:
+                self._capture.send_all(key_events(run))
+            else:
+                self.page.keyboard.type(run)
 
     def _sleep(self, seconds: float) -> None:
         self.page.wait_for_timeout(seconds * 1000)
@@ -442,18 +480,30 @@ class BrowserExecutor(BaseExecutor):
 
     def _mark(self) -> int:
         self._action_at = time.monotonic()
+        self._settled_shot = None
         return self._navigations
+
+    def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
+        # Ending or answering leaves the screen as it is: nothing for the next perceive to see early.
+        self._shoot_after_settle = not isinstance(action, A.Terminate | A.Answer)
+        super()._perform(action, audit)
 
     def _navigated(self, mark: Any) -> bool:
         return mark is not None and self._navigations > mark
 
     def _settle(self, mark: Any) -> None:
         """Wait until the action's effects are on screen: two animation frames, and a started navigation loaded;
-        then, where the task's settle policy asks, network idle and finished animations (at most its max_ms)."""
+        then, where the task's settle policy asks, network idle and finished animations (at most its max_ms).
+
+        The second frame is the one a screenshot taken here draws: that screenshot is the next perceive's
+        (when it comes soon, see :meth:`perceive`), so the frame wait and the capture overlap.
+        """
         started = time.monotonic()
         navigations_before = int(mark)
+        shoot = self._shoot_after_settle and self._capture is not None
+        self._shoot_after_settle = False
         try:
-            self.page.evaluate(_TWO_FRAMES)
+            self.page.evaluate(_ONE_FRAME if shoot else _TWO_FRAMES)
         except Exception:
             pass  # the document went away: a navigation is under way, handled below
         deadline = time.monotonic() + self.settings.settle_timeout_ms / 1000
@@ -470,6 +520,19 @@ class BrowserExecutor(BaseExecutor):
                 self._wait_network_idle(until)
             if policy.animations:
                 self._wait_animations(until)
+        if shoot:
+            self._shoot_settled()
+
+    def _shoot_settled(self) -> None:
+        """Capture the settled screen for the next perceive; if the capture fails, or a navigation is still
+        loading, the next perceive captures afresh (and raises the page's real error, if any)."""
+        if self._capture is None or self._loads < self._navigations:
+            return
+        try:
+            png, title = self._capture.png_and_title()
+        except Exception:
+            return
+        self._settled_shot = _SettledShot(png, title, self._navigations, time.monotonic(), datetime.now(timezone.utc))
 
     def _wait_network_idle(self, until: float) -> None:
         """Until no request the action started is in flight and none started or ended for NETWORK_QUIET_S, or

@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from typing import Any
@@ -78,15 +79,48 @@ class PageCapture:
         if self.device_scale_factor != 1:
             return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
         try:
-            if self._session is None:
-                self._session = self.page.context.new_cdp_session(self.page)
-            reply = self._session.send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
+            reply = self._open().send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
             return base64.b64decode(reply["data"], validate=True)
         except PlaywrightTimeout:
             raise  # a hung page: trying again would only wait as long once more
         except Exception:
             self._session = None  # opened afresh next time
             return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+
+    def png_and_title(self) -> tuple[bytes, str | None]:
+        """:meth:`png` and the page's title, asked for together (one round trip); the title is None where
+        it could not be read that way (the caller reads it as usual)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        if self.device_scale_factor != 1:
+            return self.png(), None
+        title = ("Runtime.evaluate", {"expression": "document.title", "returnByValue": True})
+        try:
+            shot, answer = self.send_all([("Page.captureScreenshot", CAPTURE_PARAMS), title])
+            png = base64.b64decode(shot["data"], validate=True)
+        except PlaywrightTimeout:
+            raise
+        except Exception:
+            self._session = None
+            return self.png(), None
+        value = (answer or {}).get("result", {}).get("value")
+        return png, value if isinstance(value, str) else None
+
+    def send_all(self, commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Send DevTools ``commands`` back to back on this session, without waiting for each answer; their
+        answers, in order. DevTools runs one session's commands in the order sent, so input events keep their
+        order; what is saved is a round trip per command. Raises what the first failing command raised."""
+        session = self._open()
+        impl = getattr(session, "_impl_obj", None)
+        if impl is None:  # not the Playwright this was written for: one at a time, as correct and slower
+            return [session.send(method, params, timeout=self.timeout_ms) for method, params in commands]
+        sends = [impl.send(method, params, self.timeout_ms) for method, params in commands]
+        return list(session._sync(asyncio.gather(*sends)))
+
+    def _open(self) -> Any:
+        if self._session is None:
+            self._session = self.page.context.new_cdp_session(self.page)
+        return self._session
 
     def close(self) -> None:
         if self._session is not None:
