@@ -52,7 +52,9 @@ def assert_recorded(runs: Path, eval_id: str, episodes: list[dict[str, object]],
     assert sorted(e["seed"] for e in episodes) == sorted(seeds)  # type: ignore[type-var]
     for episode in episodes:
         assert episode["status"] == "succeeded", episode
-        assert episode["steps"] == 21 and episode["harness_attempts"] == 1
+        # 21 script steps; on a loaded machine a page can still be loading when the script looks for the next
+        # element, and that step is retried (an error step, not a harness failure): the episode still succeeds.
+        assert 21 <= int(episode["steps"]) <= 24 and episode["harness_attempts"] == 1  # type: ignore[call-overload]
         run = read_run(runs / str(episode["run_id"]))
         assert run.status is RunStatus.succeeded and all(c.passed for c in run.checks)
         assert (run.eval_id, run.episode_id, run.layout_seed) == (eval_id, episode["episode_id"], episode["seed"])
