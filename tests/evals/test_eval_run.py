@@ -54,7 +54,7 @@ def assert_recorded(runs: Path, eval_id: str, episodes: list[dict[str, object]],
         assert episode["status"] == "succeeded", episode
         # 21 script steps; on a loaded machine a page can still be loading when the script looks for the next
         # element, and that step is retried (an error step, not a harness failure): the episode still succeeds.
-        assert 21 <= int(episode["steps"]) <= 24 and episode["harness_attempts"] == 1  # type: ignore[call-overload]
+        assert 21 <= int(episode["steps"]) <= 24 and episode["harness_attempts"] == 1
         run = read_run(runs / str(episode["run_id"]))
         assert run.status is RunStatus.succeeded and all(c.passed for c in run.checks)
         assert (run.eval_id, run.episode_id, run.layout_seed) == (eval_id, episode["episode_id"], episode["seed"])
