@@ -112,10 +112,16 @@ class PageCapture:
         order; what is saved is a round trip per command. Raises what the first failing command raised."""
         session = self._open()
         impl = getattr(session, "_impl_obj", None)
-        if impl is None:  # not the Playwright this was written for: one at a time, as correct and slower
-            return [session.send(method, params, timeout=self.timeout_ms) for method, params in commands]
-        sends = [impl.send(method, params, self.timeout_ms) for method, params in commands]
-        return list(session._sync(asyncio.gather(*sends)))
+        sync = getattr(session, "_sync", None)
+        if impl is not None and sync is not None:
+            try:  # Playwright's private async side; building the calls sends nothing yet
+                sends = [impl.send(method, params, self.timeout_ms) for method, params in commands]
+            except TypeError:  # another Playwright's signature
+                sends = []
+            if len(sends) == len(commands):
+                return list(sync(asyncio.gather(*sends)))
+        # not the Playwright this was written for: one at a time, as correct and slower
+        return [session.send(method, params, timeout=self.timeout_ms) for method, params in commands]
 
     def _open(self) -> Any:
         if self._session is None:
