@@ -1,4 +1,4 @@
-"""Glassbox agent: tasks, policies, the loop and the CLI.
+"""Glassbox agent: tasks (and their setup), policies, the loop and its events, approval by a person.
 
 Usage::
 
