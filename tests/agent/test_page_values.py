@@ -9,10 +9,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.loop import run_task
 from agent.task import TaskError, load_task
+from replays.viewer import ViewerServer
 from tests.conftest import require_chromium
 from tracer import RunStatus, read_run, read_steps
 
@@ -64,6 +66,9 @@ def test_the_script_clicks_the_button_the_page_asked_for(tmp_path, seed):
     assert run.checks[0].passed
     first = read_steps(result.run_dir)[0]
     assert first.reasoning is not None and wanted in first.reasoning  # the target as played, filled in
+    with ViewerServer(tmp_path / "runs") as viewer:  # the run page says what the page said
+        page = httpx.get(f"{viewer.url}/runs/{result.run_id}").text
+    assert f"<code>{{button}}</code> = {wanted}" in page and "setup[1] js" in page
 
 
 def test_save_as_names_must_be_new_unique_and_kept_from_a_script(tmp_path):
