@@ -39,6 +39,7 @@ from agent.approval import (
     read_pending,
     set_paused,
 )
+from replays import confidence
 from replays.labels import LabelError, LabelIn, Labels
 from replays.launch import Launch, start
 from replays.viewer.errors import install_error_handlers
@@ -98,6 +99,13 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True)
     env.filters["urlpath"] = url_path
     env.globals["token"] = token
+    env.globals.update(
+        confidence_css=confidence.css_variables(),
+        confidence_styles=list(confidence.STYLES.values()),
+        conf_low=confidence.LOW_BELOW,
+        conf_high=confidence.HIGH_FROM,
+    )
+    env.filters["conf_band"] = lambda value: confidence.band(value).value
     templates = Jinja2Templates(env=env)
     app = FastAPI(title="Glassbox viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.token = token
