@@ -805,6 +805,81 @@ def export_playwright_cmd(
     console.print(f"run it: python {out} --base-url URL", soft_wrap=True)
 
 
+class ShareImageFormat(str, Enum):
+    webp = "webp"
+    jpeg = "jpeg"
+
+
+MaxSteps = Annotated[int, typer.Option(min=1, help="Export at most this many steps (the first ones) of a long run.")]
+
+
+@export_app.command("html")
+def export_html_cmd(
+    run_id: RunArg,
+    out: Annotated[Path, typer.Option(help="HTML file to write (one self-contained file).")],
+    runs_dir: RunsDir = Path("runs"),
+    max_width: Annotated[int, typer.Option(min=160, max=3840, help="Shrink screenshots to at most this many pixels wide.")] = 960,
+    quality: Annotated[int, typer.Option(min=10, max=100, help="Image quality of the embedded screenshots.")] = 70,
+    image_format: Annotated[ShareImageFormat, typer.Option(help="Format of the embedded screenshots.")] = ShareImageFormat.webp,
+    max_steps: MaxSteps = 200,
+) -> None:
+    """Write the run as one HTML file to send to anyone: filmstrip, screenshots with the click marked, reasoning,
+    actions, confidence and checks. It opens from disk and loads nothing from the network."""
+    from replays.share_html import HtmlOptions, export_html
+    from replays.share_output import check_out_path
+
+    check_out_path(out)
+    options = HtmlOptions(max_width=max_width, quality=quality, image_format=image_format.value, max_steps=max_steps)
+    info = export_html(_run_dir(runs_dir, run_id), out, options=options)
+    shown = f"{info.steps} steps" if info.steps == info.total_steps else f"{info.steps} of {info.total_steps} steps (--max-steps)"
+    console.print(
+        f"wrote {escape(str(info.out))} ({_size(info.bytes)}, {shown}, screenshots {image_format.value} "
+        f"≤ {max_width} px wide, quality {quality})",
+        soft_wrap=True,
+    )
+    _say_missing(info.missing)
+
+
+@export_app.command("gif")
+def export_gif_cmd(
+    run_id: RunArg,
+    out: Annotated[Path, typer.Option(help="GIF file to write.")],
+    runs_dir: RunsDir = Path("runs"),
+    width: Annotated[int, typer.Option(min=160, max=1920, help="Frame width in pixels (screenshots are shrunk to it).")] = 800,
+    frame_ms: Annotated[int, typer.Option(min=20, max=60_000, help="How long each step shows, in milliseconds.")] = 1000,
+    max_steps: MaxSteps = 200,
+) -> None:
+    """Write the run as an animated GIF: one frame per step, the click ringed and numbered, the action below."""
+    from replays.share_gif import GifOptions, export_gif
+    from replays.share_output import check_out_path
+
+    check_out_path(out)
+    info = export_gif(_run_dir(runs_dir, run_id), out, options=GifOptions(width=width, frame_ms=frame_ms, max_steps=max_steps))
+    shown = (
+        f"{info.frames} frames"
+        if info.frames == info.total_steps
+        else f"{info.frames} frames of {info.total_steps} steps (--max-steps)"
+    )
+    console.print(
+        f"wrote {escape(str(info.out))} ({_size(info.bytes)}, {shown}, {info.size[0]}x{info.size[1]}, {frame_ms} ms a frame)",
+        soft_wrap=True,
+    )
+    _say_missing(info.missing)
+
+
+def _size(count: int) -> str:
+    return f"{count / 1_000_000:.1f} MB" if count >= 1_000_000 else f"{count / 1000:.0f} KB"
+
+
+def _say_missing(missing: dict[int, str]) -> None:
+    if not missing:
+        return
+    steps = ", ".join(str(i) for i in sorted(missing))
+    err_console.print(f"[yellow]warning:[/] {len(missing)} screenshot(s) not available (steps {steps}): a placeholder is shown")
+    for index in sorted(missing)[:5]:
+        err_console.print(f"  step {index}: {escape(missing[index])}")
+
+
 @export_app.command("feedback")
 def export_feedback_cmd(
     format: Annotated[FeedbackFormat, typer.Option("--format", "-f", help="sft: corrected answers; dpo: corrected vs model.")],
