@@ -12,6 +12,7 @@ recorded now keep only the placeholder ``<secret>``), so an export cannot carry 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,14 @@ def step_marks(step: StepRecord) -> StepMarks:
     elif c.divisor:
         model = Point(x=c.model[0] / c.divisor * width, y=c.model[1] / c.divisor * height)
     box = step.evidence.box if step.evidence is not None else None
-    return StepMarks(executed=executed, model=model, box=box)
+    # A crafted record may hold an infinite scale or a NaN coordinate: such a point is not drawn.
+    return StepMarks(executed=_finite(executed), model=_finite(model), box=box)
+
+
+def _finite(point: Point | None) -> Point | None:
+    if point is None or not (math.isfinite(point.x) and math.isfinite(point.y)):
+        return None
+    return point
 
 
 def step_image(run_dir: Path, step: SharedStep, *, max_width: int) -> tuple[Image.Image, str | None]:

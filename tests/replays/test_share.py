@@ -227,12 +227,20 @@ def test_missing_screenshots_get_a_placeholder_and_a_warning(shared_run: Path, t
     steps = read_steps(run_dir)
     (run_dir / steps[2].screenshot).unlink()
     (run_dir / steps[5].screenshot).write_bytes(b"not an image")
+    lines = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines[7]["screenshot"] = "../../../../../../etc/hostname"  # a crafted record: nothing outside the folder is read
+    lines[0]["coordinate"]["device_scale_factor"] = float("inf")  # and a point that cannot be drawn is left out
+    (run_dir / "steps.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    steps = read_steps(run_dir)
+    assert len(steps) == len(lines)
     out = tmp_path / "run.html"
     done = glassbox("export", "html", str(run_dir), "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "2 screenshot(s) not available (steps 2, 5): a placeholder is shown" in " ".join(done.stderr.split())
+    assert "3 screenshot(s) not available (steps 2, 5, 7): a placeholder is shown" in " ".join(done.stderr.split())
+    assert "is outside the run folder" in done.stderr
     html = out.read_text(encoding="utf-8")
-    assert html.count('class="missing"') == 2 and f"{steps[2].screenshot} is missing" in html
+    assert html.count('class="missing"') == 3 and f"{steps[2].screenshot} is missing" in html
+    assert '<circle class="exec"' not in html.split('id="step-1"')[0].split('id="step-0"')[1]
     gif = tmp_path / "run.gif"
     done = glassbox("export", "gif", str(run_dir), "--out", str(gif), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
