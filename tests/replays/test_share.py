@@ -289,3 +289,16 @@ def test_usage_errors_exit_2_and_write_nothing(shared_run: Path, tmp_path: Path,
     done = glassbox("export", kind, str(shared_run), "--out", str(tmp_path / "x"), "--max-steps", "0", cwd=tmp_path)
     assert done.returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_run_is_named_by_its_printed_folder_its_id_or_a_prefix(shared_run: Path, tmp_path: Path) -> None:
+    """RUN as every command takes it; each form exports the same bytes."""
+    cwd = shared_run.parent.parent  # where `glassbox run` would have printed runs/<id>
+    forms = {"printed": f"runs/{shared_run.name}/", "id": shared_run.name, "prefix": shared_run.name[:-3]}
+    written = {}
+    for kind, ref in forms.items():
+        out = tmp_path / f"{kind}.gif"
+        done = glassbox("export", "gif", ref, "--out", str(out), "--max-steps", "2", "--width", "320", cwd=cwd)
+        assert done.returncode == 0, (kind, done.stderr)
+        written[kind] = out.read_bytes()
+    assert written["printed"] == written["id"] == written["prefix"]
