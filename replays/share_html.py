@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import jinja2
+from markupsafe import Markup
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -96,8 +97,8 @@ def render(shared: SharedRun, views: list[_StepView], options: HtmlOptions) -> s
         views=views,
         total_steps=shared.total_steps,
         csp=csp,
-        styles=jinja2.utils.markupsafe.Markup(styles),  # our own files, not recorded text
-        script=jinja2.utils.markupsafe.Markup(script),
+        styles=Markup(styles),  # our own files, not recorded text
+        script=Markup(script),
         conf_low=confidence.LOW_BELOW,
         conf_high=confidence.HIGH_FROM,
         options=options,

@@ -251,8 +251,8 @@ def test_missing_screenshots_get_a_placeholder_and_a_warning(shared_run: Path, t
 def test_gif_has_a_frame_per_step_with_the_click_marked(shared_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run.gif"
     width = 640
-    done = glassbox("export", "gif", shared_run.name, "--runs-dir", str(shared_run.parent), "--out", str(out),
-                    "--width", str(width), "--frame-ms", "400", cwd=tmp_path)  # fmt: skip
+    args = ["--runs-dir", str(shared_run.parent), "--out", str(out), "--width", str(width), "--frame-ms", "400"]
+    done = glassbox("export", "gif", shared_run.name, *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     steps = read_steps(shared_run)
     assert f"{len(steps)} frames" in done.stdout
