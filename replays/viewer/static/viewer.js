@@ -200,6 +200,7 @@ function renderDetails() {
         <button id="undo-last" title="Undo this step's last label (key u)" ${labelsFor(current).length ? "" : "disabled"}>Undo <kbd>u</kbd></button>
         <input id="label-note" placeholder="note (optional)" aria-label="note for the label" value="${esc(note)}">
       </div>
+      <div class="keys-hint muted" ${picking ? "hidden" : ""}>keys: c correct · w then click: wrong, here · u undo · j/k step · l least confident</div>
       <div id="fix" ${picking ? "" : "hidden"}>
         <p class="hint">${picking && picking.quick ? "Click on the screenshot where it should have acted: the label is saved with that point (Esc: cancel)." : "Click on the screenshot where it should have acted."}</p>
         <div ${picking && picking.quick ? "hidden" : ""}>
@@ -349,6 +350,7 @@ function select(i) {
   current = i;
   const step = state.steps[i];
   if (step.unreadable) $("shot").removeAttribute("src"); else $("shot").src = fileUrl(step.screenshot);
+  $("shot-wrap").classList.toggle("unreadable", !!step.unreadable);
   for (const el of document.querySelectorAll(".film.sel")) el.classList.remove("sel");
   const item = $(`film-${i}`);
   if (item) { item.classList.add("sel"); item.scrollIntoView({block: "nearest", inline: "nearest"}); }
