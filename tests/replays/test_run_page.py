@@ -259,6 +259,12 @@ def test_a_live_page_shows_new_steps_with_their_crop_and_the_finished_runs_check
         page.wait_for_function("(() => { const i = document.querySelector('img.crop'); return i && i.complete; })()")
         assert page.evaluate("document.querySelector('img.crop').naturalWidth") > 0
         assert page.inner_text("#film-1 .cb") == "0.50"
+        with open(writer.run_dir / "steps.jsonl", "ab") as fh:  # a damaged line arrives live, then step 3
+            fh.write(b'{"index": 2, "torn\n')
+        add_step(3)
+        page.wait_for_selector("#film-3")
+        assert page.get_attribute("#film-2", "class").split() == ["film", "unreadable"]
+        assert page.inner_text("#step-title").startswith("Step 3") and page.inner_text("#film-3 .cb") == "0.70"
         writer.record.checks = [
             CheckResult(type="text", description="the page says done", passed=True, detail="found"),
             CheckResult(type="url", description="the URL ends in /done", passed=False, detail="it is /x"),
