@@ -1,8 +1,9 @@
 """Evidence crops: the region of the screenshot around the executed point, with the point marked.
 
 Decoding a 1280x800 PNG takes ~25 ms on a small CPU, so crops are made on a background thread
-(:class:`EvidenceWriter`); the step record names the file up front and the writer is drained when
-the run ends.
+(:class:`EvidenceWriter`); the step record names the file up front, and the step's line in ``steps.jsonl``
+is appended only once the crop is on disk (:meth:`EvidenceWriter.wait`), so a live viewer never announces a
+step whose crop is not there yet. The writer is drained when the run ends.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class EvidenceWriter:
         # Bounded: a loop far ahead of the crops waits rather than holding every screenshot in memory.
         self._queue: queue.Queue[tuple[bytes, Evidence] | None] = queue.Queue(maxsize=MAX_PENDING)
         self._errors: list[str] = []
+        self._done = threading.Condition()
+        self._submitted = 0
+        self._finished = 0
         self._thread = threading.Thread(target=self._work, name="evidence-writer", daemon=True)
         self._thread.start()
 
@@ -86,15 +90,33 @@ class EvidenceWriter:
         box, sized_by = evidence_box(point, size, element, scale)
         evidence = Evidence(crop=f"steps/{index:04d}/evidence.webp", box=box, point=point, sized_by=sized_by)
         self._queue.put((png, evidence))
+        self._submitted += 1
         return evidence
 
+    @property
+    def submitted(self) -> int:
+        """How many crops were submitted so far: a ticket for :meth:`wait`."""
+        return self._submitted
+
+    def wait(self, ticket: int) -> None:
+        """Block until the first ``ticket`` crops are written (or failed, or the writer is closed)."""
+        with self._done:
+            self._done.wait_for(lambda: self._finished >= ticket or not self._thread.is_alive())
+
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            png, evidence = item
-            try:
-                atomic_write(self.run_dir / evidence.crop, render_crop(png, evidence.box, evidence.point))
-            except Exception as exc:  # a bad image must not stop the run; the reader sees no file
-                self._errors.append(f"{evidence.crop}: {exc}")
+        try:
+            while (item := self._queue.get()) is not None:
+                png, evidence = item
+                try:
+                    atomic_write(self.run_dir / evidence.crop, render_crop(png, evidence.box, evidence.point))
+                except Exception as exc:  # a bad image must not stop the run; the reader sees no file
+                    self._errors.append(f"{evidence.crop}: {exc}")
+                with self._done:
+                    self._finished += 1
+                    self._done.notify_all()
+        finally:
+            with self._done:  # a waiter must not wait for a thread that is gone
+                self._done.notify_all()
 
     def close(self) -> list[str]:
         """Wait for pending crops; returns the errors met, if any."""

@@ -5,7 +5,8 @@
         print(event.kind, event.step.index if event.step else event.run.status)
 
 The reading side for live viewers: it tails ``steps.jsonl`` by byte offset (a torn line is left for
-the next poll) and rereads ``run.json`` only when it changed.
+the next poll) and rereads ``run.json`` only when it changed. A whole line that is not a step comes out of
+:meth:`RunFollower.poll_entries` as an :class:`~tracer.run_files.UnreadableStep` in its place.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from tracer.run_files import RUN_FILE, STEPS_FILE, read_run
+from tracer.run_files import RUN_FILE, STEPS_FILE, UnreadableStep, parse_step_line, read_run
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 
@@ -34,11 +35,17 @@ class RunFollower:
         self.run_dir = run_dir
         self.from_step = from_step
         self._offset = 0
+        self._line = 0  # line number of the next line of steps.jsonl
+        self._last_index: int | None = None  # index of the last line read (a step, or one standing for it)
         self._run_mtime: int | None = None
         self.run: RunRecord | None = None
 
     def poll_steps(self) -> list[StepRecord]:
-        """Steps appended since the last poll (whole lines only)."""
+        """Steps appended since the last poll (whole lines only; a line that is not a step is skipped)."""
+        return [e for e in self.poll_entries() if isinstance(e, StepRecord)]
+
+    def poll_entries(self) -> list[StepRecord | UnreadableStep]:
+        """Whole lines appended since the last poll, in order: each a step, or an UnreadableStep in its place."""
         path = self.run_dir / STEPS_FILE
         try:
             with open(path, "rb") as fh:
@@ -48,15 +55,14 @@ class RunFollower:
             return []
         end = chunk.rfind(b"\n") + 1
         self._offset += end
-        steps = []
+        entries: list[StepRecord | UnreadableStep] = []
         for line in chunk[:end].split(b"\n")[:-1]:
-            try:
-                step = StepRecord.model_validate_json(line)
-            except (ValidationError, ValueError):  # not a step (bytes that are not UTF-8, not JSON): skipped
-                continue
-            if step.index >= self.from_step:
-                steps.append(step)
-        return steps
+            entry = parse_step_line(line, self._line, self._last_index)
+            self._line += 1
+            self._last_index = entry.index
+            if entry.index >= self.from_step:
+                entries.append(entry)
+        return entries
 
     def poll_run(self) -> RunRecord | None:
         """The run record if ``run.json`` changed since the last poll, else None."""

@@ -16,7 +16,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tools.errors import UsageError
 from tracer.schema import RunRecord, RunStatus, StepRecord
@@ -90,6 +90,46 @@ def read_run(run_dir: Path) -> RunRecord:
         record.status = RunStatus.interrupted
         record.end_reason = record.end_reason or "the recording process ended before the run finished"
     return record
+
+
+class UnreadableStep(BaseModel):
+    """A whole line of ``steps.jsonl`` that is not a valid step, kept in its place so that the steps after it keep
+    their recorded indices (a viewer labelling by position would otherwise label the wrong step).
+
+    ``index`` is the step the line stands for: one after the readable step before it (the line number when none)."""
+
+    index: int
+    line: int  # 0-based line number in steps.jsonl
+    unreadable: str  # why, e.g. "not JSON" or the first validation error
+
+
+def parse_step_line(line: bytes, line_number: int, previous_index: int | None) -> StepRecord | UnreadableStep:
+    """One whole line of ``steps.jsonl`` (without or with its newline) as a step, or as what stands in its place."""
+    try:
+        return StepRecord.model_validate_json(line)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        reason = "not JSON" if error["type"] == "json_invalid" else f"not a valid step ({where}: {error['msg']})"
+    except ValueError:  # bytes that are not UTF-8
+        reason = "not UTF-8 text"
+    index = line_number if previous_index is None else previous_index + 1
+    return UnreadableStep(index=index, line=line_number, unreadable=reason[:300])
+
+
+def read_step_entries(run_dir: Path) -> list[StepRecord | UnreadableStep]:
+    """Every whole line of ``steps.jsonl`` in order: a step, or an :class:`UnreadableStep` in its place.
+    A torn last line (a crash mid-write, or a line still being written) is left out."""
+    entries: list[StepRecord | UnreadableStep] = []
+    path = run_dir / STEPS_FILE
+    if not path.is_file():
+        return entries
+    with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 must not end the reading
+        for number, line in enumerate(fh):
+            if not line.endswith(b"\n"):
+                break  # torn last line
+            entries.append(parse_step_line(line, number, entries[-1].index if entries else None))
+    return entries
 
 
 def read_steps(run_dir: Path) -> list[StepRecord]:

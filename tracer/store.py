@@ -35,10 +35,12 @@ from tracer.run_files import (
     STEPS_FILE,
     TEMP_SUFFIX,
     MissingRunFile,
+    UnreadableStep,
     atomic_write,
     missing_screenshots,
     process_alive,
     read_run,
+    read_step_entries,
     read_step_file,
     read_steps,
     stale_temp_files,
@@ -60,8 +62,10 @@ __all__ = [
     "new_run_id",
     "process_alive",
     "read_run",
+    "read_step_entries",
     "read_step_file",
     "read_steps",
+    "UnreadableStep",
     "stale_temp_files",
     "step_file",
 ]
@@ -117,10 +121,12 @@ class RunWriter:
 
     def write_step(self, step: StepRecord) -> StepRecord:
         """Append one step (secrets masked) as a JSON line and flush it, so a reader sees whole steps as they
-        end; returns the masked step as written, once it and every write before it are on disk."""
+        end, and only once the step's files exist; returns the masked step as written, once it and every write
+        before it are on disk."""
         step = self.scrubber.scrub(step)
         line = step.model_dump_json() + "\n"
-        ticket = self._writes.submit(lambda: self._append_line(line))
+        crops = self.evidence.submitted  # this step's crop and every one before it: on disk before the line
+        ticket = self._writes.submit(lambda: self._append_line(line, crops))
         if self.index is not None:
             index, run_id = self.index, self.record.run_id
             ticket = self._writes.submit(lambda: index.add_step(run_id, step))
@@ -145,7 +151,10 @@ class RunWriter:
         summary.act_ms_total = round(summary.act_ms_total + step.timings.act_ms, 2)
         return step
 
-    def _append_line(self, line: str) -> None:
+    def _append_line(self, line: str, crops: int = 0) -> None:
+        """Append a step's line once its files are on disk: a reader that sees the line finds the step's screenshot
+        (written earlier in this queue) and evidence crop (written by the evidence thread)."""
+        self.evidence.wait(crops)
         self._steps.write(line)
         self._steps.flush()
 

@@ -51,7 +51,7 @@ from tracer.follow import RunFollower
 from tracer.graph import run_graph
 from tracer.index import RunIndex
 from tracer.schema import RunRecord, RunStatus, StepRecord
-from tracer.store import RunStore, new_run_id, read_run, read_steps
+from tracer.store import RunStore, UnreadableStep, new_run_id, read_run, read_step_entries, read_steps
 
 _HERE = Path(__file__).parent
 PAGE_SIZE = 50
@@ -132,12 +132,21 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         except (ValueError, OSError) as exc:  # a damaged or hand-made run folder
             raise HTTPException(422, f"run {run_dir.name} cannot be read: {exc}") from None
 
-    def run_payload(run_dir: Path, run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
+    def open_run_entries(run_id: str) -> tuple[Path, RunRecord, list[StepRecord | UnreadableStep]]:
+        """Like open_run, with each unreadable line of steps.jsonl in its place (the run page keeps indices)."""
+        run_dir = run_dir_or_404(run_id)
+        try:
+            return run_dir, read_run(run_dir), read_step_entries(run_dir)
+        except (ValueError, OSError) as exc:
+            raise HTTPException(422, f"run {run_dir.name} cannot be read: {exc}") from None
+
+    def run_payload(run_dir: Path, run: RunRecord, entries: list[StepRecord | UnreadableStep]) -> dict[str, Any]:
         running = run.status is RunStatus.running
         pending = read_pending(run_dir) if running else None
         return {
             "run": run.model_dump(mode="json"),
-            "steps": [s.model_dump(mode="json") for s in steps],
+            # Steps in file order, an unreadable line as {"index", "line", "unreadable"} in its place.
+            "steps": [s.model_dump(mode="json") for s in entries],
             "labels": [lbl.model_dump(mode="json") for lbl in labels.list(run_dir.name)],
             "pending": pending.model_dump(mode="json") if pending else None,
             "pause": pause_state(run_dir).model_dump(mode="json") if running else None,
@@ -195,16 +204,17 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> Response:
-        run_dir, run, steps = open_run(run_id)
+        run_dir, run, entries = open_run_entries(run_id)
+        steps = [e for e in entries if isinstance(e, StepRecord)]
         svg = graph_svg(run_graph(run, steps), link="#step-{step}")
         return templates.TemplateResponse(
             request,
             "run.html",
             {
                 "run": run,
-                "steps": steps,
+                "steps": entries,
                 "graph_svg": svg,
-                "initial": json_for_script(run_payload(run_dir, run, steps)),
+                "initial": json_for_script(run_payload(run_dir, run, entries)),
             },
         )
 
@@ -244,8 +254,8 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> Any:
-        run_dir, run, steps = open_run(run_id)
-        return run_payload(run_dir, run, steps)
+        run_dir, run, entries = open_run_entries(run_id)
+        return run_payload(run_dir, run, entries)
 
     @app.get("/api/runs/{run_id}/graph", response_class=HTMLResponse)
     def api_graph(run_id: str) -> Response:
@@ -269,13 +279,14 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             shown: tuple[str, str] | None = None
             yield "retry: 1000\n\n"
             while True:
-                for step in await asyncio.to_thread(follower.poll_steps):
+                # A step's line is written once its files exist (tracer.store), so the page can show them at once.
+                for step in await asyncio.to_thread(follower.poll_entries):
                     yield f"event: step\ndata: {step.model_dump_json()}\n\n"
                 run = await asyncio.to_thread(follower.poll_run)
                 if run is not None:
                     yield f"event: run\ndata: {run.model_dump_json()}\n\n"
                 if follower.run is not None and follower.run.status is not RunStatus.running:
-                    for step in await asyncio.to_thread(follower.poll_steps):
+                    for step in await asyncio.to_thread(follower.poll_entries):
                         yield f"event: step\ndata: {step.model_dump_json()}\n\n"
                     yield "event: pending\ndata: null\n\n"
                     yield "event: end\ndata: {}\n\n"

@@ -342,7 +342,7 @@ def test_a_crafted_run_folder_runs_no_script_and_still_shows_its_steps(viewer, r
     assert "<img src=x onerror=alert('element')>" in page.inner_text("#details")
     assert page.locator(".film img").first.get_attribute("src").endswith("/files/x%22%20onerror%3D%22alert(1)")
     assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
-    assert page.evaluate("document.scripts.length") == 2  # the JSON block and viewer.js
+    assert page.evaluate("document.scripts.length") == 3  # the JSON block, confidence.js and viewer.js
     assert "<img src=x onerror=alert('goal')>" in page.text_content("details.goal")
     page.goto(viewer.url + "/")
     assert HOSTILE_TITLE in page.text_content("table.runs")
@@ -374,7 +374,7 @@ def test_labelling_in_the_real_ui_with_a_hostile_note_keeps_the_page_whole(viewe
     steps = len(read_steps(runs[0] / run_id))
     assert page.locator(".film").count() == steps and page.inner_text("#step-title").startswith("Step 3")
     assert HOSTILE_NOTE in page.inner_text("ul.labels li.wrong")
-    assert page.locator(".film .lab").nth(3).inner_text() == "✓ labelled"
+    assert page.locator(".film .marks").nth(3).inner_text() == "✓"  # the last label of step 3: correct
     page.screenshot(path="/tmp/viewer_run.png", full_page=True)
     for _ in range(2):
         page.locator("button.undo").first.click()

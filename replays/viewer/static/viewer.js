@@ -27,24 +27,55 @@ function actionLabel(step) {
 
 function labelsFor(i) { return state.labels.filter((l) => l.step === i); }
 
+// state.steps[i] is the step recorded with index i; an unreadable line of steps.jsonl is {index, line, unreadable}
+// in its place, so a label always goes to the step that was selected (never one shifted by a skipped line).
+function placeStep(entry) {
+  while (state.steps.length < entry.index) state.steps.push({index: state.steps.length, unreadable: "no line was recorded for this step"});
+  state.steps[entry.index] = entry;
+}
+function placeSteps(entries) { state.steps = []; for (const e of entries) placeStep(e); }
+
+// A person's approval answer that made the step act elsewhere (agent.approval: gate "replace", answered by a person).
+function correctedByPerson(step) {
+  const g = step.gate;
+  return !!g && g.decision === "replace" && (g.answered_by === "viewer" || g.answered_by === "terminal");
+}
+
+function confText(v) { return typeof v === "number" && isFinite(v) ? v.toFixed(2) : "?"; }
+
 function filmItem(step) {
   const b = document.createElement("button");
-  b.className = "film" + (step.outcome === "error" ? " err" : "");
   b.id = `film-${step.index}`;
   b.dataset.index = step.index;
-  b.innerHTML = `<img loading="lazy" src="${esc(fileUrl(step.screenshot))}" alt=""><span class="n">${esc(step.index)}</span>` +
-    `<span class="a">${esc(actionLabel(step))}</span><span class="lab"></span>`;
+  if (step.unreadable) {
+    b.className = "film unreadable";
+    b.title = `step ${step.index}: line ${step.line ?? "?"} of steps.jsonl cannot be read (${step.unreadable})`;
+    b.innerHTML = `<span class="noshot">⚠ unreadable</span><span class="n">${esc(step.index)}</span>` +
+      `<span class="a">${esc(step.unreadable)}</span><span class="marks"></span>`;
+  } else {
+    const band = window.confBand(step.confidence);
+    b.className = "film" + (step.outcome === "error" ? " err" : "") + ` band-${band}`;
+    b.dataset.confidence = step.confidence ?? "";
+    b.title = `step ${step.index} · confidence ${confText(step.confidence)} (${band})`;
+    b.innerHTML = `<img loading="lazy" src="${esc(fileUrl(step.screenshot))}" alt=""><span class="n">${esc(step.index)}</span>` +
+      `<span class="cb conf-${band}" title="confidence ${esc(band)}">${esc(confText(step.confidence))}</span>` +
+      `<span class="a">${esc(actionLabel(step))}</span><span class="marks"></span>`;
+  }
   b.addEventListener("click", () => { followLast = step.index === state.steps.length - 1; select(step.index); });
   return b;
 }
 
 function refreshFilmLabels() {
   for (const step of state.steps) {
-    const el = document.querySelector(`#film-${step.index} .lab`);
+    const el = document.querySelector(`#film-${step.index} .marks`);
     if (!el) continue;
     const ls = labelsFor(step.index);
-    el.textContent = ls.length ? (ls[ls.length - 1].verdict === "wrong" ? "✗ labelled" : "✓ labelled") : "";
-    el.className = "lab " + (ls.length ? ls[ls.length - 1].verdict : "");
+    const last = ls.length ? ls[ls.length - 1] : null;
+    let out = "";
+    if (last) out += last.verdict === "wrong" ? '<span class="mk wrong" title="labelled wrong">✗</span>' : '<span class="mk correct" title="labelled correct">✓</span>';
+    if (!step.unreadable && correctedByPerson(step)) out += `<span class="mk corrected" title="corrected by a person (${esc(step.gate.answered_by)}) before acting">✎</span>`;
+    el.innerHTML = out;
+    el.parentElement.classList.toggle("labelled", !!last);
   }
 }
 
@@ -54,7 +85,28 @@ function renderFilmstrip() {
   if (!state.steps.length) strip.innerHTML = '<span class="muted">No steps yet.</span>';
   for (const step of state.steps) strip.appendChild(filmItem(step));
   refreshFilmLabels();
+  refreshLeast();
 }
+
+// The step with the lowest known confidence (the first of equals); -1 when no step has one.
+function leastConfident() {
+  let best = -1;
+  for (const s of state.steps) {
+    if (s.unreadable || typeof s.confidence !== "number") continue;
+    if (best < 0 || s.confidence < state.steps[best].confidence) best = s.index;
+  }
+  return best;
+}
+function refreshLeast() {
+  const i = leastConfident(), btn = $("least-btn");
+  btn.disabled = i < 0;
+  btn.title = i < 0 ? "no step has a confidence" : `Select step ${i}, the lowest confidence (${confText(state.steps[i].confidence)}) (key l)`;
+}
+function jumpToLeast() {
+  const i = leastConfident();
+  if (i >= 0) { followLast = false; select(i); }
+}
+$("least-btn").addEventListener("click", jumpToLeast);
 
 function modelPointPx(step) {
   const c = step.coordinate;
@@ -67,7 +119,7 @@ function modelPointPx(step) {
 function drawOverlay() {
   const step = state.steps[current];
   const svg = $("overlay");
-  if (!step) { svg.innerHTML = ""; return; }
+  if (!step || step.unreadable) { svg.innerHTML = ""; return; }
   const [w, h] = step.screenshot_size;
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   let out = "";
@@ -102,25 +154,67 @@ function kv(rows) {
   return "<table class=\"kv\">" + rows.filter((r) => r).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${v}</td></tr>`).join("") + "</table>";
 }
 
+function confidenceHtml(step) {
+  if (step.confidence === null || step.confidence === undefined) {
+    return `<span class="chip conf-unknown">unknown</span> <span class="muted">${esc(step.confidence_reason || (step.unavailable || {}).confidence || "")}</span>`;
+  }
+  const t = window.confThresholds, band = window.confBand(step.confidence);
+  // low/high/optimum: the browser draws the meter in its "bad" colour below low, so 0.2 is never green.
+  return `<meter id="conf-meter" min="0" max="1" low="${esc(t.low)}" high="${esc(t.high)}" optimum="1" value="${esc(step.confidence)}"></meter>` +
+    ` <b>${num(step.confidence, 3)}</b> <span class="chip conf-${band}">${esc(band)}</span>`;
+}
+
+const WRONG_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "upload_file", "type", "key", "scroll", "wait", "terminate"];
+const POINT_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "mouse_move", "upload_file"];
+
 function renderDetails() {
   const step = state.steps[current];
   const d = $("details");
   if (!step) { d.innerHTML = '<p class="muted">Waiting for the first step…</p>'; return; }
+  if (step.unreadable) {
+    d.innerHTML = `<div class="label-box"><h2 id="step-title">Step ${esc(step.index)} · unreadable</h2>
+      <div class="error">Line ${esc(step.line ?? "?")} of steps.jsonl cannot be read: ${esc(step.unreadable)}.
+      The step keeps its place; it cannot be labelled.</div></div>`;
+    return;
+  }
   const t = step.timings;
-  const conf = step.confidence === null || step.confidence === undefined
-    ? `<span class="muted">unknown — ${esc(step.confidence_reason || step.unavailable.confidence || "")}</span>`
-    : `<meter min="0" max="1" value="${esc(step.confidence)}"></meter> ${num(step.confidence, 3)}` +
-      Object.entries(step.confidence_parts || {}).map(([k, v]) => `<div class="muted">${esc(k)}: ${Number(v).toFixed(3)}</div>`).join("");
   const el = step.element ? `${esc(step.element.tag)} “${esc(step.element.text.slice(0, 60))}”` : "";
   const ev = step.evidence ? `<img class="crop" src="${esc(fileUrl(step.evidence.crop))}" alt="evidence crop">` : `<span class="muted">${esc(step.unavailable.evidence || "")}</span>`;
   const coord = step.coordinate
     ? `model (${esc(step.coordinate.model.map((v) => +v.toFixed(1)).join(", "))}) ${esc(step.coordinate.mode)} → CSS (${esc(step.coordinate.css.join(", "))}) ×${esc(step.coordinate.device_scale_factor)}${step.coordinate.clamped ? " <b>clamped</b>" : ""}`
     : "";
+  const parts = Object.entries(step.confidence_parts || {}).map(([k, v]) => `${esc(k)} ${Number(v).toFixed(3)}`).join(" · ");
   const labels = labelsFor(current).map((l) => `<li class="${esc(l.verdict)}">${l.verdict === "wrong" ? "✗ wrong" : "✓ correct"}` +
     (l.correction ? ` → ${esc(l.correction.action)}${l.correction.coordinate ? " (" + esc(l.correction.coordinate.map(Math.round).join(", ")) + ")" : ""}${l.correction.text ? " “" + esc(l.correction.text) + "”" : ""}` : "") +
     (l.note ? ` <span class="muted">${esc(l.note)}</span>` : "") + ` <button class="undo" data-id="${esc(l.id)}">Undo</button></li>`).join("");
+  const gate = step.gate ? `${esc(step.gate.who)}: ${esc(step.gate.decision)}${step.gate.answered_by ? " by " + esc(step.gate.answered_by) : ""}` +
+    (step.gate.reason ? ` <span class="muted">${esc(step.gate.reason)}</span>` : "") : "";
+  const note = $("label-note") ? $("label-note").value : "";
   d.innerHTML = `
-    <h2 id="step-title">Step ${esc(step.index)} · ${esc(actionLabel(step))}</h2>
+    <div class="label-box">
+      <h2 id="step-title">Step ${esc(step.index)} · ${esc(actionLabel(step))}${correctedByPerson(step) ? ' <span class="mk corrected" title="corrected by a person before acting">✎</span>' : ""}</h2>
+      <div class="conf-row">confidence ${confidenceHtml(step)}${parts ? `<div class="muted parts">${parts}</div>` : ""}</div>
+      <div class="label-buttons" role="group" aria-label="label this step">
+        <button id="mark-correct" class="approve" title="Label this step correct (key c)">Correct <kbd>c</kbd></button>
+        <button id="mark-wrong" class="wrong-btn" title="Label this step wrong: click where it should have acted (key w, then a click)">Wrong… <kbd>w</kbd></button>
+        <button id="undo-last" title="Undo this step's last label (key u)" ${labelsFor(current).length ? "" : "disabled"}>Undo <kbd>u</kbd></button>
+        <input id="label-note" placeholder="note (optional)" aria-label="note for the label" value="${esc(note)}">
+      </div>
+      <div class="keys-hint muted" ${picking ? "hidden" : ""}>keys: c correct · w then click: wrong, here · u undo · j/k step · l least confident</div>
+      <div id="fix" ${picking ? "" : "hidden"}>
+        <p class="hint">${picking && picking.quick ? "Click on the screenshot where it should have acted: the label is saved with that point (Esc: cancel)." : "Click on the screenshot where it should have acted."}</p>
+        <div ${picking && picking.quick ? "hidden" : ""}>
+        <label>Action <select id="fix-action">${WRONG_ACTIONS.map((a) => `<option>${a}</option>`).join("")}</select></label>
+        <label>Text <input id="fix-text" placeholder="text to type / keys"></label>
+        <label>Note <input id="fix-note" placeholder="why"></label>
+        <div class="point" id="fix-point">${picking && picking.coordinate ? "point " + esc(picking.coordinate.map(Math.round).join(", ")) : "no point yet"}</div>
+        <button id="fix-save">Save label</button> <button id="fix-cancel">Cancel</button>
+        </div>
+      </div>
+      <div id="fix-error" class="error" hidden></div>
+      <ul class="labels">${labels}</ul>
+    </div>
+    <div class="detail-scroll">
     ${step.error ? `<div class="error">${esc(step.error_kind || "error")}: ${esc(step.error)}</div>` : ""}
     ${step.replay ? `<div class="replay">${esc(step.replay.decision)} · recorded step ${esc(step.replay.source_step ?? "—")}` +
       (step.replay.screen_diff !== null ? ` · screen diff ${num(step.replay.screen_diff, 3)}` : "") +
@@ -128,7 +222,7 @@ function renderDetails() {
       (step.replay.side_by_side ? `<br><a href="${esc(fileUrl(step.replay.side_by_side))}" target="_blank" rel="noopener">side by side</a>` : "") + `</div>` : ""}
     <details open><summary>Reasoning</summary><pre class="reasoning">${esc(step.reasoning || "(none)")}</pre></details>
     <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
-    ${kv([["confidence", conf], coord && ["coordinate", coord], el && ["element", el], ["evidence", ev],
+    ${kv([coord && ["coordinate", coord], el && ["element", el], ["evidence", ev], gate && ["gate", gate],
           ["url", esc(step.url || "")], ["timings", `perceive ${num(t.perceive_ms, 0)} · think ${num(t.think_ms, 0)} · act ${num(t.act_ms, 0)} · record ${num(t.record_ms, 1)} ms`],
           ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))],
           step.decoding && ["decoding", decodingLabel(step.decoding)],
@@ -138,24 +232,12 @@ function renderDetails() {
             `<span class="muted">${esc((step.unavailable || {}).attention || "")}</span>`]])}
     <details><summary>Raw output</summary><pre>${esc(step.raw_output || "")}</pre></details>
     <details><summary>Not recorded</summary><ul class="muted">${Object.entries(step.unavailable || {}).map(([k, v]) => `<li>${esc(k)}: ${esc(v)}</li>`).join("")}</ul></details>
-    <div class="label-box">
-      <h3>Label this step</h3>
-      <button id="mark-correct">Correct</button> <button id="mark-wrong">Wrong…</button>
-      <div id="fix" ${picking ? "" : "hidden"}>
-        <p class="hint">Click on the screenshot where it should have acted.</p>
-        <label>Action <select id="fix-action">${["left_click", "double_click", "right_click", "triple_click", "upload_file", "type", "key", "scroll", "wait", "terminate"].map((a) => `<option>${a}</option>`).join("")}</select></label>
-        <label>Text <input id="fix-text" placeholder="text to type / keys"></label>
-        <label>Note <input id="fix-note" placeholder="why"></label>
-        <div class="point" id="fix-point">${picking && picking.coordinate ? "point " + esc(picking.coordinate.map(Math.round).join(", ")) : "no point yet"}</div>
-        <button id="fix-save">Save label</button> <button id="fix-cancel">Cancel</button>
-        <div id="fix-error" class="error" hidden></div>
-      </div>
-      <ul class="labels">${labels}</ul>
-      <button id="resume-btn" title="Replay the steps before this one, apply a correction labelled here, then let the run's policy go on">Resume from this step</button>
+    <button id="resume-btn" title="Replay the steps before this one, apply a correction labelled here, then let the run's policy go on">Resume from this step</button>
     </div>`;
-  $("mark-correct").onclick = () => saveLabel({verdict: "correct"});
+  $("mark-correct").onclick = () => saveLabel({verdict: "correct", note: noteValue()});
   $("resume-btn").onclick = () => startReplay({from_step: current});
-  $("mark-wrong").onclick = () => { picking = {coordinate: null}; renderDetails(); drawOverlay(); };
+  $("mark-wrong").onclick = () => startWrong(false);
+  $("undo-last").onclick = undoLast;
   if (picking) {
     const a = step.action && step.action.action;
     if (a && [...$("fix-action").options].some((o) => o.value === a)) $("fix-action").value = a;
@@ -166,26 +248,52 @@ function renderDetails() {
       if (picking.coordinate) correction.coordinate = picking.coordinate;
       if (action === "type") correction.text = text;
       if (action === "key") correction.keys = text.split("+").map((k) => k.trim()).filter(Boolean);
-      saveLabel({verdict: "wrong", correction, note: $("fix-note").value || null});
+      saveLabel({verdict: "wrong", correction, note: $("fix-note").value || noteValue()});
     };
-    $("fix-cancel").onclick = () => { picking = null; renderDetails(); drawOverlay(); };
+    $("fix-cancel").onclick = cancelWrong;
   }
   for (const b of d.querySelectorAll("button.undo")) b.onclick = () => undoLabel(+b.dataset.id);
 }
 
+function noteValue() { const n = $("label-note"); return n && n.value.trim() ? n.value.trim() : null; }
+
+// "Wrong…": pick where the step should have acted. quick (key w): the click itself saves the label.
+function startWrong(quick) {
+  const step = state.steps[current];
+  if (!step || step.unreadable) return;
+  picking = {coordinate: null, quick};
+  renderDetails(); drawOverlay();
+  $("shot-wrap").classList.add("picking");
+  showWholeShot();
+}
+function cancelWrong() { picking = null; $("shot-wrap").classList.remove("picking"); renderDetails(); drawOverlay(); }
+
+// The screenshot to click must be entirely on screen: scroll the step view to the top when it is not.
+function showWholeShot() {
+  const r = $("shot-wrap").getBoundingClientRect();
+  if (r.top < 0 || r.bottom > window.innerHeight) $("step-view").scrollIntoView({block: "start"});
+}
+
+function showLabelError(text) {
+  const e = $("fix-error");
+  if (e) { e.hidden = false; e.textContent = text; } else alert(text);
+}
+
 async function saveLabel(body) {
-  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/steps/${current}/labels`, {
+  const step = current;
+  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/steps/${step}/labels`, {
     method: "POST", headers: writeHeaders, body: JSON.stringify(body),
   });
   const data = await r.json().catch(() => ({}));
-  if (!r.ok) {
-    const e = $("fix-error");
-    if (e) { e.hidden = false; e.textContent = data.error || data.detail || `error ${r.status}`; } else alert(data.error || r.status);
-    return;
-  }
+  if (!r.ok) { if (step === current) showLabelError(data.error || data.detail || `error ${r.status}`); return; }
   state.labels.push(data);
-  picking = null;
-  renderDetails(); drawOverlay(); refreshFilmLabels();
+  if (step === current) {
+    picking = null;
+    $("shot-wrap").classList.remove("picking");
+    if ($("label-note")) $("label-note").value = "";
+    renderDetails(); drawOverlay();
+  }
+  refreshFilmLabels();
 }
 
 async function startReplay(body) {
@@ -202,6 +310,12 @@ $("replay-fb-btn").addEventListener("click", () => startReplay({fallback: "polic
 async function undoLabel(id) {
   const r = await fetch(`/api/labels/${encodeURIComponent(id)}`, {method: "DELETE", headers: {"X-Glassbox-Token": token}});
   if (r.ok) { state.labels = state.labels.filter((l) => l.id !== id); renderDetails(); drawOverlay(); refreshFilmLabels(); }
+  else showLabelError(`undo failed: error ${r.status}`);
+}
+
+function undoLast() {
+  const ls = labelsFor(current);
+  if (ls.length) undoLabel(ls[ls.length - 1].id);
 }
 
 function setupAttention() {
@@ -232,10 +346,11 @@ function drawAttention() {
 
 function select(i) {
   if (i < 0 || i >= state.steps.length) return;
-  if (i !== current) picking = null;
+  if (i !== current) { picking = null; $("shot-wrap").classList.remove("picking"); }
   current = i;
   const step = state.steps[i];
-  $("shot").src = fileUrl(step.screenshot);
+  if (step.unreadable) $("shot").removeAttribute("src"); else $("shot").src = fileUrl(step.screenshot);
+  $("shot-wrap").classList.toggle("unreadable", !!step.unreadable);
   for (const el of document.querySelectorAll(".film.sel")) el.classList.remove("sel");
   const item = $(`film-${i}`);
   if (item) { item.classList.add("sel"); item.scrollIntoView({block: "nearest", inline: "nearest"}); }
@@ -249,17 +364,31 @@ $("shot-wrap").addEventListener("click", (ev) => {
   const x = (ev.clientX - img.left) / img.width * 1000, y = (ev.clientY - img.top) / img.height * 1000;
   if (x < 0 || y < 0 || x > 1000 || y > 1000) return;
   picking.coordinate = [Math.round(x * 10) / 10, Math.round(y * 10) / 10];
+  $("fix-error").hidden = true; // an error about the previous point is stale now
   $("fix-point").textContent = "point " + picking.coordinate.map(Math.round).join(", ");
   drawOverlay();
+  if (picking.quick) {
+    // w + click: wrong, it should have acted here (the step's own point action, else a left click).
+    const step = state.steps[current];
+    const own = step.action && step.action.action;
+    saveLabel({verdict: "wrong", correction: {action: POINT_ACTIONS.includes(own) ? own : "left_click", coordinate: picking.coordinate}, note: noteValue()});
+  }
 });
 for (const id of ["t-model", "t-exec", "t-box", "t-labels"]) $(id).addEventListener("change", drawOverlay);
 $("t-attn").addEventListener("change", drawAttention);
 $("attn-group").addEventListener("change", drawAttention);
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.matches("input, select, textarea")) return;
+  if (ev.target.matches("input, select, textarea, [contenteditable]") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "ArrowRight" || ev.key === "j") { followLast = current + 1 === state.steps.length - 1; select(current + 1); }
-  if (ev.key === "ArrowLeft" || ev.key === "k") { followLast = false; select(current - 1); }
-  if (ev.key === "Escape" && picking) { picking = null; renderDetails(); drawOverlay(); }
+  else if (ev.key === "ArrowLeft" || ev.key === "k") { followLast = false; select(current - 1); }
+  else if (ev.key === "Escape" && picking) cancelWrong();
+  else if (ev.key === "l") jumpToLeast();
+  else if (!state.steps[current] || state.steps[current].unreadable) return;
+  else if (ev.key === "c") saveLabel({verdict: "correct", note: noteValue()});
+  else if (ev.key === "w") startWrong(true);
+  else if (ev.key === "u") undoLast();
+  else return;
+  ev.preventDefault();
 });
 document.getElementById("graph").addEventListener("click", (ev) => {
   const a = ev.target.closest("a[data-step]");
@@ -270,6 +399,16 @@ function setStatus(run) {
   const s = $("run-status");
   s.textContent = run.status; s.className = `status status-${run.status}`;
   $("end-reason").textContent = run.end_reason || "";
+  renderChecks(run.checks || []);
+}
+
+// The run's checks as they are now (a finished run's arrive with its last run.json, without a reload).
+function renderChecks(checks) {
+  $("checks").innerHTML = checks.map((c) => `<li class="${c.passed ? "ok" : "bad"}">${c.passed ? "✓" : "✗"} ${esc(c.description)} ` +
+    `<span class="muted">${esc(String(c.detail || "").slice(0, 200))}</span></li>`).join("");
+  const passed = checks.filter((c) => c.passed).length;
+  $("checks-summary").innerHTML = checks.length
+    ? `<span class="${passed === checks.length ? "ok" : "bad"}">checks ${passed}/${checks.length} passed</span>` : "";
 }
 
 // -- a step waiting for a person (agent.approval): Approve, Correct (click the spot), Skip, Stop; Pause / Resume --
@@ -424,6 +563,15 @@ $("pause-btn").addEventListener("click", async () => {
   if (r.ok) { state.pause = data; showPause(data); } else alert(data.error || data.detail || `error ${r.status}`);
 });
 
+// Labels written by someone else (an approval answer leaves one on its step): fetched again, never retried.
+async function reloadLabels() {
+  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}`);
+  if (!r.ok) return;
+  state.labels = (await r.json()).labels;
+  refreshFilmLabels();
+  if (!picking) { renderDetails(); drawOverlay(); }
+}
+
 function live() {
   showPending(state.pending || null);
   showPause(state.pause || null);
@@ -433,10 +581,13 @@ function live() {
     const step = JSON.parse(ev.data);
     if (step.index < state.steps.length) return;
     if (!state.steps.length) $("filmstrip").innerHTML = "";
-    state.steps.push(step);
-    $("filmstrip").appendChild(filmItem(step));
+    const from = state.steps.length;
+    placeStep(step);
+    for (const s of state.steps.slice(from)) $("filmstrip").appendChild(filmItem(s));
+    refreshFilmLabels(); refreshLeast();
     $("step-count").textContent = state.steps.length;
     if (followLast || current < 0) select(step.index);
+    if (step.gate && step.gate.answered_by && step.gate.answered_by !== "timeout") reloadLabels();
   });
   es.addEventListener("run", (ev) => { state.run = JSON.parse(ev.data); setStatus(state.run); showPause(state.pause); });
   es.addEventListener("pending", (ev) => showPending(JSON.parse(ev.data)));
@@ -448,6 +599,7 @@ function live() {
   });
 }
 
+placeSteps(state.steps);
 renderFilmstrip();
 const m = location.hash.match(/^#step-(\d+)$/);
 const start = m ? Math.min(+m[1], state.steps.length - 1) : state.steps.length - 1;

@@ -1,0 +1,61 @@
+"""steps.jsonl as readers see it: a step's line appears only once its files exist; an unreadable line keeps its place."""
+
+from __future__ import annotations
+
+import threading
+
+from tests.tracer.test_store import record, step
+from tracer import RunWriter, read_steps
+from tracer import evidence as evidence_module
+from tracer.follow import RunFollower
+from tracer.run_files import UnreadableStep, read_step_entries
+
+
+def test_a_steps_line_is_appended_only_after_its_evidence_crop_is_on_disk(tmp_path, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+
+    def slow_crop(png: bytes, box, point) -> bytes:  # the crop thread, held until the test lets it go
+        started.set()
+        assert release.wait(30)
+        return b"crop"
+
+    monkeypatch.setattr(evidence_module, "render_crop", slow_crop)
+    writer = RunWriter.create(tmp_path, record())
+    follower = RunFollower(writer.run_dir)
+    writer.write_screenshot(0, b"\x89PNG fake", wait=False)
+    evidence = writer.evidence.submit(0, b"\x89PNG fake", (10, 10), (5, 5), 1.0, None)
+    recorded = step(0).model_copy(update={"evidence": evidence})
+    writing = threading.Thread(target=writer.write_step, args=(recorded,))
+    writing.start()
+    assert started.wait(30)
+    # While the crop is being made, the step's line must not be there: a viewer would announce a step whose crop 404s.
+    writing.join(timeout=1.0)
+    assert writing.is_alive()
+    assert follower.poll_steps() == []
+    release.set()
+    writing.join(30)
+    assert not writing.is_alive()
+    [seen] = follower.poll_steps()
+    assert seen.evidence is not None and (writer.run_dir / seen.evidence.crop).read_bytes() == b"crop"
+    assert (writer.run_dir / seen.screenshot).is_file()
+    writer.finish(status=writer.record.status, end_reason="done")
+
+
+def test_an_unreadable_line_keeps_its_place_and_the_indices_after_it(tmp_path):
+    writer = RunWriter.create(tmp_path, record())
+    follower = RunFollower(writer.run_dir)
+    writer.write_step(step(0))
+    with open(writer.run_dir / "steps.jsonl", "ab") as fh:
+        fh.write(b'{"index": 1, "not": "a step"}\n\xff\xfe not utf-8\n')
+    writer.write_step(step(3))
+    entries = read_step_entries(writer.run_dir)
+    assert [e.index for e in entries] == [0, 1, 2, 3]
+    assert [type(e).__name__ for e in entries] == ["StepRecord", "UnreadableStep", "UnreadableStep", "StepRecord"]
+    bad = [e for e in entries if isinstance(e, UnreadableStep)]
+    assert [b.line for b in bad] == [1, 2]
+    assert bad[0].unreadable.startswith("not a valid step") and bad[1].unreadable in ("not JSON", "not UTF-8 text")
+    assert [s.index for s in read_steps(writer.run_dir)] == [0, 3]  # the readers that want steps only
+    followed = follower.poll_entries()
+    assert [(type(e).__name__, e.index) for e in followed] == [(type(e).__name__, e.index) for e in entries]
+    assert [s.index for s in RunFollower(writer.run_dir, from_step=2).poll_entries()] == [2, 3]
+    writer.finish(status=writer.record.status, end_reason="done")
