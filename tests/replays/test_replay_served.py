@@ -34,8 +34,9 @@ MODEL = "recorded-answers"
 class RecordedAnswers:
     """Test double for a served model (vLLM / SGLang speak this API): answers tool calls from a queue."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, echo_key: bool = False) -> None:
         self.key = key
+        self.echo_key = echo_key  # a refusal names the key it got, as some proxies do
         self.answers: deque[dict] = deque()
         self.requests: list[dict] = []
         outer = self
@@ -45,7 +46,8 @@ class RecordedAnswers:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
                 if self.headers.get("Authorization") != f"Bearer {outer.key}":
-                    status, payload = 401, {"error": {"message": "invalid API key"}}
+                    got = f": {self.headers.get('Authorization')}" if outer.echo_key else ""
+                    status, payload = 401, {"error": {"message": f"invalid API key{got}"}}
                 elif not outer.answers:
                     status, payload = 500, {"error": {"message": "the test queued no more answers"}}
                 else:
@@ -231,3 +233,19 @@ def test_a_missing_key_is_refused_by_name_and_a_failed_start_is_a_styled_page_wi
         assert "could not start" in page.text and "a replay needs the task file" in page.text
         assert "/static/viewer.css" in page.text and f'href="/runs/{moved.name}">Back to {moved.name}' in page.text
     assert files_holding(runs, key) == []
+
+
+def test_a_key_a_server_echoes_in_a_refusal_is_masked_in_the_error_a_step_records(monkeypatch):
+    from agent.backends.base import BackendError
+    from agent.backends.openai import OpenAIBackend
+
+    key = "sk-test-" + secrets.token_hex(16)
+    server = RecordedAnswers("another key", echo_key=True)  # refuses ours, and says which key it got
+    try:
+        monkeypatch.setenv(KEY_ENV, key)
+        backend = OpenAIBackend(server.url, MODEL, api_key_env=KEY_ENV, retries=0)
+        with pytest.raises(BackendError) as caught:
+            backend._post({"model": MODEL, "messages": []})
+        assert "401" in str(caught.value) and "invalid API key: Bearer ●●●●" in str(caught.value) and key not in str(caught.value)
+    finally:
+        server.close()
