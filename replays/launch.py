@@ -19,7 +19,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 USAGE_EXIT = 2  # as the CLI: the run cannot be started as asked (its task moved, a screenshot is gone, ...)
 
@@ -33,6 +33,12 @@ class Launch(BaseModel):
     new_run_id: str
     from_step: int | None = Field(default=None, ge=0)
     fallback: Literal["none", "policy"] = "none"
+    # What a person gave where the run recorded none (a served model's server and name): over the recorded ones.
+    policy_overrides: dict[str, str] = Field(default_factory=dict)
+    # A served model's API key typed into the viewer's form: it travels to the child through the process pipe,
+    # is put into the child's environment under ``api_key_env`` (where the backend reads keys), and nowhere else.
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
 
 
 def start(launch: Launch, *, errors: Path) -> BaseProcess:
@@ -60,11 +66,26 @@ def run_launch(launch: Launch, errors: str) -> None:
     from replays.replay import ReplayError, replay, resume
     from tools.chromium import ChromiumNotFound
 
+    if launch.api_key is not None and launch.api_key_env:
+        os.environ[launch.api_key_env] = launch.api_key.get_secret_value()
+    overrides = dict(launch.policy_overrides) or None
     try:
         if launch.from_step is None:
-            replay(launch.runs_dir, launch.run_id, fallback=launch.fallback, new_run_id=launch.new_run_id)
+            replay(
+                launch.runs_dir,
+                launch.run_id,
+                fallback=launch.fallback,
+                new_run_id=launch.new_run_id,
+                policy_overrides=overrides,
+            )
         else:
-            resume(launch.runs_dir, launch.run_id, from_step=launch.from_step, new_run_id=launch.new_run_id)
+            resume(
+                launch.runs_dir,
+                launch.run_id,
+                from_step=launch.from_step,
+                new_run_id=launch.new_run_id,
+                policy_overrides=overrides,
+            )
     except (ReplayError, PolicyUnavailable, ChromiumNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(USAGE_EXIT)

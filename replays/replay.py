@@ -23,6 +23,7 @@ from agent.task import Task, TaskError, load_task
 from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
 from replays.export import _correction_call
 from replays.labels import Correction, Labels
+from replays.policy_plan import plan_policy, recorded_policy
 from tools.errors import UsageError
 from tools.executor import Executor
 from tools.views import ElementInfo, Observation
@@ -246,6 +247,15 @@ def _signature_of(source_dir: Path, step: StepRecord) -> Any:
     return screen_signature(read_step_file(source_dir, step.screenshot, step.index))
 
 
+def _with_recorded_settings(
+    source: RunRecord, steps: list[StepRecord], policy: str, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The settings the source run recorded for ``policy`` (its served model's URL and name, its local model
+    folder), under the ones given now: handing over to the policy that recorded them needs no flags again."""
+    recorded = plan_policy(source, steps).overrides() if policy == recorded_policy(source, steps) else {}
+    return {**recorded, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+
+
 def _require_screenshots(run: RunRecord, run_dir: Path, steps: list[StepRecord], before: int | None = None) -> None:
     """A replay compares each recorded screen with the live one: every step it replays needs its screenshot."""
     replayed = [s for s in steps if s.action is not None and s.outcome == "ok" and (before is None or s.index < before)]
@@ -301,9 +311,9 @@ def replay(
     """Replay ``run_id`` from the same task state; the new run is recorded in ``runs_dir``."""
     source, source_dir, steps, task = _source(runs_dir, run_id, files_root, allow_programs)
     _require_screenshots(source, source_dir, steps)
-    if fallback == "policy" and not policy:
-        policy = source.policy if source.policy not in ("replay", "correction") else task.policy.name
-    if fallback == "policy" and policy:
+    if fallback == "policy":
+        policy = policy or recorded_policy(source, steps, task.policy.name)
+        policy_overrides = _with_recorded_settings(source, steps, policy, policy_overrides)
         check_policy(policy, with_policy_overrides(task, policy_overrides))  # before the site and browser start
 
     def factory(task_: Task, executor: Executor) -> Policy:
@@ -358,7 +368,8 @@ def resume(
     first_fix = min(corrections) if corrections else None
     corrections = {first_fix: corrections[first_fix]} if first_fix is not None else {}
     _require_screenshots(source, source_dir, steps, before=from_step if first_fix is None else first_fix)
-    policy = policy or (source.policy if source.policy not in ("replay", "correction") else task.policy.name)
+    policy = policy or recorded_policy(source, steps, task.policy.name)
+    policy_overrides = _with_recorded_settings(source, steps, policy, policy_overrides)
     check_policy(policy, with_policy_overrides(task, policy_overrides))  # before the site and browser start
 
     def factory(task_: Task, executor: Executor) -> Policy:

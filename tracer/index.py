@@ -314,6 +314,11 @@ class RunIndex:
     def count(self) -> int:
         return int(self._run(lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone())[0])
 
+    def branches(self, run_id: str, limit: int = 50) -> list[RunRow]:
+        """The runs replayed, resumed or forked from ``run_id`` (``parent_run``), oldest first."""
+        sql = "SELECT * FROM runs WHERE parent_run = ? ORDER BY started_at, run_id LIMIT ?"
+        return [self._row(r) for r in self._run(lambda c: c.execute(sql, (run_id, limit)).fetchall())]
+
     def steps(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._run(lambda c: c.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)).fetchall())
         return [dict(r) for r in rows]

@@ -46,6 +46,7 @@ class OpenAIBackend(Backend):
         self.thinking = ("thinking" in model.lower()) if thinking is None else thinking
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(api_key_env)
+        self._key = key or None  # kept only to mask it in error text a server echoes back (it goes into step records)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
@@ -131,7 +132,8 @@ class OpenAIBackend(Backend):
                     if not isinstance(data, dict):
                         raise BackendError(f"{url} answered 200 with JSON that is not an object: {str(data)[:200]}")
                     return data
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                said = response.text if self._key is None else response.text.replace(self._key, "●●●●")
+                last = f"HTTP {response.status_code}: {said[:200]}"
                 if response.status_code not in RETRY_STATUS:
                     raise BackendError(f"{url} refused the request ({last})")
                 retry_after = response.headers.get("retry-after")

@@ -8,7 +8,6 @@ how errors look: ``errors.py``; how recorded text goes into pages: ``safe.py``.
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import re
 import secrets
@@ -27,7 +26,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, ValidationError
 
 from agent.approval import (
     AnswerRefused,
@@ -42,6 +41,7 @@ from agent.approval import (
 from replays import confidence
 from replays.labels import LabelError, LabelIn, Labels
 from replays.launch import Launch, start
+from replays.policy_plan import PolicyPlan, plan_policy
 from replays.viewer.errors import install_error_handlers
 from replays.viewer.evals import eval_router
 from replays.viewer.graph_svg import graph_svg
@@ -85,6 +85,11 @@ class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     from_step: StrictInt | None = Field(default=None, ge=0, le=MAX_STEP)
     fallback: Literal["none", "policy"] = "none"
+    # What the replay form asks for when the run did not record it (a served model's server and name) ...
+    base_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://\S+$")
+    model: str | None = Field(default=None, min_length=1, max_length=500)
+    # ... and a served model's API key when its environment variable is not set here ("": the server needs none).
+    api_key: SecretStr | None = Field(default=None, max_length=4000)
 
 
 def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: float = 0.1) -> FastAPI:
@@ -92,7 +97,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
     runs_dir = runs_dir.resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(runs_dir)
-    launches: dict[str, tuple[BaseProcess, Path]] = {}  # runs this viewer started: process, its stderr file
+    launches: dict[str, tuple[BaseProcess, Path, str]] = {}  # runs this viewer started: process, stderr file, source run
     labels = Labels(runs_dir)
     launch_files = Path(tempfile.mkdtemp(prefix="glassbox-viewer-"))  # the stderr of the runs this viewer starts
     token = secrets.token_urlsafe(32)  # carried by this server's pages; required on every write
@@ -207,6 +212,11 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         run_dir, run, entries = open_run_entries(run_id)
         steps = [e for e in entries if isinstance(e, StepRecord)]
         svg = graph_svg(run_graph(run, steps), link="#step-{step}")
+        idx = RunIndex(runs_dir)
+        try:
+            branches = idx.branches(run.run_id)  # replays and resumes of this run, each linked to /diff
+        finally:
+            idx.close()
         return templates.TemplateResponse(
             request,
             "run.html",
@@ -214,26 +224,30 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
                 "run": run,
                 "steps": entries,
                 "graph_svg": svg,
+                "branches": branches,
                 "initial": json_for_script(run_payload(run_dir, run, entries)),
             },
         )
 
     @app.get("/diff", response_class=HTMLResponse)
     def diff_page(request: Request, a: str, b: str) -> Response:
-        from replays.diff import diff_runs
+        """Two runs step by step: step N of A beside step N of B, the first difference (as ``glassbox diff``
+        finds it) highlighted and jumped to."""
+        from replays.diff import diff_runs, line_up  # on first use: it loads numpy and PIL
 
-        (a_dir, _, a_steps), (b_dir, _, b_steps) = open_run(a), open_run(b)
+        (a_dir, a_run, a_steps), (b_dir, b_run, b_steps) = open_run(a), open_run(b)
         try:
             result = diff_runs(a_dir, b_dir)
         except (ValueError, OSError) as exc:
             raise HTTPException(422, f"cannot compare {a_dir.name} and {b_dir.name}: {exc}") from None
-        sides = []
-        for run_dir, text, run_steps in ((a_dir, result.a, a_steps), (b_dir, result.b, b_steps)):
-            by_index = {s.index: s for s in run_steps}
-            shot = by_index[result.step].screenshot if result.step is not None and result.step in by_index else None
-            sides.append((run_dir.name, text, shot))
+        rows = line_up(a_steps, b_steps, result)
+        # Both screenshots of a row are drawn in boxes of one shape (the first step's), so they show at one size.
+        first = next((side for row in rows for side in (row.a, row.b) if side is not None), None)
+        ratio = first.size if first is not None and min(first.size) > 0 else (16, 10)
         return templates.TemplateResponse(
-            request, "diff.html", {"a": a_dir.name, "b": b_dir.name, "result": result, "sides": sides}
+            request,
+            "diff.html",
+            {"a": a_run, "b": b_run, "result": result, "rows": rows, "ratio": ratio, "mark": max(8, round(ratio[0] / 90))},
         )
 
     @app.get("/api/runs")
@@ -381,9 +395,27 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         state = await asyncio.to_thread(set_paused, run_dir, body.paused)
         return JSONResponse(state.model_dump(mode="json"))
 
+    def plan_payload(plan: PolicyPlan | None) -> dict[str, Any]:
+        if plan is None:  # a replay without fallback: no policy decides, nothing to ask
+            return {"policy": None, "missing": [], "message": ""}
+        return {**plan.model_dump(mode="json"), "served": plan.served, "message": plan.message()}
+
+    @app.get("/api/runs/{run_id}/replay-plan")
+    def replay_plan(
+        run_id: str,
+        fallback: Literal["none", "policy"] = "none",
+        from_step: int | None = Query(None, ge=0, le=MAX_STEP),
+    ) -> Any:
+        """Which policy a replay with fallback (or a resume) hands over to, with what, and what is missing."""
+        _, run, steps = open_run(run_id)
+        needs_policy = fallback == "policy" or from_step is not None
+        return plan_payload(plan_policy(run, steps) if needs_policy else None)
+
     @app.post("/api/runs/{run_id}/replay")
     async def start_replay(request: Request, run_id: str) -> Response:
-        """Start a replay (or a resume with ``from_step``) in a process of its own; answer the new run's URL."""
+        """Start a replay (or a resume with ``from_step``) in a process of its own; answer the new run's URL.
+        A served model's recorded server and model are used again; what is missing (the key, when its variable
+        is not set here) is refused with ``missing`` naming it, and the page's form asks for exactly that."""
         check_write(request, token)
         try:
             body = ReplayIn.model_validate(await _json_body(request))
@@ -392,10 +424,30 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         _, run, steps = open_run(run_id)
         if body.from_step is not None and not any(s.index == body.from_step for s in steps):
             return JSONResponse({"error": f"from_step must be a step of the run (0..{len(steps) - 1})"}, status_code=422)
+        overrides: dict[str, str] = {}
+        key_env = None
+        if body.fallback == "policy" or body.from_step is not None:
+            plan = plan_policy(run, steps, base_url=body.base_url, model=body.model, key_answered=body.api_key is not None)
+            if plan.missing:
+                return JSONResponse(
+                    {"error": f"to start {plan.policy} this needs {plan.message()}", **plan_payload(plan)}, status_code=422
+                )
+            recorded = plan_policy(run, steps, environ={})  # what the run itself recorded, without the form's values
+            overrides = {k: v for k, v in plan.overrides().items() if k in ("base_url", "model") and not getattr(recorded, k)}
+            key_env = plan.api_key_env if plan.served and body.api_key is not None else None
         new_id = new_run_id(run.task_name)
-        launch = Launch(runs_dir=runs_dir, run_id=run.run_id, new_run_id=new_id, from_step=body.from_step, fallback=body.fallback)
+        launch = Launch(
+            runs_dir=runs_dir,
+            run_id=run.run_id,
+            new_run_id=new_id,
+            from_step=body.from_step,
+            fallback=body.fallback,
+            policy_overrides=overrides,
+            api_key=body.api_key if key_env else None,
+            api_key_env=key_env,
+        )
         errors = launch_files / f"{new_id}.stderr"  # what the process says if it cannot start: shown by /wait
-        launches[new_id] = (start(launch, errors=errors), errors)
+        launches[new_id] = (start(launch, errors=errors), errors, run.run_id)
         return JSONResponse({"run_id": new_id, "url": f"/runs/{new_id}/wait"}, status_code=202)
 
     @app.get("/runs/{run_id}/wait", response_class=HTMLResponse)
@@ -411,22 +463,15 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         launch = launches.get(run_id)
         if launch is None:
             raise HTTPException(404, f"no run {run_id}, and this viewer is not starting one")
-        process, errors = launch
+        process, errors, source = launch
         code = process.exitcode
+        context = {"run_id": run_id, "source": source}
         if code is None:
-            return HTMLResponse(
-                f"<!doctype html><meta http-equiv='refresh' content='0.5'><title>Starting…</title>"
-                f"<p style='font-family:sans-serif'>Starting {html.escape(run_id)}… (setting up the "
-                f"browser and the site; loading a local model can take a minute)</p>"
-            )
+            return templates.TemplateResponse(request, "wait.html", {**context, "failed": False})
         said = _tail(errors, 4000).decode(errors="replace").strip() or "(it printed nothing)"
         # 422: the run cannot be replayed as it stands (its task moved, a screenshot is gone...), and the page says why.
-        return HTMLResponse(
-            f"<!doctype html><title>Could not start</title><div style='font-family:sans-serif'>"
-            f"<h1>{html.escape(run_id)} could not start</h1><p>The process exited with code {code} "
-            f"before recording anything. It said:</p><pre>{html.escape(said)}</pre>"
-            f"<p><a href='/'>Back to the runs</a></p></div>",
-            status_code=422,
+        return templates.TemplateResponse(
+            request, "wait.html", {**context, "failed": True, "code": code, "said": said}, status_code=422
         )
 
     @app.delete("/api/labels/{label_id}")

@@ -86,7 +86,7 @@ def test_readers_describe_every_recorded_action_including_a_scroll_without_a_poi
     steps = [StepRecord.model_validate_json(line) for line in LINES]
     # The scroll has no coordinate: the readers used to index a None there (a TypeError in the prompt's history).
     assert describe_step(steps[4]) == 'scroll {"pixels": -5}'
-    assert describe(steps[4]) == "scroll {'pixels': -5, 'coordinate': None}"
+    assert describe(steps[4]) == "scroll by -5 px"  # words, not a dict (the diff page and `glassbox diff` show it)
     assert describe_step(steps[0]) == "left_click at (500, 500)"
     assert describe_step(steps[2]) == "key ctrl+a -> error: no field has focus"
     assert describe_step(steps[7]) == "double_click at (10, 20) -> not performed: guard skipped it (not now)"

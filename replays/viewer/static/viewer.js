@@ -296,14 +296,7 @@ async function saveLabel(body) {
   refreshFilmLabels();
 }
 
-async function startReplay(body) {
-  const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/replay`, {
-    method: "POST", headers: writeHeaders, body: JSON.stringify(body),
-  });
-  const data = await r.json().catch(() => ({}));
-  if (!r.ok) { alert(data.error || data.detail || `error ${r.status}`); return; }
-  location.href = data.url;
-}
+function startReplay(body) { return window.glassboxReplay.start(runId, body); } // static/replay.js
 $("replay-btn").addEventListener("click", () => startReplay({fallback: "none"}));
 $("replay-fb-btn").addEventListener("click", () => startReplay({fallback: "policy"}));
 
