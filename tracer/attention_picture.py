@@ -127,9 +127,10 @@ def attention_picture(screenshot_png: bytes, m: np.ndarray, *, max_width: int | 
     norm = _normalised(m)
     if norm.ndim != 2 or not norm.size:
         raise ValueError(f"an attention map is a 2-D grid, not shape {norm.shape}")
-    # Upsample the weights, not the colours: every pixel's colour is then on the scale.
+    # One colour per cell, as the model saw the screen (one merged patch per cell); weights are upsampled, not
+    # colours, so every pixel's colour is on the scale and the peak cell is the top colour.
     weights = np.asarray(
-        Image.fromarray(norm.astype(np.float32), "F").resize(base.size, Image.Resampling.BILINEAR), dtype=np.float64
+        Image.fromarray(norm.astype(np.float32), "F").resize(base.size, Image.Resampling.NEAREST), dtype=np.float64
     ).clip(0, 1)
     colours = colormap(weights).astype(np.float64)
     alpha = np.sqrt(weights)[..., None]  # mid weights stay visible; the peak is the pure top colour

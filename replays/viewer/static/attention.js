@@ -70,6 +70,7 @@ window.attentionPanel = (() => {
     if (!t) return;
     const [w, h] = data.screenshot_size;
     grid.style.setProperty("--attn-ratio", `${w} / ${h}`);
+    grid.dataset.target = t.target;
     for (const m of t.maps) grid.append(mapFigure(m));
   }
 
