@@ -133,7 +133,7 @@ def attention_picture(screenshot_png: bytes, m: np.ndarray, *, max_width: int | 
         Image.fromarray(norm.astype(np.float32), "F").resize(base.size, Image.Resampling.NEAREST), dtype=np.float64
     ).clip(0, 1)
     colours = colormap(weights).astype(np.float64)
-    alpha = np.sqrt(weights)[..., None]  # mid weights stay visible; the peak is the pure top colour
+    alpha = (weights**0.75)[..., None]  # mid weights stay visible, faint ones barely tint; the peak is pure top colour
     dimmed = np.asarray(base, dtype=np.float64) * DIM
     out = Image.fromarray(np.round(colours * alpha + dimmed * (1 - alpha)).astype(np.uint8), "RGB")
     region = top_region(m, full_size)

@@ -59,6 +59,7 @@ class ExplainListing(BaseModel):
     method: str
     model: str | None = None
     words: list[str] = Field(default_factory=list)
+    targets: list[str] = Field(default_factory=list)  # what was explained (action, reasoning, output, or the words)
     created_at: datetime | None = None
     maps: list[ExplainMap | str]  # a map with figures, or a bare picture's file name
     problem: str | None = None  # why a record could not be read
@@ -131,6 +132,7 @@ def explain_results(run_dir: Path, step: int) -> list[ExplainListing]:
                 method=record.method,
                 model=record.model,
                 words=record.words,
+                targets=list(record.targets),
                 created_at=record.created_at,
                 maps=list(maps),
             )

@@ -160,7 +160,7 @@ def _explain_view(run_dir: Path, listing: ExplainListing) -> ExplainView:
                 mass_in_evidence=item.mass_in_evidence,
             )
         )
-    what = ", ".join(f"“{w}”" for w in listing.words) if listing.words else "the action, reasoning and answer"
+    what = ", ".join(target_name(t) for t in listing.targets) or "the action, reasoning and answer"
     title = f"{listing.method} for {what}" if listing.record else f"{listing.method} pictures (no record of how)"
     return ExplainView(
         title=title,

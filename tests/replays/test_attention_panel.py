@@ -76,7 +76,10 @@ def test_the_panel_json_has_three_layer_groups_per_target_with_the_recorded_figu
             assert m["peak_px"] == list(ref.peak_px) and m["concentration"] == ref.concentration
             assert m["top"] is None or 0 < m["top"]["mass"] <= 1
     [explained] = panel["explain"]
-    assert explained["title"] == "attention for the action, reasoning and answer"
+    record = json.loads((runs / run_id / "explain" / "step0000_attention.json").read_text())
+    assert record["step"] == 0 and record["method"] == "attention" and record["targets"]
+    names = {"action": "the action", "reasoning": "the reasoning", "text": "the typed text", "output": "the whole answer"}
+    assert explained["title"] == "attention for " + ", ".join(names[t] for t in record["targets"])
     names = [m["name"] for m in explained["maps"]]
     assert "the whole answer · Late layers" in names and all("linked" not in n for n in names)
     for m in explained["maps"]:

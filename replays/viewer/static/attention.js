@@ -91,7 +91,7 @@ window.attentionPanel = (() => {
           ["in the box", m.mass_in_evidence === null ? null : pct(m.mass_in_evidence)],
         ];
         const link = el("a", {href: m.picture, target: "_blank", rel: "noopener"}, [el("img", {src: m.picture, alt: `explain: ${m.name}`, loading: "lazy"})]);
-        grid.append(el("figure", {className: "attn-explain-map"}, [el("figcaption", {text: m.name}), link, figureList(rows)]));
+        grid.append(el("figure", {className: "attn-explain-map"}, [el("figcaption", {text: m.name, title: m.name}), link, figureList(rows)]));
       }
       box.append(grid);
     }
