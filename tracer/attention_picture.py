@@ -123,19 +123,19 @@ def attention_picture(screenshot_png: bytes, m: np.ndarray, *, max_width: int | 
         base = shot.convert("RGB")
     full_size = base.size
     if max_width and base.width > max_width:
-        base = base.resize((max_width, max(1, round(base.height * max_width / base.width))), Image.Resampling.LANCZOS)
+        size = (max_width, max(1, round(base.height * max_width / base.width)))
+        base = base.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)  # a box reduce first: fast, still sharp
     norm = _normalised(m)
     if norm.ndim != 2 or not norm.size:
         raise ValueError(f"an attention map is a 2-D grid, not shape {norm.shape}")
-    # One colour per cell, as the model saw the screen (one merged patch per cell); weights are upsampled, not
-    # colours, so every pixel's colour is on the scale and the peak cell is the top colour.
-    weights = np.asarray(
-        Image.fromarray(norm.astype(np.float32), "F").resize(base.size, Image.Resampling.NEAREST), dtype=np.float64
-    ).clip(0, 1)
-    colours = colormap(weights).astype(np.float64)
-    alpha = (weights**0.75)[..., None]  # mid weights stay visible, faint ones barely tint; the peak is pure top colour
-    dimmed = np.asarray(base, dtype=np.float64) * DIM
-    out = Image.fromarray(np.round(colours * alpha + dimmed * (1 - alpha)).astype(np.uint8), "RGB")
+    # One colour per cell, as the model saw the screen (one merged patch per cell): colour and opacity are worked
+    # out per cell and only then enlarged (nearest), so every pixel's colour is on the scale, the peak cell is the
+    # top colour, and the work is per cell, not per pixel.
+    colours = Image.fromarray(colormap(norm), "RGB").resize(base.size, Image.Resampling.NEAREST)
+    opacity = np.round(norm**0.75 * 255).astype(np.uint8)  # mid weights stay visible, faint ones barely tint
+    mask = Image.fromarray(opacity, "L").resize(base.size, Image.Resampling.NEAREST)
+    dimmed = base.point([round(i * DIM) for i in range(256)] * 3)
+    out = Image.composite(colours, dimmed, mask)
     region = top_region(m, full_size)
     if region is not None:
         sx, sy = base.width / full_size[0], base.height / full_size[1]
