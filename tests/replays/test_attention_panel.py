@@ -23,6 +23,7 @@ pytest.importorskip("torch", reason="recording attention needs torch (installed 
 pytest.importorskip("transformers", reason="recording attention needs transformers (installed by .ci/setup)")
 
 NO_MAPS_REASON = "script policy: no model"
+HOSTILE = "<img src=x onerror=alert('explain')></script><script>alert(1)</script>"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,14 @@ def recorded(tmp_path_factory, tiny_model_dir, chromium_module) -> tuple[Path, s
     outside = runs.parent / "outside.png"
     outside.write_bytes((run_dir / "explain" / "step0000_attention_output_deep.png").read_bytes())
     (run_dir / "explain" / "step0000_attention_linked.png").symlink_to(outside)  # a link out of the run folder
+    # A record from elsewhere: markup in every text, and a picture outside the explain folder (dropped).
+    crafted = json.loads((run_dir / "explain" / "step0000_attention.json").read_text())
+    crafted.update(model=HOSTILE, words=[HOSTILE], targets={HOSTILE: 1}, created_at="2020-01-01T00:00:00Z")
+    crafted["maps"] = [
+        {**crafted["maps"][0], "key": f"{HOSTILE}/deep", "target": HOSTILE, "group": "deep"},
+        {**crafted["maps"][0], "picture": "../run.json"},
+    ]
+    (run_dir / "explain" / "step0000_attention_crafted.json").write_text(json.dumps(crafted))
     bare = runs / "no-maps-run"
     shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("explain"))
     run = json.loads((bare / "run.json").read_text())
@@ -75,7 +84,8 @@ def test_the_panel_json_has_three_layer_groups_per_target_with_the_recorded_figu
             ref = next(a for a in step.attention if a.key == m["key"])
             assert m["peak_px"] == list(ref.peak_px) and m["concentration"] == ref.concentration
             assert m["top"] is None or 0 < m["top"]["mass"] <= 1
-    [explained] = panel["explain"]
+    explained, crafted = panel["explain"]  # newest first
+    assert crafted["model"] == HOSTILE and [m["name"] for m in crafted["maps"]] == [f"“{HOSTILE}” · Late layers"]
     record = json.loads((runs / run_id / "explain" / "step0000_attention.json").read_text())
     assert record["step"] == 0 and record["method"] == "attention" and record["targets"]
     names = {"action": "the action", "reasoning": "the reasoning", "text": "the typed text", "output": "the whole answer"}
@@ -132,7 +142,9 @@ def test_the_run_page_shows_three_small_multiples_with_their_figures(viewer, rec
     with BrowserExecutor(BrowserSettings(viewport=viewport)) as browser:
         page = browser.page
         errors: list[str] = []
+        dialogs: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(f"{viewer.url}/runs/{run_id}#step-0")
         page.wait_for_selector("#attention-panel figure.attn-map")
         panel = page.locator("#attention-panel")
@@ -162,11 +174,13 @@ def test_the_run_page_shows_three_small_multiples_with_their_figures(viewer, rec
             assert panel.locator(".attn-multiples").first.locator("figure.attn-map").count() == 3
         assert panel.locator(".attn-legend").is_visible() and panel.locator(".attn-ramp").is_visible()
         explain = panel.locator(".attn-explain figure")
-        assert explain.count() == 4  # output: shallow, middle, deep, all
-        assert "glassbox explain (1)" in panel.locator(".attn-explain h3").inner_text()
+        assert explain.count() == 4 + 1  # output: shallow, middle, deep, all; the crafted record's one picture
+        assert "glassbox explain (2)" in panel.locator(".attn-explain h3").inner_text()
+        assert HOSTILE in panel.locator(".attn-explain").inner_text()  # shown as text
+        assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
         # A step without maps says why.
         page.goto(f"{viewer.url}/runs/{bare_id}#step-0")
         page.wait_for_selector("#attention-panel .attn-reason:not([hidden])")
         assert panel.locator(".attn-reason").inner_text() == f"No attention maps for this step: {NO_MAPS_REASON}."
         assert panel.locator("figure").count() == 0 and panel.locator(".attn-legend").is_hidden()
-        assert errors == []
+        assert errors == [] and dialogs == []
