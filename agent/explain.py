@@ -13,6 +13,7 @@ Works for steps recorded from a served model too, when a local copy of the same 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +24,9 @@ from agent.confidence import target_tokens, word_tokens
 from agent.prompt import ImagePart, Message, Prompt, TextPart, build_prompt, tools_for
 from agent.task import Task
 from tools.errors import UsageError
-from tracer.attention import AttentionMaps, MapFigures, figures, layer_groups, overlay_png
+from tracer.attention import AttentionMaps, MapFigures, figures, layer_groups
+from tracer.attention_picture import attention_picture
+from tracer.explain_files import ExplainMap, ExplainRecord, picture_name, write_explain_record
 from tracer.schema import RunRecord, StepRecord
 from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
 
@@ -135,10 +138,39 @@ def explain_step(
         result[key] = figures(
             grid, step.screenshot_size, click_px=click, evidence_box=step.evidence.box if step.evidence else None
         )
-        path = out_dir / f"step{index:04d}_{method}_{_safe(key)}.png"
-        path.write_bytes(overlay_png(screenshot, grid))
+        path = out_dir / picture_name(index, method, key)
+        path.write_bytes(attention_picture(screenshot, grid))
         overlays[key] = path
-    return Explanation(step=index, method=method, maps=result, overlays=overlays, targets={k: len(v) for k, v in targets.items()})
+    counts = {k: len(v) for k, v in targets.items()}
+    # A record beside the pictures: what was explained, how, and the figures (the viewer lists these).
+    write_explain_record(
+        out_dir,
+        ExplainRecord(
+            step=index,
+            method=method,
+            model=model or _backend_model(backend),
+            words=list(words or []),
+            layers=layers,
+            created_at=datetime.now(timezone.utc),
+            targets=counts,
+            maps=[
+                ExplainMap(
+                    key=key,
+                    target=key.split("/", 1)[0],
+                    group=key.split("/", 1)[-1],
+                    picture=path.name,
+                    **result[key].model_dump(),
+                )
+                for key, path in overlays.items()
+            ],
+        ),
+    )
+    return Explanation(step=index, method=method, maps=result, overlays=overlays, targets=counts)
+
+
+def _backend_model(backend: object) -> str | None:
+    name = getattr(backend, "model", None)
+    return name if isinstance(name, str) else None
 
 
 def _model_output(step: StepRecord) -> str:
@@ -227,10 +259,6 @@ def _gradcam_maps(backend: object, inputs: object, out_ids: list[int], targets: 
         total = float(cam.sum())
         maps[f"{target}/gradcam"] = (cam / total if total > 0 else cam).astype(np.float16)
     return AttentionMaps(maps, (grid[1] * 32, grid[0] * 32))
-
-
-def _safe(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
 
 
 __all__ = ["ExplainError", "Explanation", "explain_step", "recorded_prompt"]

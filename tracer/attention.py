@@ -122,7 +122,7 @@ def figures(
 
 
 def overlay_png(screenshot_png: bytes, m: np.ndarray, *, alpha: float = 0.55, max_width: int | None = None) -> bytes:
-    """A heat overlay (blue -> red) of ``m`` over the screenshot, as PNG, at screenshot size (or ``max_width``)."""
+    """A heat overlay (viridis) of ``m`` over the screenshot, as PNG, at screenshot size (or ``max_width``)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(screenshot_png)) as shot:
@@ -156,9 +156,7 @@ def heat_png(m: np.ndarray, size: tuple[int, int], *, alpha: float = 0.6) -> byt
 
 
 def _colormap(x: np.ndarray) -> np.ndarray:
-    """A small 'turbo'-like ramp: blue, cyan, yellow, red."""
-    stops = np.array([[0.19, 0.07, 0.23], [0.1, 0.6, 0.95], [0.45, 0.95, 0.35], [0.98, 0.75, 0.15], [0.8, 0.1, 0.05]])
-    pos = np.clip(x, 0, 1) * (len(stops) - 1)
-    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
-    frac = (pos - lo)[..., None]
-    return stops[lo] * (1 - frac) + stops[lo + 1] * frac
+    """The viewer's perceptual scale (viridis, see attention_picture), as floats in [0, 1]."""
+    from tracer.attention_picture import colormap
+
+    return colormap(x) / 255.0

@@ -42,11 +42,13 @@ from replays import confidence
 from replays.labels import LabelError, LabelIn, Labels
 from replays.launch import Launch, start
 from replays.policy_plan import PolicyPlan, plan_policy
+from replays.viewer.attention_panel import attention_router
 from replays.viewer.errors import install_error_handlers
 from replays.viewer.evals import eval_router
 from replays.viewer.graph_svg import graph_svg
 from replays.viewer.guard import MAX_BODY, HostGuard, check_write
 from replays.viewer.safe import json_for_script, url_path
+from tracer.attention_picture import css_gradient
 from tracer.follow import RunFollower
 from tracer.graph import run_graph
 from tracer.index import RunIndex
@@ -109,6 +111,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         confidence_styles=list(confidence.STYLES.values()),
         conf_low=confidence.LOW_BELOW,
         conf_high=confidence.HIGH_FROM,
+        attention_gradient=css_gradient(),
     )
     env.filters["conf_band"] = lambda value: confidence.band(value).value
     templates = Jinja2Templates(env=env)
@@ -136,6 +139,8 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             return run_dir, read_run(run_dir), read_steps(run_dir)
         except (ValueError, OSError) as exc:  # a damaged or hand-made run folder
             raise HTTPException(422, f"run {run_dir.name} cannot be read: {exc}") from None
+
+    app.include_router(attention_router(open_run))  # the attention panel: maps, pictures, explain results
 
     def open_run_entries(run_id: str) -> tuple[Path, RunRecord, list[StepRecord | UnreadableStep]]:
         """Like open_run, with each unreadable line of steps.jsonl in its place (the run page keeps indices)."""

@@ -311,32 +311,6 @@ function undoLast() {
   if (ls.length) undoLabel(ls[ls.length - 1].id);
 }
 
-function setupAttention() {
-  const step = state.steps[current];
-  const maps = (step && step.attention) || [];
-  const sel = $("attn-group"), box = $("t-attn"), wrap = $("t-attn-wrap");
-  const previous = sel.value;
-  sel.innerHTML = maps.map((a) => `<option value="${esc(a.key)}">${esc(a.key)}</option>`).join("");
-  sel.disabled = box.disabled = !maps.length;
-  wrap.title = maps.length ? "attention of the chosen tokens to the screenshot, per layer group"
-    : (step && step.unavailable && step.unavailable.attention) || "no attention maps recorded";
-  if (maps.some((a) => a.key === previous)) sel.value = previous;
-  else if (maps.some((a) => a.key === "action/deep")) sel.value = "action/deep";
-  drawAttention();
-}
-
-function drawAttention() {
-  const img = $("attn");
-  const step = state.steps[current];
-  if (!$("t-attn").checked || $("t-attn").disabled || !step) { img.hidden = true; return; }
-  img.src = `/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(step.index)}/attention.png?key=${encodeURIComponent($("attn-group").value)}`;
-  img.hidden = false;
-  const a = (step.attention || []).find((m) => m.key === $("attn-group").value);
-  if (a) img.title = `peak (${a.peak_px.join(", ")}) · concentration ${a.concentration.toFixed(2)} · entropy ${a.entropy.toFixed(2)}` +
-    (a.peak_to_click_px !== null ? ` · ${a.peak_to_click_px.toFixed(0)} px from the click` : "") +
-    (a.mass_in_evidence !== null ? ` · ${(a.mass_in_evidence * 100).toFixed(0)} % in the evidence box` : "");
-}
-
 function select(i) {
   if (i < 0 || i >= state.steps.length) return;
   if (i !== current) { picking = null; $("shot-wrap").classList.remove("picking"); }
@@ -348,7 +322,8 @@ function select(i) {
   const item = $(`film-${i}`);
   if (item) { item.classList.add("sel"); item.scrollIntoView({block: "nearest", inline: "nearest"}); }
   history.replaceState(null, "", `#step-${i}`);
-  renderDetails(); drawOverlay(); setupAttention();
+  renderDetails(); drawOverlay();
+  if (window.attentionPanel) window.attentionPanel.show(runId, step.index); // templates/_attention.html
 }
 
 $("shot-wrap").addEventListener("click", (ev) => {
@@ -368,8 +343,6 @@ $("shot-wrap").addEventListener("click", (ev) => {
   }
 });
 for (const id of ["t-model", "t-exec", "t-box", "t-labels"]) $(id).addEventListener("change", drawOverlay);
-$("t-attn").addEventListener("change", drawAttention);
-$("attn-group").addEventListener("change", drawAttention);
 document.addEventListener("keydown", (ev) => {
   if (ev.target.matches("input, select, textarea, [contenteditable]") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "ArrowRight" || ev.key === "j") { followLast = current + 1 === state.steps.length - 1; select(current + 1); }
