@@ -1,0 +1,30 @@
+// The decision graph on the run page: the card of the selected step is highlighted. The filmstrip's selection
+// (set by viewer.js) is the source, so this needs no hook into viewer.js; the graph keeps the highlight when it is
+// redrawn at the end of a live run. Clicking a card selects its step (viewer.js handles a[data-step] in #graph).
+(function () {
+  const graph = document.getElementById("graph");
+  const strip = document.getElementById("filmstrip");
+  if (!graph) return;
+
+  function selectedStep() {
+    const sel = strip && strip.querySelector(".film.sel");
+    if (sel && /^film-\d+$/.test(sel.id)) return sel.id.slice(5);
+    const m = location.hash.match(/^#step-(\d+)$/);
+    return m ? m[1] : null;
+  }
+
+  function mark() {
+    const step = selectedStep();
+    for (const el of graph.querySelectorAll(".gstep.sel")) {
+      if (el.dataset.step !== step) { el.classList.remove("sel"); el.removeAttribute("aria-current"); }
+    }
+    if (step === null) return;
+    const card = document.getElementById("graph-step-" + step);
+    if (card && !card.classList.contains("sel")) { card.classList.add("sel"); card.setAttribute("aria-current", "step"); }
+  }
+
+  if (strip) new MutationObserver(mark).observe(strip, {subtree: true, childList: true, attributes: true, attributeFilter: ["class"]});
+  new MutationObserver(mark).observe(graph, {childList: true});
+  window.addEventListener("hashchange", mark);
+  mark();
+})();
