@@ -342,7 +342,13 @@ def test_a_crafted_run_folder_runs_no_script_and_still_shows_its_steps(viewer, r
     assert "<img src=x onerror=alert('element')>" in page.inner_text("#details")
     assert page.locator(".film img").first.get_attribute("src").endswith("/files/x%22%20onerror%3D%22alert(1)")
     assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
-    assert page.evaluate("document.scripts.length") == 2  # the JSON block and viewer.js
+    # Only the page's own scripts: the JSON block and the viewer's static files, none from the run folder.
+    assert page.evaluate("[...document.scripts].map((s) => s.src ? new URL(s.src).pathname : s.type)") == [
+        "/static/confidence.js",
+        "application/json",
+        "/static/viewer.js",
+        "/static/graph.js",
+    ]
     assert "<img src=x onerror=alert('goal')>" in page.text_content("details.goal")
     page.goto(viewer.url + "/")
     assert HOSTILE_TITLE in page.text_content("table.runs")
