@@ -116,7 +116,7 @@ def confidence_markup(value: float | None, *, pad: int = 11) -> str:
     the meaning; the band's colour only helps), e.g. ``0.41 low``; ``unknown`` when the step has none."""
     style = conf_scale.style(value)
     word = style.band.value
-    text = f"{value:.2f} {word}" if value is not None and value == value else word
+    text = f"{conf_scale.number(value)} {word}" if value is not None and value == value else word
     colour = "dim" if style.band is conf_scale.ConfidenceBand.UNKNOWN else f"bold {style.colour}"
     return f"[{colour}]{text:<{pad}}[/]"
 

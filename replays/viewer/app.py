@@ -106,6 +106,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         conf_high=confidence.HIGH_FROM,
     )
     env.filters["conf_band"] = lambda value: confidence.band(value).value
+    env.filters["conf_number"] = confidence.number
     templates = Jinja2Templates(env=env)
     app = FastAPI(title="Glassbox viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.token = token

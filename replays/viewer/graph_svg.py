@@ -166,7 +166,7 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
     value = _confidence(reasoning.get("confidence")) if card.reasoning is not None else None
     style = confidence.style(value)
     band = style.band.value
-    conf_text = f"{value:.2f} {band}" if value is not None else band
+    conf_text = f"{confidence.number(value)} {band}" if value is not None else band
     evidence = bool(reasoning.get("evidence"))
     corrected = corrected or bool(reasoning.get("corrected"))
     marks = []

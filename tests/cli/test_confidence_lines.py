@@ -25,7 +25,7 @@ def test_confidence_markup_names_the_band() -> None:
     assert [plain(confidence_markup(v, pad=0)) for v in (0.93, 0.5, 0.499, None)] == [
         "0.93 high",
         "0.50 medium",
-        "0.50 low",  # 0.499 is below the threshold: the word says so though the number rounds up
+        "0.499 low",  # two decimals would say 0.50, across the threshold: three are shown
         "unknown",
     ]
 
