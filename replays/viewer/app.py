@@ -162,9 +162,16 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         return run_dir
 
     def runs_listing(
-        task: str | None, status: str | None, policy: str | None, q: str | None, order: str | None, page: int
+        task: str | None,
+        status: str | None,
+        policy: str | None,
+        q: str | None,
+        order: str | None,
+        page: int,
+        *,
+        menus: bool = True,
     ) -> dict[str, Any]:
-        """One page of the runs list as the runs page (and its live refresh) shows it."""
+        """One page of the runs list as the runs page shows it (``menus``: with the filter menus' values)."""
         status = status if status in {s.value for s in RunStatus} else None
         run_order: RunOrder = "least_confident" if order == "least_confident" else "newest"
         idx = RunIndex(runs_dir)
@@ -179,7 +186,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
                 offset=(page - 1) * PAGE_SIZE,
             )
             total = idx.count()
-            tasks, policies = idx.distinct("task_name"), idx.distinct("policy")
+            tasks, policies = (idx.distinct("task_name"), idx.distinct("policy")) if menus else ([], [])
         finally:
             idx.close()
         filters = {"task": task or "", "status": status or "", "policy": policy or "", "q": q or "", "order": run_order}
@@ -221,7 +228,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         page: int = Query(1, ge=1, le=MAX_STEP),
     ) -> Any:
         """The runs page's table rows, rendered as on the page, for its live refresh; and the number of runs."""
-        listing = runs_listing(task, status, policy, q, order, page)
+        listing = runs_listing(task, status, policy, q, order, page, menus=False)
         html_rows = env.get_template("_runs_rows.html").render(listing)
         return JSONResponse({"html": html_rows, "total": listing["total"]}, headers={"Cache-Control": "no-store"})
 

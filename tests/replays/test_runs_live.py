@@ -82,3 +82,18 @@ def test_graph_cards_follow_the_selected_step_and_select_it(tmp_path, bundled_ru
         assert "Step 7" in page.inner_text("#step-title")
         title = page.locator("#graph-step-7 title").text_content() or ""
         assert "confidence: unknown" in title and (steps[7].reasoning or "")[:40] in title
+
+
+def test_a_live_runs_graph_grows_with_its_steps(tmp_path, page) -> None:
+    writer = RunWriter.create(tmp_path, record("live"))
+    try:
+        writer.write_step(step(0).model_copy(update={"confidence": 0.9}))
+        with ViewerServer(tmp_path) as viewer:
+            page.goto(f"{viewer.url}/runs/live")
+            page.wait_for_selector("#graph-step-0.sel")
+            writer.write_step(step(1).model_copy(update={"confidence": 0.2}))
+            page.wait_for_selector("#graph-step-1[data-band='low']", timeout=15000)
+            page.wait_for_selector("#graph-step-1.sel")  # the page follows the newest step, and so does the graph
+            assert page.locator("#graph .gstep").count() == 2
+    finally:
+        writer.finish(status=RunStatus.succeeded, end_reason="done")

@@ -23,7 +23,30 @@
     if (card && !card.classList.contains("sel")) { card.classList.add("sel"); card.setAttribute("aria-current", "step"); }
   }
 
-  if (strip) new MutationObserver(mark).observe(strip, {subtree: true, childList: true, attributes: true, attributeFilter: ["class"]});
+  // A live run: when the filmstrip has steps the graph has not drawn yet, fetch the graph again (at most one
+  // request at a time; steps that arrive meanwhile are drawn by the next one).
+  let runId = null;
+  try { runId = JSON.parse(document.getElementById("initial").textContent).run.run_id; } catch (e) { runId = null; }
+  let fetching = false;
+  let drawnFor = strip ? strip.querySelectorAll(".film").length : 0;  // filmstrip steps when the graph was drawn
+  async function redraw() {
+    if (fetching || !runId || !strip) return;
+    const filmed = strip.querySelectorAll(".film").length;
+    if (filmed <= drawnFor) return;  // one request per new step at most, even if the two never match
+    fetching = true;
+    drawnFor = filmed;
+    try {
+      const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/graph`, {cache: "no-store"});
+      if (r.ok) graph.innerHTML = await r.text();  // drawn by the server, every recorded value escaped
+    } catch (e) {
+      drawnFor = 0;  // try again with the next step
+    } finally {
+      fetching = false;
+    }
+    if (strip.querySelectorAll(".film").length > drawnFor) redraw();
+  }
+
+  if (strip) new MutationObserver(() => { mark(); redraw(); }).observe(strip, {subtree: true, childList: true, attributes: true, attributeFilter: ["class"]});
   new MutationObserver(mark).observe(graph, {childList: true});
   window.addEventListener("hashchange", mark);
   mark();
