@@ -21,9 +21,9 @@ import networkx as nx
 
 from replays import confidence
 
-CARD_W, CARD_H, GAP_X, GAP_Y, PAD = 164, 104, 18, 30, 18
+CARD_W, CARD_H, GAP_X, GAP_Y, PAD = 164, 118, 18, 30, 18
 NODE_W = CARD_W - 12
-HEADER_H, REASON_H, ACTION_H = 18, 42, 28
+HEADER_H, REASON_H, ACTION_H = 18, 56, 28
 UNIT_PX = 6.4  # one narrow character at 11 px; a wide (CJK) character is two
 MAX_WIDTH = 1280  # fits a 1366 px window beside the page's margins
 _ACTION_KINDS = {"action", "parse_error", "backend_error", "low_confidence"}
@@ -60,6 +60,27 @@ def cut_to_width(text: str, width: int) -> str:
         out.append(c)
         used += w
     return "".join(out).rstrip() + "…"
+
+
+def wrap_to_width(text: str, width: int, lines: int = 2) -> list[str]:
+    """``text`` in at most ``lines`` lines of ``width`` columns, the last ending in "…" when it was cut."""
+    text = " ".join(text.split())
+    out: list[str] = []
+    while text and len(out) < lines - 1 and display_width(text) > width:
+        line, used = [], 0
+        for c in text:
+            if used + _char_width(c) > width:
+                break
+            line.append(c)
+            used += _char_width(c)
+        head = "".join(line)
+        if " " in head and not text[len(head) :].startswith(" "):  # break at a space where there is one
+            head = head[: head.rindex(" ")]
+        out.append(head.rstrip())
+        text = text[len(head) :].lstrip()
+    if text or not out:
+        out.append(cut_to_width(text, width))
+    return out
 
 
 def _char_width(c: str) -> int:
@@ -231,9 +252,12 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         f'<rect class="reasoning" x="{nx_}" y="{ry}" width="{NODE_W}" height="{REASON_H}" rx="6" fill="{a(style.colour)}"/>'
         f'<text class="conf" x="{nx_ + 6}" y="{ry + 15}" font-size="12" font-weight="700" fill="{a(style.ink)}" '
         f'style="fill:{a(style.ink)}">{a(conf_text)}</text>'
-        f'<text class="why" x="{nx_ + 6}" y="{ry + 32}" font-size="11" fill="{a(style.ink)}" style="fill:{a(style.ink)}">'
-        f"{a(cut_to_width(str(reasoning.get('label', '') or '(no reasoning)'), unit))}</text>"
-        f'<line x1="{nx_ + NODE_W / 2}" y1="{ry + REASON_H}" x2="{nx_ + NODE_W / 2}" y2="{ay}" stroke="#6b7280" '
+        + "".join(
+            f'<text class="why" x="{nx_ + 6}" y="{ry + 31 + 14 * n}" font-size="11" fill="{a(style.ink)}" '
+            f'style="fill:{a(style.ink)}">{a(line)}</text>'
+            for n, line in enumerate(wrap_to_width(str(reasoning.get("label", "") or "(no reasoning)"), unit))
+        )
+        + f'<line x1="{nx_ + NODE_W / 2}" y1="{ry + REASON_H}" x2="{nx_ + NODE_W / 2}" y2="{ay}" stroke="#6b7280" '
         f'marker-end="url(#arrow)"/>'
         f'<rect class="action" x="{nx_}" y="{ay}" width="{NODE_W}" height="{ACTION_H}" rx="6" fill="{fill}" '
         f'stroke="{stroke}"/>'
@@ -252,8 +276,11 @@ def _end_svg(data: dict[str, Any], x: int, y: int) -> str:
         f'<rect x="{x}" y="{y + HEADER_H}" width="{CARD_W}" height="{REASON_H + 10 + ACTION_H}" rx="18" fill="#ffffff" '
         f'stroke="{stroke}" stroke-width="2"/>'
         f'<text x="{x + 10}" y="{y + HEADER_H + 22}" font-size="12" font-weight="700">{escape(cut_to_width(status, unit))}</text>'
-        f'<text x="{x + 10}" y="{y + HEADER_H + 42}" font-size="11">'
-        f"{escape(cut_to_width(label.split(':', 1)[-1].strip(), unit))}</text></g>"
+        + "".join(
+            f'<text x="{x + 10}" y="{y + HEADER_H + 42 + 14 * n}" font-size="11">{escape(line)}</text>'
+            for n, line in enumerate(wrap_to_width(label.split(":", 1)[-1].strip(), unit, lines=3))
+        )
+        + "</g>"
     )
 
 

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
 from replays import confidence
-from replays.viewer.graph_svg import CARD_W, MAX_WIDTH, cut_to_width, display_width, graph_svg
+from replays.viewer.graph_svg import CARD_W, MAX_WIDTH, cut_to_width, display_width, graph_svg, wrap_to_width
 from tracer import RunRecord, RunStatus, StepRecord, StepTimings
 from tracer.graph import run_graph
 from tracer.schema import Evidence
@@ -100,10 +100,13 @@ def test_cjk_text_is_cut_by_display_width_not_characters() -> None:
     cut = cut_to_width(cjk, 21)
     assert cut.endswith("…") and display_width(cut) <= 21 and cut.startswith("商品名の入力欄をクリ")
     assert cut_to_width("e\u0301" * 5, 5) == "e\u0301" * 5  # combining accents take no room
-    root = parse(graph_svg(run_graph(run_record(), [step(0, reasoning=cjk), step(1, reasoning=latin[:20])])))
-    why = {i: next(t for t in c.iter(f"{SVG}text") if t.get("class") == "why").text or "" for i, c in cards(root).items()}
-    assert why[0].endswith("…") and display_width(why[0]) <= 21
-    assert why[1] == latin[:20]  # as many Latin characters fit whole
+    long_cjk = cjk * 3
+    root = parse(graph_svg(run_graph(run_record(), [step(0, reasoning=long_cjk), step(1, reasoning=latin[:40])])))
+    why = {i: [t.text or "" for t in c.iter(f"{SVG}text") if t.get("class") == "why"] for i, c in cards(root).items()}
+    assert len(why[0]) == 2 and all(display_width(line) <= 21 for line in why[0])  # two lines, each within the node
+    assert why[0][0] == cjk[:10] and why[0][1].endswith("…") and why[0][1].startswith(cjk[10:19])
+    assert why[1] == [latin[:21], latin[21:40]]  # as many Latin characters fit whole on each line
+    assert wrap_to_width("open the product form and type the title", 21) == ["open the product form", "and type the title"]
     title = next(cards(root)[0].iter(f"{SVG}title")).text or ""
     assert cjk in title  # the whole reasoning on hover
 
