@@ -82,6 +82,9 @@ def test_graph_cards_follow_the_selected_step_and_select_it(tmp_path, bundled_ru
         assert "Step 7" in page.inner_text("#step-title")
         title = page.locator("#graph-step-7 title").text_content() or ""
         assert "confidence: unknown" in title and (steps[7].reasoning or "")[:40] in title
+        page.click("#mark-correct")  # a label given on the page marks the step's card without a reload
+        page.wait_for_selector("#graph-step-7.labelled-correct", timeout=15000)
+        assert "✓" in (page.locator("#graph-step-7 text.head").text_content() or "")
 
 
 def test_a_live_runs_graph_grows_with_its_steps(tmp_path, page) -> None:

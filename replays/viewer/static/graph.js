@@ -24,29 +24,38 @@
   }
 
   // A live run: when the filmstrip has steps the graph has not drawn yet, fetch the graph again (at most one
-  // request at a time; steps that arrive meanwhile are drawn by the next one).
+  // request at a time; changes that come meanwhile are drawn by the next one).
   let runId = null;
   try { runId = JSON.parse(document.getElementById("initial").textContent).run.run_id; } catch (e) { runId = null; }
+  // The filmstrip's steps and label marks (viewer.js writes "✓ labelled" / "✗ labelled" on them): when either
+  // changes, the graph is drawn again so its marks follow a label given or undone on this page.
+  function filmState() {
+    const films = strip.querySelectorAll(".film");
+    return films.length + "|" + Array.from(strip.querySelectorAll(".film .lab"), (el) => el.textContent).join(",");
+  }
   let fetching = false;
-  let drawnFor = strip ? strip.querySelectorAll(".film").length : 0;  // filmstrip steps when the graph was drawn
+  let drawnFor = strip ? filmState() : "";  // the filmstrip's state when the graph was drawn
   async function redraw() {
     if (fetching || !runId || !strip) return;
-    const filmed = strip.querySelectorAll(".film").length;
-    if (filmed <= drawnFor) return;  // one request per new step at most, even if the two never match
+    const state = filmState();
+    if (state === drawnFor) return;  // one request per change at most, even if the graph never matches
     fetching = true;
-    drawnFor = filmed;
+    drawnFor = state;
     try {
       const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/graph`, {cache: "no-store"});
       if (r.ok) graph.innerHTML = await r.text();  // drawn by the server, every recorded value escaped
     } catch (e) {
-      drawnFor = 0;  // try again with the next step
+      drawnFor = "";  // try again with the next change
     } finally {
       fetching = false;
     }
-    if (strip.querySelectorAll(".film").length > drawnFor) redraw();
+    if (filmState() !== drawnFor) redraw();
   }
 
-  if (strip) new MutationObserver(() => { mark(); redraw(); }).observe(strip, {subtree: true, childList: true, attributes: true, attributeFilter: ["class"]});
+  if (strip) {
+    new MutationObserver(() => { mark(); redraw(); })
+      .observe(strip, {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["class"]});
+  }
   new MutationObserver(mark).observe(graph, {childList: true});
   window.addEventListener("hashchange", mark);
   mark();
