@@ -2,7 +2,8 @@
 
 Seeds a runs directory with 1,000 runs (one real script-policy run of the publish task, then copies of
 its folder under new run ids, indexed like any run), serves the viewer on 127.0.0.1, and measures:
-- GET / (the runs page) p50 / p95 over repeated requests, and GET /?q=... (a search);
+- GET / (the runs page) p50 / p95 over repeated requests, GET /?q=... (a search), GET /?order=least_confident
+  (each run's lowest step confidence, from the index) and GET /api/runs/rows (what the page polls to refresh live);
 - the latency from a step being recorded (appended by a RunWriter) to it appearing in an open run page
   in headless Chromium, p50 / p95.
 - GET /evals/ID (an eval of 500 episodes, 10 tasks x 50 seeds, written as records over the seeded runs) and
@@ -27,7 +28,7 @@ from agent import load_task, run_task
 from evals.results import build_summary, write_summary
 from replays.viewer import ViewerServer
 from tools.browser import BrowserExecutor, BrowserSettings
-from tracer import RunStatus, RunWriter, read_run, read_steps
+from tracer import RunStatus, RunWriter, StepRecord, read_run, read_steps
 from tracer.evals import EPISODES_FILE, Episode, EpisodeResult, EvalPlan, eval_dir
 from tracer.index import RunIndex
 
@@ -45,9 +46,16 @@ def seed(runs_dir: Path, count: int) -> str:
     template = read_run(result.run_dir)
     index = RunIndex(runs_dir)
     statuses = [RunStatus.succeeded, RunStatus.failed, RunStatus.succeeded, RunStatus.interrupted]
+    template_lines = (result.run_dir / "steps.jsonl").read_text().splitlines()
     for i in range(count - 1):
         run_id = f"20250101-{i:06d}-publish-product-seed"
         shutil.copytree(result.run_dir, runs_dir / run_id)
+        # Model-like confidences (the script policy records none), so the least-confident order has work to do.
+        steps = [
+            s.model_copy(update={"confidence": round(0.25 + ((i * 7 + j * 13) % 75) / 100, 2)})
+            for j, s in enumerate(StepRecord.model_validate_json(line) for line in template_lines)
+        ]
+        (runs_dir / run_id / "steps.jsonl").write_text("".join(s.model_dump_json() + "\n" for s in steps))
         record = template.model_copy(
             update={
                 "run_id": run_id,
@@ -58,7 +66,7 @@ def seed(runs_dir: Path, count: int) -> str:
         )
         (runs_dir / run_id / "run.json").write_text(record.model_dump_json(indent=2))
         index.upsert_run(record)
-        for step in read_steps(runs_dir / run_id):
+        for step in steps:
             index.add_step(run_id, step)
     index.close()
     return result.run_id
@@ -144,7 +152,12 @@ def main() -> None:
         seed_eval(runs_dir, "bench-eval", copies[:episodes])
         seed_eval(runs_dir, "bench-eval-b", copies[:episodes], flip_every=10)
         with ViewerServer(runs_dir) as viewer, httpx.Client(base_url=viewer.url) as client:
-            for label, url in (("runs page  GET /", "/"), ("search     GET /?q=", "/?q=seed&status=failed")):
+            for label, url in (
+                ("runs page  GET /", "/"),
+                ("search     GET /?q=", "/?q=seed&status=failed"),
+                ("least confident first", "/?order=least_confident"),
+                ("live rows  /api/runs/rows", "/api/runs/rows?order=least_confident"),
+            ):
                 client.get(url)
                 times = []
                 for _ in range(args.requests):

@@ -341,7 +341,19 @@ def _print_run_end(event: RunEnded) -> None:
         console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(event.status, "yellow")
     console.print(f"[bold {colour}]{event.status.value}[/] after {run.steps} steps: {escape(event.end_reason)}")
+    _print_least_confident(event.run_dir)
     console.print(f"run recorded in [bold]{escape(str(event.run_dir))}[/]", soft_wrap=True)
+
+
+def _print_least_confident(run_dir: Path) -> None:
+    from cli.output import least_confident_markup
+    from tracer.store import read_steps
+
+    try:
+        steps = read_steps(run_dir)
+    except (ValueError, OSError):  # the summary goes on without it; the run's own files say what is wrong
+        return
+    console.print(least_confident_markup(steps), soft_wrap=True)
 
 
 def _print_step(step: StepRecord) -> None:
@@ -369,8 +381,11 @@ def _print_step(step: StepRecord) -> None:
         status += f" [yellow](replaced by {escape(step.gate.who)})[/]"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
-    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(detail):<28} {status} [dim]{took:.0f} ms · {reasoning}[/]"
-    from cli.output import is_tty
+    from cli.output import confidence_markup, is_tty
+
+    conf = confidence_markup(step.confidence)
+    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(detail):<28} {conf} {status}"
+    line += f" [dim]{took:.0f} ms · {reasoning}[/]"
 
     if is_tty(console):
         console.print(line, no_wrap=True, overflow="ellipsis")

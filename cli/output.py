@@ -13,9 +13,11 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from replays import confidence as conf_scale
 from tracer.index import RunRow
 from tracer.schema import RunRecord, StepRecord
 
@@ -107,3 +109,24 @@ def write_json(console: Console, document: BaseModel) -> None:
 
 def path_text(path: Path) -> str:
     return clean(str(path))
+
+
+def confidence_markup(value: float | None, *, pad: int = 11) -> str:
+    """A step's confidence for a terminal line, as rich markup: the number and its band word (the word carries
+    the meaning; the band's colour only helps), e.g. ``0.41 low``; ``unknown`` when the step has none."""
+    style = conf_scale.style(value)
+    word = style.band.value
+    text = f"{conf_scale.number(value)} {word}" if value is not None and value == value else word
+    colour = "dim" if style.band is conf_scale.ConfidenceBand.UNKNOWN else f"bold {style.colour}"
+    return f"[{colour}]{text:<{pad}}[/]"
+
+
+def least_confident_markup(steps: Sequence[StepRecord]) -> str:
+    """The end-of-run line naming the least confident step (the first of equals), or saying none had a confidence."""
+    known = [s for s in steps if s.confidence is not None and s.confidence == s.confidence]
+    if not known:
+        return "[dim]least confident step: none (no step recorded a confidence)[/]"
+    step = min(known, key=lambda s: (s.confidence, s.index))
+    reasoning = clean((step.reasoning or "").strip().splitlines()[0] if step.reasoning and step.reasoning.strip() else "")
+    excerpt = f" [dim]· {escape(reasoning[:80])}[/]" if reasoning else ""
+    return f"least confident step: [bold]step {step.index}[/] {confidence_markup(step.confidence, pad=0)}{excerpt}"

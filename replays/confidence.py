@@ -7,6 +7,7 @@ the task default ``policy.min_confidence`` (0.5): below it a model policy asks o
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -60,3 +61,12 @@ def css_variables() -> str:
     """The scale as CSS custom properties, so stylesheets and the HTML export draw from this one source."""
     lines = [f"--conf-{s.band.value}: {s.colour}; --conf-{s.band.value}-ink: {s.ink};" for s in STYLES.values()]
     return ":root { " + " ".join(lines) + " }"
+
+
+def number(confidence: float) -> str:
+    """The confidence to two decimals, or three where two would round it across a threshold (0.499 is low, and
+    "0.50 low" would contradict the legend)."""
+    text = f"{confidence:.2f}"
+    if band(float(text)) is band(confidence):
+        return text
+    return f"{math.floor(confidence * 1000) / 1000:.3f}"

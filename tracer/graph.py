@@ -54,7 +54,10 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
             step=i,
             run_id=run.run_id,
             label=_short(reasoning) or "(no reasoning)",
+            detail=_short(reasoning, 2000),  # the whole reasoning (within reason) for a hover; label is the excerpt
             confidence=-1.0 if step.confidence is None else step.confidence,
+            evidence=step.evidence is not None,  # an evidence crop of what was acted on is recorded
+            corrected=step.gate is not None and step.gate.decision == "replace",  # a person (or a guard) replaced the action
         )
         g.add_edge(obs, think, kind="think")
         if step.error_kind is not None and step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,8 +39,9 @@ from tracer.schema import RunRecord, RunStatus, StepRecord
 
 INDEX_FILE = "index.sqlite3"
 LOCK_FILE = ".index.lock"
-# PRAGMA user_version. 0: labels lived only in the index (older Glassbox); 2: labels live in the run folders.
-INDEX_VERSION = 2
+# PRAGMA user_version. 0: labels lived only in the index (older Glassbox); 2: labels live in the run folders;
+# 3: each run's row carries its lowest step confidence (filled from the steps table when an index is upgraded).
+INDEX_VERSION = 3
 _T = TypeVar("_T")
 log = get_logger("glassbox.index")
 
@@ -62,9 +63,12 @@ _SCHEMA = (
     layout_seed INTEGER,
     parent_run TEXT,
     pid INTEGER,
-    host TEXT
+    host TEXT,
+    min_confidence REAL,
+    min_confidence_step INTEGER
 )""",
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
+    "CREATE INDEX IF NOT EXISTS runs_confidence ON runs (min_confidence)",
     "CREATE INDEX IF NOT EXISTS runs_task ON runs (task_name)",
     "CREATE INDEX IF NOT EXISTS runs_status ON runs (status)",
     """CREATE TABLE IF NOT EXISTS steps (
@@ -113,10 +117,33 @@ _COLUMNS = {
         "parent_run",
         "pid",
         "host",
+        "min_confidence",
+        "min_confidence_step",
     ),
     "steps": ("run_id", "idx", "action", "outcome", "error", "confidence", "url", "started_at"),
     "labels": ("run_id", "id", "idx", "verdict", "correction", "note", "created_at", "deleted"),
     "label_files": ("run_id", "size"),
+}
+# Columns added since: an index with these older columns is upgraded in place (ALTER TABLE ... ADD COLUMN).
+_ADDED_COLUMNS = {"runs": (("min_confidence", "REAL"), ("min_confidence_step", "INTEGER"))}
+_OLDER_COLUMNS = {table: _COLUMNS[table][: -len(added)] for table, added in _ADDED_COLUMNS.items()}
+# A run's lowest known step confidence and its step, from the steps table (the index's copy of steps.jsonl).
+_MIN_CONFIDENCE_SQL = (
+    "(SELECT MIN(confidence) FROM steps WHERE steps.run_id = runs.run_id), "
+    "(SELECT idx FROM steps WHERE steps.run_id = runs.run_id AND confidence IS NOT NULL ORDER BY confidence, idx LIMIT 1)"
+)
+_SET_MIN_CONFIDENCE = f"UPDATE runs SET (min_confidence, min_confidence_step) = ({_MIN_CONFIDENCE_SQL})"
+_SET_RUN_PROGRESS = (
+    "UPDATE runs SET (steps, errors, min_confidence, min_confidence_step) = ("
+    "MAX(steps, (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.run_id)), "
+    "MAX(errors, (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.run_id AND outcome = 'error')), "
+    f"{_MIN_CONFIDENCE_SQL})"
+)
+RunOrder = Literal["newest", "least_confident"]
+_ORDER_BY: dict[str, str] = {
+    "newest": "started_at DESC, run_id DESC",
+    # Runs with no known confidence (script policies) last; ties newest first.
+    "least_confident": "min_confidence IS NULL, min_confidence ASC, started_at DESC, run_id DESC",
 }
 # Created on first use (not part of the checked schema): indexes written before evals existed work unchanged.
 _EVALS_TABLE = (
@@ -158,6 +185,8 @@ class RunRow(BaseModel):
     errors: int
     layout_seed: int | None
     parent_run: str | None
+    min_confidence: float | None = None  # the lowest known step confidence (None: no step had one)
+    min_confidence_step: int | None = None
 
 
 class RunIndex:
@@ -191,9 +220,12 @@ class RunIndex:
         self._run(lambda conn: _upsert_run(conn, run))
 
     def add_step(self, run_id: str, step: StepRecord) -> None:
-        self._run(
-            lambda conn: conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _step_values(run_id, step))
-        )
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _step_values(run_id, step))
+            # The run's row follows its steps while it runs (the runs page refreshes from it).
+            conn.execute(_SET_RUN_PROGRESS + " WHERE run_id = ?", (run_id,))
+
+        self._run(lambda conn: _transaction(conn, tx))
 
     def remove_run(self, run_id: str) -> None:
         def tx(conn: sqlite3.Connection) -> None:
@@ -262,11 +294,12 @@ class RunIndex:
         since: datetime | None = None,
         until: datetime | None = None,
         search: str | None = None,
+        order: RunOrder = "newest",
         limit: int = 100,
         offset: int = 0,
     ) -> list[RunRow]:
-        """Runs, newest first, filtered. A ``running`` run whose process is gone lists as interrupted, and is
-        re-read from its folder first (a kill can leave the index a step behind the folder)."""
+        """Runs, newest first (or ``least_confident`` first), filtered. A ``running`` run whose process is gone
+        lists as interrupted, and is re-read from its folder first (a kill can leave the index a step behind the folder)."""
         where, args = [], []
         for column, value in (("task_name", task), ("policy", policy)):
             if value:
@@ -287,7 +320,9 @@ class RunIndex:
             where.append("(run_id LIKE ? OR task_name LIKE ? OR end_reason LIKE ?)")
             args += [f"%{search}%"] * 3
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_at DESC, run_id DESC LIMIT ? OFFSET ?"
+        if order not in _ORDER_BY:
+            raise ValueError(f"unknown order {order!r}; use {' or '.join(_ORDER_BY)}")
+        sql += f" ORDER BY {_ORDER_BY[order]} LIMIT ? OFFSET ?"
 
         def query() -> list[sqlite3.Row]:
             return self._run(lambda c: c.execute(sql, (*args, limit, offset)).fetchall())
@@ -376,7 +411,10 @@ class RunIndex:
             # Checked before anything is written: a file that is not ours is moved aside exactly as it was.
             current = int(_retry(lambda: conn.execute("PRAGMA user_version").fetchone())[0]) >= INDEX_VERSION
             _check_schema(
-                conn, ("runs", "steps", "labels", "label_files") if current else ("runs", "steps"), missing_ok=not current
+                conn,
+                ("runs", "steps", "labels", "label_files") if current else ("runs", "steps"),
+                missing_ok=not current,
+                older_ok=not current,
             )
             _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -396,7 +434,10 @@ class RunIndex:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table in ("runs", "steps"):
             if table in tables:
-                _check_table(conn, table)
+                _check_table(conn, table, older_ok=True)
+        if "runs" in tables and tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)")) == _OLDER_COLUMNS["runs"]:
+            for column, kind in _ADDED_COLUMNS["runs"]:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         migrated: set[str] = set()
         orphans: list[tuple[str, LabelAdded, bool]] = []
         if "labels" in tables:
@@ -423,6 +464,7 @@ class RunIndex:
                 for run_id, label, deleted in orphans
             ],
         )  # a run folder that is gone: its labels are not dropped with the old table
+        conn.execute(_SET_MIN_CONFIDENCE)  # runs indexed before the column existed
         conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
 
     def _restore_labels(
@@ -572,10 +614,10 @@ class RunIndex:
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM steps WHERE run_id = ?", (run.run_id,))
-            _upsert_run(conn, run)
             conn.executemany(
                 "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [_step_values(run.run_id, s) for s in steps]
             )
+            _upsert_run(conn, run)  # after the steps: the row's lowest confidence is read from them
 
         self._run(lambda conn: _transaction(conn, tx))
         return 1
@@ -601,7 +643,7 @@ def iter_rows(index: RunIndex, page: int = 500, **filters: Any) -> Iterator[RunR
 def _upsert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
     checks = None if not run.checks else int(all(c.passed for c in run.checks))
     conn.execute(
-        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
         (
             run.run_id,
             run.task_name,
@@ -622,6 +664,7 @@ def _upsert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
             run.host,
         ),
     )
+    conn.execute(_SET_MIN_CONFIDENCE + " WHERE run_id = ?", (run.run_id,))
 
 
 def _step_values(run_id: str, step: StepRecord) -> tuple[Any, ...]:
@@ -699,13 +742,18 @@ def _salvage_labels(aside: Path) -> list[tuple[str, LabelAdded, bool]]:
         conn.close()
 
 
-def _check_schema(conn: sqlite3.Connection, tables: tuple[str, ...] = tuple(_COLUMNS), *, missing_ok: bool = False) -> None:
+def _check_schema(
+    conn: sqlite3.Connection, tables: tuple[str, ...] = tuple(_COLUMNS), *, missing_ok: bool = False, older_ok: bool = False
+) -> None:
     for table in tables:
-        _check_table(conn, table, missing_ok=missing_ok)
+        _check_table(conn, table, missing_ok=missing_ok, older_ok=older_ok)
 
 
-def _check_table(conn: sqlite3.Connection, table: str, *, missing_ok: bool = False) -> None:
+def _check_table(conn: sqlite3.Connection, table: str, *, missing_ok: bool = False, older_ok: bool = False) -> None:
+    """The table has this version's columns (``older_ok``: or those of the version before, to be upgraded)."""
     columns = tuple(r[1] for r in conn.execute(f"PRAGMA table_info({table})"))
+    if older_ok and table in _OLDER_COLUMNS and columns == _OLDER_COLUMNS[table]:
+        return
     if columns != _COLUMNS[table] and not (missing_ok and not columns):
         raise UnusableIndex(
             f"no such table {table}"

@@ -51,7 +51,7 @@ from replays.viewer.safe import json_for_script, url_path
 from tracer.attention_picture import css_gradient
 from tracer.follow import RunFollower
 from tracer.graph import run_graph
-from tracer.index import RunIndex
+from tracer.index import RunIndex, RunOrder
 from tracer.schema import RunRecord, RunStatus, StepRecord
 from tracer.store import RunStore, UnreadableStep, new_run_id, read_run, read_step_entries, read_steps
 
@@ -114,6 +114,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         attention_gradient=css_gradient(),
     )
     env.filters["conf_band"] = lambda value: confidence.band(value).value
+    env.filters["conf_number"] = confidence.number
     templates = Jinja2Templates(env=env)
     app = FastAPI(title="Glassbox viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.token = token
@@ -162,11 +163,67 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             "pause": pause_state(run_dir).model_dump(mode="json") if running else None,
         }
 
+    def run_graph_svg(run_dir: Path, run: RunRecord, steps: list[StepRecord]) -> str:
+        """The decision graph with the run's labels: each step's latest verdict, and the steps given a correction."""
+        verdicts: dict[int, str] = {}
+        corrected: set[int] = set()
+        for label in labels.list(run_dir.name):  # oldest first: the latest verdict wins
+            verdicts[label.step] = label.verdict
+            if label.correction is not None:
+                corrected.add(label.step)
+        link = f"/runs/{url_path(run_dir.name)}".replace("{", "{{").replace("}", "}}") + "#step-{step}"
+        return graph_svg(run_graph(run, steps), link=link, verdicts=verdicts, corrected=corrected)
+
     def running_run_dir(run_id: str) -> Path:
         run_dir, run, _ = open_run(run_id)
         if run.status is not RunStatus.running:
             raise HTTPException(409, f"run {run_dir.name} is not running (it is {run.status.value})")
         return run_dir
+
+    def runs_listing(
+        task: str | None,
+        status: str | None,
+        policy: str | None,
+        q: str | None,
+        order: str | None,
+        page: int,
+        *,
+        menus: bool = True,
+    ) -> dict[str, Any]:
+        """One page of the runs list as the runs page shows it (``menus``: with the filter menus' values)."""
+        status = status if status in {s.value for s in RunStatus} else None
+        run_order: RunOrder = "least_confident" if order == "least_confident" else "newest"
+        idx = RunIndex(runs_dir)
+        try:
+            rows = idx.runs(
+                task=task or None,
+                status=status,
+                policy=policy or None,
+                search=q or None,
+                order=run_order,
+                limit=PAGE_SIZE + 1,
+                offset=(page - 1) * PAGE_SIZE,
+            )
+            total = idx.count()
+            tasks, policies = (idx.distinct("task_name"), idx.distinct("policy")) if menus else ([], [])
+        finally:
+            idx.close()
+        filters = {"task": task or "", "status": status or "", "policy": policy or "", "q": q or "", "order": run_order}
+        query = {k: v for k, v in filters.items() if v and not (k == "order" and v == "newest")}
+        return {
+            "rows": rows[:PAGE_SIZE],
+            "has_next": len(rows) > PAGE_SIZE,
+            "page": page,
+            "total": total,
+            "filters": filters,
+            "tasks": tasks,
+            "policies": policies,
+            "statuses": [s.value for s in RunStatus],
+            "runs_dir": str(runs_dir),
+            "rows_query": urlencode({**query, "page": page}),
+            "newer_url": "?" + urlencode({**query, "page": page - 1}),
+            "older_url": "?" + urlencode({**query, "page": page + 1}),
+        }
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(
@@ -175,48 +232,30 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         status: str | None = None,
         policy: str | None = None,
         q: str | None = None,
+        order: str | None = None,
         page: int = Query(1, ge=1, le=MAX_STEP),
     ) -> Response:
-        status = status if status in {s.value for s in RunStatus} else None
-        idx = RunIndex(runs_dir)
-        try:
-            rows = idx.runs(
-                task=task or None,
-                status=status,
-                policy=policy or None,
-                search=q or None,
-                limit=PAGE_SIZE + 1,
-                offset=(page - 1) * PAGE_SIZE,
-            )
-            total = idx.count()
-            tasks, policies = idx.distinct("task_name"), idx.distinct("policy")
-        finally:
-            idx.close()
-        filters = {"task": task or "", "status": status or "", "policy": policy or "", "q": q or ""}
-        query = {k: v for k, v in filters.items() if v}
-        return templates.TemplateResponse(
-            request,
-            "runs.html",
-            {
-                "rows": rows[:PAGE_SIZE],
-                "has_next": len(rows) > PAGE_SIZE,
-                "page": page,
-                "total": total,
-                "filters": filters,
-                "tasks": tasks,
-                "policies": policies,
-                "statuses": [s.value for s in RunStatus],
-                "runs_dir": str(runs_dir),
-                "newer_url": "?" + urlencode({**query, "page": page - 1}),
-                "older_url": "?" + urlencode({**query, "page": page + 1}),
-            },
-        )
+        return templates.TemplateResponse(request, "runs.html", runs_listing(task, status, policy, q, order, page))
+
+    @app.get("/api/runs/rows")
+    def api_runs_rows(
+        task: str | None = None,
+        status: str | None = None,
+        policy: str | None = None,
+        q: str | None = None,
+        order: str | None = None,
+        page: int = Query(1, ge=1, le=MAX_STEP),
+    ) -> Any:
+        """The runs page's table rows, rendered as on the page, for its live refresh; and the number of runs."""
+        listing = runs_listing(task, status, policy, q, order, page, menus=False)
+        html_rows = env.get_template("_runs_rows.html").render(listing)
+        return JSONResponse({"html": html_rows, "total": listing["total"]}, headers={"Cache-Control": "no-store"})
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> Response:
         run_dir, run, entries = open_run_entries(run_id)
         steps = [e for e in entries if isinstance(e, StepRecord)]
-        svg = graph_svg(run_graph(run, steps), link="#step-{step}")
+        svg = run_graph_svg(run_dir, run, steps)
         idx = RunIndex(runs_dir)
         try:
             branches = idx.branches(run.run_id)  # replays and resumes of this run, each linked to /diff
@@ -261,12 +300,13 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         status: str | None = None,
         policy: str | None = None,
         q: str | None = None,
+        order: Literal["newest", "least_confident"] = "newest",
         limit: int = Query(50, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=MAX_ID),
     ) -> Any:
         idx = RunIndex(runs_dir)
         try:
-            rows = idx.runs(task=task, status=status, policy=policy, search=q, limit=limit, offset=offset)
+            rows = idx.runs(task=task, status=status, policy=policy, search=q, order=order, limit=limit, offset=offset)
         finally:
             idx.close()
         return [r.model_dump(mode="json") for r in rows]
@@ -278,8 +318,8 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
 
     @app.get("/api/runs/{run_id}/graph", response_class=HTMLResponse)
     def api_graph(run_id: str) -> Response:
-        _, run, steps = open_run(run_id)
-        return HTMLResponse(graph_svg(run_graph(run, steps)), media_type="image/svg+xml")
+        run_dir, run, steps = open_run(run_id)
+        return HTMLResponse(run_graph_svg(run_dir, run, steps), media_type="image/svg+xml")
 
     @app.get("/api/runs/{run_id}/events")
     async def api_events(request: Request, run_id: str, after: int = Query(-1, ge=-1, le=MAX_STEP)) -> StreamingResponse:

@@ -44,3 +44,10 @@ def test_pages_carry_the_scale(tmp_path) -> None:
     assert "--conf-low: #D55E00" in page
     assert client.get("/static/confidence.js").status_code == 200
     assert client.get("/static/confidence.css").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(0.93, "0.93"), (0.5, "0.50"), (0.499, "0.499"), (0.4999, "0.499"), (0.7999, "0.799"), (0.8, "0.80")]
+)
+def test_numbers_never_round_across_a_threshold(value: float, text: str) -> None:
+    assert confidence.number(value) == text
