@@ -27,11 +27,11 @@
   // request at a time; changes that come meanwhile are drawn by the next one).
   let runId = null;
   try { runId = JSON.parse(document.getElementById("initial").textContent).run.run_id; } catch (e) { runId = null; }
-  // The filmstrip's steps and label marks (viewer.js writes "✓ labelled" / "✗ labelled" on them): when either
+  // The filmstrip's steps and label marks (viewer.js writes ✓ / ✗ / ✎ into each item's .marks): when either
   // changes, the graph is drawn again so its marks follow a label given or undone on this page.
   function filmState() {
     const films = strip.querySelectorAll(".film");
-    return films.length + "|" + Array.from(strip.querySelectorAll(".film .lab"), (el) => el.textContent).join(",");
+    return films.length + "|" + Array.from(strip.querySelectorAll(".film .marks"), (el) => el.textContent).join(",");
   }
   let fetching = false;
   let drawnFor = strip ? filmState() : "";  // the filmstrip's state when the graph was drawn
