@@ -52,7 +52,7 @@ def ocr_wanted(task: Task, policy_name: str) -> bool:
 
 
 class OcrWorker:
-    """Reads the screenshots of one run on a daemon thread (see the module docstring)."""
+    """Reads the screenshots of one run on a thread of its own (see the module docstring)."""
 
     def __init__(self, task: Task, *, engine: OcrEngine | None = None) -> None:
         self.settings = task.ocr
@@ -70,7 +70,9 @@ class OcrWorker:
         self.run_dir: Path | None = None
         self.ended_at: float | None = None
         self.caught_up_at: float | None = None
-        self._thread = threading.Thread(target=self._work, name="glassbox-ocr", daemon=True)
+        # Not a daemon: a process must not exit while onnxruntime computes on this thread (it aborts the process).
+        # After the run ends, queued steps are dropped at once, so only the read in progress is waited for.
+        self._thread = threading.Thread(target=self._work, name="glassbox-ocr")
 
     # -- events -------------------------------------------------------------------------------------------------
 
@@ -150,6 +152,8 @@ class OcrWorker:
             try:
                 step = self._queue.get(timeout=0.5)
             except queue.Empty:
+                if not threading.main_thread().is_alive():  # the run never ended (a crash): do not hold the exit
+                    return
                 continue
             if step is None:
                 self._finish()

@@ -127,12 +127,13 @@ def ocr_available(name: str = DEFAULT_ENGINE) -> str | None:
 class RapidOcrEngine:
     """rapidocr's PP-OCR pipeline (detection, direction, recognition) on onnxruntime, with its bundled models.
 
-    ``threads``: onnxruntime's intra-op threads (None: all cores). A reader beside a running loop on a small CPU
-    leaves it a core with ``threads=1``."""
+    ``threads``: onnxruntime's intra-op threads (None: all cores). The default, 1, suits a reader beside a
+    running loop: it leaves the loop the other cores, and a pool of threads that spin while they wait (as
+    onnxruntime's do) slows everything else down on a busy small CPU."""
 
     name = DEFAULT_ENGINE
 
-    def __init__(self, *, threads: int | None = None, min_score: float = 0.5) -> None:
+    def __init__(self, *, threads: int | None = 1, min_score: float = 0.5) -> None:
         try:
             from rapidocr import RapidOCR
         except ImportError as exc:

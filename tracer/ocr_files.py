@@ -77,7 +77,7 @@ def scrub_lines(lines: list[OcrLine], scrubber: Scrubber) -> list[OcrLine]:
     for line in lines:
         text = scrubber.scrub_text(line.text)
         squeezed = "".join(line.text.split())
-        if squeezed != line.text and scrubber.scrub_text(squeezed) != squeezed:
+        if text == line.text and squeezed != line.text and scrubber.scrub_text(squeezed) != squeezed:
             text = MASK
         out.append(line if text == line.text else line.model_copy(update={"text": text}))
     return out
