@@ -27,7 +27,7 @@ from agent.task import Task
 from tools.ocr import OcrEngine, OcrResult, get_engine, ocr_available
 from tools.ocr_views import layout, point_text
 from tracer.logs import get_logger
-from tracer.ocr_files import OcrIndex, OcrStepFile, OcrStepStatus, write_ocr_index, write_ocr_step
+from tracer.ocr_files import OcrIndex, OcrStepFile, OcrStepStatus, scrub_lines, write_ocr_index, write_ocr_step
 from tracer.run_files import read_step_file
 from tracer.schema import StepRecord
 from tracer.secrets import Scrubber
@@ -42,8 +42,8 @@ def ocr_wanted(task: Task, policy_name: str) -> bool:
     and the ``ocr`` extra is installed). Raises :class:`tools.ocr.OcrUnavailable` when asked for and impossible."""
     enabled = task.ocr.enabled
     problem = ocr_available(task.ocr.engine)
-    if enabled == "auto":
-        return problem is None and policy_name in ("qwen3vl", "openai")
+    if enabled == "auto":  # on_mismatch stop/ask needs the text at the point, whoever decides
+        return problem is None and (policy_name in ("qwen3vl", "openai") or task.policy.on_mismatch != "continue")
     if enabled and problem is not None:
         from tools.ocr import OcrUnavailable
 
@@ -181,6 +181,9 @@ class OcrWorker:
                     return
                 early = self._early.pop(step.index, None)
             result = early or self.engine().read(read_step_file(run_dir, step.screenshot, step.index))
+            # masked before anything is built from the lines (a region's label joins them; a split secret would
+            # only be whole again there)
+            result = result.model_copy(update={"lines": scrub_lines(result.lines, self.scrubber)})
             record = self._judge(step, result)
             with self._lock:
                 if self._closed:

@@ -157,3 +157,46 @@ def test_on_mismatch_stop_ends_the_run_before_the_click(tmp_path: Path) -> None:
     assert result.end_reason.startswith("stopped at step 4 on a mismatch: the reasoning names 'Register'")
     held = read_steps(result.run_dir)[-1]
     assert held.index == 4 and held.outcome == "skipped" and held.gate is not None and held.gate.who == "consistency"
+
+
+def test_ask_on_mismatch_holds_the_step_for_a_person(tmp_path: Path) -> None:
+    needs_ocr()
+    import threading
+    from datetime import datetime, timezone
+
+    from agent.approval import ApprovalAnswer, give_answer, read_pending
+
+    def edit(data: dict) -> None:
+        data["policy"] = {"on_mismatch": "ask", "approval_timeout_s": 300}  # ocr: auto turns on for it
+        data["script"] = [
+            *LOGIN,
+            {"action": "left_click", "target": {"role": "button", "name": "Sign in"}, "note": 'Click "Register"'},
+            {"action": "terminate", "status": "success"},
+        ]
+
+    runs = tmp_path / "runs"
+    seen: list[str] = []
+
+    def person() -> None:  # answers through the file channel, as the viewer does
+        while not seen:
+            for run_dir in runs.iterdir() if runs.is_dir() else []:
+                pending = read_pending(run_dir) if run_dir.is_dir() else None
+                if pending is not None:
+                    seen.append(f"{pending.step}:{pending.why}:{pending.why_text}")
+                    answer = ApprovalAnswer(id=pending.id, choice="stop", by="viewer", answered_at=datetime.now(timezone.utc))
+                    give_answer(run_dir, answer)
+            threading.Event().wait(0.05)
+
+    threading.Thread(target=person, daemon=True).start()
+    result = run_task(load_task(variant(tmp_path, "publish_product.yaml", edit)), runs_dir=runs)
+    assert seen and seen[0].startswith("4:mismatch:mismatch: the reasoning names 'Register'")
+    assert result.status is RunStatus.failed and "stopped by a person at step 4" in result.end_reason
+    held = read_steps(result.run_dir)[4]
+    assert held.outcome == "skipped" and held.gate is not None and (held.gate.who, held.gate.decision) == ("approval", "stop")
+
+
+def test_ask_on_mismatch_cannot_go_with_no_ocr(tmp_path: Path) -> None:
+    from tests.conftest import glassbox_in_process
+
+    done = glassbox_in_process("run", str(TASKS / "publish_product.yaml"), "--ask-on-mismatch", "--no-ocr")
+    assert done.returncode == 2 and "--ask-on-mismatch reads the screen with OCR" in done.stderr
