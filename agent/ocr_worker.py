@@ -10,12 +10,14 @@ It subscribes to the loop's events like any other watcher (:mod:`agent.events`):
                     still queued are "not done" (the exit is never held longer than that)
 
 A thread, not a process: onnxruntime releases the GIL while it computes (most of a read), so the loop's thread
-keeps running; the engine is built once per process and shared with a gate that reads a step before it acts
+keeps running; the thread runs at a lower CPU priority (nice 10 on Linux), so on a small busy CPU the loop and the
+browser come first; the engine is built once per process and shared with a gate that reads a step before it acts
 (``on_mismatch``), which hands its result over instead of reading the image twice.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -144,6 +146,7 @@ class OcrWorker:
     # -- the thread ---------------------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        _lower_priority()
         try:
             self.engine()  # load while the first step thinks
         except Exception as exc:  # recorded per step below
@@ -221,6 +224,19 @@ class OcrWorker:
             point=point,
             consistency=consistency,
         )
+
+
+OCR_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Give this thread a lower CPU priority than the loop and the browser: on Linux a thread is a task with a
+    nice value of its own, and onnxruntime with one intra-op thread computes on the calling thread. Elsewhere
+    (or when not allowed) the thread keeps its priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OCR_NICE)
+    except (AttributeError, OSError):
+        pass
 
 
 def attach_ocr(hooks: Hooks, task: Task, policy_name: str) -> OcrWorker | None:
