@@ -80,6 +80,9 @@ MAX_FILE = 1_000_000  # a channel file larger than this is not ours
 
 Choice = Literal["approve", "correct", "skip", "stop"]
 OnTimeout = Literal["proceed", "skip", "stop"]
+Why = Literal["low_confidence", "ask_before", "mismatch"]
+# policy.on_mismatch: ask: why a decided step's point does not show what its reasoning named, or None.
+MismatchCheck = Callable[["StepDecided"], "str | None"]
 # A terminal prompt: shown the held step, answers a choice, or None when ``cancelled`` is set first.
 TerminalAsk = Callable[["PendingStep", threading.Event], "Choice | None"]
 
@@ -127,7 +130,7 @@ class PendingStep(BaseModel):
     confidence: float | None = None
     policy: str
     model: str | None = None
-    why: Literal["low_confidence", "ask_before"]
+    why: Literal["low_confidence", "ask_before", "mismatch"]
     why_text: str
     asked_at: datetime
     timeout_s: float
@@ -339,8 +342,11 @@ class PersonInTheLoop:
 
     name = GATE_NAME
 
-    def __init__(self, task: Task, runs_dir: Path, *, terminal_ask: TerminalAsk | None = None) -> None:
+    def __init__(
+        self, task: Task, runs_dir: Path, *, terminal_ask: TerminalAsk | None = None, mismatch: MismatchCheck | None = None
+    ) -> None:
         settings = task.policy
+        self.mismatch = mismatch
         self.task = task
         self.runs_dir = runs_dir
         self.ask_below = settings.min_confidence if settings.on_low_confidence == "ask" else None
@@ -354,7 +360,7 @@ class PersonInTheLoop:
 
     @property
     def asks(self) -> bool:
-        return self.ask_below is not None or bool(self.ask_before)
+        return self.ask_below is not None or bool(self.ask_before) or self.mismatch is not None
 
     # subscribers
 
@@ -394,12 +400,16 @@ class PersonInTheLoop:
 
     # the gate
 
-    def held_for(self, event: StepDecided) -> tuple[Literal["low_confidence", "ask_before"], str] | None:
+    def held_for(self, event: StepDecided) -> tuple[Why, str] | None:
         """Why this step waits for a person, or None."""
         action = event.decision.action
         name = getattr(action, "action", None)
         if name in self.ask_before:
             return "ask_before", f"{name} is in ask_before"
+        if self.mismatch is not None and action is not None:
+            reason = self.mismatch(event)
+            if reason is not None:
+                return "mismatch", reason
         if self.ask_below is None:
             return None
         confidence = event.decision.confidence
@@ -472,7 +482,7 @@ class PersonInTheLoop:
             end_reason=f"no answer from a person within {self.timeout_s:g} s at step {event.index} (on_timeout: stop)",
         )
 
-    def _pending(self, event: StepDecided, why: Literal["low_confidence", "ask_before"], why_text: str) -> PendingStep:
+    def _pending(self, event: StepDecided, why: Why, why_text: str) -> PendingStep:
         action = event.decision.action
         assert action is not None
         settings = self.task.policy
@@ -579,9 +589,12 @@ class PersonInTheLoop:
             log.error("approval label not written", step=step.index, error=str(exc))
 
 
-def attach_person(hooks: Hooks, task: Task, runs_dir: Path, *, terminal_ask: TerminalAsk | None = None) -> PersonInTheLoop:
-    """Let a person pause the run, and (when the task asks for approval) answer its held steps."""
-    person = PersonInTheLoop(task, runs_dir, terminal_ask=terminal_ask)
+def attach_person(
+    hooks: Hooks, task: Task, runs_dir: Path, *, terminal_ask: TerminalAsk | None = None, mismatch: MismatchCheck | None = None
+) -> PersonInTheLoop:
+    """Let a person pause the run, and (when the task asks for approval, or ``mismatch`` is given for
+    ``on_mismatch: ask``) answer its held steps."""
+    person = PersonInTheLoop(task, runs_dir, terminal_ask=terminal_ask, mismatch=mismatch)
     hooks.on(RunStarted, person.started)
     hooks.on(StepRecorded, person.recorded)
     hooks.on(RunEnded, person.ended)

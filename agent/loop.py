@@ -25,8 +25,11 @@ from pydantic import BaseModel
 
 from agent.approval import TerminalAsk, attach_person
 from agent.checks import run_checks
+from agent.consistency import check_action
 from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
+from agent.mismatch_gate import attach_mismatch
+from agent.ocr_worker import attach_ocr
 from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import Policy, PolicyDecision, PolicyOutput
@@ -139,7 +142,11 @@ def run_task(
     if on_step is not None:
         step_callback = on_step
         run_hooks.on(StepRecorded, lambda event: step_callback(event.step))
-    attach_person(run_hooks, task, runs_dir, terminal_ask=terminal_ask)
+    # OCR (off the critical path) and the consistency gate subscribe before the person: a mismatch can hold a step.
+    ocr = attach_ocr(run_hooks, task, policy_name)
+    early = attach_mismatch(run_hooks, task, ocr)
+    mismatch = early.mismatch_reason if early is not None and task.policy.on_mismatch == "ask" else None
+    attach_person(run_hooks, task, runs_dir, terminal_ask=terminal_ask, mismatch=mismatch)
     with ExitStack() as stack:
         if executor is not None:
             env = Environment(task=task, executor=executor)
@@ -166,6 +173,7 @@ class _Loop:
         self.task, self.policy, self.executor = task, policy, env.executor
         self.hooks = hooks
         self.scrub = Scrubber.from_secrets(task.secret_values())  # the writer and the run log mask with it
+        self.goal_values = task.goal_values()  # what a reasoning may name (reasoning-action consistency)
         started = datetime.now(timezone.utc)
         links = links or {}
         record = RunRecord(
@@ -543,6 +551,10 @@ class _Loop:
                 m.model_copy(update={"images": [screenshot if r == "current" else r for r in m.images]}) for m in trace.prompt
             ]
         policy_name, model = self._decided_by(output)
+        consistency = None
+        if outcome is not None and outcome.coordinate is not None:
+            element_text = outcome.element.text if outcome.element is not None else None
+            consistency = check_action(action, trace.reasoning, goal_values=self.goal_values, element_text=element_text)
         data = {
             "index": index,
             "started_at": started_at,
@@ -578,6 +590,7 @@ class _Loop:
             "unavailable": unavailable,
             "policy_state": decision.policy_state,
             "replay": replay,
+            "consistency": consistency,
         }
         step = StepRecord.model_validate(data)
         step.timings.settle_ms = outcome.settle_ms if outcome is not None else None

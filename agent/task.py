@@ -379,12 +379,31 @@ class PolicySettings(_Strict):
     # How long a held step waits for a person, and what happens then (see agent.approval).
     approval_timeout_s: float = Field(default=300.0, gt=0, le=86400)
     on_timeout: Literal["proceed", "skip", "stop"] = "stop"
+    # When the text at the proposed point does not match what the reasoning named (OCR of the step's
+    # screenshot, read before the step acts): go on (recorded), stop the run, or hold the step for a person.
+    on_mismatch: Literal["continue", "stop", "ask"] = "continue"
 
     @model_validator(mode="after")
     def _ask_needs_a_bar(self) -> "PolicySettings":
         if self.on_low_confidence == "ask" and self.min_confidence is None:
             raise ValueError("on_low_confidence: ask needs min_confidence (the bar below which a step waits for a person)")
         return self
+
+
+class OcrSettings(_Strict):
+    """OCR of each step's screenshot, off the loop's critical path (agent.ocr_worker; needs the ``ocr`` extra).
+
+    ``enabled``: auto (the default) reads the screen when the ``ocr`` extra is installed and a model decides
+    (a model step takes seconds, and OCR of a screenshot under one); a script plays faster than OCR reads on a
+    small CPU, so it is off there unless asked for. ``steps``: every step's screenshot, or only those of steps
+    that acted. ``catch_up_s``: how long the end of a run waits for OCR to catch up; what is left is recorded
+    as not done.
+    """
+
+    enabled: bool | Literal["auto"] = "auto"
+    steps: Literal["all", "acting"] = "all"
+    engine: str = Field(default="rapidocr", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    catch_up_s: float = Field(default=5.0, ge=0, le=600)
 
 
 class ScriptStep(_Strict):
@@ -447,6 +466,7 @@ class Task(_Strict):
     script: list[ScriptStep] | None = None
     # Actions that always wait for a person's yes before they act (agent.approval), e.g. [terminate, upload_file].
     ask_before: list[str] = Field(default_factory=list, max_length=64)
+    ocr: OcrSettings = Field(default_factory=OcrSettings)
 
     # Set by the loader and the loop, not by the file.
     source: Path | None = Field(default=None, exclude=True)
@@ -664,6 +684,14 @@ class Task(_Strict):
     def input_values(self) -> dict[str, str]:
         """Every input's value, secrets included. For the executor and checks only."""
         return {name: self._value(name, spec) for name, spec in self.inputs.items()}
+
+    def goal_values(self) -> list[str]:
+        """The values of the task's inputs that are not secret (what a reasoning may name as its target)."""
+        try:
+            values = self.input_values()
+        except TaskError:  # an input read from an unset variable: the run reports it elsewhere
+            return []
+        return [values[name] for name, spec in self.inputs.items() if not spec.secret and values.get(name)]
 
     def secret_values(self) -> dict[str, str]:
         values = self.input_values()

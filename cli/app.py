@@ -178,6 +178,22 @@ def run(
             metavar="CONF",
         ),
     ] = None,
+    ocr: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--ocr/--no-ocr",
+            help="Read each step's screenshot (OCR, off the step's path; the ocr extra). Default: the task's "
+            "ocr.enabled (auto: on for a model policy when installed).",
+        ),
+    ] = None,
+    ask_on_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--ask-on-mismatch",
+            help="Hold a step for a person when the text at its point does not match what the reasoning named "
+            "(sets policy.on_mismatch: ask; turns OCR on).",
+        ),
+    ] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
 ) -> None:
@@ -194,6 +210,10 @@ def run(
         raise _usage_error("--layout-seed applies to a site Glassbox starts; with --site-url the running site decides")
     if ask_below is not None and not 0 <= ask_below <= 1:
         raise _usage_error(f"--ask-below must be a confidence between 0 and 1, not {ask_below:g}")
+    if ask_on_mismatch and ocr is False:
+        raise _usage_error("--ask-on-mismatch reads the screen with OCR, so it cannot go with --no-ocr")
+    if ocr is not None or ask_on_mismatch:
+        task.ocr.enabled = True if ask_on_mismatch else bool(ocr)
     if max_steps is not None:
         task.limits.max_steps = max_steps
     if max_errors is not None:
@@ -211,6 +231,8 @@ def run(
     }
     if ask_below is not None:
         overrides.update(min_confidence=ask_below, on_low_confidence="ask")
+    if ask_on_mismatch:
+        overrides.update(on_mismatch="ask")
 
     viewer = None
     if view:
@@ -245,6 +267,7 @@ def run(
         hooks=hooks,
         terminal_ask=_ask_on_terminal if sys.stdin.isatty() and sys.stdout.isatty() else None,
     )
+    _print_ocr_summary(result.run_dir)
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             console.print(f"viewer still serving at [bold]{viewer.url}/runs/{result.run_id}[/] · Ctrl-C to quit")
@@ -333,6 +356,25 @@ def _step_printer() -> Hooks:
     return hooks
 
 
+def _print_ocr_summary(run_dir: Path) -> None:
+    """What OCR read (written once it caught up after the run's end), and the steps whose click did not match."""
+    from tracer.ocr_files import read_ocr_index
+
+    index = read_ocr_index(run_dir)
+    if index is None:
+        return
+    done = sum(1 for s in index.steps.values() if s.status == "done")
+    late = (
+        f"caught up {index.caught_up_after_end_s:.1f} s after the end"
+        if index.caught_up_after_end_s is not None
+        else f"[yellow]{index.not_done} not done[/] after waiting {index.waited_s:.1f} s"
+    )
+    console.print(f"OCR: {done} of {len(index.steps)} steps read, {late}")
+    if index.mismatches:
+        listed = ", ".join(str(i) for i in index.mismatches)
+        console.print(f"[bold red]mismatch[/]: the point did not show what the reasoning named at step {listed}")
+
+
 def _print_run_end(event: RunEnded) -> None:
     """The run's summary when it ends: its checks, status and end reason, and where it is recorded."""
     run = event.run
@@ -379,6 +421,8 @@ def _print_step(step: StepRecord) -> None:
         status = f"[red]error[/] {escape(step.error or '')}"
     if step.gate is not None and step.gate.decision == "replace":
         status += f" [yellow](replaced by {escape(step.gate.who)})[/]"
+    if step.consistency is not None and step.consistency.verdict == "mismatch":
+        status += f" [bold red]mismatch[/] {escape(step.consistency.reason[:120])}"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
     from cli.output import confidence_markup, is_tty

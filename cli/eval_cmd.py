@@ -206,6 +206,7 @@ def _print_summary(outcome: object) -> None:
         ["steps per episode", f"mean {_num(s.steps.mean)} · median {_num(s.steps.median)}"],
         ["seconds per episode", f"mean {_num(s.seconds.mean)} · median {_num(s.seconds.median)}"],
         ["parse errors", f"{s.parse_errors} ({_pct(s.parse_error_rate)} of steps)"],
+        ["mismatches", f"{s.mismatches} step(s) in {s.mismatch_episodes} episode(s): the click did not show what was named"],
         ["end reasons", "; ".join(f"{k}: {v}" for k, v in s.end_reasons.items()) or "n/a"],
     ]
     cal = s.calibration

@@ -43,6 +43,7 @@ class AttemptResult(BaseModel):
     end_reason: str = ""
     steps: int = 0
     parse_errors: int = 0
+    mismatches: int = 0  # steps whose point did not show what the reasoning named (agent.consistency)
     seconds: float = 0.0
     error: str | None = None  # harness: what broke
     timed_out: bool = False
@@ -54,6 +55,7 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
     """Run the job in this process: a normal run (agent.loop.run_task) tagged with the eval and episode ids."""
     from agent.loop import run_task
     from agent.task import load_task
+    from tracer.ocr_files import mismatched_steps
     from tracer.store import read_run, read_steps
 
     started = time.monotonic()
@@ -83,11 +85,13 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
     seconds = time.monotonic() - started
     if result.harness_failure:  # the task's setup failed (the page never got ready): retried like a crash
         return AttemptResult(kind="harness", run_id=result.run_id, error=result.end_reason[:2000], seconds=seconds)
-    parse_errors = 0
+    parse_errors = mismatches = 0
     confidence: list[tuple[float, bool]] = []
     try:
         parse_errors = read_run(result.run_dir).summary.parse_errors
-        confidence = [(s.confidence, s.outcome == "error") for s in read_steps(result.run_dir) if s.confidence is not None]
+        steps = read_steps(result.run_dir)
+        confidence = [(s.confidence, s.outcome == "error") for s in steps if s.confidence is not None]
+        mismatches = len(mismatched_steps(result.run_dir, steps))
     except (OSError, ValueError):
         pass  # the figures stay empty; the run's status is what counts
     return AttemptResult(
@@ -97,6 +101,7 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
         end_reason=result.end_reason,
         steps=result.steps,
         parse_errors=parse_errors,
+        mismatches=mismatches,
         seconds=seconds,
         step_confidence=confidence,
     )

@@ -223,6 +223,7 @@ def _result(item: _Pending, attempt: AttemptResult) -> EpisodeResult:
         steps=attempt.steps,
         seconds=round(attempt.seconds, 3),
         parse_errors=attempt.parse_errors,
+        mismatches=attempt.mismatches,
         harness_attempts=item.attempt,
         harness_errors=errors,
         earlier_runs=item.earlier_runs + ([attempt.run_id] if attempt.kind == "harness" and attempt.run_id else []),

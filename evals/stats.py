@@ -142,6 +142,8 @@ def summarize(results: Sequence[EpisodeResult], planned: int | None = None) -> E
         end_reasons=dict(reasons.most_common()),
         parse_errors=parse_errors,
         parse_error_rate=parse_errors / total_steps if total_steps else None,
+        mismatches=sum(r.mismatches for r in ran),
+        mismatch_episodes=sum(1 for r in ran if r.mismatches),
         retried_episodes=sum(1 for r in results if r.harness_attempts > 1),
         calibration=calibration([pair for r in ran for pair in r.step_confidence]),
     )

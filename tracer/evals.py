@@ -72,6 +72,7 @@ class EpisodeResult(BaseModel):
     steps: int
     seconds: float
     parse_errors: int
+    mismatches: int = 0  # steps whose point did not show what the reasoning named (absent: recorded before)
     harness_attempts: int  # attempts made (1 = no retry)
     harness_errors: list[str] = Field(default_factory=list)  # one per failed attempt
     earlier_runs: list[str] = Field(default_factory=list)  # run folders of attempts that did not count
@@ -175,6 +176,8 @@ class EvalSummary(BaseModel):
     end_reasons: dict[str, int]
     parse_errors: int
     parse_error_rate: float | None  # parse errors per step
+    mismatches: int = 0  # reasoning-action mismatches over all steps (tracer.ocr_files.mismatched_steps)
+    mismatch_episodes: int = 0  # episodes with at least one
     retried_episodes: int  # episodes that needed more than one attempt
     calibration: Calibration
 

@@ -90,6 +90,21 @@ class Evidence(BaseModel):
     sized_by: Literal["element", "fixed"]
 
 
+class ConsistencyCheck(BaseModel):
+    """Does the point that was acted on show what the model said it would act on? (agent.consistency)
+
+    ``claimed``: the texts the model named (quoted or named in its reasoning, the tool call's text, the goal's
+    values it mentioned); ``observed``: the text at the point by source (``element``: the DOM element's text;
+    ``ocr_under`` / ``ocr_nearest``: OCR of the screenshot); ``matched``: the pair that agreed.
+    """
+
+    verdict: Literal["match", "mismatch", "unknown"]
+    claimed: list[str] = Field(default_factory=list)
+    observed: dict[str, str] = Field(default_factory=dict)
+    matched: tuple[str, str] | None = None
+    reason: str
+
+
 class AttentionRef(BaseModel):
     """One attention map of this step: ``key`` (``target/group``) inside the step's ``attention.npz``."""
 
@@ -183,6 +198,9 @@ class StepRecord(BaseModel):
     policy_state: dict[str, Any] = Field(default_factory=dict)  # what a policy needs to pick up from history
     replay: ReplayInfo | None = None
     gate: GateRecord | None = None  # None: no gate was asked (none registered, or nothing to act on)
+    # Acting steps with a point: the reasoning against the text at the point known when the step was recorded
+    # (the DOM element's; OCR's when a gate read the screen first). OCR's later verdict is in ocr/step-NNNN.json.
+    consistency: ConsistencyCheck | None = None
 
     @model_validator(mode="before")
     @classmethod

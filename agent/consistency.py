@@ -1,0 +1,157 @@
+"""Reasoning-action consistency: does the point that was acted on show what the model said it would act on?
+
+The failure people fear most is the reasoning saying "click Sign in" while the click lands on "Register". For
+each step that acts on a point, the texts the model *claimed* are compared with the texts *observed* there:
+
+- claimed: quoted text in the reasoning ('Publish', "Sign in", “发布”, 「发布」), text named after an action verb
+  ("click the Publish button", "点击发布按钮"), a script note of three words or fewer ("Sign in"), the tool
+  call's ``text`` argument, and the goal's values that the reasoning mentions;
+- observed: the DOM element's text (a browser knows it), the OCR line under the point, and the nearest OCR line
+  when it is close (an empty input's label).
+
+``match``: some claimed text agrees with some observed text (same words after normalising case, width and
+punctuation; one inside the other; or at least half of the claim's words). ``mismatch``: both sides have text
+and nothing agrees. ``unknown``: the model named nothing, or there is no text at the point. The verdict is
+conservative on purpose: a long reasoning names many things, and any of them agreeing is a match.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from difflib import SequenceMatcher
+
+from tools.actions import POINT_ACTIONS, Action
+from tools.ocr_views import PointText
+from tracer.schema import ConsistencyCheck
+
+NEAREST_PX = 40.0  # an OCR line this close to the point counts as observed there (an input's label)
+MAX_CLAIM = 60
+_QUOTED = re.compile(
+    r"(?<!\w)'([^'\n]{1,60}?)'(?!\w)"
+    r"|(?<!\w)\"([^\"\n]{1,60}?)\"(?!\w)"
+    r"|“([^”\n]{1,60}?)”|‘([^’\n]{1,60}?)’|「([^」\n]{1,60}?)」|『([^』\n]{1,60}?)』|`([^`\n]{1,60}?)`"
+)
+_VERBS = (
+    r"click|clicks|clicking|clicked|press|presses|pressing|tap|taps|tapping|hit|push"
+    r"|select|selecting|choose|choosing|open|opening|focus|activate"
+)
+_GENERIC = r"button|link|tab|field|menu|icon|option|box|input|item|entry|checkbox|control|element"
+_NAMED = re.compile(
+    rf"\b(?:{_VERBS})\s+(?:on\s+)?(?:the\s+|a\s+|an\s+)?([^\n.,;:!?\"'“”‘’「」()]{{1,40}}?)"
+    rf"(?:\s+(?:{_GENERIC}))?(?=\s*[\n.,;:!?()]|\s+(?:to|and|so|in|at|because|then|which|on|for|of|with)\b|\s*$)",
+    re.IGNORECASE,
+)
+_NAMED_ZH = re.compile(
+    r"(?:点击|单击|按下|选择|打开)(?:“|「)?([^\s，。；：！？、“”「」]{1,20}?)(?:”|」)?(?:按钮|链接|选项|菜单|输入框)?(?=[，。；：！？、\s]|$)"
+)
+_SCRIPT_PREFIX = re.compile(r"^Script step \d+/\d+:\s*")
+_ROLE_WORDS = {"button", "link", "textbox", "combobox", "checkbox", "tab", "menuitem", "option", "heading", "img"}
+_STOP = {"the", "a", "an", "to", "of", "on", "in", "and", "or", "for", "with", "my", "this", "that", "it", "its", "now", "then"}
+
+
+def normalise(text: str) -> str:
+    """Case, width and punctuation folded; words separated by one space (CJK characters kept)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(ch if ch.isalnum() else " " for ch in text)
+    return " ".join(text.split())
+
+
+def _words(text: str) -> set[str]:
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in normalise(text).split() if w not in _STOP and len(w) > 1}
+
+
+def agrees(claim: str, seen: str) -> bool:
+    """Whether a claimed text and an observed one name the same thing (see the module docstring)."""
+    a, b = normalise(claim), normalise(seen)
+    if not a or not b:
+        return False
+    if a == b or (len(a) >= 2 and a in b) or (len(b) >= 2 and b in a):
+        return True
+    if SequenceMatcher(None, a, b).ratio() >= 0.8:
+        return True
+    words = _words(claim)
+    return bool(words) and len(words & _words(seen)) / len(words) >= 0.5
+
+
+def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_values: Iterable[str] = ()) -> list[str]:
+    """What the model said it would act on, in the order found, without repeats."""
+    found: list[str] = []
+    text = reasoning or ""
+    script_note = _SCRIPT_PREFIX.sub("", text)
+    for match in _QUOTED.finditer(text):
+        found.append(next(g for g in match.groups() if g is not None))
+    for match in _NAMED.finditer(text):
+        found.append(match.group(1))
+    for match in _NAMED_ZH.finditer(text):
+        found.append(match.group(1))
+    if script_note != text and not found and 0 < len(script_note.split()) <= 3:
+        found.append(script_note)  # a script's short note names its target ("Sign in")
+    if tool_text:
+        found.append(tool_text)
+    folded = normalise(text)
+    for value in goal_values:
+        if len(normalise(value)) >= 2 and normalise(value) in folded:
+            found.append(value)
+    claims: list[str] = []
+    for claim in found:
+        claim = " ".join(claim.split())[:MAX_CLAIM]
+        if normalise(claim) and normalise(claim) not in _ROLE_WORDS and claim not in claims:
+            claims.append(claim)
+    return claims
+
+
+def observed_texts(element_text: str | None, point: PointText | None) -> dict[str, str]:
+    """The text at the executed point by source."""
+    seen: dict[str, str] = {}
+    if element_text and element_text.strip():
+        seen["element"] = " ".join(element_text.split())[:200]
+    if point is not None:
+        if point.under is not None:
+            seen["ocr_under"] = point.under.text
+        elif point.nearest is not None and point.distance_px is not None and point.distance_px <= NEAREST_PX:
+            seen["ocr_nearest"] = point.nearest.text
+    return seen
+
+
+def judge(claimed: list[str], observed: Mapping[str, str]) -> ConsistencyCheck:
+    """The verdict for one step from its claimed and observed texts."""
+    if not claimed:
+        return ConsistencyCheck(verdict="unknown", observed=dict(observed), reason="the reasoning names nothing to act on")
+    if not observed:
+        return ConsistencyCheck(verdict="unknown", claimed=claimed, reason="no text was found at the executed point")
+    for claim in claimed:
+        for source, seen in observed.items():
+            if agrees(claim, seen):
+                return ConsistencyCheck(
+                    verdict="match",
+                    claimed=claimed,
+                    observed=dict(observed),
+                    matched=(claim, seen),
+                    reason=f"{claim!r} agrees with the {source.replace('_', ' ')} text {seen!r}",
+                )
+    where = ", ".join(f"{source.replace('_', ' ')} {seen!r}" for source, seen in observed.items())
+    names = ", ".join(repr(c) for c in claimed[:4])
+    return ConsistencyCheck(
+        verdict="mismatch",
+        claimed=claimed,
+        observed=dict(observed),
+        reason=f"the reasoning names {names} but the point shows {where}",
+    )
+
+
+def check_action(
+    action: Action | None,
+    reasoning: str | None,
+    *,
+    goal_values: Iterable[str] = (),
+    element_text: str | None = None,
+    point: PointText | None = None,
+) -> ConsistencyCheck | None:
+    """The verdict for a step that acts on a point; None for other steps (typing, keys, scrolling, ending)."""
+    if action is None or getattr(action, "action", None) not in POINT_ACTIONS:
+        return None
+    tool_text = getattr(action, "text", None)
+    claims = claimed_texts(reasoning, tool_text if isinstance(tool_text, str) else None, goal_values)
+    return judge(claims, observed_texts(element_text, point))

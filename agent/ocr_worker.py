@@ -1,0 +1,246 @@
+"""OCR of every step, off the loop's critical path: a worker thread fed by the run's events that catches up.
+
+It subscribes to the loop's events like any other watcher (:mod:`agent.events`)::
+
+    RunStarted      the engine starts loading on the worker thread (seconds, once per process)
+    StepRecorded    the step's screenshot (already on disk) is queued; the worker reads it, finds the text at the
+                    executed point and the layout regions, judges the reasoning against the text there, and writes
+                    ``ocr/step-NNNN.json`` (tracer.ocr_files), secrets masked
+    RunEnded        waits up to ``ocr.catch_up_s`` for the queue to empty, then writes ``ocr/index.json``: steps
+                    still queued are "not done" (the exit is never held longer than that)
+
+A thread, not a process: onnxruntime releases the GIL while it computes (most of a read), so the loop's thread
+keeps running; the thread runs at a lower CPU priority (nice 10 on Linux), so on a small busy CPU the loop and the
+browser come first; the engine is built once per process and shared with a gate that reads a step before it acts
+(``on_mismatch``), which hands its result over instead of reading the image twice.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from agent.consistency import check_action
+from agent.events import Hooks, RunEnded, RunStarted, StepRecorded
+from agent.task import Task
+from tools.ocr import OcrEngine, OcrResult, get_engine, ocr_available
+from tools.ocr_views import layout, point_text
+from tracer.logs import get_logger
+from tracer.ocr_files import OcrIndex, OcrStepFile, OcrStepStatus, scrub_lines, write_ocr_index, write_ocr_step
+from tracer.run_files import read_step_file
+from tracer.schema import StepRecord
+from tracer.secrets import Scrubber
+
+log = get_logger("glassbox.ocr")
+
+ACTING_VERBS = {"left_click": "clicked", "double_click": "double-clicked", "triple_click": "triple-clicked"}
+
+
+def ocr_wanted(task: Task, policy_name: str) -> bool:
+    """Whether a run of ``task`` by ``policy_name`` reads its screens (``ocr.enabled``; auto: a model decides
+    and the ``ocr`` extra is installed). Raises :class:`tools.ocr.OcrUnavailable` when asked for and impossible."""
+    enabled = task.ocr.enabled
+    problem = ocr_available(task.ocr.engine)
+    if enabled == "auto":  # on_mismatch stop/ask needs the text at the point, whoever decides
+        return problem is None and (policy_name in ("qwen3vl", "openai") or task.policy.on_mismatch != "continue")
+    if enabled and problem is not None:
+        from tools.ocr import OcrUnavailable
+
+        raise OcrUnavailable(f"ocr.enabled is true but OCR cannot run: {problem}")
+    return bool(enabled)
+
+
+class OcrWorker:
+    """Reads the screenshots of one run on a thread of its own (see the module docstring)."""
+
+    def __init__(self, task: Task, *, engine: OcrEngine | None = None) -> None:
+        self.settings = task.ocr
+        self.scrubber = Scrubber.from_secrets(task.secret_values())
+        self.goal_values = task.goal_values()
+        self._engine = engine
+        self._queue: queue.Queue[StepRecord | None] = queue.Queue()
+        self._lock = threading.Lock()  # guards the statuses and the closed flag against the thread
+        self._statuses: dict[int, OcrStepStatus] = {}
+        self._verdicts: dict[int, str] = {}  # the step's own verdict, for steps OCR does not judge
+        self._early: dict[int, OcrResult] = {}  # read by a gate before the step acted
+        self._closed = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.run_dir: Path | None = None
+        self.ended_at: float | None = None
+        self.caught_up_at: float | None = None
+        # Not a daemon: a process must not exit while onnxruntime computes on this thread (it aborts the process).
+        # After the run ends, queued steps are dropped at once, so only the read in progress is waited for.
+        self._thread = threading.Thread(target=self._work, name="glassbox-ocr")
+
+    # -- events -------------------------------------------------------------------------------------------------
+
+    def attach(self, hooks: Hooks) -> "OcrWorker":
+        hooks.on(RunStarted, self.started)
+        hooks.on(StepRecorded, self.recorded)
+        hooks.on(RunEnded, self.ended)
+        return self
+
+    def started(self, event: RunStarted) -> None:
+        self.run_dir = event.run_dir
+        self._thread.start()
+
+    def recorded(self, event: StepRecorded) -> None:
+        step = event.step
+        if step.consistency is not None:
+            self._verdicts[step.index] = step.consistency.verdict
+        if self.settings.steps == "acting" and step.action is None:
+            with self._lock:
+                self._statuses[step.index] = OcrStepStatus(status="skipped", reason="ocr.steps is acting; this step did not act")
+            return
+        with self._lock:  # cleared and queued together, so the thread cannot see an empty queue in between
+            self._statuses[step.index] = OcrStepStatus(status="not_done", reason="still queued when the run ended")
+            self._idle.clear()
+            self._queue.put(step)
+
+    def ended(self, event: RunEnded) -> None:
+        self.ended_at = time.monotonic()
+        self._queue.put(None)
+        caught_up = self._idle.wait(self.settings.catch_up_s)
+        waited = time.monotonic() - self.ended_at
+        with self._lock:
+            self._closed = True  # a read still running is dropped, not written after the index
+            statuses = dict(sorted(self._statuses.items()))
+            mismatches = sorted(
+                i
+                for i in set(statuses) | set(self._verdicts)
+                if (statuses[i].verdict if i in statuses and statuses[i].verdict else self._verdicts.get(i)) == "mismatch"
+            )
+        index = OcrIndex(
+            engine=self.settings.engine,
+            steps_setting=self.settings.steps,
+            steps=statuses,
+            mismatches=mismatches,
+            caught_up_after_end_s=round(max(0.0, self.caught_up_at - self.ended_at), 3)
+            if caught_up and self.caught_up_at is not None
+            else (0.0 if caught_up else None),
+            waited_s=round(waited, 3),
+            not_done=sum(1 for s in statuses.values() if s.status == "not_done"),
+        )
+        write_ocr_index(event.run_dir, index)
+        if index.not_done:
+            log.warning("ocr did not catch up", not_done=index.not_done, waited_s=index.waited_s)
+
+    # -- a gate's early read --------------------------------------------------------------------------------------
+
+    def engine(self) -> OcrEngine:
+        if self._engine is None:
+            self._engine = get_engine(self.settings.engine)
+        return self._engine
+
+    def read_early(self, index: int, png: bytes) -> OcrResult:
+        """Read step ``index``'s screenshot now (a gate needs it before the step acts); the worker reuses it."""
+        result = self.engine().read(png)
+        with self._lock:
+            self._early[index] = result
+        return result
+
+    # -- the thread ---------------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        _lower_priority()
+        try:
+            self.engine()  # load while the first step thinks
+        except Exception as exc:  # recorded per step below
+            log.error("ocr engine failed to load", error=f"{type(exc).__name__}: {exc}")
+        while True:
+            try:
+                step = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if not threading.main_thread().is_alive():  # the run never ended (a crash): do not hold the exit
+                    return
+                continue
+            if step is None:
+                self._finish()
+                return
+            self._read(step)
+            if self._queue.empty():
+                self._mark_idle()
+
+    def _mark_idle(self) -> None:
+        with self._lock:
+            if self._queue.empty():
+                self.caught_up_at = time.monotonic()
+                self._idle.set()
+
+    def _finish(self) -> None:
+        self.caught_up_at = time.monotonic()
+        self._idle.set()
+
+    def _read(self, step: StepRecord) -> None:
+        run_dir = self.run_dir
+        assert run_dir is not None
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                early = self._early.pop(step.index, None)
+            result = early or self.engine().read(read_step_file(run_dir, step.screenshot, step.index))
+            # masked before anything is built from the lines (a region's label joins them; a split secret would
+            # only be whole again there)
+            result = result.model_copy(update={"lines": scrub_lines(result.lines, self.scrubber)})
+            record = self._judge(step, result)
+            with self._lock:
+                if self._closed:
+                    return
+                relative = write_ocr_step(run_dir, record, self.scrubber)
+                verdict = record.consistency.verdict if record.consistency is not None else None
+                self._statuses[step.index] = OcrStepStatus(status="done", file=relative, verdict=verdict)
+        except Exception as exc:  # one bad image never stops the others (nor the run)
+            reason = self.scrubber.scrub_text(f"{type(exc).__name__}: {exc}")
+            log.error("ocr failed", step=step.index, error=reason)
+            with self._lock:
+                if not self._closed:
+                    self._statuses[step.index] = OcrStepStatus(status="error", reason=reason)
+
+    def _judge(self, step: StepRecord, result: OcrResult) -> OcrStepFile:
+        regions = layout(result)
+        point = None
+        consistency = None
+        if step.evidence is not None:
+            verb = ACTING_VERBS.get(getattr(step.action, "action", ""), "acted on")
+            point = point_text(result, step.evidence.point, regions, verb=verb)
+            element = step.element.text if step.element is not None else None
+            # the step's reasoning as recorded (secrets are placeholders there already)
+            consistency = check_action(
+                step.action, step.reasoning, goal_values=self.goal_values, element_text=element, point=point
+            )
+        return OcrStepFile(
+            step=step.index,
+            screenshot=step.screenshot,
+            engine=result.engine,
+            size=result.size,
+            ms=result.ms,
+            lines=result.lines,
+            layout=regions,
+            point=point,
+            consistency=consistency,
+        )
+
+
+OCR_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Give this thread a lower CPU priority than the loop and the browser: on Linux a thread is a task with a
+    nice value of its own, and onnxruntime with one intra-op thread computes on the calling thread. Elsewhere
+    (or when not allowed) the thread keeps its priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OCR_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+def attach_ocr(hooks: Hooks, task: Task, policy_name: str) -> OcrWorker | None:
+    """Subscribe an OCR worker for this run when the task (or the CLI) asks for OCR; None when it is off."""
+    if not ocr_wanted(task, policy_name):
+        return None
+    return OcrWorker(task).attach(hooks)

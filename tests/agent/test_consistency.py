@@ -1,0 +1,73 @@
+"""Reasoning-action consistency: what the model named against the text at the executed point."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.consistency import agrees, check_action, claimed_texts, judge
+from tools.actions import LeftClick, Type
+from tools.ocr import OcrLine, OcrResult
+from tools.ocr_views import point_text
+
+SCREEN = OcrResult(
+    engine="test",
+    size=(1280, 800),
+    lines=[
+        OcrLine(text="Sign in", box=(615, 482, 666, 504), score=1.0),
+        OcrLine(text="Register", box=(700, 482, 770, 504), score=1.0),
+        OcrLine(text="Username", box=(476, 329, 552, 349), score=1.0),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "claims"),
+    [
+        ('I will click the "Sign in" button to log in.', ["Sign in"]),
+        ("I don't see it yet; click on Register to create an account", ["Register"]),
+        ("Script step 5/21: Sign in", ["Sign in"]),
+        ("Script step 1/21: Focus the username field", ["username"]),
+        ("Script step 7/21: left_click on role='link', name='New product'", ["New product"]),
+        ("我需要点击“发布”按钮。", ["发布"]),
+        ("Script step 19/21: Attach the product photo", []),
+        ("The page is loading.", []),
+    ],
+)
+def test_claims_are_quoted_or_named_texts(reasoning: str, claims: list[str]) -> None:
+    assert claimed_texts(reasoning) == claims
+
+
+def test_goal_values_count_when_the_reasoning_mentions_them() -> None:
+    assert claimed_texts("Pick Audio as the category", goal_values=["Audio", "admin"]) == ["Audio"]
+
+
+def test_agreement_is_lenient_about_case_plurals_and_extra_words_but_not_other_labels() -> None:
+    assert agrees("sign in", "Sign in") and agrees("product list", "Products") and agrees("username", "Username")
+    assert agrees("Publish the product", "Publish") and agrees("发布", "发布商品")
+    assert not agrees("Sign in", "Register") and not agrees("Save draft", "Publish")
+
+
+def test_a_click_on_another_label_than_the_one_named_is_a_mismatch() -> None:
+    click = LeftClick(action="left_click", coordinate=[500, 615])
+    at = point_text(SCREEN, (735, 493))  # on Register
+    check = check_action(click, 'Click the "Sign in" button.', point=at)
+    assert check is not None and check.verdict == "mismatch"
+    assert check.claimed == ["Sign in"] and check.observed == {"ocr_under": "Register"}
+    assert "'Sign in'" in check.reason and "'Register'" in check.reason
+    same = check_action(click, 'Click the "Sign in" button.', point=point_text(SCREEN, (640, 493)))
+    assert same is not None and same.verdict == "match" and same.matched == ("Sign in", "Sign in")
+
+
+def test_the_dom_text_and_a_near_label_are_observed_too() -> None:
+    click = LeftClick(action="left_click", coordinate=[1, 1])
+    assert check_action(click, "click Register", element_text="Register").verdict == "match"  # type: ignore[union-attr]
+    near = point_text(SCREEN, (500, 365))  # an empty input 16 px under its label
+    check = check_action(click, "Script step 1/9: Focus the username field", point=near)
+    assert check is not None and check.verdict == "match" and check.observed == {"ocr_nearest": "Username"}
+
+
+def test_nothing_named_or_nothing_seen_is_unknown_and_non_point_actions_are_not_judged() -> None:
+    assert judge([], {"element": "Sign in"}).verdict == "unknown"
+    assert judge(["Sign in"], {}).verdict == "unknown"
+    assert check_action(Type(action="type", text="admin"), "type 'admin'") is None
+    assert check_action(None, "click 'x'") is None

@@ -1,0 +1,120 @@
+"""The OCR engine (rapidocr, its models from the wheel) on real shop screenshots, and the layout geometry."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import copy_bundled_run
+from tools.ocr import OcrLine, OcrResult, OcrUnavailable, get_engine, ocr_available, register_engine
+from tools.ocr_views import layout, point_text
+from tracer import read_steps
+from tracer.ocr_files import scrub_lines
+from tracer.secrets import MASK, Scrubber
+
+
+def line(text: str, box: tuple[int, int, int, int]) -> OcrLine:
+    return OcrLine(text=text, box=box, score=1.0)
+
+
+FORM = OcrResult(
+    engine="test",
+    size=(1280, 800),
+    lines=[
+        line("Northwind Goods", (15, 15, 169, 38)),
+        line("Dashboard", (16, 77, 93, 98)),
+        line("Products", (16, 110, 84, 136)),
+        line("Product name", (264, 97, 368, 120)),
+        line("Price (USD)", (263, 163, 352, 193)),
+        line("Publish", (273, 555, 339, 583)),
+        line("Save draft", (370, 558, 447, 583)),
+    ],
+)
+
+
+def test_rows_group_side_by_side_lines_and_name_the_clicked_region() -> None:
+    regions = layout(FORM)
+    assert [r.label for r in regions.rows if len(r.lines) > 1] == ["Publish | Save draft"]
+    at = point_text(FORM, (306, 569), regions)
+    assert at.under is not None and at.under.text == "Publish" and at.distance_px == 0
+    assert at.description == "clicked 'Publish' in the region 'Publish | Save draft' at the bottom-left"
+
+
+def test_a_point_beside_text_names_the_nearest_line_and_its_distance() -> None:
+    at = point_text(FORM, (300, 130))  # an empty input under its label
+    assert at.under is None and at.nearest is not None and at.nearest.text == "Product name"
+    assert at.distance_px == 10.0
+    far = point_text(FORM, (1000, 700))
+    assert far.under is None and far.row is None and "no text within" in far.description
+
+
+def test_panels_keep_the_sidebar_apart_from_the_form() -> None:
+    panels = [r.label for r in layout(FORM).panels]
+    assert panels == ["Northwind Goods", "Dashboard | Products", "Product name | Price (USD)", "Publish | Save draft"]
+
+
+def test_an_unknown_engine_is_a_clear_error_and_another_can_be_registered() -> None:
+    with pytest.raises(OcrUnavailable, match="unknown OCR engine 'nope'; known: .*rapidocr"):
+        get_engine("nope")
+
+    class Fixed:  # a stand-in engine: the registry is under test here, not OCR
+        name = "fixed"
+
+        def read(self, image: object) -> OcrResult:
+            return FORM
+
+    register_engine("fixed-test", Fixed)
+    assert get_engine("fixed-test") is get_engine("fixed-test")  # built once per process
+    assert get_engine("fixed-test").read(b"") is FORM
+    assert "unknown OCR engine" in (ocr_available("nope") or "")
+
+
+def test_secrets_are_masked_in_lines_even_when_ocr_splits_them() -> None:
+    scrub = Scrubber.from_secrets({"note": "Zebra-tulip-4821"})
+    lines = scrub_lines([line("note: Zebra-tulip-4821 ok", (0, 0, 9, 9)), line("Zebra-t ulip-48 21", (0, 0, 9, 9))], scrub)
+    assert [x.text for x in lines] == [f"note: {MASK} ok", MASK]
+
+
+# -- the real engine on real screenshots (slow: loads onnxruntime and the models) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine():
+    problem = ocr_available()
+    if problem is not None:
+        pytest.skip(f"needs the ocr extra: {problem}")
+    return get_engine()
+
+
+@pytest.mark.slow
+def test_models_load_from_the_package_without_downloading(monkeypatch) -> None:
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    from rapidocr.utils.download_file import DownloadFile
+
+    from tools.fake import screenshot
+    from tools.ocr import RapidOcrEngine
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rapidocr tried to download a model")
+
+    # rapidocr checks its bundled files against their checksums and asks the network only for a missing one
+    monkeypatch.setattr(DownloadFile, "_make_http_request", classmethod(refuse))
+    result = RapidOcrEngine().read(screenshot("white"))
+    assert result.lines == [] and result.size == (1280, 800)
+
+
+def test_ocr_finds_the_shop_buttons_where_the_clicks_landed(engine, bundled_run, tmp_path) -> None:
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    steps = read_steps(result.run_dir)
+    for name in ("Sign in", "Publish"):
+        step = next(s for s in steps if s.element is not None and s.element.text == name and s.evidence is not None)
+        read = engine.read((result.run_dir / step.screenshot).read_bytes())
+        found = [x for x in read.lines if x.text == name]
+        assert len(found) == 1, [x.text for x in read.lines]
+        left, top, right, bottom = found[0].box
+        assert right - left > 20 and bottom - top > 10
+        at = point_text(read, step.evidence.point)
+        assert at.under == found[0], at.description  # the click landed on the text OCR read
+    publish_page = engine.read((result.run_dir / steps[-2].screenshot).read_bytes())
+    rows = [r.label for r in layout(publish_page).rows]
+    assert "Publish | Save draft" in rows

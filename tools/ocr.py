@@ -1,0 +1,195 @@
+"""Reading the text on a screenshot: one OCR engine interface, with rapidocr as the embedded default.
+
+::
+
+    from tools.ocr import get_engine
+
+    result = get_engine().read(png_bytes)          # OcrResult: lines with text, box (screenshot pixels), score
+    for line in result.lines:
+        print(line.text, line.box, line.score)
+
+``rapidocr`` (the ``ocr`` extra: ``pip install 'glassbox[ocr]'``) ships its PP-OCR detection and recognition
+models (Chinese and English) inside its wheel and runs them on onnxruntime: nothing is downloaded at run time.
+Loading it costs seconds (importing onnxruntime and the models), so :func:`get_engine` makes one engine per name
+per process, on first use. onnxruntime releases the GIL while it computes, so a reader on a worker thread leaves
+the loop's thread free; one engine reads one image at a time (a lock), since two reads at once on a small CPU are
+no faster than one after the other.
+
+Another engine plugs in by name: ``register_engine("mine", factory)``, then ``get_engine("mine")``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.errors import UsageError
+
+DEFAULT_ENGINE = "rapidocr"
+
+
+class OcrUnavailable(UsageError):
+    """The OCR engine asked for cannot be used here (unknown name, or its package is not installed)."""
+
+
+class OcrLine(BaseModel):
+    """One line of text found on the image; ``box`` is left, top, right, bottom in the image's pixels."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    box: tuple[int, int, int, int]
+    score: float = Field(ge=0, le=1)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        left, top, right, bottom = self.box
+        return (left + right) / 2, (top + bottom) / 2
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+
+class OcrResult(BaseModel):
+    """What an engine read on one image: its lines in reading order (top to bottom, then left to right)."""
+
+    engine: str
+    size: tuple[int, int]  # the image's width and height in pixels
+    lines: list[OcrLine] = Field(default_factory=list)
+    ms: float = 0.0  # how long the read took
+
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+
+@runtime_checkable
+class OcrEngine(Protocol):
+    """Reads the text lines of an image (PNG/JPEG bytes, or an RGB array of shape height x width x 3)."""
+
+    name: str
+
+    def read(self, image: bytes | Any) -> OcrResult: ...
+
+
+EngineFactory = Callable[[], OcrEngine]
+_FACTORIES: dict[str, EngineFactory] = {}
+_ENGINES: dict[str, OcrEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def register_engine(name: str, factory: EngineFactory) -> None:
+    """Make ``get_engine(name)`` build its engine with ``factory`` (called once per process, on first use)."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"an OCR engine name is letters, digits, - and _, not {name!r}")
+    with _ENGINES_LOCK:
+        _FACTORIES[name] = factory
+        _ENGINES.pop(name, None)
+
+
+def engine_names() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def get_engine(name: str = DEFAULT_ENGINE) -> OcrEngine:
+    """The process's engine called ``name``, built on first use; :class:`OcrUnavailable` for an unknown name or
+    an engine whose package is missing."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(name)
+        if engine is not None:
+            return engine
+        factory = _FACTORIES.get(name)
+        if factory is None:
+            raise OcrUnavailable(f"unknown OCR engine {name!r}; known: {', '.join(sorted(_FACTORIES)) or 'none'}")
+        engine = factory()
+        _ENGINES[name] = engine
+        return engine
+
+
+def ocr_available(name: str = DEFAULT_ENGINE) -> str | None:
+    """None when engine ``name`` can be built here, else why not (without loading any model)."""
+    if name not in _FACTORIES:
+        return f"unknown OCR engine {name!r}; known: {', '.join(sorted(_FACTORIES))}"
+    if name == DEFAULT_ENGINE:
+        import importlib.util
+
+        for package in ("rapidocr", "onnxruntime"):
+            if importlib.util.find_spec(package) is None:
+                return f"the {package} package is not installed (pip install 'glassbox[ocr]')"
+    return None
+
+
+class RapidOcrEngine:
+    """rapidocr's PP-OCR pipeline (detection, direction, recognition) on onnxruntime, with its bundled models.
+
+    ``threads``: onnxruntime's intra-op threads (None: all cores). The default, 1, suits a reader beside a
+    running loop: it leaves the loop the other cores, and a pool of threads that spin while they wait (as
+    onnxruntime's do) slows everything else down on a busy small CPU."""
+
+    name = DEFAULT_ENGINE
+
+    def __init__(self, *, threads: int | None = 1, min_score: float = 0.5) -> None:
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise OcrUnavailable(
+                f"rapidocr cannot be imported ({exc}); install the ocr extra: pip install 'glassbox[ocr]'"
+            ) from None
+        params: dict[str, Any] = {"Global.log_level": "error", "Global.text_score": min_score}
+        if threads is not None:
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+            params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
+        # model_path/model_dir stay unset: the models inside the wheel are used (rapidocr downloads only when a
+        # configured model file is missing, and none is).
+        self._ocr = RapidOCR(params=params)
+        self._lock = threading.Lock()
+
+    def read(self, image: bytes | Any) -> OcrResult:
+        import numpy as np
+
+        array = _rgb_array(image)
+        height, width = array.shape[:2]
+        started = time.perf_counter()
+        bgr = np.ascontiguousarray(array[:, :, ::-1])  # rapidocr takes an array as OpenCV's BGR
+        with self._lock:
+            output = self._ocr(bgr)
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        lines = []
+        boxes = getattr(output, "boxes", None)
+        texts, scores = getattr(output, "txts", None) or (), getattr(output, "scores", None) or ()
+        if boxes is not None:
+            for quad, text, score in zip(boxes, texts, scores, strict=False):
+                xs = [float(p[0]) for p in quad]
+                ys = [float(p[1]) for p in quad]
+                box = (
+                    max(0, int(min(xs))),
+                    max(0, int(min(ys))),
+                    min(width, int(round(max(xs)))),
+                    min(height, int(round(max(ys)))),
+                )
+                lines.append(OcrLine(text=str(text), box=box, score=round(min(1.0, max(0.0, float(score))), 4)))
+        lines.sort(key=lambda line: (line.box[1] // 8, line.box[0]))
+        return OcrResult(engine=self.name, size=(width, height), lines=lines, ms=ms)
+
+
+def _rgb_array(image: bytes | Any) -> Any:
+    """An RGB uint8 array from encoded image bytes or an array."""
+    import numpy as np
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(bytes(image))) as opened:
+            return np.asarray(opened.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"an OCR image is encoded bytes or an RGB array (height x width x 3), not shape {array.shape}")
+    return array
+
+
+register_engine(DEFAULT_ENGINE, RapidOcrEngine)
