@@ -17,7 +17,7 @@ import weakref
 from datetime import datetime, timezone
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Literal
 from urllib.parse import urlencode
 
 import jinja2
@@ -72,6 +72,17 @@ _INLINE_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".log": "text/plain; charset=utf-8",
 }
+
+
+class RunsFilter(BaseModel):
+    """The runs page's query: filters, order and page (the page and its live rows API read the same one)."""
+
+    task: str | None = None
+    status: str | None = None
+    policy: str | None = None
+    q: str | None = None
+    order: str | None = None
+    page: int = Field(1, ge=1, le=MAX_STEP)
 
 
 class PauseIn(BaseModel):
@@ -180,18 +191,10 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             raise HTTPException(409, f"run {run_dir.name} is not running (it is {run.status.value})")
         return run_dir
 
-    def runs_listing(
-        task: str | None,
-        status: str | None,
-        policy: str | None,
-        q: str | None,
-        order: str | None,
-        page: int,
-        *,
-        menus: bool = True,
-    ) -> dict[str, Any]:
+    def runs_listing(f: RunsFilter, *, menus: bool = True) -> dict[str, Any]:
         """One page of the runs list as the runs page shows it (``menus``: with the filter menus' values)."""
-        status = status if status in {s.value for s in RunStatus} else None
+        task, policy, q, order, page = f.task, f.policy, f.q, f.order, f.page
+        status = f.status if f.status in {s.value for s in RunStatus} else None
         run_order: RunOrder = "least_confident" if order == "least_confident" else "newest"
         idx = RunIndex(runs_dir)
         try:
@@ -226,28 +229,13 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
         }
 
     @app.get("/", response_class=HTMLResponse)
-    def runs_page(
-        request: Request,
-        task: str | None = None,
-        status: str | None = None,
-        policy: str | None = None,
-        q: str | None = None,
-        order: str | None = None,
-        page: int = Query(1, ge=1, le=MAX_STEP),
-    ) -> Response:
-        return templates.TemplateResponse(request, "runs.html", runs_listing(task, status, policy, q, order, page))
+    def runs_page(request: Request, f: Annotated[RunsFilter, Query()]) -> Response:
+        return templates.TemplateResponse(request, "runs.html", runs_listing(f))
 
     @app.get("/api/runs/rows")
-    def api_runs_rows(
-        task: str | None = None,
-        status: str | None = None,
-        policy: str | None = None,
-        q: str | None = None,
-        order: str | None = None,
-        page: int = Query(1, ge=1, le=MAX_STEP),
-    ) -> Any:
+    def api_runs_rows(f: Annotated[RunsFilter, Query()]) -> Any:
         """The runs page's table rows, rendered as on the page, for its live refresh; and the number of runs."""
-        listing = runs_listing(task, status, policy, q, order, page, menus=False)
+        listing = runs_listing(f, menus=False)
         html_rows = env.get_template("_runs_rows.html").render(listing)
         return JSONResponse({"html": html_rows, "total": listing["total"]}, headers={"Cache-Control": "no-store"})
 
