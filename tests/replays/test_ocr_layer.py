@@ -164,7 +164,7 @@ def test_crafted_markup_is_returned_as_data(viewer, recorded) -> None:
 
 @pytest.mark.parametrize("viewport", [(1440, 900), (1366, 768)])
 def test_the_run_page_draws_boxes_finds_text_and_shows_the_verdict(viewer, recorded, viewport) -> None:
-    runs, run_id, crafted, _ = recorded
+    runs, run_id, crafted, linked = recorded
     expected = publish_steps(runs / run_id, 9)
     with BrowserExecutor(BrowserSettings(viewport=viewport)) as browser:
         page = browser.page
@@ -211,6 +211,9 @@ def test_the_run_page_draws_boxes_finds_text_and_shows_the_verdict(viewer, recor
         page.check("#t-ocr")
         assert page.locator("#ocr-overlay rect.ocr-line title").all_text_contents() == [f"{HOSTILE} (score 0.90)"]
         assert page.locator("#ocr-overlay img, #ocr-overlay script").count() == 0
+        page.goto(f"{viewer.url}/runs/{linked}#step-4")  # its ocr folder is a link: not read
+        page.wait_for_selector("#ocr-status[data-status='off']")
+        assert page.inner_text("#ocr-status") == "OCR off" and page.locator("#ocr-overlay rect").count() == 0
         assert not errors and not dialogs, (errors, dialogs)
 
 
