@@ -58,6 +58,7 @@ def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | No
             confidence=-1.0 if step.confidence is None else step.confidence,
             evidence=step.evidence is not None,  # an evidence crop of what was acted on is recorded
             corrected=step.gate is not None and step.gate.decision == "replace",  # a person (or a guard) replaced the action
+            consistency=step.consistency.verdict if step.consistency is not None else "",  # reasoning vs the point
         )
         g.add_edge(obs, think, kind="think")
         if step.error_kind is not None and step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on

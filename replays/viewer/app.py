@@ -47,6 +47,7 @@ from replays.viewer.errors import install_error_handlers
 from replays.viewer.evals import eval_router
 from replays.viewer.graph_svg import graph_svg
 from replays.viewer.guard import MAX_BODY, HostGuard, check_write
+from replays.viewer.ocr_panel import ocr_router, step_verdicts
 from replays.viewer.safe import json_for_script, url_path
 from tracer.attention_picture import css_gradient
 from tracer.follow import RunFollower
@@ -153,6 +154,7 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             raise HTTPException(422, f"run {run_dir.name} cannot be read: {exc}") from None
 
     app.include_router(attention_router(open_run))  # the attention panel: maps, pictures, explain results
+    app.include_router(ocr_router(open_run))  # the OCR layer: a step's lines, search over every step
 
     def open_run_entries(run_id: str) -> tuple[Path, RunRecord, list[StepRecord | UnreadableStep]]:
         """Like open_run, with each unreadable line of steps.jsonl in its place (the run page keeps indices)."""
@@ -170,6 +172,11 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             # Steps in file order, an unreadable line as {"index", "line", "unreadable"} in its place.
             "steps": [s.model_dump(mode="json") for s in entries],
             "labels": [lbl.model_dump(mode="json") for lbl in labels.list(run_dir.name)],
+            # each step's reasoning-action verdict (OCR's where read, else the step's own)
+            "verdicts": {
+                i: v.model_dump(mode="json")
+                for i, v in step_verdicts(run_dir, [s for s in entries if isinstance(s, StepRecord)]).items()
+            },
             "pending": pending.model_dump(mode="json") if pending else None,
             "pause": pause_state(run_dir).model_dump(mode="json") if running else None,
         }
@@ -183,7 +190,8 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             if label.correction is not None:
                 corrected.add(label.step)
         link = f"/runs/{url_path(run_dir.name)}".replace("{", "{{").replace("}", "}}") + "#step-{step}"
-        return graph_svg(run_graph(run, steps), link=link, verdicts=verdicts, corrected=corrected)
+        mismatched = {i for i, v in step_verdicts(run_dir, steps).items() if v.verdict == "mismatch"}
+        return graph_svg(run_graph(run, steps), link=link, verdicts=verdicts, corrected=corrected, mismatched=mismatched)
 
     def running_run_dir(run_id: str) -> Path:
         run_dir, run, _ = open_run(run_id)

@@ -36,10 +36,11 @@ _STYLE = (
     "svg.graph .gstep:hover .frame,svg.graph .gstep:focus .frame{stroke:#6b7280}"
     "svg.graph .gstep.sel .frame{stroke:#111827;stroke-width:3;fill:#eef2ff}"
     "svg.graph .gstep.labelled-wrong .frame{stroke:#b91c1c}"
-    "svg.graph .gstep.sel.labelled-wrong .frame{stroke:#7f1d1d}</style>"
+    "svg.graph .gstep.sel.labelled-wrong .frame{stroke:#7f1d1d}"
+    "svg.graph .gstep.mismatch .frame{stroke:#c2410c;stroke-dasharray:6 3}</style>"
 )
 _OUTCOME_STROKE = {"ok": "#6b7280", "error": "#b91c1c", "skipped": "#b45309"}
-MARKS = {"correct": "✓", "wrong": "✗", "corrected": "✎", "evidence": "◎"}  # explained by the page's key
+MARKS = {"correct": "✓", "wrong": "✗", "corrected": "✎", "evidence": "◎", "mismatch": "≠"}  # explained by the page's key
 
 
 def display_width(text: str) -> int:
@@ -107,10 +108,13 @@ def graph_svg(
     link: str = "#step-{step}",
     verdicts: Mapping[int, str] | None = None,
     corrected: frozenset[int] | set[int] = frozenset(),
+    mismatched: frozenset[int] | set[int] = frozenset(),
     max_width: int = MAX_WIDTH,
 ) -> str:
     """The graph's steps as wrapped rows of cards. ``verdicts``: each labelled step's latest verdict ("correct" /
-    "wrong"); ``corrected``: steps a person gave a correction for (a gate's replacement is read from the graph)."""
+    "wrong"); ``corrected``: steps a person gave a correction for (a gate's replacement is read from the graph);
+    ``mismatched``: steps whose click does not show what the reasoning named (OCR's verdict; the step's own is read
+    from the graph)."""
     verdicts = verdicts or {}
     cards: dict[int, _Card] = {}
     ends: list[dict[str, Any]] = []
@@ -158,7 +162,7 @@ def graph_svg(
         retry = i < len(ordered) and ordered[i].retry_in
         parts.append(_connector(origin(i - 1), origin(i), retry=retry))
     for i, card in enumerate(ordered):
-        parts.append(_card_svg(card, *origin(i), link, verdicts.get(card.step), card.step in corrected))
+        parts.append(_card_svg(card, *origin(i), link, verdicts.get(card.step), card.step in corrected, card.step in mismatched))
     if ends:
         parts.append(_end_svg(ends[0], *origin(len(ordered))))
     parts.append("</svg>")
@@ -181,7 +185,7 @@ def _connector(a: tuple[int, int], b: tuple[int, int], *, retry: bool) -> str:
     return f'<path class="edge edge-{kind}" d="{d}" fill="none" stroke="{colour}"{dash} marker-end="url(#{marker})"/>'
 
 
-def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corrected: bool) -> str:
+def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corrected: bool, mismatch: bool = False) -> str:
     step = card.step
     reasoning = card.reasoning or {}
     value = _confidence(reasoning.get("confidence")) if card.reasoning is not None else None
@@ -190,7 +194,10 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
     conf_text = f"{confidence.number(value)} {band}" if value is not None else band
     evidence = bool(reasoning.get("evidence"))
     corrected = corrected or bool(reasoning.get("corrected"))
+    mismatch = mismatch or reasoning.get("consistency") == "mismatch"
     marks = []
+    if mismatch:
+        marks.append(MARKS["mismatch"])
     if verdict in ("correct", "wrong"):
         marks.append(MARKS[verdict])
     if corrected:
@@ -226,6 +233,8 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         title.append("corrected by a person")
     if evidence:
         title.append("evidence crop recorded")
+    if mismatch:
+        title.append("mismatch: the text at the point is not what the reasoning named")
     if card.retry_in:
         title.append("retried after the previous step failed")
 
@@ -236,6 +245,8 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         classes.append("corrected")
     if evidence:
         classes.append("has-evidence")
+    if mismatch:
+        classes.append("mismatch")
     if outcome_word:
         classes.append(f"outcome-{outcome_word}")
     href = link.format(step=step)

@@ -26,6 +26,8 @@ function actionLabel(step) {
 }
 
 function labelsFor(i) { return state.labels.filter((l) => l.step === i); }
+// The step's reasoning-action verdict: OCR's where read (the page's verdicts), else the one recorded with the step.
+function verdictOf(step) { return (state.verdicts || {})[step.index] || step.consistency || null; }
 
 // state.steps[i] is the step recorded with index i; an unreadable line of steps.jsonl is {index, line, unreadable}
 // in its place, so a label always goes to the step that was selected (never one shifted by a skipped line).
@@ -73,6 +75,7 @@ function refreshFilmLabels() {
     const last = ls.length ? ls[ls.length - 1] : null;
     let out = "";
     if (last) out += last.verdict === "wrong" ? '<span class="mk wrong" title="labelled wrong">✗</span>' : '<span class="mk correct" title="labelled correct">✓</span>';
+    if (!step.unreadable && window.glassboxOcr) out += window.glassboxOcr.filmMark(verdictOf(step)); // static/ocr.js
     if (!step.unreadable && correctedByPerson(step)) out += `<span class="mk corrected" title="corrected by a person (${esc(step.gate.answered_by)}) before acting">✎</span>`;
     el.innerHTML = out;
     el.parentElement.classList.toggle("labelled", !!last);
@@ -194,6 +197,7 @@ function renderDetails() {
     <div class="label-box">
       <h2 id="step-title">Step ${esc(step.index)} · ${esc(actionLabel(step))}${correctedByPerson(step) ? ' <span class="mk corrected" title="corrected by a person before acting">✎</span>' : ""}</h2>
       <div class="conf-row">confidence ${confidenceHtml(step)}${parts ? `<div class="muted parts">${parts}</div>` : ""}</div>
+      ${window.glassboxOcr ? window.glassboxOcr.verdictHtml(verdictOf(step)) : ""}
       <div class="label-buttons" role="group" aria-label="label this step">
         <button id="mark-correct" class="approve" title="Label this step correct (key c)">Correct <kbd>c</kbd></button>
         <button id="mark-wrong" class="wrong-btn" title="Label this step wrong: click where it should have acted (key w, then a click)">Wrong… <kbd>w</kbd></button>
@@ -324,6 +328,7 @@ function select(i) {
   history.replaceState(null, "", `#step-${i}`);
   renderDetails(); drawOverlay();
   if (window.attentionPanel) window.attentionPanel.show(runId, step.index); // templates/_attention.html
+  if (window.glassboxOcr) window.glassboxOcr.show(runId, step.index); // templates/_ocr.html
 }
 
 $("shot-wrap").addEventListener("click", (ev) => {
@@ -424,7 +429,8 @@ function renderPending() {
   if (!pending) { box.hidden = true; fixing = null; return; }
   box.hidden = false;
   $("pending-title").textContent = `Step ${pending.step} waits for you`;
-  $("pending-why").textContent = pending.why === "ask_before" ? `asked before ${pending.action.action}` : "low confidence";
+  $("pending-why").textContent = pending.why === "ask_before" ? `asked before ${pending.action.action}`
+    : pending.why === "mismatch" ? "text at the point does not match" : "low confidence";
   $("pending-why").title = pending.why_text;
   const conf = pending.confidence === null || pending.confidence === undefined ? "unknown" : num(pending.confidence, 2);
   const point = pending.point ? ` at (${pending.point.map(Math.round).join(", ")})` : "";
@@ -533,7 +539,9 @@ $("pause-btn").addEventListener("click", async () => {
 async function reloadLabels() {
   const r = await fetch(`/api/runs/${encodeURIComponent(runId)}`);
   if (!r.ok) return;
-  state.labels = (await r.json()).labels;
+  const data = await r.json();
+  state.labels = data.labels;
+  state.verdicts = data.verdicts; // OCR may have judged more steps since
   refreshFilmLabels();
   if (!picking) { renderDetails(); drawOverlay(); }
 }
@@ -562,6 +570,7 @@ function live() {
     es.close();
     const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/graph`);
     if (r.ok) $("graph").innerHTML = await r.text();
+    reloadLabels();
   });
 }
 
