@@ -26,9 +26,12 @@ def main() -> None:
     tk.Label(root, text="Visitor registration", font=("DejaVu Sans", 16, "bold"), bg="#f5f6fa").place(x=30, y=20)
     fields: dict[str, tk.Entry] = {}
     for i, (key, label) in enumerate((("name", "Full name"), ("email", "Email"), ("city", "City (城市)"))):
-        tk.Label(root, text=label, font=font, bg="#f5f6fa").place(x=30, y=80 + i * 60)
+        caption = tk.Label(root, text=label, font=font, bg="#f5f6fa")
+        caption.place(x=30, y=80 + i * 60)
         entry = tk.Entry(root, font=font, width=30)
         entry.place(x=200, y=78 + i * 60, width=380, height=30)
+        # Like an HTML <label>: clicking the caption focuses its field (a script may click a field by its label).
+        caption.bind("<Button-1>", lambda _event, field=entry: field.focus_set())
         fields[key] = entry
     newsletter = tk.BooleanVar(value=False)
     tk.Checkbutton(
