@@ -61,8 +61,9 @@ def test_a_missing_display_is_a_clear_error(monkeypatch):
 def test_desktop_task_validation():
     base = TASKS / "desktop_form.yaml"
     text = base.read_text()
-    with pytest.raises(TaskError, match="desktop scripts give coordinates"):
-        parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {text: Name}"))
+    with pytest.raises(TaskError, match="desktop scripts give coordinates or a text target found by OCR"):
+        parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {label: Name}"))
+    parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {text: Name}"))
     with pytest.raises(TaskError, match="js checks do not apply to desktop tasks"):
         parse_task(text.replace("  - type: window_title\n    text:", "  - type: js\n    expression:"))
     with pytest.raises(TaskError, match="needs a 'desktop' section"):
@@ -117,3 +118,32 @@ def test_desktop_cli_exit_codes(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Xlib" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.desktop
+def test_desktop_form_with_text_targets_found_by_ocr(tmp_path):
+    require_xvfb()
+    from tools.ocr import ocr_available
+
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    runs = tmp_path / "runs"
+    proc = cli("run", str(TASKS / "desktop_form_ocr.yaml"), "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
+    run = read_run(run_dir)
+    assert run.status is RunStatus.succeeded and all(c.passed for c in run.checks)
+    steps = read_steps(run_dir)
+    found = [s.policy_state["target"] for s in steps if s.action is not None and s.action.action == "left_click"]
+    assert [(t["by"], t["text"], t["match"]) for t in found] == [
+        ("ocr", "Full name", "exact"),
+        ("ocr", "Email", "exact"),
+        ("ocr", "city", "contains"),
+        ("ocr", "Send me the newsletter", "exact"),
+        ("ocr", "Save", "exact"),
+    ]
+    assert found[2]["line"].startswith("City") and "城市" in found[2]["line"]
+    for step in (s for s in steps if s.action is not None and s.action.action == "left_click"):
+        left, top, right, bottom = step.policy_state["target"]["box"]
+        x, y = step.coordinate.css  # the click landed inside the line's box
+        assert left <= x <= right and top <= y <= bottom and step.policy_state["target"]["score"] > 0.5
