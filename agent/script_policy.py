@@ -36,9 +36,7 @@ NO_MODEL = {
 class ScriptPolicy(Policy):
     name = "script"
 
-    def __init__(
-        self, task: Task, locate: Locate, *, divisor: float = 1000.0, locate_text: LocateText | None = None
-    ) -> None:
+    def __init__(self, task: Task, locate: Locate, *, divisor: float = 1000.0, locate_text: LocateText | None = None) -> None:
         if not task.script:
             raise ValueError(f"task {task.name!r} has no script; the script policy needs one")
         self.steps: list[ScriptStep] = task.script

@@ -89,8 +89,7 @@ def _not_found(result: OcrResult, wanted: str) -> str:
     )
     closest = ", ".join(repr(line.text) for line in scored[:CLOSEST_SHOWN])
     return (
-        f"no text on the screen reads {wanted!r}: OCR ({result.engine}) read {len(result.lines)} line(s); "
-        f"the closest: {closest}"
+        f"no text on the screen reads {wanted!r}: OCR ({result.engine}) read {len(result.lines)} line(s); the closest: {closest}"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tkinter as tk
+from collections.abc import Callable
 from pathlib import Path
 
 WIDTH, HEIGHT = 640, 420
@@ -31,7 +32,7 @@ def main() -> None:
         entry = tk.Entry(root, font=font, width=30)
         entry.place(x=200, y=78 + i * 60, width=380, height=30)
         # Like an HTML <label>: clicking the caption focuses its field (a script may click a field by its label).
-        caption.bind("<Button-1>", lambda _event, field=entry: field.focus_set())
+        caption.bind("<Button-1>", _focus(entry))
         fields[key] = entry
     newsletter = tk.BooleanVar(value=False)
     tk.Checkbutton(
@@ -53,6 +54,10 @@ def main() -> None:
         root, text="Save", font=font, command=save, bg="#4f46e5", fg="white", activebackground="#3730a3", activeforeground="white"
     ).place(x=200, y=310, width=100, height=36)
     root.mainloop()
+
+
+def _focus(entry: tk.Entry) -> Callable[[object], None]:
+    return lambda _event: entry.focus_set()
 
 
 if __name__ == "__main__":

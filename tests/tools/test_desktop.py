@@ -147,3 +147,44 @@ def test_desktop_form_with_text_targets_found_by_ocr(tmp_path):
         left, top, right, bottom = step.policy_state["target"]["box"]
         x, y = step.coordinate.css  # the click landed inside the line's box
         assert left <= x <= right and top <= y <= bottom and step.policy_state["target"]["score"] > 0.5
+
+
+@pytest.mark.desktop
+def test_replay_of_a_desktop_run_compares_the_ocr_text_under_each_click(tmp_path):
+    require_xvfb()
+    from tools.ocr import ocr_available
+    from tracer.ocr_files import ocr_step_path, read_ocr_step
+
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    # OCR recorded for the clicks (and waited for: a loaded CPU reads slowly); an ASCII city, as typing Chinese
+    # while OCR reads beside it is the slow path this test is not about.
+    text = (TASKS / "desktop_form_ocr.yaml").read_text().replace("city: 上海 Shanghai", "city: Shanghai")
+    task = tmp_path / "desktop_form_ocr.yaml"
+    task.write_text(text.replace("\nlimits:", "\nocr: {enabled: true, steps: acting, catch_up_s: 300}\nlimits:"))
+    runs = tmp_path / "runs"
+    proc = cli("run", str(task), "--allow-programs", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [source] = [p for p in runs.iterdir() if p.is_dir()]
+    [save] = [s for s in read_steps(source) if s.policy_state.get("target", {}).get("text") == "Save"]
+    recorded = read_ocr_step(source, save.index)
+    assert recorded is not None and recorded.point is not None and recorded.point.under is not None
+    assert recorded.point.under.text == "Save"
+
+    same = cli("replay", source.name, "--allow-programs", "--runs-dir", str(runs))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "replayed 9" in same.stdout
+
+    # The recording now says another word was under the Save click: the live screen's "Save" is a divergence.
+    tampered = recorded.model_copy(
+        update={"point": recorded.point.model_copy(update={"under": recorded.point.under.model_copy(update={"text": "Delete"})})}
+    )
+    (source / ocr_step_path(save.index)).write_text(tampered.model_dump_json())
+    changed = cli("replay", source.name, "--allow-programs", "--runs-dir", str(runs))
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    x, y = recorded.point.point
+    said = " ".join(changed.stdout.split())  # the terminal wraps long lines
+    assert (
+        f"first divergence at recorded step {save.index}: the text under ({x}, {y}) changed: "
+        "the recording read 'Delete' there, now 'Save'"
+    ) in said

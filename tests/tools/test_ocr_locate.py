@@ -10,9 +10,7 @@ from tools.ocr_locate import OcrTextLocator, TextNotFound, find_text
 
 
 def read(*lines: tuple[str, tuple[int, int, int, int], float]) -> OcrResult:
-    return OcrResult(
-        engine="stub", size=(1000, 800), lines=[OcrLine(text=t, box=b, score=s) for t, b, s in lines], ms=12.5
-    )
+    return OcrResult(engine="stub", size=(1000, 800), lines=[OcrLine(text=t, box=b, score=s) for t, b, s in lines], ms=12.5)
 
 
 SCREEN = read(
@@ -51,9 +49,7 @@ def test_ties_go_to_the_shorter_line_then_the_score_then_the_position() -> None:
     assert find_text(side, "Sign in").box == (400, 100, 460, 120)  # higher by 2 px still wins over further left
     row = read(("Sign in", (400, 100, 460, 120), 0.9), ("Sign in", (10, 100, 60, 120), 0.9))
     assert find_text(row, "Sign in").box == (10, 100, 60, 120)  # the same row: the leftmost
-    assert find_text(read(("Sign in now", (0, 0, 9, 9), 0.99), ("Sign in!", (0, 50, 9, 59), 0.5)), "sign in").line == (
-        "Sign in!"
-    )
+    assert find_text(read(("Sign in now", (0, 0, 9, 9), 0.99), ("Sign in!", (0, 50, 9, 59), 0.5)), "sign in").line == ("Sign in!")
 
 
 def test_a_miss_names_the_text_and_the_closest_lines() -> None:
