@@ -79,3 +79,24 @@ def test_the_locator_reads_the_screenshot_with_its_engine() -> None:
 
     match = OcrTextLocator(Stub())("Save", b"png bytes")
     assert seen == [b"png bytes"] and match.box == (300, 400, 360, 420)
+
+
+def test_the_real_engine_finds_the_shop_button_the_recorded_click_landed_on(bundled_run, tmp_path) -> None:
+    from tests.conftest import copy_bundled_run
+    from tools.ocr import get_engine, ocr_available
+    from tracer import read_steps
+
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    steps = read_steps(result.run_dir)
+    step = next(s for s in steps if s.element is not None and s.element.text == "Publish" and s.evidence is not None)
+    locate = OcrTextLocator(get_engine())
+    png = (result.run_dir / step.screenshot).read_bytes()
+    found = locate("publish", png)
+    assert (found.match, found.line, found.engine) == ("case-insensitive", "Publish", "rapidocr")
+    left, top, right, bottom = found.box
+    x, y = step.evidence.point  # where the browser's click on the DOM element landed
+    assert left <= x <= right and top <= y <= bottom
+    with pytest.raises(TextNotFound, match=r"no text on the screen reads 'Unpublish everything': OCR \(rapidocr\) read"):
+        locate("Unpublish everything", png)
