@@ -45,6 +45,12 @@ def check_policy(name: str, task: Task) -> None:
         raise PolicyUnavailable(f"unknown policy {name!r}; available: {', '.join(POLICIES)}")
     if name == "script" and not task.script:
         raise PolicyUnavailable(f"task {task.name!r} has no 'script:' section, so --policy script cannot run it")
+    if name == "script" and uses_text_targets_by_ocr(task):
+        from tools.ocr import ocr_available
+
+        why = ocr_available(task.ocr.engine)
+        if why is not None:
+            raise PolicyUnavailable(f"task {task.name!r} finds its script's text targets on the desktop by OCR: {why}")
     if name == "qwen3vl":
         if not settings.model:
             raise PolicyUnavailable("--policy qwen3vl needs --model (a local folder or a hub id)")
@@ -74,7 +80,15 @@ def make_policy(name: str, task: Task, executor: Executor) -> Policy:
     settings = task.policy
     if name == "script":
         page = page_of(executor)
-        return ScriptPolicy(task, page.locate if page is not None else _no_element_tree, divisor=settings.coordinate_divisor)
+        if page is not None:
+            return ScriptPolicy(task, page.locate, divisor=settings.coordinate_divisor)
+        locate_text = None
+        if uses_text_targets_by_ocr(task):
+            from tools.ocr import get_engine
+            from tools.ocr_locate import OcrTextLocator
+
+            locate_text = OcrTextLocator(get_engine(task.ocr.engine))  # the same engine as the OCR worker's
+        return ScriptPolicy(task, _no_element_tree, divisor=settings.coordinate_divisor, locate_text=locate_text)
     if name == "qwen3vl":
         assert settings.model is not None  # check_policy
         try:
@@ -115,6 +129,11 @@ def make_policy(name: str, task: Task, executor: Executor) -> Policy:
     except ValueError as exc:
         raise PolicyUnavailable(str(exc)) from None
     return QwenPolicy(remote, task)
+
+
+def uses_text_targets_by_ocr(task: Task) -> bool:
+    """A desktop task whose script names targets by text: they are found by OCR of the screenshot."""
+    return task.environment == "desktop" and any(step.target is not None for step in task.script or [])
 
 
 def _no_element_tree(target: Target) -> Box | None:

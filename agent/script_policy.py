@@ -2,23 +2,28 @@
 
 It is not a model and says so: its reasoning is the script's note, its confidence is recorded as
 unknown. Targets (label, text, role, selector) are resolved to 0..1000 coordinates at run time, so the
-same script works with any layout seed; an element below the fold is scrolled to first.
+same script works with any layout seed; an element below the fold is scrolled to first. A desktop has no
+element tree: there a ``text`` target is found by OCR of the step's screenshot (``locate_text``), and how it
+was found (the line, its box, score) is recorded in the step's ``policy_state["target"]``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Callable
+from typing import Any, Callable
 
 from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.task import ScriptStep, Task
 from tools.actions import BROWSER_TOOLS, ToolCall
 from tools.browser import Target
 from tools.coords import from_css
+from tools.errors import StepError
+from tools.ocr_locate import TextMatch
 from tools.views import Box, Observation
 from tracer.schema import StepRecord
 
 Locate = Callable[[Target], "Box | None"]
+LocateText = Callable[[str, bytes], TextMatch]  # (text, screenshot PNG) -> the line found; StepError if none
 NO_CONFIDENCE = "script policy: a demonstration, not a model, so there is no confidence"
 NO_MODEL = {
     "prompt": "script policy: no prompt is sent to a model",
@@ -31,11 +36,12 @@ NO_MODEL = {
 class ScriptPolicy(Policy):
     name = "script"
 
-    def __init__(self, task: Task, locate: Locate, *, divisor: float = 1000.0) -> None:
+    def __init__(self, task: Task, locate: Locate, *, divisor: float = 1000.0, locate_text: LocateText | None = None) -> None:
         if not task.script:
             raise ValueError(f"task {task.name!r} has no script; the script policy needs one")
         self.steps: list[ScriptStep] = task.script
         self._locate = locate
+        self._locate_text = locate_text
         self._divisor = divisor
 
     @staticmethod
@@ -57,7 +63,21 @@ class ScriptPolicy(Policy):
         target = step.target and step.target.model_copy(
             update={k: task.render(v) for k, v in step.target.model_dump(exclude_none=True).items()}
         )
-        if target is not None:
+        state: dict[str, Any] = {"script_step": current}
+        if target is not None and self._locate_text is not None:
+            assert target.text is not None  # the task allows only text targets where there is no element tree
+            try:
+                found = self._locate_text(target.text, observation.screenshot_png)
+            except StepError as exc:
+                return PolicyOutput(
+                    decision=PolicyDecision(parse_error=f"{label}: {exc}", confidence_reason=NO_CONFIDENCE),
+                    trace=ModelTrace(reasoning=f"{label}: looking for {target.describe()} by OCR", unavailable=dict(NO_MODEL)),
+                )
+            scale = observation.device_scale_factor or 1.0
+            cx, cy = found.center
+            args["coordinate"] = from_css((cx / scale, cy / scale), css_size=observation.css_size, divisor=self._divisor)
+            state["target"] = found.model_dump()
+        elif target is not None:
             box = self._locate(target)
             if box is None:
                 return PolicyOutput(
@@ -85,9 +105,9 @@ class ScriptPolicy(Policy):
         else:
             call = ToolCall(name="computer_use", arguments={"action": step.action, **args})
         note = task.render(step.note) if step.note else _describe(step, args, target)
-        return self._output(call, f"{label}: {note}", {"script_step": current})
+        return self._output(call, f"{label}: {note}", state)
 
-    def _output(self, call: ToolCall, reasoning: str, state: dict[str, int]) -> PolicyOutput:
+    def _output(self, call: ToolCall, reasoning: str, state: dict[str, Any]) -> PolicyOutput:
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
         return PolicyOutput(
             decision=PolicyDecision(tool_calls=[call], confidence_reason=NO_CONFIDENCE, policy_state=state),

@@ -512,11 +512,13 @@ class Task(_Strict):
                 if name in self.model_fields_set:
                     problems.append(((name,), f"{name} applies to browser tasks only; a desktop task has no page"))
             for i, step in enumerate(self.script or []):
-                if step.target is not None:
+                named = set(step.target.model_dump(exclude_none=True)) if step.target is not None else set()
+                if named - {"text"}:
                     problems.append(
                         (
                             ("script", i, "target"),
-                            "desktop scripts give coordinates: there is no element tree to find a target in",
+                            "desktop scripts give coordinates or a text target found by OCR ({text: ...}): there is "
+                            f"no element tree to find {', '.join(sorted(named - {'text'}))} in",
                         )
                     )
                 if step.action in BROWSER_TOOLS:

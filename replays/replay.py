@@ -23,6 +23,7 @@ from agent.task import Task, TaskError, load_task
 from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
 from replays.export import _correction_call
 from replays.labels import Correction, Labels
+from replays.ocr_check import ReadScreen, read_with_engine, recorded_text, text_check
 from replays.policy_plan import plan_policy, recorded_policy
 from tools.errors import UsageError
 from tools.executor import Executor
@@ -54,6 +55,7 @@ class ReplayPolicy(Policy):
         corrections: dict[int, Correction] | None = None,
         thresholds: Thresholds | None = None,
         element_at: Callable[[tuple[int, int]], ElementInfo | None] | None = None,
+        read_screen: ReadScreen = read_with_engine,
     ) -> None:
         self.source, self.source_dir = source, source_dir
         # Only steps that acted: parse errors and failed actions changed nothing worth repeating.
@@ -63,6 +65,7 @@ class ReplayPolicy(Policy):
         self.corrections = corrections or {}
         self.thresholds = thresholds or Thresholds()
         self.element_at = element_at
+        self.read_screen = read_screen
         # Decode and shrink the recorded screenshots ahead of the steps that need them, off the loop's path.
         self._signatures: dict[int, Future[Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-signatures")
@@ -123,6 +126,11 @@ class ReplayPolicy(Policy):
             )
         else:
             diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box, thresholds=self.thresholds)
+        # The recording read the text under its point (OCR): a different text there now is a divergence too.
+        recorded_ocr = recorded_text(self.source_dir, step.index) if diff.matches else None
+        text_changed = recorded_ocr and text_check(recorded_ocr, observation.screenshot_png, self.read_screen)
+        if text_changed:
+            diff.matches, diff.reason = False, text_changed
         info = ReplayInfo(
             source_run=self.source.run_id,
             source_step=step.index,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tkinter as tk
+from collections.abc import Callable
 from pathlib import Path
 
 WIDTH, HEIGHT = 640, 420
@@ -26,9 +27,12 @@ def main() -> None:
     tk.Label(root, text="Visitor registration", font=("DejaVu Sans", 16, "bold"), bg="#f5f6fa").place(x=30, y=20)
     fields: dict[str, tk.Entry] = {}
     for i, (key, label) in enumerate((("name", "Full name"), ("email", "Email"), ("city", "City (城市)"))):
-        tk.Label(root, text=label, font=font, bg="#f5f6fa").place(x=30, y=80 + i * 60)
+        caption = tk.Label(root, text=label, font=font, bg="#f5f6fa")
+        caption.place(x=30, y=80 + i * 60)
         entry = tk.Entry(root, font=font, width=30)
         entry.place(x=200, y=78 + i * 60, width=380, height=30)
+        # Like an HTML <label>: clicking the caption focuses its field (a script may click a field by its label).
+        caption.bind("<Button-1>", _focus(entry))
         fields[key] = entry
     newsletter = tk.BooleanVar(value=False)
     tk.Checkbutton(
@@ -50,6 +54,10 @@ def main() -> None:
         root, text="Save", font=font, command=save, bg="#4f46e5", fg="white", activebackground="#3730a3", activeforeground="white"
     ).place(x=200, y=310, width=100, height=36)
     root.mainloop()
+
+
+def _focus(entry: tk.Entry) -> Callable[[object], None]:
+    return lambda _event: entry.focus_set()
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def test_a_missing_display_is_a_clear_error(monkeypatch):
 def test_desktop_task_validation():
     base = TASKS / "desktop_form.yaml"
     text = base.read_text()
-    with pytest.raises(TaskError, match="desktop scripts give coordinates"):
-        parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {text: Name}"))
+    with pytest.raises(TaskError, match="desktop scripts give coordinates or a text target found by OCR"):
+        parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {label: Name}"))
+    parse_task(text.replace("{action: left_click, coordinate: [381, 121]", "{action: left_click, target: {text: Name}"))
     with pytest.raises(TaskError, match="js checks do not apply to desktop tasks"):
         parse_task(text.replace("  - type: window_title\n    text:", "  - type: js\n    expression:"))
     with pytest.raises(TaskError, match="needs a 'desktop' section"):
@@ -117,3 +118,74 @@ def test_desktop_cli_exit_codes(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Xlib" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.desktop
+def test_desktop_form_with_text_targets_found_by_ocr(tmp_path):
+    require_xvfb()
+    from tools.ocr import ocr_available
+
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    runs = tmp_path / "runs"
+    proc = cli("run", str(TASKS / "desktop_form_ocr.yaml"), "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
+    run = read_run(run_dir)
+    assert run.status is RunStatus.succeeded and all(c.passed for c in run.checks)
+    steps = read_steps(run_dir)
+    found = [s.policy_state["target"] for s in steps if s.action is not None and s.action.action == "left_click"]
+    assert [(t["by"], t["text"], t["match"]) for t in found] == [
+        ("ocr", "Full name", "exact"),
+        ("ocr", "Email", "exact"),
+        ("ocr", "city", "contains"),
+        ("ocr", "Send me the newsletter", "exact"),
+        ("ocr", "Save", "exact"),
+    ]
+    assert found[2]["line"].startswith("City") and "城市" in found[2]["line"]
+    for step in (s for s in steps if s.action is not None and s.action.action == "left_click"):
+        left, top, right, bottom = step.policy_state["target"]["box"]
+        x, y = step.coordinate.css  # the click landed inside the line's box
+        assert left <= x <= right and top <= y <= bottom and step.policy_state["target"]["score"] > 0.5
+
+
+@pytest.mark.desktop
+def test_replay_of_a_desktop_run_compares_the_ocr_text_under_each_click(tmp_path):
+    require_xvfb()
+    from tools.ocr import ocr_available
+    from tracer.ocr_files import ocr_step_path, read_ocr_step
+
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    # OCR recorded for the clicks (and waited for: a loaded CPU reads slowly); an ASCII city, as typing Chinese
+    # while OCR reads beside it is the slow path this test is not about.
+    text = (TASKS / "desktop_form_ocr.yaml").read_text().replace("city: 上海 Shanghai", "city: Shanghai")
+    task = tmp_path / "desktop_form_ocr.yaml"
+    task.write_text(text.replace("\nlimits:", "\nocr: {enabled: true, steps: acting, catch_up_s: 300}\nlimits:"))
+    runs = tmp_path / "runs"
+    proc = cli("run", str(task), "--allow-programs", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [source] = [p for p in runs.iterdir() if p.is_dir()]
+    [save] = [s for s in read_steps(source) if s.policy_state.get("target", {}).get("text") == "Save"]
+    recorded = read_ocr_step(source, save.index)
+    assert recorded is not None and recorded.point is not None and recorded.point.under is not None
+    assert recorded.point.under.text == "Save"
+
+    # The recording now says another word was under the Save click: the live screen's "Save" is a divergence, and
+    # the clicks before it (their recorded text under the point read the same now) replayed.
+    tampered = recorded.model_copy(
+        update={"point": recorded.point.model_copy(update={"under": recorded.point.under.model_copy(update={"text": "Delete"})})}
+    )
+    (source / ocr_step_path(save.index)).write_text(tampered.model_dump_json())
+    changed = cli("replay", source.name, "--allow-programs", "--runs-dir", str(runs))
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    x, y = recorded.point.point
+    said = " ".join(changed.stdout.split())  # the terminal wraps long lines
+    assert (
+        f"first divergence at recorded step {save.index}: the text under ({x}, {y}) changed: "
+        "the recording read 'Delete' there, now 'Save'"
+    ) in said
+    assert f"replayed {save.index}, fallback 0" in said
+    earlier = [s for s in read_steps(source)[: save.index] if s.action is not None and s.action.action == "left_click"]
+    checked = [read_ocr_step(source, s.index) for s in earlier]
+    assert len(checked) == 4 and all(c is not None and c.point is not None and c.point.under is not None for c in checked)
