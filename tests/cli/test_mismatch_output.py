@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from datetime import datetime, timezone
 
+from rich.console import Console
+
 from cli import app as cli_app
 from evals.stats import summarize
 from tools.actions import LeftClick
@@ -32,8 +34,10 @@ def step(check: ConsistencyCheck | None) -> StepRecord:
 
 
 def printed(record: StepRecord, monkeypatch) -> str:
+    # A console of our own: setting the shared console's `file` would leave it pinned to this test's captured
+    # stdout afterwards (rich reads sys.stdout when `file` was never set), and later CLI calls would print nowhere.
     out = io.StringIO()
-    monkeypatch.setattr(cli_app.console, "file", out)
+    monkeypatch.setattr(cli_app, "console", Console(file=out, width=200, color_system=None))
     cli_app._print_step(record)
     return out.getvalue()
 
