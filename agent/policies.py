@@ -75,10 +75,14 @@ def check_policy(name: str, task: Task) -> None:
             raise PolicyUnavailable(f"base URL must start with http:// or https://, not {settings.base_url!r}")
 
 
-def make_policy(name: str, task: Task, executor: Executor) -> Policy:
+def make_policy(name: str, task: Task, executor: Executor | None) -> Policy:
+    """Build policy ``name`` for ``task``. ``executor`` is only for the script policy (it finds elements through
+    the page); a model policy asked about recorded steps (``glassbox decide``) is built without one."""
     check_policy(name, task)
     settings = task.policy
     if name == "script":
+        if executor is None:
+            raise PolicyUnavailable("the script policy needs a live page or desktop; it cannot decide a recorded step")
         page = page_of(executor)
         if page is not None:
             return ScriptPolicy(task, page.locate, divisor=settings.coordinate_divisor)

@@ -77,6 +77,18 @@ class QwenPolicy(Policy):
                 self._cache.popitem(last=False)
         return output
 
+    def decide_prompt(self, prompt: Prompt, *, step: int, attention: bool = False) -> PolicyOutput:
+        """Ask the model about a prompt built elsewhere (``glassbox decide``: a recorded step's prompt), with the
+        same sampling, parser and confidence as :meth:`decide`; never cached, never raises for the backend."""
+        try:
+            generation = self.backend.generate(prompt, self.sampling, step=step, attention=attention)
+        except BackendError as exc:
+            return PolicyOutput(
+                decision=PolicyDecision(backend_error=f"the model backend failed: {exc}", confidence_reason="no output"),
+                trace=ModelTrace(prompt=prompt.record("current"), unavailable={"attention": "no output"}),
+            )
+        return self._output(prompt, generation)
+
     def _output(self, prompt: Prompt, generation: Generation) -> PolicyOutput:
         thinking = self.backend.thinking
         parsed = parse_output(

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from agent.policies import POLICIES
 from agent.task import load_task
+from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.run_ref import RunRef, resolve_run
 from tools.actions import Answer, Key, Terminate, Type
@@ -68,6 +69,7 @@ app.add_typer(export_app, name="export")
 dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
+app.command("decide")(decide_command)  # glassbox decide RUN --step N / --labelled: cli/decide_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
@@ -637,11 +639,13 @@ def graph(
     out: Annotated[Optional[Path], typer.Option(help="Write here instead of standard output.")] = None,
 ) -> None:
     """Export a run's decision graph (observation -> reasoning -> action -> outcome -> next observation)."""
-    from tracer.graph import export, run_graph
+    from tracer.decisions import read_decisions
+    from tracer.graph import attach_counterfactuals, export, run_graph
     from tracer.store import read_run, read_steps
 
     run_dir = _run_dir(runs_dir, run_id)
-    text = export(run_graph(read_run(run_dir), read_steps(run_dir)), format.value)
+    decided = read_decisions(run_dir)  # counterfactual branches (glassbox decide)
+    text = export(attach_counterfactuals(run_graph(read_run(run_dir), read_steps(run_dir)), decided), format.value)
     if out is None:
         sys.stdout.write(text)
     else:

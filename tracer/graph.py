@@ -1,7 +1,9 @@
 """The decision graph of a run (networkx): observation -> reasoning -> action -> outcome -> next observation.
 
 Parse errors and low-confidence stops are their own nodes; an error leads to the next observation by a
-``retry`` edge. A replay or fork of a run attaches as a branch from the step it started at.
+``retry`` edge. A replay or fork of a run attaches as a branch from the step it started at; a decision a model
+was asked for afterwards (``glassbox decide``, :mod:`tracer.decisions`) attaches as a counterfactual branch leaving
+the step's observation.
 
     graph = run_graph(read_run(run_dir), read_steps(run_dir))
     export(graph, "mermaid")
@@ -16,6 +18,7 @@ from typing import Literal
 import networkx as nx
 
 from tools.actions import Action
+from tracer.decisions import CounterfactualDecision
 from tracer.schema import RunRecord, StepErrorKind, StepRecord
 
 Format = Literal["json", "graphml", "mermaid"]
@@ -99,6 +102,34 @@ def attach_branch(graph: nx.DiGraph, branch: RunRecord, steps: list[StepRecord],
     return graph
 
 
+def attach_counterfactuals(graph: nx.DiGraph, decisions: list[CounterfactualDecision]) -> nx.DiGraph:
+    """Attach each counterfactual decision as a node ``cf:{step}:{id}`` with a ``counterfactual`` edge from the
+    observation of its step (a decision about a step the graph does not hold is left out)."""
+    for d in decisions:
+        obs = f"obs:{d.step}"
+        if obs not in graph:
+            continue
+        node = f"cf:{d.step}:{d.id}"
+        what = f"{d.action} ({d.coordinate[0]:.0f}, {d.coordinate[1]:.0f})" if d.action and d.coordinate else d.action
+        graph.add_node(
+            node,
+            kind="counterfactual",
+            step=d.step,
+            run_id=str(graph.graph.get("run_id", "")),
+            label=_short(what or f"no action: {d.error or 'nothing decided'}", 60),
+            detail=_short(d.reasoning or "", 2000),
+            confidence=-1.0 if d.confidence is None else d.confidence,  # GraphML has no None
+            model=d.model or "",
+            policy=d.policy,
+            decision_id=d.id,
+            created_at=d.created_at.isoformat(),
+            attention=bool(d.attention),
+            error=d.error or "",
+        )
+        graph.add_edge(obs, node, kind="counterfactual")
+    return graph
+
+
 def export(graph: nx.DiGraph, fmt: Format) -> str:
     """Serialise as node-link JSON, GraphML or a Mermaid flowchart."""
     if fmt == "json":
@@ -126,6 +157,7 @@ _SHAPES = {
     "parse_error": ('[/"', '"/]'),
     "backend_error": ('[/"', '"/]'),
     "low_confidence": ('[/"', '"/]'),
+    "counterfactual": ('[["', '"]]'),
     "end": ('(("', '"))'),
 }
 
@@ -139,8 +171,9 @@ def _mermaid(graph: nx.DiGraph) -> str:
         lines.append(f"  {ids[node]}{left}{label}{right}")
     for a, b, data in graph.edges(data=True):
         kind = data.get("kind", "")
-        arrow = "-.->" if kind in ("retry", "branch") else "-->"
-        lines.append(f"  {ids[a]} {arrow}|{kind}| {ids[b]}" if kind in ("retry", "branch") else f"  {ids[a]} {arrow} {ids[b]}")
+        dashed = kind in ("retry", "branch", "counterfactual")
+        arrow = "-.->" if dashed else "-->"
+        lines.append(f"  {ids[a]} {arrow}|{kind}| {ids[b]}" if dashed else f"  {ids[a]} {arrow} {ids[b]}")
     return "\n".join(lines) + "\n"
 
 

@@ -50,8 +50,9 @@ from replays.viewer.guard import MAX_BODY, HostGuard, check_write
 from replays.viewer.ocr_panel import ocr_router, step_verdicts
 from replays.viewer.safe import json_for_script, url_path
 from tracer.attention_picture import css_gradient
+from tracer.decisions import read_decisions
 from tracer.follow import RunFollower
-from tracer.graph import run_graph
+from tracer.graph import attach_counterfactuals, run_graph
 from tracer.index import RunIndex, RunOrder
 from tracer.schema import RunRecord, RunStatus, StepRecord
 from tracer.store import RunStore, UnreadableStep, new_run_id, read_run, read_step_entries, read_steps
@@ -191,7 +192,8 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
                 corrected.add(label.step)
         link = f"/runs/{url_path(run_dir.name)}".replace("{", "{{").replace("}", "}}") + "#step-{step}"
         mismatched = {i for i, v in step_verdicts(run_dir, steps).items() if v.verdict == "mismatch"}
-        return graph_svg(run_graph(run, steps), link=link, verdicts=verdicts, corrected=corrected, mismatched=mismatched)
+        graph = attach_counterfactuals(run_graph(run, steps), read_decisions(run_dir))  # glassbox decide's answers
+        return graph_svg(graph, link=link, verdicts=verdicts, corrected=corrected, mismatched=mismatched)
 
     def running_run_dir(run_id: str) -> Path:
         run_dir, run, _ = open_run(run_id)

@@ -2,8 +2,10 @@
 
 Each step is one card: its number and marks (labelled correct / wrong, corrected, evidence), the reasoning node
 filled with the confidence band's colour and the confidence as a number and a word, and the action with its
-outcome. A card links to its step (``link``); ``data-step`` and ``id="graph-step-N"`` let the run page highlight
-the selected one (static/graph.js). Full texts are in each card's ``<title>`` (shown on hover).
+outcome; below it, when a model was asked about the step afterwards (``glassbox decide``), the counterfactual
+decision (dashed, in its confidence's colour; the newest, with how many more). A card links to its step
+(``link``); ``data-step`` and ``id="graph-step-N"`` let the run page highlight the selected one
+(static/graph.js). Full texts are in each card's ``<title>`` (shown on hover).
 
 Labels come from recorded text (untrusted): every value that goes into markup is escaped, attributes included.
 Texts are cut by display width, not characters: East Asian wide characters take two columns.
@@ -24,6 +26,7 @@ from replays import confidence
 CARD_W, CARD_H, GAP_X, GAP_Y, PAD = 164, 118, 18, 30, 18
 NODE_W = CARD_W - 12
 HEADER_H, REASON_H, ACTION_H = 18, 56, 28
+CF_H = 26  # the counterfactual row added to every card when any step has one
 UNIT_PX = 6.4  # one narrow character at 11 px; a wide (CJK) character is two
 MAX_WIDTH = 1280  # fits a 1366 px window beside the page's margins
 _ACTION_KINDS = {"action", "parse_error", "backend_error", "low_confidence"}
@@ -37,7 +40,8 @@ _STYLE = (
     "svg.graph .gstep.sel .frame{stroke:#111827;stroke-width:3;fill:#eef2ff}"
     "svg.graph .gstep.labelled-wrong .frame{stroke:#b91c1c}"
     "svg.graph .gstep.sel.labelled-wrong .frame{stroke:#7f1d1d}"
-    "svg.graph .gstep.mismatch .frame{stroke:#c2410c;stroke-dasharray:6 3}</style>"
+    "svg.graph .gstep.mismatch .frame{stroke:#c2410c;stroke-dasharray:6 3}"
+    "svg.graph .counterfactual rect{stroke-dasharray:4 3}</style>"
 )
 _OUTCOME_STROKE = {"ok": "#6b7280", "error": "#b91c1c", "skipped": "#b45309"}
 MARKS = {"correct": "✓", "wrong": "✗", "corrected": "✎", "evidence": "◎", "mismatch": "≠"}  # explained by the page's key
@@ -99,6 +103,7 @@ class _Card:
     outcome: dict[str, Any] | None = None
     observation: dict[str, Any] | None = None
     others: list[dict[str, Any]] = field(default_factory=list)
+    counterfactuals: list[dict[str, Any]] = field(default_factory=list)  # decisions asked for afterwards, oldest first
     retry_in: bool = False  # the step before it failed: the flow into it is a retry
 
 
@@ -133,20 +138,25 @@ def graph_svg(
             card.action, card.action_kind = dict(data), kind
         elif kind == "outcome":
             card.outcome = dict(data)
+        elif kind == "counterfactual":
+            card.counterfactuals.append(dict(data))
         elif kind == "observation":
             card.observation = dict(data)
             card.retry_in = any(graph.edges[e].get("kind") == "retry" for e in graph.in_edges(node))
         else:
             card.others.append(dict(data))
     ordered = [cards[k] for k in sorted(cards)]
+    for card in ordered:
+        card.counterfactuals.sort(key=lambda d: str(d.get("created_at", "")))
+    card_h = CARD_H + (CF_H if any(c.counterfactuals for c in ordered) else 0)
     cells = len(ordered) + (1 if ends else 0)
     columns = max(1, min(cells, (max_width - 2 * PAD + GAP_X) // (CARD_W + GAP_X)))
     rows = max(1, -(-cells // columns))
     width = 2 * PAD + columns * CARD_W + (columns - 1) * GAP_X
-    height = 2 * PAD + rows * CARD_H + (rows - 1) * GAP_Y
+    height = 2 * PAD + rows * card_h + (rows - 1) * GAP_Y
 
     def origin(i: int) -> tuple[int, int]:
-        return PAD + (i % columns) * (CARD_W + GAP_X), PAD + (i // columns) * (CARD_H + GAP_Y)
+        return PAD + (i % columns) * (CARD_W + GAP_X), PAD + (i // columns) * (card_h + GAP_Y)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
@@ -160,16 +170,20 @@ def graph_svg(
     ]
     for i in range(1, cells):  # the flow between consecutive cards, and from a row's end to the next row's start
         retry = i < len(ordered) and ordered[i].retry_in
-        parts.append(_connector(origin(i - 1), origin(i), retry=retry))
+        parts.append(_connector(origin(i - 1), origin(i), retry=retry, card_h=card_h))
     for i, card in enumerate(ordered):
-        parts.append(_card_svg(card, *origin(i), link, verdicts.get(card.step), card.step in corrected, card.step in mismatched))
+        parts.append(
+            _card_svg(
+                card, *origin(i), link, verdicts.get(card.step), card.step in corrected, card.step in mismatched, card_h=card_h
+            )
+        )
     if ends:
         parts.append(_end_svg(ends[0], *origin(len(ordered))))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _connector(a: tuple[int, int], b: tuple[int, int], *, retry: bool) -> str:
+def _connector(a: tuple[int, int], b: tuple[int, int], *, retry: bool, card_h: int = CARD_H) -> str:
     (ax, ay), (bx, by) = a, b
     y_from = ay + HEADER_H + REASON_H + 10 + ACTION_H / 2  # the action's middle
     y_to = by + HEADER_H + REASON_H / 2  # the next reasoning's middle
@@ -178,14 +192,24 @@ def _connector(a: tuple[int, int], b: tuple[int, int], *, retry: bool) -> str:
         mid = x_from + (x_to - x_from) / 2
         d = f"M {x_from} {y_from} H {mid} V {y_to} H {x_to}"
     else:  # wrap: down into the gap between rows, back to the left, down into the next row's first card
-        gap = ay + CARD_H + GAP_Y / 2
+        gap = ay + card_h + GAP_Y / 2
         d = f"M {x_from} {y_from} H {x_from + 8} V {gap} H {PAD / 2} V {y_to} H {x_to}"
     colour, dash, marker = ("#b91c1c", ' stroke-dasharray="4 3"', "arrow-retry") if retry else ("#6b7280", "", "arrow")
     kind = "retry" if retry else "next"
     return f'<path class="edge edge-{kind}" d="{d}" fill="none" stroke="{colour}"{dash} marker-end="url(#{marker})"/>'
 
 
-def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corrected: bool, mismatch: bool = False) -> str:
+def _card_svg(
+    card: _Card,
+    x: int,
+    y: int,
+    link: str,
+    verdict: str | None,
+    corrected: bool,
+    mismatch: bool = False,
+    *,
+    card_h: int = CARD_H,
+) -> str:
     step = card.step
     reasoning = card.reasoning or {}
     value = _confidence(reasoning.get("confidence")) if card.reasoning is not None else None
@@ -237,6 +261,8 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         title.append("mismatch: the text at the point is not what the reasoning named")
     if card.retry_in:
         title.append("retried after the previous step failed")
+    for cf in card.counterfactuals:
+        title.append(_counterfactual_line(cf))
 
     classes = ["gstep", f"conf-{band}"]
     if verdict in ("correct", "wrong"):
@@ -249,6 +275,8 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         classes.append("mismatch")
     if outcome_word:
         classes.append(f"outcome-{outcome_word}")
+    if card.counterfactuals:
+        classes.append("has-counterfactual")
     href = link.format(step=step)
     nx_, ry, ay = x + 6, y + HEADER_H, y + HEADER_H + REASON_H + 10
     unit = int((NODE_W - 12) / UNIT_PX)
@@ -258,7 +286,7 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         f'<a class="{" ".join(classes)}" id="graph-step-{step}" href="{a(href)}" data-step="{step}" '
         f'data-confidence="{"" if value is None else f"{value:.4g}"}" data-band="{band}">'
         f"<title>{a(chr(10).join(title))}</title>"
-        f'<rect class="frame" x="{x}" y="{y}" width="{CARD_W}" height="{CARD_H}" rx="8" fill="#f9fafb" stroke="#e5e7eb"/>'
+        f'<rect class="frame" x="{x}" y="{y}" width="{CARD_W}" height="{card_h}" rx="8" fill="#f9fafb" stroke="#e5e7eb"/>'
         f'<text class="head" x="{nx_ + 2}" y="{y + 13}" font-size="11" font-weight="600">{a(head)}</text>'
         f'<rect class="reasoning" x="{nx_}" y="{ry}" width="{NODE_W}" height="{REASON_H}" rx="6" fill="{a(style.colour)}"/>'
         f'<text class="conf" x="{nx_ + 6}" y="{ry + 15}" font-size="12" font-weight="700" fill="{a(style.ink)}" '
@@ -273,7 +301,40 @@ def _card_svg(card: _Card, x: int, y: int, link: str, verdict: str | None, corre
         f'<rect class="action" x="{nx_}" y="{ay}" width="{NODE_W}" height="{ACTION_H}" rx="6" fill="{fill}" '
         f'stroke="{stroke}"/>'
         f'<text x="{nx_ + 6}" y="{ay + 18}" font-size="11">{a(cut_to_width(f"{symbol} {action_text}".strip(), unit))}</text>'
-        "</a>"
+        + _counterfactual_svg(card.counterfactuals, nx_, ay + ACTION_H + 6, unit)
+        + "</a>"
+    )
+
+
+def _counterfactual_line(data: dict[str, Any]) -> str:
+    value = _confidence(data.get("confidence"))
+    band = confidence.style(value).band.value
+    conf_text = f"{confidence.number(value)} {band}" if value is not None else band
+    model = str(data.get("model") or data.get("policy") or "a model")
+    line = f"counterfactual ({model}): {data.get('label', '')} · confidence {conf_text}"
+    if data.get("detail"):
+        line += f" · {data['detail']}"
+    return line + ("" if data.get("attention") else " · attention not computed")
+
+
+def _counterfactual_svg(decisions: list[dict[str, Any]], x: int, y: int, unit: int) -> str:
+    """The newest counterfactual of a step (how many more there are), filled with its confidence band's colour."""
+    if not decisions:
+        return ""
+    newest = decisions[-1]
+    value = _confidence(newest.get("confidence"))
+    style = confidence.style(value)
+    band = style.band.value
+    conf = f"{confidence.number(value)}" if value is not None else "?"
+    more = f" +{len(decisions) - 1}" if len(decisions) > 1 else ""
+    text = cut_to_width(f"⑂ {conf} {newest.get('label', '')}{more}", unit)
+    a = escape
+    return (
+        f'<g class="counterfactual" data-decision="{a(str(newest.get("decision_id", "")))}" data-band="{band}" '
+        f'data-count="{len(decisions)}" data-confidence="{"" if value is None else f"{value:.4g}"}">'
+        f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{CF_H - 6}" rx="6" fill="{a(style.colour)}" stroke="#4b5563"/>'
+        f'<text x="{x + 6}" y="{y + 14}" font-size="11" fill="{a(style.ink)}" style="fill:{a(style.ink)}">{a(text)}</text>'
+        "</g>"
     )
 
 
