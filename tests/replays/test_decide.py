@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agent import load_task, run_task
-from replays.decide import DISC_RADIUS, correction_box, labelled_element
+from replays.decide import DISC_RADIUS, DecideOptions, correction_box, decide_step, labelled_element, policy_for_run
 from replays.labels import Correction, Label, LabelIn, Labels
 from replays.viewer import create_viewer
 from replays.viewer.graph_svg import graph_svg
@@ -29,7 +29,7 @@ from tests.replays.test_replay_served import RecordedAnswers
 from tools.fake import FakeExecutor, screenshot
 from tracer import RunStatus, read_steps
 from tracer.decisions import DECISIONS_DIR, read_decisions
-from tracer.graph import attach_counterfactuals, run_graph
+from tracer.graph import attach_counterfactuals, load, run_graph
 from tracer.ocr_files import OCR_DIR, OcrStepFile, ocr_step_path
 from tracer.run_files import read_run
 
@@ -85,13 +85,13 @@ def server():
 
 
 @pytest.fixture
-def recorded(tmp_path) -> tuple[Path, Path]:
+def script_run(tmp_path) -> tuple[Path, Path]:
     runs = tmp_path / "runs"
     return runs, record_run(runs, tmp_path)
 
 
-def test_decide_prints_beside_the_original_records_a_counterfactual_and_the_graphs_show_it(recorded, server):
-    runs, run_dir = recorded
+def test_decide_prints_beside_the_original_records_a_counterfactual_and_the_graphs_show_it(script_run, server):
+    runs, run_dir = script_run
     double, key = server
     before = snapshot(run_dir)
     double.queue([click(700, 400)])
@@ -129,13 +129,17 @@ def test_decide_prints_beside_the_original_records_a_counterfactual_and_the_grap
         {k: e[k] for k in ("source", "target", "kind")} for e in data["edges"]
     ]
 
+    graphml = glassbox_in_process("graph", run_dir.name, "--runs-dir", str(runs), "--format", "graphml")
+    assert graphml.returncode == 0, graphml.stderr
+    assert load(graphml.stdout, "graphml").nodes[node]["kind"] == "counterfactual"
+
     page = TestClient(create_viewer(runs), base_url="http://127.0.0.1").get(f"/runs/{run_dir.name}")
     assert page.status_code == 200
     assert f'data-decision="{record.id}"' in page.text and "counterfactual (decide-double): left_click (700, 400)" in page.text
 
 
-def test_labelled_json_reports_exactly_which_decisions_land(recorded, server):
-    runs, run_dir = recorded
+def test_labelled_json_reports_exactly_which_decisions_land(script_run, server):
+    runs, run_dir = script_run
     double, key = server
     labels = Labels(runs)
     run_id = run_dir.name
@@ -183,8 +187,8 @@ def test_labelled_json_reports_exactly_which_decisions_land(recorded, server):
     assert "landed 0 of 3" in plain.stdout and "1 skipped" in plain.stdout
 
 
-def test_the_element_is_the_correction_box_when_the_label_has_one(recorded):
-    _, run_dir = recorded
+def test_the_element_is_the_correction_box_when_the_label_has_one(script_run):
+    _, run_dir = script_run
     step = read_steps(run_dir)[0]
     # A correction with a box (the field labels are gaining): a stand-in object, read through the same accessor.
     correction = SimpleNamespace(action="left_click", coordinate=(600.0, 500.0), box=(550.0, 480.0, 700.0, 520.0))
@@ -197,8 +201,8 @@ def test_the_element_is_the_correction_box_when_the_label_has_one(recorded):
     assert correction_box(Correction(coordinate=(1, 1))) is None  # no box: OCR line or disc
 
 
-def test_hostile_and_wrong_input_exits_2_with_a_message(recorded, server, tmp_path):
-    runs, run_dir = recorded
+def test_hostile_and_wrong_input_exits_2_with_a_message(script_run, server, tmp_path):
+    runs, run_dir = script_run
     double, key = server
     env = {KEY_ENV: key}
     args = ["--runs-dir", str(runs), *served_args(double)]
@@ -251,8 +255,8 @@ def test_hostile_and_wrong_input_exits_2_with_a_message(recorded, server, tmp_pa
     assert read_run(run_dir).status is RunStatus.succeeded
 
 
-def test_the_key_a_server_echoes_back_never_reaches_the_record(recorded, server):
-    runs, run_dir = recorded
+def test_the_key_a_server_echoes_back_never_reaches_the_record(script_run, server):
+    runs, run_dir = script_run
     double, key = server
     wrong = "sk-wrong-" + secrets.token_hex(16)  # the double refuses it, naming it in the error text
     args = ["--runs-dir", str(runs), *served_args(double)]
@@ -264,8 +268,8 @@ def test_the_key_a_server_echoes_back_never_reaches_the_record(recorded, server)
     assert wrong not in proc.stdout + proc.stderr
 
 
-def test_damaged_decision_files_are_skipped_and_the_svg_escapes_what_they_hold(recorded):
-    _, run_dir = recorded
+def test_damaged_decision_files_are_skipped_and_the_svg_escapes_what_they_hold(script_run):
+    _, run_dir = script_run
     folder = run_dir / DECISIONS_DIR
     folder.mkdir()
     hostile = "<script>alert(1)</script>"
@@ -327,3 +331,20 @@ def test_decide_with_the_tiny_local_model_records_attention_and_a_counterfactual
     node = graph.nodes[f"cf:1:{record.id}"]
     assert node["attention"] is True and node["kind"] == "counterfactual"
     assert f'data-decision="{record.id}"' in graph_svg(graph)
+
+
+def test_the_python_api_decides_without_recording_when_asked(script_run, server, monkeypatch):
+    runs, run_dir = script_run
+    double, key = server
+    monkeypatch.setenv(KEY_ENV, key)
+    options = DecideOptions(base_url=double.url, model=MODEL, api_key_env=KEY_ENV)
+    policy = policy_for_run(run_dir, options)
+    assert (policy.name, policy.model, policy.sampling.temperature) == ("openai", MODEL, 0)
+    double.queue([click(800, 700)])
+    try:
+        decision = decide_step(run_dir, 2, policy, record=False)
+    finally:
+        policy.close()
+    assert decision.recorded_in is None and not (run_dir / DECISIONS_DIR).exists()
+    assert decision.point == (800.0, 700.0) and decision.original.coordinate == (800.0, 700.0)
+    assert decision.original.pixel == (1024, 560) and decision.record.pixel == (1024, 560)
