@@ -26,7 +26,7 @@ from replays import confidence
 CARD_W, CARD_H, GAP_X, GAP_Y, PAD = 164, 118, 18, 30, 18
 NODE_W = CARD_W - 12
 HEADER_H, REASON_H, ACTION_H = 18, 56, 28
-CF_H = 26  # the counterfactual row added to every card when any step has one
+CF_H = 40  # the counterfactual row added to every card when any step has one
 UNIT_PX = 6.4  # one narrow character at 11 px; a wide (CJK) character is two
 MAX_WIDTH = 1280  # fits a 1366 px window beside the page's margins
 _ACTION_KINDS = {"action", "parse_error", "backend_error", "low_confidence"}
@@ -318,22 +318,26 @@ def _counterfactual_line(data: dict[str, Any]) -> str:
 
 
 def _counterfactual_svg(decisions: list[dict[str, Any]], x: int, y: int, unit: int) -> str:
-    """The newest counterfactual of a step (how many more there are), filled with its confidence band's colour."""
+    """The newest counterfactual of a step (and how many there are), filled with its confidence band's colour:
+    a line saying it is one and how sure the model was, a line with its action."""
     if not decisions:
         return ""
     newest = decisions[-1]
     value = _confidence(newest.get("confidence"))
     style = confidence.style(value)
     band = style.band.value
-    conf = f"{confidence.number(value)}" if value is not None else "?"
-    more = f" +{len(decisions) - 1}" if len(decisions) > 1 else ""
-    text = cut_to_width(f"⑂ {conf} {newest.get('label', '')}{more}", unit)
+    conf_text = f"{confidence.number(value)} {band}" if value is not None else band
+    count = f" ({len(decisions)})" if len(decisions) > 1 else ""
+    head = cut_to_width(f"↳ asked{count}: {conf_text}", unit)
+    action = cut_to_width(str(newest.get("label", "")), unit)
     a = escape
+    ink = a(style.ink)
     return (
         f'<g class="counterfactual" data-decision="{a(str(newest.get("decision_id", "")))}" data-band="{band}" '
         f'data-count="{len(decisions)}" data-confidence="{"" if value is None else f"{value:.4g}"}">'
         f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{CF_H - 6}" rx="6" fill="{a(style.colour)}" stroke="#4b5563"/>'
-        f'<text x="{x + 6}" y="{y + 14}" font-size="11" fill="{a(style.ink)}" style="fill:{a(style.ink)}">{a(text)}</text>'
+        f'<text x="{x + 6}" y="{y + 13}" font-size="10" font-weight="600" fill="{ink}" style="fill:{ink}">{a(head)}</text>'
+        f'<text x="{x + 6}" y="{y + 27}" font-size="11" fill="{ink}" style="fill:{ink}">{a(action)}</text>'
         "</g>"
     )
 
