@@ -348,3 +348,36 @@ def test_the_python_api_decides_without_recording_when_asked(script_run, server,
     assert decision.recorded_in is None and not (run_dir / DECISIONS_DIR).exists()
     assert decision.point == (800.0, 700.0) and decision.original.coordinate == (800.0, 700.0)
     assert decision.original.pixel == (1024, 560) and decision.record.pixel == (1024, 560)
+
+
+def test_a_served_run_is_asked_again_with_exactly_the_request_it_recorded(tmp_path, server, monkeypatch):
+    """A run the served model decided: decide sends the very messages (system prompt, tools, history, screenshot)
+    the run sent at that step, and tool schema and sampling come from the run's settings."""
+    double, key = server
+    path = tmp_path / "served.yaml"
+    path.write_text(
+        'name: served-decide\ngoal: Open the second tile.\ntarget: {start_url: "http://fake.invalid/"}\nlimits: {max_steps: 5}\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv(KEY_ENV, key)
+    double.queue(
+        [click(100, 100), click(300, 300), {"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}]
+    )
+    runs = tmp_path / "runs"
+    result = run_task(
+        load_task(path),
+        policy="openai",
+        runs_dir=runs,
+        executor=FakeExecutor([screenshot("white"), screenshot("lightblue"), screenshot("khaki")]),
+        policy_overrides={"base_url": double.url, "model": MODEL, "api_key_env": KEY_ENV, "temperature": 0},
+    )
+    assert result.status is RunStatus.succeeded, result.end_reason
+    sent_at_step_1 = double.requests[1]["body"]
+    double.queue([click(310, 290)])
+    proc = glassbox_in_process("decide", result.run_dir.name, "--step", "1", "--runs-dir", str(runs), *served_args(double))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    asked = double.requests[-1]["body"]
+    assert asked["messages"] == sent_at_step_1["messages"]
+    assert {k: v for k, v in asked.items() if k != "messages"} == {k: v for k, v in sent_at_step_1.items() if k != "messages"}
+    [record] = read_decisions(result.run_dir)
+    assert record.prompt_source == "recorded" and record.coordinate == (310.0, 290.0)
