@@ -10,6 +10,7 @@ screenshot gone, a model that cannot be built).
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -139,6 +140,12 @@ def _print_decision(decision: Decision, run_dir: Path) -> None:
             console.print(f"           [dim]{escape(clean(why))}[/]", soft_wrap=True)
     if record.error:
         console.print(f"  [red]the decision has no usable action:[/] {escape(clean(record.error))}", soft_wrap=True)
+    elif record.action is not None:
+        same = "the same action as recorded" if record.action == original.action else "another action than recorded"
+        apart = ""
+        if record.pixel is not None and original.pixel is not None:
+            apart = f", {math.dist(record.pixel, original.pixel):.0f} px from the recorded point"
+        console.print(f"  decided {same}{apart}")
     if record.attention_file:
         console.print(f"  attention maps: {escape(str(run_dir / record.attention_file))}", soft_wrap=True)
     elif "attention" in record.unavailable:
