@@ -43,7 +43,7 @@ def _usage_error(message: str) -> typer.Exit:
 def decide_command(
     run: Annotated[
         Optional[str],
-        typer.Argument(metavar="[RUN]", help="The run (folder, id or unique prefix); with --labelled: only its labels."),
+        typer.Argument(metavar="RUN", help="The run (folder, id or unique prefix); with --labelled: only its labels."),
     ] = None,
     step: Annotated[Optional[int], typer.Option("--step", min=0, help="The recorded step to decide.")] = None,
     labelled: Annotated[
