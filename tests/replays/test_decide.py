@@ -78,7 +78,7 @@ def snapshot(run_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def server():
-    key = "sk-decide-" + secrets.token_hex(16)
+    key = "sk-test-" + secrets.token_hex(16)  # no 8-character run in common with the model name: it would be masked
     double = RecordedAnswers(key, echo_key=True)
     yield double, key
     double.close()
