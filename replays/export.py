@@ -175,6 +175,7 @@ def _write_records(
     # A script's steps record a line of their own as reasoning: only a model's reasoning says the model thinks.
     think = thinking if thinking is not None else any(item.step.model and (item.step.reasoning or "").strip() for item in items)
     scrubbers: dict[str, Scrubber] = {}
+    written = 0
     with open(tmp, "w", encoding="utf-8") as fh:
         for item in items:
             label, run, step = item.label, item.run, item.step
@@ -188,6 +189,10 @@ def _write_records(
                 assert label.correction is not None  # _skip_reason left out wrong labels without one
                 call = _correction_call(label.correction, step)
                 target = (_think_block(corrected_reasoning(label.correction)) if think else "") + _tool_call_text(call)
+            if fmt == "dpo" and target == model_answer:
+                # A correction that repeats what the model did is no preference (ms-swift drops such a row).
+                skipped["correction equals the model's answer"] = skipped.get("correction equals the model's answer", 0) + 1
+                continue
             if fmt == "sft":
                 record = sft_record(item.prompt, target, item.images)
             else:
@@ -202,7 +207,8 @@ def _write_records(
                 "box": list(label.correction.box) if label.correction and label.correction.box else None,
             }
             fh.write(json.dumps(scrubbers[run.run_id].scrub(record), ensure_ascii=False) + "\n")
-    return len(items), skipped, think
+            written += 1
+    return written, skipped, think
 
 
 def _latest_per_step(labels: list[Label]) -> list[Label]:
