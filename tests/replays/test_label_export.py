@@ -11,7 +11,7 @@ import pytest
 
 from replays.export import FeedbackExportError, export_feedback, rebuilt_prompt
 from replays.export_flavors import DATASET_INFO
-from replays.labels import Labels, LabelError, label_step
+from replays.labels import LabelError, Labels, label_step
 from tests.replays.label_runs import MODEL_OUTPUTS, SECRET, SECRET_ENV, model_run, script_run
 from tracer.labels import LABELS_FILE
 from tracer.secrets import MASK
