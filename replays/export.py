@@ -182,6 +182,10 @@ def _write_records(
             if run.run_id not in scrubbers:
                 secrets = run_secrets(run)
                 scrubbers[run.run_id] = Scrubber([*secrets.values(), *extra_secrets], names=secrets.keys())
+            reason = _unusable(item, fmt)
+            if reason:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
             model_answer = _answer(step, think)
             if label.verdict == "correct":
                 target = model_answer
@@ -189,10 +193,6 @@ def _write_records(
                 assert label.correction is not None  # _skip_reason left out wrong labels without one
                 call = _correction_call(label.correction, step)
                 target = (_think_block(corrected_reasoning(label.correction)) if think else "") + _tool_call_text(call)
-            if fmt == "dpo" and target == model_answer:
-                # A correction that repeats what the model did is no preference (ms-swift drops such a row).
-                skipped["correction equals the model's answer"] = skipped.get("correction equals the model's answer", 0) + 1
-                continue
             if fmt == "sft":
                 record = sft_record(item.prompt, target, item.images)
             else:
@@ -209,6 +209,21 @@ def _write_records(
             fh.write(json.dumps(scrubbers[run.run_id].scrub(record), ensure_ascii=False) + "\n")
             written += 1
     return written, skipped, think
+
+
+def _unusable(item: _Item, fmt: Format) -> str | None:
+    """Why a labelled step makes no record (counted in the summary), or None."""
+    if item.label.verdict == "correct" and not item.step.tool_calls:
+        return "correct label on a step whose output had no tool call"
+    if item.label.verdict == "wrong" and item.label.correction is not None and fmt == "dpo":
+        corrected = _tool_call_text(_correction_call(item.label.correction, item.step))
+        if [corrected] == [_tool_call_text(c) for c in item.step.tool_calls]:
+            # A correction that repeats what the model did is no preference (ms-swift drops such a row).
+            return "correction repeats the model's action"
+    if "".join(m["content"] for m in item.prompt).count("<image>") != len(item.images):
+        # The tools put one image per <image> tag: a goal or page title holding the tag itself would misplace them.
+        return "prompt text holds an <image> tag of its own"
+    return None
 
 
 def _latest_per_step(labels: list[Label]) -> list[Label]:

@@ -281,3 +281,27 @@ def test_an_export_with_a_damaged_dataset_info_writes_nothing(model_run_dir: Pat
     with pytest.raises(FeedbackExportError, match="dataset_info.json is not readable JSON"):
         export_feedback(model_run_dir.parent, out)
     assert not out.exists() and (out.parent / DATASET_INFO).read_text() == "[not, a dict"
+
+
+def test_steps_that_make_no_usable_record_are_skipped_and_counted(model_run_dir: Path, tmp_path: Path) -> None:
+    steps_file = model_run_dir / "steps.jsonl"
+    rows = lines(steps_file)
+    rows[1]["prompt"][-1]["text"] += " a page titled <image>"  # one tag more than images: the tools would misplace them
+    rows[2]["tool_calls"] = []  # an output with no tool call, as a parse error leaves it
+    steps_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    label_step(model_run_dir, 0, "wrong", at=(500, 500))  # what the model did: no preference
+    label_step(model_run_dir, 1, "wrong", at=(10, 10))
+    label_step(model_run_dir, 2, "correct")
+    summary = export_feedback(model_run_dir.parent, tmp_path / "dpo.jsonl", "dpo", thinking=True)
+    assert summary.records == 0
+    assert summary.skipped == {
+        "correct labels make no DPO pair": 1,
+        "correction repeats the model's action": 1,
+        "prompt text holds an <image> tag of its own": 1,
+    }
+    summary = export_feedback(model_run_dir.parent, tmp_path / "sft.jsonl", "sft")
+    assert summary.records == 1
+    assert summary.skipped == {
+        "correct label on a step whose output had no tool call": 1,
+        "prompt text holds an <image> tag of its own": 1,
+    }
