@@ -972,7 +972,7 @@ def export_feedback_cmd(
         soft_wrap=True,
     )
     for reason, count in summary.skipped.items():
-        console.print(f"  skipped {count}: {reason}")
+        console.print(f"  skipped {count}: {escape(reason)}")
     if summary.dataset_info is not None:
         import json
 

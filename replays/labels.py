@@ -325,7 +325,8 @@ def _label(run_id: str, row: dict[str, Any]) -> Label | None:
             run_id=run_id,
             step=row["step"],
             verdict=row["verdict"],
-            note=row["note"],
+            # A note stored before control characters were refused (or by hand) still lists, with spaces for them.
+            note=_CONTROL.sub(" ", row["note"]) if isinstance(row.get("note"), str) else row.get("note"),
             correction=Correction(**correction) if correction else None,
             created_at=row["created_at"],
             pixel=tuple(pixel) if isinstance(pixel, (list, tuple)) and len(pixel) == 2 else None,

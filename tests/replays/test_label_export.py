@@ -64,12 +64,13 @@ def test_labels_written_before_boxes_existed_still_read(run_dir: Path) -> None:
         "step": 0,
         "verdict": "wrong",
         "correction": {"action": "left_click", "coordinate": [10, 20], "text": None, "keys": None, "pixel": [13, 16]},
-        "note": "old",
+        "note": "old \x1b[31m note",
         "created_at": "2026-11-01T00:00:00+00:00",
     }
     (run_dir / LABELS_FILE).write_text(json.dumps(old) + "\n")
     (listed,) = Labels(run_dir.parent).list()
     assert listed.id == 5 and listed.correction is not None and listed.correction.box is None and listed.pixel == (13, 16)
+    assert listed.note == "old  [31m note"  # stored before control characters were refused: listed, made printable
 
 
 @pytest.mark.parametrize(
