@@ -11,10 +11,10 @@ beside the file; ms-swift: absolute images, DPO as the chosen answer last in ``m
 
 The prompt is the one the model saw: the step's recorded prompt, or for a step that has none (a script run)
 the one :func:`agent.prompt.build_prompt` builds from the run's task and earlier steps, as the model policy
-does. Targets with thinking (on when a model's step among those exported recorded reasoning, or as asked): a step labelled
-correct keeps its recorded reasoning in ``<think>...</think>`` before its tool call; a corrected step gets one
-sentence naming the corrected action and point (:func:`corrected_reasoning`); the rejected answer of a pair is
-the model's reasoning and call. Every string written passes the scrubber (the secrets the runs' tasks can
+does. Targets with thinking (on when a model's step among those exported recorded reasoning, or as asked):
+a step labelled correct keeps its recorded reasoning in ``<think>...</think>`` before its tool call; a
+corrected step gets one sentence naming the corrected action and point (:func:`corrected_reasoning`); the
+rejected answer of a pair is the model's reasoning and call. Every string written passes the scrubber (the secrets the runs' tasks can
 still resolve here, and those passed in), so no secret reaches an export.
 """
 
@@ -77,7 +77,7 @@ def export_feedback(
     secrets: Iterable[str] = (),
 ) -> ExportSummary:
     """Write the labels of ``runs_dir`` as ``fmt`` records for ``flavor`` to ``out`` (JSONL); returns what was
-    written. ``thinking`` None: targets carry ``<think>`` when any exported step recorded reasoning.
+    written. ``thinking`` None: targets carry ``<think>`` when a model's exported step recorded reasoning.
     ``secrets``: values to mask besides those the runs' tasks resolve here."""
     if flavor not in ("llamafactory", "swift"):
         raise FeedbackExportError(f"unknown flavor {flavor!r}: llamafactory or swift")
