@@ -14,8 +14,8 @@ the one :func:`agent.prompt.build_prompt` builds from the run's task and earlier
 does. Targets with thinking (on when a model's step among those exported recorded reasoning, or as asked):
 a step labelled correct keeps its recorded reasoning in ``<think>...</think>`` before its tool call; a
 corrected step gets one sentence naming the corrected action and point (:func:`corrected_reasoning`); the
-rejected answer of a pair is the model's reasoning and call. Every string written passes the scrubber (the secrets the runs' tasks can
-still resolve here, and those passed in), so no secret reaches an export.
+rejected answer of a pair is the model's reasoning and call. Every string written passes the scrubber (the
+secrets the runs' tasks can still resolve here, and those passed in), so no secret reaches an export.
 """
 
 from __future__ import annotations
