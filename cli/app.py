@@ -23,6 +23,7 @@ from agent.policies import POLICIES
 from agent.task import load_task
 from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
+from cli.label_cmd import label_command, labels_command
 from cli.run_ref import RunRef, resolve_run
 from tools.actions import Answer, Key, Terminate, Type
 from tools.errors import HarnessError, UsageError
@@ -70,6 +71,8 @@ dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
 app.command("decide")(decide_command)  # glassbox decide RUN --step N / --labelled: cli/decide_cmd.py
+app.command("label")(label_command)  # glassbox label RUN --step N correct|wrong: cli/label_cmd.py
+app.command("labels")(labels_command)
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
@@ -943,19 +946,43 @@ def _say_missing(missing: dict[int, str]) -> None:
         err_console.print(f"  step {index}: {escape(missing[index])}")
 
 
+class FeedbackFlavor(str, Enum):
+    llamafactory = "llamafactory"
+    swift = "swift"
+
+
 @export_app.command("feedback")
 def export_feedback_cmd(
     format: Annotated[FeedbackFormat, typer.Option("--format", "-f", help="sft: corrected answers; dpo: corrected vs model.")],
     out: Annotated[Path, typer.Option(help="JSONL file to write (images go to images/ beside it).")],
+    flavor: Annotated[
+        FeedbackFlavor,
+        typer.Option(help="llamafactory: relative images + dataset_info.json beside the file; swift: absolute images."),
+    ] = FeedbackFlavor.llamafactory,
+    think: Annotated[
+        Optional[bool],
+        typer.Option("--think/--no-think", help="<think> in targets (default: when the labelled steps recorded reasoning)."),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Export the viewer's labels as fine-tuning data (Qwen-VL chat format, LLaMA-Factory / ms-swift layout)."""
+    """Export labels as fine-tuning data that LLaMA-Factory or ms-swift reads as it is (Qwen-VL chat format)."""
     from replays.export import export_feedback
 
-    summary = export_feedback(runs_dir, out, format.value)
-    console.print(f"wrote {summary.records} {format.value} record(s) to [bold]{summary.out}[/] (images in {summary.images_dir})")
+    summary = export_feedback(runs_dir, out, format.value, flavor=flavor.value, thinking=think)
+    thinking = "with <think>" if summary.thinking else "without <think>"
+    console.print(
+        f"wrote {summary.records} {format.value} record(s) for {flavor.value} {thinking} to [bold]{escape(str(summary.out))}[/] "
+        f"(images in {escape(str(summary.images_dir))})",
+        soft_wrap=True,
+    )
     for reason, count in summary.skipped.items():
-        console.print(f"  skipped {count}: {reason}")
+        console.print(f"  skipped {count}: {escape(reason)}")
+    if summary.dataset_info is not None:
+        import json
+
+        console.print(f"dataset_info.json entry ({escape(str(summary.dataset_info))}):", soft_wrap=True)
+        console.file.write(json.dumps({summary.dataset_name: summary.dataset_entry}, indent=2) + "\n")
+    console.print(escape(summary.usage), soft_wrap=True)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -6,21 +6,39 @@ index keeps them; labels that an older Glassbox kept only in the index move to t
 
     labels = Labels(Path("runs"))
     labels.add(run_id, 4, LabelIn(verdict="wrong", correction=Correction(action="left_click", coordinate=(412, 300))))
+
+From a script or a benchmark's oracle (the same store, the same checks as ``glassbox label``)::
+
+    label_step(result.run_dir, 4, "wrong", at=(412, 300), box=(380, 280, 450, 320), note="Publish, not Save")
+    label_step(result.run_dir, 5, "correct")
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS
 from tools.errors import UsageError
 from tracer.index import RunIndex
 from tracer.labels import LabelAdded, LabelUndone, append_label_event, new_label_id
-from tracer.store import RunStore, read_steps
+from tracer.schema import RunRecord
+from tracer.store import RunStore, read_run, read_steps
+
+# Control characters other than tab and newline (C0, DEL, C1): a note or a text to type holding them would move
+# a terminal's cursor or colour a listing, and no person means them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _no_control(value: str | None) -> str | None:
+    if value is not None and (found := _CONTROL.search(value)):
+        raise ValueError(f"contains a control character ({found.group()!r}); only tab and newline are allowed")
+    return value
 
 
 class Correction(BaseModel):
@@ -31,7 +49,24 @@ class Correction(BaseModel):
     action: str = "left_click"
     coordinate: tuple[float, float] | None = None
     text: str | None = Field(default=None, max_length=2000)
-    keys: list[str] | None = None
+    keys: list[str] | None = Field(default=None, max_length=10)
+    # The labelled element: (x1, y1, x2, y2) on the same grid, what a decision's click is tested against
+    # (``glassbox decide --labelled``) and where attention guidance wants the attention. None in labels given
+    # before it existed and when only a point was given.
+    box: tuple[float, float, float, float] | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_clean(cls, text: str | None) -> str | None:
+        return _no_control(text)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_clean(cls, keys: list[str] | None) -> list[str] | None:
+        for key in keys or []:
+            if not key or len(key) > 40 or _CONTROL.search(key):
+                raise ValueError(f"{key[:40]!r} is not a key name (1..40 characters, no control characters)")
+        return keys
 
     @model_validator(mode="after")
     def _valid(self) -> "Correction":
@@ -40,6 +75,14 @@ class Correction(BaseModel):
             raise ValueError(f"unknown action {self.action!r}")
         if self.coordinate is not None and not all(0 <= c <= 1000 for c in self.coordinate):
             raise ValueError("coordinate must be within 0..1000")
+        if self.box is not None:
+            x1, y1, x2, y2 = self.box
+            if not all(0 <= c <= 1000 for c in self.box):
+                raise ValueError("box must be within 0..1000")
+            if not (x1 < x2 and y1 < y2):
+                raise ValueError("box must be x1,y1,x2,y2 with x1 < x2 and y1 < y2")
+            if self.coordinate is not None and not (x1 <= self.coordinate[0] <= x2 and y1 <= self.coordinate[1] <= y2):
+                raise ValueError(f"the point {self.coordinate} lies outside the box {self.box}")
         if self.action in POINT_ACTIONS and self.coordinate is None:
             raise ValueError(f"{self.action} needs a coordinate")
         if self.action == "type" and not self.text:
@@ -55,6 +98,11 @@ class LabelIn(BaseModel):
     verdict: Literal["correct", "wrong"]
     correction: Correction | None = None
     note: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("note")
+    @classmethod
+    def _note_clean(cls, note: str | None) -> str | None:
+        return _no_control(note)
 
     @model_validator(mode="after")
     def _consistent(self) -> "LabelIn":
@@ -101,7 +149,10 @@ class Labels:
             note=label.note,
             created_at=datetime.now().astimezone(),
         )
-        append_label_event(run_dir, event)  # the truth first; the index only mirrors it
+        try:
+            append_label_event(run_dir, event)  # the truth first; the index only mirrors it
+        except OSError as exc:
+            raise LabelError(f"cannot write the labels of run {run_id}: {exc}") from None
         index = RunIndex(self.runs_dir)
         try:
             index.mirror_labels(run_dir)
@@ -150,6 +201,121 @@ class Labels:
         return labels
 
 
+Verdict = Literal["correct", "wrong"]
+
+
+def label_step(
+    run_dir: Path,
+    step: int,
+    verdict: Verdict,
+    *,
+    at: Sequence[float] | None = None,
+    box: Sequence[float] | None = None,
+    action: str | None = None,
+    text: str | None = None,
+    keys: Sequence[str] | None = None,
+    note: str | None = None,
+) -> Label:
+    """Label step ``step`` of the run in ``run_dir``, as a person does in the viewer (one store: :class:`Labels`).
+
+    A ``wrong`` verdict may say what should have been done: ``at`` a point and/or ``box`` the element
+    (x1, y1, x2, y2), both on the 0..1000 grid over the screenshot; ``action`` (``left_click`` when a point or
+    box is given, ``type`` with ``text``, ``key`` with ``keys``); a box without a point clicks its centre.
+    Values of the run's secrets in ``text`` or ``note`` become ``<secret>name</secret>`` (the form the model
+    types them in), so a label never holds a secret. Raises :class:`LabelError` (a usage error) naming what
+    is wrong: no such run or step, a bad point or box, a correction on a ``correct`` verdict.
+    """
+    if verdict not in ("correct", "wrong"):
+        raise LabelError(f"the verdict must be 'correct' or 'wrong', not {str(verdict)[:40]!r}")
+    given = [name for name, value in (("at", at), ("box", box), ("action", action), ("text", text), ("keys", keys)) if value]
+    if verdict == "correct" and given:
+        raise LabelError(f"a step labelled correct takes no correction (got {', '.join(given)}); label it wrong")
+    run_id = run_dir.name
+    try:
+        run = read_run(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise LabelError(f"no run at {run_dir}: {exc}") from None
+    secrets = run_secrets(run)
+    text, note = _placeholders(text, secrets), _placeholders(note, secrets)
+    try:
+        correction = _correction(at, box, action, text, keys) if given else None
+        label = LabelIn(verdict=verdict, correction=correction, note=note)
+    except ValidationError as exc:
+        raise LabelError(f"cannot label step {step} of run {run_id}: {_first_error(exc)}") from None
+    return Labels(run_dir.parent).add(run_id, step, label)
+
+
+def run_secrets(run: RunRecord) -> dict[str, str]:
+    """The values of the run's secrets that can be known now: those its task reads from environment variables
+    that are set here (a recorded task holds no literal secret values; they were replaced when recorded)."""
+    from agent.task import Task, TaskError
+
+    try:
+        task = Task.model_validate(run.task, context={"defer_cross_checks": True})
+    except (ValidationError, ValueError, TypeError):
+        return {}
+    found = {}
+    for name, spec in task.inputs.items():
+        if not (spec.secret and spec.env):
+            continue
+        try:
+            value = task.input_values()[name]
+        except (TaskError, KeyError):
+            continue
+        if value and value != "<secret>":
+            found[name] = value
+    return found
+
+
+def _placeholders(value: str | None, secrets: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    for name, secret in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
+        value = value.replace(secret, f"<secret>{name}</secret>")
+    return value
+
+
+def _correction(
+    at: Sequence[float] | None,
+    box: Sequence[float] | None,
+    action: str | None,
+    text: str | None,
+    keys: Sequence[str] | None,
+) -> Correction:
+    point = _numbers(at, 2, "at (x,y)") if at is not None else None
+    area = _numbers(box, 4, "box (x1,y1,x2,y2)") if box is not None else None
+    if action is None:
+        action = "type" if text and not (point or area) else "key" if keys and not (point or area) else "left_click"
+    if point is None and area is not None:
+        point = ((area[0] + area[2]) / 2, (area[1] + area[3]) / 2)
+    return Correction(
+        action=action,
+        coordinate=(point[0], point[1]) if point else None,
+        box=(area[0], area[1], area[2], area[3]) if area else None,
+        text=text,
+        keys=list(keys) if keys else None,
+    )
+
+
+def _numbers(values: Sequence[float], count: int, what: str) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or len(values) != count:
+        raise LabelError(f"{what} takes {count} numbers on the 0..1000 grid")
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise LabelError(f"{what} takes {count} numbers on the 0..1000 grid") from None
+    if not all(0 <= n <= 1000 for n in numbers):  # NaN and infinities fail here too
+        raise LabelError(f"{what} must lie on the 0..1000 grid over the screenshot, got {', '.join(f'{n:g}' for n in numbers)}")
+    return numbers
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"] if part != "correction")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 def _label(run_id: str, row: dict[str, Any]) -> Label | None:
     correction = dict(row["correction"]) if row.get("correction") else None
     pixel = correction.pop("pixel", None) if correction else None
@@ -159,7 +325,8 @@ def _label(run_id: str, row: dict[str, Any]) -> Label | None:
             run_id=run_id,
             step=row["step"],
             verdict=row["verdict"],
-            note=row["note"],
+            # A note stored before control characters were refused (or by hand) still lists, with spaces for them.
+            note=_CONTROL.sub(" ", row["note"]) if isinstance(row.get("note"), str) else row.get("note"),
             correction=Correction(**correction) if correction else None,
             created_at=row["created_at"],
             pixel=tuple(pixel) if isinstance(pixel, (list, tuple)) and len(pixel) == 2 else None,
