@@ -292,15 +292,8 @@ class LabelledReport(BaseModel):
 
 
 def correction_box(correction: Correction | None) -> tuple[float, float, float, float] | None:
-    """The correction's element box (x1, y1, x2, y2 on the 0..1000 grid), when it has a usable one."""
-    box = getattr(correction, "box", None)  # an optional field of newer labels
-    try:
-        x1, y1, x2, y2 = (float(v) for v in box)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) and 0 <= v <= 1000 for v in (x1, y1, x2, y2)) or x1 > x2 or y1 > y2:
-        return None
-    return x1, y1, x2, y2
+    """The correction's element box (x1, y1, x2, y2 on the 0..1000 grid); Correction validates it."""
+    return correction.box if correction is not None else None
 
 
 def label_point(label: Label, step: StepRecord, divisor: float = 1000.0) -> tuple[float, float] | None:

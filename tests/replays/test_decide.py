@@ -14,10 +14,10 @@ import secrets
 import shutil
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from agent import load_task, run_task
 from replays.decide import DISC_RADIUS, DecideOptions, correction_box, decide_step, labelled_element, policy_for_run
@@ -190,14 +190,15 @@ def test_labelled_json_reports_exactly_which_decisions_land(script_run, server):
 def test_the_element_is_the_correction_box_when_the_label_has_one(script_run):
     _, run_dir = script_run
     step = read_steps(run_dir)[0]
-    # A correction with a box (the field labels are gaining): a stand-in object, read through the same accessor.
-    correction = SimpleNamespace(action="left_click", coordinate=(600.0, 500.0), box=(550.0, 480.0, 700.0, 520.0))
+    correction = Correction(action="left_click", coordinate=(600.0, 500.0), box=(550.0, 480.0, 700.0, 520.0))
     label = Label.model_construct(id=1, run_id=run_dir.name, step=0, verdict="wrong", correction=correction)
     element = labelled_element(label, step, run_dir)
     assert element is not None and element.source == "correction_box" and element.box == (550.0, 480.0, 700.0, 520.0)
     assert element.holds((690, 519)) and not element.holds((701, 500))
-    assert correction_box(SimpleNamespace(box=(10, 10, 5, 20))) is None  # inverted: not a box
-    assert correction_box(SimpleNamespace(box=(0, 0, 2000, 10))) is None  # off the grid
+    with pytest.raises(ValidationError):
+        Correction(coordinate=(7, 15), box=(10, 10, 5, 20))  # inverted: not a box
+    with pytest.raises(ValidationError):
+        Correction(coordinate=(5, 5), box=(0, 0, 2000, 10))  # off the grid
     assert correction_box(Correction(coordinate=(1, 1))) is None  # no box: OCR line or disc
 
 
