@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from agent.policies import POLICIES
 from agent.task import load_task
 from cli.eval_cmd import eval_command
+from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
 from cli.run_ref import RunRef, resolve_run
 from tools.actions import Answer, Key, Terminate, Type
 from tools.errors import HarnessError, UsageError
@@ -68,6 +69,7 @@ app.add_typer(export_app, name="export")
 dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
+export_app.command("otel")(export_otel_cmd)  # glassbox export otel RUN...: cli/otel_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
@@ -196,6 +198,7 @@ def run(
     ] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
+    otel: OtelFlag = False,
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
@@ -256,17 +259,22 @@ def run(
     hooks = _step_printer()
     hooks.on(RunStarted, started)
     hooks.on(RunEnded, _print_run_end)
-    result = run_task(
-        task,
-        policy=policy,
-        runs_dir=runs_dir,
-        layout_seed=layout_seed,
-        headed=headed or None,
-        site_url=site_url,
-        policy_overrides=overrides,
-        hooks=hooks,
-        terminal_ask=_ask_on_terminal if sys.stdin.isatty() and sys.stdout.isatty() else None,
-    )
+    traces = export_for_run(otel, hooks, task, viewer_url=viewer.url if viewer is not None else None)
+    try:
+        result = run_task(
+            task,
+            policy=policy,
+            runs_dir=runs_dir,
+            layout_seed=layout_seed,
+            headed=headed or None,
+            site_url=site_url,
+            policy_overrides=overrides,
+            hooks=hooks,
+            terminal_ask=_ask_on_terminal if sys.stdin.isatty() and sys.stdout.isatty() else None,
+        )
+    finally:
+        if traces is not None:
+            traces.close()  # at most 1.5 s, collector up or down
     _print_ocr_summary(result.run_dir)
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
