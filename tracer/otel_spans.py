@@ -403,7 +403,7 @@ def _tool_span(
         "gen_ai.tool.call.id": tool_call_id(run.run_id, step),
         "glassbox.step.outcome": step.outcome,
     }
-    action = call.arguments.get("action") if isinstance(call.arguments, dict) else None
+    action = step.action.action if step.action is not None else call.arguments.get("action")
     if isinstance(action, str):
         attrs["glassbox.action"] = action
     failed = step.outcome == "error" and step.error_kind is not None and step.error_kind.value in ("action", "executor")
