@@ -6,14 +6,17 @@ and a run whose collector is down."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.agent.test_openai_backend import FakeChatServer
-from tests.conftest import TASKS, copy_bundled_run, glassbox_in_process
+from tests.conftest import ROOT, TASKS, copy_bundled_run, glassbox_in_process
 from tests.tracer.otlp_receiver import OtlpHttpReceiver, ReceivedSpan, tree
 from tracer.labels import LabelAdded, append_label_event, new_label_id
 from tracer.store import read_run, read_steps
@@ -56,7 +59,7 @@ def _assert_script_trace(spans: list[ReceivedSpan], run_dir: Path) -> dict[str, 
     step_spans = children[root.span_id]
     assert [s.name for s in step_spans] == ["glassbox.step"] * len(steps)
     assert [s.attributes["glassbox.step.index"] for s in step_spans] == [s.index for s in steps]
-    for span, step in zip(step_spans, steps):
+    for span, step in zip(step_spans, steps, strict=True):
         assert span.start_ns == _ns(step.started_at)  # the recorded times, not the export's
         kids = children.get(span.span_id, [])
         assert [k.name.split()[0] for k in kids] == ["execute_tool"], "a script step has a tool span and no chat span"
@@ -106,7 +109,7 @@ def test_live_run_with_otel(chromium, tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         spans = receiver.spans()
         raw = receiver.raw()
-    [run_dir] = (tmp_path / "runs").iterdir() if False else [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     _assert_script_trace(spans, run_dir)
     assert "warning" not in done.stderr
     assert SECRET.encode() not in raw
@@ -213,3 +216,33 @@ def test_export_of_a_dead_collector_fails_the_export_command(bundled_run, tmp_pa
     done = glassbox_in_process("export", "otel", result.run_id, "--runs-dir", str(tmp_path / "runs"), env=env)
     assert done.returncode == 1
     assert done.stderr.count("OpenTelemetry export to") == 1 and "did not take the spans" in done.stderr
+
+
+def test_an_evals_runs_sit_under_one_workflow_span(chromium, tmp_path):
+    """Two episodes in two worker processes: the trace context goes to the workers with each job."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"name: shop\ntasks: [{TASK}]\nseeds: [1, 2]\npolicy: {{name: script}}\nlimits: {{timeout_s: 300}}\n", encoding="utf-8"
+    )
+    with OtlpHttpReceiver() as receiver:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "eval", str(suite), "--workers", "2", "--runs-dir", str(tmp_path / "runs"), "--otel"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, **receiver.env},
+        )
+        assert done.returncode == 0, done.stderr
+        spans = receiver.spans()
+    assert len({s.trace_id for s in spans}) == 1
+    [workflow] = [s for s in spans if not s.parent_id]
+    assert workflow.name == "invoke_workflow shop"
+    assert workflow.attributes["gen_ai.operation.name"] == "invoke_workflow"
+    assert workflow.attributes["gen_ai.workflow.name"] == "shop"
+    runs = tree(spans)[workflow.span_id]
+    assert [r.name for r in runs] == ["invoke_agent glassbox"] * 2
+    assert {r.attributes["glassbox.eval.id"] for r in runs} == {workflow.attributes["glassbox.eval.id"]}
+    assert all(r.attributes["glassbox.run.status"] == "succeeded" for r in runs)
+    assert sum(1 for s in spans if s.name == "glassbox.step") >= 42
