@@ -181,7 +181,8 @@ def main() -> None:
             shots[0].close()
 
     print(
-        f"step_overhead: {len(harness)} steps over {args.runs * (2 if args.otel else 1)} runs, {len(bare)} bare screenshots (1280x800 PNG)"
+        f"step_overhead: {len(harness)} steps over {args.runs * (2 if args.otel else 1)} runs, "
+        f"{len(bare)} bare screenshots (1280x800 PNG)"
     )
     print(f"  bare screenshot      p50 {pct(bare, 0.5):7.1f} ms   p95 {pct(bare, 0.95):7.1f} ms")
     for name, values in parts.items():
