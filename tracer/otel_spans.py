@@ -92,12 +92,13 @@ class MediaRef(BaseModel):
     viewer_url: str | None = None  # e.g. http://127.0.0.1:8765 (the viewer's base)
     run_dir: str | None = None
 
-    def screenshot(self, run_id: str, step: StepRecord) -> str:
+    def file(self, run_id: str, path: str) -> str:
+        """A file of the run (``path`` relative to its folder): the viewer's URL of it, else its path."""
         if self.viewer_url:
-            return f"{self.viewer_url.rstrip('/')}/runs/{run_id}/{step.screenshot}"
+            return f"{self.viewer_url.rstrip('/')}/runs/{run_id}/files/{path}"
         if self.run_dir:
-            return f"{self.run_dir.rstrip('/')}/{step.screenshot}"
-        return step.screenshot
+            return f"{self.run_dir.rstrip('/')}/{path}"
+        return path
 
 
 # -- the run --------------------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def step_spans(
         "glassbox.step.index": step.index,
         "glassbox.step.outcome": step.outcome,
         "glassbox.step.policy": step.policy,
-        "glassbox.screenshot": (media or MediaRef()).screenshot(run.run_id, step),
+        "glassbox.screenshot": (media or MediaRef()).file(run.run_id, step.screenshot),
         "glassbox.timings.perceive_ms": t.perceive_ms,
         "glassbox.timings.think_ms": t.think_ms,
         "glassbox.timings.act_ms": t.act_ms,
@@ -537,13 +538,7 @@ def _content_attrs(attrs: Attributes, run: RunRecord, step: StepRecord, media: M
 def _parts(message: PromptMessage, run: RunRecord, media: MediaRef | None) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for image in message.images:  # by reference only: never the bytes
-        ref = media or MediaRef()
-        uri = (
-            f"{ref.viewer_url.rstrip('/')}/runs/{run.run_id}/{image}"
-            if ref.viewer_url
-            else (f"{ref.run_dir.rstrip('/')}/{image}" if ref.run_dir else image)
-        )
-        parts.append({"type": "uri", "modality": "image", "uri": uri})
+        parts.append({"type": "uri", "modality": "image", "uri": (media or MediaRef()).file(run.run_id, image)})
     if message.text:
         parts.append({"type": "text", "content": message.text})
     return parts
