@@ -84,6 +84,7 @@ def export_otel_cmd(
         for ref in refs:
             media = MediaRef(viewer_url=viewer_url, run_dir=str(ref.run_dir.resolve()))
             spans += export_run(ref.run_dir, session.trace(), conv, scrubber=_task_scrubber(ref.run_dir), media=media)
+        session.flush()
     finally:
         session.close()
     where = endpoint_for_humans()

@@ -108,8 +108,9 @@ class OtelSession:
         self._closed = False
 
     @classmethod
-    def start(cls, *, env: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None) -> "OtelSession":
-        env = os.environ if env is None else env
+    def start(cls, *, warn: Callable[[str], None] | None = None) -> "OtelSession":
+        """Set up from the environment (the OTLP exporter reads its endpoint and headers there itself)."""
+        env = os.environ
         proto = protocol(env)
         try:
             from opentelemetry.sdk.resources import Resource
@@ -148,6 +149,14 @@ class OtelSession:
     def trace(self, parent: str | None = None) -> "SpanTree":
         """A tree of spans (one run, or an eval's workflow) under ``parent``, a W3C ``traceparent`` (None: a new trace)."""
         return SpanTree(self._tracer, parent)
+
+    def flush(self) -> None:
+        """Send every finished span now, waiting for the collector (each request at most ``REQUEST_TIMEOUT_S``):
+        for ``glassbox export otel``, where delivering is the point. A run only closes (bounded)."""
+        try:
+            self._processor.force_flush()
+        except Exception as exc:  # noqa: BLE001  # flushing never breaks the command
+            log.debug("flushing the OpenTelemetry exporter failed", error=f"{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         """Send what is left and stop, within ``CLOSE_TIMEOUT_S`` whatever the collector does."""
