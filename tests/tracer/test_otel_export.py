@@ -116,10 +116,11 @@ def test_live_run_with_otel(chromium, tmp_path):
 
 
 def _served_answers(server: FakeChatServer) -> None:
-    """Three steps: click the password field, type the secret (by its placeholder), give up; the reasoning names
-    the secret in plain text each time (the recorder masks it; so must the export)."""
+    """Three steps: click the username field, type the secret into it (by its placeholder: it then shows on the
+    page in plain text, in the screenshots and to OCR), give up; the reasoning names the secret in plain text each
+    time (the recorder masks it; so must the export)."""
     calls = [
-        {"action": "left_click", "coordinate": [500, 420]},
+        {"action": "left_click", "coordinate": [500, 420]},  # the login page's Username label
         {"action": "type", "text": "<secret>password</secret>"},
         {"action": "terminate", "status": "failure"},
     ]
