@@ -711,24 +711,31 @@ def replay(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
+    otel: OtelFlag = False,
 ) -> None:
     """Re-run a recorded run without the model, checking the screen before each step."""
     from replays.replay import replay as do_replay
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
-    result = do_replay(
-        source.runs_dir,
-        source.run_id,
-        fallback=fallback.value,
-        policy=policy,
-        policy_overrides=_policy_options(model, base_url),
-        layout_seed=layout_seed,
-        site_url=site_url,
-        headed=headed or None,
-        hooks=_step_printer(),
-        files_root=files_root,
-        allow_programs=True if allow_programs else None,
-    )
+    hooks = _step_printer()
+    traces = export_for_run(otel, hooks, source_run=source.run_dir)
+    try:
+        result = do_replay(
+            source.runs_dir,
+            source.run_id,
+            fallback=fallback.value,
+            policy=policy,
+            policy_overrides=_policy_options(model, base_url),
+            layout_seed=layout_seed,
+            site_url=site_url,
+            headed=headed or None,
+            hooks=hooks,
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+        )
+    finally:
+        if traces is not None:
+            traces.close()
     _report(result)
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
 
@@ -747,24 +754,31 @@ def resume(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
+    otel: OtelFlag = False,
 ) -> None:
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
     from replays.replay import resume as do_resume
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
-    result = do_resume(
-        source.runs_dir,
-        source.run_id,
-        from_step=from_step,
-        policy=policy,
-        policy_overrides=_policy_options(model, base_url),
-        layout_seed=layout_seed,
-        site_url=site_url,
-        headed=headed or None,
-        hooks=_step_printer(),
-        files_root=files_root,
-        allow_programs=True if allow_programs else None,
-    )
+    hooks = _step_printer()
+    traces = export_for_run(otel, hooks, source_run=source.run_dir)
+    try:
+        result = do_resume(
+            source.runs_dir,
+            source.run_id,
+            from_step=from_step,
+            policy=policy,
+            policy_overrides=_policy_options(model, base_url),
+            layout_seed=layout_seed,
+            site_url=site_url,
+            headed=headed or None,
+            hooks=hooks,
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+        )
+    finally:
+        if traces is not None:
+            traces.close()
     _report(result)
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
 

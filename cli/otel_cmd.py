@@ -44,10 +44,17 @@ def start_session() -> "OtelSession":
 
 
 def export_for_run(
-    flag: bool, hooks: "Hooks", task: "Task", *, viewer_url: str | None = None, parent: str | None = None
+    flag: bool,
+    hooks: "Hooks",
+    task: "Task | None" = None,
+    *,
+    source_run: Path | None = None,
+    viewer_url: str | None = None,
+    parent: str | None = None,
 ) -> "OtelSession | None":
     """With ``--otel`` (or an OTLP endpoint in the environment), export the run ``hooks`` will see; returns the
-    session to close after the run (None: no export)."""
+    session to close after the run (None: no export). Its secrets are ``task``'s, or for a replay or resume
+    those of ``source_run``'s task file."""
     from tracer.otel_sdk import export_requested
 
     if not export_requested(flag):
@@ -55,8 +62,12 @@ def export_for_run(
     from agent.otel import attach_otel
     from tracer.secrets import Scrubber
 
+    if task is not None:
+        scrubber = Scrubber.from_secrets(task.secret_values())
+    else:
+        scrubber = _task_scrubber(source_run) if source_run is not None else Scrubber([])
     session = start_session()
-    attach_otel(hooks, session, scrubber=Scrubber.from_secrets(task.secret_values()), viewer_url=viewer_url, parent=parent)
+    attach_otel(hooks, session, scrubber=scrubber, viewer_url=viewer_url, parent=parent)
     return session
 
 

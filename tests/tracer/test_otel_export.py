@@ -247,3 +247,24 @@ def test_an_evals_runs_sit_under_one_workflow_span(chromium, tmp_path):
     assert {r.attributes["glassbox.eval.id"] for r in runs} == {workflow.attributes["glassbox.eval.id"]}
     assert all(r.attributes["glassbox.run.status"] == "succeeded" for r in runs)
     assert sum(1 for s in spans if s.name == "glassbox.step") >= 42
+
+
+def test_a_replay_with_otel_reports_each_steps_replay(bundled_run, tmp_path):
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    with OtlpHttpReceiver() as receiver:
+        done = glassbox_in_process("replay", result.run_id, "--runs-dir", str(tmp_path / "runs"), "--otel", env=receiver.env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        spans = receiver.spans()
+        raw = receiver.raw()
+    root, children = _one_trace(spans)
+    assert root.attributes["glassbox.parent_run"] == result.run_id
+    assert root.attributes["gen_ai.conversation.id"] != result.run_id  # the replay is a run of its own
+    steps = children[root.span_id]
+    assert len(steps) >= 21
+    decisions = [s.attributes["glassbox.replay.decision"] for s in steps]
+    assert decisions.count("replayed") >= 20 and set(decisions) <= {"replayed", "diverged", "fallback"}
+    replayed = [s for s in steps if s.attributes["glassbox.replay.decision"] == "replayed"]
+    assert all(s.attributes["glassbox.replay.source_run"] == result.run_id for s in replayed)
+    assert all(isinstance(s.attributes["glassbox.replay.screen_diff"], float) for s in replayed)
+    assert all([k.name.split()[0] for k in children[s.span_id]] == ["execute_tool"] for s in replayed)
+    assert SECRET.encode() not in raw
