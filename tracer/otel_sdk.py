@@ -43,8 +43,10 @@ class OtelUnavailable(UsageError, RuntimeError):
 
 
 def export_requested(flag: bool, env: Mapping[str, str] | None = None) -> bool:
-    """``--otel`` given, or an OTLP endpoint set in the environment."""
+    """``--otel`` given, or an OTLP endpoint set in the environment; never with ``OTEL_SDK_DISABLED=true``."""
     env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
     return flag or any(env.get(name, "").strip() for name in ENDPOINT_VARS)
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from tools.actions import ToolCall
 from tracer.labels import CurrentLabel
 from tracer.schema import CheckResult, ConsistencyCheck, PromptMessage, RunRecord, StepRecord
 from tracer.secrets import Scrubber
@@ -314,13 +315,11 @@ def _decided_by_model(run: RunRecord, step: StepRecord) -> bool:
     return step.policy in ("qwen3vl", "openai") or (step.model is not None and step.policy != "script")
 
 
-def _calls(step: StepRecord) -> list[Any]:
+def _calls(step: StepRecord) -> list[ToolCall]:
     """The tool call the step ran (a step runs one call of its output); none when the output held none."""
     if step.tool_calls:
         return step.tool_calls[:1]
     if step.action is not None:  # a script or replayed step: the action itself is the call
-        from tools.actions import ToolCall
-
         return [ToolCall(name=TOOL_NAME, arguments=step.action.model_dump(mode="json"))]
     return []
 
@@ -393,7 +392,7 @@ def _tool_span(
     conv: Conventions,
     parent: str,
     call_index: int,
-    call: Any,
+    call: ToolCall,
     start: datetime,
     end: datetime,
 ) -> SpanDesc:

@@ -224,6 +224,7 @@ def test_the_scrubber_runs_over_every_string():
 def test_settings_come_from_the_standard_variables():
     assert export_requested(False, {}) is False and export_requested(True, {}) is True
     assert export_requested(False, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}) is True
+    assert export_requested(True, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}) is False
     assert protocol({}) == "http/protobuf"
     assert protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}) == "grpc"
     with pytest.raises(OtelUnavailable, match="http/json"):
