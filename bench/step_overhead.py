@@ -23,10 +23,11 @@ import argparse
 import os
 import queue
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from agent import load_task, run_task
@@ -85,24 +86,39 @@ class BareShots:
                     self._answers.put(exc)
 
 
+_RECEIVER = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 class _Receiver:
-    """A local OTLP/HTTP endpoint that takes every export (the bench times the sender, not a collector)."""
+    """A local OTLP/HTTP endpoint in a process of its own (as a collector is) that takes every export: the bench
+    times the sender, not a collector."""
 
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        self.proc = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def _otel_hooks(task: object, per_step: list[float]) -> tuple[Hooks, object]:
@@ -179,6 +195,8 @@ def main() -> None:
             bare += shots[0].take("/healthz", args.shots // 2) + shots[0].take("/login", args.shots // 2)
         finally:
             shots[0].close()
+            if receiver is not None:
+                receiver.close()
 
     print(
         f"step_overhead: {len(harness)} steps over {args.runs * (2 if args.otel else 1)} runs, "
