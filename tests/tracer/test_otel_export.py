@@ -219,15 +219,24 @@ def test_export_of_a_dead_collector_fails_the_export_command(bundled_run, tmp_pa
     assert done.stderr.count("OpenTelemetry export to") == 1 and "did not take the spans" in done.stderr
 
 
-def test_an_evals_runs_sit_under_one_workflow_span(chromium, tmp_path):
-    """Two episodes in two worker processes: the trace context goes to the workers with each job."""
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_an_evals_runs_sit_under_one_workflow_span(chromium, tmp_path, engine):
+    """Two episodes in two worker processes (local) or Ray tasks (a local Ray): the trace context goes to the
+    workers with each job."""
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            print(f"SKIP reason: Ray is not installed ({exc}); pip install 'glassbox[eval]'")
+            pytest.skip(f"Ray is not installed: {exc}")
     suite = tmp_path / "suite.yaml"
     suite.write_text(
         f"name: shop\ntasks: [{TASK}]\nseeds: [1, 2]\npolicy: {{name: script}}\nlimits: {{timeout_s: 300}}\n", encoding="utf-8"
     )
+    args = [str(suite), "--engine", engine, "--workers", "2", "--runs-dir", str(tmp_path / "runs"), "--otel"]
     with OtlpHttpReceiver() as receiver:
         done = subprocess.run(
-            [sys.executable, "-m", "cli", "eval", str(suite), "--workers", "2", "--runs-dir", str(tmp_path / "runs"), "--otel"],
+            [sys.executable, "-m", "cli", "eval", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
