@@ -33,10 +33,11 @@ from tracer.labels import CurrentLabel
 from tracer.schema import CheckResult, ConsistencyCheck, PromptMessage, RunRecord, StepRecord
 from tracer.secrets import Scrubber
 
-# The GenAI conventions followed: open-telemetry/semantic-conventions-genai (docs/gen-ai/gen-ai-agent-spans.md,
-# gen-ai-spans.md, registry/attributes/gen-ai.md at 002c8a6, status Development) and, for the names released
-# before the conventions moved there, open-telemetry/semantic-conventions v1.40.0.
-SEMCONV = "semantic-conventions-genai@002c8a6 (default: semantic-conventions v1.40.0 GenAI names)"
+# The GenAI conventions followed: by default the names released in open-telemetry/semantic-conventions v1.41.0
+# (the first with invoke_workflow, reasoning tokens and time to first chunk); with the opt-in, those of
+# open-telemetry/semantic-conventions-genai at 002c8a6 (docs/gen-ai/*, registry/attributes/gen-ai.md), where the
+# conventions moved and are still in development.
+SEMCONV = "semantic-conventions v1.41.0 (default); semantic-conventions-genai@002c8a6 (gen_ai_latest_experimental)"
 AGENT_NAME = "glassbox"
 TOOL_NAME = "computer_use"
 OPT_IN_LATEST = "gen_ai_latest_experimental"
@@ -48,10 +49,10 @@ Attributes = dict[str, AttrValue]
 class Conventions(BaseModel):
     """Which names to write and whether message content goes out.
 
-    ``latest`` (``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``): only the newest names,
-    including those added after v1.40.0 (``gen_ai.usage.reasoning.output_tokens``,
-    ``gen_ai.response.time_to_first_chunk``). Default: the v1.40.0 names, plus ``gen_ai.system`` beside
-    ``gen_ai.provider.name`` for tools that still read it, and the newer figures under ``glassbox.*``.
+    ``latest`` (``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``): the newest names only,
+    those added since v1.41.0 among them (``gen_ai.usage.image.input_tokens``). Default: the v1.41.0 names, plus
+    ``gen_ai.system`` beside ``gen_ai.provider.name`` for tools that still read it, and what v1.41.0 has no name
+    for under ``glassbox.*`` (``glassbox.usage.image_tokens``).
     """
 
     latest: bool = False
@@ -357,12 +358,12 @@ def _chat_span(
         if counts.image is not None:
             attrs["gen_ai.usage.image.input_tokens" if conv.latest else "glassbox.usage.image_tokens"] = counts.image
         if counts.reasoning is not None:
-            attrs["gen_ai.usage.reasoning.output_tokens" if conv.latest else "glassbox.usage.reasoning_tokens"] = counts.reasoning
+            attrs["gen_ai.usage.reasoning.output_tokens"] = counts.reasoning
         if counts.finish_reason:
             attrs["gen_ai.response.finish_reasons"] = [counts.finish_reason]
     first = _time_to_first_token_s(step)
     if first is not None:
-        attrs["gen_ai.response.time_to_first_chunk" if conv.latest else "glassbox.time_to_first_token_s"] = first
+        attrs["gen_ai.response.time_to_first_chunk"] = first
     if step.decoding is not None:
         attrs["glassbox.decoding.path"] = step.decoding.path
         attrs["glassbox.decoding.prefix_reused"] = step.decoding.prefix_reused
