@@ -7,7 +7,7 @@ A run publishes, in this order::
     ...
     RunEnded                        last, also when the harness broke (status failed) or Ctrl-C stopped it
 
-Subscribers (the CLI printer, the run summary, evaluation, OpenTelemetry) register on a :class:`Hooks` and
+Subscribers (the CLI printer, the run summary, evaluation, OpenTelemetry: :mod:`agent.otel`) register on a :class:`Hooks` and
 never reach into the loop, the way smolagents' ``CallbackRegistry`` and httpx's ``event_hooks`` work::
 
     hooks = Hooks()

@@ -125,7 +125,11 @@ class QwenPolicy(Policy):
             prompt=prompt.record("current"),
             cache_hit=False,
             token_counts=TokenCounts(
-                prompt=generation.prompt_tokens, output=generation.output_tokens, image=generation.image_tokens
+                prompt=generation.prompt_tokens,
+                output=generation.output_tokens,
+                image=generation.image_tokens,
+                reasoning=generation.reasoning_tokens,
+                finish_reason=generation.finish_reason,
             ),
             unavailable=unavailable,
             attention_maps=maps,

@@ -24,6 +24,7 @@ from agent.task import load_task
 from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
+from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
 from cli.run_ref import RunRef, resolve_run
 from tools.actions import Answer, Key, Terminate, Type
 from tools.errors import HarnessError, UsageError
@@ -73,6 +74,7 @@ app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
 app.command("decide")(decide_command)  # glassbox decide RUN --step N / --labelled: cli/decide_cmd.py
 app.command("label")(label_command)  # glassbox label RUN --step N correct|wrong: cli/label_cmd.py
 app.command("labels")(labels_command)
+export_app.command("otel")(export_otel_cmd)  # glassbox export otel RUN...: cli/otel_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
@@ -201,6 +203,7 @@ def run(
     ] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
+    otel: OtelFlag = False,
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
@@ -261,17 +264,22 @@ def run(
     hooks = _step_printer()
     hooks.on(RunStarted, started)
     hooks.on(RunEnded, _print_run_end)
-    result = run_task(
-        task,
-        policy=policy,
-        runs_dir=runs_dir,
-        layout_seed=layout_seed,
-        headed=headed or None,
-        site_url=site_url,
-        policy_overrides=overrides,
-        hooks=hooks,
-        terminal_ask=_ask_on_terminal if sys.stdin.isatty() and sys.stdout.isatty() else None,
-    )
+    traces = export_for_run(otel, hooks, task, viewer_url=viewer.url if viewer is not None else None)
+    try:
+        result = run_task(
+            task,
+            policy=policy,
+            runs_dir=runs_dir,
+            layout_seed=layout_seed,
+            headed=headed or None,
+            site_url=site_url,
+            policy_overrides=overrides,
+            hooks=hooks,
+            terminal_ask=_ask_on_terminal if sys.stdin.isatty() and sys.stdout.isatty() else None,
+        )
+    finally:
+        if traces is not None:
+            traces.close()  # at most 1.5 s, collector up or down
     _print_ocr_summary(result.run_dir)
     if viewer is not None:
         if sys.stdin.isatty() and sys.stdout.isatty():
@@ -710,24 +718,31 @@ def replay(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
+    otel: OtelFlag = False,
 ) -> None:
     """Re-run a recorded run without the model, checking the screen before each step."""
     from replays.replay import replay as do_replay
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
-    result = do_replay(
-        source.runs_dir,
-        source.run_id,
-        fallback=fallback.value,
-        policy=policy,
-        policy_overrides=_policy_options(model, base_url),
-        layout_seed=layout_seed,
-        site_url=site_url,
-        headed=headed or None,
-        hooks=_step_printer(),
-        files_root=files_root,
-        allow_programs=True if allow_programs else None,
-    )
+    hooks = _step_printer()
+    traces = export_for_run(otel, hooks, source_run=source.run_dir)
+    try:
+        result = do_replay(
+            source.runs_dir,
+            source.run_id,
+            fallback=fallback.value,
+            policy=policy,
+            policy_overrides=_policy_options(model, base_url),
+            layout_seed=layout_seed,
+            site_url=site_url,
+            headed=headed or None,
+            hooks=hooks,
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+        )
+    finally:
+        if traces is not None:
+            traces.close()
     _report(result)
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
 
@@ -746,24 +761,31 @@ def resume(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     files_root: FilesRoot = None,
     allow_programs: AllowPrograms = False,
+    otel: OtelFlag = False,
 ) -> None:
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
     from replays.replay import resume as do_resume
 
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
-    result = do_resume(
-        source.runs_dir,
-        source.run_id,
-        from_step=from_step,
-        policy=policy,
-        policy_overrides=_policy_options(model, base_url),
-        layout_seed=layout_seed,
-        site_url=site_url,
-        headed=headed or None,
-        hooks=_step_printer(),
-        files_root=files_root,
-        allow_programs=True if allow_programs else None,
-    )
+    hooks = _step_printer()
+    traces = export_for_run(otel, hooks, source_run=source.run_dir)
+    try:
+        result = do_resume(
+            source.runs_dir,
+            source.run_id,
+            from_step=from_step,
+            policy=policy,
+            policy_overrides=_policy_options(model, base_url),
+            layout_seed=layout_seed,
+            site_url=site_url,
+            headed=headed or None,
+            hooks=hooks,
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+        )
+    finally:
+        if traces is not None:
+            traces.close()
     _report(result)
     raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cli.otel_cmd import OtelFlag
 from cli.output import Column, is_tty, print_table, write_json
 
 console = Console(highlight=False)
@@ -67,6 +68,7 @@ def eval_command(
         typer.Option(help="miniwob: task names, comma-separated (default: those with a bundled demonstration)."),
     ] = None,
     seeds: Annotated[Optional[str], typer.Option(help="miniwob: seeds, e.g. 0-4,9 (default 0-4).")] = None,
+    otel: OtelFlag = False,
 ) -> None:
     """Evaluate over many tasks: every episode is a normal run tagged with the eval's id.
 
@@ -147,6 +149,7 @@ def eval_command(
                 address=address,
                 on_progress=progressed,
                 on_start=started,
+                otel=otel,
             )
     except EvalUsageError as exc:
         raise _usage_error(str(exc)) from None

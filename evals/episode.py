@@ -32,6 +32,9 @@ class EpisodeJob(BaseModel):
     max_steps: int | None = None
     allow_programs: bool = False
     timeout_s: float
+    # The W3C traceparent of the eval's ``invoke_workflow`` span: the run is exported as an OpenTelemetry trace
+    # under it (to the OTEL_EXPORTER_OTLP_* endpoint of the process running it). None: no export.
+    otel_parent: str | None = None
 
 
 class AttemptResult(BaseModel):
@@ -59,11 +62,21 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
     from tracer.store import read_run, read_steps
 
     started = time.monotonic()
+    traces = None
     try:
         task = load_task(job.episode.task_file, allow_programs=True if job.allow_programs else None)
         if job.max_steps is not None:
             task.limits.max_steps = job.max_steps
         overrides = {k: v for k, v in job.policy.items() if k != "name"}
+        hooks = None
+        if job.otel_parent:
+            from agent.events import Hooks
+            from agent.otel import attach_otel
+            from tracer.otel_sdk import OtelSession
+            from tracer.secrets import Scrubber
+
+            hooks, traces = Hooks(), OtelSession.start()
+            attach_otel(hooks, traces, scrubber=Scrubber.from_secrets(task.secret_values()), parent=job.otel_parent)
         result = run_task(
             task,
             policy=job.policy.get("name"),
@@ -73,6 +86,7 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
             run_id=job.run_id,
             eval_id=job.eval_id,
             episode_id=job.episode.id,
+            hooks=hooks,
         )
     except Exception as exc:  # anything out of run_task is the harness's, not the agent's
         written = (job.runs_dir / job.run_id / "run.json").is_file()
@@ -82,6 +96,9 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
             error=f"{type(exc).__name__}: {exc}"[:2000],
             seconds=time.monotonic() - started,
         )
+    finally:
+        if traces is not None:
+            traces.close()  # at most 1.5 s, collector up or down
     seconds = time.monotonic() - started
     if result.harness_failure:  # the task's setup failed (the page never got ready): retried like a crash
         return AttemptResult(kind="harness", run_id=result.run_id, error=result.end_reason[:2000], seconds=seconds)

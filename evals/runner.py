@@ -89,6 +89,7 @@ def run_eval(
     address: str | None = None,
     on_progress: ProgressCallback | None = None,
     on_start: Callable[[str, Path, int, int], None] | None = None,  # (eval id, folder, planned, already finished)
+    otel: bool = False,
 ) -> EvalOutcome:
     runs_dir = runs_dir.resolve()
     eval_id = eval_id or new_eval_id(suite.name)
@@ -110,6 +111,7 @@ def run_eval(
     if workers is None and ("workers" in suite.limits.model_fields_set or engine == "local"):
         workers = suite.limits.workers
     pool = _make_pool(engine, suite, workers, address)  # Ray without a width: as many as the cluster has CPUs
+    workflow = _Workflow.start(otel, suite.name, eval_id)  # OpenTelemetry: the episodes' runs sit under one span
     try:
         if plan is None:
             write_plan(
@@ -145,7 +147,7 @@ def run_eval(
         while queue or in_flight:
             while queue and len(in_flight) < width:
                 item = queue.popleft()
-                job = _job(suite, eval_id, runs_dir, item)
+                job = _job(suite, eval_id, runs_dir, item).model_copy(update={"otel_parent": workflow.parent})
                 append_event(
                     folder, EpisodeStarted(episode_id=item.episode.id, attempt=item.attempt, run_id=job.run_id, at=now())
                 )
@@ -175,6 +177,7 @@ def run_eval(
                     last_index = time.monotonic()
     finally:
         pool.close()
+        workflow.close()
     order = {e.id: i for i, e in enumerate(episodes)}
     results.sort(key=lambda r: order.get(r.episode_id, len(order)))
     summary = _publish(index, runs_dir, folder, eval_id, suite, results, len(episodes))
@@ -230,6 +233,40 @@ def _result(item: _Pending, attempt: AttemptResult) -> EpisodeResult:
         step_confidence=attempt.step_confidence,
         finished_at=now(),
     )
+
+
+class _Workflow:
+    """The eval's ``invoke_workflow`` span (with ``--otel`` or an OTLP endpoint set): its traceparent goes to every
+    episode's worker, whose run is exported under it."""
+
+    def __init__(self, session: Any = None, tree: Any = None, span: Any = None) -> None:
+        self.session, self.tree, self.span = session, tree, span
+        self.parent: str | None = tree.traceparent("workflow") if tree is not None else None
+
+    @classmethod
+    def start(cls, flag: bool, name: str, eval_id: str) -> "_Workflow":
+        from tracer.otel_sdk import export_requested
+
+        if not export_requested(flag):
+            return cls()
+        from datetime import datetime, timezone
+
+        from tracer.otel_sdk import OtelSession
+        from tracer.otel_spans import workflow_span
+
+        session = OtelSession.start()
+        tree = session.trace()
+        span = workflow_span(name, eval_id, datetime.now(timezone.utc))
+        tree.emit(span.model_copy(deep=True))
+        return cls(session, tree, span)
+
+    def close(self) -> None:
+        if self.session is None:
+            return
+        from datetime import datetime, timezone
+
+        self.tree.emit(self.span.model_copy(update={"end": datetime.now(timezone.utc)}))
+        self.session.close()
 
 
 # -- engines ---------------------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class TokenCounts(BaseModel):
     prompt: int | None = None
     output: int | None = None
     image: int | None = None
+    reasoning: int | None = None  # of ``output``, the tokens spent reasoning (as a server reports them)
+    finish_reason: str | None = None  # why generation stopped ("stop", "length", ...), as the backend said
 
 
 class DecodingInfo(BaseModel):

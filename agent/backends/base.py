@@ -57,6 +57,7 @@ class Generation(BaseModel):
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     image_tokens: int | None = None
+    reasoning_tokens: int | None = None  # a server's usage.completion_tokens_details.reasoning_tokens
     finish_reason: str | None = None
     notes: list[str] = Field(default_factory=list)  # settings a backend could not honour, etc.
     attention: Any = Field(default=None, exclude=True)  # CapturedAttention (local backend), None elsewhere

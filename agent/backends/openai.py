@@ -102,6 +102,8 @@ class OpenAIBackend(Backend):
         whole, tokens, reason = generation_tokens(choice.get("logprobs"))
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
+        details = usage.get("completion_tokens_details")
+        details = details if isinstance(details, dict) else {}
         return Generation(
             text=content,
             server_reasoning=reasoning,
@@ -111,6 +113,7 @@ class OpenAIBackend(Backend):
             logprobs_reason=reason,
             prompt_tokens=_int(usage.get("prompt_tokens")),
             output_tokens=_int(usage.get("completion_tokens")),
+            reasoning_tokens=_int(details.get("reasoning_tokens")),
             finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
             attention_reason="a served model returns no attention; `glassbox explain` can compute maps with a local copy",
         )
