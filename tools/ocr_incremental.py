@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from tools.ocr import OcrEngine, OcrLine, OcrResult, _rgb_array, sort_lines
+from tools.ocr_views import NEAR_PX, box_distance
 
 Box = tuple[int, int, int, int]
 ReadMode = Literal["full", "partial", "reused"]
@@ -41,7 +42,7 @@ SAME_LINE = 0.25  # a line read in a crop sharing more than this of its (or a ke
 TOUCH = 4  # px: a previous line this close to a change is read again (a detector's box edges move by a few px)
 FULL_EVERY = 10  # a full read at least every this many reads
 MAX_CHANGED = 0.3  # of the image's area: read in full when the crops would cover more than this
-AROUND = (256, 96)  # px either side of a point, across and down: the verdict looks 40 px around it
+AROUND = (256, 96)  # px either side of a point, across and down: the verdict looks 40 px around it (NEAR_PX: 64)
 AROUND_TRIES = 3  # crops grown around a point before reading the whole image instead
 
 
@@ -275,9 +276,9 @@ def cut_by(line: Box, crop: Box, size: tuple[int, int]) -> bool:
 
 
 def read_around(engine: OcrEngine, image: bytes | Any, point: tuple[int, int]) -> tuple[OcrResult, ReadInfo]:
-    """The lines near ``point`` (every line within ``AROUND`` of it, whole), read from a crop around it: a line
-    the crop cut grows the crop over it, and after ``AROUND_TRIES`` crops (or with an engine or image size
-    without region reads) the whole image is read. The result holds only the crop's lines."""
+    """The lines near ``point``, read from a crop reaching ``AROUND`` from it: every line within ``NEAR_PX`` of the
+    point whole (a line the crop cut grows the crop over it), and the other lines the crop holds whole. After
+    ``AROUND_TRIES`` crops (or with an engine or image size without region reads) the whole image is read."""
     started = time.perf_counter()
     array = _rgb_array(image)
     height, width = array.shape[:2]
@@ -290,8 +291,13 @@ def read_around(engine: OcrEngine, image: bytes | Any, point: tuple[int, int]) -
                 [(max(0, wanted[0]), max(0, wanted[1]), min(width, wanted[2]), min(height, wanted[3]))], (width, height)
             )
             result = engine.read_region(array, crop)
-            cut = [line.box for line in result.lines if cut_by(line.box, crop, (width, height))]
+            cut = [line for line in result.lines if cut_by(line.box, crop, (width, height))]
+            # a cut line farther than NEAR_PX can be neither under the point nor near it (its hidden part is
+            # beyond the crop's edge, farther still): left out, instead of growing the crop over it
+            far = [line for line in cut if box_distance((x, y), line.box) > NEAR_PX]
+            cut = [line.box for line in cut if line not in far]
             if not cut:
+                result = result.model_copy(update={"lines": [line for line in result.lines if line not in far]})
                 ms = round((time.perf_counter() - started) * 1000, 2)
                 info = ReadInfo(mode="partial", crops=[crop], reason=f"around the point {point}", ms=ms)
                 return result.model_copy(update={"ms": ms}), info

@@ -19,7 +19,9 @@ from tools.ocr_incremental import (
     changed_cells,
     crop_boxes,
     grow_over_lines,
+    read_around,
 )
+from tools.ocr_views import NEAR_PX, point_text
 from tracer import read_steps
 
 BOX_PX = 6  # "within a few pixels": the detector's box edges move by a few px with the context around a line
@@ -123,6 +125,23 @@ def test_incremental_reads_off_reads_every_screenshot_in_full(shots) -> None:
         _, info = reader.read(shots[name])
         assert info.mode == "full" and info.reason == "incremental reads are off"
     assert engine.full == 3 and engine.regions == []
+
+
+@pytest.mark.parametrize("point", [(300, 140), (400, 200), (300, 570)])
+def test_a_read_around_a_point_finds_the_text_a_full_read_finds_there(shots, point: tuple[int, int]) -> None:
+    """The gate's early read: the verdict needs the line under the point, or the nearest one within 40 px."""
+    engine = Counting(get_engine())
+    near, info = read_around(engine, shots["name typed"], point)
+    assert info.mode == "partial" and engine.full == 0 and engine.regions == info.crops
+    [crop] = info.crops
+    assert (crop[2] - crop[0]) * (crop[3] - crop[1]) < 0.15 * 1280 * 800
+    full = get_engine().read(shots["name typed"])
+    at_crop, at_full = point_text(near, point), point_text(full, point)
+    assert (at_crop.under and at_crop.under.text) == (at_full.under and at_full.under.text)
+    assert at_crop.nearest is not None and at_full.nearest is not None and at_full.distance_px is not None
+    if at_full.distance_px <= NEAR_PX:  # farther, the crop may not reach it (nor does the verdict look)
+        assert at_crop.nearest.text == at_full.nearest.text
+        assert at_crop.distance_px == pytest.approx(at_full.distance_px, abs=BOX_PX)
 
 
 # -- without the OCR model: the geometry and the fallbacks ---------------------------------------------------------
