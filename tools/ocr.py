@@ -163,11 +163,12 @@ class RapidOcrEngine:
         return OcrResult(engine=self.name, size=(width, height), lines=sort_lines(lines), ms=ms)
 
     def region_scale_ok(self, size: tuple[int, int]) -> bool:
-        """Whether :meth:`read_region` on an image of ``size`` detects at the scale a full read does: rapidocr
-        reads an image whose short side is at least the detector's limit (736) and whose long side is at most
-        its bound (2000) at its own size, rounded to multiples of 32; a crop is then read at its own size too."""
+        """Whether :meth:`read_region` on an image of ``size`` detects at (about) the scale a full read does:
+        rapidocr detects on an image whose short side is at least the detector's limit (736) and whose long side
+        is at most its bound (2000) at its own size, rounded to multiples of 32; a crop is read at its own size.
+        A short side a little under the limit (1280x720: enlarged 2%) is close enough; a smaller image is not."""
         width, height = size
-        return min(width, height) >= DET_MIN_SIDE and max(width, height) <= DET_MAX_SIDE and width % 32 == height % 32 == 0
+        return min(width, height) >= DET_MIN_SIDE / DET_SCALE_SLACK and max(width, height) <= DET_MAX_SIDE
 
     def read_region(self, image: Any, box: tuple[int, int, int, int]) -> OcrResult:
         """The lines inside ``box`` (left, top, right, bottom) of an RGB array, in the image's pixels, detected at
@@ -198,6 +199,7 @@ class RapidOcrEngine:
 
 DET_MIN_SIDE = 736  # rapidocr's detector: limit_type min, limit_side_len 736
 DET_MAX_SIDE = 2000  # rapidocr's Global.max_side_len
+DET_SCALE_SLACK = 1.05  # a full read's detection scale this close to 1 counts as 1 for region reads
 
 
 def sort_lines(lines: list[OcrLine]) -> list[OcrLine]:

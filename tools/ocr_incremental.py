@@ -100,8 +100,7 @@ class IncrementalReader:
         array = _rgb_array(image)
         result, info = self._read(array)
         info.ms = round((time.perf_counter() - started) * 1000, 2)
-        if info.mode != "reused":
-            result = result.model_copy(update={"ms": info.ms})
+        result = result.model_copy(update={"ms": info.ms})  # this read's time (a reused one: the diff's)
         self._previous, self._result = array, result
         self._step = step
         self._since_full = 0 if info.mode == "full" else self._since_full + 1
