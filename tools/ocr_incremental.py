@@ -290,11 +290,11 @@ def read_around(engine: OcrEngine, image: bytes | Any, point: tuple[int, int]) -
                 [(max(0, wanted[0]), max(0, wanted[1]), min(width, wanted[2]), min(height, wanted[3]))], (width, height)
             )
             result = engine.read_region(array, crop)
-            cut = [line for line in result.lines if cut_by(line.box, crop, (width, height))]
+            edge = [line for line in result.lines if cut_by(line.box, crop, (width, height))]
             # a cut line farther than NEAR_PX can be neither under the point nor near it (its hidden part is
             # beyond the crop's edge, farther still): left out, instead of growing the crop over it
-            far = [line for line in cut if box_distance((x, y), line.box) > NEAR_PX]
-            cut = [line.box for line in cut if line not in far]
+            far = [line for line in edge if box_distance((x, y), line.box) > NEAR_PX]
+            cut = [line.box for line in edge if line not in far]
             if not cut:
                 result = result.model_copy(update={"lines": [line for line in result.lines if line not in far]})
                 ms = round((time.perf_counter() - started) * 1000, 2)
