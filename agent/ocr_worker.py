@@ -201,7 +201,8 @@ class OcrWorker:
             reader = self._incremental()
             if early is not None:  # a full read made by the gate: the next read diffs against it
                 reader.remember(png, early, step=step.index)
-                result, info = early, ReadInfo(mode="full", reason="read by the consistency gate before the step acted")
+                info = ReadInfo(mode="full", reason="read by the consistency gate before the step acted", ms=early.ms)
+                result = early
             else:
                 result, info = reader.read(png, step=step.index)
             # masked before anything is built from the lines (a region's label joins them; a split secret would

@@ -90,14 +90,14 @@ class IncrementalReader:
     def remember(self, image: bytes | Any, result: OcrResult, *, step: int | None = None, full: bool = True) -> None:
         """Take ``result`` (read elsewhere, e.g. by a gate) as the read of ``image``: the next read diffs
         against it."""
-        self._previous = _rgb_array(image)
+        self._previous = decode_rgb(image)
         self._result = result
         self._step = step
         self._since_full = 0 if full else self._since_full + 1
 
     def read(self, image: bytes | Any, *, step: int | None = None) -> tuple[OcrResult, ReadInfo]:
         started = time.perf_counter()
-        array = _rgb_array(image)
+        array = decode_rgb(image)
         result, info = self._read(array)
         info.ms = round((time.perf_counter() - started) * 1000, 2)
         result = result.model_copy(update={"ms": info.ms})  # this read's time (a reused one: the diff's)
@@ -107,6 +107,8 @@ class IncrementalReader:
         return result, info
 
     def _read(self, array: Any) -> tuple[OcrResult, ReadInfo]:
+        import numpy as np
+
         base = self._step
         previous, before = self._previous, self._result
         if not self.enabled:
@@ -115,10 +117,12 @@ class IncrementalReader:
             return self._full(array, "first read")
         if previous.shape != array.shape:
             return self._full(array, "the screenshot's size changed")
+        if np.array_equal(previous, array):  # a memory compare: far cheaper than the diff below
+            return before, ReadInfo(mode="reused", base=base, reason="identical to the previous read", changed=0.0)
         cells = changed_cells(previous, array)
         changed = round(float(cells.mean()), 4) if cells.size else 0.0
         if not cells.any():
-            return before, ReadInfo(mode="reused", base=base, reason="identical to the previous read", changed=0.0)
+            return before, ReadInfo(mode="reused", base=base, reason="no pixel changed noticeably", changed=0.0)
         if self._since_full + 1 >= self.full_every:
             return self._full(array, f"a full read every {self.full_every} reads", changed)
         engine = self.engine
@@ -157,14 +161,29 @@ class IncrementalReader:
 
 def changed_cells(before: Any, after: Any) -> Any:
     """A boolean grid of ``CELL`` px cells: True where a pixel changed by more than ``PIXEL_THRESHOLD``."""
+    import cv2
     import numpy as np
 
-    diff = np.abs(before.astype(np.int16) - after.astype(np.int16)).max(axis=2) > PIXEL_THRESHOLD
+    diff = cv2.absdiff(np.ascontiguousarray(before), np.ascontiguousarray(after))  # uint8: 1/5 the time of int16
+    diff = np.maximum(np.maximum(diff[:, :, 0], diff[:, :, 1]), diff[:, :, 2])
     height, width = diff.shape
     rows, cols = -(-height // CELL), -(-width // CELL)
-    padded = np.zeros((rows * CELL, cols * CELL), dtype=bool)
+    padded = np.zeros((rows * CELL, cols * CELL), dtype=np.uint8)
     padded[:height, :width] = diff
-    return padded.reshape(rows, CELL, cols, CELL).any(axis=(1, 3))
+    return padded.reshape(rows, CELL, cols, CELL).max(axis=(1, 3)) > PIXEL_THRESHOLD
+
+
+def decode_rgb(image: bytes | Any) -> Any:
+    """An RGB array of a screenshot: PNG bytes decoded by OpenCV (a third of Pillow's time; lossless, so the
+    same pixels), anything else as :func:`tools.ocr._rgb_array` does."""
+    if isinstance(image, (bytes, bytearray, memoryview)) and bytes(image[:8]) == b"\x89PNG\r\n\x1a\n":
+        import cv2
+        import numpy as np
+
+        bgr = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return _rgb_array(image)
 
 
 def cell_boxes(cells: Any) -> list[Box]:
@@ -279,7 +298,7 @@ def read_around(engine: OcrEngine, image: bytes | Any, point: tuple[int, int]) -
     point whole (a line the crop cut grows the crop over it), and the other lines the crop holds whole. After
     ``AROUND_TRIES`` crops (or with an engine or image size without region reads) the whole image is read."""
     started = time.perf_counter()
-    array = _rgb_array(image)
+    array = decode_rgb(image)
     height, width = array.shape[:2]
     x, y = min(max(point[0], 0), width - 1), min(max(point[1], 0), height - 1)
     if isinstance(engine, RegionEngine) and engine.region_scale_ok((width, height)):
