@@ -406,7 +406,7 @@ class OcrSettings(_Strict):
     engine: str = Field(default="rapidocr", pattern=r"^[A-Za-z0-9_-]{1,40}$")
     catch_up_s: float = Field(default=5.0, ge=0, le=600)
     incremental: bool = True
-    full_every: int = Field(default=10, ge=1, le=1000)
+    full_every: int = Field(default=20, ge=1, le=1000)
 
 
 class ScriptStep(_Strict):

@@ -18,6 +18,7 @@ from tools.ocr_incremental import (
     cell_boxes,
     changed_cells,
     crop_boxes,
+    decode_rgb,
     grow_over_lines,
     read_around,
 )
@@ -242,3 +243,18 @@ def test_a_full_read_every_k_reads_and_when_much_changed() -> None:
     whole[:, :] = 0
     _, info = reader.read(whole)
     assert info.mode == "full" and "100% of the screen changed" in info.reason
+
+
+def test_a_png_decodes_to_the_same_pixels_as_pillow_gives() -> None:
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(7).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    assert np.array_equal(decode_rgb(png), pixels) and np.array_equal(decode_rgb(png), _rgb_array(png))
+    rgba = io.BytesIO()
+    Image.fromarray(pixels).convert("RGBA").save(rgba, format="PNG")
+    assert np.array_equal(decode_rgb(rgba.getvalue()), pixels)  # an alpha channel is dropped, as Pillow's RGB does
