@@ -79,7 +79,6 @@ class OcrWorker:
         # Not a daemon: a process must not exit while onnxruntime computes on this thread (it aborts the process).
         # After the run ends, queued steps are dropped at once, so only the read in progress is waited for.
         self._thread = threading.Thread(target=self._work, name="glassbox-ocr")
-        self._nice: tuple[int, int] | None = None  # the thread's id and its priority before it was lowered
 
     # -- events -------------------------------------------------------------------------------------------------
 
@@ -109,7 +108,6 @@ class OcrWorker:
     def ended(self, event: RunEnded) -> None:
         self.ended_at = time.monotonic()
         self._queue.put(None)
-        self._restore_priority()  # no step is waiting for the CPU now: catch up at the process's own priority
         caught_up = self._idle.wait(self.settings.catch_up_s)
         waited = time.monotonic() - self.ended_at
         with self._lock:
@@ -162,7 +160,7 @@ class OcrWorker:
     # -- the thread ---------------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        self._nice = _lower_priority()
+        _lower_priority()
         try:
             self.engine()  # load while the first step thinks
         except Exception as exc:  # recorded per step below
@@ -180,15 +178,6 @@ class OcrWorker:
             self._read(step)
             if self._queue.empty():
                 self._mark_idle()
-
-    def _restore_priority(self) -> None:
-        """The worker thread back at its priority from before (Linux allows it where the process may raise a
-        priority: root, or RLIMIT_NICE; elsewhere it stays lowered)."""
-        if self._nice is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, *self._nice)
-            except OSError:
-                pass
 
     def _mark_idle(self) -> None:
         with self._lock:
@@ -269,17 +258,14 @@ class OcrWorker:
 OCR_NICE = 10
 
 
-def _lower_priority() -> tuple[int, int] | None:
+def _lower_priority() -> None:
     """Give this thread a lower CPU priority than the loop and the browser: on Linux a thread is a task with a
     nice value of its own, and onnxruntime with one intra-op thread computes on the calling thread. Elsewhere
-    (or when not allowed) the thread keeps its priority. Returns the thread's id and its priority before."""
+    (or when not allowed) the thread keeps its priority."""
     try:
-        native = threading.get_native_id()
-        before = os.getpriority(os.PRIO_PROCESS, native)
-        os.setpriority(os.PRIO_PROCESS, native, max(before, OCR_NICE))
-        return native, before
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OCR_NICE)
     except (AttributeError, OSError):
-        return None
+        pass
 
 
 def attach_ocr(hooks: Hooks, task: Task, policy_name: str) -> OcrWorker | None:

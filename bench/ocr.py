@@ -10,8 +10,7 @@ the loop's step time with OCR on vs off in the same process, plus how long after
    screenshot in full (``ocr.incremental: false``, the reads before incremental ones); OCR on, incremental (the
    default); and OCR on, incremental, with an engine on all cores. A step's time is the wall time between
    consecutive StepRecorded events; OCR on waits up to ``--catch-up`` s at the end; "caught up" is how long after
-   the run's end (RunEnded) OCR had read every step. ``still-nice`` (not run by default): incremental, with the
-   worker left at its lowered priority after the run's end (as before), against ``incremental`` which restores it.
+   the run's end (RunEnded) OCR had read every step.
 
     .venv/bin/python bench/ocr.py [--runs 2] [--warm 5] [--catch-up 120] [--conditions off,full,incremental,all-cores]
 """
@@ -27,7 +26,6 @@ from pathlib import Path
 
 from agent import load_task, run_task
 from agent.events import Hooks, StepRecorded
-from agent.ocr_worker import OcrWorker
 from sites.shop import ShopServer
 from tools.ocr import RapidOcrEngine, register_engine
 from tracer.ocr_files import read_ocr_index
@@ -41,7 +39,6 @@ CONDITIONS: dict[str, tuple[bool, bool, str]] = {
     "full": (True, False, "rapidocr"),
     "incremental": (True, True, "rapidocr"),
     "all-cores": (True, True, ALL_CORES_ENGINE),
-    "still-nice": (True, True, "rapidocr"),  # incremental, the worker's priority left lowered after the end
 }
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,14 +139,8 @@ def one_run(runs_dir: Path, shop_url: str, condition: str, catch_up_s: float, in
     marks: list[float] = []
     hooks = Hooks()
     hooks.on(StepRecorded, lambda event: marks.append(time.perf_counter()))
-    restore = OcrWorker._restore_priority
-    if condition == "still-nice":  # as before the worker caught up at its own priority
-        OcrWorker._restore_priority = lambda self: None  # type: ignore[method-assign]
     started = time.perf_counter()
-    try:
-        result = run_task(task, runs_dir=runs_dir, site_url=shop_url, hooks=hooks)
-    finally:
-        OcrWorker._restore_priority = restore  # type: ignore[method-assign]
+    result = run_task(task, runs_dir=runs_dir, site_url=shop_url, hooks=hooks)
     into.walls.append(time.perf_counter() - started)
     into.steps.extend(b - a for a, b in zip([started, *marks], marks, strict=False))
     index = read_ocr_index(result.run_dir)
@@ -179,7 +170,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs per condition (alternating)")
     parser.add_argument("--warm", type=int, default=5, help="warm reads per engine setting")
     parser.add_argument("--catch-up", type=float, default=120.0, help="how long a run with OCR waits for it at the end")
-    parser.add_argument("--conditions", default="off,full,incremental,all-cores", help=f"of {', '.join(CONDITIONS)}")
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help=f"of {', '.join(CONDITIONS)}")
     parser.add_argument("--skip-reads", action="store_true", help="only the runs (skip parts 1-3)")
     args = parser.parse_args()
     conditions = [c for c in args.conditions.split(",") if c]
