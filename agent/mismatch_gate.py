@@ -1,8 +1,9 @@
 """Acting on a mismatch before the step acts: ``policy.on_mismatch: stop | ask`` (``glassbox run --ask-on-mismatch``).
 
 The verdict needs the text at the point *before* the click, so the gate reads the step's screenshot at once
-(synchronous OCR, the run's one engine) at the model's proposed point, and judges the reasoning against it
-(:mod:`agent.consistency`). The OCR worker reuses that read for the step's file.
+(synchronous OCR, the run's one engine) around the model's proposed point (a crop: the verdict needs only the
+text within a few dozen pixels of it), and judges the reasoning against it (:mod:`agent.consistency`). The OCR
+worker reads the whole step later, as any other.
 
 - ``stop``: a mismatch ends the run as failed ("stopped at step N: the reasoning names 'Sign in' but ...").
 - ``ask``: a mismatch holds the step for a person (:mod:`agent.approval`, like a low confidence).
@@ -56,7 +57,7 @@ class EarlyConsistency:
         )
         scale = observation.device_scale_factor
         point = (round(audit.css[0] * scale), round(audit.css[1] * scale))
-        result = self.worker.read_early(event.index, read_step_file(self.run_dir, shot, event.index))
+        result = self.worker.read_early(event.index, read_step_file(self.run_dir, shot, event.index), point=point)
         where = point_text(result, point, verb="would act on")
         return check_action(action, event.decision.reasoning, goal_values=self.worker.goal_values, point=where)
 

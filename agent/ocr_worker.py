@@ -3,9 +3,10 @@
 It subscribes to the loop's events like any other watcher (:mod:`agent.events`)::
 
     RunStarted      the engine starts loading on the worker thread (seconds, once per process)
-    StepRecorded    the step's screenshot (already on disk) is queued; the worker reads it, finds the text at the
-                    executed point and the layout regions, judges the reasoning against the text there, and writes
-                    ``ocr/step-NNNN.json`` (tracer.ocr_files), secrets masked
+    StepRecorded    the step's screenshot (already on disk) is queued; the worker reads it (incrementally: only
+                    what changed since the screenshot it read before, tools.ocr_incremental), finds the text at
+                    the executed point and the layout regions, judges the reasoning against the text there, and
+                    writes ``ocr/step-NNNN.json`` (tracer.ocr_files) with how it was read, secrets masked
     RunEnded        waits up to ``ocr.catch_up_s`` for the queue to empty, then writes ``ocr/index.json``: steps
                     still queued are "not done" (the exit is never held longer than that)
 
@@ -27,6 +28,7 @@ from agent.consistency import check_action
 from agent.events import Hooks, RunEnded, RunStarted, StepRecorded
 from agent.task import Task
 from tools.ocr import OcrEngine, OcrResult, get_engine, ocr_available
+from tools.ocr_incremental import IncrementalReader, ReadInfo, read_around
 from tools.ocr_views import layout, point_text
 from tracer.logs import get_logger
 from tracer.ocr_files import OcrIndex, OcrStepFile, OcrStepStatus, scrub_lines, write_ocr_index, write_ocr_step
@@ -66,6 +68,8 @@ class OcrWorker:
         self._statuses: dict[int, OcrStepStatus] = {}
         self._verdicts: dict[int, str] = {}  # the step's own verdict, for steps OCR does not judge
         self._early: dict[int, OcrResult] = {}  # read by a gate before the step acted
+        self._reader: IncrementalReader | None = None  # the worker thread's own: each read diffs the one before
+        self._reads: dict[int, str] = {}  # step -> full / partial / reused
         self._closed = False
         self._idle = threading.Event()
         self._idle.set()
@@ -109,6 +113,7 @@ class OcrWorker:
         with self._lock:
             self._closed = True  # a read still running is dropped, not written after the index
             statuses = dict(sorted(self._statuses.items()))
+            reads = {i: m for i, m in self._reads.items() if statuses.get(i) and statuses[i].status == "done"}
             mismatches = sorted(
                 i
                 for i in set(statuses) | set(self._verdicts)
@@ -124,6 +129,7 @@ class OcrWorker:
             else (0.0 if caught_up else None),
             waited_s=round(waited, 3),
             not_done=sum(1 for s in statuses.values() if s.status == "not_done"),
+            reads={mode: sum(1 for m in reads.values() if m == mode) for mode in ("full", "partial", "reused")},
         )
         write_ocr_index(event.run_dir, index)
         if index.not_done:
@@ -136,9 +142,17 @@ class OcrWorker:
             self._engine = get_engine(self.settings.engine)
         return self._engine
 
-    def read_early(self, index: int, png: bytes) -> OcrResult:
-        """Read step ``index``'s screenshot now (a gate needs it before the step acts); the worker reuses it."""
-        result = self.engine().read(png)
+    def read_early(self, index: int, png: bytes, point: tuple[int, int] | None = None) -> OcrResult:
+        """Read step ``index``'s screenshot now (a gate needs it before the step acts). With ``point``, only the
+        lines around it (a crop: a fraction of a full read's time; the worker reads the step later, as any
+        other); without, or when no crop held the lines there whole, the whole screenshot, which the worker
+        then reuses."""
+        if point is not None:
+            result, info = read_around(self.engine(), png, point)
+            if info.mode == "partial":
+                return result
+        else:
+            result = self.engine().read(png)
         with self._lock:
             self._early[index] = result
         return result
@@ -183,23 +197,38 @@ class OcrWorker:
                 if self._closed:
                     return
                 early = self._early.pop(step.index, None)
-            result = early or self.engine().read(read_step_file(run_dir, step.screenshot, step.index))
+            png = read_step_file(run_dir, step.screenshot, step.index)
+            reader = self._incremental()
+            if early is not None:  # a full read made by the gate: the next read diffs against it
+                reader.remember(png, early, step=step.index)
+                info = ReadInfo(mode="full", reason="read by the consistency gate before the step acted", ms=early.ms)
+                result = early
+            else:
+                result, info = reader.read(png, step=step.index)
             # masked before anything is built from the lines (a region's label joins them; a split secret would
             # only be whole again there)
             result = result.model_copy(update={"lines": scrub_lines(result.lines, self.scrubber)})
-            record = self._judge(step, result)
+            record = self._judge(step, result).model_copy(update={"read": info})
             with self._lock:
                 if self._closed:
                     return
                 relative = write_ocr_step(run_dir, record, self.scrubber)
                 verdict = record.consistency.verdict if record.consistency is not None else None
                 self._statuses[step.index] = OcrStepStatus(status="done", file=relative, verdict=verdict)
+                self._reads[step.index] = info.mode
         except Exception as exc:  # one bad image never stops the others (nor the run)
             reason = self.scrubber.scrub_text(f"{type(exc).__name__}: {exc}")
             log.error("ocr failed", step=step.index, error=reason)
             with self._lock:
                 if not self._closed:
                     self._statuses[step.index] = OcrStepStatus(status="error", reason=reason)
+
+    def _incremental(self) -> IncrementalReader:
+        if self._reader is None:
+            self._reader = IncrementalReader(
+                self.engine(), enabled=self.settings.incremental, full_every=self.settings.full_every
+            )
+        return self._reader
 
     def _judge(self, step: StepRecord, result: OcrResult) -> OcrStepFile:
         regions = layout(result)

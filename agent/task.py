@@ -397,13 +397,16 @@ class OcrSettings(_Strict):
     (a model step takes seconds, and OCR of a screenshot under one); a script plays faster than OCR reads on a
     small CPU, so it is off there unless asked for. ``steps``: every step's screenshot, or only those of steps
     that acted. ``catch_up_s``: how long the end of a run waits for OCR to catch up; what is left is recorded
-    as not done.
+    as not done. ``incremental``: read only the area that changed since the previous screenshot read (and reuse
+    an identical one), with a full read at least every ``full_every`` reads (tools.ocr_incremental).
     """
 
     enabled: bool | Literal["auto"] = "auto"
     steps: Literal["all", "acting"] = "all"
     engine: str = Field(default="rapidocr", pattern=r"^[A-Za-z0-9_-]{1,40}$")
     catch_up_s: float = Field(default=5.0, ge=0, le=600)
+    incremental: bool = True
+    full_every: int = Field(default=20, ge=1, le=1000)
 
 
 class ScriptStep(_Strict):

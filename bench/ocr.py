@@ -1,13 +1,18 @@
-"""OCR cost: time per screenshot (first and warm), whether it holds the GIL, and the loop's step time with OCR on
-vs off in the same process, plus how long after a run's end OCR caught up.
+"""OCR cost: time per screenshot (first and warm; full, partial and reused reads), whether it holds the GIL, and
+the loop's step time with OCR on vs off in the same process, plus how long after a run's end OCR caught up.
 
 1. Reads a real shop screenshot (one recorded run of the bundled task) with rapidocr: the import, the first read
    (models loaded) and warm reads, with 1 onnxruntime thread (the worker's default) and with all cores.
-2. GIL: a pure-Python loop on the main thread, alone and while a thread reads screenshots (ratio ~1: released).
-3. The bundled publish task with the script policy, OCR off and on alternately against one shop; a step's time
-   is the wall time between consecutive StepRecorded events. OCR on waits up to ``--catch-up`` s at the end.
+2. Incremental reads over the recorded run's screenshots in order (tools.ocr_incremental): the time of each full,
+   partial and reused read, against a full read of every screenshot by the same engine.
+3. GIL: a pure-Python loop on the main thread, alone and while a thread reads screenshots (ratio ~1: released).
+4. The bundled publish task with the script policy, alternating against one shop: OCR off; OCR on reading every
+   screenshot in full (``ocr.incremental: false``, the reads before incremental ones); OCR on, incremental (the
+   default); and OCR on, incremental, with an engine on all cores. A step's time is the wall time between
+   consecutive StepRecorded events; OCR on waits up to ``--catch-up`` s at the end; "caught up" is how long after
+   the run's end (RunEnded) OCR had read every step.
 
-    .venv/bin/python bench/ocr.py [--runs 2] [--warm 5] [--catch-up 120]
+    .venv/bin/python bench/ocr.py [--runs 2] [--warm 5] [--catch-up 120] [--conditions off,full,incremental,all-cores]
 """
 
 from __future__ import annotations
@@ -22,7 +27,19 @@ from pathlib import Path
 from agent import load_task, run_task
 from agent.events import Hooks, StepRecorded
 from sites.shop import ShopServer
+from tools.ocr import RapidOcrEngine, register_engine
 from tracer.ocr_files import read_ocr_index
+
+ALL_CORES_ENGINE = "rapidocr-allcores"
+register_engine(ALL_CORES_ENGINE, lambda: RapidOcrEngine(threads=None))
+
+# condition -> (OCR on, incremental reads, engine)
+CONDITIONS: dict[str, tuple[bool, bool, str]] = {
+    "off": (False, True, "rapidocr"),
+    "full": (True, False, "rapidocr"),
+    "incremental": (True, True, "rapidocr"),
+    "all-cores": (True, True, ALL_CORES_ENGINE),
+}
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,63 +99,142 @@ def gil_ratio(png: bytes, seconds: float = 3.0) -> float:
     return beside / alone
 
 
-def one_run(runs_dir: Path, shop_url: str, ocr: bool, catch_up_s: float) -> tuple[list[float], float, float | None, int]:
-    """(step times in s, run wall s, OCR caught up after the end s, steps not done)."""
+def incremental_times(shots: list[bytes]) -> dict[str, list[float]]:
+    """Seconds per read of the run's screenshots in order: each mode of the incremental reader, and a full read of
+    every screenshot (the same engine, 1 thread, warm)."""
+    from tools.ocr_incremental import IncrementalReader
+
+    engine = RapidOcrEngine(threads=1)
+    engine.read(shots[0])
+    times: dict[str, list[float]] = {"full": [], "partial": [], "reused": [], "every screenshot in full": []}
+    reader = IncrementalReader(engine)
+    for png in shots:
+        _, info = reader.read(png)
+        times[info.mode].append(info.ms / 1000)
+        started = time.perf_counter()
+        engine.read(png)
+        times["every screenshot in full"].append(time.perf_counter() - started)
+    for _ in range(3):  # a step that changed nothing (a wait, a failed click): the same screenshot again
+        _, info = reader.read(shots[-1])
+        times[info.mode].append(info.ms / 1000)
+    return times
+
+
+class RunFigures:
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.walls: list[float] = []
+        self.caught: list[float] = []
+        self.not_done = 0
+        self.reads: dict[str, int] = {}
+
+
+def one_run(runs_dir: Path, shop_url: str, condition: str, catch_up_s: float, into: RunFigures) -> None:
     task = load_task(ROOT / "tasks" / "publish_product.yaml")
-    task.ocr.enabled = ocr
+    enabled, incremental, engine = CONDITIONS[condition]
+    task.ocr.enabled = enabled
+    task.ocr.incremental = incremental
+    task.ocr.engine = engine
     task.ocr.catch_up_s = catch_up_s
     marks: list[float] = []
     hooks = Hooks()
     hooks.on(StepRecorded, lambda event: marks.append(time.perf_counter()))
     started = time.perf_counter()
     result = run_task(task, runs_dir=runs_dir, site_url=shop_url, hooks=hooks)
-    wall = time.perf_counter() - started
-    steps = [b - a for a, b in zip([started, *marks], marks, strict=False)]
+    into.walls.append(time.perf_counter() - started)
+    into.steps.extend(b - a for a, b in zip([started, *marks], marks, strict=False))
     index = read_ocr_index(result.run_dir)
-    caught = index.caught_up_after_end_s if index is not None else None
-    return steps, wall, caught, index.not_done if index is not None else 0
+    if index is None:
+        return
+    if index.caught_up_after_end_s is not None:
+        into.caught.append(index.caught_up_after_end_s)
+    into.not_done += index.not_done
+    for mode, count in index.reads.items():
+        into.reads[mode] = into.reads.get(mode, 0) + count
+    print(
+        f"  {condition} run: {len(marks)} steps, OCR caught up {index.caught_up_after_end_s} s after the end, "
+        f"{index.not_done} not done, reads {index.reads}",
+        flush=True,
+    )
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2, help="runs per condition (alternating off, on)")
+    parser.add_argument("--runs", type=int, default=2, help="runs per condition (alternating)")
     parser.add_argument("--warm", type=int, default=5, help="warm reads per engine setting")
     parser.add_argument("--catch-up", type=float, default=120.0, help="how long a run with OCR waits for it at the end")
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help=f"of {', '.join(CONDITIONS)}")
+    parser.add_argument("--skip-reads", action="store_true", help="only the runs (skip parts 1-3)")
     args = parser.parse_args()
+    conditions = [c for c in args.conditions.split(",") if c]
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown or "off" not in conditions:
+        parser.error(f"--conditions: unknown {unknown}" if unknown else "--conditions must include off (the baseline)")
 
+    print(f"load average at the start: {loadavg()}")
     with tempfile.TemporaryDirectory() as tmp, ShopServer() as shop:
         runs = Path(tmp) / "runs"
-        steps, _, _, _ = one_run(runs, shop.base_url, False, 0)  # a screenshot to read, and Chromium warmed up
-        shot = sorted(runs.glob("*/steps/0019/screenshot.png"))[0].read_bytes()
+        warmup = RunFigures()
+        one_run(runs, shop.base_url, "off", 0, warmup)  # screenshots to read, and Chromium warmed up
+        paths = sorted(runs.glob("*/steps/*/screenshot.png"))
+        shots = [p.read_bytes() for p in paths]
+        shot = shots[min(19, len(shots) - 1)]
 
-        figures = read_times(shot, args.warm)
-        print("OCR of one 1280x800 shop screenshot (rapidocr, bundled PP-OCR models)")
-        for key, value in figures.items():
-            print(f"  {key:<28} {value:.3f}" if isinstance(value, float) else f"  {key:<28} {value}")
-        print(f"  all cores / 1 thread (warm)  {figures['warm read (all cores), s'] / figures['warm read (1 thread), s']:.2f}")
-        ratio = gil_ratio(shot)
-        print(f"GIL: Python loop speed beside an OCR thread / alone: {ratio:.2f} (1.0: OCR holds no GIL; 2 cores)")
+        if not args.skip_reads:
+            figures = read_times(shot, args.warm)
+            print("OCR of one 1280x800 shop screenshot (rapidocr, bundled PP-OCR models)")
+            for key, value in figures.items():
+                print(f"  {key:<28} {value:.3f}" if isinstance(value, float) else f"  {key:<28} {value}")
+            print(
+                f"  all cores / 1 thread (warm)  {figures['warm read (all cores), s'] / figures['warm read (1 thread), s']:.2f}"
+            )
 
-        off: list[float] = []
-        on: list[float] = []
-        walls: dict[bool, list[float]] = {False: [], True: []}
-        caught: list[float] = []
+            times = incremental_times(shots)
+            print(f"Incremental reads of the run's {len(shots)} screenshots in order, the last 3 times more (1 thread, warm)")
+            for mode, values in times.items():
+                if values:
+                    print(f"  {mode:<26} {len(values):>3} reads, median {median(values):.3f} s, total {sum(values):.2f} s")
+            total_full = sum(times["every screenshot in full"])
+            total_inc = sum(sum(times[m]) for m in ("full", "partial", "reused")) - sum(times["reused"][-3:])
+            print(f"  incremental / every screenshot in full (total): {total_inc / total_full:.2f}")
+            if times["partial"]:
+                print(f"  partial / full (median): {median(times['partial']) / median(times['every screenshot in full']):.2f}")
+
+            ratio = gil_ratio(shot)
+            print(f"GIL: Python loop speed beside an OCR thread / alone: {ratio:.2f} (1.0: OCR holds no GIL; 2 cores)")
+
+        figures_by: dict[str, RunFigures] = {c: RunFigures() for c in conditions}
         for _ in range(args.runs):
-            for enabled in (False, True):
-                times, wall, after, not_done = one_run(runs, shop.base_url, enabled, args.catch_up)
-                (on if enabled else off).extend(times)
-                walls[enabled].append(wall)
-                if enabled:
-                    if after is not None:
-                        caught.append(after)
-                    print(f"  OCR run: {len(times)} steps, OCR caught up {after} s after the end, {not_done} not done")
+            for condition in conditions:
+                one_run(runs, shop.base_url, condition, args.catch_up, figures_by[condition])
+        off = figures_by["off"]
         print("Loop step time, bundled publish task, script policy (same process, alternating runs)")
-        print(f"  OCR off: median {median(off) * 1000:.0f} ms/step over {len(off)} steps")
-        print(f"  OCR on:  median {median(on) * 1000:.0f} ms/step over {len(on)} steps")
-        print(f"  on / off step time: {median(on) / median(off):.2f}")
-        print(f"  run wall (to RunEnded handled, incl. the OCR wait) on / off: {median(walls[True]) / median(walls[False]):.2f}")
-        if caught:
-            print(f"  OCR finished {median(caught):.1f} s after the run's end (median of {len(caught)})")
+        for condition in conditions:
+            f = figures_by[condition]
+            line = f"  {condition:<12} median {median(f.steps) * 1000:.0f} ms/step over {len(f.steps)} steps"
+            if condition != "off":
+                line += f", {median(f.steps) / median(off.steps):.2f}x off"
+                line += f"; run wall (incl. the OCR wait) {median(f.walls) / median(off.walls):.2f}x off"
+                caught = f"{median(f.caught):.1f} s" if f.caught else "never"
+                line += f"; OCR done {caught} after the end (median of {len(f.caught)}), {f.not_done} not done"
+                line += f"; reads {f.reads}"
+            print(line)
+        if (
+            "full" in figures_by
+            and "incremental" in figures_by
+            and figures_by["full"].caught
+            and figures_by["incremental"].caught
+        ):
+            before, after = median(figures_by["full"].caught), median(figures_by["incremental"].caught)
+            print(f"  catch-up after the end: every screenshot in full {before:.1f} s -> incremental {after:.1f} s")
+    print(f"load average at the end: {loadavg()}")
 
 
 if __name__ == "__main__":

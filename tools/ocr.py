@@ -159,22 +159,73 @@ class RapidOcrEngine:
         with self._lock:
             output = self._ocr(bgr)
         ms = round((time.perf_counter() - started) * 1000, 2)
-        lines = []
-        boxes = getattr(output, "boxes", None)
-        texts, scores = getattr(output, "txts", None) or (), getattr(output, "scores", None) or ()
-        if boxes is not None:
-            for quad, text, score in zip(boxes, texts, scores, strict=False):
-                xs = [float(p[0]) for p in quad]
-                ys = [float(p[1]) for p in quad]
-                box = (
-                    max(0, int(min(xs))),
-                    max(0, int(min(ys))),
-                    min(width, int(round(max(xs)))),
-                    min(height, int(round(max(ys)))),
-                )
-                lines.append(OcrLine(text=str(text), box=box, score=round(min(1.0, max(0.0, float(score))), 4)))
-        lines.sort(key=lambda line: (line.box[1] // 8, line.box[0]))
-        return OcrResult(engine=self.name, size=(width, height), lines=lines, ms=ms)
+        lines = _lines(output, (0, 0), (width, height))
+        return OcrResult(engine=self.name, size=(width, height), lines=sort_lines(lines), ms=ms)
+
+    def region_scale_ok(self, size: tuple[int, int]) -> bool:
+        """Whether :meth:`read_region` on an image of ``size`` detects at (about) the scale a full read does:
+        rapidocr detects on an image whose short side is at least the detector's limit (736) and whose long side
+        is at most its bound (2000) at its own size, rounded to multiples of 32; a crop is read at its own size.
+        A short side a little under the limit (1280x720: enlarged 2%) is close enough; a smaller image is not."""
+        width, height = size
+        return min(width, height) >= DET_MIN_SIDE / DET_SCALE_SLACK and max(width, height) <= DET_MAX_SIDE
+
+    def read_region(self, image: Any, box: tuple[int, int, int, int]) -> OcrResult:
+        """The lines inside ``box`` (left, top, right, bottom) of an RGB array, in the image's pixels, detected at
+        the image's own scale (rapidocr would otherwise enlarge a crop until its short side is 736 px, which both
+        costs time and finds other boxes). ``box`` should be aligned to 32 px (the detector's stride), so the crop
+        sees the same pixels on the same grid as a full read; see :mod:`tools.ocr_incremental`."""
+        import numpy as np
+
+        array = _rgb_array(image)
+        height, width = array.shape[:2]
+        left, top, right, bottom = box
+        if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+            raise ValueError(f"region {box} is not inside the {width}x{height} image")
+        started = time.perf_counter()
+        bgr = np.ascontiguousarray(array[top:bottom, left:right, ::-1])
+        with self._lock:
+            detector = self._ocr._load_det_model()
+            saved = detector.limit_type, detector.limit_side_len
+            detector.limit_type, detector.limit_side_len = "max", 1_000_000  # ratio 1: the crop at its own size
+            try:
+                output = self._ocr(bgr)
+            finally:
+                detector.limit_type, detector.limit_side_len = saved
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        lines = _lines(output, (left, top), (width, height))
+        return OcrResult(engine=self.name, size=(width, height), lines=sort_lines(lines), ms=ms)
+
+
+DET_MIN_SIDE = 736  # rapidocr's detector: limit_type min, limit_side_len 736
+DET_MAX_SIDE = 2000  # rapidocr's Global.max_side_len
+DET_SCALE_SLACK = 1.05  # a full read's detection scale this close to 1 counts as 1 for region reads
+
+
+def sort_lines(lines: list[OcrLine]) -> list[OcrLine]:
+    """Reading order: top to bottom in 8 px bands, then left to right."""
+    return sorted(lines, key=lambda line: (line.box[1] // 8, line.box[0]))
+
+
+def _lines(output: Any, offset: tuple[int, int], size: tuple[int, int]) -> list[OcrLine]:
+    """rapidocr's output as lines with boxes in the image's pixels (``offset``: where the read crop starts)."""
+    dx, dy = offset
+    width, height = size
+    lines = []
+    boxes = getattr(output, "boxes", None)
+    texts, scores = getattr(output, "txts", None) or (), getattr(output, "scores", None) or ()
+    if boxes is not None:
+        for quad, text, score in zip(boxes, texts, scores, strict=False):
+            xs = [float(p[0]) + dx for p in quad]
+            ys = [float(p[1]) + dy for p in quad]
+            box = (
+                max(0, int(min(xs))),
+                max(0, int(min(ys))),
+                min(width, int(round(max(xs)))),
+                min(height, int(round(max(ys)))),
+            )
+            lines.append(OcrLine(text=str(text), box=box, score=round(min(1.0, max(0.0, float(score))), 4)))
+    return lines
 
 
 def _rgb_array(image: bytes | Any) -> Any:

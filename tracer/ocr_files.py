@@ -3,7 +3,8 @@
 ::
 
     RUN/ocr/step-0003.json   OcrStepFile: the step's text lines (boxes in screenshot pixels, scores), layout
-                             regions, the text at the executed point and the reasoning-action verdict
+                             regions, the text at the executed point, the reasoning-action verdict, and how
+                             the screenshot was read (full, partial: the rectangles read, or reused)
     RUN/ocr/index.json       OcrIndex, written when the run ends: every step's OCR status (done, not done, error,
                              skipped), the mismatches, and how long after the run's end OCR finished
 
@@ -19,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from tools.ocr import OcrLine
+from tools.ocr_incremental import ReadInfo
 from tools.ocr_views import Layout, PointText
 from tracer.run_files import atomic_write
 from tracer.schema import ConsistencyCheck, StepRecord
@@ -43,6 +45,7 @@ class OcrStepFile(BaseModel):
     layout: Layout = Field(default_factory=Layout)
     point: PointText | None = None  # the executed point's text (acting steps with a point)
     consistency: ConsistencyCheck | None = None  # with the OCR text and the DOM element's
+    read: ReadInfo | None = None  # how the screenshot was read: full, partial (the crops) or reused (None: full)
 
 
 class OcrStepStatus(BaseModel):
@@ -62,6 +65,7 @@ class OcrIndex(BaseModel):
     caught_up_after_end_s: float | None = None  # None: it had not caught up when the wait ran out
     waited_s: float = 0.0
     not_done: int = 0
+    reads: dict[str, int] = Field(default_factory=dict)  # how many steps were read in full, partly, or reused
 
 
 def ocr_step_path(index: int) -> str:

@@ -82,6 +82,14 @@ def test_every_step_has_its_ocr_file_and_the_index_says_so(ocr_run) -> None:
     assert sign_in is not None and sign_in.point is not None
     assert sign_in.point.under is not None and sign_in.point.under.text == "Sign in"
     assert sign_in.point.description.startswith("clicked 'Sign in'")
+    # each file says how its screenshot was read; typing into a field changes a small area: read partly
+    reads = {i: read_ocr_step(ocr_run.run_dir, i) for i in index.steps}
+    assert all(f is not None and f.read is not None for f in reads.values())
+    assert sum(index.reads.values()) == len(steps) and index.reads["full"] >= 1 and index.reads["partial"] >= 1
+    assert reads[0] is not None and reads[0].read is not None and reads[0].read.mode == "full"
+    typed = reads[2]  # "admin" typed into the focused username field
+    assert typed is not None and typed.read is not None and typed.read.mode == "partial", typed.read
+    assert typed.read.base == 1 and typed.read.crops and "admin" in [line.text for line in typed.lines]
 
 
 def test_a_click_on_another_link_than_the_note_names_is_a_mismatch(ocr_run) -> None:
