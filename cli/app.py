@@ -23,6 +23,7 @@ from agent.policies import POLICIES
 from agent.task import load_task
 from cli.eval_cmd import eval_command
 from cli.run_ref import RunRef, resolve_run
+from cli.train_cmd import train_command
 from tools.actions import Answer, Key, Terminate, Type
 from tools.errors import HarnessError, UsageError
 from tracer.logs import Console as LogConsole
@@ -68,6 +69,7 @@ app.add_typer(export_app, name="export")
 dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
+app.command("train")(train_command)  # glassbox train sft|dpo --from-labels: cli/train_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
