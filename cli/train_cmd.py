@@ -50,6 +50,12 @@ def train_command(
     beta: Annotated[float, typer.Option(min=0, help="DPO: how far from the reference the model may move.")] = 0.1,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed for the sample order and the adapters.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when present).")] = None,
+    prompt_grad: Annotated[
+        bool,
+        typer.Option(
+            "--prompt-grad", help="Backpropagate into the prompt's keys and values too (exact gradient, ~2-3x a step's cost)."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the train summary as one JSON document.")] = False,
 ) -> None:
     """Fine-tune a local Qwen3-VL on labelled steps, with the prompt, processor and chat template of inference.
@@ -81,6 +87,7 @@ def train_command(
         beta=beta,
         seed=seed,
         device=device,
+        prompt_grad=prompt_grad,
     )
     progress = Progress(
         TextColumn(f"[bold]{mode.value}{' LoRA' if lora else ''}"),

@@ -12,6 +12,12 @@ LoRA part.
 The vision tower is frozen (LoRA targets the language model's attention and MLP projections; a full
 fine-tune trains the language model), so each screenshot is encoded once, before the first step.
 
+A step's forward is exact, but by default no gradient flows back into the prompt's keys and values: the prompt
+(~1,700 tokens for a Glassbox step, system prompt and screenshot included) runs without gradients into a KV
+cache, then the answer (~40 tokens) runs on it with gradients through every trained layer. That makes a step
+about half the CPU time of full backpropagation; ``prompt_grad=True`` (``--prompt-grad``) gives the exact
+gradient. Attention guidance then moves the action tokens' queries (their keys side is the prompt's).
+
     summary = train(TrainConfig(mode="sft", runs_dir=Path("runs"), model="models/Qwen3-VL-2B-Thinking",
                                 out=Path("ft"), lora=True, steps=300))
 """
