@@ -68,7 +68,10 @@ def _guided_attention(
     spec = _active.get()
     layer = getattr(module, "layer_idx", None)
     if spec is not None and layer is not None and query.shape[0] == 1 and (spec.layers is None or layer in spec.layers):
-        spec.rows[layer] = _image_rows(query, key, spec, scaling)
+        # Only the forward whose queries include the watched ones (not the prompt's, run before into a cache).
+        first = key.shape[2] - query.shape[2]
+        if int(spec.query_positions.min()) >= first:
+            spec.rows[layer] = _image_rows(query, key, spec, scaling)
     return out
 
 
