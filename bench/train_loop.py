@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: 60 tiny, 30 2b")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--guidance", type=float, default=1.0, help="W of the guided run")
+    parser.add_argument("--guidance", type=float, default=5.0, help="W of the guided run")
     args = parser.parse_args()
     steps = args.steps or (60 if args.shape == "tiny" else 30)
     with tempfile.TemporaryDirectory(prefix="glassbox-train-bench-") as tmp:

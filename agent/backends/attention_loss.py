@@ -69,8 +69,8 @@ def _guided_attention(
     layer = getattr(module, "layer_idx", None)
     if spec is not None and layer is not None and query.shape[0] == 1 and (spec.layers is None or layer in spec.layers):
         # Only the forward whose queries include the watched ones (not the prompt's, run before into a cache).
-        first = key.shape[2] - query.shape[2]
-        if int(spec.query_positions.min()) >= first:
+        first, end = key.shape[2] - query.shape[2], key.shape[2]  # the positions this forward's queries hold
+        if int(spec.query_positions.min()) >= first and int(spec.query_positions.max()) < end:
             spec.rows[layer] = _image_rows(query, key, spec, scaling)
     return out
 

@@ -153,7 +153,7 @@ def test_the_log_the_summary_and_the_adapter_say_what_was_trained(
 def test_attention_guidance_raises_the_attention_mass_inside_the_labelled_boxes(labelled: tuple[Path, str, Path]) -> None:
     runs, _, model = labelled
     plain = _train(runs, model, runs.parent / "plain", steps=GUIDANCE_STEPS)
-    guided = _train(runs, model, runs.parent / "guided", "--attention-guidance", "1.0", steps=GUIDANCE_STEPS)
+    guided = _train(runs, model, runs.parent / "guided", "--attention-guidance", "5", steps=GUIDANCE_STEPS)
     print(
         f"attention mass of the action tokens inside the labelled boxes: before training {plain['box_mass_before']}; "
         f"after {GUIDANCE_STEPS} steps without guidance {plain['box_mass_after']}, with guidance {guided['box_mass_after']}"
