@@ -26,6 +26,7 @@ from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
 from cli.run_ref import RunRef, resolve_run
+from cli.train_cmd import train_command
 from tools.actions import Answer, Key, Terminate, Type
 from tools.errors import HarnessError, UsageError
 from tracer.logs import Console as LogConsole
@@ -75,6 +76,7 @@ app.command("decide")(decide_command)  # glassbox decide RUN --step N / --labell
 app.command("label")(label_command)  # glassbox label RUN --step N correct|wrong: cli/label_cmd.py
 app.command("labels")(labels_command)
 export_app.command("otel")(export_otel_cmd)  # glassbox export otel RUN...: cli/otel_cmd.py
+app.command("train")(train_command)  # glassbox train sft|dpo --from-labels: cli/train_cmd.py
 
 RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."

@@ -3,12 +3,17 @@
 bf16 on CUDA, fp32 on CPU. Works without torchvision (image-only processor). Two decode paths: plain
 (``generate``) and fast (static cache, compiled step, prefix reuse: :mod:`agent.backends.decoding`).
 Attention is captured after either, never inside the decode loop.
+
+This is the one place models load. A folder holding a LoRA adapter (``adapter_config.json``, written by
+``glassbox train``) loads as its base model (the path the adapter records) with the adapter merged in, so
+``--model ADAPTER_DIR`` works wherever ``--model`` does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from tracer.schema import DecodingInfo
 log = get_logger("glassbox.backend")
 
 DECODING_MODES = ("auto", "fast", "plain")
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -79,13 +85,7 @@ class LocalQwen3VL(Backend):
         except OSError as exc:
             raise ModelUnavailable(_missing_message(model, str(exc))) from None
         self.net = loaded.net
-        if min_pixels is not None or max_pixels is not None:
-            size = dict(self.processor.image_processor.size)
-            if min_pixels is not None:
-                size["shortest_edge"] = min_pixels
-            if max_pixels is not None:
-                size["longest_edge"] = max_pixels
-            self.processor.image_processor.size = size
+        set_pixel_limits(self.processor, min_pixels, max_pixels)
         self.tokenizer = self.processor.tokenizer
         self.attention_layers = attention_layers
         self.attention_heads = attention_heads
@@ -108,12 +108,7 @@ class LocalQwen3VL(Backend):
 
     def inputs(self, prompt: Prompt) -> Any:
         """Tokenised prompt with pixel values (and mm_token_type_ids, which multimodal RoPE needs)."""
-        from PIL import Image
-
-        text = self.processor.apply_chat_template(prompt.hf_messages(), tokenize=False, add_generation_prompt=True)
-        images = [Image.open(io.BytesIO(p.png)).convert("RGB") for p in prompt.images()]
-        inputs = self.processor(text=[text], images=images or None, return_tensors="pt")
-        return inputs.to(self.device)
+        return encode_prompt(self.processor, prompt).to(self.device)
 
     def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
         import torch
@@ -221,6 +216,31 @@ class LocalQwen3VL(Backend):
         self.decoder = None
 
 
+def set_pixel_limits(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
+    """The task's ``policy.min_pixels`` / ``max_pixels``: the size range screenshots are resized into."""
+    if min_pixels is None and max_pixels is None:
+        return
+    size = dict(processor.image_processor.size)
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    processor.image_processor.size = size
+
+
+def encode_prompt(processor: Any, prompt: Prompt) -> Any:
+    """The prompt as the model reads it: chat template with the generation prompt, then the processor.
+
+    Inference and training (``glassbox train``) both go through here, so a fine-tuned model is trained on
+    exactly the tokens it will be asked with.
+    """
+    from PIL import Image
+
+    text = processor.apply_chat_template(prompt.hf_messages(), tokenize=False, add_generation_prompt=True)
+    images = [Image.open(io.BytesIO(p.png)).convert("RGB") for p in prompt.images()]
+    return processor(text=[text], images=images or None, return_tensors="pt")
+
+
 @dataclass
 class _Loaded:
     net: Any
@@ -232,14 +252,11 @@ _LOADED: dict[tuple[str, str, str], _Loaded] = {}
 
 def _load(model: str, device: str, dtype: Any) -> _Loaded:
     """Load once per process (model, device, dtype): later runs reuse the weights and the compiled step."""
-    from transformers import AutoConfig
-
     key = (str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model, device, str(dtype))
     if key not in _LOADED:
         started = time.perf_counter()
         log.info("loading the model", model=model, device=device, dtype=str(dtype).removeprefix("torch."))
-        config = AutoConfig.from_pretrained(model)
-        net = _model_class(config.model_type).from_pretrained(model, dtype=dtype).to(device).eval()
+        net = _from_pretrained(model, dtype).to(device).eval()
         from agent.backends.attention import register
 
         # sdpa for generation (the compiled step needs it); capture switches to its own function briefly.
@@ -253,6 +270,57 @@ def _load(model: str, device: str, dtype: Any) -> _Loaded:
             parameters=sum(p.numel() for p in net.parameters()),
         )
     return _LOADED[key]
+
+
+def _from_pretrained(model: str, dtype: Any) -> Any:
+    """The network of ``model``; an adapter folder gives its base model with the adapter merged in."""
+    from transformers import AutoConfig
+
+    base = adapter_base(model)
+    if base is None:
+        config = AutoConfig.from_pretrained(model)
+        return _model_class(config.model_type).from_pretrained(model, dtype=dtype)
+    _check_available(base)
+    from peft import PeftModel
+
+    config = AutoConfig.from_pretrained(base)
+    net = _model_class(config.model_type).from_pretrained(base, dtype=dtype)
+    log.info("applying a LoRA adapter", adapter=model, base=base)
+    # Merged: the decode paths and attention capture see a plain Qwen3-VL, with no adapter layers to route around.
+    return PeftModel.from_pretrained(net, model).merge_and_unload()
+
+
+def load_for_training(model: str, device: str) -> tuple[Any, Any]:
+    """(network, processor) of ``model`` for fine-tuning: a fresh copy, never the one runs share in this process
+    (training changes its weights), in fp32 on CPU and bf16 on CUDA like inference."""
+    import torch
+
+    _check_available(model)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        net = _from_pretrained(model, dtype).to(device)
+        processor = _load_processor(model)
+    except OSError as exc:
+        raise ModelUnavailable(_missing_message(model, str(exc))) from None
+    from agent.backends.attention import register
+
+    register()
+    net.set_attn_implementation({"text_config": "sdpa", "vision_config": net.config.vision_config._attn_implementation})
+    return net, processor
+
+
+def adapter_base(model: str) -> str | None:
+    """The base model a LoRA adapter folder names (``base_model_name_or_path``), or None when ``model`` is no adapter."""
+    config = Path(model).expanduser() / "adapter_config.json"
+    if not config.is_file():
+        return None
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        raise ModelUnavailable(f"{config} is not a readable adapter config") from None
+    if not isinstance(base, str) or not base:
+        raise ModelUnavailable(f"{config} names no base model (base_model_name_or_path)")
+    return base
 
 
 def unload_models() -> None:
@@ -277,6 +345,10 @@ def _model_class(model_type: str) -> Any:
 def _load_processor(model: str) -> Any:
     from transformers import Qwen3VLProcessor
 
+    base = adapter_base(model)
+    if base is not None and not (Path(model).expanduser() / "preprocessor_config.json").is_file():
+        model = base  # an adapter saved without its processor: the base model's
+
     try:
         return Qwen3VLProcessor.from_pretrained(model)
     except (OSError, ValueError, AttributeError, ImportError):
@@ -293,6 +365,10 @@ def _check_available(model: str) -> None:
         return  # a hub id: from_pretrained looks in the local cache and says what is missing
     if not path.is_dir():
         raise ModelUnavailable(f"model folder {model} does not exist")
+    if (path / "adapter_config.json").is_file():
+        if not any((path / f).is_file() for f in ADAPTER_FILES):
+            raise ModelUnavailable(f"adapter folder {model} has no adapter weights ({' or '.join(ADAPTER_FILES)})")
+        return  # the base model it names is checked when it loads
     missing = [name for name in ("config.json",) if not (path / name).is_file()]
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         missing.append("weights (model.safetensors or model.safetensors.index.json with its shards)")
@@ -325,4 +401,13 @@ def _how_to_get() -> str:
     )
 
 
-__all__ = ["DECODING_MODES", "LocalQwen3VL", "ModelUnavailable", "unload_models"]
+__all__ = [
+    "DECODING_MODES",
+    "LocalQwen3VL",
+    "ModelUnavailable",
+    "adapter_base",
+    "encode_prompt",
+    "load_for_training",
+    "set_pixel_limits",
+    "unload_models",
+]
