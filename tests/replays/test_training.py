@@ -24,7 +24,7 @@ from tests.conftest import TASKS, glassbox_in_process, require_chromium
 pytestmark = [pytest.mark.model, pytest.mark.browser, pytest.mark.slow]
 
 CORRECTIONS = [(150.0, 200.0), (700.0, 420.0), (480.0, 850.0)]  # the 0..1000 grid
-TOLERANCE = 30  # grid units: a decision lands when both coordinates are within this of the correction
+TOLERANCE = 30  # grid units: each label's element box reaches this far around its correction
 MAX_PIXELS = 262144
 STEPS, LR, RANK = "240", "1e-2", "16"
 GUIDANCE_STEPS = "30"  # the guidance comparison: two shorter runs, the same data, steps and seed
@@ -56,7 +56,9 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]
     [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
     labels = Labels(runs)
     for index, point in enumerate(CORRECTIONS):
-        labels.add(run_dir.name, index, LabelIn(verdict="wrong", correction=Correction(action="left_click", coordinate=point)))
+        box = (point[0] - TOLERANCE, point[1] - TOLERANCE, point[0] + TOLERANCE, point[1] + TOLERANCE)
+        correction = Correction(action="left_click", coordinate=point, box=box)
+        labels.add(run_dir.name, index, LabelIn(verdict="wrong", correction=correction))
     return runs, run_dir.name, model
 
 
@@ -74,62 +76,28 @@ def trained(labelled: tuple[Path, str, Path]) -> tuple[Path, dict[str, object]]:
     return out, _train(runs, model, out)
 
 
-def _decisions(runs: Path, run_id: str, model: str) -> list[tuple[float, float] | None]:
-    """Ask the agent's own policy class, loading ``model``, at each recorded step: the recorded screenshot and
-    the history before it, so the prompt is the recorded one (checked). The coordinate it answers, or None.
-
-    (The lead switches this to `glassbox decide --labelled` once that lands.)"""
-    from agent.backends.local import LocalQwen3VL, unload_models
-    from agent.qwen_policy import QwenPolicy
-    from agent.task import Task
-    from tools.views import Observation
-    from tracer.store import read_run, read_step_file, read_steps
-
-    unload_models()
-    run_dir = runs / run_id
-    run = read_run(run_dir)
-    steps = read_steps(run_dir)
-    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
-    backend = LocalQwen3VL(model, min_pixels=task.policy.min_pixels, max_pixels=task.policy.max_pixels)
-    policy = QwenPolicy(backend, task)
-    answers: list[tuple[float, float] | None] = []
-    for step in steps:
-        observation = Observation(
-            screenshot_png=read_step_file(run_dir, step.screenshot, step.index),
-            screenshot_size=step.screenshot_size,
-            css_size=step.screenshot_size,
-            device_scale_factor=1.0,
-            taken_at=step.started_at,
-        )
-        output = policy.decide(task, [s for s in steps if s.index < step.index], observation)
-        assert [m.text for m in output.trace.prompt] == [m.text for m in step.prompt or []]  # the recorded prompt
-        calls = output.decision.tool_calls
-        coordinate = calls[0].arguments.get("coordinate") if calls else None
-        point = isinstance(coordinate, list) and len(coordinate) == 2
-        answers.append((float(coordinate[0]), float(coordinate[1])) if point else None)  # type: ignore[index]
-    policy.close()
-    unload_models()
-    return answers
-
-
-def _landed(answers: list[tuple[float, float] | None]) -> list[bool]:
-    return [
-        a is not None and abs(a[0] - c[0]) <= TOLERANCE and abs(a[1] - c[1]) <= TOLERANCE
-        for a, c in zip(answers, CORRECTIONS, strict=True)
-    ]
+def _decide_labelled(runs: Path, model: Path) -> dict[str, object]:
+    """`glassbox decide --labelled`: the model asked at each labelled step, with the step's recorded prompt and
+    screenshot, through the agent's own policy class; whether each click lands inside the labelled box."""
+    proc = glassbox_in_process("decide", "--labelled", "--runs-dir", str(runs), "--model", str(model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 def test_the_lora_adapter_lands_where_the_labels_said_and_the_base_model_did_not(
     labelled: tuple[Path, str, Path], trained: tuple[Path, dict[str, object]]
 ) -> None:
-    runs, run_id, model = labelled
+    runs, _, model = labelled
     out, summary = trained
-    before = _decisions(runs, run_id, str(model))
-    after = _decisions(runs, run_id, str(out))
-    print(f"base model: {before}\nfine-tuned: {after}\ncorrections: {CORRECTIONS}")
+    before = _decide_labelled(runs, model)
+    after = _decide_labelled(runs, out)
+    print(f"base model: {before['landed']} of {before['total']} landed; fine-tuned: {after['landed']} of {after['total']}")
+    print(f"fine-tuned decisions: {[d['decided_point'] for d in after['decisions']]}; corrections: {CORRECTIONS}")  # type: ignore[index]
     print(f"trained {summary['steps']} steps in {summary['seconds']} s ({summary['cpu_seconds']} CPU s)")
-    assert not any(_landed(before))
-    assert sum(_landed(after)) >= 2, after
+    assert before["total"] == after["total"] == 3
+    assert all(d["element"]["source"] == "correction_box" for d in after["decisions"])  # type: ignore[index, union-attr]
+    assert before["landed"] == 0
+    assert after["landed"] >= 2, after
 
 
 def test_the_log_the_summary_and_the_adapter_say_what_was_trained(
