@@ -56,6 +56,13 @@ def train_command(
             "--prompt-grad", help="Backpropagate into the prompt's keys and values too (exact gradient, ~2-3x a step's cost)."
         ),
     ] = False,
+    think: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--think/--no-think",
+            help="Targets with the reasoning (<think>) or only the tool call (default: as `export feedback` decides).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the train summary as one JSON document.")] = False,
 ) -> None:
     """Fine-tune a local Qwen3-VL on labelled steps, with the prompt, processor and chat template of inference.
@@ -88,6 +95,7 @@ def train_command(
         seed=seed,
         device=device,
         prompt_grad=prompt_grad,
+        think_targets=think,
     )
     progress = Progress(
         TextColumn(f"[bold]{mode.value}{' LoRA' if lora else ''}"),

@@ -77,10 +77,11 @@ class TrainingData(BaseModel):
     skipped: dict[str, int]
 
 
-def load_training_data(runs_dir: Path, mode: Mode, work: Path) -> TrainingData:
-    """Export the labels of ``runs_dir`` as ``mode`` records into ``work`` and read them back."""
+def load_training_data(runs_dir: Path, mode: Mode, work: Path, thinking: bool | None = None) -> TrainingData:
+    """Export the labels of ``runs_dir`` as ``mode`` records into ``work`` and read them back. ``thinking``:
+    targets with the reasoning (``<think>``) or without; None lets the export decide (see export_feedback)."""
     out = work / f"{mode}.jsonl"
-    summary = export_feedback(runs_dir, out, mode)
+    summary = export_feedback(runs_dir, out, mode, thinking=thinking)
     labels = {label.id: label for label in Labels(runs_dir).list()}
     store = RunStore(runs_dir)
     limits: dict[str, tuple[int | None, int | None]] = {}

@@ -67,6 +67,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str | None = None  # None: cuda when present, else cpu
     prompt_grad: bool = False  # backpropagate into the prompt's keys and values too (exact, ~3x the cost)
+    think_targets: bool | None = None  # targets with <think> reasoning or without; None: as the export decides
 
 
 class StepLog(BaseModel):
@@ -184,7 +185,7 @@ def train(config: TrainConfig, *, on_step: Callable[[StepLog], None] | None = No
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        data = load_training_data(config.runs_dir, config.mode, out / "data")
+        data = load_training_data(config.runs_dir, config.mode, out / "data", config.think_targets)
     except BaseException:
         if created:  # nothing to train on: leave no folder behind
             shutil.rmtree(out, ignore_errors=True)

@@ -64,7 +64,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]
 
 def _train(runs: Path, model: Path, out: Path, *extra: str, steps: str = STEPS) -> dict[str, object]:
     args = ["train", "sft", "--from-labels", "--runs-dir", str(runs), "--model", str(model), "--out", str(out)]
-    proc = glassbox_in_process(*args, "--lora", "--steps", steps, "--lr", LR, "--lora-rank", RANK, "--json", *extra)
+    proc = glassbox_in_process(*args, "--lora", "--steps", steps, "--lr", LR, "--lora-rank", RANK, "--no-think", "--json", *extra)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
