@@ -175,21 +175,28 @@ class _Encoded:
 
 def train(config: TrainConfig, *, on_step: Callable[[StepLog], None] | None = None) -> TrainSummary:
     """Train, save the model (or LoRA adapter) with its processor into ``config.out``, and return the summary."""
-    import torch
 
     if adapter_base(config.model) is not None:
         raise TrainError(f"{config.model} is a LoRA adapter: train from its base model ({adapter_base(config.model)})")
     out = config.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrainError(f"output folder {out} exists and is not empty: name a new folder")
+    if not config.runs_dir.is_dir():
+        raise TrainError(f"no runs folder {config.runs_dir}: name the folder whose labels are the data (--runs-dir)")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        data = load_training_data(config.runs_dir, config.mode, out / "data", config.think_targets)
+        return _train(config, out, on_step)
     except BaseException:
-        if created:  # nothing to train on: leave no folder behind
+        if created:  # no model was saved (no data, a model that does not load, an interrupt): leave no folder
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _train(config: TrainConfig, out: Path, on_step: Callable[[StepLog], None] | None) -> TrainSummary:
+    import torch
+
+    data = load_training_data(config.runs_dir, config.mode, out / "data", config.think_targets)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.lora]
     torch.manual_seed(config.seed)

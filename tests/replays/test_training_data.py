@@ -10,9 +10,11 @@ import pytest
 
 from agent.backends.attention_loss import box_cells
 from agent.backends.local import ModelUnavailable, _check_available, adapter_base
+from replays.labels import label_step
 from replays.training.data import DEFAULT_BOX_HALF, _box, target_point
 from replays.training.loop import _lr_at, _schedule, answer_text
 from tests.conftest import glassbox_in_process
+from tests.replays.label_runs import SECRET, SECRET_ENV, script_run
 
 CALL = '<tool_call>\n{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [412, 300]}}\n</tool_call>'
 
@@ -91,3 +93,23 @@ def test_train_says_where_the_data_comes_from_and_what_is_missing(tmp_path: Path
     (tmp_path / "out" / "old.txt").write_text("x")
     taken = glassbox_in_process("train", "sft", "--from-labels", "--runs-dir", str(runs), *args)
     assert taken.returncode == 2 and "is not empty" in taken.stderr, taken.stderr
+
+
+def test_train_names_a_missing_runs_folder_and_a_model_that_does_not_load_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    out = tmp_path / "out"
+    missing = glassbox_in_process(
+        "train", "sft", "--from-labels", "--runs-dir", str(tmp_path / "nowhere"), "--model", "m", "--out", str(out)
+    )
+    assert missing.returncode == 2 and "no runs folder" in missing.stderr, missing.stderr
+    assert not (tmp_path / "nowhere").exists() and not out.exists()  # a typo creates nothing
+    run_dir = script_run(tmp_path)
+    runs = run_dir.parent
+    label_step(run_dir, 0, "wrong", at=(150, 200))
+    no_model = glassbox_in_process(
+        "train", "sft", "--from-labels", "--runs-dir", str(runs), "--model", str(tmp_path / "no-model"), "--out", str(out)
+    )
+    assert no_model.returncode == 2 and "does not exist" in no_model.stderr, no_model.stderr
+    assert not out.exists()  # the exported data is not left behind as if something had been trained
