@@ -26,6 +26,7 @@ from replays.export import FeedbackExportError, export_feedback
 from replays.labels import Correction, LabelIn, Labels
 from replays.replay import ReplayError, replay
 from tests.conftest import ROOT, TASKS, glassbox_in_process
+from tools.actions import ToolCall
 from tracer import RunRecord, RunStatus, RunWriter, StepRecord, StepTimings, read_run, read_steps
 from tracer.follow import RunFollower
 from tracer.index import INDEX_FILE, RunIndex
@@ -70,10 +71,11 @@ def step(index: int, *, reasoning: str = "r", outcome: str = "ok") -> StepRecord
         raw_output="x",
         reasoning=reasoning,
         action={"action": "left_click", "coordinate": [500, 500]},
+        tool_calls=[ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [500, 500]})],
         confidence=None,
         outcome=outcome,
         error=None if outcome == "ok" else "boom",
-        prompt=[PromptMessage(role="user", text="what next?", images=[shot])],
+        prompt=[PromptMessage(role="user", text="<image>what next?", images=[shot])],  # as Prompt.record() writes it
     )
 
 
