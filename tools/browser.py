@@ -213,6 +213,13 @@ class BrowserExecutor(BaseExecutor):
     def perceive(self) -> Observation:
         shot, self._settled_shot = self._settled_shot, None
         title: str | None = None
+        if shot is not None:
+            # Nothing talked to the browser since the settle, so a navigation it began meanwhile (a form's submit
+            # is scheduled after the click) has not been counted yet: one round trip delivers its events.
+            try:
+                self.page.evaluate("0")
+            except Exception:
+                shot = None  # the document went away: a navigation is under way
         if shot is not None and shot.navigations == self._navigations and time.monotonic() - shot.at <= SETTLED_SHOT_MAX_AGE_S:
             png, title, taken_at = shot.png, shot.title, shot.taken_at  # the settle's capture: the action's effect
         else:
