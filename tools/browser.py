@@ -28,6 +28,7 @@ from tools.errors import StepError
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
+from tools.navigation import NavigationWatch
 from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, SettlePolicy, Target
 
 __all__ = [
@@ -50,10 +51,6 @@ _ELEMENT_AT = """([x, y]) => {
   const text = (el.innerText || el.value || el.getAttribute('aria-label') || el.getAttribute('alt') || '').trim();
   return {tag: el.tagName.toLowerCase(), text: text.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
 }"""
-_TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
-# One frame, then a capture: Page.captureScreenshot asks the compositor for a fresh frame and runs the page's
-# animation-frame callbacks for it, so the pair shows what two frames would (tests/tools/test_act_speed.py).
-_ONE_FRAME = "() => new Promise(r => requestAnimationFrame(() => r(true)))"
 # Resolves when every finite animation and transition has finished (true), or after ``ms`` (false). One frame
 # first, so that a transition the action's style change starts is running by the time it looks. Endless ones
 # (spinners) are left out: they never finish.
@@ -149,7 +146,7 @@ class BrowserExecutor(BaseExecutor):
         self._loads = 0
         self._chooser: Any = None
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
-        self._cdp: Any = None  # a DevTools session for scripts with a time limit (opened on first use)
+        self._watch: NavigationWatch | None = None  # its DevTools session also runs scripts with a time limit
         self._in_flight: dict[Any, float] = {}  # requests started and not yet finished or failed -> when started
         self._action_at = 0.0  # time.monotonic() when the current action began (network idle looks from there)
         self._network_at = 0.0  # time.monotonic() of the last request event
@@ -178,6 +175,7 @@ class BrowserExecutor(BaseExecutor):
             )
             self._context.set_default_timeout(self.settings.action_timeout_ms)
             self.page = self._context.new_page()
+            self._watch = NavigationWatch(self._context.new_cdp_session(self.page), timeout_ms=self.settings.settle_timeout_ms)
             self._capture = PageCapture(
                 self.page,
                 timeout_ms=self.settings.action_timeout_ms,
@@ -196,6 +194,8 @@ class BrowserExecutor(BaseExecutor):
         return self
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         if self._capture is not None:
             self._capture.close()
             self._capture = None
@@ -207,19 +207,12 @@ class BrowserExecutor(BaseExecutor):
                     pass
         if self._pw is not None:
             self._pw.stop()
-        self._pw = self._browser = self._context = self.page = self._cdp = None
+        self._pw = self._browser = self._context = self.page = self._watch = None
 
     # -- perceive ------------------------------------------------------------------------------
     def perceive(self) -> Observation:
         shot, self._settled_shot = self._settled_shot, None
         title: str | None = None
-        if shot is not None:
-            # Nothing talked to the browser since the settle, so a navigation it began meanwhile (a form's submit
-            # is scheduled after the click) has not been counted yet: one round trip delivers its events.
-            try:
-                self.page.evaluate("0")
-            except Exception:
-                shot = None  # the document went away: a navigation is under way
         if shot is not None and shot.navigations == self._navigations and time.monotonic() - shot.at <= SETTLED_SHOT_MAX_AGE_S:
             png, title, taken_at = shot.png, shot.title, shot.taken_at  # the settle's capture: the action's effect
         else:
@@ -325,11 +318,10 @@ class BrowserExecutor(BaseExecutor):
             "ms": timeout_ms,
             "cut": SCRIPT_TEXT_LIMIT,
         }
-        if self._cdp is None:
-            self._cdp = self._context.new_cdp_session(self.page)
+        assert self._watch is not None, "the browser is not started"
         started = time.monotonic()
         try:
-            answer = self._cdp.send(
+            answer = self._watch.session.send(
                 "Runtime.evaluate",
                 {"expression": expression, "awaitPromise": True, "returnByValue": True, "timeout": timeout_ms},
             )
@@ -485,10 +477,10 @@ class BrowserExecutor(BaseExecutor):
     def _on_load(self, _page: Any) -> None:
         self._loads = self._navigations
 
-    def _mark(self) -> int:
+    def _mark(self) -> tuple[int, int]:
         self._action_at = time.monotonic()
         self._settled_shot = None
-        return self._navigations
+        return self._navigations, self._watch.stops if self._watch is not None else 0
 
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         # Ending or answering leaves the screen as it is: nothing for the next perceive to see early.
@@ -496,25 +488,31 @@ class BrowserExecutor(BaseExecutor):
         super()._perform(action, audit)
 
     def _navigated(self, mark: Any) -> bool:
-        return mark is not None and self._navigations > mark
+        return mark is not None and self._navigations > mark[0]
 
     def _settle(self, mark: Any) -> None:
-        """Wait until the action's effects are on screen: two animation frames, and a started navigation loaded;
-        then, where the task's settle policy asks, network idle and finished animations (at most its max_ms).
+        """Wait until the action's effects are on screen: two animation frames, and a navigation the page asked
+        for (a form's submit, a link) or began loaded or given up; then, where the task's settle policy asks,
+        network idle and finished animations (at most its max_ms).
 
         The second frame is the one a screenshot taken here draws: that screenshot is the next perceive's
         (when it comes soon, see :meth:`perceive`), so the frame wait and the capture overlap.
         """
         started = time.monotonic()
-        navigations_before = int(mark)
+        navigations_before, stops_before = mark
         shoot = self._shoot_after_settle and self._capture is not None
         self._shoot_after_settle = False
-        try:
-            self.page.evaluate(_ONE_FRAME if shoot else _TWO_FRAMES)
-        except Exception:
-            pass  # the document went away: a navigation is under way, handled below
+        watch = self._watch
+        assert watch is not None, "the browser is not started"
+        # One frame, then a capture: Page.captureScreenshot asks the compositor for a fresh frame and runs the page's
+        # animation-frame callbacks for it, so the pair shows what two frames would (tests/tools/test_act_speed.py).
+        # When the wait returns, a navigation the action asked for is known (watch.pending).
+        watch.frames(1 if shoot else 2)
         deadline = time.monotonic() + self.settings.settle_timeout_ms / 1000
-        while self._navigations > navigations_before and self._loads < self._navigations:
+        while watch.pending or (
+            # begun (its request seen) and neither loaded nor stopped: a 204 answer or a download never loads
+            self._navigations > navigations_before and self._loads < self._navigations and watch.stops == stops_before
+        ):
             if time.monotonic() > deadline:
                 break  # a slow page is not an error of the action; the next screenshot shows it
             self.page.wait_for_timeout(10)

@@ -205,4 +205,5 @@ def test_replay_from_the_viewer(original):
         assert "branch of" in page.inner_text(".run-head") and page.locator(".film").count() == source.steps
         # The page's 5 s default is for the agent's actions; under a loaded CPU the diff page took longer.
         page.goto(f"{viewer.url}/diff?a={source.run_id}&b={page.url.rsplit('/', 1)[-1].split('#')[0]}", timeout=60_000)
-        assert "No difference" in page.inner_text("main")
+        diff = page.inner_text("main")
+        assert "No difference" in diff, diff

@@ -1,0 +1,109 @@
+"""The settle after an action knows the navigation the action asked for before its request is sent (a form's
+submit is requested while the click is handled, its request follows tens of milliseconds later): the screenshot
+after a sign-in is the next page's, never the form's. Navigations that never load (a 204 answer) end the wait."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tools.actions import ToolCall, parse_tool_call
+from tools.browser import BrowserExecutor, BrowserSettings
+
+FORM = b"""<!doctype html><title>form</title><body style="margin:0">
+<form method="post" action="/held">
+<button style="position:absolute;left:0;top:0;width:1280px;height:400px">Sign in</button></form>
+<a href="/nothing" style="position:absolute;left:0;top:400px;width:1280px;height:400px">no content</a></body>"""
+DONE = b"<!doctype html><title>done</title><body style='margin:0;background:#0a0'>signed in</body>"
+
+
+class _Site(ThreadingHTTPServer):
+    release = threading.Event()  # the form's answer comes once this is set (it is, unless a test holds it)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Site
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/nothing":
+            self.send_response(204)  # a link whose answer is no content: the page stays, nothing loads
+            self.end_headers()
+            return
+        self._send(FORM)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.release.wait(30)
+        self._send(DONE)
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def site() -> Iterator[_Site]:
+    server = _Site(("127.0.0.1", 0), _Handler)
+    server.release = threading.Event()
+    server.release.set()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def click(browser: BrowserExecutor, x: int, y: int):
+    return browser.act(parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [x, y]})))
+
+
+def test_a_submit_is_known_when_the_frame_wait_returns(browser, site):
+    browser.goto(site.url + "/")
+    watch = browser._watch
+    assert watch is not None and not watch.pending
+    requested = watch.requested
+    site.release.clear()  # the form's answer is held: its navigation cannot finish before the test says
+    browser.page.mouse.click(640, 200)
+    watch.frames(1)
+    assert watch.pending and watch.requested == requested + 1
+    site.release.set()
+    browser.page.wait_for_function("document.title === 'done'")
+    for _ in range(500):  # the page stops loading right after its load event
+        if not watch.pending:
+            break
+        browser.page.wait_for_timeout(10)
+    assert not watch.pending
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_the_screenshot_after_a_submit_is_the_next_page(chromium, site, attempt):
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(site.url + "/")
+        outcome = click(browser, 500, 250)
+        assert outcome.status == "ok" and outcome.navigated
+        observation = browser.perceive()
+        assert observation.title == "done" and observation.url.endswith("/held")
+
+
+def test_a_navigation_that_never_loads_ends_the_wait(chromium, site):
+    # A 204 answer leaves the page as it is; before, the settle waited for a load until its time limit.
+    with BrowserExecutor(BrowserSettings(settle_timeout_ms=60_000)) as browser:
+        browser.goto(site.url + "/")
+        outcome = click(browser, 500, 750)
+        assert outcome.status == "ok" and outcome.navigated
+        assert outcome.settle_ms is not None and outcome.settle_ms < 30_000
+        assert browser.perceive().title == "form"
