@@ -251,14 +251,18 @@ class _Loop:
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record it, then raise
-            reason = f"harness error: {type(exc).__name__}: {exc}"
-            log.error("run crashed", run_id=self.writer.record.run_id, error=reason)
+            # A device's message may quote the page, and the page may show a secret the run typed: masked here too.
+            reason = self.scrub.scrub_text(f"harness error: {type(exc).__name__}: {exc}")
+            # The traceback goes to the run log (scrubbed, like every event); the terminal shows the one line.
+            log.error("run crashed", run_id=self.writer.record.run_id, error=reason, exc_info=True)
             self._end(self.writer.finish(status=RunStatus.failed, end_reason=reason))
             if isinstance(exc, GlassboxError):  # already says what went wrong, as one of ours
                 raise
             # Anything else (a Playwright error from a crashed browser, a full disk) becomes a HarnessError: callers
-            # (the CLI) print its message; the original is its __cause__.
-            raise HarnessError(f"{reason} (run {self.writer.record.run_id} is marked failed)") from exc
+            # (the CLI) print its message. The original, unmasked, is not chained: its traceback is in the run log.
+            raise HarnessError(
+                f"{reason} (run {self.writer.record.run_id} is marked failed; the traceback is in its log.jsonl)"
+            ) from None
         finally:
             if previous_term is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

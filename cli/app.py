@@ -113,7 +113,9 @@ def _options(
 def _show_log_event(event: dict[str, object]) -> None:
     level = str(event.get("level", "info"))
     label = "glassbox" if level == "info" else level
-    err_console.print(f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(format_event(event))}", soft_wrap=True)
+    err_console.print(
+        f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(format_event(event, traceback=False))}", soft_wrap=True
+    )
 
 
 def _usage_error(message: str) -> typer.Exit:

@@ -127,16 +127,16 @@ def plain_console(stream: TextIO, level: str = "info") -> Console:
     return Console(show=show, level=level)
 
 
-def format_event(event: Mapping[str, Any]) -> str:
+def format_event(event: Mapping[str, Any], *, traceback: bool = True) -> str:
     """One readable line, ``event: message (key=value ...)`` with no level, time or logger (the caller adds what
-    it wants), then a traceback if the event carries one."""
+    it wants), then a traceback if the event carries one and ``traceback`` is true."""
     text = str(event.get("event", ""))
     if event.get("message") not in (None, ""):
         text += f": {event['message']}"
     fields = " ".join(f"{key}={_field(value)}" for key, value in event.items() if key not in _FRAME_KEYS)
     if fields:
         text += f" ({fields})"
-    if event.get("exception"):
+    if traceback and event.get("exception"):
         text += "\n" + str(event["exception"]).rstrip()
     return text
 

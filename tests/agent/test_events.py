@@ -23,6 +23,7 @@ from agent.events import (
 )
 from agent.prompt import describe_step, tool_response
 from tools.actions import LeftClick
+from tools.errors import HarnessError
 from tools.fake import FakeExecutor, FakePage
 from tracer import RunStatus, read_run, read_steps
 
@@ -363,3 +364,28 @@ def test_a_policy_that_cannot_be_asked_is_a_backend_error_not_a_parse_error(tmp_
     assert run_record.summary.parse_errors == 0
     kinds = {data["kind"] for _, data in run_graph(run_record, steps).nodes(data=True)}
     assert "backend_error" in kinds and "parse_error" not in kinds
+
+
+# -- a harness crash ----------------------------------------------------------------------------------------------
+
+
+class _CrashingFake(FakeExecutor):
+    """The device breaks on the second look at the screen, with the secret in its message (a page's text)."""
+
+    def perceive(self):
+        if len(self.actions) == 1:
+            raise RuntimeError(f"renderer died showing {SECRET}")
+        return super().perceive()
+
+
+def test_a_harness_crash_keeps_its_traceback_in_the_run_log_without_secrets(tmp_path):
+    task = load_task(task_file(tmp_path, THREE_STEPS))
+    with pytest.raises(HarnessError, match="harness error: RuntimeError: renderer died showing") as raised:
+        run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=_CrashingFake(secrets=task.secret_values()))
+    assert SECRET not in str(raised.value)
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert read_run(run_dir).status is RunStatus.failed and len(read_steps(run_dir)) == 1  # the step before is kept
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    [crash] = [e for e in lines if e["event"] == "run crashed"]
+    assert "Traceback" in crash["exception"] and "in perceive" in crash["exception"]
+    assert SECRET not in (run_dir / "log.jsonl").read_text(encoding="utf-8")
