@@ -27,6 +27,10 @@ from tools.executor import PageAbilities
 from tracer.schema import CheckResult
 from tracer.secrets import Scrubber
 
+JS_CHECK_LIMIT_MS = 10_000  # a js check's time limit: the task file is untrusted, its expression may never end
+# The expression, like Playwright's page.evaluate: its value, or the value of calling it if it is a function.
+_JS_CHECK = "(v => typeof v === 'function' ? v() : v)((0, eval)(%s))"
+
 
 def run_checks(
     task: Task,
@@ -114,9 +118,10 @@ def _run(
             return text in body, "found on the page" if text in body else "not on the page"
         case JsCheck() if page is not None:
             # {name} is an input or a value setup saved; a secret stays a <secret> marker: the page is not trusted
-            value = page.evaluate(task.render(check.expression))
-            passed = bool(value)
-            return passed, f"expression returned {_json_short(value, scrub)}" + ("" if passed else " (falsy: the check fails)")
+            script = _JS_CHECK % json.dumps(task.render(check.expression))
+            value = page.run_script(script, timeout_ms=JS_CHECK_LIMIT_MS)  # a loop or a promise that never ends stops
+            shown = _json_short(_parsed(value.text), scrub) if value.text is not None else value.type
+            return value.truthy, f"expression returned {shown}" + ("" if value.truthy else " (falsy: the check fails)")
         case UrlMatchCheck() | TextPresentCheck() | JsCheck():
             return False, f"a {check.type} check needs a browser page; this run has none"
     raise AssertionError(f"unhandled check {check!r}")
@@ -159,6 +164,14 @@ def _equal(actual: Any, wanted: Any) -> bool:
 def _short(value: Any, scrub: Scrubber, limit: int = 300) -> str:
     text = scrub.scrub_text(repr(value))  # before the cut, which could leave a short prefix the mask misses
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _parsed(text: str) -> Any:
+    """The JSON the page sent back, or the text itself where it was cut short."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _json_short(value: Any, scrub: Scrubber, limit: int = 300) -> str:

@@ -29,7 +29,7 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
-from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, SettlePolicy, Target
+from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, ScriptValue, SettlePolicy, Target
 
 __all__ = [
     "MAX_DEVICE_PIXELS",
@@ -95,15 +95,6 @@ class PageScriptError(StepError, RuntimeError):
 
 class PageTimeout(PageScriptError):
     """A script or wait in the page did not finish within its time limit."""
-
-
-@dataclass(frozen=True)
-class ScriptValue:
-    """What a page script returned: its JavaScript type, whether it is truthy, and its JSON text (cut), if any."""
-
-    type: str
-    truthy: bool
-    text: str | None
 
 
 @dataclass(frozen=True)
@@ -281,10 +272,6 @@ class BrowserExecutor(BaseExecutor):
 
     def page_text(self) -> str:
         return str(self.page.inner_text("body"))
-
-    def evaluate(self, expression: str) -> Any:
-        self._settled_shot = None  # the expression may change the page
-        return self.page.evaluate(expression)
 
     def resolve_url(self, url: str) -> str:
         """``url`` made absolute against the target's URL (the start page), as a relative link would be."""

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 from tools import actions as A
 from tools.actions import ActionError
 from tools.coords import CoordinateAudit, CoordinateMode, to_css
-from tools.views import Box, ElementInfo, Observation, Outcome, Target
+from tools.views import Box, ElementInfo, Observation, Outcome, ScriptValue, Target
 
 ExecutorKind = Literal["browser", "desktop", "fake"]
 SECRET_PATTERN = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
@@ -72,7 +72,9 @@ class PageAbilities(Protocol):
 
     def page_text(self) -> str: ...
 
-    def evaluate(self, expression: str) -> Any: ...
+    def run_script(self, script: str, *, timeout_ms: int) -> ScriptValue:
+        """Run JavaScript statements in the page; their completion value (awaited), stopped after ``timeout_ms``."""
+        ...
 
 
 def page_of(executor: object) -> PageAbilities | None:

@@ -9,13 +9,14 @@ as the real executors (coordinate mapping, secret reveal at type time, deadline 
     assert [a.action for a in fake.actions] == ["left_click", "type", "left_click"]
     assert fake.typed == ["admin"]
 
-``FakePage`` adds the page abilities (a URL, page text, scripted ``locate`` and ``evaluate`` answers), so
+``FakePage`` adds the page abilities (a URL, page text, scripted ``locate`` and ``run_script`` answers), so
 browser checks and the script policy's targets work against it too.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -24,7 +25,7 @@ from tools import actions as A
 from tools.actions import ActionError
 from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import BaseExecutor
-from tools.views import Box, ElementInfo, Observation, Outcome, Target
+from tools.views import Box, ElementInfo, Observation, Outcome, ScriptValue, Target
 
 ErrorScript = Mapping[int, str] | Callable[[int, A.Action], "str | None"]
 
@@ -145,14 +146,14 @@ class FakePage(FakeExecutor):
         url: str = "http://fake.invalid/",
         text: str = "",
         targets: Mapping[str, Box] | None = None,
-        expressions: Mapping[str, Any] | None = None,
+        scripts: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(screens, **kwargs)
         self.url = url
         self.text = text
         self.targets = dict(targets or {})  # Target.describe() -> where it is
-        self.expressions = dict(expressions or {})
+        self.scripts = dict(scripts or {})  # script -> the value it returns (JSON-able)
         self.visited: list[str] = []
 
     def goto(self, url: str) -> None:
@@ -168,10 +169,16 @@ class FakePage(FakeExecutor):
     def page_text(self) -> str:
         return self.text
 
-    def evaluate(self, expression: str) -> Any:
-        if expression not in self.expressions:
-            raise ActionError(f"the fake page has no answer for {expression!r}")
-        return self.expressions[expression]
+    def run_script(self, script: str, *, timeout_ms: int) -> ScriptValue:
+        if script not in self.scripts:
+            raise ActionError(f"the fake page has no answer for {script!r}")
+        value = self.scripts[script]
+        kind = (
+            "object"
+            if value is None or isinstance(value, dict | list)
+            else {bool: "boolean", str: "string"}.get(type(value), "number")
+        )
+        return ScriptValue(kind, bool(value), json.dumps(value))
 
     def _url(self) -> str | None:
         return self.url

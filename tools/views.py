@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -131,3 +132,12 @@ class BrowserSettings(BaseModel):
                 f"screenshots wider or taller than {MAX_DEVICE_PIXELS} pixels"
             )
         return self
+
+
+@dataclass(frozen=True)
+class ScriptValue:
+    """What a page script returned: its JavaScript type, whether it is truthy, and its JSON text (cut), if any."""
+
+    type: str
+    truthy: bool
+    text: str | None

@@ -177,6 +177,31 @@ def test_setup_goto_opens_a_page_under_the_task_folder_and_values_are_masked(tmp
             assert SECRET.encode() not in file.read_bytes(), file
 
 
+@pytest.mark.browser
+def test_js_checks_that_never_end_fail_within_their_limit_and_the_rest_still_run(tmp_path, monkeypatch):
+    import agent.checks
+
+    monkeypatch.setattr(agent.checks, "JS_CHECK_LIMIT_MS", 500)  # 10 s in a real run
+    path = write(
+        tmp_path,
+        """\
+        checks:
+          - {type: js, expression: "while (true) {}"}
+          - {type: js, expression: "new Promise(() => {})"}
+          - {type: js, expression: "() => 40 + 2"}
+          - {type: js, expression: "({seen: document.title.length > 0})"}
+        script: [{action: terminate, status: success}]
+        """,
+    )
+    result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    checks = read_run(result.run_dir).checks
+    assert [c.passed for c in checks] == [False, False, True, True]
+    assert "did not finish within 500 ms" in checks[0].detail
+    assert "did not settle within 500 ms" in checks[1].detail
+    assert checks[2].detail == "expression returned 42"  # a function is called, as page.evaluate does
+    assert checks[3].detail == 'expression returned {"seen": true}'
+
+
 def test_setup_needs_a_browser_page(tmp_path):
     task = load_task(write(tmp_path, "setup: [{js: '1'}]\nscript: [{action: terminate, status: success}]\n"))
     with FakeExecutor([screenshot()]) as fake:

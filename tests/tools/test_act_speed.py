@@ -81,7 +81,7 @@ def test_the_settled_screenshot_is_dropped_when_the_page_is_changed_in_between(b
     browser.page.set_content(PAINT)
     browser.page.evaluate("window.mode = 'none'")
     assert act(browser, "left_click", coordinate=[500, 500]).status == "ok"
-    browser.evaluate("document.getElementById('box').style.background = 'rgb(255,0,0)'")  # a check, a setup step
+    browser.run_script("document.getElementById('box').style.background = 'rgb(255,0,0)'", timeout_ms=5000)  # a check, setup
     assert centre(browser.perceive().screenshot_png) == RED
 
 
