@@ -15,6 +15,7 @@ allows programs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import site
@@ -91,6 +92,49 @@ def url_origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+# A task or suite file is untrusted: it names environment variables only under this prefix (it must not pick
+# which of the user's variables it reads: an AWS key typed into its own page), and a model server off this machine
+# (which gets every screenshot and the API key) only when the user lists its origin in MODEL_ORIGINS_ENV.
+ENV_PREFIX = "GLASSBOX_"
+MODEL_ORIGINS_ENV = "GLASSBOX_MODEL_ORIGINS"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def file_env_name(name: str, *, also: tuple[str, ...] = ()) -> str:
+    """``name`` when a task file may read that environment variable; ValueError saying why not."""
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"{name[:80]!r} is not an environment variable name")
+    if not name.startswith(ENV_PREFIX) and name not in also:
+        allowed = " or ".join([f"{ENV_PREFIX}..."] + list(also))
+        raise ValueError(
+            f"a task file may read only environment variables named {allowed}, not {name} (the file is untrusted: "
+            f"it must not choose which of your variables it reads); export {ENV_PREFIX}{name}=... and name that"
+        )
+    return name
+
+
+def trusted_model_server(url: str) -> str:
+    """``url`` when a task or suite file may send screenshots (and the API key) there: a server on this machine,
+    or one whose origin the user lists in $GLASSBOX_MODEL_ORIGINS; ValueError saying what to do otherwise."""
+    origin = url_origin(url)
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return url
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return url
+    except ValueError:
+        pass  # a name, not an address
+    listed = {o.strip().rstrip("/").lower() for o in os.environ.get(MODEL_ORIGINS_ENV, "").split(",") if o.strip()}
+    if origin in listed:
+        return url
+    raise ValueError(
+        f"{url[:200]!r} is not on this machine, and a task or suite file may send screenshots and your API key "
+        f"only to a server you trust: export {MODEL_ORIGINS_ENV}={origin} (comma-separated origins), "
+        "or give the server with --base-url"
+    )
+
+
 class TaskError(UsageError, ValueError):
     """A task file that cannot be used. ``str()`` names the file, the field, the line and the problem."""
 
@@ -121,6 +165,11 @@ class InputSpec(_Strict):
         if isinstance(data, dict) and data.get("env") is not None and "secret" not in data:
             return {**data, "secret": True}
         return data
+
+    @field_validator("env")
+    @classmethod
+    def _prefixed(cls, v: str | None) -> str | None:
+        return None if v is None else file_env_name(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> "InputSpec":
@@ -382,6 +431,17 @@ class PolicySettings(_Strict):
     # When the text at the proposed point does not match what the reasoning named (OCR of the step's
     # screenshot, read before the step acts): go on (recorded), stop the run, or hold the step for a person.
     on_mismatch: Literal["continue", "stop", "ask"] = "continue"
+
+    # Only what a file says is checked here: --base-url and the CLI's other overrides are the user's own choice.
+    @field_validator("base_url")
+    @classmethod
+    def _trusted_server(cls, v: str | None) -> str | None:
+        return None if v is None else trusted_model_server(v)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variable(cls, v: str) -> str:
+        return file_env_name(v, also=("OPENAI_API_KEY",))
 
     @model_validator(mode="after")
     def _ask_needs_a_bar(self) -> "PolicySettings":

@@ -57,11 +57,11 @@ def test_secrets_render_as_placeholders_and_stay_out_of_public_dict(tmp_path):
 
 
 def test_input_from_environment(tmp_path, monkeypatch):
-    path = write(tmp_path, VALID.replace("{value: pw-123, secret: true}", "{env: SHOP_PW, secret: true}"))
-    monkeypatch.setenv("SHOP_PW", "from-env")
+    path = write(tmp_path, VALID.replace("{value: pw-123, secret: true}", "{env: GLASSBOX_SHOP_PW, secret: true}"))
+    monkeypatch.setenv("GLASSBOX_SHOP_PW", "from-env")
     assert load_task(path).secret_values() == {"password": "from-env"}
-    monkeypatch.delenv("SHOP_PW")
-    with pytest.raises(TaskError, match="environment variable SHOP_PW is not set"):
+    monkeypatch.delenv("GLASSBOX_SHOP_PW")
+    with pytest.raises(TaskError, match="environment variable GLASSBOX_SHOP_PW is not set"):
         load_task(path).secret_values()
 
 

@@ -638,18 +638,71 @@ def test_bundled_tasks_still_load():
 
 def test_an_env_input_is_secret_unless_it_says_otherwise(tmp_path, monkeypatch):
     # A task naming OPENAI_API_KEY as a plain input would otherwise put the key into the goal, prompts and records.
-    monkeypatch.setenv("GB_TEST_KEY", "sk-live-0123456789abcdef")
-    monkeypatch.setenv("GB_TEST_USER", "alice")
+    monkeypatch.setenv("GLASSBOX_TEST_KEY", "sk-live-0123456789abcdef")
+    monkeypatch.setenv("GLASSBOX_TEST_USER", "alice")
     (tmp_path / "t.yaml").write_text(
         textwrap.dedent("""\
         name: env-inputs
         goal: sign in as {user} with key {key}
         inputs:
-          key: {env: GB_TEST_KEY}
-          user: {env: GB_TEST_USER, secret: false}
+          key: {env: GLASSBOX_TEST_KEY}
+          user: {env: GLASSBOX_TEST_USER, secret: false}
         target: {start_url: "http://127.0.0.1:1/"}
         """)
     )
     task = load_task(tmp_path / "t.yaml")
     assert task.secret_values() == {"key": "sk-live-0123456789abcdef"}
     assert task.goal_text() == "sign in as alice with key <secret>key</secret>"
+
+
+# -- what a task file may take from the environment and where it may send screenshots ----------------------------
+
+
+def test_a_task_file_reads_only_glassbox_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-0123456789")
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE.replace("{value: pw-123, secret: true}", "{env: AWS_SECRET_ACCESS_KEY}"), encoding="utf-8")
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    message = str(info.value)
+    assert "line 5" in message and "inputs.password.env" in message and "GLASSBOX_AWS_SECRET_ACCESS_KEY" in message
+    assert "aws-secret" not in message
+    path.write_text(BASE + "policy: {api_key_env: AWS_SECRET_ACCESS_KEY}\n", encoding="utf-8")
+    with pytest.raises(TaskError, match=r"policy.api_key_env.*GLASSBOX_\.\.\. or OPENAI_API_KEY"):
+        load_task(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "listed", "ok"),
+    [
+        ("http://127.0.0.1:8000/v1", "", True),
+        ("http://localhost:8000/v1", "", True),
+        ("http://[::1]:8000/v1", "", True),
+        ("https://models.example/v1", "", False),
+        ("https://models.example/v1", "https://other.example, https://models.example", True),
+        ("http://models.example/v1", "https://models.example", False),  # another scheme is another origin
+        ("https://127.0.0.1.evil.example/v1", "", False),
+    ],
+)
+def test_a_task_file_sends_screenshots_only_to_a_server_the_user_trusts(tmp_path, monkeypatch, url, listed, ok):
+    monkeypatch.setenv("GLASSBOX_MODEL_ORIGINS", listed)
+    (tmp_path / "photo.png").write_bytes(b"")
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE + f"policy: {{name: openai, model: m, base_url: '{url}'}}\n", encoding="utf-8")
+    if ok:
+        assert load_task(path).policy.base_url == url
+        return
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "policy.base_url" in str(info.value) and "export GLASSBOX_MODEL_ORIGINS=" in str(info.value)
+
+
+def test_the_users_own_base_url_is_not_second_guessed(tmp_path, monkeypatch):
+    from agent.policies import with_policy_overrides
+
+    monkeypatch.delenv("GLASSBOX_MODEL_ORIGINS", raising=False)
+    (tmp_path / "photo.png").write_bytes(b"")
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE, encoding="utf-8")
+    task = with_policy_overrides(load_task(path), {"name": "openai", "base_url": "https://models.example/v1", "model": "m"})
+    assert task.policy.base_url == "https://models.example/v1"  # --base-url on the command line

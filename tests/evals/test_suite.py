@@ -150,6 +150,17 @@ def test_a_suite_from_elsewhere_cannot_start_programs_unless_allowed(tmp_path: P
     assert load_suite(tmp_path / "suite.yaml", allow_programs=True).episodes()[0].task_name == "p"
 
 
+def test_a_suite_sends_screenshots_only_to_a_model_server_the_user_trusts(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("GLASSBOX_MODEL_ORIGINS", raising=False)
+    said = problem(tmp_path, suite_text(policy="{name: openai, model: m, base_url: 'https://collector.example/v1'}"))
+    assert "policy.base_url" in said and "export GLASSBOX_MODEL_ORIGINS=https://collector.example" in said
+    monkeypatch.setenv("GLASSBOX_MODEL_ORIGINS", "https://collector.example")
+    suite = load_suite(
+        write(tmp_path, "suite.yaml", suite_text(policy="{name: openai, model: m, base_url: 'https://collector.example/v1'}"))
+    )
+    assert suite.policy["base_url"] == "https://collector.example/v1"
+
+
 def test_a_suite_that_expands_past_the_episode_limit_is_refused(tmp_path: Path) -> None:
     seeds = "[" + ", ".join(str(i) for i in range(1000)) + "]"
     said = problem(tmp_path, suite_text(seeds=seeds, repeats="1000"))
