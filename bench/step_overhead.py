@@ -159,6 +159,7 @@ def main() -> None:
     parts: dict[str, list[float]] = {"perceive": [], "act": [], "record": [], "perceive+act+record": []}
     bare: list[float] = []
     paired: list[float] = []  # each step's harness time over the bare screenshot taken right after it
+    by_kind: dict[str, list[float]] = {}  # harness per step, by the step's action (a click, typing, a key ...)
     last_event: list[float] = []  # perf_counter() of the previous StepRecorded event of the run
     shots: list[BareShots] = []
     exporting = [False]
@@ -170,6 +171,7 @@ def main() -> None:
         now = time.perf_counter()
         t = step.timings
         harness.append((now - last_event[0]) * 1000 - t.think_ms)
+        by_kind.setdefault(step.action.action if step.action is not None else "no action", []).append(harness[-1])
         export_on.append(exporting[0])
         bare.extend(shots[0].take("/login", 1))
         paired.append(harness[-1] / bare[-1])
@@ -213,6 +215,13 @@ def main() -> None:
     print(f"  ratio harness/bare (p50): {ratio:.2f}x   (target <= 1x: {'met' if ratio <= 1 else 'NOT met'})")
     print(f"  ratio harness/bare (p95): {pct(harness, 0.95) / pct(bare, 0.95):.2f}x")
     print(f"  step / the bare shot right after it: p50 {pct(paired, 0.5):.2f}x   p95 {pct(paired, 0.95):.2f}x")
+    kinds = sorted(by_kind.items(), key=lambda item: -len(item[1]))
+    print(
+        "  harness per step by action (p50, ratio to the bare p50): "
+        + ", ".join(
+            f"{name} x{len(values)} {pct(values, 0.5):.0f} ms {pct(values, 0.5) / pct(bare, 0.5):.2f}x" for name, values in kinds
+        )
+    )
     if args.otel:
         off = [h for h, on in zip(harness, export_on, strict=True) if not on]
         on = [h for h, on in zip(harness, export_on, strict=True) if on]
