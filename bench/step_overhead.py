@@ -8,7 +8,8 @@ the same load as the steps on a busy machine.
 The harness per step is the step's whole wall time, from the end of the previous step's StepRecorded event
 (the run's start for step 0) to this step's, less the policy's think time: everything the loop does besides
 deciding (perceive, act, settle, writing the step, run.json and the index, publishing the event).
-Target: the harness p50 at most 1x a bare screenshot's p50.
+Target: the harness p50 at most 1x a bare screenshot's p50. The same per action (a click, typing, a key ...)
+shows where the steps above it are: a step costs at least its settle's frame and capture plus its own input.
 
 With ``--otel`` the runs alternate between OpenTelemetry export off and on (live export to a local OTLP/HTTP
 receiver on 127.0.0.1, as ``glassbox run --otel`` does): the harness per step of each, and the time the export's
