@@ -356,6 +356,8 @@ class _Loop:
                 if replace_error is not None:
                     error_kind, error = StepErrorKind.action, replace_error
         if action is not None:
+            if getattr(action, "coordinate", None) is not None:  # its evidence crop: decoded while it acts
+                self.writer.evidence.decode_ahead(observation.screenshot_png)
             outcome = self.executor.act(action, deadline=self.deadline)
             if outcome.status == "error":
                 error_kind, error = StepErrorKind.executor, outcome.error

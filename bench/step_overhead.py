@@ -8,7 +8,8 @@ the same load as the steps on a busy machine.
 The harness per step is the step's whole wall time, from the end of the previous step's StepRecorded event
 (the run's start for step 0) to this step's, less the policy's think time: everything the loop does besides
 deciding (perceive, act, settle, writing the step, run.json and the index, publishing the event).
-Target: the harness p50 at most 1x a bare screenshot's p50.
+Target: the harness p50 at most 1x a bare screenshot's p50. The same per action (a click, typing, a key ...)
+shows where the steps above it are: a step costs at least its settle's frame and capture plus its own input.
 
 With ``--otel`` the runs alternate between OpenTelemetry export off and on (live export to a local OTLP/HTTP
 receiver on 127.0.0.1, as ``glassbox run --otel`` does): the harness per step of each, and the time the export's
@@ -159,6 +160,7 @@ def main() -> None:
     parts: dict[str, list[float]] = {"perceive": [], "act": [], "record": [], "perceive+act+record": []}
     bare: list[float] = []
     paired: list[float] = []  # each step's harness time over the bare screenshot taken right after it
+    by_kind: dict[str, list[float]] = {}  # harness per step, by the step's action (a click, typing, a key ...)
     last_event: list[float] = []  # perf_counter() of the previous StepRecorded event of the run
     shots: list[BareShots] = []
     exporting = [False]
@@ -170,6 +172,7 @@ def main() -> None:
         now = time.perf_counter()
         t = step.timings
         harness.append((now - last_event[0]) * 1000 - t.think_ms)
+        by_kind.setdefault(step.action.action if step.action is not None else "no action", []).append(harness[-1])
         export_on.append(exporting[0])
         bare.extend(shots[0].take("/login", 1))
         paired.append(harness[-1] / bare[-1])
@@ -213,6 +216,13 @@ def main() -> None:
     print(f"  ratio harness/bare (p50): {ratio:.2f}x   (target <= 1x: {'met' if ratio <= 1 else 'NOT met'})")
     print(f"  ratio harness/bare (p95): {pct(harness, 0.95) / pct(bare, 0.95):.2f}x")
     print(f"  step / the bare shot right after it: p50 {pct(paired, 0.5):.2f}x   p95 {pct(paired, 0.95):.2f}x")
+    kinds = sorted(by_kind.items(), key=lambda item: -len(item[1]))
+    print(
+        "  harness per step by action (p50, ratio to the bare p50): "
+        + ", ".join(
+            f"{name} x{len(values)} {pct(values, 0.5):.0f} ms {pct(values, 0.5) / pct(bare, 0.5):.2f}x" for name, values in kinds
+        )
+    )
     if args.otel:
         off = [h for h, on in zip(harness, export_on, strict=True) if not on]
         on = [h for h, on in zip(harness, export_on, strict=True) if on]

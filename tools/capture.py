@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import time
 from typing import Any
 
 __all__ = ["CAPTURE_PARAMS", "HIDE_CARET", "PageCapture", "png_size"]
@@ -44,6 +45,12 @@ HIDE_CARET = """(() => {
 })()"""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Chromium's answer while a new document replaces the old one and no frame of it is ready yet (seen under load,
+# as a perceive right after a navigation): a moment later the capture works. Tried again for at most this long.
+NO_FRAME_YET = "Unable to capture screenshot"
+NO_FRAME_RETRY_S = 2.0
+NO_FRAME_PAUSE_MS = 25
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -78,14 +85,19 @@ class PageCapture:
 
         if self.device_scale_factor != 1:
             return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
-        try:
-            reply = self._open().send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
-            return base64.b64decode(reply["data"], validate=True)
-        except PlaywrightTimeout:
-            raise  # a hung page: trying again would only wait as long once more
-        except Exception:
-            self._session = None  # opened afresh next time
-            return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+        until = time.monotonic() + NO_FRAME_RETRY_S
+        while True:
+            try:
+                reply = self._open().send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
+                return base64.b64decode(reply["data"], validate=True)
+            except PlaywrightTimeout:
+                raise  # a hung page: trying again would only wait as long once more
+            except Exception as exc:
+                if NO_FRAME_YET in str(exc) and time.monotonic() < until:
+                    self.page.wait_for_timeout(NO_FRAME_PAUSE_MS)  # the new document's first frame
+                    continue
+                self._session = None  # opened afresh next time
+                return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
 
     def png_and_title(self) -> tuple[bytes, str | None]:
         """:meth:`png` and the page's title, asked for together (one round trip); the title is None where

@@ -4,6 +4,10 @@ Decoding a 1280x800 PNG takes ~25 ms on a small CPU, so crops are made on a back
 (:class:`EvidenceWriter`); the step record names the file up front, and the step's line in ``steps.jsonl``
 is appended only once the crop is on disk (:meth:`EvidenceWriter.wait`), so a live viewer never announces a
 step whose crop is not there yet. The writer is drained when the run ends.
+
+The crop's box needs the element under the point, known only once the action ran; the screenshot is known
+before. :meth:`EvidenceWriter.decode_ahead` decodes it while the action runs, so that the step's line does
+not wait for the decode.
 """
 
 from __future__ import annotations
@@ -50,8 +54,18 @@ def evidence_box(
 
 def render_crop(png: bytes, box: tuple[int, int, int, int], point: tuple[int, int]) -> bytes:
     """Crop ``box`` out of the PNG, mark ``point`` and encode as WebP."""
+    return crop_decoded(decode(png), box, point)
+
+
+def decode(png: bytes) -> Image.Image:
+    """The PNG as an RGB image (the whole decode: what a crop costs most)."""
     with Image.open(io.BytesIO(png)) as image:
-        crop = image.convert("RGB").crop(box)
+        return image.convert("RGB")
+
+
+def crop_decoded(image: Image.Image, box: tuple[int, int, int, int], point: tuple[int, int]) -> bytes:
+    """:func:`render_crop` of an image already decoded."""
+    crop = image.crop(box)
     draw = ImageDraw.Draw(crop)
     x, y = point[0] - box[0], point[1] - box[1]
     r = 9
@@ -69,7 +83,9 @@ class EvidenceWriter:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         # Bounded: a loop far ahead of the crops waits rather than holding every screenshot in memory.
-        self._queue: queue.Queue[tuple[bytes, Evidence] | None] = queue.Queue(maxsize=MAX_PENDING)
+        # (png, None) asks for a decode ahead of the crop (decode_ahead).
+        self._queue: queue.Queue[tuple[bytes, Evidence | None] | None] = queue.Queue(maxsize=MAX_PENDING)
+        self._decoded: tuple[bytes, Image.Image] | None = None  # the last screenshot decoded ahead (worker only)
         self._errors: list[str] = []
         self._done = threading.Condition()
         self._submitted = 0
@@ -93,6 +109,11 @@ class EvidenceWriter:
         self._submitted += 1
         return evidence
 
+    def decode_ahead(self, png: bytes) -> None:
+        """Start decoding ``png`` now, for a crop of it submitted later (the step's, once its action ran): the
+        decode then runs beside the action instead of before the step's line. Only the last one is kept."""
+        self._queue.put((png, None))
+
     @property
     def submitted(self) -> int:
         """How many crops were submitted so far: a ticket for :meth:`wait`."""
@@ -107,8 +128,19 @@ class EvidenceWriter:
         try:
             while (item := self._queue.get()) is not None:
                 png, evidence = item
+                if evidence is None:
+                    try:
+                        self._decoded = (png, decode(png))
+                    except Exception:  # the crop decodes it again and reports the error
+                        self._decoded = None
+                    continue
                 try:
-                    atomic_write(self.run_dir / evidence.crop, render_crop(png, evidence.box, evidence.point))
+                    decoded, self._decoded = self._decoded, None
+                    if decoded is not None and decoded[0] == png:
+                        crop = crop_decoded(decoded[1], evidence.box, evidence.point)
+                    else:
+                        crop = render_crop(png, evidence.box, evidence.point)
+                    atomic_write(self.run_dir / evidence.crop, crop)
                 except Exception as exc:  # a bad image must not stop the run; the reader sees no file
                     self._errors.append(f"{evidence.crop}: {exc}")
                 with self._done:

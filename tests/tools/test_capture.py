@@ -100,11 +100,72 @@ def test_a_detached_session_is_reopened(chromium, shop):
     assert pixels(first) == pixels(again) == pixels(third)
 
 
+def test_a_capture_before_the_new_documents_first_frame_is_tried_again(chromium, shop, monkeypatch):
+    """Chromium answers "Unable to capture screenshot" while a new document has no frame yet (seen under load in a
+    perceive right after a navigation): the capture is tried again, not failed over to page.screenshot()."""
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings(viewport=(320, 200))) as browser:
+        browser.goto(shop.base_url + "/login")
+        assert browser._capture is not None
+        expected = browser._capture.png()
+        session = browser._capture._open()
+        real_send, answers = session.send, ["no frame", "no frame"]
+
+        def send(method, params=None, **kwargs):
+            if method == "Page.captureScreenshot" and answers:
+                answers.pop()
+                raise RuntimeError("Protocol error (Page.captureScreenshot): Unable to capture screenshot")
+            return real_send(method, params, **kwargs)
+
+        def no_fallback(**_kwargs):
+            raise AssertionError("page.screenshot() was used instead of trying the capture again")
+
+        monkeypatch.setattr(session, "send", send)
+        monkeypatch.setattr(browser.page, "screenshot", no_fallback)
+        again = browser._capture.png()
+        assert answers == [] and browser._capture._session is session
+    assert pixels(again) == pixels(expected)
+
+
 def test_png_size_reads_the_header_and_refuses_other_bytes():
     assert png_size(png()) == (40, 25)
     for bad in (b"", b"GIF89a" + bytes(30), png()[:20]):
         with pytest.raises(ValueError, match="not a PNG image"):
             png_size(bad)
+
+
+# -- evidence crops decoded ahead -------------------------------------------------------------------------------
+
+
+def shot(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (300, 200), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_crop_decoded_ahead_is_the_crop_of_its_own_screenshot(tmp_path):
+    """The decode started while the action runs serves only a crop of that same screenshot: a crop of another one
+    (a step whose decode ahead was skipped) decodes its own, and a screenshot that does not decode is reported."""
+    from tracer.evidence import EvidenceWriter, render_crop
+
+    red, blue = shot((255, 0, 0)), shot((0, 0, 255))
+    for index in range(3):
+        (tmp_path / "steps" / f"{index:04d}").mkdir(parents=True)  # the run writer makes the step's folder
+    writer = EvidenceWriter(tmp_path)
+    writer.decode_ahead(red)
+    first = writer.submit(0, red, (300, 200), (150, 100), 1.0, None)
+    writer.decode_ahead(red)
+    second = writer.submit(1, blue, (300, 200), (150, 100), 1.0, None)  # not the one decoded ahead
+    writer.decode_ahead(b"\x89PNG broken")
+    third = writer.submit(2, b"\x89PNG broken", (300, 200), (150, 100), 1.0, None)
+    errors = writer.close()
+    assert (tmp_path / first.crop).read_bytes() == render_crop(red, first.box, first.point)
+    assert (tmp_path / second.crop).read_bytes() == render_crop(blue, second.box, second.point)
+    with Image.open(tmp_path / second.crop) as crop:
+        r, g, b = crop.convert("RGB").getpixel((2, 2))  # type: ignore[misc]
+    assert b > 200 and r < 50
+    assert not (tmp_path / third.crop).exists() and len(errors) == 1 and errors[0].startswith(third.crop)
 
 
 # -- the writer thread ------------------------------------------------------------------------------------------
