@@ -144,6 +144,7 @@ class BrowserExecutor(BaseExecutor):
         self._capture: PageCapture | None = None
         self._settled_shot: _SettledShot | None = None
         self._shoot_after_settle = False  # whether the current action can change the screen
+        self._screen_untouched = False  # the current action is one that does nothing on screen (terminate, answer)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -208,7 +209,10 @@ class BrowserExecutor(BaseExecutor):
             png, title, taken_at = shot.png, shot.title, shot.taken_at  # the settle's capture: the action's effect
         else:
             # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
-            png = self._capture.png() if self._capture is not None else self.page.screenshot(type="png")
+            if self._capture is not None:
+                png, title = self._capture.png_and_title()  # the title in the same round trip, where it can be
+            else:
+                png = self.page.screenshot(type="png")
             taken_at = datetime.now(timezone.utc)
         width, height = self.settings.viewport
         scale = self.settings.device_scale_factor
@@ -470,8 +474,9 @@ class BrowserExecutor(BaseExecutor):
         return self._navigations, self._watch.stops if self._watch is not None else 0
 
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
-        # Ending or answering leaves the screen as it is: nothing for the next perceive to see early.
-        self._shoot_after_settle = not isinstance(action, A.Terminate | A.Answer)
+        # Ending or answering leaves the screen as it is: nothing to wait for, nothing for the next perceive to see.
+        self._screen_untouched = isinstance(action, A.Terminate | A.Answer)
+        self._shoot_after_settle = not self._screen_untouched
         super()._perform(action, audit)
 
     def _navigated(self, mark: Any) -> bool:
@@ -485,6 +490,9 @@ class BrowserExecutor(BaseExecutor):
         The second frame is the one a screenshot taken here draws: that screenshot is the next perceive's
         (when it comes soon, see :meth:`perceive`), so the frame wait and the capture overlap.
         """
+        if self._screen_untouched:
+            self._screen_untouched = self._shoot_after_settle = False
+            return
         started = time.monotonic()
         navigations_before, stops_before = mark
         shoot = self._shoot_after_settle and self._capture is not None
