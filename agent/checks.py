@@ -27,6 +27,7 @@ from tools.executor import PageAbilities
 from tracer.schema import CheckResult
 from tracer.secrets import Scrubber
 
+HTTP_CHECK_MAX_BYTES = 16 * 2**20  # an http_json check's answer, at most
 JS_CHECK_LIMIT_MS = 10_000  # a js check's time limit: the task file is untrusted, its expression may never end
 # The expression, like Playwright's page.evaluate: its value, or the value of calling it if it is a function.
 _JS_CHECK = "(v => typeof v === 'function' ? v() : v)((0, eval)(%s))"
@@ -104,10 +105,10 @@ def _run(
                 if base_url is None:
                     return False, f"{url} is relative but the task has no site base URL"
                 url = base_url + url
-            response = httpx.get(url, timeout=10)
-            if response.status_code != 200:
-                return False, f"GET {url} answered {response.status_code}"
-            value = _at_path(response.json(), check.path)
+            status, answer = _get_bounded(url)
+            if status != 200:
+                return False, f"GET {url} answered {status}"
+            value = _at_path(json.loads(answer), check.path)
             return _find_match(task, value, check.match, f"no item at {check.path or 'the top level'} matches", scrub)
         case UrlMatchCheck() if page is not None:
             url = page.page_url()
@@ -164,6 +165,19 @@ def _equal(actual: Any, wanted: Any) -> bool:
 def _short(value: Any, scrub: Scrubber, limit: int = 300) -> str:
     text = scrub.scrub_text(repr(value))  # before the cut, which could leave a short prefix the mask misses
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _get_bounded(url: str) -> tuple[int, bytes]:
+    """GET ``url``: its status and body, refused past HTTP_CHECK_MAX_BYTES (a site may answer without end)."""
+    with httpx.stream("GET", url, timeout=10) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > HTTP_CHECK_MAX_BYTES:
+                raise ValueError(
+                    f"GET {url} answered more than {HTTP_CHECK_MAX_BYTES:,} bytes; an http_json check reads at most that"
+                )
+        return response.status_code, bytes(body)
 
 
 def _parsed(text: str) -> Any:

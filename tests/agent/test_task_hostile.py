@@ -461,11 +461,12 @@ PAGE = b"""<!doctype html><title>start</title>
 <input id="f" type="file">
 <p id="done">start page</p>"""
 OTHER = b"<!doctype html><title>other</title><p>other page</p>"
+BIG = b"[" + b",".join([b'{"name": "padding"}'] * 4000) + b"]"  # 84 KB of JSON
 
 
 class _Pages(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
-        body = OTHER if self.path.startswith("/other") else PAGE
+        body = OTHER if self.path.startswith("/other") else BIG if self.path.startswith("/big") else PAGE
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -706,3 +707,20 @@ def test_the_users_own_base_url_is_not_second_guessed(tmp_path, monkeypatch):
     path.write_text(BASE, encoding="utf-8")
     task = with_policy_overrides(load_task(path), {"name": "openai", "base_url": "https://models.example/v1", "model": "m"})
     assert task.policy.base_url == "https://models.example/v1"  # --base-url on the command line
+
+
+def test_an_http_json_check_reads_a_bounded_answer(tmp_path, pages, monkeypatch):
+    import agent.checks
+
+    path = tmp_path / "big.yaml"
+    path.write_text(
+        f"name: big\ngoal: g\ntarget: {{start_url: '{pages}/start'}}\n"
+        "checks: [{type: http_json, url: /big, match: {name: padding}}]\nscript: [{action: terminate, status: success}]\n",
+        encoding="utf-8",
+    )
+    task = load_task(path)
+    [whole] = agent.checks.run_checks(task, None, pages)
+    assert whole.passed  # 84 KB is well inside the 16 MB a check reads
+    monkeypatch.setattr(agent.checks, "HTTP_CHECK_MAX_BYTES", 4096)
+    [cut] = agent.checks.run_checks(task, None, pages)
+    assert not cut.passed and "answered more than" in cut.detail and "an http_json check reads at most" in cut.detail
