@@ -240,15 +240,23 @@ def _expand(base: Path, entry: str) -> tuple[list[Path], str | None]:
     if _GLOB_CHARS.search(entry):
         if os.path.isabs(entry):
             return [], f"{entry!r}: a glob must be relative to the suite's folder"
+        parts = entry.replace("\\", "/").split("/")
+        if ".." in parts:
+            return [], f"{entry!r}: a glob stays inside the suite's folder (no '..'; name a file outside by its path)"
+        if parts.count("**") > 1:  # each more '**' walks the tree again under every folder the one before found
+            return [], f"{entry!r}: a glob may hold '**' once"
+        found: list[Path] = []
         try:
-            found = sorted(p.resolve() for p in base.glob(entry) if p.suffix in TASK_SUFFIXES and _is_file(p))
+            for p in base.glob(entry):
+                if p.suffix in TASK_SUFFIXES and _is_file(p):
+                    found.append(p.resolve())
+                    if len(found) > MAX_TASK_FILES:  # stop walking: the answer is already no
+                        return [], f"{entry!r} matches more than {MAX_TASK_FILES:,} files; a suite may have at most that"
         except (ValueError, OSError, NotImplementedError) as exc:
             return [], f"{entry!r} is not a usable glob: {exc}"
         if not found:
             return [], f"{entry!r} matches no task file (*.yaml, *.yml) under {base.resolve()}"
-        if len(found) > MAX_TASK_FILES:
-            return [], f"{entry!r} matches {len(found):,} files; a suite may have at most {MAX_TASK_FILES:,}"
-        return found, None
+        return sorted(found), None
     file = (base / entry).resolve()
     if not _is_file(file):
         return [], f"no task file {file}"

@@ -112,6 +112,8 @@ def test_two_task_files_with_the_same_name_in_different_folders_get_distinct_ids
         (suite_text(policy="{modle: x}"), "policy.modle: unknown field"),
         (suite_text(tasks="['nothing/*.yaml']"), "tasks[0]: 'nothing/*.yaml' matches no task file"),
         (suite_text(tasks="['/etc/*.yaml']"), "tasks[0]: '/etc/*.yaml': a glob must be relative"),
+        (suite_text(tasks="['../../**/*.yaml']"), "tasks[0]: '../../**/*.yaml': a glob stays inside the suite's folder"),
+        (suite_text(tasks="['**/**/**/*.yaml']"), "tasks[0]: '**/**/**/*.yaml': a glob may hold '**' once"),
         (suite_text(tasks="[missing.yaml]"), "tasks[0]: no task file"),
         (suite_text(tasks="['']"), "tasks: a task entry is empty"),
         ("name: a\nname: b\ntasks: [x]\n", "line 2: name: duplicate key 'name'"),
