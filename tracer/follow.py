@@ -18,7 +18,7 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel
 
-from tracer.run_files import RUN_FILE, STEPS_FILE, UnreadableStep, parse_step_line, read_run
+from tracer.run_files import RUN_FILE, STEPS_FILE, UnreadableStep, parse_step_line, read_run, whole_lines
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 
@@ -47,21 +47,19 @@ class RunFollower:
     def poll_entries(self) -> list[StepRecord | UnreadableStep]:
         """Whole lines appended since the last poll, in order: each a step, or an UnreadableStep in its place."""
         path = self.run_dir / STEPS_FILE
+        entries: list[StepRecord | UnreadableStep] = []
         try:
             with open(path, "rb") as fh:
                 fh.seek(self._offset)
-                chunk = fh.read()
+                for line in whole_lines(fh):  # whole lines only: a line being written is read next time
+                    self._offset = fh.tell()
+                    entry = parse_step_line(line, self._line, self._last_index)
+                    self._line += 1
+                    self._last_index = entry.index
+                    if entry.index >= self.from_step:
+                        entries.append(entry)
         except OSError:  # not there yet, or gone
-            return []
-        end = chunk.rfind(b"\n") + 1
-        self._offset += end
-        entries: list[StepRecord | UnreadableStep] = []
-        for line in chunk[:end].split(b"\n")[:-1]:
-            entry = parse_step_line(line, self._line, self._last_index)
-            self._line += 1
-            self._last_index = entry.index
-            if entry.index >= self.from_step:
-                entries.append(entry)
+            pass
         return entries
 
     def poll_run(self) -> RunRecord | None:

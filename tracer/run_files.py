@@ -14,7 +14,9 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +25,10 @@ from tracer.schema import RunRecord, RunStatus, StepRecord
 
 RUN_FILE = "run.json"
 STEPS_FILE = "steps.jsonl"
+# A step's line holds its reasoning, prompt text and evidence, never images: far below this. A longer one (a
+# crafted or damaged run folder) is skipped without being held in memory.
+MAX_STEP_LINE = 32 * 2**20
+_CHUNK = 2**20
 TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
 
@@ -103,8 +109,13 @@ class UnreadableStep(BaseModel):
     unreadable: str  # why, e.g. "not JSON" or the first validation error
 
 
-def parse_step_line(line: bytes, line_number: int, previous_index: int | None) -> StepRecord | UnreadableStep:
-    """One whole line of ``steps.jsonl`` (without or with its newline) as a step, or as what stands in its place."""
+def parse_step_line(line: bytes | None, line_number: int, previous_index: int | None) -> StepRecord | UnreadableStep:
+    """One whole line of ``steps.jsonl`` (without or with its newline; None: one too long to read, see
+    :func:`whole_lines`) as a step, or as what stands in its place."""
+    if line is None:
+        reason = f"longer than {MAX_STEP_LINE:,} bytes"
+        index = line_number if previous_index is None else previous_index + 1
+        return UnreadableStep(index=index, line=line_number, unreadable=reason)
     try:
         return StepRecord.model_validate_json(line)
     except ValidationError as exc:
@@ -117,6 +128,24 @@ def parse_step_line(line: bytes, line_number: int, previous_index: int | None) -
     return UnreadableStep(index=index, line=line_number, unreadable=reason[:300])
 
 
+def whole_lines(fh: BinaryIO, limit: int = MAX_STEP_LINE) -> Iterator[bytes | None]:
+    """The whole lines from ``fh``'s position on (newline included), None in place of one longer than ``limit``
+    bytes; a torn last line (no newline yet) is left out. After each one, ``fh.tell()`` is where the next begins.
+    Memory stays within ``limit`` however the file is made."""
+    while True:
+        line = fh.readline(limit + 1)
+        if not line.endswith(b"\n"):
+            if len(line) <= limit:
+                return  # the end, or a torn last line
+            while not line.endswith(b"\n"):  # too long: pass over the rest of it
+                line = fh.readline(_CHUNK)
+                if not line:
+                    return
+            yield None
+            continue
+        yield line
+
+
 def read_step_entries(run_dir: Path) -> list[StepRecord | UnreadableStep]:
     """Every whole line of ``steps.jsonl`` in order: a step, or an :class:`UnreadableStep` in its place.
     A torn last line (a crash mid-write, or a line still being written) is left out."""
@@ -125,9 +154,7 @@ def read_step_entries(run_dir: Path) -> list[StepRecord | UnreadableStep]:
     if not path.is_file():
         return entries
     with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 must not end the reading
-        for number, line in enumerate(fh):
-            if not line.endswith(b"\n"):
-                break  # torn last line
+        for number, line in enumerate(whole_lines(fh)):
             entries.append(parse_step_line(line, number, entries[-1].index if entries else None))
     return entries
 
@@ -139,10 +166,10 @@ def read_steps(run_dir: Path) -> list[StepRecord]:
     path = run_dir / STEPS_FILE
     if not path.is_file():
         return steps
-    with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 must not end the reading
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break  # torn last line
+    with open(path, "rb") as fh:
+        for line in whole_lines(fh):
+            if line is None:
+                continue
             try:
                 steps.append(StepRecord.model_validate_json(line))
             except (ValidationError, ValueError):

@@ -59,3 +59,24 @@ def test_an_unreadable_line_keeps_its_place_and_the_indices_after_it(tmp_path):
     assert [(type(e).__name__, e.index) for e in followed] == [(type(e).__name__, e.index) for e in entries]
     assert [s.index for s in RunFollower(writer.run_dir, from_step=2).poll_entries()] == [2, 3]
     writer.finish(status=writer.record.status, end_reason="done")
+
+
+def test_a_line_too_long_to_be_a_step_is_passed_over_without_holding_it(tmp_path):
+    import io
+
+    from tracer.run_files import MAX_STEP_LINE, whole_lines
+
+    assert list(whole_lines(io.BytesIO(b"a\n" + b"x" * 50 + b"\nb\n" + b"y" * 50), limit=10)) == [b"a\n", None, b"b\n"]
+    assert list(whole_lines(io.BytesIO(b"x" * 50), limit=10)) == []  # too long and torn: nothing yet
+    writer = RunWriter.create(tmp_path, record())
+    follower = RunFollower(writer.run_dir)
+    writer.write_step(step(0))
+    with open(writer.run_dir / "steps.jsonl", "ab") as fh:
+        fh.write(b'{"reasoning": "' + b"z" * MAX_STEP_LINE + b'"}\n')  # a crafted run folder
+    writer.write_step(step(2))
+    entries = read_step_entries(writer.run_dir)
+    assert [(type(e).__name__, e.index) for e in entries] == [("StepRecord", 0), ("UnreadableStep", 1), ("StepRecord", 2)]
+    assert isinstance(entries[1], UnreadableStep) and entries[1].unreadable.startswith("longer than")
+    assert [s.index for s in read_steps(writer.run_dir)] == [0, 2]
+    assert [(type(e).__name__, e.index) for e in follower.poll_entries()] == [(type(e).__name__, e.index) for e in entries]
+    writer.finish(status=writer.record.status, end_reason="done")
