@@ -34,8 +34,11 @@ from tracer.logs import format_event, set_console
 from tracer.schema import RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agent.approval import Choice, PendingStep
     from agent.events import Hooks, RunEnded, RunStarted
+    from agent.loop import RunResult
 
 
 class _GlassboxGroup(TyperGroup):
@@ -677,7 +680,7 @@ def _policy_options(model: str | None, base_url: str | None) -> dict[str, object
     return {"model": model, "base_url": base_url}
 
 
-def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa: F821
+def _report(result: RunResult) -> None:
     from collections import Counter
 
     from tracer.store import read_run, read_steps
@@ -704,6 +707,43 @@ def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa:
     console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
 
 
+def _rerun(
+    ctx: typer.Context,
+    start: Callable[..., RunResult],
+    run_id: str,
+    runs_dir: Path,
+    *,
+    otel: bool,
+    model: str | None,
+    base_url: str | None,
+    headed: bool,
+    files_root: Path | None,
+    allow_programs: bool,
+    **options: Any,
+) -> None:
+    """Replay or resume (``start``) a recorded run with the step printer and, with --otel, live traces; print the
+    outcome and exit 0 when the new run succeeded, else 1. ``options`` go to ``start`` as they are."""
+    source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside its source
+    hooks = _step_printer()
+    traces = export_for_run(otel, hooks, source_run=source.run_dir)
+    try:
+        result = start(
+            source.runs_dir,
+            source.run_id,
+            policy_overrides=_policy_options(model, base_url),
+            headed=headed or None,
+            hooks=hooks,
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+            **options,
+        )
+    finally:
+        if traces is not None:
+            traces.close()
+    _report(result)
+    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
 @app.command()
 def replay(
     ctx: typer.Context,
@@ -725,28 +765,22 @@ def replay(
     """Re-run a recorded run without the model, checking the screen before each step."""
     from replays.replay import replay as do_replay
 
-    source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
-    hooks = _step_printer()
-    traces = export_for_run(otel, hooks, source_run=source.run_dir)
-    try:
-        result = do_replay(
-            source.runs_dir,
-            source.run_id,
-            fallback=fallback.value,
-            policy=policy,
-            policy_overrides=_policy_options(model, base_url),
-            layout_seed=layout_seed,
-            site_url=site_url,
-            headed=headed or None,
-            hooks=hooks,
-            files_root=files_root,
-            allow_programs=True if allow_programs else None,
-        )
-    finally:
-        if traces is not None:
-            traces.close()
-    _report(result)
-    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+    _rerun(
+        ctx,
+        do_replay,
+        run_id,
+        runs_dir,
+        otel=otel,
+        model=model,
+        base_url=base_url,
+        headed=headed,
+        files_root=files_root,
+        allow_programs=allow_programs,
+        fallback=fallback.value,
+        policy=policy,
+        layout_seed=layout_seed,
+        site_url=site_url,
+    )
 
 
 @app.command()
@@ -768,28 +802,22 @@ def resume(
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
     from replays.replay import resume as do_resume
 
-    source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
-    hooks = _step_printer()
-    traces = export_for_run(otel, hooks, source_run=source.run_dir)
-    try:
-        result = do_resume(
-            source.runs_dir,
-            source.run_id,
-            from_step=from_step,
-            policy=policy,
-            policy_overrides=_policy_options(model, base_url),
-            layout_seed=layout_seed,
-            site_url=site_url,
-            headed=headed or None,
-            hooks=hooks,
-            files_root=files_root,
-            allow_programs=True if allow_programs else None,
-        )
-    finally:
-        if traces is not None:
-            traces.close()
-    _report(result)
-    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+    _rerun(
+        ctx,
+        do_resume,
+        run_id,
+        runs_dir,
+        otel=otel,
+        model=model,
+        base_url=base_url,
+        headed=headed,
+        files_root=files_root,
+        allow_programs=allow_programs,
+        from_step=from_step,
+        policy=policy,
+        layout_seed=layout_seed,
+        site_url=site_url,
+    )
 
 
 @app.command()
