@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
@@ -25,6 +24,8 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
+from cli.output import console, err_console
+from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
 from tools.actions import Answer, Key, Terminate, Type
@@ -92,10 +93,6 @@ class GraphFormat(str, Enum):
     mermaid = "mermaid"
 
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 # Log events (tracer.logs) on the terminal: info from the libraries (a backend's "warming up: compiling the decode
 # step"), every warning and error; debug only with -v. The loop's and the environment's info and warnings (run
 # started, step error, starting the task's program) say what this printer already prints (the header, the step
@@ -117,11 +114,6 @@ def _show_log_event(event: dict[str, object]) -> None:
     level = str(event.get("level", "info"))
     label = "glassbox" if level == "info" else level
     err_console.print(f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(format_event(event))}", soft_wrap=True)
-
-
-def _usage_error(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code=2)
 
 
 class DecodingMode(str, Enum):
