@@ -218,3 +218,16 @@ def test_temperature_zero_repeats_come_from_the_cache(server):
     second = policy.decide(task, [], obs())
     assert len(server.requests) == 1 and first.trace.cache_hit is False and second.trace.cache_hit is True
     assert second.decision.tool_calls == first.decision.tool_calls
+
+
+def test_a_prompt_built_elsewhere_is_asked_every_time(server):
+    """glassbox decide asks about a recorded step's prompt: even at temperature 0 it never comes from the cache,
+    and it does not fill the cache a run's own decide reads."""
+    server.answer({"content": THOUGHT})
+    server.answer({"content": THOUGHT})
+    server.answer({"content": THOUGHT})
+    policy, task = policy_for(server, temperature=0.0)
+    prompt = build_prompt(task, [], obs().screenshot_png)
+    asked = [policy.decide_prompt(prompt, step=0) for _ in range(2)]
+    from_run = policy.decide(task, [], obs())
+    assert len(server.requests) == 3 and [o.trace.cache_hit for o in [*asked, from_run]] == [False, False, False]
