@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from agent.confidence import target_tokens, word_tokens
-from agent.prompt import ImagePart, Message, Prompt, TextPart, build_prompt, tools_for
+from agent.prompt import ImagePart, Message, Prompt, TextPart, rebuild_prompt, tools_for
 from agent.task import Task
 from tools.errors import UsageError
 from tracer.attention import AttentionMaps, MapFigures, figures, layer_groups
@@ -47,11 +47,9 @@ class Explanation(BaseModel):
 
 def recorded_prompt(run: RunRecord, steps: dict[int, StepRecord], step: StepRecord, run_dir: Path) -> Prompt:
     """The prompt as it was sent (rebuilt the same way for script steps, which send none)."""
-    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
     if step.prompt is None:
-        history = [steps[i] for i in sorted(steps) if i < step.index]
-        past = {i: _read(run_dir, steps[i].screenshot, i) for i in sorted(steps) if i < step.index}
-        return build_prompt(task, history, _read(run_dir, step.screenshot, step.index), past_screenshots=past)
+        return rebuild_prompt(run, steps, step, lambda ref, index: _read(run_dir, ref, index))
+    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
     messages = []
     for message in step.prompt:
         pieces = message.text.split("<image>")

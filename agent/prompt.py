@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.task import PolicySettings, Task
 from tools.actions import Action, Answer, Key, Type, UploadFile
-from tracer.schema import PromptMessage, StepErrorKind, StepRecord
+from tracer.schema import PromptMessage, RunRecord, StepErrorKind, StepRecord
 
 SYSTEM_TEXT = "You are a helpful assistant."
 SCREEN = (1000, 1000)
@@ -270,6 +271,18 @@ def build_prompt(
             )
         )
     return Prompt(messages=messages, tools=tools)
+
+
+def rebuild_prompt(
+    run: RunRecord, steps: dict[int, StepRecord], step: StepRecord, read_image: Callable[[str, int], bytes]
+) -> Prompt:
+    """The prompt a model would have been sent at ``step`` (steps of a script run carry none): built as the model
+    policy builds it (:class:`agent.qwen_policy.QwenPolicy`), the task's policy settings and the screenshots of the
+    last ``history_screenshots - 1`` steps included. ``read_image(ref, index)``: step ``index``'s screenshot."""
+    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
+    history = [steps[i] for i in sorted(steps) if i < step.index]
+    past = {s.index: read_image(s.screenshot, s.index) for s in history}  # build_prompt keeps the last K-1
+    return build_prompt(task, history, read_image(step.screenshot, step.index), settings=task.policy, past_screenshots=past)
 
 
 def _instruction(task: Task, older: list[StepRecord]) -> str:

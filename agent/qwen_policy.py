@@ -57,14 +57,20 @@ class QwenPolicy(Policy):
             settings=task.policy,
             past_screenshots={i: png for i, png in self._screens.items() if i < index},
         )
-        key = self._key(prompt) if self.sampling.greedy else None
+        return self.decide_prompt(prompt, step=index, attention=task.policy.attention, cache=True)
+
+    def decide_prompt(self, prompt: Prompt, *, step: int, attention: bool = False, cache: bool = False) -> PolicyOutput:
+        """Ask the model about ``prompt``: :meth:`decide`'s, or one built elsewhere (``glassbox decide``: a recorded
+        step's prompt, never cached); never raises for the backend. With ``cache`` and greedy sampling an identical
+        prompt returns the cached decision, recorded as a cache hit."""
+        key = self._key(prompt) if cache and self.sampling.greedy else None
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             _, cached = self._cache[key]
             trace = cached.trace.model_copy(update={"cache_hit": True, "decoding": None, "prompt": prompt.record("current")})
             return cached.model_copy(update={"trace": trace})
         try:
-            generation = self.backend.generate(prompt, self.sampling, step=index, attention=task.policy.attention)
+            generation = self.backend.generate(prompt, self.sampling, step=step, attention=attention)
         except BackendError as exc:
             return PolicyOutput(
                 decision=PolicyDecision(backend_error=f"the model backend failed: {exc}", confidence_reason="no output"),
@@ -76,18 +82,6 @@ class QwenPolicy(Policy):
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return output
-
-    def decide_prompt(self, prompt: Prompt, *, step: int, attention: bool = False) -> PolicyOutput:
-        """Ask the model about a prompt built elsewhere (``glassbox decide``: a recorded step's prompt), with the
-        same sampling, parser and confidence as :meth:`decide`; never cached, never raises for the backend."""
-        try:
-            generation = self.backend.generate(prompt, self.sampling, step=step, attention=attention)
-        except BackendError as exc:
-            return PolicyOutput(
-                decision=PolicyDecision(backend_error=f"the model backend failed: {exc}", confidence_reason="no output"),
-                trace=ModelTrace(prompt=prompt.record("current"), unavailable={"attention": "no output"}),
-            )
-        return self._output(prompt, generation)
 
     def _output(self, prompt: Prompt, generation: Generation) -> PolicyOutput:
         thinking = self.backend.thinking

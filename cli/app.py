@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
@@ -25,6 +24,8 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
+from cli.output import console, err_console
+from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
 from tools.actions import Answer, Key, Terminate, Type
@@ -34,8 +35,11 @@ from tracer.logs import format_event, set_console
 from tracer.schema import RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agent.approval import Choice, PendingStep
     from agent.events import Hooks, RunEnded, RunStarted
+    from agent.loop import RunResult
 
 
 class _GlassboxGroup(TyperGroup):
@@ -89,10 +93,6 @@ class GraphFormat(str, Enum):
     mermaid = "mermaid"
 
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 # Log events (tracer.logs) on the terminal: info from the libraries (a backend's "warming up: compiling the decode
 # step"), every warning and error; debug only with -v. The loop's and the environment's info and warnings (run
 # started, step error, starting the task's program) say what this printer already prints (the header, the step
@@ -116,11 +116,6 @@ def _show_log_event(event: dict[str, object]) -> None:
     err_console.print(
         f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(format_event(event, traceback=False))}", soft_wrap=True
     )
-
-
-def _usage_error(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code=2)
 
 
 class DecodingMode(str, Enum):
@@ -679,7 +674,7 @@ def _policy_options(model: str | None, base_url: str | None) -> dict[str, object
     return {"model": model, "base_url": base_url}
 
 
-def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa: F821
+def _report(result: RunResult) -> None:
     from collections import Counter
 
     from tracer.store import read_run, read_steps
@@ -706,6 +701,43 @@ def _report(result: "RunResult") -> None:  # type: ignore[name-defined]  # noqa:
     console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
 
 
+def _rerun(
+    ctx: typer.Context,
+    start: Callable[..., RunResult],
+    run_id: str,
+    runs_dir: Path,
+    *,
+    otel: bool,
+    model: str | None,
+    base_url: str | None,
+    headed: bool,
+    files_root: Path | None,
+    allow_programs: bool,
+    **options: Any,
+) -> None:
+    """Replay or resume (``start``) a recorded run with the step printer and, with --otel, live traces; print the
+    outcome and exit 0 when the new run succeeded, else 1. ``options`` go to ``start`` as they are."""
+    source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside its source
+    hooks = _step_printer()
+    traces = export_for_run(otel, hooks, source_run=source.run_dir)
+    try:
+        result = start(
+            source.runs_dir,
+            source.run_id,
+            policy_overrides=_policy_options(model, base_url),
+            headed=headed or None,
+            hooks=hooks,
+            files_root=files_root,
+            allow_programs=True if allow_programs else None,
+            **options,
+        )
+    finally:
+        if traces is not None:
+            traces.close()
+    _report(result)
+    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+
+
 @app.command()
 def replay(
     ctx: typer.Context,
@@ -727,28 +759,22 @@ def replay(
     """Re-run a recorded run without the model, checking the screen before each step."""
     from replays.replay import replay as do_replay
 
-    source = _resolve(run_id, runs_dir, writes=ctx)  # the replay is recorded beside the run it replays
-    hooks = _step_printer()
-    traces = export_for_run(otel, hooks, source_run=source.run_dir)
-    try:
-        result = do_replay(
-            source.runs_dir,
-            source.run_id,
-            fallback=fallback.value,
-            policy=policy,
-            policy_overrides=_policy_options(model, base_url),
-            layout_seed=layout_seed,
-            site_url=site_url,
-            headed=headed or None,
-            hooks=hooks,
-            files_root=files_root,
-            allow_programs=True if allow_programs else None,
-        )
-    finally:
-        if traces is not None:
-            traces.close()
-    _report(result)
-    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+    _rerun(
+        ctx,
+        do_replay,
+        run_id,
+        runs_dir,
+        otel=otel,
+        model=model,
+        base_url=base_url,
+        headed=headed,
+        files_root=files_root,
+        allow_programs=allow_programs,
+        fallback=fallback.value,
+        policy=policy,
+        layout_seed=layout_seed,
+        site_url=site_url,
+    )
 
 
 @app.command()
@@ -770,28 +796,22 @@ def resume(
     """Replay a run up to a step, apply a person's correction there if labelled, and let the policy go on."""
     from replays.replay import resume as do_resume
 
-    source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside the one it resumes
-    hooks = _step_printer()
-    traces = export_for_run(otel, hooks, source_run=source.run_dir)
-    try:
-        result = do_resume(
-            source.runs_dir,
-            source.run_id,
-            from_step=from_step,
-            policy=policy,
-            policy_overrides=_policy_options(model, base_url),
-            layout_seed=layout_seed,
-            site_url=site_url,
-            headed=headed or None,
-            hooks=hooks,
-            files_root=files_root,
-            allow_programs=True if allow_programs else None,
-        )
-    finally:
-        if traces is not None:
-            traces.close()
-    _report(result)
-    raise typer.Exit(code=0 if result.status is RunStatus.succeeded else 1)
+    _rerun(
+        ctx,
+        do_resume,
+        run_id,
+        runs_dir,
+        otel=otel,
+        model=model,
+        base_url=base_url,
+        headed=headed,
+        files_root=files_root,
+        allow_programs=allow_programs,
+        from_step=from_step,
+        policy=policy,
+        layout_seed=layout_seed,
+        site_url=site_url,
+    )
 
 
 @app.command()

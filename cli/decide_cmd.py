@@ -16,28 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from cli.output import clean, confidence_markup, write_json
+from cli.output import clean, confidence_markup, console, usage_error, write_json
 from cli.run_ref import resolve_run
 
 if TYPE_CHECKING:
     from agent.qwen_policy import QwenPolicy
     from replays.decide import DecideOptions, Decision, LabelledReport, Landing, Skipped
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
 
 class ModelPolicy(str, Enum):
     qwen3vl = "qwen3vl"
     openai = "openai"
-
-
-def _usage_error(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code=2)
 
 
 def decide_command(
@@ -66,11 +57,11 @@ def decide_command(
     from replays.decide import DecideOptions
 
     if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise _usage_error(f"--base-url must be an http:// or https:// URL, not {base_url!r}")
+        raise usage_error(f"--base-url must be an http:// or https:// URL, not {base_url!r}")
     if policy is ModelPolicy.openai and not base_url:
-        raise _usage_error("--policy openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1) and --model")
+        raise usage_error("--policy openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1) and --model")
     if policy is ModelPolicy.qwen3vl and base_url:
-        raise _usage_error("--base-url is for --policy openai; a local model (qwen3vl) takes only --model")
+        raise usage_error("--base-url is for --policy openai; a local model (qwen3vl) takes only --model")
     options = DecideOptions(
         policy=policy.value if policy else None,
         model=model,
@@ -82,11 +73,11 @@ def decide_command(
     )
     if labelled:
         if step is not None:
-            raise _usage_error("--labelled decides every labelled step: drop --step (or drop --labelled)")
+            raise usage_error("--labelled decides every labelled step: drop --step (or drop --labelled)")
         _labelled(run, runs_dir, options, json_out)
         return
     if run is None or step is None:
-        raise _usage_error("give a run and a step (glassbox decide RUN --step N), or --labelled")
+        raise usage_error("give a run and a step (glassbox decide RUN --step N), or --labelled")
     _one(run, step, runs_dir, options, json_out)
 
 
@@ -111,7 +102,7 @@ def _policy(run_dir: Path, options: DecideOptions) -> QwenPolicy:
     try:
         return policy_for_run(run_dir, options)
     except ImportError as exc:
-        raise _usage_error(f"a local model needs torch and transformers: {exc}") from None
+        raise usage_error(f"a local model needs torch and transformers: {exc}") from None
 
 
 def _print_decision(decision: Decision, run_dir: Path) -> None:
@@ -162,11 +153,11 @@ def _labelled(ref: str | None, runs_dir: Path, options: DecideOptions, json_out:
         found = resolve_run(ref, runs_dir)
         run_id, runs_dir = found.run_id, found.runs_dir
     if not runs_dir.is_dir():
-        raise _usage_error(f"no runs directory {runs_dir}")
+        raise usage_error(f"no runs directory {runs_dir}")
     try:
         report = decide_labelled(runs_dir, options, run_id=run_id, on_landing=None if json_out else _print_landing)
     except ImportError as exc:
-        raise _usage_error(f"a local model needs torch and transformers: {exc}") from None
+        raise usage_error(f"a local model needs torch and transformers: {exc}") from None
     if json_out:
         write_json(console, report)
         return

@@ -12,15 +12,11 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.otel_cmd import OtelFlag
-from cli.output import Column, is_tty, print_table, write_json
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from cli.output import Column, console, err_console, is_tty, print_table, usage_error, write_json
 
 
 class EngineName(str, Enum):
@@ -38,11 +34,6 @@ class EvalReport(BaseModel):
     skipped: int  # episodes already finished before this call (a resumed eval)
     summary: dict[str, object]
     episodes: list[dict[str, object]]
-
-
-def _usage_error(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code=2)
 
 
 def eval_command(
@@ -78,16 +69,16 @@ def eval_command(
     from evals.suite import SuiteError, load_suite
 
     if address is not None and engine is not EngineName.ray:
-        raise _usage_error("--address is for --engine ray")
+        raise usage_error("--address is for --engine ray")
     builtin = str(suite_path) == "miniwob" and not suite_path.exists()
     if not builtin and (tasks is not None or seeds is not None):
-        raise _usage_error("--tasks and --seeds are for the built-in suite: glassbox eval miniwob --tasks ... --seeds ...")
+        raise usage_error("--tasks and --seeds are for the built-in suite: glassbox eval miniwob --tasks ... --seeds ...")
     try:
         if builtin:
             suite_path = _build_miniwob(runs_dir, tasks, seeds)
         suite = load_suite(suite_path, allow_programs=allow_programs)
     except (SuiteError, ValueError) as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
     overrides = {k: v for k, v in {"name": policy, "model": model, "base_url": base_url}.items() if v is not None}
     if overrides:
         suite = suite.model_copy(update={"policy": {**suite.policy, **overrides}})
@@ -98,7 +89,7 @@ def eval_command(
     try:  # a policy that cannot run (no model, no server named) fails here, not in every episode
         check_policy(suite.policy_name(first), with_policy_overrides(first, suite.policy))
     except PolicyUnavailable as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
     tty = is_tty(err_console) and not json_out
     progress = Progress(
@@ -152,7 +143,7 @@ def eval_command(
                 otel=otel,
             )
     except EvalUsageError as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
     except KeyboardInterrupt:
         if started_id:
             err_console.print(

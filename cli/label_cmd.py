@@ -13,18 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.markup import escape
 
-from cli.output import Column, clean, print_table, write_json
+from cli.output import Column, clean, console, print_table, write_json
 from cli.run_ref import resolve_run
 from tools.errors import UsageError
 
 if TYPE_CHECKING:
     from replays.labels import Label
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
 

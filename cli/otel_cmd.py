@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from cli.output import console, err_console
 from cli.run_ref import resolve_run
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from tracer.otel_sdk import OtelSession
     from tracer.secrets import Scrubber
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 OTEL_HELP = (
     "Send the run as an OpenTelemetry trace (GenAI conventions) over OTLP; also on when OTEL_EXPORTER_OTLP_ENDPOINT "

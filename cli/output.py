@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import typer
 from pydantic import BaseModel
 from rich.cells import cell_len
 from rich.console import Console
@@ -22,6 +23,18 @@ from tracer.index import RunRow
 from tracer.schema import RunRecord, StepRecord
 
 SEP = "  "
+
+# Every command prints through these two: results on stdout, messages and progress on stderr.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the exit (code 2) for the caller to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=2)
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # would break "one row per line" or drive the terminal
 
 

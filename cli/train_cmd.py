@@ -11,24 +11,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cli.output import is_tty, write_json
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from cli.output import console, err_console, is_tty, usage_error, write_json
 
 
 class TrainMode(str, Enum):
     sft = "sft"
     dpo = "dpo"
-
-
-def _usage_error(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code=2)
 
 
 def train_command(
@@ -71,15 +62,15 @@ def train_command(
     adapter that `--model OUT` loads everywhere (it names its base model), otherwise a whole model folder.
     """
     if not from_labels:
-        raise _usage_error("say where the data comes from: --from-labels (the labels of --runs-dir)")
+        raise usage_error("say where the data comes from: --from-labels (the labels of --runs-dir)")
     if lr is not None and lr <= 0:
-        raise _usage_error("--lr must be above 0")
+        raise usage_error("--lr must be above 0")
     if beta <= 0:
-        raise _usage_error("--beta must be above 0")
+        raise usage_error("--beta must be above 0")
     try:
         from replays.training.loop import StepLog, TrainConfig, train
     except ImportError as exc:  # torch / transformers / peft missing
-        raise _usage_error(f"training needs the train extra ({exc}); install it with `pip install -e '.[train]'`") from None
+        raise usage_error(f"training needs the train extra ({exc}); install it with `pip install -e '.[train]'`") from None
 
     config = TrainConfig(
         mode=mode.value,

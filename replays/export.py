@@ -28,8 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from agent.prompt import build_prompt, strip_think
-from agent.task import Task
+from agent.prompt import rebuild_prompt, strip_think
 from replays.export_flavors import (
     DatasetInfoError,
     Flavor,
@@ -266,13 +265,9 @@ def _prompt(
 
 
 def rebuilt_prompt(run: RunRecord, steps: dict[int, StepRecord], step: StepRecord) -> list[PromptMessage]:
-    """The prompt a model would have been sent at ``step`` (steps of a script run carry none): built as the model
-    policy builds it (:class:`agent.qwen_policy.QwenPolicy`), the task's policy settings and the screenshots
-    of the last ``history_screenshots - 1`` steps included."""
-    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
-    history = [steps[i] for i in sorted(steps) if i < step.index]
-    past = {s.index: b"" for s in history}  # only the references are recorded; build_prompt keeps the last K-1
-    return build_prompt(task, history, b"", settings=task.policy, past_screenshots=past).record(step.screenshot)
+    """The prompt a model would have been sent at ``step`` (:func:`agent.prompt.rebuild_prompt`), as recorded: only
+    the screenshots' references are kept, so none is read."""
+    return rebuild_prompt(run, steps, step, lambda ref, index: b"").record(step.screenshot)
 
 
 def _answer(step: StepRecord, think: bool) -> str:

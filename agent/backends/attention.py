@@ -13,6 +13,7 @@ Row ``j`` of the result is the attention of the query that *produced* generated 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,16 +32,21 @@ class _Capture:
     key_limit: int | None = None  # a static cache: keys past this are stale (masked); skip them
 
 
-def register() -> None:
-    """Register the capturing attention (and its mask builder) once per process."""
+def register_attention(name: str, attention: Callable[..., Any]) -> None:
+    """Register a custom attention function under ``name`` (and sdpa's mask builder with it) once per process."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    if CAPTURE_IMPL in AttentionInterface._global_mapping:
+    if name in AttentionInterface._global_mapping:
         return
-    AttentionInterface.register(CAPTURE_IMPL, _capture_attention)
+    AttentionInterface.register(name, attention)
     # Without a mask function under the same name transformers would pass no mask at all.
-    AttentionMaskInterface.register(CAPTURE_IMPL, sdpa_mask)
+    AttentionMaskInterface.register(name, sdpa_mask)
+
+
+def register() -> None:
+    """Register the capturing attention once per process."""
+    register_attention(CAPTURE_IMPL, _capture_attention)
 
 
 def _capture_attention(
@@ -66,7 +72,7 @@ def _capture_attention(
         if capture.layers is None or layer in capture.layers:
             image = probs[:, :, capture.image_positions]
             capture.rows[layer] = image.mean(0) if capture.heads == "mean" else image.amax(0)
-        v = _repeat_kv(value[0].float(), probs.shape[0])
+        v = repeat_kv(value[0].float(), probs.shape[0])
         out = (probs @ v).to(query.dtype)  # (heads, q_len, d)
         return out.transpose(0, 1).unsqueeze(0).contiguous(), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -74,7 +80,8 @@ def _capture_attention(
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
-def _repeat_kv(x: Any, heads: int) -> Any:
+def repeat_kv(x: Any, heads: int) -> Any:
+    """Grouped-query attention: each of ``x``'s key/value heads serves several query heads."""
     return x if x.shape[0] == heads else x.repeat_interleave(heads // x.shape[0], dim=0)
 
 
@@ -82,7 +89,7 @@ def _probabilities(query: Any, key: Any, attention_mask: Any, scaling: float | N
     import torch
 
     q = query[0].float()  # (heads, q_len, d)
-    k = _repeat_kv(key[0].float(), q.shape[0])  # (heads, k_len, d)
+    k = repeat_kv(key[0].float(), q.shape[0])  # (heads, k_len, d)
     scores = torch.matmul(q, k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
     q_len, k_len = scores.shape[-2], scores.shape[-1]
     if attention_mask is None:  # a single unpadded sequence: causal over the cache + the new queries

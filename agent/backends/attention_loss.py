@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.backends.attention import register_attention, repeat_kv
+
 GUIDED_IMPL = "glassbox_guided"
 
 _active: contextvars.ContextVar["GuidanceSpec | None"] = contextvars.ContextVar("glassbox_attention_guidance", default=None)
@@ -39,17 +41,6 @@ class GuidanceSpec:
     inside: Any  # BoolTensor (n_image,): the image cells inside the labelled box
     layers: set[int] | None = None  # None: every layer, as the maps' "all" group
     rows: dict[int, Any] = field(default_factory=dict)  # layer -> (n_queries, n_image), heads averaged
-
-
-def register_guided() -> None:
-    """Register the guided attention (and its mask builder) once per process."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    if GUIDED_IMPL in AttentionInterface._global_mapping:
-        return
-    AttentionInterface.register(GUIDED_IMPL, _guided_attention)
-    AttentionMaskInterface.register(GUIDED_IMPL, sdpa_mask)  # without it transformers passes no mask at all
 
 
 def _guided_attention(
@@ -82,9 +73,7 @@ def _image_rows(query: Any, key: Any, spec: GuidanceSpec, scaling: float | None)
     # The forward may cover only the sequence's tail (the prompt's keys in a cache): queries are indexed from it.
     offset = key.shape[2] - query.shape[2]
     q = query[0][:, spec.query_positions - offset].float()  # (heads, n_q, d)
-    k = key[0].float()
-    if k.shape[0] != q.shape[0]:  # grouped-query attention: each key head serves several query heads
-        k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)
+    k = repeat_kv(key[0].float(), q.shape[0])
     scores = torch.matmul(q, k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
     # Causal: a query sees the keys up to its own position (one unpadded sequence).
     keys = torch.arange(k.shape[1], device=q.device)
@@ -96,7 +85,7 @@ def _image_rows(query: Any, key: Any, spec: GuidanceSpec, scaling: float | None)
 @contextlib.contextmanager
 def guided(net: Any, spec: GuidanceSpec) -> Iterator[GuidanceSpec]:
     """Run forwards of ``net`` (a Qwen3-VL, or a PEFT model around one) recording ``spec``'s rows."""
-    register_guided()
+    register_attention(GUIDED_IMPL, _guided_attention)
     config = net.config
     previous = config.text_config._attn_implementation
     vision = config.vision_config._attn_implementation
@@ -143,4 +132,4 @@ def box_cells(grid: tuple[int, int], box: tuple[float, float, float, float]) -> 
     return inside
 
 
-__all__ = ["GUIDED_IMPL", "GuidanceSpec", "box_cells", "box_mass", "guided", "register_guided"]
+__all__ = ["GUIDED_IMPL", "GuidanceSpec", "box_cells", "box_mass", "guided"]

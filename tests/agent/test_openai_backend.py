@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections import deque
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,6 +20,7 @@ from agent.prompt import build_prompt
 from agent.qwen_policy import QwenPolicy
 from agent.task import load_task
 from tests.conftest import TASKS
+from tests.servers import LocalServer, QuietHandler
 from tools.actions import parse_tool_call
 from tools.views import Observation
 
@@ -32,7 +31,7 @@ TEXT = "<tool_call>\n" + json.dumps(CALL) + "\n</tool_call>"
 THOUGHT = "The lamp form is open.\n</think>\n\n" + TEXT
 
 
-class FakeChatServer:
+class FakeChatServer(LocalServer):
     """Test double for an OpenAI-compatible server (vLLM / SGLang): queue responses, read requests back."""
 
     def __init__(self) -> None:
@@ -40,26 +39,15 @@ class FakeChatServer:
         self.responses: deque[tuple[int, dict, dict]] = deque()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 status, payload, headers = outer.responses.popleft()
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply_json(status, payload, headers)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler, path="/v1")
+        self.start()
 
     def answer(self, message: dict, *, status: int = 200, logprobs: dict | None = None, headers: dict | None = None) -> None:
         choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
@@ -71,9 +59,6 @@ class FakeChatServer:
             else {"error": "busy"}
         )
         self.responses.append((status, payload, headers or {}))
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -233,3 +218,16 @@ def test_temperature_zero_repeats_come_from_the_cache(server):
     second = policy.decide(task, [], obs())
     assert len(server.requests) == 1 and first.trace.cache_hit is False and second.trace.cache_hit is True
     assert second.decision.tool_calls == first.decision.tool_calls
+
+
+def test_a_prompt_built_elsewhere_is_asked_every_time(server):
+    """glassbox decide asks about a recorded step's prompt: even at temperature 0 it never comes from the cache,
+    and it does not fill the cache a run's own decide reads."""
+    server.answer({"content": THOUGHT})
+    server.answer({"content": THOUGHT})
+    server.answer({"content": THOUGHT})
+    policy, task = policy_for(server, temperature=0.0)
+    prompt = build_prompt(task, [], obs().screenshot_png)
+    asked = [policy.decide_prompt(prompt, step=0) for _ in range(2)]
+    from_run = policy.decide(task, [], obs())
+    assert len(server.requests) == 3 and [o.trace.cache_hit for o in [*asked, from_run]] == [False, False, False]

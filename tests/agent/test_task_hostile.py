@@ -11,10 +11,8 @@ import resource
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from typer.testing import CliRunner
 from agent.task import InputSpec, TaskError, load_task
 from cli.app import app
 from tests.conftest import ROOT, TASKS, require_chromium
+from tests.servers import LocalServer, QuietHandler
 from tools.actions import ActionError, GotoUrl, ToolCall, parse_tool_call
 
 GLASSBOX = str(Path(sys.executable).parent / "glassbox")
@@ -464,29 +463,16 @@ OTHER = b"<!doctype html><title>other</title><p>other page</p>"
 BIG = b"[" + b",".join([b'{"name": "padding"}'] * 4000) + b"]"  # 84 KB of JSON
 
 
-class _Pages(BaseHTTPRequestHandler):
+class _Pages(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
         body = OTHER if self.path.startswith("/other") else BIG if self.path.startswith("/big") else PAGE
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, body, "text/html; charset=utf-8")
 
 
 @pytest.fixture
 def pages() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalServer(_Pages) as server:
+        yield server.url
 
 
 def test_files_root_upload_runs_end_to_end(tmp_path, pages):

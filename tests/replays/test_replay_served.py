@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import pytest
 from agent import load_task, run_task
 from replays.policy_plan import plan_policy
 from tests.conftest import TASKS, copy_bundled_run
+from tests.servers import LocalServer, QuietHandler
 from tools.browser import BrowserExecutor, BrowserSettings
 from tracer import RunStatus, read_run, read_steps
 
@@ -31,7 +30,7 @@ KEY_ENV = "GLASSBOX_TEST_SERVED_KEY"
 MODEL = "recorded-answers"
 
 
-class RecordedAnswers:
+class RecordedAnswers(LocalServer):
     """Test double for a served model (vLLM / SGLang speak this API): answers tool calls from a queue."""
 
     def __init__(self, key: str, *, echo_key: bool = False) -> None:
@@ -41,9 +40,9 @@ class RecordedAnswers:
         self.requests: list[dict] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 outer.requests.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
                 if self.headers.get("Authorization") != f"Bearer {outer.key}":
                     got = f": {self.headers.get('Authorization')}" if outer.echo_key else ""
@@ -55,26 +54,14 @@ class RecordedAnswers:
                     message = {"role": "assistant", "content": text}
                     status = 200
                     payload = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": {}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply_json(status, payload)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler, path="/v1")
+        self.start()
 
     def queue(self, calls: list[dict]) -> None:
         self.answers.clear()
         self.answers.extend(calls)
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@ leaving it and shows every step; `glassbox export gif` writes one frame per step
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from PIL import Image
 
 from replays.share_gif import MARKER, caption_height, ring_radius
 from tests.conftest import ROOT, copy_bundled_run
+from tests.servers import LocalServer, QuietHandler
 from tracer import read_steps
 
 HOSTILE = (
@@ -63,33 +62,20 @@ def shared_run(bundled_run, tmp_path_factory) -> Path:
     return run_dir
 
 
-class CountingServer:
+class CountingServer(LocalServer):
     """A real HTTP server on 127.0.0.1 that counts what reaches it: proof that nothing left the page."""
 
     def __init__(self) -> None:
         hits: list[str] = []
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (the http.server name)
                 hits.append(self.path)
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
         self.hits = hits
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> CountingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

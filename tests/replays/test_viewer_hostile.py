@@ -7,9 +7,7 @@ import json
 import re
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from replays.viewer import ViewerServer, create_viewer
 from replays.viewer.graph_svg import graph_svg
 from replays.viewer.safe import json_for_script
 from tests.conftest import copy_bundled_run
+from tests.servers import LocalServer, QuietHandler
 from tracer import RunStatus, read_steps
 
 HOSTILE_TITLE = "</script><script>alert('title')</script><!--<script> \u2028 & done"
@@ -268,20 +267,13 @@ def test_writes_need_the_same_origin_and_the_token_from_the_page(viewer, runs, o
 def test_a_page_on_another_origin_cannot_label_or_read(viewer, runs, page):
     _, run_id, _ = runs
 
-    class Attacker(BaseHTTPRequestHandler):
+    class Attacker(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(b"<!doctype html><title>attacker</title>")
+            self.reply(200, b"<!doctype html><title>attacker</title>", "text/html")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = LocalServer(Attacker).start()
     try:
-        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.goto(f"{server.url}/")
         result = page.evaluate(
             """async ([base, run]) => {
             const out = {};
@@ -315,8 +307,7 @@ def test_a_page_on_another_origin_cannot_label_or_read(viewer, runs, page):
             page.evaluate("document.forms[0].submit()")
         assert navigation.value.status == 403 and "/wait" not in page.url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     assert labels_of(viewer, run_id) == []
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.servers import LocalServer, QuietHandler
 
 KINDS = {Span.SPAN_KIND_INTERNAL: "internal", Span.SPAN_KIND_CLIENT: "client", Span.SPAN_KIND_SERVER: "server"}
 
@@ -68,7 +69,7 @@ def decode(payload: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(LocalServer):
     """``with OtlpHttpReceiver() as r: ... r.env`` (the variables that point an exporter here), ``r.spans()``."""
 
     def __init__(self) -> None:
@@ -78,26 +79,16 @@ class OtlpHttpReceiver:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = self.read_body()
                 with outer._lock:
                     outer.payloads.append(body)
                     outer.paths.append(self.path)
                     outer.headers.append(dict(self.headers))
-                data = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def env(self) -> dict[str, str]:
@@ -111,14 +102,6 @@ class OtlpHttpReceiver:
     def raw(self) -> bytes:
         with self._lock:
             return b"".join(self.payloads)
-
-    def __enter__(self) -> "OtlpHttpReceiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def tree(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:

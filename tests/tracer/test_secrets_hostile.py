@@ -13,11 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import httpx
@@ -25,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, TASKS, glassbox_in_process
+from tests.servers import LocalServer, QuietHandler
 from tools.views import Box, ElementInfo
 from tracer.schema import CheckResult, PromptMessage, RunRecord, RunStatus, StepRecord, StepTimings
 from tracer.secrets import MASK, Scrubber
@@ -207,7 +206,7 @@ class SearchSite(NamedTuple):
     url: str
 
 
-class _SearchPage(BaseHTTPRequestHandler):
+class _SearchPage(QuietHandler):
     """A search form whose field is a password input, submitted with GET: the value lands in the URL, the title
     and the page text, the way a careless site echoes what it was sent."""
 
@@ -224,27 +223,13 @@ class _SearchPage(BaseHTTPRequestHandler):
                 "<title>Search</title><form method=get action=/search><label for=q>Search</label> "
                 "<input id=q name=q type=password style='width:600px'></form>"
             )
-        data = ("<!doctype html><meta charset=utf-8>" + body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.reply(200, ("<!doctype html><meta charset=utf-8>" + body).encode(), "text/html; charset=utf-8")
 
 
 @pytest.fixture
 def search_site() -> Iterator[SearchSite]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SearchPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield SearchSite(f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalServer(_SearchPage) as server:
+        yield SearchSite(server.url)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
