@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 import pytest
 
+from tests.servers import LocalServer, QuietHandler
 from tools.actions import ToolCall, parse_tool_call
 from tools.browser import BrowserExecutor, BrowserSettings
 
@@ -20,51 +21,36 @@ FORM = b"""<!doctype html><title>form</title><body style="margin:0">
 DONE = b"<!doctype html><title>done</title><body style='margin:0;background:#0a0'>signed in</body>"
 
 
-class _Site(ThreadingHTTPServer):
-    release = threading.Event()  # the form's answer comes once this is set (it is, unless a test holds it)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Site
+class _Handler(QuietHandler):
+    release: threading.Event  # the form's answer comes once this is set (it is, unless a test holds it)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path == "/nothing":
-            self.send_response(204)  # a link whose answer is no content: the page stays, nothing loads
-            self.end_headers()
-            return
-        self._send(FORM)
+            self.reply(204, b"", "text/plain")  # a link whose answer is no content: the page stays, nothing loads
+        else:
+            self.reply(200, FORM, "text/html")
 
     def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.release.wait(30)
-        self._send(DONE)
+        self.read_body()
+        self.release.wait(30)
+        self.reply(200, DONE, "text/html")
 
-    def _send(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, *args: object) -> None:
-        pass
+@dataclass
+class _Site:
+    url: str
+    release: threading.Event
 
 
 @pytest.fixture
 def site() -> Iterator[_Site]:
-    server = _Site(("127.0.0.1", 0), _Handler)
-    server.release = threading.Event()
-    server.release.set()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+    release = threading.Event()
+    release.set()
+    with LocalServer(type("Handler", (_Handler,), {"release": release})) as server:
+        try:
+            yield _Site(server.url, release)
+        finally:
+            release.set()  # a held answer must not keep the server from closing
 
 
 def click(browser: BrowserExecutor, x: int, y: int):
