@@ -161,7 +161,10 @@ def reveal(text):
     return re.sub(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>", value, text)
 
 
-NAVIGATIONS = [0, 0]
+# The main frame's navigations as the page asks for them (DevTools events, on the session that also runs the
+# frame wait: a form's submit is known when the wait returns, before its request is sent).
+NAVIGATION = {{"pending": False, "main": None, "devtools": None}}
+FRAMES = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 CHOOSERS = []
 PAUSE_MS = 150
 
@@ -179,14 +182,14 @@ def upload(page, x, y, path, timeout=5.0):
 
 
 def settle(page, timeout=5.0):
-    """Wait for a navigation that the action started to load, then a beat (the recorded run looked at the
-    screen between actions; some widgets, such as a select's popup, open asynchronously)."""
+    """Wait two frames, then for a navigation the action asked for to load (or stop), then a beat (the recorded
+    run looked at the screen between actions; some widgets, such as a select's popup, open asynchronously)."""
     try:
-        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+        NAVIGATION["devtools"].send("Runtime.evaluate", {{"expression": FRAMES, "awaitPromise": True}})
     except Exception:
-        pass
+        pass  # the document went away: a navigation is under way
     deadline = time.monotonic() + timeout
-    while NAVIGATIONS[0] > NAVIGATIONS[1] and time.monotonic() < deadline:
+    while NAVIGATION["pending"] and time.monotonic() < deadline:
         page.wait_for_timeout(10)
     page.wait_for_timeout(PAUSE_MS)
 
@@ -207,15 +210,20 @@ def main():
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={{"width": {width}, "height": {height}}}, device_scale_factor={scale})
 
-        def on_request(request):
-            if request.is_navigation_request() and request.frame == page.main_frame:
-                NAVIGATIONS[0] += 1
+        devtools = NAVIGATION["devtools"] = page.context.new_cdp_session(page)
+        NAVIGATION["main"] = devtools.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
 
-        def on_load(_page):
-            NAVIGATIONS[1] = NAVIGATIONS[0]
+        def on_requested(event):
+            if event.get("frameId") == NAVIGATION["main"]:
+                NAVIGATION["pending"] = True
 
-        page.on("request", on_request)
-        page.on("load", on_load)
+        def on_stopped(event):
+            if event.get("frameId") == NAVIGATION["main"]:
+                NAVIGATION["pending"] = False
+
+        devtools.on("Page.frameRequestedNavigation", on_requested)
+        devtools.on("Page.frameStoppedLoading", on_stopped)
+        devtools.send("Page.enable")
         # Listening from the start keeps file-chooser interception on (enabling it per click can miss one).
         page.on("filechooser", lambda chooser: CHOOSERS.append(chooser))
         page.goto(base + {start_path}, wait_until="load")
