@@ -23,7 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from tracer.run_files import whole_lines
+
 LABELS_FILE = "labels.jsonl"
+MAX_LABEL_LINE = 2**20  # a label event is a few hundred bytes; a longer line (a crafted file) is passed over
 _EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 _RANDOM_BITS = 12
 _id_lock = threading.Lock()
@@ -76,18 +79,21 @@ def read_label_events(run_dir: Path) -> tuple[list[LabelAdded | LabelUndone], in
 
     A torn last line (a crash mid-append) or a line that is not a valid event is skipped, never fatal."""
     path = run_dir / LABELS_FILE
-    try:
-        data = path.read_bytes() if path.is_file() else b""
-    except OSError:
-        data = b""
     events: list[LabelAdded | LabelUndone] = []
-    lines = data.split(b"\n")
-    for line in lines[:-1]:  # what follows the last newline is torn (or empty)
-        try:
-            events.append(_EVENT.validate_json(line))
-        except (ValidationError, ValueError):
-            continue
-    return events, len(data)
+    size = 0
+    try:
+        with open(path, "rb") as fh:
+            for line in whole_lines(fh, MAX_LABEL_LINE):  # a torn last line is left out, a huge one passed over
+                if line is None:
+                    continue
+                try:
+                    events.append(_EVENT.validate_json(line))
+                except (ValidationError, ValueError):
+                    continue
+            size = fh.seek(0, os.SEEK_END)
+    except OSError:  # not there (no labels yet), or unreadable
+        pass
+    return events, size
 
 
 def current_labels(events: list[LabelAdded | LabelUndone]) -> list[CurrentLabel]:
