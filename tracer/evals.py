@@ -22,9 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from tracer.run_files import whole_lines
+
 EVALS_DIR = "evals"
 PLAN_FILE = "plan.json"
 EPISODES_FILE = "episodes.jsonl"
+MAX_EPISODE_LINE = 2**20  # an episode's event is a few KB; a longer line is not one
 CSV_FILE = "results.csv"
 SUMMARY_FILE = "summary.json"
 EVAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -103,25 +106,32 @@ def read_eval_events(folder: Path) -> EvalEvents:
     path = folder / EPISODES_FILE
     events = EvalEvents()
     try:
-        data = path.read_bytes() if path.is_file() else b""
-    except OSError:
-        data = b""
-    for line in data.split(b"\n")[:-1]:  # after the last newline: a torn line, or nothing
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            kind = raw.get("event")
-            if kind == "finished":
-                result = EpisodeResult.model_validate(raw)
-                events.finished.setdefault(result.episode_id, result)
-            elif kind == "started":
-                events.started.append(EpisodeStarted.model_validate(raw))
-            else:
-                events.unreadable += 1
-        except (ValueError, AttributeError, ValidationError, RecursionError):
-            events.unreadable += 1
+        with open(path, "rb") as fh:
+            for line in whole_lines(fh, MAX_EPISODE_LINE):  # a torn last line is left out
+                if line is not None and not line.strip():
+                    continue
+                _read_event(line, events)
+    except OSError:  # no episode yet, or unreadable
+        pass
     return events
+
+
+def _read_event(line: bytes | None, events: EvalEvents) -> None:
+    if line is None:  # longer than any event: a crafted or damaged file
+        events.unreadable += 1
+        return
+    try:
+        raw = json.loads(line)
+        kind = raw.get("event")
+        if kind == "finished":
+            result = EpisodeResult.model_validate(raw)
+            events.finished.setdefault(result.episode_id, result)
+        elif kind == "started":
+            events.started.append(EpisodeStarted.model_validate(raw))
+        else:
+            events.unreadable += 1
+    except (ValueError, AttributeError, ValidationError, RecursionError):
+        events.unreadable += 1
 
 
 # -- summary.json ----------------------------------------------------------------------------------------------
