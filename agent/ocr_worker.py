@@ -7,8 +7,9 @@ It subscribes to the loop's events like any other watcher (:mod:`agent.events`):
                     what changed since the screenshot it read before, tools.ocr_incremental), finds the text at
                     the executed point and the layout regions, judges the reasoning against the text there, and
                     writes ``ocr/step-NNNN.json`` (tracer.ocr_files) with how it was read, secrets masked
-    RunEnded        the steps still queued are read on all cores (the loop no longer needs them; an engine
-                    without ``all_cores`` keeps its own); waits up to ``ocr.catch_up_s`` for the queue to empty,
+    RunEnded        the steps still queued are read on all cores when the machine is otherwise idle (the loop
+                    no longer needs them; an engine without ``all_cores`` keeps its own); waits up to
+                    ``ocr.catch_up_s`` for the queue to empty,
                     then writes ``ocr/index.json``: steps still queued are "not done" (the exit is never held
                     longer than that)
 
@@ -77,6 +78,7 @@ class OcrWorker:
         self._idle.set()
         self.run_dir: Path | None = None
         self._run_over = threading.Event()  # set at the run's end: what is left may use every core
+        self._tried_all_cores = False  # decided once, at the first read after the end
         self.ended_at: float | None = None
         self.caught_up_at: float | None = None
         # Not a daemon: a process must not exit while onnxruntime computes on this thread (it aborts the process).
@@ -203,8 +205,10 @@ class OcrWorker:
                 early = self._early.pop(step.index, None)
             png = read_step_file(run_dir, step.screenshot, step.index)
             reader = self._incremental()
-            if self._run_over.is_set():
-                self._all_cores(reader)
+            if self._run_over.is_set() and not self._tried_all_cores:
+                self._tried_all_cores = True
+                if not machine_busy():
+                    self._all_cores(reader)
             if early is not None:  # a full read made by the gate: the next read diffs against it
                 reader.remember(png, early, step=step.index)
                 info = ReadInfo(mode="full", reason="read by the consistency gate before the step acted", ms=early.ms)
@@ -231,9 +235,9 @@ class OcrWorker:
 
     def _all_cores(self, reader: IncrementalReader) -> None:
         """After the run's end the loop and the browser no longer need the cores: read the rest on all of them
-        (a warm read on 2 cores took 0.56x as long as on one; loading the engine's second copy takes a small
-        part of one read, its models being imported already). Kept per engine, so a second run in the same
-        process reuses it."""
+        (on the idle 2-core machine a warm read took 0.56x as long as on one; loading the engine's second copy
+        takes a small part of one read, its models being imported already). Kept per engine, so a second run in
+        the same process reuses it."""
         faster = getattr(reader.engine, "all_cores", None)
         if faster is None:
             return
@@ -275,6 +279,16 @@ class OcrWorker:
 
 
 OCR_NICE = 10
+
+
+def machine_busy() -> bool:
+    """Whether other work already keeps every core busy (the 1-minute load average at least the core count).
+    Then all cores do not help: on the 2-core machine loaded by others (load 7), a warm read on all cores took
+    1.72x as long as on one (onnxruntime's threads wait for each other at every operator)."""
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except (AttributeError, OSError):  # no load average here: assume busy, keep one thread
+        return True
 
 
 def _lower_priority() -> None:
