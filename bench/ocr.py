@@ -6,13 +6,15 @@ the loop's step time with OCR on vs off in the same process, plus how long after
 2. Incremental reads over the recorded run's screenshots in order (tools.ocr_incremental): the time of each full,
    partial and reused read, against a full read of every screenshot by the same engine.
 3. GIL: a pure-Python loop on the main thread, alone and while a thread reads screenshots (ratio ~1: released).
-4. The bundled publish task with the script policy, alternating against one shop: OCR off; OCR on reading every
-   screenshot in full (``ocr.incremental: false``, the reads before incremental ones); OCR on, incremental (the
-   default); and OCR on, incremental, with an engine on all cores. A step's time is the wall time between
-   consecutive StepRecorded events; OCR on waits up to ``--catch-up`` s at the end; "caught up" is how long after
-   the run's end (RunEnded) OCR had read every step.
+4. The bundled publish task with the script policy, alternating against one shop: OCR off (the baseline);
+   ``before``: OCR as the last release read (incremental, the text-direction classifier on, one thread to the
+   end); ``incremental``: the default (no direction classifier; what is left at the run's end read on all
+   cores); optionally ``full`` (every screenshot in full, ``ocr.incremental: false``) and ``all-cores`` (all
+   cores throughout). A step's time is the wall time between consecutive StepRecorded events; OCR on waits up to
+   ``--catch-up`` s at the end; "caught up" is how long after the run's end (RunEnded) OCR had read every step.
+   Both figures are printed against the same run's baselines: step time / off, catch-up / before.
 
-    .venv/bin/python bench/ocr.py [--runs 2] [--warm 5] [--catch-up 120] [--conditions off,full,incremental,all-cores]
+    .venv/bin/python bench/ocr.py [--runs 3] [--warm 5] [--catch-up 120] [--conditions off,before,incremental]
 """
 
 from __future__ import annotations
@@ -23,23 +25,48 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from agent import load_task, run_task
 from agent.events import Hooks, StepRecorded
 from sites.shop import ShopServer
-from tools.ocr import RapidOcrEngine, register_engine
+from tools.ocr import OcrResult, RapidOcrEngine, register_engine
 from tracer.ocr_files import read_ocr_index
 
 ALL_CORES_ENGINE = "rapidocr-allcores"
 register_engine(ALL_CORES_ENGINE, lambda: RapidOcrEngine(threads=None))
 
+
+class BeforeEngine:
+    """The last release's reads: the direction classifier on, one thread to the end (no ``all_cores``)."""
+
+    name = "rapidocr"
+
+    def __init__(self) -> None:
+        self.engine = RapidOcrEngine(threads=1, direction=True)
+
+    def read(self, image: Any) -> OcrResult:
+        return self.engine.read(image)
+
+    def read_region(self, image: Any, box: tuple[int, int, int, int]) -> OcrResult:
+        return self.engine.read_region(image, box)
+
+    def region_scale_ok(self, size: tuple[int, int]) -> bool:
+        return self.engine.region_scale_ok(size)
+
+
+BEFORE_ENGINE = "rapidocr-before"
+register_engine(BEFORE_ENGINE, BeforeEngine)
+
 # condition -> (OCR on, incremental reads, engine)
 CONDITIONS: dict[str, tuple[bool, bool, str]] = {
     "off": (False, True, "rapidocr"),
-    "full": (True, False, "rapidocr"),
+    "before": (True, True, BEFORE_ENGINE),
     "incremental": (True, True, "rapidocr"),
+    "full": (True, False, "rapidocr"),
     "all-cores": (True, True, ALL_CORES_ENGINE),
 }
+DEFAULT_CONDITIONS = "off,before,incremental"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,9 +83,14 @@ def read_times(png: bytes, warm: int) -> dict[str, float]:
     figures = {"import_s": time.perf_counter() - started}
     from tools.ocr import RapidOcrEngine
 
-    for label, threads in (("1 thread", 1), ("all cores", None)):
+    settings: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("1 thread", {"threads": 1}),
+        ("1 thread, direction on", {"threads": 1, "direction": True}),
+        ("all cores", {"threads": None}),
+    )
+    for label, kwargs in settings:
         started = time.perf_counter()
-        engine = RapidOcrEngine(threads=threads)
+        engine = RapidOcrEngine(**kwargs)
         first = engine.read(png)
         figures[f"first read ({label}), s"] = time.perf_counter() - started
         times = []
@@ -167,10 +199,10 @@ def loadavg() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2, help="runs per condition (alternating)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per condition (alternating)")
     parser.add_argument("--warm", type=int, default=5, help="warm reads per engine setting")
     parser.add_argument("--catch-up", type=float, default=120.0, help="how long a run with OCR waits for it at the end")
-    parser.add_argument("--conditions", default=",".join(CONDITIONS), help=f"of {', '.join(CONDITIONS)}")
+    parser.add_argument("--conditions", default=DEFAULT_CONDITIONS, help=f"of {', '.join(CONDITIONS)}")
     parser.add_argument("--skip-reads", action="store_true", help="only the runs (skip parts 1-3)")
     args = parser.parse_args()
     conditions = [c for c in args.conditions.split(",") if c]
@@ -192,9 +224,9 @@ def main() -> None:
             print("OCR of one 1280x800 shop screenshot (rapidocr, bundled PP-OCR models)")
             for key, value in figures.items():
                 print(f"  {key:<28} {value:.3f}" if isinstance(value, float) else f"  {key:<28} {value}")
-            print(
-                f"  all cores / 1 thread (warm)  {figures['warm read (all cores), s'] / figures['warm read (1 thread), s']:.2f}"
-            )
+            one = figures["warm read (1 thread), s"]
+            print(f"  all cores / 1 thread (warm)  {figures['warm read (all cores), s'] / one:.2f}")
+            print(f"  1 thread / direction on (warm) {one / figures['warm read (1 thread, direction on), s']:.2f}")
 
             times = incremental_times(shots)
             print(f"Incremental reads of the run's {len(shots)} screenshots in order, the last 3 times more (1 thread, warm)")
@@ -226,14 +258,21 @@ def main() -> None:
                 line += f"; OCR done {caught} after the end (median of {len(f.caught)}), {f.not_done} not done"
                 line += f"; reads {f.reads}"
             print(line)
-        if (
-            "full" in figures_by
-            and "incremental" in figures_by
-            and figures_by["full"].caught
-            and figures_by["incremental"].caught
-        ):
-            before, after = median(figures_by["full"].caught), median(figures_by["incremental"].caught)
-            print(f"  catch-up after the end: every screenshot in full {before:.1f} s -> incremental {after:.1f} s")
+        print("OCR done after the run's end, against the same run's baselines (medians)")
+        for baseline in ("full", "before"):
+            base = figures_by.get(baseline)
+            now = figures_by.get("incremental")
+            if base is not None and now is not None and base.caught and now.caught:
+                b, a = median(base.caught), median(now.caught)
+                print(f"  {baseline} {b:.1f} s -> incremental (the default) {a:.1f} s ({a / b:.2f}x)")
+        if "incremental" in figures_by:
+            now = figures_by["incremental"]
+            print(
+                f"  the default: step time {median(now.steps) / median(off.steps):.2f}x off; "
+                f"OCR done {median(now.caught):.1f} s after the end"
+                if now.caught
+                else "  the default never caught up"
+            )
     print(f"load average at the end: {loadavg()}")
 
 

@@ -118,3 +118,13 @@ def test_ocr_finds_the_shop_buttons_where_the_clicks_landed(engine, bundled_run,
     publish_page = engine.read((result.run_dir / steps[-2].screenshot).read_bytes())
     rows = [r.label for r in layout(publish_page).rows]
     assert "Publish | Save draft" in rows
+
+
+def test_the_published_message_reads_upright(engine, bundled_run, tmp_path) -> None:
+    """rapidocr's text-direction classifier turned this upright line over (read as 'prod e uue e u uo urhed');
+    the engine leaves it off, since a screenshot's text is upright."""
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    last = read_steps(result.run_dir)[-1]
+    read = engine.read((result.run_dir / last.screenshot).read_bytes())
+    [message] = [x.text for x in read.lines if x.text.endswith(" was published.")]
+    assert message.startswith("Product ") and "Aurora LED desk lamp" in message, message

@@ -1,0 +1,75 @@
+"""The OCR worker's catch-up: what is still queued when the run ends is read on all cores (unless other work keeps
+them busy), and nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from agent import load_task, ocr_worker
+from agent.events import RunEnded, RunStarted, StepRecorded
+from agent.ocr_worker import OcrWorker
+from tests.conftest import TASKS, copy_bundled_run
+from tools.ocr import OcrLine, OcrResult
+from tracer import RunStatus, read_run, read_steps
+from tracer.ocr_files import read_ocr_index, read_ocr_step
+
+
+class Recording:
+    """A stand-in engine that says which of its copies read each image (the real models are not under test)."""
+
+    name = "recording"
+
+    def __init__(self, label: str, reads: list[str], gate: threading.Event | None = None) -> None:
+        self.label, self.reads, self.gate = label, reads, gate
+        self.faster: Recording | None = None
+        self.reading = threading.Event()
+
+    def read(self, image: Any) -> OcrResult:
+        self.reading.set()
+        if self.gate is not None:
+            assert self.gate.wait(600), "the test never let the first read finish"
+        self.reads.append(self.label)
+        return OcrResult(engine=self.name, size=(1280, 800), lines=[OcrLine(text=self.label, box=(0, 0, 9, 9), score=1)])
+
+    def all_cores(self) -> "Recording":
+        if self.faster is None:
+            self.faster = Recording("all cores", self.reads)
+        return self.faster
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle machine", "busy machine"])
+def test_steps_still_queued_at_the_end_are_read_on_all_cores_when_the_machine_is_idle(
+    bundled_run, tmp_path, monkeypatch, busy: bool
+) -> None:
+    monkeypatch.setattr(ocr_worker, "machine_busy", lambda: busy)  # the load average of this shared machine varies
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    steps = read_steps(result.run_dir)[:4]
+    run = read_run(result.run_dir)
+    task = load_task(TASKS / "publish_product.yaml")
+    task.ocr.catch_up_s = 600
+    reads: list[str] = []
+    first_read_may_finish = threading.Event()
+    engine = Recording("one thread", reads, gate=first_read_may_finish)
+    worker = OcrWorker(task, engine=engine)
+
+    worker.started(RunStarted(run=run, run_dir=result.run_dir))
+    for step in steps:  # the first is read (held until the run ends), the others wait in the queue
+        worker.recorded(StepRecorded(run_id=run.run_id, step=step))
+    assert engine.reading.wait(600)  # the first read is under way when the run ends
+    end = RunEnded(run=run, run_dir=result.run_dir, status=RunStatus.succeeded, end_reason="done")
+    ending = threading.Thread(target=worker.ended, args=(end,))
+    ending.start()
+    assert worker._run_over.wait(600)  # the end is known to the worker: let the first read finish
+    first_read_may_finish.set()
+    ending.join(600)
+    assert not ending.is_alive()
+
+    rest = "one thread" if busy else "all cores"
+    assert reads == ["one thread", rest, rest, rest]
+    index = read_ocr_index(result.run_dir)
+    assert index is not None and index.not_done == 0 and {s.status for s in index.steps.values()} == {"done"}
+    texts = [read_ocr_step(result.run_dir, s.index) for s in steps]
+    assert [f.lines[0].text if f is not None else None for f in texts] == reads
