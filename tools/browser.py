@@ -150,7 +150,7 @@ class BrowserExecutor(BaseExecutor):
     def start(self) -> "BrowserExecutor":
         from playwright.sync_api import sync_playwright
 
-        executable = find_chromium()
+        executable = find_chromium(headless=not self.settings.headed)
         self._pw = sync_playwright().start()
         try:
             self._browser = self._pw.chromium.launch(

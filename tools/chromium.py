@@ -9,6 +9,9 @@ from pathlib import Path
 from tools.errors import UsageError
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Without a window, Debian's old headless shell (apt-get install chromium-headless-shell) draws the same pages with
+# less of the browser around them: a script run's steps about 15 % faster, an eval's episodes about 35 % (bench/).
+HEADLESS_CANDIDATES = ("chromium-headless-shell",)
 
 # Flags that keep Chromium quiet and working on machines with no network access.
 LAUNCH_ARGS = [
@@ -27,15 +30,16 @@ class ChromiumNotFound(UsageError, RuntimeError):
     """No Chromium binary could be found."""
 
 
-def find_chromium() -> Path:
-    """Return the Chromium executable: ``$GLASSBOX_CHROMIUM``, else the first of :data:`CANDIDATES` on PATH."""
+def find_chromium(*, headless: bool = False) -> Path:
+    """Return the Chromium executable: ``$GLASSBOX_CHROMIUM``, else (``headless``) the headless shell when
+    installed, else the first of :data:`CANDIDATES` on PATH."""
     explicit = os.environ.get("GLASSBOX_CHROMIUM")
     if explicit:
         path = Path(explicit)
         if path.is_file() and os.access(path, os.X_OK):
             return path
         raise ChromiumNotFound(f"GLASSBOX_CHROMIUM={explicit} is not an executable file")
-    for name in CANDIDATES:
+    for name in (HEADLESS_CANDIDATES if headless else ()) + CANDIDATES:
         found = shutil.which(name)
         if found:
             return Path(found)

@@ -117,3 +117,17 @@ def test_missing_chromium_says_how_to_install(monkeypatch):
     monkeypatch.setenv("GLASSBOX_CHROMIUM", "/nonexistent/chrome")
     with pytest.raises(ChromiumNotFound, match="not an executable file"):
         find_chromium()
+
+
+def test_without_a_window_the_headless_shell_is_preferred(monkeypatch, tmp_path):
+    from tools.chromium import find_chromium
+
+    for name in ("chromium", "chromium-headless-shell"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("GLASSBOX_CHROMIUM", raising=False)
+    assert find_chromium(headless=True) == tmp_path / "chromium-headless-shell"
+    assert find_chromium() == tmp_path / "chromium"  # a window (--headed) needs the whole browser
+    (tmp_path / "chromium-headless-shell").unlink()
+    assert find_chromium(headless=True) == tmp_path / "chromium"
