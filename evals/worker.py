@@ -1,8 +1,9 @@
 """Run episode attempts in worker processes of their own, with a time limit.
 
 A worker is a ``python -m evals.worker`` in its own session (process group) that runs one attempt at a time:
-each attempt opens its own browser and its own site instance (agent.loop.run_task), so episodes share nothing
-but the warm interpreter, whose imports a fresh process would pay again for every episode. When an attempt runs
+each attempt opens its own site instance and its own browser context (agent.loop.run_task; cookies, storage and
+cache of its own) in the worker's one Chromium, so episodes share nothing but the warm interpreter and browser
+process, which a fresh process would launch and import again for every episode. When an attempt runs
 past its time limit the worker's whole group is stopped (SIGTERM, so the run closes as interrupted and Chromium
 goes with it; SIGKILL if it does not) and the next attempt gets a fresh worker; so does the attempt after a
 worker died. A worker dies with the process that started it (Linux ``PR_SET_PDEATHSIG``), so a killed eval
@@ -234,6 +235,9 @@ def serve(parent_pid: int) -> int:
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever the run prints goes to stderr; stdout carries only results
     import agent.loop  # noqa: F401  (warm: the first episode does not pay for the imports)
+    from tools.browser import share_browser_between_runs
+
+    share_browser_between_runs()  # episodes run one after another here: one Chromium, a fresh context each
 
     for line in sys.stdin.buffer:
         if not line.strip():

@@ -10,6 +10,7 @@ Usage::
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
 import time
@@ -108,6 +109,63 @@ class _SettledShot:
     taken_at: datetime
 
 
+def _launch(*, headless: bool) -> tuple[Any, Any]:
+    """Start Playwright and the system Chromium: (playwright, browser)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium(headless=headless)
+    pw = sync_playwright().start()
+    try:
+        return pw, pw.chromium.launch(executable_path=str(executable), headless=headless, args=LAUNCH_ARGS)
+    except Exception:
+        pw.stop()
+        raise
+
+
+class _SharedBrowser:
+    """One Chromium per process (and per headless / headed), launched on first use and again if it died."""
+
+    def __init__(self) -> None:
+        self._open: dict[bool, tuple[Any, Any]] = {}
+
+    def browser(self, *, headless: bool) -> Any:
+        pw, browser = self._open.get(headless, (None, None))
+        if browser is None or not browser.is_connected():
+            if pw is not None:
+                self._stop(pw, browser)
+            pw, browser = self._open[headless] = _launch(headless=headless)
+        return browser
+
+    def close(self) -> None:
+        for pw, browser in self._open.values():
+            self._stop(pw, browser)
+        self._open.clear()
+
+    @staticmethod
+    def _stop(pw: Any, browser: Any) -> None:
+        try:
+            browser.close()
+        except Exception:  # already gone
+            pass
+        pw.stop()
+
+
+_shared: _SharedBrowser | None = None
+
+
+def share_browser_between_runs() -> None:
+    """From now on, every :class:`BrowserExecutor` in this process drives one Chromium kept open between runs; each
+    run still gets a browser context of its own (its own cookies, storage and cache) and closes only that.
+
+    For a process that runs many runs one after another (an eval worker): a Chromium launch costs about a second
+    of CPU, more than a third of a bundled episode's. Playwright's sync API belongs to the thread that started it,
+    so runs must come from one thread. The browser closes when the process exits."""
+    global _shared
+    if _shared is None:
+        _shared = _SharedBrowser()
+        atexit.register(_shared.close)
+
+
 class BrowserExecutor(BaseExecutor):
     """Drives one Chromium page. Secrets and files are given here, never to the policy."""
 
@@ -148,16 +206,11 @@ class BrowserExecutor(BaseExecutor):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
-        from playwright.sync_api import sync_playwright
-
-        executable = find_chromium(headless=not self.settings.headed)
-        self._pw = sync_playwright().start()
         try:
-            self._browser = self._pw.chromium.launch(
-                executable_path=str(executable),
-                headless=not self.settings.headed,
-                args=LAUNCH_ARGS,
-            )
+            if _shared is not None:  # a worker's Chromium, kept between its runs: each run gets a context of its own
+                self._browser = _shared.browser(headless=not self.settings.headed)
+            else:
+                self._pw, self._browser = _launch(headless=not self.settings.headed)
             width, height = self.settings.viewport
             self._context = self._browser.new_context(
                 viewport={"width": width, "height": height},
@@ -191,7 +244,7 @@ class BrowserExecutor(BaseExecutor):
         if self._capture is not None:
             self._capture.close()
             self._capture = None
-        for closer in (self._context, self._browser):
+        for closer in (self._context, self._browser if self._pw is not None else None):  # a shared one stays
             if closer is not None:
                 try:
                     closer.close()
