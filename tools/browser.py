@@ -129,11 +129,13 @@ class _SharedBrowser:
         self._open: dict[bool, tuple[Any, Any]] = {}
 
     def browser(self, *, headless: bool) -> Any:
-        pw, browser = self._open.get(headless, (None, None))
-        if browser is None or not browser.is_connected():
-            if pw is not None:
-                self._stop(pw, browser)
-            pw, browser = self._open[headless] = _launch(headless=headless)
+        pw, browser = self._open.pop(headless, (None, None))
+        if browser is not None and browser.is_connected():
+            self._open[headless] = (pw, browser)
+            return browser
+        if pw is not None:
+            self._stop(pw, browser)  # died: its driver goes too, before a fresh launch (which may fail in turn)
+        pw, browser = self._open[headless] = _launch(headless=headless)
         return browser
 
     def close(self) -> None:
@@ -143,11 +145,11 @@ class _SharedBrowser:
 
     @staticmethod
     def _stop(pw: Any, browser: Any) -> None:
-        try:
-            browser.close()
-        except Exception:  # already gone
-            pass
-        pw.stop()
+        for stop in (browser.close, pw.stop):
+            try:
+                stop()
+            except Exception:  # already gone
+                pass
 
 
 _shared: _SharedBrowser | None = None
