@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 from agent.consistency import check_action
 from agent.events import Hooks, RunEnded, RunStarted, StepRecorded
@@ -81,6 +82,7 @@ class OcrWorker:
         self.run_dir: Path | None = None
         self._run_over = threading.Event()  # set at the run's end: what is left may use every core
         self._tried_all_cores = False  # decided once, at the first read after the end
+        self._catch_up_on: Literal["all cores", "one thread"] | None = None  # what that decided, for the index
         self.ended_at: float | None = None
         self.caught_up_at: float | None = None
         # Not a daemon: a process must not exit while onnxruntime computes on this thread (it aborts the process).
@@ -138,6 +140,7 @@ class OcrWorker:
             waited_s=round(waited, 3),
             not_done=sum(1 for s in statuses.values() if s.status == "not_done"),
             reads={mode: sum(1 for m in reads.values() if m == mode) for mode in ("full", "partial", "reused")},
+            catch_up_on=self._catch_up_on,
         )
         write_ocr_index(event.run_dir, index)
         if index.not_done:
@@ -209,8 +212,8 @@ class OcrWorker:
             reader = self._incremental()
             if self._run_over.is_set() and not self._tried_all_cores:
                 self._tried_all_cores = True
-                if not machine_busy():
-                    self._all_cores(reader)
+                faster = not machine_busy() and self._all_cores(reader)
+                self._catch_up_on = "all cores" if faster else "one thread"
             if early is not None:  # a full read made by the gate: the next read diffs against it
                 reader.remember(png, early, step=step.index)
                 info = ReadInfo(mode="full", reason="read by the consistency gate before the step acted", ms=early.ms)
@@ -235,18 +238,20 @@ class OcrWorker:
                 if not self._closed:
                     self._statuses[step.index] = OcrStepStatus(status="error", reason=reason)
 
-    def _all_cores(self, reader: IncrementalReader) -> None:
+    def _all_cores(self, reader: IncrementalReader) -> bool:
         """After the run's end the loop and the browser no longer need the cores: read the rest on all of them
         (on the idle 2-core machine a warm read took 0.56x as long as on one; loading the engine's second copy
         takes a small part of one read, its models being imported already). Kept per engine, so a second run in
         the same process reuses it."""
         faster = getattr(reader.engine, "all_cores", None)
         if faster is None:
-            return
+            return False
         try:
             reader.engine = faster()
         except Exception as exc:  # noqa: BLE001  # the one-thread engine reads on
             log.error("ocr: the all-cores engine failed to load", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
     def _incremental(self) -> IncrementalReader:
         if self._reader is None:

@@ -185,7 +185,7 @@ def one_run(runs_dir: Path, shop_url: str, condition: str, catch_up_s: float, in
         into.reads[mode] = into.reads.get(mode, 0) + count
     print(
         f"  {condition} run: {len(marks)} steps, OCR caught up {index.caught_up_after_end_s} s after the end, "
-        f"{index.not_done} not done, reads {index.reads}",
+        f"{index.not_done} not done, reads {index.reads}, what was queued at the end read on {index.catch_up_on or '-'}",
         flush=True,
     )
 

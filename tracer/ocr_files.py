@@ -66,6 +66,9 @@ class OcrIndex(BaseModel):
     waited_s: float = 0.0
     not_done: int = 0
     reads: dict[str, int] = Field(default_factory=dict)  # how many steps were read in full, partly, or reused
+    # How the steps still queued at the run's end were read: "all cores" (the machine was otherwise idle) or "one
+    # thread" (it was busy, or the engine has no all-cores copy); None: nothing was left to read at the end.
+    catch_up_on: Literal["all cores", "one thread"] | None = None
 
 
 def ocr_step_path(index: int) -> str:

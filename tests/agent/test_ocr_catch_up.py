@@ -71,5 +71,6 @@ def test_steps_still_queued_at_the_end_are_read_on_all_cores_when_the_machine_is
     assert reads == ["one thread", rest, rest, rest]
     index = read_ocr_index(result.run_dir)
     assert index is not None and index.not_done == 0 and {s.status for s in index.steps.values()} == {"done"}
+    assert index.catch_up_on == rest
     texts = [read_ocr_step(result.run_dir, s.index) for s in steps]
     assert [f.lines[0].text if f is not None else None for f in texts] == reads
