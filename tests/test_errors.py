@@ -35,6 +35,7 @@ TREE = [
     ("tools.executor", "BudgetSpent", StepError, ValueError),
     ("agent.backends.base", "BackendError", StepError, RuntimeError),
     ("tools.xvfb", "DisplayError", HarnessError, RuntimeError),
+    ("tools.browser", "StartPageError", HarnessError, RuntimeError),
     ("agent.environment", "DesktopAppError", HarnessError, RuntimeError),
     ("tracer.index", "UnusableIndex", HarnessError, sqlite3.DatabaseError),
 ]

@@ -25,7 +25,7 @@ from tools.actions import ActionError
 from tools.capture import PageCapture, png_size
 from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
-from tools.errors import StepError
+from tools.errors import HarnessError, StepError
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
@@ -41,6 +41,7 @@ __all__ = [
     "PageScriptError",
     "PageTimeout",
     "SettlePolicy",
+    "StartPageError",
     "Target",
     "budget_cut_off",
 ]
@@ -88,6 +89,7 @@ TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 # The screenshot the settle took serves the next perceive when that comes within this long and nothing was
 # done to the page in between; else perceive captures afresh (a human gate, a long pause: the screen may move).
 SETTLED_SHOT_MAX_AGE_S = 0.5
+START_PAGE_TIMEOUT_MS = 30_000  # Playwright's own default for a navigation
 
 
 class PageScriptError(StepError, RuntimeError):
@@ -96,6 +98,10 @@ class PageScriptError(StepError, RuntimeError):
 
 class PageTimeout(PageScriptError):
     """A script or wait in the page did not finish within its time limit."""
+
+
+class StartPageError(HarnessError, RuntimeError):
+    """The task's start page could not be opened (nothing listening, refused, timed out): no run can start."""
 
 
 @dataclass(frozen=True)
@@ -295,12 +301,21 @@ class BrowserExecutor(BaseExecutor):
         return ElementInfo(tag=info["tag"], text=info["text"], box=Box(**info["box"])) if info else None
 
     # -- page abilities (tools.executor.PageAbilities) -----------------------------------------
-    def goto(self, url: str) -> None:
-        """Open ``url`` (the task's start page) and wait for it to load."""
+    def goto(self, url: str, *, timeout_ms: int = START_PAGE_TIMEOUT_MS) -> None:
+        """Open ``url`` (the task's start page) and wait for it to load; :class:`StartPageError` if it cannot."""
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         self._settled_shot = None
         if self._start_url is None:
             self._start_url = url
-        self.page.goto(url, wait_until="load")
+        try:
+            self.page.goto(url, wait_until="load", timeout=timeout_ms)
+        except PlaywrightTimeout:
+            raise StartPageError(f"the start page {url} did not load within {timeout_ms / 1000:.0f} s") from None
+        except PlaywrightError as exc:  # net::ERR_CONNECTION_REFUSED, ERR_NAME_NOT_RESOLVED, ERR_UNSAFE_PORT ...
+            reason = _first_line(exc).removeprefix("Page.goto: ").removesuffix(f" at {url}")
+            raise StartPageError(f"cannot open the start page {url}: {reason}") from None
 
     def locate(self, target: Target) -> Box | None:
         """The bounding box (CSS pixels, relative to the viewport) of the first visible match, or None."""

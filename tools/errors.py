@@ -34,6 +34,7 @@ import paths are unchanged) and only take their parent from here; most also keep
     └── HarnessError            the environment could not start or broke: a clear message; a run that had started
         │                       is marked failed with the reason (the loop wraps any unexpected crash in one)
         ├── tools.xvfb.DisplayError               no X display: none given, Xvfb missing or failing
+        ├── tools.browser.StartPageError          the task's start page could not be opened (refused, timed out)
         ├── agent.environment.DesktopAppError     the task's desktop app did not start or show its window
         ├── agent.setup.SetupFailed               a step of the task's setup failed: the run fails before step 0
         └── tracer.index.UnusableIndex            the runs index is a database of another schema (it is rebuilt)

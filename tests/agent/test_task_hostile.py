@@ -11,6 +11,7 @@ import resource
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -710,3 +711,47 @@ def test_an_http_json_check_reads_a_bounded_answer(tmp_path, pages, monkeypatch)
     monkeypatch.setattr(agent.checks, "HTTP_CHECK_MAX_BYTES", 4096)
     [cut] = agent.checks.run_checks(task, None, pages)
     assert not cut.passed and "answered more than" in cut.detail and "an http_json check reads at most" in cut.detail
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again on leaving: nothing listens there
+
+
+class _Hangs(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        time.sleep(3)  # longer than the test's limit; the server's thread ends by itself
+
+
+@pytest.mark.browser
+def test_a_start_page_that_cannot_be_opened_is_one_clear_line_exit_1(tmp_path):
+    """Nothing listening, or a port Chromium refuses: the real CLI says which page and why, no traceback."""
+    require_chromium()
+    for url, reason in (
+        (f"http://127.0.0.1:{_closed_port()}/start", "net::ERR_CONNECTION_REFUSED"),
+        ("http://127.0.0.1:9/", "net::ERR_UNSAFE_PORT"),
+    ):
+        path = tmp_path / "t.yaml"
+        path.write_text(
+            f"name: unreachable\ngoal: g\ntarget: {{start_url: '{url}'}}\nscript: [{{action: terminate, status: success}}]\n",
+            encoding="utf-8",
+        )
+        result = subprocess.run(
+            [GLASSBOX, "run", str(path), "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 1, result.stderr
+        assert f"cannot open the start page {url}: {reason}" in result.stderr
+        assert "Traceback" not in result.stderr and "Page.goto" not in result.stderr
+
+
+@pytest.mark.browser
+def test_a_start_page_that_never_loads_stops_at_its_limit():
+    from tools.browser import BrowserExecutor, BrowserSettings, StartPageError
+
+    require_chromium()
+    with LocalServer(_Hangs) as server, BrowserExecutor(BrowserSettings()) as browser:
+        with pytest.raises(StartPageError, match=r"the start page .*/slow did not load within 1 s"):
+            browser.goto(server.url + "/slow", timeout_ms=1000)
