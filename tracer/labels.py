@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from tracer.run_files import whole_lines
+from tracer.run_files import valid_lines
 
 LABELS_FILE = "labels.jsonl"
 MAX_LABEL_LINE = 2**20  # a label event is a few hundred bytes; a longer line (a crafted file) is passed over
@@ -83,13 +83,8 @@ def read_label_events(run_dir: Path) -> tuple[list[LabelAdded | LabelUndone], in
     size = 0
     try:
         with open(path, "rb") as fh:
-            for line in whole_lines(fh, MAX_LABEL_LINE):  # a torn last line is left out, a huge one passed over
-                if line is None:
-                    continue
-                try:
-                    events.append(_EVENT.validate_json(line))
-                except (ValidationError, ValueError):
-                    continue
+            # a torn last line is left out, a huge or invalid one passed over
+            events.extend(valid_lines(fh, _EVENT.validate_json, MAX_LABEL_LINE))
             size = fh.seek(0, os.SEEK_END)
     except OSError:  # not there (no labels yet), or unreadable
         pass

@@ -14,9 +14,9 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +29,7 @@ STEPS_FILE = "steps.jsonl"
 # crafted or damaged run folder) is skipped without being held in memory.
 MAX_STEP_LINE = 32 * 2**20
 _CHUNK = 2**20
+T = TypeVar("T")
 TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
 
@@ -167,14 +168,20 @@ def read_steps(run_dir: Path) -> list[StepRecord]:
     if not path.is_file():
         return steps
     with open(path, "rb") as fh:
-        for line in whole_lines(fh):
-            if line is None:
-                continue
-            try:
-                steps.append(StepRecord.model_validate_json(line))
-            except (ValidationError, ValueError):
-                continue
+        steps.extend(valid_lines(fh, StepRecord.model_validate_json))
     return steps
+
+
+def valid_lines(fh: BinaryIO, parse: Callable[[bytes], T], limit: int = MAX_STEP_LINE) -> Iterator[T]:
+    """What ``parse`` makes of each whole line from ``fh`` (:func:`whole_lines`); a line too long, not UTF-8 or
+    that ``parse`` refuses (a pydantic ValidationError is a ValueError) is passed over, never fatal."""
+    for line in whole_lines(fh, limit):
+        if line is None:
+            continue
+        try:
+            yield parse(line)
+        except ValueError:
+            continue
 
 
 def step_file(run_dir: Path, relative: str, step: int | None = None) -> Path:
