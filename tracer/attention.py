@@ -11,6 +11,7 @@ rendered on demand (never stored at full size).
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -20,6 +21,13 @@ from pydantic import BaseModel
 from tracer.run_files import atomic_write
 
 GROUPS = ("shallow", "middle", "deep")
+
+# A run folder may come from elsewhere: what a maps file may hold before anything of it is decoded. A real one is
+# tens of KB (a 25x40 float16 grid per target and group); a crafted one must not make the viewer allocate GBs.
+MAX_MAPS_FILE = 16 * 2**20
+MAX_MAPS = 256  # arrays in one file
+MAX_GRID_SIDE = 1024  # cells a side (a 32 px patch grid of an 8192 px screenshot is 256)
+MAX_HEAT_SIDE = 4096  # px: a heat layer for a larger screenshot is drawn smaller (a browser scales it up)
 
 
 def layer_groups(n_layers: int) -> dict[str, list[int]]:
@@ -80,10 +88,48 @@ class AttentionMaps:
 
     @classmethod
     def load(cls, path: Path) -> "AttentionMaps":
-        with np.load(path) as data:
-            width, height = (int(x) for x in data["resized_size"])  # ValueError unless (width, height)
+        """Read maps saved by :meth:`save`. ValueError (saying what is wrong) for a file that is not such maps:
+        too large, not an .npz, or arrays that are not small finite 2-D grids; no array is decoded before its
+        header was checked, so a small file that would expand to GBs is refused first."""
+        if path.stat().st_size > MAX_MAPS_FILE:
+            raise ValueError(f"{path.name} is larger than {MAX_MAPS_FILE // 2**20} MB")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n.removesuffix(".npy") for n in archive.namelist()]
+                if len(names) > MAX_MAPS or "resized_size" not in names:
+                    raise ValueError(f"{path.name} holds {len(names)} arrays, not attention maps")
+                for name in names:
+                    _check_header(archive, name)
+        except zipfile.BadZipFile:
+            raise ValueError(f"{path.name} is not an .npz file") from None
+        with np.load(path, allow_pickle=False) as data:
+            size = data["resized_size"]
+            if size.shape != (2,) or not all(0 < int(x) <= 16384 for x in size):
+                raise ValueError(f"{path.name}: resized_size is not (width, height)")
+            width, height = (int(x) for x in size)
             maps = {k.replace("__", "/"): data[k] for k in data.files if k != "resized_size"}
+        for key, grid in maps.items():
+            if not np.isfinite(grid).all():
+                raise ValueError(f"{path.name}: the map {key!r} holds values that are not finite numbers")
         return cls(maps, (width, height))
+
+
+def _check_header(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuse an array of an npz by its header alone: not a number, or not a grid of at most MAX_GRID_SIDE a side."""
+    with archive.open(name + ".npy") as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"format version {version}")
+            shape, _, dtype = read(member)
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"the array {name!r} has no valid header: {exc}") from None
+    if dtype.kind not in "fiu":
+        raise ValueError(f"the array {name!r} holds {dtype}, not numbers")
+    wanted = 1 if name == "resized_size" else 2
+    if len(shape) != wanted or not all(0 < side <= MAX_GRID_SIDE for side in shape):
+        raise ValueError(f"the array {name!r} has shape {shape}, not a grid of 1 to {MAX_GRID_SIDE} cells a side")
 
 
 def cell_centers(grid: tuple[int, int], screenshot_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,14 +188,19 @@ def overlay_png(screenshot_png: bytes, m: np.ndarray, *, alpha: float = 0.55, ma
 
 
 def heat_png(m: np.ndarray, size: tuple[int, int], *, alpha: float = 0.6) -> bytes:
-    """A transparent heat layer of ``m`` at ``size`` (to lay over the screenshot in a browser), as PNG."""
+    """A transparent heat layer of ``m`` at ``size`` (to lay over the screenshot in a browser; at most
+    MAX_HEAT_SIDE pixels a side), as PNG."""
     from PIL import Image
 
     m = np.asarray(m, dtype=np.float32)
     peak = float(m.max())
     norm = np.clip(m / peak if peak > 0 else m, 0, 1)
     rgba = np.dstack([_colormap(norm), norm * alpha])
-    image = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize(size, Image.Resampling.BILINEAR)
+    width, height = size
+    shrink = max(width, height) / MAX_HEAT_SIDE
+    if shrink > 1:  # a screenshot this large (or a record that says so) gets a smaller layer, the same shape
+        width, height = max(1, round(width / shrink)), max(1, round(height / shrink))
+    image = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize((width, height), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()

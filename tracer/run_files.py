@@ -29,6 +29,7 @@ STEPS_FILE = "steps.jsonl"
 # crafted or damaged run folder) is skipped without being held in memory.
 MAX_STEP_LINE = 32 * 2**20
 _CHUNK = 2**20
+MAX_RUN_FILE = 64 * 2**20  # run.json: a task, its checks and a summary (KBs); far more is a crafted file
 T = TypeVar("T")
 TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
@@ -86,6 +87,8 @@ def read_run(run_dir: Path) -> RunRecord:
     """Read ``run.json``; a run marked running whose process is gone reads as interrupted."""
     path = run_dir / RUN_FILE
     try:
+        if path.stat().st_size > MAX_RUN_FILE:  # a crafted folder's: not read into memory
+            raise ValueError(f"{path} is not a valid run record: larger than {MAX_RUN_FILE // 2**20} MB")
         record = RunRecord.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_FILE})") from None

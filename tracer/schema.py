@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
@@ -19,6 +19,10 @@ from tools.views import ElementInfo
 _ACTION: TypeAdapter[Action] = TypeAdapter(Action)
 
 SCHEMA_VERSION = 2
+# Pixels a side of a recorded screenshot: above any executor's own limit (the browser's is 8192), so a record
+# saying more is crafted or damaged; readers draw at this size, so it is refused when read.
+MAX_SCREEN_SIDE = 16384
+ScreenSide = Annotated[int, Field(ge=1, le=MAX_SCREEN_SIDE)]
 
 
 class RunStatus(str, Enum):
@@ -164,7 +168,7 @@ class StepRecord(BaseModel):
     url: str | None
     title: str | None
     screenshot: str  # path relative to the run folder
-    screenshot_size: tuple[int, int]
+    screenshot_size: tuple[ScreenSide, ScreenSide]
     device_scale_factor: float = 1.0
     policy: str
     model: str | None = None
