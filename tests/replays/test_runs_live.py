@@ -47,11 +47,13 @@ def test_runs_page_updates_without_reload_as_a_run_starts_records_and_ends(tmp_p
     with ViewerServer(tmp_path) as viewer:
         page.goto(viewer.url + "/")
         assert rows(page) == ["older"]
+        assert page.inner_text("#runs-total") + " " + page.inner_text("#runs-noun") == "1 run"
         page.evaluate("window.__sameDocument = true")
         writer = RunWriter.create(tmp_path, record("fresh"))
         try:
             page.wait_for_selector("tr[data-run='fresh'][data-status='running']", timeout=15000)
             assert page.inner_text("#runs-total") == "2"
+            assert page.inner_text("#runs-noun") == "runs"
             writer.write_step(step(0).model_copy(update={"confidence": 0.35}))
             page.wait_for_function(
                 "document.querySelector(\"tr[data-run='fresh'] td.lowest\").innerText.trim() === '0.35 low step 0'",

@@ -24,6 +24,8 @@
       }
       shown = data.html;
       if (total) total.textContent = data.total;
+      const noun = document.getElementById("runs-noun");
+      if (noun) noun.textContent = data.total === 1 ? "run" : "runs";
     } catch (e) {
       note.textContent = "live refresh paused: the viewer is not answering";
     } finally {
