@@ -9,6 +9,10 @@ each step that acts on a point, the texts the model *claimed* are compared with 
 - observed: the DOM element's text (a browser knows it), the OCR line under the point, and the nearest OCR line
   when it is close (an empty input's label).
 
+Where the reasoning says what it will do (a clause with an action verb), only the texts named there are claimed,
+less those it turns down ("click 'Sign in', not 'Register'"); a text it only describes ("I see 'Register' and
+'Sign in'") counts only when it names nothing that way.
+
 ``match``: some claimed text agrees with some observed text (same words after normalising case, width and
 punctuation; one inside the other; or at least half of the claim's words). ``mismatch``: both sides have text
 and nothing agrees. ``unknown``: the model named nothing, or there is no text at the point. The verdict is
@@ -47,6 +51,17 @@ _NAMED_ZH = re.compile(
     r"(?:点击|单击|按下|选择|打开)(?:“|「)?([^\s，。；：！？、“”「」]{1,20}?)(?:”|」)?(?:按钮|链接|选项|菜单|输入框)?(?=[，。；：！？、\s]|$)"
 )
 _SCRIPT_PREFIX = re.compile(r"^Script step \d+/\d+:\s*")
+# Where the reasoning says what it will do: a sentence (or clause after ';') with an action verb. A text named there
+# is what the model means to act on; one it only describes ("I see 'Register' and 'Sign in'") is not.
+_CLAUSES = re.compile(r"[^.!?;。！？；\n]+")
+_ACTION_WORD = re.compile(rf"\b(?:{_VERBS})\b|点击|单击|按下|选择|打开", re.IGNORECASE)
+# A text right after one of these is what the model will *not* act on ("click 'Sign in', not 'Register'").
+_NEGATION = re.compile(
+    r"(?:\b(?:not|never|don't|do not|shouldn't|should not|won't|instead of|rather than|avoid|avoiding|without)\b"
+    r"|不要|别|而不是|不是)(?:\W+\w+){0,3}\W*$",
+    re.IGNORECASE,
+)
+_PRONOUNS = {"it", "this", "that", "them", "here", "there", "this one", "that one", "它", "这个", "那个"}
 _ROLE_WORDS = {"button", "link", "textbox", "combobox", "checkbox", "tab", "menuitem", "option", "heading", "img"}
 _STOP = {"the", "a", "an", "to", "of", "on", "in", "and", "or", "for", "with", "my", "this", "that", "it", "its", "now", "then"}
 
@@ -97,9 +112,29 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
     claims: list[str] = []
     for claim in found:
         claim = " ".join(claim.split())[:MAX_CLAIM]
-        if normalise(claim) and normalise(claim) not in _ROLE_WORDS and claim not in claims:
+        if normalise(claim) and normalise(claim) not in _ROLE_WORDS | _PRONOUNS and claim not in claims:
             claims.append(claim)
     return claims
+
+
+def intended_texts(reasoning: str | None) -> list[str]:
+    """The texts the reasoning says it will act on: those quoted or named in a clause with an action verb, less
+    the ones it turns down there ("not 'Register'") and pronouns ("click it")."""
+    found: list[str] = []
+    for clause in _CLAUSES.finditer(_SCRIPT_PREFIX.sub("", reasoning or "")):
+        text = clause.group(0)
+        if not _ACTION_WORD.search(text):
+            continue
+        spans = [(m.start(), next(g for g in m.groups() if g is not None)) for m in _QUOTED.finditer(text)]
+        spans += [(m.start(1), m.group(1)) for m in _NAMED.finditer(text)]
+        spans += [(m.start(1), m.group(1)) for m in _NAMED_ZH.finditer(text)]
+        for start, claim in sorted(spans):
+            claim = " ".join(claim.split())[:MAX_CLAIM]
+            if _NEGATION.search(text[:start]) or normalise(claim) in _PRONOUNS or normalise(claim) in _ROLE_WORDS:
+                continue
+            if normalise(claim) and claim not in found:
+                found.append(claim)
+    return found
 
 
 def observed_texts(element_text: str | None, point: PointText | None) -> dict[str, str]:
@@ -154,4 +189,6 @@ def check_action(
         return None
     tool_text = getattr(action, "text", None)
     claims = claimed_texts(reasoning, tool_text if isinstance(tool_text, str) else None, goal_values)
-    return judge(claims, observed_texts(element_text, point))
+    # What it said it would act on, where it said so; else every text it named (a script's short note, a goal value).
+    intended = [c for c in claims if c in intended_texts(reasoning) or c == tool_text]
+    return judge(intended or claims, observed_texts(element_text, point))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.consistency import agrees, check_action, claimed_texts, judge
+from agent.consistency import agrees, check_action, claimed_texts, intended_texts, judge
 from tools.actions import LeftClick, Type
 from tools.ocr import OcrLine, OcrResult
 from tools.ocr_views import point_text
@@ -71,3 +71,32 @@ def test_nothing_named_or_nothing_seen_is_unknown_and_non_point_actions_are_not_
     assert judge(["Sign in"], {}).verdict == "unknown"
     assert check_action(Type(action="type", text="admin"), "type 'admin'") is None
     assert check_action(None, "click 'x'") is None
+
+
+# (reasoning, text at the point, verdict): a reasoning that describes the screen before saying what it will do is
+# judged on what it said it would do. Before, any text it named agreeing was a match (the first case was one).
+INTENT = [
+    ("I can see the 'Register' link and the 'Sign in' button. To log in, I'll click 'Sign in'.", "Register", "mismatch"),
+    ("I can see the 'Register' link and the 'Sign in' button. To log in, I'll click 'Sign in'.", "Sign in", "match"),
+    ("Click 'Sign in', not 'Register'.", "Register", "mismatch"),
+    ("Instead of clicking 'Register', I'll click 'Sign in'.", "Register", "mismatch"),
+    ("I should not click 'Delete'; instead click 'Save'.", "Delete", "mismatch"),
+    ("I should not click 'Delete'; instead click 'Save'.", "Save", "match"),
+    ("The 'Publish' button is at the bottom of the form. I will click it.", "Publish product", "match"),
+    ("The 'Publish' button is at the bottom of the form. I will click it.", "Save draft", "mismatch"),
+    ("I see a sidebar with Dashboard, Products and Orders. I should click on Products to see the list.", "Orders", "mismatch"),
+    ("我看到“注册”和“登录”。我要点击“登录”。", "注册", "mismatch"),
+    ("我看到“注册”和“登录”。我要点击“登录”。", "登录", "match"),
+]
+
+
+@pytest.mark.parametrize(("reasoning", "seen", "verdict"), INTENT)
+def test_what_the_reasoning_says_it_will_do_is_what_is_judged(reasoning: str, seen: str, verdict: str) -> None:
+    check = check_action(LeftClick(action="left_click", coordinate=[1, 1]), reasoning, element_text=seen)
+    assert check is not None and check.verdict == verdict, check
+
+
+def test_intended_texts_leave_out_descriptions_refusals_and_pronouns() -> None:
+    assert intended_texts("I see 'A' and 'B'. I will click 'B', not 'A'.") == ["B"]
+    assert intended_texts("The 'Publish' button is below. Click it.") == []
+    assert claimed_texts("The 'Publish' button is below. Click it.") == ["Publish"]  # what the verdict falls back to
