@@ -597,6 +597,7 @@ class _Loop:
             "policy_state": decision.policy_state,
             "replay": replay,
             "consistency": consistency,
+            "dialogs": outcome.dialogs if outcome is not None else [],
         }
         step = StepRecord.model_validate(data)
         step.timings.settle_ms = outcome.settle_ms if outcome is not None else None

@@ -227,10 +227,18 @@ def _held_back(step: StepRecord) -> str:
 def tool_response(step: StepRecord) -> str:
     if step.error:
         verb = "could not be used" if step.error_kind in (StepErrorKind.parse, StepErrorKind.action) else "failed"
-        return f"Your last output {verb} because: {step.error}. Answer again with exactly one <tool_call>."
+        told = _dialogs_told(step)
+        return f"Your last output {verb} because: {step.error}.{told} Answer again with exactly one <tool_call>."
     if step.outcome == "skipped":
         return f"Your last action was not performed: {_held_back(step)}. Choose the next action."
-    return f"{step.action.action if step.action is not None else 'action'} done." + (f" Page: {step.title}" if step.title else "")
+    done = f"{step.action.action if step.action is not None else 'action'} done."
+    return done + _dialogs_told(step) + (f" Page: {step.title}" if step.title else "")
+
+
+def _dialogs_told(step: StepRecord) -> str:
+    """What the page's dialogs said and how they were answered: the screenshot never shows them."""
+    told = [f" A {d.kind} dialog said {d.message!r}; it was {d.answer}." for d in step.dialogs[:3]]
+    return "".join(told) + (f" ({len(step.dialogs) - 3} more dialogs.)" if len(step.dialogs) > 3 else "")
 
 
 def build_prompt(
@@ -251,7 +259,7 @@ def build_prompt(
     intro = _instruction(task, older)
     messages = [Message(role="system", content=[TextPart(text=system_text(tools))])]
     if not window:
-        told = history and (history[-1].error or history[-1].outcome == "skipped")
+        told = history and (history[-1].error or history[-1].outcome == "skipped" or history[-1].dialogs)
         text = intro + (("\n" + tool_response(history[-1])) if told else "")
         messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
         return Prompt(messages=messages, tools=tools)

@@ -30,7 +30,18 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
-from tools.views import MAX_DEVICE_PIXELS, Box, BrowserSettings, ElementInfo, Observation, ScriptValue, SettlePolicy, Target
+from tools.views import (
+    MAX_DEVICE_PIXELS,
+    MAX_DIALOG_MESSAGE,
+    Box,
+    BrowserSettings,
+    DialogSeen,
+    ElementInfo,
+    Observation,
+    ScriptValue,
+    SettlePolicy,
+    Target,
+)
 
 __all__ = [
     "MAX_DEVICE_PIXELS",
@@ -202,6 +213,7 @@ class BrowserExecutor(BaseExecutor):
         self._navigations = 0
         self._loads = 0
         self._chooser: Any = None
+        self._dialogs: list[DialogSeen] = []  # answered since the last action's outcome
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
         self._watch: NavigationWatch | None = None  # its DevTools session also runs scripts with a time limit
         self._in_flight: dict[Any, float] = {}  # requests started and not yet finished or failed -> when started
@@ -244,6 +256,7 @@ class BrowserExecutor(BaseExecutor):
         # A listener from the start keeps file-chooser interception on; enabling it per upload (as
         # expect_file_chooser does) races with the click, and the chooser is then sometimes missed.
         self.page.on("filechooser", self._on_file_chooser)
+        self.page.on("dialog", self._on_dialog)  # answered at once (a dialog blocks the page) and recorded
         return self
 
     def close(self) -> None:
@@ -534,6 +547,23 @@ class BrowserExecutor(BaseExecutor):
 
     def _on_file_chooser(self, chooser: Any) -> None:
         self._chooser = chooser
+
+    def _on_dialog(self, dialog: Any) -> None:
+        accept = self.settings.dialogs == "accept"
+        kind = dialog.type if dialog.type in ("alert", "confirm", "prompt", "beforeunload") else "alert"
+        message = str(dialog.message)[:MAX_DIALOG_MESSAGE]
+        try:
+            if accept:
+                dialog.accept(dialog.default_value) if kind == "prompt" else dialog.accept()
+            else:
+                dialog.dismiss()
+        except Exception:  # the page closed it, or went away
+            pass
+        self._dialogs.append(DialogSeen(kind=kind, message=message, answer="accepted" if accept else "dismissed"))
+
+    def _take_dialogs(self) -> list[DialogSeen]:
+        dialogs, self._dialogs = self._dialogs, []
+        return dialogs
 
     def _on_load(self, _page: Any) -> None:
         self._loads = self._navigations

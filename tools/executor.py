@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 from tools import actions as A
 from tools.actions import ActionError
 from tools.coords import CoordinateAudit, CoordinateMode, to_css
-from tools.views import Box, ElementInfo, Observation, Outcome, ScriptValue, Target
+from tools.views import Box, DialogSeen, ElementInfo, Observation, Outcome, ScriptValue, Target
 
 ExecutorKind = Literal["browser", "desktop", "fake"]
 SECRET_PATTERN = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
@@ -148,10 +148,18 @@ class BaseExecutor(ABC):
             self._settle(mark)
             settle_ms = round((time.perf_counter() - settle_started) * 1000, 2)
         except ActionError as exc:
-            return Outcome(status="error", error=str(exc), coordinate=audit, element=element)
+            return Outcome(status="error", error=str(exc), coordinate=audit, element=element, dialogs=self._take_dialogs())
         except Exception as exc:  # device errors: Playwright timeouts, closed pages, X errors
-            return Outcome(status="error", error=self._describe_error(exc), coordinate=audit, element=element)
-        return Outcome(status="ok", coordinate=audit, element=element, navigated=self._navigated(mark), settle_ms=settle_ms)
+            error = self._describe_error(exc)
+            return Outcome(status="error", error=error, coordinate=audit, element=element, dialogs=self._take_dialogs())
+        return Outcome(
+            status="ok",
+            coordinate=audit,
+            element=element,
+            navigated=self._navigated(mark),
+            settle_ms=settle_ms,
+            dialogs=self._take_dialogs(),
+        )
 
     def _map(self, coordinate: list[float]) -> CoordinateAudit:
         size, scale = self._screen()
@@ -208,6 +216,10 @@ class BaseExecutor(ABC):
         return f"{type(exc).__name__}: {message}"
 
     # -- device primitives ---------------------------------------------------------------------
+    def _take_dialogs(self) -> list[DialogSeen]:
+        """The dialogs the device answered since the last call (a browser's JavaScript dialogs; a desktop has none)."""
+        return []
+
     @abstractmethod
     def _screen(self) -> tuple[tuple[int, int], float]:
         """The screen's size in CSS pixels and its device scale factor (for coordinate mapping)."""

@@ -45,6 +45,19 @@ class ElementInfo(BaseModel):
     box: Box
 
 
+DialogKind = Literal["alert", "confirm", "prompt", "beforeunload"]
+MAX_DIALOG_MESSAGE = 500  # characters of a dialog's message kept (a page chooses it)
+
+
+class DialogSeen(BaseModel):
+    """A JavaScript dialog the page opened (alert, confirm, prompt, leave-page) and how it was answered: a
+    screenshot never shows one, so the step records it and the model is told."""
+
+    kind: DialogKind
+    message: str = Field(max_length=MAX_DIALOG_MESSAGE)
+    answer: Literal["accepted", "dismissed"]
+
+
 class Outcome(BaseModel):
     """What an action did: ok, or an error with the reason."""
 
@@ -54,6 +67,7 @@ class Outcome(BaseModel):
     element: ElementInfo | None = None
     navigated: bool = False
     settle_ms: float | None = None  # how long the executor waited for the screen to settle after the action
+    dialogs: list[DialogSeen] = Field(default_factory=list)  # opened since the previous action, answered at once
 
 
 class Target(BaseModel):
@@ -110,6 +124,9 @@ class BrowserSettings(BaseModel):
     timezone: str = "UTC"
     settle_timeout_ms: int = Field(default=5000, ge=0, le=60_000)
     action_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
+    # How a JavaScript dialog is answered (alert, confirm, prompt, leave-page): dismiss (Cancel; a confirm is
+    # false, a leave-page one keeps the page) or accept (OK; a prompt gets its default text).
+    dialogs: Literal["dismiss", "accept"] = "dismiss"
 
     @field_validator("timezone")
     @classmethod

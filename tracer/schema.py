@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_valid
 
 from tools.actions import Action, ToolCall
 from tools.coords import CoordinateAudit
-from tools.views import ElementInfo
+from tools.views import DialogSeen, ElementInfo
 
 _ACTION: TypeAdapter[Action] = TypeAdapter(Action)
 
@@ -207,6 +207,8 @@ class StepRecord(BaseModel):
     # Acting steps with a point: the reasoning against the text at the point known when the step was recorded
     # (the DOM element's; OCR's when a gate read the screen first). OCR's later verdict is in ocr/step-NNNN.json.
     consistency: ConsistencyCheck | None = None
+    # JavaScript dialogs the page opened since the previous action, as answered (browser.dialogs): never on screen.
+    dialogs: list[DialogSeen] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

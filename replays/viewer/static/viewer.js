@@ -227,6 +227,8 @@ function renderDetails() {
     <details open><summary>Reasoning</summary><pre class="reasoning">${esc(step.reasoning || "(none)")}</pre></details>
     <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
     ${kv([coord && ["coordinate", coord], el && ["element", el], ["evidence", ev], gate && ["gate", gate],
+          (step.dialogs || []).length && ["dialogs", step.dialogs.map((d) =>
+            `<span class="dialog">${esc(d.kind)} “${esc(d.message)}” · ${esc(d.answer)}</span>`).join("<br>")],
           ["url", esc(step.url || "")], ["timings", `perceive ${num(t.perceive_ms, 0)} · think ${num(t.think_ms, 0)} · act ${num(t.act_ms, 0)} · record ${num(t.record_ms, 1)} ms`],
           ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))],
           step.decoding && ["decoding", decodingLabel(step.decoding)],

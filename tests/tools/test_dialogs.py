@@ -1,0 +1,93 @@
+"""JavaScript dialogs (alert, confirm, prompt): never on a screenshot, so each is answered at once as the task's
+``browser.dialogs`` says, recorded in the step, shown on its terminal line and told to the model. Real Chromium."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import load_task, run_task
+from agent.prompt import tool_response
+from agent.task import TaskError
+from replays.viewer import ViewerServer
+from tests.conftest import require_chromium
+from tests.servers import LocalServer, QuietHandler
+from tools.actions import ToolCall, parse_tool_call
+from tools.browser import BrowserExecutor, BrowserSettings
+from tracer import read_steps
+
+PAGE = b"""<!doctype html><title>start</title>
+<button id="delete" style="position:absolute;left:0;top:0;width:600px;height:300px"
+  onclick="document.title = confirm('Delete the lamp?') ? 'deleted' : 'kept'">Delete</button>
+<button id="name" style="position:absolute;left:0;top:400px;width:600px;height:300px"
+  onclick="document.title = 'name ' + prompt('New name?', 'Lamp')">Rename</button>"""
+
+
+class _Page(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.reply(200, PAGE, "text/html; charset=utf-8")
+
+
+@pytest.fixture
+def pages() -> Iterator[str]:
+    with LocalServer(_Page) as server:
+        yield server.url
+
+
+def click(browser: BrowserExecutor, x: int, y: int):
+    return browser.act(parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [x, y]})))
+
+
+@pytest.mark.parametrize(("answer", "title", "renamed"), [("dismiss", "kept", "name null"), ("accept", "deleted", "name Lamp")])
+def test_a_dialog_is_answered_as_the_task_says_and_recorded(pages, answer, title, renamed) -> None:
+    require_chromium()
+    with BrowserExecutor(BrowserSettings(dialogs=answer)) as browser:
+        browser.goto(pages)
+        outcome = click(browser, 200, 100)  # model coordinates: 0..1000
+        assert outcome.status == "ok" and browser.perceive().title == title
+        [dialog] = outcome.dialogs
+        assert (dialog.kind, dialog.message, dialog.answer) == ("confirm", "Delete the lamp?", answer + "ed")
+        outcome = click(browser, 200, 800)
+        assert [d.kind for d in outcome.dialogs] == ["prompt"] and browser.perceive().title == renamed
+        assert click(browser, 900, 900).dialogs == []  # taken once: the next action starts afresh
+
+
+def test_a_run_records_the_dialog_and_tells_the_model(tmp_path: Path, pages) -> None:
+    require_chromium()
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name: dialogs
+        goal: delete the lamp
+        target: {{start_url: "{pages}/"}}
+        script:
+          - {{action: left_click, coordinate: [200, 100]}}
+          - {{action: terminate, status: success}}
+        """),
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), runs_dir=tmp_path / "runs")
+    first, last = read_steps(result.run_dir)
+    assert [(d.kind, d.message, d.answer) for d in first.dialogs] == [("confirm", "Delete the lamp?", "dismissed")]
+    assert last.dialogs == [] and last.title == "kept"
+    told = tool_response(first)
+    assert "A confirm dialog said 'Delete the lamp?'; it was dismissed." in told
+    with ViewerServer(tmp_path / "runs") as viewer, BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(f"{viewer.url}/runs/{result.run_id}")
+        browser.page.keyboard.press("ArrowLeft")  # the run page opens on the last step: to step 0
+        row = browser.page.locator("table.kv tr", has_text="dialogs")
+        assert row.inner_text().split() == ["dialogs", "confirm", "“Delete", "the", "lamp?”", "·", "dismissed"]
+
+
+def test_the_setting_is_checked_where_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        'name: d\ngoal: g\ntarget: {start_url: "http://127.0.0.1:9/"}\nbrowser: {dialogs: maybe}\n'
+        "script: [{action: terminate, status: success}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(TaskError, match=r"line 4: browser\.dialogs"):
+        load_task(path)
