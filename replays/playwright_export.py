@@ -122,6 +122,7 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
         width=viewport[0],
         height=viewport[1],
         scale=scale,
+        dialogs="accept" if run.task.get("browser", {}).get("dialogs") == "accept" else "dismiss",
         secret_env=json.dumps({n: secret_env_name(n) for n in sorted(secrets)}),
         body=body,
     )
@@ -209,6 +210,8 @@ def main():
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={{"width": {width}, "height": {height}}}, device_scale_factor={scale})
+        # JavaScript dialogs answered as the run's were (browser.dialogs), and said
+        page.on("dialog", lambda d: (print(f"{{d.type}} dialog: {{d.message!r}} {dialogs}ed"), d.{dialogs}()))
 
         devtools = NAVIGATION["devtools"] = page.context.new_cdp_session(page)
         NAVIGATION["main"] = devtools.send("Page.getFrameTree")["frameTree"]["frame"]["id"]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from agent import load_task, run_task
 from agent.prompt import tool_response
 from agent.task import TaskError
+from replays.playwright_export import export_playwright
 from replays.viewer import ViewerServer
 from tests.conftest import require_chromium
 from tests.servers import LocalServer, QuietHandler
@@ -80,6 +83,12 @@ def test_a_run_records_the_dialog_and_tells_the_model(tmp_path: Path, pages) -> 
         browser.page.keyboard.press("ArrowLeft")  # the run page opens on the last step: to step 0
         row = browser.page.locator("table.kv tr", has_text="dialogs")
         assert row.inner_text().split() == ["dialogs", "confirm", "“Delete", "the", "lamp?”", "·", "dismissed"]
+    # The exported Playwright script answers it the same way, and says so.
+    script = tmp_path / "replay.py"
+    export_playwright(result.run_dir, script)
+    replayed = subprocess.run([sys.executable, str(script), "--base-url", pages], capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "confirm dialog: 'Delete the lamp?' dismissed" in replayed.stdout
 
 
 def test_the_setting_is_checked_where_it_is_written(tmp_path: Path) -> None:
