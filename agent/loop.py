@@ -598,6 +598,7 @@ class _Loop:
             "replay": replay,
             "consistency": consistency,
             "dialogs": outcome.dialogs if outcome is not None else [],
+            "tab_change": outcome.tab_change if outcome is not None else None,
         }
         step = StepRecord.model_validate(data)
         step.timings.settle_ms = outcome.settle_ms if outcome is not None else None

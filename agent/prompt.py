@@ -236,9 +236,12 @@ def tool_response(step: StepRecord) -> str:
 
 
 def _dialogs_told(step: StepRecord) -> str:
-    """What the page's dialogs said and how they were answered: the screenshot never shows them."""
+    """What the page's dialogs said and how they were answered (a screenshot never shows them), and a tab the
+    action opened or closed."""
     told = [f" A {d.kind} dialog said {d.message!r}; it was {d.answer}." for d in step.dialogs[:3]]
-    return "".join(told) + (f" ({len(step.dialogs) - 3} more dialogs.)" if len(step.dialogs) > 3 else "")
+    more = f" ({len(step.dialogs) - 3} more dialogs.)" if len(step.dialogs) > 3 else ""
+    tab = f" It {step.tab_change[:300]} (the screenshot shows that tab)." if step.tab_change else ""
+    return "".join(told) + more + tab
 
 
 def build_prompt(
@@ -259,7 +262,8 @@ def build_prompt(
     intro = _instruction(task, older)
     messages = [Message(role="system", content=[TextPart(text=system_text(tools))])]
     if not window:
-        told = history and (history[-1].error or history[-1].outcome == "skipped" or history[-1].dialogs)
+        last = history[-1] if history else None
+        told = last is not None and (last.error or last.outcome == "skipped" or last.dialogs or last.tab_change)
         text = intro + (("\n" + tool_response(history[-1])) if told else "")
         messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
         return Prompt(messages=messages, tools=tools)

@@ -214,6 +214,8 @@ class BrowserExecutor(BaseExecutor):
         self._loads = 0
         self._chooser: Any = None
         self._dialogs: list[DialogSeen] = []  # answered since the last action's outcome
+        self._opened: list[Any] = []  # tabs the page opened, not yet followed
+        self._tab_change: str | None = None  # what the last action did to the tabs, for its outcome
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
         self._watch: NavigationWatch | None = None  # its DevTools session also runs scripts with a time limit
         self._in_flight: dict[Any, float] = {}  # requests started and not yet finished or failed -> when started
@@ -239,25 +241,44 @@ class BrowserExecutor(BaseExecutor):
                 timezone_id=self.settings.timezone,
             )
             self._context.set_default_timeout(self.settings.action_timeout_ms)
-            self.page = self._context.new_page()
-            self._watch = NavigationWatch(self._context.new_cdp_session(self.page), timeout_ms=self.settings.settle_timeout_ms)
-            self._capture = PageCapture(
-                self.page,
-                timeout_ms=self.settings.action_timeout_ms,
-                device_scale_factor=self.settings.device_scale_factor,
-            )
+            self._attach(self._context.new_page())
         except Exception:
             self.close()
             raise
-        self.page.on("request", self._on_request)
-        self.page.on("requestfinished", self._on_request_done)
-        self.page.on("requestfailed", self._on_request_done)
-        self.page.on("load", self._on_load)
-        # A listener from the start keeps file-chooser interception on; enabling it per upload (as
-        # expect_file_chooser does) races with the click, and the chooser is then sometimes missed.
-        self.page.on("filechooser", self._on_file_chooser)
-        self.page.on("dialog", self._on_dialog)  # answered at once (a dialog blocks the page) and recorded
+        self._context.on("page", self._on_new_tab)  # a new tab (target=_blank, window.open): followed in _settle
         return self
+
+    def _attach(self, page: Any) -> None:
+        """Act on ``page`` from now on: its own DevTools sessions (navigation watch, capture) and event listeners."""
+        if self.page is not None:
+            for event, listener in self._page_listeners():
+                try:
+                    self.page.remove_listener(event, listener)
+                except Exception:  # the page is closed
+                    pass
+        for old in (self._watch, self._capture):
+            if old is not None:
+                old.close()
+        self._watch = self._capture = None
+        self.page = page
+        self._watch = NavigationWatch(self._context.new_cdp_session(page), timeout_ms=self.settings.settle_timeout_ms)
+        self._capture = PageCapture(
+            page, timeout_ms=self.settings.action_timeout_ms, device_scale_factor=self.settings.device_scale_factor
+        )
+        for event, listener in self._page_listeners():
+            page.on(event, listener)
+
+    def _page_listeners(self) -> list[tuple[str, Any]]:
+        return [
+            ("request", self._on_request),
+            ("requestfinished", self._on_request_done),
+            ("requestfailed", self._on_request_done),
+            ("load", self._on_load),
+            # A listener from the start keeps file-chooser interception on; enabling it per upload (as
+            # expect_file_chooser does) races with the click, and the chooser is then sometimes missed.
+            ("filechooser", self._on_file_chooser),
+            ("dialog", self._on_dialog),  # answered at once (a dialog blocks the page) and recorded
+        ]
 
     def close(self) -> None:
         if self._watch is not None:
@@ -545,6 +566,9 @@ class BrowserExecutor(BaseExecutor):
         self._in_flight.pop(request, None)
         self._network_at = time.monotonic()
 
+    def _on_new_tab(self, page: Any) -> None:
+        self._opened.append(page)
+
     def _on_file_chooser(self, chooser: Any) -> None:
         self._chooser = chooser
 
@@ -568,10 +592,11 @@ class BrowserExecutor(BaseExecutor):
     def _on_load(self, _page: Any) -> None:
         self._loads = self._navigations
 
-    def _mark(self) -> tuple[int, int]:
+    def _mark(self) -> tuple[int, int, int]:
         self._action_at = time.monotonic()
         self._settled_shot = None
-        return self._navigations, self._watch.stops if self._watch is not None else 0
+        watch = self._watch
+        return self._navigations, watch.stops if watch is not None else 0, watch.windows if watch is not None else 0
 
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         # Ending or answering leaves the screen as it is: nothing to wait for, nothing for the next perceive to see.
@@ -594,7 +619,7 @@ class BrowserExecutor(BaseExecutor):
             self._screen_untouched = self._shoot_after_settle = False
             return
         started = time.monotonic()
-        navigations_before, stops_before = mark
+        navigations_before, stops_before, windows_before = mark
         shoot = self._shoot_after_settle and self._capture is not None
         self._shoot_after_settle = False
         watch = self._watch
@@ -611,6 +636,9 @@ class BrowserExecutor(BaseExecutor):
             if time.monotonic() > deadline:
                 break  # a slow page is not an error of the action; the next screenshot shows it
             self.page.wait_for_timeout(10)
+        # A tab the action asked for (known with the frame wait, as a navigation is) arrives as its own event.
+        while watch.windows > windows_before and not self._opened and time.monotonic() < deadline:
+            self.page.wait_for_timeout(10)
         policy = self.settle_policy
         if policy.enabled:
             until = started + policy.max_ms / 1000
@@ -620,8 +648,43 @@ class BrowserExecutor(BaseExecutor):
                 self._wait_network_idle(until)
             if policy.animations:
                 self._wait_animations(until)
+        self._follow_tabs(deadline)
         if shoot:
             self._shoot_settled()
+
+    def _follow_tabs(self, deadline: float) -> None:
+        """Act where a person would now look: in a tab the action opened (its newest), or, when the current tab
+        closed itself, in the newest one still open. The change is a navigation (the next perceive captures
+        afresh) and is said in the action's outcome."""
+        opened = [p for p in self._opened if not p.is_closed()]
+        self._opened.clear()
+        if opened:
+            page, said = opened[-1], "opened a new tab"
+        elif self.page.is_closed():
+            still = [p for p in self._context.pages if not p.is_closed()]
+            if not still:
+                return  # nothing left to act on: the next perceive says so
+            page, said = still[-1], "the tab closed itself; back to the previous tab"
+        else:
+            return
+        try:
+            if page.url == "about:blank":  # window.open(url) starts blank, then navigates: wait for that
+                page.wait_for_url(lambda url: url != "about:blank", timeout=max(1.0, (deadline - time.monotonic()) * 1000))
+            page.wait_for_load_state("load", timeout=max(1.0, (deadline - time.monotonic()) * 1000))
+        except Exception:  # a slow (or blank) tab is not the action's error; the next screenshot shows it
+            pass
+        try:
+            page.bring_to_front()
+        except Exception:
+            pass
+        self._attach(page)
+        self._navigations += 1
+        self._loads = self._navigations
+        self._tab_change = f"{said}: {page.url}"
+
+    def _take_tab_change(self) -> str | None:
+        change, self._tab_change = self._tab_change, None
+        return change
 
     def _shoot_settled(self) -> None:
         """Capture the settled screen for the next perceive; if the capture fails, or a navigation is still

@@ -148,10 +148,24 @@ class BaseExecutor(ABC):
             self._settle(mark)
             settle_ms = round((time.perf_counter() - settle_started) * 1000, 2)
         except ActionError as exc:
-            return Outcome(status="error", error=str(exc), coordinate=audit, element=element, dialogs=self._take_dialogs())
+            return Outcome(
+                status="error",
+                error=str(exc),
+                coordinate=audit,
+                element=element,
+                dialogs=self._take_dialogs(),
+                tab_change=self._take_tab_change(),
+            )
         except Exception as exc:  # device errors: Playwright timeouts, closed pages, X errors
             error = self._describe_error(exc)
-            return Outcome(status="error", error=error, coordinate=audit, element=element, dialogs=self._take_dialogs())
+            return Outcome(
+                status="error",
+                error=error,
+                coordinate=audit,
+                element=element,
+                dialogs=self._take_dialogs(),
+                tab_change=self._take_tab_change(),
+            )
         return Outcome(
             status="ok",
             coordinate=audit,
@@ -159,6 +173,7 @@ class BaseExecutor(ABC):
             navigated=self._navigated(mark),
             settle_ms=settle_ms,
             dialogs=self._take_dialogs(),
+            tab_change=self._take_tab_change(),
         )
 
     def _map(self, coordinate: list[float]) -> CoordinateAudit:
@@ -219,6 +234,10 @@ class BaseExecutor(ABC):
     def _take_dialogs(self) -> list[DialogSeen]:
         """The dialogs the device answered since the last call (a browser's JavaScript dialogs; a desktop has none)."""
         return []
+
+    def _take_tab_change(self) -> str | None:
+        """What the last action did to the tabs (opened one, closed this one), once; None on a desktop."""
+        return None
 
     @abstractmethod
     def _screen(self) -> tuple[tuple[int, int], float]:

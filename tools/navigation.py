@@ -34,9 +34,11 @@ class NavigationWatch:
         self.requested = 0  # navigations the main frame asked for, ever
         self.pending = False  # one of them has not stopped loading yet
         self.stops = 0  # times the main frame stopped loading, ever
+        self.windows = 0  # new windows (tabs) the page asked for, ever: target=_blank, window.open
         session.on("Page.frameRequestedNavigation", self._on_requested)
         session.on("Page.frameStoppedLoading", self._on_stopped)
         session.on("Page.frameNavigated", self._on_navigated)
+        session.on("Page.windowOpen", self._on_window_open)
         session.send("Page.enable")
         self._main: str | None = session.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
 
@@ -69,6 +71,9 @@ class NavigationWatch:
         if event.get("frameId") == self._main:
             self.stops += 1
             self.pending = False
+
+    def _on_window_open(self, _event: dict[str, Any]) -> None:
+        self.windows += 1
 
     def _on_navigated(self, event: dict[str, Any]) -> None:
         frame = event.get("frame") or {}

@@ -68,6 +68,7 @@ class Outcome(BaseModel):
     navigated: bool = False
     settle_ms: float | None = None  # how long the executor waited for the screen to settle after the action
     dialogs: list[DialogSeen] = Field(default_factory=list)  # opened since the previous action, answered at once
+    tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
 
 
 class Target(BaseModel):

@@ -209,6 +209,8 @@ class StepRecord(BaseModel):
     consistency: ConsistencyCheck | None = None
     # JavaScript dialogs the page opened since the previous action, as answered (browser.dialogs): never on screen.
     dialogs: list[DialogSeen] = Field(default_factory=list)
+    # The action opened a tab (the steps after act in it) or closed the one it acted in: what and where.
+    tab_change: str | None = Field(default=None, max_length=9000)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,78 @@
+"""Tabs: a link with target=_blank or window.open() opens a tab a person would now look at, so the executor acts
+in it from then on, and says so in the step; a tab that closes itself hands back to the one before. Real Chromium."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import load_task, run_task
+from agent.prompt import tool_response
+from tests.conftest import require_chromium
+from tests.servers import LocalServer, QuietHandler
+from tools.actions import ToolCall, parse_tool_call
+from tools.browser import BrowserExecutor, BrowserSettings
+from tracer import read_steps
+
+PAGES = {
+    "/": b"""<!doctype html><title>start</title>
+<a href="/other" target="_blank" style="position:absolute;left:0;top:0;width:1280px;height:300px">in a new tab</a>
+<button style="position:absolute;left:0;top:400px;width:1280px;height:300px" onclick="window.open('/other')">open</button>""",
+    "/other": b"""<!doctype html><title>other</title>
+<button style="width:1280px;height:700px" onclick="window.close()">close this tab</button>""",
+}
+
+
+class _Pages(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.reply(200, PAGES.get(self.path, b"not here"), "text/html; charset=utf-8")
+
+
+@pytest.fixture
+def pages() -> Iterator[str]:
+    with LocalServer(_Pages) as server:
+        yield server.url
+
+
+def click(browser: BrowserExecutor, x: int, y: int):
+    return browser.act(parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [x, y]})))
+
+
+@pytest.mark.parametrize("y", [190, 690], ids=["target-blank-link", "window-open"])
+def test_a_new_tab_is_followed_and_a_closed_one_hands_back(pages, y) -> None:
+    require_chromium()
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(pages + "/")
+        outcome = click(browser, 500, y)
+        assert outcome.status == "ok" and outcome.navigated
+        assert outcome.tab_change == f"opened a new tab: {pages}/other"
+        seen = browser.perceive()
+        assert (seen.url, seen.title) == (f"{pages}/other", "other")
+        assert browser.page_text().strip() == "close this tab"  # checks and scripts look at it too
+        outcome = click(browser, 500, 500)  # window.close() in the new tab
+        assert outcome.tab_change == f"the tab closed itself; back to the previous tab: {pages}/"
+        assert browser.perceive().title == "start"
+        assert click(browser, 500, 990).tab_change is None  # said once
+
+
+def test_a_run_records_the_tab_and_tells_the_model(tmp_path: Path, pages) -> None:
+    require_chromium()
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name: tabs
+        goal: open the other page
+        target: {{start_url: "{pages}/"}}
+        script:
+          - {{action: left_click, coordinate: [500, 190]}}
+          - {{action: terminate, status: success}}
+        """),
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), runs_dir=tmp_path / "runs")
+    first, last = read_steps(result.run_dir)
+    assert first.tab_change == f"opened a new tab: {pages}/other" and last.title == "other"
+    assert f"It opened a new tab: {pages}/other (the screenshot shows that tab)." in tool_response(first)
