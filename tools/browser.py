@@ -668,7 +668,8 @@ class BrowserExecutor(BaseExecutor):
         else:
             return
         try:
-            if page.url == "about:blank":  # window.open(url) starts blank, then navigates: wait for that
+            asked = self._watch.window_url if self._watch is not None else ""
+            if page.url == "about:blank" and asked not in ("", "about:blank"):  # window.open(url) starts blank, then loads url
                 page.wait_for_url(lambda url: url != "about:blank", timeout=max(1.0, (deadline - time.monotonic()) * 1000))
             page.wait_for_load_state("load", timeout=max(1.0, (deadline - time.monotonic()) * 1000))
         except Exception:  # a slow (or blank) tab is not the action's error; the next screenshot shows it

@@ -35,6 +35,7 @@ class NavigationWatch:
         self.pending = False  # one of them has not stopped loading yet
         self.stops = 0  # times the main frame stopped loading, ever
         self.windows = 0  # new windows (tabs) the page asked for, ever: target=_blank, window.open
+        self.window_url = ""  # the URL the last of them asked for ("" for window.open() without one)
         session.on("Page.frameRequestedNavigation", self._on_requested)
         session.on("Page.frameStoppedLoading", self._on_stopped)
         session.on("Page.frameNavigated", self._on_navigated)
@@ -72,8 +73,9 @@ class NavigationWatch:
             self.stops += 1
             self.pending = False
 
-    def _on_window_open(self, _event: dict[str, Any]) -> None:
+    def _on_window_open(self, event: dict[str, Any]) -> None:
         self.windows += 1
+        self.window_url = str(event.get("url") or "")
 
     def _on_navigated(self, event: dict[str, Any]) -> None:
         frame = event.get("frame") or {}

@@ -20,7 +20,8 @@ from tracer import read_steps
 PAGES = {
     "/": b"""<!doctype html><title>start</title>
 <a href="/other" target="_blank" style="position:absolute;left:0;top:0;width:1280px;height:300px">in a new tab</a>
-<button style="position:absolute;left:0;top:400px;width:1280px;height:300px" onclick="window.open('/other')">open</button>""",
+<button style="position:absolute;left:0;top:400px;width:1280px;height:300px" onclick="window.open('/other')">open</button>
+<button style="position:absolute;left:0;top:750px;width:1280px;height:50px" onclick="window.open()">blank</button>""",
     "/other": b"""<!doctype html><title>other</title>
 <button style="width:1280px;height:700px" onclick="window.close()">close this tab</button>""",
 }
@@ -55,7 +56,7 @@ def test_a_new_tab_is_followed_and_a_closed_one_hands_back(pages, y) -> None:
         outcome = click(browser, 500, 500)  # window.close() in the new tab
         assert outcome.tab_change == f"the tab closed itself; back to the previous tab: {pages}/"
         assert browser.perceive().title == "start"
-        assert click(browser, 500, 990).tab_change is None  # said once
+        assert click(browser, 500, 910).tab_change is None  # said once (y 728: no button there)
 
 
 def test_a_run_records_the_tab_and_tells_the_model(tmp_path: Path, pages) -> None:
@@ -76,3 +77,13 @@ def test_a_run_records_the_tab_and_tells_the_model(tmp_path: Path, pages) -> Non
     first, last = read_steps(result.run_dir)
     assert first.tab_change == f"opened a new tab: {pages}/other" and last.title == "other"
     assert f"It opened a new tab: {pages}/other (the screenshot shows that tab)." in tool_response(first)
+
+
+def test_a_blank_tab_is_followed_at_once(pages) -> None:
+    """window.open() without a URL stays blank: nothing to wait for (it took the settle's whole limit)."""
+    require_chromium()
+    with BrowserExecutor(BrowserSettings(settle_timeout_ms=20_000)) as browser:
+        browser.goto(pages + "/")
+        outcome = click(browser, 500, 970)
+        assert outcome.tab_change == "opened a new tab: about:blank"
+        assert outcome.settle_ms is not None and outcome.settle_ms < 10_000
