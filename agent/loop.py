@@ -599,6 +599,7 @@ class _Loop:
             "consistency": consistency,
             "dialogs": outcome.dialogs if outcome is not None else [],
             "tab_change": outcome.tab_change if outcome is not None else None,
+            "downloads": outcome.downloads if outcome is not None else [],
         }
         step = StepRecord.model_validate(data)
         step.timings.settle_ms = outcome.settle_ms if outcome is not None else None

@@ -236,12 +236,14 @@ def tool_response(step: StepRecord) -> str:
 
 
 def _dialogs_told(step: StepRecord) -> str:
-    """What the page's dialogs said and how they were answered (a screenshot never shows them), and a tab the
-    action opened or closed."""
+    """What the page did that a screenshot never shows: its dialogs and how they were answered, a tab the action
+    opened or closed, the files it downloaded."""
     told = [f" A {d.kind} dialog said {d.message!r}; it was {d.answer}." for d in step.dialogs[:3]]
     more = f" ({len(step.dialogs) - 3} more dialogs.)" if len(step.dialogs) > 3 else ""
     tab = f" It {step.tab_change[:300]} (the screenshot shows that tab)." if step.tab_change else ""
-    return "".join(told) + more + tab
+    files = ", ".join(repr(name) for name in step.downloads[:5])
+    downloaded = f" The page downloaded {files}." if files else ""
+    return "".join(told) + more + tab + downloaded
 
 
 def build_prompt(
@@ -263,7 +265,7 @@ def build_prompt(
     messages = [Message(role="system", content=[TextPart(text=system_text(tools))])]
     if not window:
         last = history[-1] if history else None
-        told = last is not None and (last.error or last.outcome == "skipped" or last.dialogs or last.tab_change)
+        told = last is not None and (last.error or last.outcome == "skipped" or last.dialogs or last.tab_change or last.downloads)
         text = intro + (("\n" + tool_response(history[-1])) if told else "")
         messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
         return Prompt(messages=messages, tools=tools)

@@ -439,6 +439,8 @@ def _print_step(step: StepRecord) -> None:
         status += f" [yellow]{dialog.kind} {escape(repr(dialog.message[:60]))} {dialog.answer}[/]"
     if step.tab_change:
         status += f" [cyan]{escape(step.tab_change[:100])}[/]"
+    if step.downloads:
+        status += f" [cyan]downloaded {escape(', '.join(step.downloads[:3]))}[/]"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
     from cli.output import confidence_markup, is_tty

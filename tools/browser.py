@@ -38,6 +38,7 @@ from tools.views import (
     DialogSeen,
     ElementInfo,
     Observation,
+    PageEvents,
     ScriptValue,
     SettlePolicy,
     Target,
@@ -101,6 +102,7 @@ TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 # done to the page in between; else perceive captures afresh (a human gate, a long pause: the screen may move).
 SETTLED_SHOT_MAX_AGE_S = 0.5
 START_PAGE_TIMEOUT_MS = 30_000  # Playwright's own default for a navigation
+DOWNLOAD_GRACE_S = 0.1  # after a navigation that did not load: how long a download may take to say it began
 
 
 class PageScriptError(StepError, RuntimeError):
@@ -216,6 +218,9 @@ class BrowserExecutor(BaseExecutor):
         self._dialogs: list[DialogSeen] = []  # answered since the last action's outcome
         self._opened: list[Any] = []  # tabs the page opened, not yet followed
         self._tab_change: str | None = None  # what the last action did to the tabs, for its outcome
+        self._downloads: list[str] = []  # names of the files downloaded since the last action's outcome
+        self._download_events = 0  # Playwright's download events, ever
+        self._downloads_at_mark = (0, 0)  # (the watch's downloads, download events) when the action began
         self._start_url: str | None = None  # the target's URL: relative goto_url URLs resolve against it
         self._watch: NavigationWatch | None = None  # its DevTools session also runs scripts with a time limit
         self._in_flight: dict[Any, float] = {}  # requests started and not yet finished or failed -> when started
@@ -278,6 +283,7 @@ class BrowserExecutor(BaseExecutor):
             # expect_file_chooser does) races with the click, and the chooser is then sometimes missed.
             ("filechooser", self._on_file_chooser),
             ("dialog", self._on_dialog),  # answered at once (a dialog blocks the page) and recorded
+            ("download", self._on_download),
         ]
 
     def close(self) -> None:
@@ -585,9 +591,16 @@ class BrowserExecutor(BaseExecutor):
             pass
         self._dialogs.append(DialogSeen(kind=kind, message=message, answer="accepted" if accept else "dismissed"))
 
-    def _take_dialogs(self) -> list[DialogSeen]:
-        dialogs, self._dialogs = self._dialogs, []
-        return dialogs
+    def _on_download(self, download: Any) -> None:
+        # Its name only: the file stays in Playwright's temporary folder (removed with the context); a page's file
+        # is not put in the run folder, which the viewer serves.
+        self._download_events += 1
+        self._downloads.append(str(download.suggested_filename)[:200])
+
+    def _take_page_events(self) -> PageEvents:
+        events = PageEvents(dialogs=self._dialogs, tab_change=self._tab_change, downloads=self._downloads)
+        self._dialogs, self._tab_change, self._downloads = [], None, []
+        return events
 
     def _on_load(self, _page: Any) -> None:
         self._loads = self._navigations
@@ -596,13 +609,19 @@ class BrowserExecutor(BaseExecutor):
         self._action_at = time.monotonic()
         self._settled_shot = None
         watch = self._watch
+        self._downloads_at_mark = (watch.downloads if watch is not None else 0, self._download_events)
         return self._navigations, watch.stops if watch is not None else 0, watch.windows if watch is not None else 0
 
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         # Ending or answering leaves the screen as it is: nothing to wait for, nothing for the next perceive to see.
         self._screen_untouched = isinstance(action, A.Terminate | A.Answer)
         self._shoot_after_settle = not self._screen_untouched
-        super()._perform(action, audit)
+        try:
+            super()._perform(action, audit)
+        except Exception:
+            if not self.page.is_closed():
+                raise
+            # The action closed its own tab (a button calling window.close()): done; the settle moves to the tab left.
 
     def _navigated(self, mark: Any) -> bool:
         return mark is not None and self._navigations > mark[0]
@@ -622,6 +641,8 @@ class BrowserExecutor(BaseExecutor):
         navigations_before, stops_before, windows_before = mark
         shoot = self._shoot_after_settle and self._capture is not None
         self._shoot_after_settle = False
+        if self.page.is_closed():  # the tab closed itself: look at the one left, then settle there
+            self._follow_tabs(started + self.settings.settle_timeout_ms / 1000)
         watch = self._watch
         assert watch is not None, "the browser is not started"
         # One frame, then a capture: Page.captureScreenshot asks the compositor for a fresh frame and runs the page's
@@ -638,6 +659,15 @@ class BrowserExecutor(BaseExecutor):
             self.page.wait_for_timeout(10)
         # A tab the action asked for (known with the frame wait, as a navigation is) arrives as its own event.
         while watch.windows > windows_before and not self._opened and time.monotonic() < deadline:
+            self.page.wait_for_timeout(10)
+        # So does a download. A navigation that ended without loading is a 204 answer or a download, and DevTools
+        # may say which only just after: a moment's grace. Then Playwright's own event names the file.
+        began, named = self._downloads_at_mark
+        if self._navigations > navigations_before and self._loads < self._navigations and watch.downloads == began:
+            grace = min(deadline, time.monotonic() + DOWNLOAD_GRACE_S)
+            while watch.downloads == began and time.monotonic() < grace:
+                self.page.wait_for_timeout(10)
+        while watch.downloads - began > self._download_events - named and time.monotonic() < deadline:
             self.page.wait_for_timeout(10)
         policy = self.settle_policy
         if policy.enabled:
@@ -682,10 +712,6 @@ class BrowserExecutor(BaseExecutor):
         self._navigations += 1
         self._loads = self._navigations
         self._tab_change = f"{said}: {page.url}"
-
-    def _take_tab_change(self) -> str | None:
-        change, self._tab_change = self._tab_change, None
-        return change
 
     def _shoot_settled(self) -> None:
         """Capture the settled screen for the next perceive; if the capture fails, or a navigation is still

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 from tools import actions as A
 from tools.actions import ActionError
 from tools.coords import CoordinateAudit, CoordinateMode, to_css
-from tools.views import Box, DialogSeen, ElementInfo, Observation, Outcome, ScriptValue, Target
+from tools.views import Box, ElementInfo, Observation, Outcome, PageEvents, ScriptValue, Target
 
 ExecutorKind = Literal["browser", "desktop", "fake"]
 SECRET_PATTERN = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
@@ -137,6 +137,8 @@ class BaseExecutor(ABC):
         element: ElementInfo | None = None
         self._deadline = deadline
         mark: Any = None
+        error: str | None = None
+        settle_ms: float | None = None
         try:
             coordinate = getattr(action, "coordinate", None)
             if coordinate is not None:
@@ -148,32 +150,20 @@ class BaseExecutor(ABC):
             self._settle(mark)
             settle_ms = round((time.perf_counter() - settle_started) * 1000, 2)
         except ActionError as exc:
-            return Outcome(
-                status="error",
-                error=str(exc),
-                coordinate=audit,
-                element=element,
-                dialogs=self._take_dialogs(),
-                tab_change=self._take_tab_change(),
-            )
+            error = str(exc)
         except Exception as exc:  # device errors: Playwright timeouts, closed pages, X errors
             error = self._describe_error(exc)
-            return Outcome(
-                status="error",
-                error=error,
-                coordinate=audit,
-                element=element,
-                dialogs=self._take_dialogs(),
-                tab_change=self._take_tab_change(),
-            )
+        events = self._take_page_events()  # also after an error: a dialog may be why it failed
         return Outcome(
-            status="ok",
+            status="error" if error is not None else "ok",
+            error=error,
             coordinate=audit,
             element=element,
-            navigated=self._navigated(mark),
+            navigated=error is None and self._navigated(mark),
             settle_ms=settle_ms,
-            dialogs=self._take_dialogs(),
-            tab_change=self._take_tab_change(),
+            dialogs=events.dialogs,
+            tab_change=events.tab_change,
+            downloads=events.downloads,
         )
 
     def _map(self, coordinate: list[float]) -> CoordinateAudit:
@@ -231,13 +221,10 @@ class BaseExecutor(ABC):
         return f"{type(exc).__name__}: {message}"
 
     # -- device primitives ---------------------------------------------------------------------
-    def _take_dialogs(self) -> list[DialogSeen]:
-        """The dialogs the device answered since the last call (a browser's JavaScript dialogs; a desktop has none)."""
-        return []
-
-    def _take_tab_change(self) -> str | None:
-        """What the last action did to the tabs (opened one, closed this one), once; None on a desktop."""
-        return None
+    def _take_page_events(self) -> PageEvents:
+        """What the device saw happen since the last call besides the screen (a browser's dialogs, tabs and
+        downloads), once; a desktop has none of these."""
+        return PageEvents()
 
     @abstractmethod
     def _screen(self) -> tuple[tuple[int, int], float]:

@@ -36,10 +36,12 @@ class NavigationWatch:
         self.stops = 0  # times the main frame stopped loading, ever
         self.windows = 0  # new windows (tabs) the page asked for, ever: target=_blank, window.open
         self.window_url = ""  # the URL the last of them asked for ("" for window.open() without one)
+        self.downloads = 0  # downloads the page began, ever (told before Playwright's own download event)
         session.on("Page.frameRequestedNavigation", self._on_requested)
         session.on("Page.frameStoppedLoading", self._on_stopped)
         session.on("Page.frameNavigated", self._on_navigated)
         session.on("Page.windowOpen", self._on_window_open)
+        session.on("Page.downloadWillBegin", self._on_download)
         session.send("Page.enable")
         self._main: str | None = session.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
 
@@ -72,6 +74,9 @@ class NavigationWatch:
         if event.get("frameId") == self._main:
             self.stops += 1
             self.pending = False
+
+    def _on_download(self, _event: dict[str, Any]) -> None:
+        self.downloads += 1
 
     def _on_window_open(self, event: dict[str, Any]) -> None:
         self.windows += 1

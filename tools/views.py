@@ -58,6 +58,14 @@ class DialogSeen(BaseModel):
     answer: Literal["accepted", "dismissed"]
 
 
+class PageEvents(BaseModel):
+    """What the page did besides drawing, since the previous action: no screenshot shows it, so the step says it."""
+
+    dialogs: list[DialogSeen] = Field(default_factory=list)  # answered at once, as browser.dialogs says
+    tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
+    downloads: list[str] = Field(default_factory=list)  # files the page downloaded: their names (not kept)
+
+
 class Outcome(BaseModel):
     """What an action did: ok, or an error with the reason."""
 
@@ -69,6 +77,7 @@ class Outcome(BaseModel):
     settle_ms: float | None = None  # how long the executor waited for the screen to settle after the action
     dialogs: list[DialogSeen] = Field(default_factory=list)  # opened since the previous action, answered at once
     tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
+    downloads: list[str] = Field(default_factory=list)  # files the page downloaded since the previous action
 
 
 class Target(BaseModel):

@@ -211,6 +211,8 @@ class StepRecord(BaseModel):
     dialogs: list[DialogSeen] = Field(default_factory=list)
     # The action opened a tab (the steps after act in it) or closed the one it acted in: what and where.
     tab_change: str | None = Field(default=None, max_length=9000)
+    # Files the page downloaded since the previous action (their names; the files are not kept).
+    downloads: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

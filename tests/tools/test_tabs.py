@@ -1,5 +1,6 @@
 """Tabs: a link with target=_blank or window.open() opens a tab a person would now look at, so the executor acts
-in it from then on, and says so in the step; a tab that closes itself hands back to the one before. Real Chromium."""
+in it from then on, and says so in the step; a tab that closes itself hands back to the one before. A download is
+said too (its name): no screenshot shows it. Real Chromium."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ PAGES = {
 <a href="/other" target="_blank" style="position:absolute;left:0;top:0;width:1280px;height:300px">in a new tab</a>
 <button style="position:absolute;left:0;top:400px;width:1280px;height:300px" onclick="window.open('/other')">open</button>
 <button style="position:absolute;left:0;top:750px;width:1280px;height:50px" onclick="window.open()">blank</button>""",
+    "/files": b"""<!doctype html><title>files</title>
+<a href="/report" style="display:block;width:1280px;height:700px">export the orders</a>""",
     "/other": b"""<!doctype html><title>other</title>
 <button style="width:1280px;height:700px" onclick="window.close()">close this tab</button>""",
 }
@@ -29,6 +32,15 @@ PAGES = {
 
 class _Pages(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/report":
+            body = b"id,total\n1,39.90\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Disposition", 'attachment; filename="orders.csv"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.reply(200, PAGES.get(self.path, b"not here"), "text/html; charset=utf-8")
 
 
@@ -77,6 +89,8 @@ def test_a_run_records_the_tab_and_tells_the_model(tmp_path: Path, pages) -> Non
     first, last = read_steps(result.run_dir)
     assert first.tab_change == f"opened a new tab: {pages}/other" and last.title == "other"
     assert f"It opened a new tab: {pages}/other (the screenshot shows that tab)." in tool_response(first)
+    first = first.model_copy(update={"downloads": ["orders.csv"]})
+    assert "(the screenshot shows that tab). The page downloaded 'orders.csv'." in tool_response(first)
 
 
 def test_a_blank_tab_is_followed_at_once(pages) -> None:
@@ -87,3 +101,14 @@ def test_a_blank_tab_is_followed_at_once(pages) -> None:
         outcome = click(browser, 500, 970)
         assert outcome.tab_change == "opened a new tab: about:blank"
         assert outcome.settle_ms is not None and outcome.settle_ms < 10_000
+
+
+def test_a_download_is_said_by_name(pages) -> None:
+    require_chromium()
+    with BrowserExecutor(BrowserSettings(settle_timeout_ms=20_000)) as browser:
+        browser.goto(pages + "/files")
+        outcome = click(browser, 500, 400)
+        assert outcome.status == "ok" and outcome.downloads == ["orders.csv"]
+        assert outcome.settle_ms is not None and outcome.settle_ms < 10_000  # a download never loads: not waited for
+        assert browser.perceive().title == "files"  # the page stays
+        assert click(browser, 500, 400).downloads == ["orders.csv"]  # each download, once
