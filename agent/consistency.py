@@ -51,6 +51,9 @@ _NAMED_ZH = re.compile(
     r"(?:点击|单击|按下|选择|打开)(?:“|「)?([^\s，。；：！？、“”「」]{1,20}?)(?:”|」)?(?:按钮|链接|选项|菜单|输入框)?(?=[，。；：！？、\s]|$)"
 )
 _SCRIPT_PREFIX = re.compile(r"^Script step \d+/\d+:\s*")
+# A script step without a note is described by its action and arguments ("left_click coordinate=[200, 310]"): that
+# names nothing on screen, so it is no claim.
+_GENERATED_NOTE = re.compile(r"^[a-z_]+ [a-z_]+=")
 # Where the reasoning says what it will do: a sentence (or clause after ';') with an action verb. A text named there
 # is what the model means to act on; one it only describes ("I see 'Register' and 'Sign in'") is not.
 _CLAUSES = re.compile(r"[^.!?;。！？；\n]+")
@@ -101,7 +104,7 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
         found.append(match.group(1))
     for match in _NAMED_ZH.finditer(text):
         found.append(match.group(1))
-    if script_note != text and not found and 0 < len(script_note.split()) <= 3:
+    if script_note != text and not found and 0 < len(script_note.split()) <= 3 and not _GENERATED_NOTE.match(script_note):
         found.append(script_note)  # a script's short note names its target ("Sign in")
     if tool_text:
         found.append(tool_text)
@@ -190,5 +193,6 @@ def check_action(
     tool_text = getattr(action, "text", None)
     claims = claimed_texts(reasoning, tool_text if isinstance(tool_text, str) else None, goal_values)
     # What it said it would act on, where it said so; else every text it named (a script's short note, a goal value).
-    intended = [c for c in claims if c in intended_texts(reasoning) or c == tool_text]
+    said = intended_texts(reasoning)
+    intended = [c for c in claims if c in said or c == tool_text]
     return judge(intended or claims, observed_texts(element_text, point))

@@ -102,6 +102,7 @@ TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 # done to the page in between; else perceive captures afresh (a human gate, a long pause: the screen may move).
 SETTLED_SHOT_MAX_AGE_S = 0.5
 START_PAGE_TIMEOUT_MS = 30_000  # Playwright's own default for a navigation
+MAX_TAB_URL = 2000  # characters of a followed tab's URL said in the step
 DOWNLOAD_GRACE_S = 0.1  # after a navigation that did not load: how long a download may take to say it began
 
 
@@ -711,7 +712,7 @@ class BrowserExecutor(BaseExecutor):
         self._attach(page)
         self._navigations += 1
         self._loads = self._navigations
-        self._tab_change = f"{said}: {page.url}"
+        self._tab_change = f"{said}: {page.url[:MAX_TAB_URL]}"  # a page chooses its URL: bounded as the record is
 
     def _shoot_settled(self) -> None:
         """Capture the settled screen for the next perceive; if the capture fails, or a navigation is still

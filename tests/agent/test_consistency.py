@@ -30,6 +30,7 @@ SCREEN = OcrResult(
         ("Script step 7/21: left_click on role='link', name='New product'", ["New product"]),
         ("我需要点击“发布”按钮。", ["发布"]),
         ("Script step 19/21: Attach the product photo", []),
+        ("Script step 3/5: left_click coordinate=[200, 310]", []),  # a step without a note names nothing
         ("The page is loading.", []),
     ],
 )

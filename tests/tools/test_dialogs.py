@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent import load_task, run_task
+from agent import load_task
 from agent.prompt import tool_response
 from agent.task import TaskError
 from replays.playwright_export import export_playwright
 from replays.viewer import ViewerServer
 from tests.conftest import require_chromium
 from tests.servers import LocalServer, QuietHandler
-from tools.actions import ToolCall, parse_tool_call
+from tests.tools.page_events import click, run_one_click
 from tools.browser import BrowserExecutor, BrowserSettings
-from tracer import read_steps
 
 PAGE = b"""<!doctype html><title>start</title>
 <button id="delete" style="position:absolute;left:0;top:0;width:600px;height:300px"
@@ -40,10 +38,6 @@ def pages() -> Iterator[str]:
         yield server.url
 
 
-def click(browser: BrowserExecutor, x: int, y: int):
-    return browser.act(parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [x, y]})))
-
-
 @pytest.mark.parametrize(("answer", "title", "renamed"), [("dismiss", "kept", "name null"), ("accept", "deleted", "name Lamp")])
 def test_a_dialog_is_answered_as_the_task_says_and_recorded(pages, answer, title, renamed) -> None:
     require_chromium()
@@ -60,32 +54,19 @@ def test_a_dialog_is_answered_as_the_task_says_and_recorded(pages, answer, title
 
 def test_a_run_records_the_dialog_and_tells_the_model(tmp_path: Path, pages) -> None:
     require_chromium()
-    path = tmp_path / "t.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        name: dialogs
-        goal: delete the lamp
-        target: {{start_url: "{pages}/"}}
-        script:
-          - {{action: left_click, coordinate: [200, 100]}}
-          - {{action: terminate, status: success}}
-        """),
-        encoding="utf-8",
-    )
-    result = run_task(load_task(path), runs_dir=tmp_path / "runs")
-    first, last = read_steps(result.run_dir)
+    run_id, (first, last) = run_one_click(tmp_path, f"{pages}/", (200, 100))
     assert [(d.kind, d.message, d.answer) for d in first.dialogs] == [("confirm", "Delete the lamp?", "dismissed")]
     assert last.dialogs == [] and last.title == "kept"
     told = tool_response(first)
     assert "A confirm dialog said 'Delete the lamp?'; it was dismissed." in told
     with ViewerServer(tmp_path / "runs") as viewer, BrowserExecutor(BrowserSettings()) as browser:
-        browser.goto(f"{viewer.url}/runs/{result.run_id}")
+        browser.goto(f"{viewer.url}/runs/{run_id}")
         browser.page.keyboard.press("ArrowLeft")  # the run page opens on the last step: to step 0
         row = browser.page.locator("table.kv tr", has_text="dialogs")
         assert row.inner_text().split() == ["dialogs", "confirm", "“Delete", "the", "lamp?”", "·", "dismissed"]
     # The exported Playwright script answers it the same way, and says so.
     script = tmp_path / "replay.py"
-    export_playwright(result.run_dir, script)
+    export_playwright(tmp_path / "runs" / run_id, script)
     replayed = subprocess.run([sys.executable, str(script), "--base-url", pages], capture_output=True, text=True, timeout=120)
     assert replayed.returncode == 0, replayed.stderr
     assert "confirm dialog: 'Delete the lamp?' dismissed" in replayed.stdout

@@ -4,19 +4,16 @@ said too (its name): no screenshot shows it. Real Chromium."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent import load_task, run_task
 from agent.prompt import tool_response
 from tests.conftest import require_chromium
 from tests.servers import LocalServer, QuietHandler
-from tools.actions import ToolCall, parse_tool_call
+from tests.tools.page_events import click, run_one_click
 from tools.browser import BrowserExecutor, BrowserSettings
-from tracer import read_steps
 
 PAGES = {
     "/": b"""<!doctype html><title>start</title>
@@ -50,10 +47,6 @@ def pages() -> Iterator[str]:
         yield server.url
 
 
-def click(browser: BrowserExecutor, x: int, y: int):
-    return browser.act(parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [x, y]})))
-
-
 @pytest.mark.parametrize("y", [190, 690], ids=["target-blank-link", "window-open"])
 def test_a_new_tab_is_followed_and_a_closed_one_hands_back(pages, y) -> None:
     require_chromium()
@@ -73,20 +66,7 @@ def test_a_new_tab_is_followed_and_a_closed_one_hands_back(pages, y) -> None:
 
 def test_a_run_records_the_tab_and_tells_the_model(tmp_path: Path, pages) -> None:
     require_chromium()
-    path = tmp_path / "t.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        name: tabs
-        goal: open the other page
-        target: {{start_url: "{pages}/"}}
-        script:
-          - {{action: left_click, coordinate: [500, 190]}}
-          - {{action: terminate, status: success}}
-        """),
-        encoding="utf-8",
-    )
-    result = run_task(load_task(path), runs_dir=tmp_path / "runs")
-    first, last = read_steps(result.run_dir)
+    _, (first, last) = run_one_click(tmp_path, f"{pages}/", (500, 190))
     assert first.tab_change == f"opened a new tab: {pages}/other" and last.title == "other"
     assert f"It opened a new tab: {pages}/other (the screenshot shows that tab)." in tool_response(first)
     first = first.model_copy(update={"downloads": ["orders.csv"]})
