@@ -13,12 +13,13 @@ It subscribes to the loop's events like any other watcher (:mod:`agent.events`):
                     then writes ``ocr/index.json``: steps still queued are "not done" (the exit is never held
                     longer than that)
 
-A thread, not a process: onnxruntime releases the GIL while it computes (most of a read), so the loop's thread
-keeps running; the thread runs at a lower CPU priority (nice 10 on Linux), so on a small busy CPU the loop and the
-browser come first; the engine is built once per process and shared with a gate that reads a step before it acts
-(``on_mismatch``), which hands its result over instead of reading the image twice. Measured on the 2-core machine
-(load 5-6, alternating runs of the bundled script task beside a reader busy throughout): step time 1.00x with the
-reader on a nice-10 thread, 1.21x in a nice-10 child process, 1.10x in a SCHED_IDLE one; so a thread it stays.
+A thread, not a process: the OCR runtime (OpenVINO or onnxruntime) releases the GIL while it computes (most of a
+read), so the loop's thread keeps running; the thread runs at a lower CPU priority (nice 10 on Linux), so on a
+small busy CPU the loop and the browser come first; the engine is built once per process and shared with a gate
+that reads a step before it acts (``on_mismatch``), which hands its result over instead of reading the image
+twice. Measured on the 2-core machine (load 5-6, alternating runs of the bundled script task beside a reader busy
+throughout): step time 1.00x with the reader on a nice-10 thread, 1.21x in a nice-10 child process, 1.10x in a
+SCHED_IDLE one; so a thread it stays.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class OcrWorker:
         self._catch_up_on: Literal["all cores", "one thread"] | None = None  # what that decided, for the index
         self.ended_at: float | None = None
         self.caught_up_at: float | None = None
-        # Not a daemon: a process must not exit while onnxruntime computes on this thread (it aborts the process).
+        # Not a daemon: a process must not exit while the OCR runtime computes on this thread (onnxruntime aborts it).
         # After the run ends, queued steps are dropped at once, so only the read in progress is waited for.
         self._thread = threading.Thread(target=self._work, name="glassbox-ocr")
 
@@ -300,8 +301,9 @@ def machine_busy() -> bool:
 
 def _lower_priority() -> None:
     """Give this thread a lower CPU priority than the loop and the browser: on Linux a thread is a task with a
-    nice value of its own, and onnxruntime with one intra-op thread computes on the calling thread. Elsewhere
-    (or when not allowed) the thread keeps its priority."""
+    nice value of its own, and both runtimes on one thread compute on the calling thread (checked with ps -L;
+    threads they start for all cores inherit its nice value). Elsewhere (or when not allowed) the thread keeps
+    its priority."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OCR_NICE)
     except (AttributeError, OSError):

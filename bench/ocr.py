@@ -2,15 +2,18 @@
 the loop's step time with OCR on vs off in the same process, plus how long after a run's end OCR caught up.
 
 1. Reads a real shop screenshot (one recorded run of the bundled task) with rapidocr: the import, the first read
-   (models loaded) and warm reads, with 1 onnxruntime thread (the worker's default) and with all cores.
+   (models loaded) and warm reads, with 1 thread (the worker's default) and with all cores, on each installed
+   runtime (OpenVINO, onnxruntime).
 2. Incremental reads over the recorded run's screenshots in order (tools.ocr_incremental): the time of each full,
-   partial and reused read, against a full read of every screenshot by the same engine.
+   partial and reused read, against a full read of every screenshot by another engine that forgets the lines it
+   read before each screenshot.
 3. GIL: a pure-Python loop on the main thread, alone and while a thread reads screenshots (ratio ~1: released).
 4. The bundled publish task with the script policy, alternating against one shop: OCR off (the baseline);
-   ``before``: OCR as the last release read (incremental, the text-direction classifier on, one thread to the
-   end); ``incremental``: the default (no direction classifier; what is left at the run's end read on all
-   cores); optionally ``full`` (every screenshot in full, ``ocr.incremental: false``) and ``all-cores`` (all
-   cores throughout). A step's time is the wall time between consecutive StepRecorded events; OCR on waits up to
+   ``before``: OCR as the last release read (incremental, on onnxruntime, every line recognized; what is left
+   at the run's end read on all cores); ``incremental``: the default (the same on OpenVINO when it is installed,
+   a line read before not recognized again; each run starts with none, as a ``glassbox run`` process does);
+   optionally ``full`` (every screenshot in full, ``ocr.incremental: false``) and ``all-cores`` (all cores
+   throughout). A step's time is the wall time between consecutive StepRecorded events; OCR on waits up to
    ``--catch-up`` s at the end; "caught up" is how long after the run's end (RunEnded) OCR had read every step.
    Both figures are printed against the same run's baselines: step time / off, catch-up / before.
 
@@ -20,43 +23,34 @@ the loop's step time with OCR on vs off in the same process, plus how long after
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent import load_task, run_task
 from agent.events import Hooks, StepRecorded
 from sites.shop import ShopServer
-from tools.ocr import OcrResult, RapidOcrEngine, register_engine
+from tools.ocr import RapidOcrEngine, RecognizedLines, get_engine, register_engine
 from tracer.ocr_files import read_ocr_index
 
 ALL_CORES_ENGINE = "rapidocr-allcores"
 register_engine(ALL_CORES_ENGINE, lambda: RapidOcrEngine(threads=None))
 
 
-class BeforeEngine:
-    """The last release's reads: the direction classifier on, one thread to the end (no ``all_cores``)."""
+class NoMemory(RecognizedLines):
+    """Recognizes every line, as the last release did."""
 
-    name = "rapidocr"
-
-    def __init__(self) -> None:
-        self.engine = RapidOcrEngine(threads=1, direction=True)
-
-    def read(self, image: Any) -> OcrResult:
-        return self.engine.read(image)
-
-    def read_region(self, image: Any, box: tuple[int, int, int, int]) -> OcrResult:
-        return self.engine.read_region(image, box)
-
-    def region_scale_ok(self, size: tuple[int, int]) -> bool:
-        return self.engine.region_scale_ok(size)
+    def wrap(self, recognize: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+        return recognize
 
 
-BEFORE_ENGINE = "rapidocr-before"
-register_engine(BEFORE_ENGINE, BeforeEngine)
+BEFORE_ENGINE = "rapidocr-before"  # the last release: onnxruntime, every line recognized
+register_engine(BEFORE_ENGINE, lambda: RapidOcrEngine(threads=1, backend="onnxruntime", recognized=NoMemory()))
 
 # condition -> (OCR on, incremental reads, engine)
 CONDITIONS: dict[str, tuple[bool, bool, str]] = {
@@ -77,17 +71,18 @@ def median(values: list[float]) -> float:
 
 def read_times(png: bytes, warm: int) -> dict[str, float]:
     started = time.perf_counter()
-    import onnxruntime  # noqa: F401
     import rapidocr  # noqa: F401
 
     figures = {"import_s": time.perf_counter() - started}
     from tools.ocr import RapidOcrEngine
 
-    settings: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("1 thread", {"threads": 1}),
-        ("1 thread, direction on", {"threads": 1, "direction": True}),
-        ("all cores", {"threads": None}),
-    )
+    settings: list[tuple[str, dict[str, Any]]] = []
+    for backend in ("openvino", "onnxruntime"):
+        if importlib.util.find_spec(backend) is not None:
+            settings += [
+                (f"{backend}, 1 thread", {"threads": 1, "backend": backend}),
+                (f"{backend}, all cores", {"threads": None, "backend": backend}),
+            ]
     for label, kwargs in settings:
         started = time.perf_counter()
         engine = RapidOcrEngine(**kwargs)
@@ -95,6 +90,7 @@ def read_times(png: bytes, warm: int) -> dict[str, float]:
         figures[f"first read ({label}), s"] = time.perf_counter() - started
         times = []
         for _ in range(warm):
+            engine.forget()  # a screen not seen before: every line recognized
             t = time.perf_counter()
             engine.read(png)
             times.append(time.perf_counter() - t)
@@ -121,6 +117,7 @@ def gil_ratio(png: bytes, seconds: float = 3.0) -> float:
 
     def reader() -> None:
         while not stop.is_set():
+            engine.forget()
             engine.read(png)
 
     thread = threading.Thread(target=reader)
@@ -136,15 +133,18 @@ def incremental_times(shots: list[bytes]) -> dict[str, list[float]]:
     every screenshot (the same engine, 1 thread, warm)."""
     from tools.ocr_incremental import IncrementalReader
 
-    engine = RapidOcrEngine(threads=1)
+    engine, full_engine = RapidOcrEngine(threads=1), RapidOcrEngine(threads=1)
     engine.read(shots[0])
+    full_engine.read(shots[0])
+    engine.forget()
     times: dict[str, list[float]] = {"full": [], "partial": [], "reused": [], "every screenshot in full": []}
     reader = IncrementalReader(engine)
     for png in shots:
         _, info = reader.read(png)
         times[info.mode].append(info.ms / 1000)
+        full_engine.forget()
         started = time.perf_counter()
-        engine.read(png)
+        full_engine.read(png)
         times["every screenshot in full"].append(time.perf_counter() - started)
     for _ in range(3):  # a step that changed nothing (a wait, a failed click): the same screenshot again
         _, info = reader.read(shots[-1])
@@ -168,6 +168,10 @@ def one_run(runs_dir: Path, shop_url: str, condition: str, catch_up_s: float, in
     task.ocr.incremental = incremental
     task.ocr.engine = engine
     task.ocr.catch_up_s = catch_up_s
+    if enabled:
+        forget = getattr(get_engine(engine), "forget", None)
+        if forget is not None:
+            forget()  # each run starts with no line already read, as a `glassbox run` process does
     marks: list[float] = []
     hooks = Hooks()
     hooks.on(StepRecorded, lambda event: marks.append(time.perf_counter()))
@@ -224,9 +228,14 @@ def main() -> None:
             print("OCR of one 1280x800 shop screenshot (rapidocr, bundled PP-OCR models)")
             for key, value in figures.items():
                 print(f"  {key:<28} {value:.3f}" if isinstance(value, float) else f"  {key:<28} {value}")
-            one = figures["warm read (1 thread), s"]
-            print(f"  all cores / 1 thread (warm)  {figures['warm read (all cores), s'] / one:.2f}")
-            print(f"  1 thread / direction on (warm) {one / figures['warm read (1 thread, direction on), s']:.2f}")
+            for backend in ("openvino", "onnxruntime"):
+                one = figures.get(f"warm read ({backend}, 1 thread), s")
+                if one:
+                    all_cores = figures[f"warm read ({backend}, all cores), s"]
+                    print(f"  {backend}: all cores / 1 thread (warm) {all_cores / one:.2f}")
+            if "warm read (openvino, 1 thread), s" in figures and "warm read (onnxruntime, 1 thread), s" in figures:
+                ratio = figures["warm read (openvino, 1 thread), s"] / figures["warm read (onnxruntime, 1 thread), s"]
+                print(f"  openvino / onnxruntime, 1 thread (warm): {ratio:.2f}")
 
             times = incremental_times(shots)
             print(f"Incremental reads of the run's {len(shots)} screenshots in order, the last 3 times more (1 thread, warm)")

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
 from tests.conftest import copy_bundled_run
-from tools.ocr import OcrLine, OcrResult, OcrUnavailable, get_engine, ocr_available, register_engine
+from tools.ocr import (
+    OcrLine,
+    OcrResult,
+    OcrUnavailable,
+    RapidOcrEngine,
+    RecognizedLines,
+    get_engine,
+    ocr_available,
+    register_engine,
+)
 from tools.ocr_views import layout, point_text
 from tracer import read_steps
 from tracer.ocr_files import scrub_lines
@@ -74,6 +86,30 @@ def test_secrets_are_masked_in_lines_even_when_ocr_splits_them() -> None:
     assert [x.text for x in lines] == [f"note: {MASK} ok", MASK]
 
 
+def test_recognition_reads_each_line_image_once() -> None:
+    """The memory of lines already read, around a stand-in recognizer that names a line by its pixel value."""
+    batches: list[int] = []
+
+    def recognize(crops: list[np.ndarray]) -> SimpleNamespace:
+        batches.append(len(crops))
+        texts = tuple(f"line {int(c[0, 0, 0])}" for c in crops)
+        return SimpleNamespace(imgs=None, txts=texts, scores=(0.9,) * len(crops), word_results=(None,) * len(crops))
+
+    memory = RecognizedLines(limit=2)
+    read = memory.wrap(recognize)
+    a, b, c = (np.full((4, 8, 3), value, np.uint8) for value in (1, 2, 3))
+    out = read([a, b, a.copy()])  # the same line twice on one screen is recognized once
+    assert out.txts == ("line 1", "line 2", "line 1") and out.scores == (0.9, 0.9, 0.9) and batches == [2]
+    assert read([b, c]).txts == ("line 2", "line 3") and batches == [2, 1]  # only the new line
+    assert (memory.hits, memory.misses) == (2, 3)
+    assert read([a]).txts == ("line 1",) and batches == [2, 1, 1]  # a was the least recently used of 3: forgotten
+    assert read([np.full((8, 4, 3), 1, np.uint8)]).txts == ("line 1",) and batches[-1] == 1  # same bytes, other shape
+    assert read([b]).txts == ("line 2",) and batches[-1] == 1  # b fell out too (limit 2)
+    memory.clear()
+    read([c])
+    assert batches[-1] == 1
+
+
 # -- the real engine on real screenshots (slow: loads onnxruntime and the models) -------------------------------
 
 
@@ -128,3 +164,30 @@ def test_the_published_message_reads_upright(engine, bundled_run, tmp_path) -> N
     read = engine.read((result.run_dir / last.screenshot).read_bytes())
     [message] = [x.text for x in read.lines if x.text.endswith(" was published.")]
     assert message.startswith("Product ") and "Aurora LED desk lamp" in message, message
+
+
+def test_a_screen_read_again_gives_the_same_lines_without_recognizing_them(engine, bundled_run, tmp_path) -> None:
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    png = (result.run_dir / read_steps(result.run_dir)[-2].screenshot).read_bytes()
+    engine.forget()
+    first = engine.read(png)
+    misses = engine._recognized.misses
+    again = engine.read(png)
+    assert again.lines == first.lines and len(first.lines) > 10
+    assert engine._recognized.misses == misses  # every line came from memory
+
+
+@pytest.mark.slow
+def test_openvino_and_onnxruntime_read_the_same_text_and_boxes(bundled_run, tmp_path) -> None:
+    import importlib.util
+
+    missing = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b) is None]
+    if missing or ocr_available() is not None:
+        pytest.skip(f"needs both runtimes and rapidocr; missing: {missing or ocr_available()}")
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    steps = read_steps(result.run_dir)
+    pngs = [(result.run_dir / steps[i].screenshot).read_bytes() for i in (0, len(steps) - 2)]
+    openvino, onnxruntime = RapidOcrEngine(backend="openvino"), RapidOcrEngine(backend="onnxruntime")
+    assert (openvino.backend, onnxruntime.backend) == ("openvino", "onnxruntime")
+    for png in pngs:
+        assert openvino.read(png).lines == onnxruntime.read(png).lines
