@@ -28,6 +28,7 @@ from difflib import SequenceMatcher
 
 from tools.actions import POINT_ACTIONS, Action
 from tools.ocr_views import PointText
+from tools.views import ElementInfo
 from tracer.schema import ConsistencyCheck
 
 NEAREST_PX = 40.0  # an OCR line this close to the point counts as observed there (an input's label)
@@ -140,11 +141,14 @@ def intended_texts(reasoning: str | None) -> list[str]:
     return found
 
 
-def observed_texts(element_text: str | None, point: PointText | None) -> dict[str, str]:
-    """The text at the executed point by source."""
+def observed_texts(element: ElementInfo | None, point: PointText | None) -> dict[str, str]:
+    """The text at the executed point by source: the DOM element's text and its label (a form control's), then
+    OCR's line under the point or, failing that, the nearest one."""
     seen: dict[str, str] = {}
-    if element_text and element_text.strip():
-        seen["element"] = " ".join(element_text.split())[:200]
+    if element is not None:
+        for source, text in (("element", element.text), ("element_label", element.label)):
+            if text and text.strip():
+                seen[source] = " ".join(text.split())[:200]
     if point is not None:
         if point.under is not None:
             seen["ocr_under"] = point.under.text
@@ -184,7 +188,7 @@ def check_action(
     reasoning: str | None,
     *,
     goal_values: Iterable[str] = (),
-    element_text: str | None = None,
+    element: ElementInfo | None = None,
     point: PointText | None = None,
 ) -> ConsistencyCheck | None:
     """The verdict for a step that acts on a point; None for other steps (typing, keys, scrolling, ending)."""
@@ -195,4 +199,4 @@ def check_action(
     # What it said it would act on, where it said so; else every text it named (a script's short note, a goal value).
     said = intended_texts(reasoning)
     intended = [c for c in claims if c in said or c == tool_text]
-    return judge(intended or claims, observed_texts(element_text, point))
+    return judge(intended or claims, observed_texts(element, point))

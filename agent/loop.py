@@ -559,8 +559,7 @@ class _Loop:
         policy_name, model = self._decided_by(output)
         consistency = None
         if outcome is not None and outcome.coordinate is not None:
-            element_text = outcome.element.text if outcome.element is not None else None
-            consistency = check_action(action, trace.reasoning, goal_values=self.goal_values, element_text=element_text)
+            consistency = check_action(action, trace.reasoning, goal_values=self.goal_values, element=outcome.element)
         data = {
             "index": index,
             "started_at": started_at,

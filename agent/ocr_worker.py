@@ -268,10 +268,9 @@ class OcrWorker:
         if step.evidence is not None:
             verb = ACTING_VERBS.get(getattr(step.action, "action", ""), "acted on")
             point = point_text(result, step.evidence.point, regions, verb=verb)
-            element = step.element.text if step.element is not None else None
             # the step's reasoning as recorded (secrets are placeholders there already)
             consistency = check_action(
-                step.action, step.reasoning, goal_values=self.goal_values, element_text=element, point=point
+                step.action, step.reasoning, goal_values=self.goal_values, element=step.element, point=point
             )
         return OcrStepFile(
             step=step.index,

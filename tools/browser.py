@@ -63,7 +63,14 @@ _ELEMENT_AT = """([x, y]) => {
   if (!el) return null;
   const r = el.getBoundingClientRect();
   const text = (el.innerText || el.value || el.getAttribute('aria-label') || el.getAttribute('alt') || '').trim();
-  return {tag: el.tagName.toLowerCase(), text: text.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
+  let label = '';
+  if (el.labels && el.labels.length) label = el.labels[0].innerText || '';
+  const by = el.getAttribute('aria-labelledby');
+  if (!label && by) label = by.split(/\\s+/).map(id => (document.getElementById(id) || {}).innerText || '').join(' ');
+  if (!label) label = el.getAttribute('aria-label') || el.getAttribute('placeholder') || el.getAttribute('title') || '';
+  label = String(label).trim();
+  return {tag: el.tagName.toLowerCase().slice(0, 200), text: String(text).slice(0, 200),
+          label: label === text ? '' : label.slice(0, 200), box: {x: r.x, y: r.y, width: r.width, height: r.height}};
 }"""
 # Resolves when every finite animation and transition has finished (true), or after ``ms`` (false). One frame
 # first, so that a transition the action's style change starts is running by the time it looks. Endless ones
@@ -334,12 +341,12 @@ class BrowserExecutor(BaseExecutor):
         )
 
     def element_at(self, css: tuple[int, int]) -> ElementInfo | None:
-        """The element under a CSS pixel (tag, text, box), or None."""
+        """The element under a CSS pixel (tag, text, label, box), or None (also when the page answers nonsense)."""
         try:
             info = self.page.evaluate(_ELEMENT_AT, list(css))
+            return ElementInfo.model_validate(info) if info else None
         except Exception:
             return None
-        return ElementInfo(tag=info["tag"], text=info["text"], box=Box(**info["box"])) if info else None
 
     # -- page abilities (tools.executor.PageAbilities) -----------------------------------------
     def goto(self, url: str, *, timeout_ms: int = START_PAGE_TIMEOUT_MS) -> None:

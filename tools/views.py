@@ -37,12 +37,24 @@ class Observation(BaseModel):
     taken_at: datetime
 
 
+MAX_ELEMENT_TEXT = 200  # characters of an element's text and label kept (the page chooses them)
+
+
 class ElementInfo(BaseModel):
-    """The element under the acting point, as the browser saw it just before the action."""
+    """The element under the acting point, as the browser saw it just before the action: its text (what it shows;
+    an input's value), and for a form control its label (its ``<label>``, ``aria-labelledby``, ``aria-label``,
+    placeholder or title): an empty input under a click shows no text, but "Stock" names it."""
 
     tag: str
     text: str
+    label: str = ""
     box: Box
+
+    @field_validator("tag", "text", "label", mode="before")
+    @classmethod
+    def _cut(cls, value: object) -> object:
+        # cut here too: the page's own script could make the browser-side cut return more
+        return value[:MAX_ELEMENT_TEXT] if isinstance(value, str) else value
 
 
 DialogKind = Literal["alert", "confirm", "prompt", "beforeunload"]

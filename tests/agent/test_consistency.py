@@ -7,7 +7,8 @@ import pytest
 from agent.consistency import agrees, check_action, claimed_texts, intended_texts, judge
 from tools.actions import LeftClick, Type
 from tools.ocr import OcrLine, OcrResult
-from tools.ocr_views import point_text
+from tools.ocr_views import PointText, point_text
+from tools.views import Box, ElementInfo
 
 SCREEN = OcrResult(
     engine="test",
@@ -61,10 +62,31 @@ def test_a_click_on_another_label_than_the_one_named_is_a_mismatch() -> None:
 
 def test_the_dom_text_and_a_near_label_are_observed_too() -> None:
     click = LeftClick(action="left_click", coordinate=[1, 1])
-    assert check_action(click, "click Register", element_text="Register").verdict == "match"  # type: ignore[union-attr]
+    assert check_action(click, "click Register", element=dom("Register")).verdict == "match"  # type: ignore[union-attr]
     near = point_text(SCREEN, (500, 365))  # an empty input 16 px under its label
     check = check_action(click, "Script step 1/9: Focus the username field", point=near)
     assert check is not None and check.verdict == "match" and check.observed == {"ocr_nearest": "Username"}
+
+
+def test_an_empty_field_is_known_by_its_label() -> None:
+    """The bundled task's click into the empty Stock input was flagged a mismatch: OCR's nearest line to the
+    point is the next field's label ('Category', 35 px below) while 'Stock' sits 45 px up and left. The browser
+    knows the input's label."""
+    click = LeftClick(action="left_click", coordinate=[280, 346])
+    stock = ElementInfo(tag="input", text="", label="Stock", box=Box(x=269, y=260, width=180, height=34))
+    nearest = PointText(
+        point=(358, 277),
+        nearest=OcrLine(text="Category", box=(264, 303, 335, 330), score=1.0),
+        distance_px=34.7,
+        description="",
+    )
+    check = check_action(click, "Script step 12/21: left_click on label='Stock'", element=stock, point=nearest)
+    assert check is not None and check.verdict == "match" and check.matched == ("Stock", "Stock")
+    assert check.observed == {"element_label": "Stock", "ocr_nearest": "Category"}
+    price = stock.model_copy(update={"label": "Price (USD)", "text": "39.90"})
+    wrong = check_action(click, "I'll click the 'Stock' field.", element=price)
+    assert wrong is not None and wrong.verdict == "mismatch"
+    assert wrong.observed == {"element": "39.90", "element_label": "Price (USD)"}
 
 
 def test_nothing_named_or_nothing_seen_is_unknown_and_non_point_actions_are_not_judged() -> None:
@@ -72,6 +94,10 @@ def test_nothing_named_or_nothing_seen_is_unknown_and_non_point_actions_are_not_
     assert judge(["Sign in"], {}).verdict == "unknown"
     assert check_action(Type(action="type", text="admin"), "type 'admin'") is None
     assert check_action(None, "click 'x'") is None
+
+
+def dom(text: str) -> ElementInfo:
+    return ElementInfo(tag="button", text=text, box=Box(x=0, y=0, width=10, height=10))
 
 
 # (reasoning, text at the point, verdict): a reasoning that describes the screen before saying what it will do is
@@ -93,7 +119,7 @@ INTENT = [
 
 @pytest.mark.parametrize(("reasoning", "seen", "verdict"), INTENT)
 def test_what_the_reasoning_says_it_will_do_is_what_is_judged(reasoning: str, seen: str, verdict: str) -> None:
-    check = check_action(LeftClick(action="left_click", coordinate=[1, 1]), reasoning, element_text=seen)
+    check = check_action(LeftClick(action="left_click", coordinate=[1, 1]), reasoning, element=dom(seen))
     assert check is not None and check.verdict == verdict, check
 
 
