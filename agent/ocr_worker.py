@@ -174,7 +174,9 @@ class OcrWorker:
     def _work(self) -> None:
         _lower_priority()
         try:
-            self.engine()  # load while the first step thinks
+            warm_up = getattr(self.engine(), "warm_up", None)  # load while the first step thinks
+            if warm_up is not None:
+                warm_up()
         except Exception as exc:  # recorded per step below
             log.error("ocr engine failed to load", error=f"{type(exc).__name__}: {exc}")
         while True:
