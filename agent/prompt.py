@@ -224,7 +224,9 @@ def _held_back(step: StepRecord) -> str:
     return f"{who} skipped it" + (f" ({gate.reason})" if gate is not None and gate.reason else "")
 
 
-def tool_response(step: StepRecord) -> str:
+def tool_response(step: StepRecord, title_after: str | None = None) -> str:
+    """What the model is told after ``step``; ``title_after``: the page's title once the action was done (the next
+    screenshot's), not the one the step perceived before acting."""
     if step.error:
         verb = "could not be used" if step.error_kind in (StepErrorKind.parse, StepErrorKind.action) else "failed"
         told = _dialogs_told(step)
@@ -232,7 +234,7 @@ def tool_response(step: StepRecord) -> str:
     if step.outcome == "skipped":
         return f"Your last action was not performed: {_held_back(step)}. Choose the next action."
     done = f"{step.action.action if step.action is not None else 'action'} done."
-    return done + _dialogs_told(step) + (f" Page: {step.title}" if step.title else "")
+    return done + _dialogs_told(step) + (f" Page: {title_after}" if title_after else "")
 
 
 def _dialogs_told(step: StepRecord) -> str:
@@ -253,8 +255,10 @@ def build_prompt(
     *,
     settings: PolicySettings | None = None,
     past_screenshots: dict[int, bytes] | None = None,
+    current_title: str | None = None,
 ) -> Prompt:
-    """Build the prompt for the next step. ``past_screenshots`` maps step index -> PNG for the last K-1 steps."""
+    """Build the prompt for the next step. ``past_screenshots`` maps step index -> PNG for the last K-1 steps;
+    ``current_title``: the title of the page on ``current_png`` (the last action's result)."""
     settings = settings or task.policy
     tools = tools_for(task)
     k = max(1, settings.history_screenshots)
@@ -266,7 +270,7 @@ def build_prompt(
     if not window:
         last = history[-1] if history else None
         told = last is not None and (last.error or last.outcome == "skipped" or last.dialogs or last.tab_change or last.downloads)
-        text = intro + (("\n" + tool_response(history[-1])) if told else "")
+        text = intro + (("\n" + tool_response(history[-1], current_title)) if told else "")
         messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
         return Prompt(messages=messages, tools=tools)
     first = window[0]
@@ -275,11 +279,12 @@ def build_prompt(
         messages.append(Message(role="assistant", content=[TextPart(text=strip_think(step.raw_output or "") or "(no output)")]))
         nxt = window[i + 1] if i + 1 < len(window) else None
         image = ImagePart(png=past[nxt.index], ref=nxt.screenshot) if nxt else ImagePart(png=current_png, ref="current")
+        response = tool_response(step, nxt.title if nxt else current_title)  # the title of the page it led to
         messages.append(
             Message(
                 role="user",
                 content=[
-                    TextPart(text=f"<tool_response>\n{tool_response(step)}\n</tool_response>"),
+                    TextPart(text=f"<tool_response>\n{response}\n</tool_response>"),
                     image,
                 ],
             )
@@ -296,7 +301,14 @@ def rebuild_prompt(
     task = Task.model_validate(run.task, context={"defer_cross_checks": True})
     history = [steps[i] for i in sorted(steps) if i < step.index]
     past = {s.index: read_image(s.screenshot, s.index) for s in history}  # build_prompt keeps the last K-1
-    return build_prompt(task, history, read_image(step.screenshot, step.index), settings=task.policy, past_screenshots=past)
+    return build_prompt(
+        task,
+        history,
+        read_image(step.screenshot, step.index),
+        settings=task.policy,
+        past_screenshots=past,
+        current_title=step.title,
+    )
 
 
 def _instruction(task: Task, older: list[StepRecord]) -> str:

@@ -56,6 +56,7 @@ class QwenPolicy(Policy):
             observation.screenshot_png,
             settings=task.policy,
             past_screenshots={i: png for i, png in self._screens.items() if i < index},
+            current_title=observation.title,
         )
         return self.decide_prompt(prompt, step=index, attention=task.policy.attention, cache=True)
 

@@ -109,6 +109,11 @@ def test_last_k_screenshots_come_back_as_turns(tokenizer):
     assistant = prompt.messages[2].text()
     assert "</think>" not in assistant and "I see it." not in assistant and assistant.startswith("<tool_call>")
     assert prompt.messages[3].text().startswith("<tool_response>\nleft_click done.")
+    # each action's response names the page it led to (the next screenshot's title), not the one it acted on
+    titled = [step(0, title="Sign in"), step(1, title="Dashboard"), step(2, title="Products")]
+    prompt = build_prompt(task, titled, b"now", past_screenshots={1: b"one", 2: b"two"}, current_title="New product")
+    responses = [m.text() for m in prompt.messages if m.role == "user"][1:]
+    assert [r.split("Page: ")[1].split("\n")[0] for r in responses] == ["Products", "New product"]
     record = prompt.record("steps/0003/screenshot.png")
     assert record[1].images == ["steps/0001/screenshot.png"] and record[-1].images == ["steps/0003/screenshot.png"]
     template = (FIXTURES / "qwen3vl_thinking.chat_template.jinja").read_text()
