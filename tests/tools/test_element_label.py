@@ -7,10 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent import load_task, run_task
+from replays.viewer import ViewerServer
 from tests.conftest import require_chromium
 from tests.servers import LocalServer, QuietHandler
 from tools.browser import BrowserExecutor, BrowserSettings
 from tools.views import MAX_ELEMENT_TEXT
+from tracer import read_steps
 
 STYLE = "position:absolute;left:20px;width:200px;height:30px"
 PAGE = f"""<!doctype html><title>form</title>
@@ -57,3 +60,25 @@ def test_a_page_cannot_make_the_element_text_long(pages) -> None:
         element = browser.element_at((100, 100))
         assert element is not None  # the page broke String.prototype.slice, which the browser-side cut uses
         assert max(len(element.tag), len(element.text), len(element.label)) <= MAX_ELEMENT_TEXT
+
+
+def test_a_click_into_an_empty_field_matches_the_field_named_and_the_viewer_shows_its_label(tmp_path, pages) -> None:
+    require_chromium()
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: label\ngoal: fill the stock\n"
+        f'target: {{start_url: "{pages}/"}}\n'
+        "script:\n"
+        "  - {action: left_click, coordinate: [78, 69], note: Click the Stock field}\n"  # (100, 55) in CSS pixels
+        "  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), runs_dir=tmp_path / "runs")
+    first = read_steps(result.run_dir)[0]
+    assert first.element is not None and (first.element.tag, first.element.text, first.element.label) == ("input", "", "Stock")
+    assert first.consistency is not None and first.consistency.verdict == "match", first.consistency
+    with ViewerServer(tmp_path / "runs") as viewer, BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(f"{viewer.url}/runs/{result.run_id}")
+        browser.page.keyboard.press("ArrowLeft")  # the run page opens on the last step: to step 0
+        row = browser.page.locator("table.kv tr", has_text="element")
+        assert row.first.inner_text().split() == ["element", "input", "“”", "labelled", "“Stock”"]

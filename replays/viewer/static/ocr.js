@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   const quote = (s) => `“${String(s).slice(0, 80)}”`;
-  const SOURCES = {element: "element", ocr_under: "OCR under", ocr_nearest: "OCR nearest"};
+  const SOURCES = {element: "element", element_label: "element label", ocr_under: "OCR under", ocr_nearest: "OCR nearest"};
   let runId = JSON.parse($("initial").textContent).run.run_id, shown = null, query = "", hitSteps = new Map(); // step -> line indices matching the query
   let wanted = -1; // the step asked for last (an older answer arriving late is dropped)
 

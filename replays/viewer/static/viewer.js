@@ -181,7 +181,8 @@ function renderDetails() {
     return;
   }
   const t = step.timings;
-  const el = step.element ? `${esc(step.element.tag)} “${esc(step.element.text.slice(0, 60))}”` : "";
+  const el = step.element ? `${esc(step.element.tag)} “${esc(step.element.text.slice(0, 60))}”` +
+    (step.element.label ? ` labelled “${esc(step.element.label.slice(0, 60))}”` : "") : "";
   const ev = step.evidence ? `<img class="crop" src="${esc(fileUrl(step.evidence.crop))}" alt="evidence crop">` : `<span class="muted">${esc(step.unavailable.evidence || "")}</span>`;
   const coord = step.coordinate
     ? `model (${esc(step.coordinate.model.map((v) => +v.toFixed(1)).join(", "))}) ${esc(step.coordinate.mode)} → CSS (${esc(step.coordinate.css.join(", "))}) ×${esc(step.coordinate.device_scale_factor)}${step.coordinate.clamped ? " <b>clamped</b>" : ""}`
