@@ -18,6 +18,7 @@ from agent.task import Task, TaskError, load_task
 from tools import actions as A
 from tools.errors import UsageError
 from tools.keys import playwright_chord
+from tools.views import TAB_CLOSED
 from tracer.store import read_run, read_steps
 
 _SECRET = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
@@ -114,6 +115,10 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
         else:
             continue
         lines.append("    settle(page)")
+        if step.tab_change:  # the run looked at the tab the action opened (or the one left when its tab closed)
+            closed = step.tab_change.startswith(TAB_CLOSED)
+            lines.append(f"    page = follow_tab(page, closed={closed})")
+    lines.append("    return page")
     body = "\n".join(lines)
     script = TEMPLATE.format(
         run_id=run.run_id,
@@ -167,6 +172,7 @@ def reveal(text):
 NAVIGATION = {{"pending": False, "main": None, "devtools": None}}
 FRAMES = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 CHOOSERS = []
+SESSIONS = {{}}  # page -> (its DevTools session, its main frame's id): each page is listened to once
 PAUSE_MS = 150
 
 
@@ -190,9 +196,60 @@ def settle(page, timeout=5.0):
     except Exception:
         pass  # the document went away: a navigation is under way
     deadline = time.monotonic() + timeout
-    while NAVIGATION["pending"] and time.monotonic() < deadline:
-        page.wait_for_timeout(10)
-    page.wait_for_timeout(PAUSE_MS)
+    try:
+        while NAVIGATION["pending"] and time.monotonic() < deadline:
+            page.wait_for_timeout(10)
+        page.wait_for_timeout(PAUSE_MS)
+    except Exception:
+        if not page.is_closed():
+            raise  # else the action closed its own tab: follow_tab() goes on in the one left
+
+
+def watch(page):
+    """Listen to ``page`` as the run did, once: its dialogs answered as the run's were (browser.dialogs), and said;
+    its file choosers kept (listening from the start keeps interception on: enabling it per click can miss one);
+    its main frame's navigations, for settle(). Then settle() looks at this page."""
+    if page not in SESSIONS:
+        page.on("dialog", lambda d: (print(f"{{d.type}} dialog: {{d.message!r}} {dialogs}ed"), d.{dialogs}()))
+        page.on("filechooser", lambda chooser: CHOOSERS.append(chooser))
+        devtools = page.context.new_cdp_session(page)
+        main = devtools.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
+        SESSIONS[page] = (devtools, main)
+
+        def on_requested(event):
+            if event.get("frameId") == main == NAVIGATION["main"]:
+                NAVIGATION["pending"] = True
+
+        def on_stopped(event):
+            if event.get("frameId") == main == NAVIGATION["main"]:
+                NAVIGATION["pending"] = False
+
+        devtools.on("Page.frameRequestedNavigation", on_requested)
+        devtools.on("Page.frameStoppedLoading", on_stopped)
+        devtools.send("Page.enable")
+    NAVIGATION["devtools"], NAVIGATION["main"] = SESSIONS[page]
+    NAVIGATION["pending"] = False
+
+
+def follow_tab(page, closed, timeout_ms=5000):
+    """The run went on in the tab its action opened, or (``closed``), when the tab closed itself, in the one left:
+    so does this script."""
+    context = page.context
+    try:
+        if closed and not page.is_closed():
+            page.wait_for_event("close", timeout=timeout_ms)
+        elif not closed and [p for p in context.pages if not p.is_closed()][-1] is page:  # not known here yet
+            context.wait_for_event("page", timeout=timeout_ms)
+    except Exception:
+        sys.exit("the recorded run went on in another tab here: " + ("its tab did not close" if closed else "none opened"))
+    open_pages = [p for p in context.pages if not p.is_closed()]
+    if not open_pages:
+        sys.exit("no tab is left open")
+    newest = open_pages[-1]
+    newest.wait_for_load_state()
+    watch(newest)
+    print("tab:", newest.url)
+    return newest
 
 
 def main():
@@ -210,27 +267,9 @@ def main():
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={{"width": {width}, "height": {height}}}, device_scale_factor={scale})
-        # JavaScript dialogs answered as the run's were (browser.dialogs), and said
-        page.on("dialog", lambda d: (print(f"{{d.type}} dialog: {{d.message!r}} {dialogs}ed"), d.{dialogs}()))
-
-        devtools = NAVIGATION["devtools"] = page.context.new_cdp_session(page)
-        NAVIGATION["main"] = devtools.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
-
-        def on_requested(event):
-            if event.get("frameId") == NAVIGATION["main"]:
-                NAVIGATION["pending"] = True
-
-        def on_stopped(event):
-            if event.get("frameId") == NAVIGATION["main"]:
-                NAVIGATION["pending"] = False
-
-        devtools.on("Page.frameRequestedNavigation", on_requested)
-        devtools.on("Page.frameStoppedLoading", on_stopped)
-        devtools.send("Page.enable")
-        # Listening from the start keeps file-chooser interception on (enabling it per click can miss one).
-        page.on("filechooser", lambda chooser: CHOOSERS.append(chooser))
+        watch(page)
         page.goto(base + {start_path}, wait_until="load")
-        run(page, base)
+        page = run(page, base)
         print("final URL:", page.url)
         browser.close()
 

@@ -33,6 +33,7 @@ from tools.navigation import NavigationWatch
 from tools.views import (
     MAX_DEVICE_PIXELS,
     MAX_DIALOG_MESSAGE,
+    TAB_CLOSED,
     Box,
     BrowserSettings,
     DialogSeen,
@@ -702,7 +703,7 @@ class BrowserExecutor(BaseExecutor):
             still = [p for p in self._context.pages if not p.is_closed()]
             if not still:
                 return  # nothing left to act on: the next perceive says so
-            page, said = still[-1], "the tab closed itself; back to the previous tab"
+            page, said = still[-1], TAB_CLOSED + "; back to the previous tab"
         else:
             return
         try:

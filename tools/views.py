@@ -57,6 +57,7 @@ class ElementInfo(BaseModel):
         return value[:MAX_ELEMENT_TEXT] if isinstance(value, str) else value
 
 
+TAB_CLOSED = "the tab closed itself"  # how a step's tab_change starts when the action closed its own tab
 DialogKind = Literal["alert", "confirm", "prompt", "beforeunload"]
 MAX_DIALOG_MESSAGE = 500  # characters of a dialog's message kept (a page chooses it)
 

@@ -4,16 +4,21 @@ said too (its name): no screenshot shows it. Real Chromium."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent import load_task, run_task
 from agent.prompt import tool_response
+from replays.playwright_export import export_playwright
 from tests.conftest import require_chromium
 from tests.servers import LocalServer, QuietHandler
 from tests.tools.page_events import click, run_one_click
 from tools.browser import BrowserExecutor, BrowserSettings
+from tracer import read_steps
 
 PAGES = {
     "/": b"""<!doctype html><title>start</title>
@@ -92,3 +97,26 @@ def test_a_download_is_said_by_name(pages) -> None:
         assert outcome.settle_ms is not None and outcome.settle_ms < 10_000  # a download never loads: not waited for
         assert browser.perceive().title == "files"  # the page stays
         assert click(browser, 500, 400).downloads == ["orders.csv"]  # each download, once
+
+
+def test_an_exported_script_follows_the_tabs_the_run_followed(tmp_path: Path, pages) -> None:
+    require_chromium()
+    path = tmp_path / "tabs.yaml"
+    path.write_text(
+        "name: tabs\ngoal: open the other page and close it\n"
+        f'target: {{start_url: "{pages}/"}}\n'
+        "script:\n"
+        "  - {action: left_click, coordinate: [500, 190], note: Open the link in a new tab}\n"
+        "  - {action: left_click, coordinate: [500, 500], note: Close this tab}\n"
+        "  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), runs_dir=tmp_path / "runs")
+    opened, closed, _ = read_steps(result.run_dir)
+    assert (opened.tab_change or "").startswith("opened a new tab") and (closed.tab_change or "").startswith("the tab closed")
+    script = tmp_path / "replay.py"
+    export_playwright(result.run_dir, script)
+    replayed = subprocess.run([sys.executable, str(script), "--base-url", pages], capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines()[:3] == [f"tab: {pages}/other", f"tab: {pages}/", "terminate: success"]
+    assert f"final URL: {pages}/" in replayed.stdout
