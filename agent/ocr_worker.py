@@ -38,7 +38,15 @@ from tools.ocr import OcrEngine, OcrResult, get_engine, ocr_available
 from tools.ocr_incremental import IncrementalReader, ReadInfo, read_around
 from tools.ocr_views import layout, point_text
 from tracer.logs import get_logger
-from tracer.ocr_files import OcrIndex, OcrStepFile, OcrStepStatus, scrub_lines, write_ocr_index, write_ocr_step
+from tracer.ocr_files import (
+    OcrIndex,
+    OcrStepFile,
+    OcrStepStatus,
+    read_ocr_index,
+    scrub_lines,
+    write_ocr_index,
+    write_ocr_step,
+)
 from tracer.run_files import read_step_file
 from tracer.schema import StepRecord
 from tracer.secrets import Scrubber
@@ -123,29 +131,73 @@ class OcrWorker:
         waited = time.monotonic() - self.ended_at
         with self._lock:
             self._closed = True  # a read still running is dropped, not written after the index
-            statuses = dict(sorted(self._statuses.items()))
-            reads = {i: m for i, m in self._reads.items() if statuses.get(i) and statuses[i].status == "done"}
-            mismatches = sorted(
-                i
-                for i in set(statuses) | set(self._verdicts)
-                if (statuses[i].verdict if i in statuses and statuses[i].verdict else self._verdicts.get(i)) == "mismatch"
+            index = self._index().model_copy(
+                update={
+                    "caught_up_after_end_s": round(max(0.0, self.caught_up_at - self.ended_at), 3)
+                    if caught_up and self.caught_up_at is not None
+                    else (0.0 if caught_up else None),
+                    "waited_s": round(waited, 3),
+                    "catch_up_on": self._catch_up_on,
+                }
             )
-        index = OcrIndex(
+        write_ocr_index(event.run_dir, index)
+        if index.not_done:
+            log.warning("ocr did not catch up", not_done=index.not_done, waited_s=index.waited_s)
+
+    def _index(self) -> OcrIndex:
+        """The index of what is known now: each step's status, the mismatches, the reads by kind."""
+        statuses = dict(sorted(self._statuses.items()))
+        reads = {i: m for i, m in self._reads.items() if statuses.get(i) and statuses[i].status == "done"}
+        mismatches = sorted(
+            i
+            for i in set(statuses) | set(self._verdicts)
+            if (statuses[i].verdict if i in statuses and statuses[i].verdict else self._verdicts.get(i)) == "mismatch"
+        )
+        return OcrIndex(
             engine=self.settings.engine,
             steps_setting=self.settings.steps,
             steps=statuses,
             mismatches=mismatches,
-            caught_up_after_end_s=round(max(0.0, self.caught_up_at - self.ended_at), 3)
-            if caught_up and self.caught_up_at is not None
-            else (0.0 if caught_up else None),
-            waited_s=round(waited, 3),
             not_done=sum(1 for s in statuses.values() if s.status == "not_done"),
             reads={mode: sum(1 for m in reads.values() if m == mode) for mode in ("full", "partial", "reused")},
-            catch_up_on=self._catch_up_on,
         )
-        write_ocr_index(event.run_dir, index)
-        if index.not_done:
-            log.warning("ocr did not catch up", not_done=index.not_done, waited_s=index.waited_s)
+
+    # -- after the run --------------------------------------------------------------------------------------------
+
+    def read_recorded(self, run_dir: Path, steps: list[StepRecord], *, every: bool = False) -> tuple[OcrIndex, list[int]]:
+        """Read a recorded run's steps that OCR did not (not done, failed, never queued), or with ``every`` all of
+        them, on this thread, as the worker would have; then write its index: the run-time figures (how long
+        after the end OCR caught up) are kept, each step's status is now's. (The index, the steps read.)"""
+        self.run_dir = run_dir
+        self._run_over.set()  # nothing else runs: all cores, when the machine is otherwise idle
+        before = read_ocr_index(run_dir)
+        known = before.steps if before is not None else {}
+        with self._lock:
+            for step in steps:
+                if step.consistency is not None:
+                    self._verdicts[step.index] = step.consistency.verdict
+                status = known.get(step.index)
+                if status is not None and status.status in ("done", "skipped") and not every:
+                    self._statuses[step.index] = status
+            self._closed = False
+        todo = [s for s in steps if s.index not in self._statuses]
+        for step in todo:
+            if self.settings.steps == "acting" and step.action is None and not every:
+                self._statuses[step.index] = OcrStepStatus(status="skipped", reason="ocr.steps is acting; this step did not act")
+                continue
+            self._statuses[step.index] = OcrStepStatus(status="not_done", reason="not read yet")
+            self._read(step)
+        read = [s.index for s in todo if self._statuses[s.index].status != "skipped"]
+        with self._lock:
+            index = self._index()
+        update: dict[str, object] = {"read_after_run": sorted(set(read) | set(before.read_after_run if before else []))}
+        if before is not None:  # what the run itself measured stays as it was
+            update |= before.model_dump(include={"caught_up_after_end_s", "waited_s", "catch_up_on"})
+            if not every:  # the steps read then, and the ones read now
+                update["reads"] = {m: before.reads.get(m, 0) + index.reads.get(m, 0) for m in ("full", "partial", "reused")}
+        index = index.model_copy(update=update)
+        write_ocr_index(run_dir, index)
+        return index, read
 
     # -- a gate's early read --------------------------------------------------------------------------------------
 

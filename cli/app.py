@@ -382,6 +382,8 @@ def _print_ocr_summary(run_dir: Path) -> None:
         else f"[yellow]{index.not_done} not done[/] after waiting {index.waited_s:.1f} s"
     )
     console.print(f"OCR: {done} of {len(index.steps)} steps read, {late}")
+    if index.not_done:
+        console.print(f"  read the rest with: glassbox runs ocr {escape(run_dir.name)}", soft_wrap=True)
     if index.mismatches:
         listed = ", ".join(str(i) for i in index.mismatches)
         console.print(f"[bold red]mismatch[/]: the point did not show what the reasoning named at step {listed}")
@@ -619,6 +621,18 @@ def runs_show(
         console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(check.description)}")
     for step in steps:
         _print_step(step)
+
+
+@runs_app.command("ocr")
+def runs_ocr(
+    run_id: RunArg,
+    runs_dir: RunsDir = Path("runs"),
+    every: Annotated[bool, typer.Option("--all", help="Read every step again, not only the ones OCR did not read.")] = False,
+) -> None:
+    """Read the screens of a recorded run that OCR did not read while it ran (or every step, with --all)."""
+    from cli.ocr_cmd import read_run_screens
+
+    read_run_screens(_run_dir(runs_dir, run_id), every=every)
 
 
 @runs_app.command("rm")

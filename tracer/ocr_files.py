@@ -69,6 +69,7 @@ class OcrIndex(BaseModel):
     # How the steps still queued at the run's end were read: "all cores" (the machine was otherwise idle) or "one
     # thread" (it was busy, or the engine has no all-cores copy); None: nothing was left to read at the end.
     catch_up_on: Literal["all cores", "one thread"] | None = None
+    read_after_run: list[int] = Field(default_factory=list)  # steps read later by `glassbox runs ocr`
 
 
 def ocr_step_path(index: int) -> str:
