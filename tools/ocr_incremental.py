@@ -26,7 +26,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from tools.ocr import OcrEngine, OcrLine, OcrResult, _rgb_array, sort_lines
+from tools.capture import png_size
+from tools.ocr import OcrEngine, OcrLine, OcrResult, _rgb_array, check_screenshot_size, sort_lines
 from tools.ocr_views import NEAR_PX, box_distance
 
 Box = tuple[int, int, int, int]
@@ -179,6 +180,8 @@ def decode_rgb(image: bytes | Any) -> Any:
     if isinstance(image, (bytes, bytearray, memoryview)) and bytes(image[:8]) == b"\x89PNG\r\n\x1a\n":
         import cv2
         import numpy as np
+
+        check_screenshot_size(*png_size(bytes(image[:24])))
 
         bgr = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
         if bgr is not None:

@@ -191,3 +191,19 @@ def test_openvino_and_onnxruntime_read_the_same_text_and_boxes(bundled_run, tmp_
     assert (openvino.backend, onnxruntime.backend) == ("openvino", "onnxruntime")
     for png in pngs:
         assert openvino.read(png).lines == onnxruntime.read(png).lines
+
+
+def test_an_image_no_screenshot_can_be_is_refused_before_it_is_decoded() -> None:
+    """A run folder is untrusted: a 12000x12000 PNG is 140 KB on disk and 430 MB decoded."""
+    import io
+
+    from PIL import Image
+
+    from tools.ocr import _rgb_array
+    from tools.ocr_incremental import decode_rgb
+
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, "PNG")
+    for decode in (decode_rgb, _rgb_array):
+        with pytest.raises(ValueError, match="a 12000x12000 image is not a screenshot"):
+            decode(buffer.getvalue())
