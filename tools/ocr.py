@@ -172,14 +172,14 @@ class RecognizedLines:
 
         def remembering(crops: list[Any]) -> Any:
             keys = [self.key(crop) for crop in crops]
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a line repeated on one screen: read once
             with self._lock:
                 known = {k: self._lines[k] for k in keys if k in self._lines}
                 for k in known:
                     self._lines.move_to_end(k)
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a line repeated on one screen: read once
-            new = [i for k, i in first.items() if k not in known]
-            self.hits += len(crops) - len(new)
-            self.misses += len(new)
+                new = [i for k, i in first.items() if k not in known]
+                self.hits += len(crops) - len(new)
+                self.misses += len(new)
             if not new:
                 output = _rec_output()
                 output.elapse = 0.0
