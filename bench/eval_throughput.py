@@ -72,12 +72,13 @@ def cpu_scaling(n: int = 20_000_000) -> float:
     """How much faster two processes finish two equal pieces of CPU work than one process does one, x2."""
     import multiprocessing
 
-    one = _spin(n)
+    alone = _spin(n)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.map(_spin, [n // 100, n // 100])  # started before the clock
         started = time.perf_counter()
         pool.map(_spin, [n, n])
         both = time.perf_counter() - started
+    one = min(alone, _spin(n))  # the faster of one before and one after: a burst from elsewhere hits one of them
     return 2 * one / both
 
 
