@@ -148,6 +148,8 @@ def run_task(
     mismatch = early.mismatch_reason if early is not None and task.policy.on_mismatch == "ask" else None
     attach_person(run_hooks, task, runs_dir, terminal_ask=terminal_ask, mismatch=mismatch)
     with ExitStack() as stack:
+        if ocr is not None:  # its engine loads while the site and the browser start
+            stack.callback(ocr.start().abandon)
         if executor is not None:
             env = Environment(task=task, executor=executor)
         else:

@@ -106,9 +106,21 @@ class OcrWorker:
         hooks.on(RunEnded, self.ended)
         return self
 
+    def start(self) -> "OcrWorker":
+        """Start the thread now, before the run does: it loads and warms the engine (seconds in a new process)
+        while the site and the browser start, instead of after."""
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._thread.start()
+        return self
+
+    def abandon(self) -> None:
+        """The run never started or never ended (its environment failed to open): let the thread go."""
+        if self.ended_at is None and self._thread.ident is not None:
+            self._queue.put(None)
+
     def started(self, event: RunStarted) -> None:
         self.run_dir = event.run_dir
-        self._thread.start()
+        self.start()
 
     def recorded(self, event: StepRecorded) -> None:
         step = event.step
@@ -226,7 +238,7 @@ class OcrWorker:
     def _work(self) -> None:
         _lower_priority()
         try:
-            warm_up = getattr(self.engine(), "warm_up", None)  # load while the first step thinks
+            warm_up = getattr(self.engine(), "warm_up", None)  # while the site and the browser start
             if warm_up is not None:
                 warm_up()
         except Exception as exc:  # recorded per step below

@@ -755,3 +755,30 @@ def test_a_start_page_that_never_loads_stops_at_its_limit():
     with LocalServer(_Hangs) as server, BrowserExecutor(BrowserSettings()) as browser:
         with pytest.raises(StartPageError, match=r"the start page .*/slow did not load within 1 s"):
             browser.goto(server.url + "/slow", timeout_ms=1000)
+
+
+@pytest.mark.browser
+def test_an_ocr_worker_started_before_a_run_that_never_starts_ends(tmp_path):
+    """OCR's thread starts before the site and the browser (its engine loads meanwhile); when the start page
+    cannot be opened, no run starts and the thread must not live on (an eval worker runs many episodes)."""
+    import threading
+
+    from agent import load_task, run_task
+    from tools.browser import StartPageError
+    from tools.ocr import ocr_available
+
+    require_chromium()
+    if ocr_available() is not None:
+        pytest.skip(f"needs the ocr extra: {ocr_available()}")
+    path = tmp_path / "t.yaml"
+    url = f"http://127.0.0.1:{_closed_port()}/start"
+    path.write_text(
+        f"name: unreachable\ngoal: g\ntarget: {{start_url: '{url}'}}\nocr: {{enabled: true}}\n"
+        "script: [{action: terminate, status: success}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(StartPageError):
+        run_task(load_task(path), runs_dir=tmp_path / "runs")
+    for thread in [t for t in threading.enumerate() if t.name == "glassbox-ocr"]:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the OCR thread outlived a run that never started"
