@@ -43,6 +43,7 @@ from tracer.ocr_files import (
     OcrStepFile,
     OcrStepStatus,
     read_ocr_index,
+    read_ocr_step,
     scrub_lines,
     write_ocr_index,
     write_ocr_step,
@@ -198,6 +199,7 @@ class OcrWorker:
                 self._statuses[step.index] = OcrStepStatus(status="skipped", reason="ocr.steps is acting; this step did not act")
                 continue
             self._statuses[step.index] = OcrStepStatus(status="not_done", reason="not read yet")
+            self._diff_against(step.index - 1)
             self._read(step)
         read = [s.index for s in todo if self._statuses[s.index].status != "skipped"]
         with self._lock:
@@ -256,6 +258,23 @@ class OcrWorker:
             self._read(step)
             if self._queue.empty():
                 self._mark_idle()
+
+    def _diff_against(self, index: int) -> None:
+        """Let the next read diff against step ``index``'s screenshot and the lines recorded for it (read while the
+        run ran), instead of reading its first screen in full."""
+        reader = self._incremental()
+        status = self._statuses.get(index)
+        if index < 0 or reader.last_step == index or status is None or status.status != "done" or self.run_dir is None:
+            return
+        try:
+            recorded = read_ocr_step(self.run_dir, index)
+            if recorded is None:
+                return
+            png = read_step_file(self.run_dir, recorded.screenshot, index)
+            result = OcrResult(engine=recorded.engine, size=recorded.size, lines=recorded.lines, ms=recorded.ms)
+            reader.remember(png, result, step=index, full=recorded.read is None or recorded.read.mode == "full")
+        except (OSError, ValueError) as exc:  # a damaged file: the next read is a full one
+            log.warning("ocr: cannot diff against a recorded step", step=index, error=f"{type(exc).__name__}: {exc}")
 
     def _mark_idle(self) -> None:
         with self._lock:

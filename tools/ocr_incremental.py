@@ -88,6 +88,11 @@ class IncrementalReader:
         self._step: int | None = None
         self._since_full = 0
 
+    @property
+    def last_step(self) -> int | None:
+        """The step of the image read (or remembered) last."""
+        return self._step
+
     def remember(self, image: bytes | Any, result: OcrResult, *, step: int | None = None, full: bool = True) -> None:
         """Take ``result`` (read elsewhere, e.g. by a gate) as the read of ``image``: the next read diffs
         against it."""

@@ -50,6 +50,8 @@ def test_a_run_recorded_without_ocr_is_read_afterwards_and_only_what_is_missing_
     )
     again = glassbox_in_process("runs", "ocr", str(short_run))
     assert again.returncode == 0 and "read 1 step(s)" in again.stdout, again.stdout + again.stderr
+    reread = json.loads((short_run / OCR_DIR / "step-0003.json").read_text(encoding="utf-8"))
+    assert reread["read"]["mode"] in ("partial", "reused"), reread["read"]  # against step 2's recorded lines
     everything = glassbox_in_process("runs", "ocr", str(short_run), "--all")
     assert "read 5 step(s)" in everything.stdout
 
