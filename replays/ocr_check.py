@@ -3,7 +3,8 @@
 A screen can look alike pixel for pixel around a point and still say something else there ("Save" became
 "Delete" in the same button), and a desktop has no element tree to ask. When the recorded step was read by OCR
 (``RUN/ocr/step-NNNN.json``, a line under its point), the live screenshot is read with the same engine and the
-line under the same point compared, ignoring case, spaces and punctuation (OCR of the same word varies there).
+line under the same point compared, ignoring case, spaces and punctuation (OCR of the same word varies there),
+and how the text was cut into lines (a button and the words beside it may be one line or two).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.ocr import OcrResult, get_engine, ocr_available
+from tools.ocr import OcrLine, OcrResult, get_engine, ocr_available
 from tools.ocr_views import point_text
 from tracer.ocr_files import OcrStepFile, read_ocr_step
 from tracer.secrets import MASK
@@ -51,6 +52,21 @@ def text_check(recorded: OcrStepFile, now_png: bytes, read: ReadScreen) -> str |
     under = point_text(now, point).under
     if under is None:
         return f"the text under {point} changed: the recording read {was!r} there, now OCR reads no text there"
-    if _words(under.text) != _words(was):
+    if _words(under.text) != _words(was) and not _resegmented(recorded.point.under, under):
         return f"the text under {point} changed: the recording read {was!r} there, now {under.text!r}"
     return ""
+
+
+RESEGMENT_PX = 6  # how far a line's box may stick out of the other's and still be the same text cut otherwise
+
+
+def _resegmented(was: OcrLine, now: OcrLine) -> bool:
+    """The same text cut into lines otherwise: OCR may read a button and the words beside it as one line or as two
+    ('Choose File' and 'No file chosen', or 'Choose FileNo file chosen', by the pixels around them, a hover or
+    a focus ring). The shorter line's words are inside the longer's, and its box inside the longer's box."""
+    short, long = sorted((was, now), key=lambda line: len(_words(line.text)))
+    left, top, right, bottom = short.box
+    outer_left, outer_top, outer_right, outer_bottom = long.box
+    pad = RESEGMENT_PX
+    inside = left >= outer_left - pad and top >= outer_top - pad and right <= outer_right + pad and bottom <= outer_bottom + pad
+    return bool(_words(short.text)) and _words(short.text) in _words(long.text) and inside

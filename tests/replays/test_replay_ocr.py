@@ -59,6 +59,24 @@ def test_a_different_word_under_the_point_names_both_texts(tmp_path: Path) -> No
     )
 
 
+def test_the_same_text_cut_into_lines_otherwise_is_not_a_change(tmp_path: Path) -> None:
+    """Seen in CI: the recording read the file input as 'Choose File' and '|No file chosen', the replay (the mouse
+    now over the input) as one line 'Choose FileNo file chosen'; the replay diverged there."""
+    apart = OcrLine(text="|No file chosen", box=(351, 504, 447, 521), score=0.98)
+    point = PointText(point=(396, 513), under=apart, nearest=apart, description="clicked it")
+    file = OcrStepFile(step=18, screenshot="s.png", engine="stub", size=(1280, 800), ms=1.0, lines=[apart], point=point)
+    write_ocr_step(tmp_path, file, Scrubber([]))
+    recorded = recorded_text(tmp_path, 18)
+    assert recorded is not None
+    merged = OcrLine(text="Choose FileNo file chosen", box=(270, 502, 447, 522), score=0.97)
+    assert text_check(recorded, b"now.png", reader(screen(merged))) == ""
+    # other words in a box around it, or the same words in a box that does not hold the recorded one, are a change
+    other = OcrLine(text="Choose File Upload", box=(270, 502, 447, 522), score=0.97)
+    assert "now 'Choose File Upload'" in (text_check(recorded, b"now.png", reader(screen(other))) or "")
+    shifted = OcrLine(text="Choose FileNo file chosen", box=(380, 502, 560, 522), score=0.97)
+    assert "now 'Choose FileNo file chosen'" in (text_check(recorded, b"now.png", reader(screen(shifted))) or "")
+
+
 def test_no_comparison_without_a_recorded_line_or_an_engine(tmp_path: Path) -> None:
     assert recorded_text(tmp_path, 7) is None  # no OCR recorded: the check is not made
     record(tmp_path, None)
