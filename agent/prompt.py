@@ -224,6 +224,9 @@ def _held_back(step: StepRecord) -> str:
     return f"{who} skipped it" + (f" ({gate.reason})" if gate is not None and gate.reason else "")
 
 
+MAX_TOLD_TITLE = 300  # characters of a page title told to the model after an action
+
+
 def tool_response(step: StepRecord, title_after: str | None = None) -> str:
     """What the model is told after ``step``; ``title_after``: the page's title once the action was done (the next
     screenshot's), not the one the step perceived before acting."""
@@ -234,7 +237,8 @@ def tool_response(step: StepRecord, title_after: str | None = None) -> str:
     if step.outcome == "skipped":
         return f"Your last action was not performed: {_held_back(step)}. Choose the next action."
     done = f"{step.action.action if step.action is not None else 'action'} done."
-    return done + _dialogs_told(step) + (f" Page: {title_after}" if title_after else "")
+    # a page chooses its title: a megabyte of it would fill the model's context on every later step
+    return done + _dialogs_told(step) + (f" Page: {title_after[:MAX_TOLD_TITLE]}" if title_after else "")
 
 
 def _dialogs_told(step: StepRecord) -> str:

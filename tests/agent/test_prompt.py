@@ -114,6 +114,9 @@ def test_last_k_screenshots_come_back_as_turns(tokenizer):
     prompt = build_prompt(task, titled, b"now", past_screenshots={1: b"one", 2: b"two"}, current_title="New product")
     responses = [m.text() for m in prompt.messages if m.role == "user"][1:]
     assert [r.split("Page: ")[1].split("\n")[0] for r in responses] == ["Products", "New product"]
+    huge = build_prompt(task, titled, b"now", past_screenshots={1: b"one", 2: b"two"}, current_title="x" * 1_000_000)
+    told = [m.text() for m in huge.messages if m.role == "user"][-1]
+    assert "Page: " + "x" * 300 + "\n" in told  # a page's megabyte title is cut, not sent whole
     record = prompt.record("steps/0003/screenshot.png")
     assert record[1].images == ["steps/0001/screenshot.png"] and record[-1].images == ["steps/0003/screenshot.png"]
     template = (FIXTURES / "qwen3vl_thinking.chat_template.jinja").read_text()
