@@ -229,6 +229,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the (slow) plain path")
+    parser.add_argument("--profile", action="store_true", help="then profile one fast step: top ops, launches per token")
     parser.add_argument(
         "--allow-cpu",
         action="store_true",
@@ -378,8 +379,39 @@ def main() -> None:
             f"capture: +{capture:.1f} ms = +{100 * capture / f:.1f} % of the fast step "
             f"(step medians: fast {f / 1000:.3f} s, fast + capture {c / 1000:.3f} s, {100 * (c - f) / f:+.1f} %)"
         )
+        if args.profile:
+            profile_step(decoder, steps[-1], sampling, cuda, args.new_tokens)
         if not cuda:
             print("\n(CPU, tiny model: these show the mechanics work; the 1.0 s / 5 % / 60 s targets are GPU figures.)")
+
+
+def profile_step(decoder: FastDecoder, inputs: Any, sampling: Sampling, cuda: bool, new_tokens: int) -> None:
+    """Where a fast step's time goes: the busiest ops, and graph launches / kernel time per generated token."""
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder.invalidate()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        decoder.generate(inputs, sampling, image_hashes=["profiled"], eos_ids=set())
+        wall_ms = (time.perf_counter() - started) * 1000
+    averages = prof.key_averages()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(f"\nprofiled fast step (profiler on): {wall_ms:.0f} ms")
+    print(averages.table(sort_by=sort, row_limit=18, max_name_column_width=60))
+    if not cuda:
+        return
+    from torch.autograd import DeviceType
+
+    launches = sum(e.count for e in averages if e.key == "cudaGraphLaunch")
+    eager = sum(e.count for e in averages if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    # Kernel rows only: CPU-side rows (the compiled graph's call, "Command Buffer Full") also carry device time.
+    kernel_ms = sum(e.self_device_time_total for e in averages if e.device_type == DeviceType.CUDA) / 1000
+    print(
+        f"per token: {launches / new_tokens:.2f} graph launches, {eager / new_tokens:.1f} kernels launched outside graphs, "
+        f"{kernel_ms / new_tokens:.2f} ms of kernels; kernels {kernel_ms:.0f} ms of {wall_ms:.0f} ms wall "
+        f"({100 * kernel_ms / wall_ms:.0f} %: near 100 % the step is bound by the GPU's work, not by launching it)"
+    )
 
 
 def _median_row(runs: Sequence[tuple[float, ...]]) -> dict[str, float]:
