@@ -25,6 +25,9 @@ class Box(BaseModel):
         return self.x + self.width / 2, self.y + self.height / 2
 
 
+MAX_PAGE_TITLE = 1000  # characters of a page's title kept: a page chooses it, and every step records it
+
+
 class Observation(BaseModel):
     """One screenshot of the environment and what is known about it."""
 
@@ -32,9 +35,14 @@ class Observation(BaseModel):
     screenshot_size: tuple[int, int]  # device pixels
     css_size: tuple[int, int]  # viewport in CSS pixels
     device_scale_factor: float
-    url: str | None = None
+    url: str | None = None  # kept whole: replay and resume go back to it
     title: str | None = None
     taken_at: datetime
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _cut_title(cls, value: object) -> object:
+        return value[:MAX_PAGE_TITLE] if isinstance(value, str) else value
 
 
 MAX_ELEMENT_TEXT = 200  # characters of an element's text and label kept (the page chooses them)

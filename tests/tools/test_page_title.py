@@ -1,0 +1,41 @@
+"""A page chooses its title, and every step records it: it is cut to MAX_PAGE_TITLE. Real Chromium."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import require_chromium
+from tests.servers import LocalServer, QuietHandler
+from tools import actions as A
+from tools.browser import BrowserExecutor, BrowserSettings
+from tools.views import MAX_PAGE_TITLE
+
+PAGE = b"""<!doctype html><title>short</title>
+<button style="position:absolute;left:0;top:0;width:400px;height:400px"
+  onclick="document.title = 'after '.repeat(40000)">grow</button>
+<script>document.title = 'T'.repeat(200000);</script>"""
+
+
+class _Page(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.reply(200, PAGE, "text/html; charset=utf-8")
+
+
+@pytest.fixture
+def pages() -> Iterator[str]:
+    with LocalServer(_Page) as server:
+        yield server.url
+
+
+def test_a_long_page_title_is_cut_when_observed_before_and_after_an_action(pages) -> None:
+    require_chromium()
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(pages)
+        first = browser.perceive()  # a fresh capture, the title read beside it
+        assert first.title == "T" * MAX_PAGE_TITLE
+        browser.act(A.LeftClick(action="left_click", coordinate=[100, 100]))  # model coordinates (0-1000)
+        after = browser.perceive()  # the settle's capture, its title read in the same round trip
+        assert after.title is not None and len(after.title) == MAX_PAGE_TITLE
+        assert after.title.startswith("after after ")
