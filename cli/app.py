@@ -844,6 +844,9 @@ def diff(
     from replays.diff import diff_runs
 
     result = diff_runs(_run_dir(runs_dir, run_a), _run_dir(runs_dir, run_b))
+    if result.screens_unchecked:
+        steps = ", ".join(map(str, result.screens_unchecked))
+        console.print(f"screens not compared at step(s) {steps}, only the actions: {escape(result.unchecked_reason or '')}")
     if result.step is None:
         console.print(f"no difference over {result.compared} steps")
         return

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from pydantic import BaseModel
 
+from tools.images import open_rgb
+
 SCREEN_SIZE = (96, 60)
 REGION_SIZE = (48, 48)
 REGION_HALF = 60  # screenshot pixels around the point when there is no evidence box
@@ -35,8 +37,7 @@ class Thresholds(BaseModel):
 
 
 def _rgb(png: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(png)) as image:
-        return image.convert("RGB")
+    return open_rgb(png, what="a screenshot to compare")
 
 
 def _small(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -105,8 +106,7 @@ def side_by_side(
     labels: tuple[str, str] = ("recorded", "now"),
 ) -> bytes:
     """The two screens next to each other (the target box outlined), as PNG, for a person to see the change."""
-    with Image.open(io.BytesIO(recorded)) as a_img, Image.open(io.BytesIO(current)) as b_img:
-        a, b = a_img.convert("RGB"), b_img.convert("RGB")
+    a, b = open_rgb(recorded, what="the recorded screenshot"), open_rgb(current, what="the current screenshot")
     width = max(a.width, b.width)
     out = Image.new("RGB", (width * 2 + 12, max(a.height, b.height) + 28), (255, 255, 255))
     draw = ImageDraw.Draw(out)

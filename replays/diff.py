@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from replays.compare import compare_screens
 from tools.actions import Action
@@ -23,6 +23,10 @@ class RunDiff(BaseModel):
     b: str = ""
     compared: int = 0
     screen_diff: float | None = None
+    # Steps before the first difference whose screens could not be compared (a screenshot gone or unreadable):
+    # only their actions were; the first one's reason.
+    screens_unchecked: list[int] = Field(default_factory=list)
+    unchecked_reason: str | None = None
 
 
 def describe_action(action: Action) -> str:
@@ -123,16 +127,24 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
     a_steps, b_steps = read_steps(a_dir), read_steps(b_dir)
     read_run(a_dir), read_run(b_dir)  # both must be runs
     pairs = _pairs(a_steps, b_steps)
+    unchecked: list[int] = []
+    why_unchecked: list[str] = []
+
+    def found(step: int | None, **fields: Any) -> RunDiff:
+        return RunDiff(step=step, screens_unchecked=unchecked, unchecked_reason=next(iter(why_unchecked), None), **fields)
+
     for i, a, b in pairs:
         if a is None or b is None:
-            return RunDiff(step=i, reason=_missing(i, a, a_steps, b_steps), a=describe(a), b=describe(b), compared=i)
+            return found(i, reason=_missing(i, a, a_steps, b_steps), a=describe(a), b=describe(b), compared=i)
         try:
             screen = compare_screens(read_step_file(a_dir, a.screenshot, i), read_step_file(b_dir, b.screenshot, i))
-        except (MissingRunFile, ValueError):
-            screen = None  # a screenshot was deleted: the actions can still be compared
+        except (MissingRunFile, ValueError) as exc:  # gone or unreadable (UnreadableImage): the actions are still compared
+            screen = None
+            unchecked.append(i)
+            why_unchecked.append(str(exc))
         if screen is not None and not screen.matches:
-            return RunDiff(
-                step=i,
+            return found(
+                i,
                 reason=f"the screen before the step differs ({screen.reason})",
                 a=describe(a),
                 b=describe(b),
@@ -141,15 +153,15 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
             )
         reason = _differs(a.action, b.action)
         if reason:
-            return RunDiff(
-                step=i,
+            return found(
+                i,
                 reason=reason,
                 a=describe(a),
                 b=describe(b),
                 compared=i,
                 screen_diff=screen.screen_diff if screen is not None else None,
             )
-    return RunDiff(step=None, compared=len(pairs))
+    return found(None, compared=len(pairs))
 
 
 class SideStep(BaseModel):

@@ -27,6 +27,7 @@ from replays.ocr_check import ReadScreen, read_with_engine, recorded_text, text_
 from replays.policy_plan import plan_policy, recorded_policy
 from tools.errors import UsageError
 from tools.executor import Executor
+from tools.images import UnreadableImage
 from tools.views import ElementInfo, Observation
 from tracer.schema import ReplayInfo, RunRecord, StepRecord
 from tracer.store import MissingRunFile, RunStore, missing_screenshots, read_run, read_step_file, read_steps
@@ -94,11 +95,7 @@ class ReplayPolicy(Policy):
         try:
             recorded_png = read_step_file(self.source_dir, step.screenshot, step.index)
         except (MissingRunFile, ValueError) as exc:  # deleted while replaying: stop with the reason, record it
-            return PolicyOutput(
-                decision=PolicyDecision(confidence_reason=NO_MODEL),
-                trace=ModelTrace(reasoning=f"The screenshot of recorded step {step.index} is gone."),
-                stand_in=StandIn(policy_name="replay", stop=f"cannot replay recorded step {step.index}: {exc}"),
-            )
+            return _cannot_replay(step.index, "is gone", exc)
         point = box = None
         if step.evidence is not None:
             point, box = step.evidence.point, step.evidence.box
@@ -107,25 +104,22 @@ class ReplayPolicy(Policy):
             point = (round(step.coordinate.css[0] * s), round(step.coordinate.css[1] * s))
         url_ok = _same_page(step.url, observation.url)
         target = self._target_check(step)
+        try:
+            if point is None and box is None or target is not None:
+                diff = compare_screens(
+                    recorded_png,
+                    observation.screenshot_png,
+                    thresholds=self.thresholds,
+                    recorded_signature=self._signatures[step.index].result(),
+                )
+            else:
+                diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box, thresholds=self.thresholds)
+        except UnreadableImage as exc:  # a run folder is untrusted: a corrupt or oversized screenshot stops here
+            return _cannot_replay(step.index, "cannot be read", exc)
         if target is not None:
             # The browser can tell what is under the point: same element there means the target did not move,
             # whatever the colours; the whole screen is still measured and recorded.
-            diff = compare_screens(
-                recorded_png,
-                observation.screenshot_png,
-                thresholds=self.thresholds,
-                recorded_signature=self._signatures[step.index].result(),
-            )
             diff.matches, diff.reason = target == "", target or None
-        elif point is None and box is None:
-            diff = compare_screens(
-                recorded_png,
-                observation.screenshot_png,
-                thresholds=self.thresholds,
-                recorded_signature=self._signatures[step.index].result(),
-            )
-        else:
-            diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box, thresholds=self.thresholds)
         # The recording read the text under its point (OCR): a different text there now is a divergence too.
         recorded_ocr = recorded_text(self.source_dir, step.index) if diff.matches else None
         text_changed = recorded_ocr and text_check(recorded_ocr, observation.screenshot_png, self.read_screen)
@@ -241,6 +235,15 @@ class ReplayPolicy(Policy):
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self.fallback is not None:
             self.fallback.close()
+
+
+def _cannot_replay(index: int, what: str, exc: Exception) -> PolicyOutput:
+    """Stop the replay at a recorded step whose screenshot is gone or unreadable, saying why (recorded in the run)."""
+    return PolicyOutput(
+        decision=PolicyDecision(confidence_reason=NO_MODEL),
+        trace=ModelTrace(reasoning=f"The screenshot of recorded step {index} {what}."),
+        stand_in=StandIn(policy_name="replay", stop=f"cannot replay recorded step {index}: {exc}"),
+    )
 
 
 def _same_page(recorded: str | None, current: str | None) -> bool:

@@ -16,19 +16,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict
 
 from replays.confidence import ConfidenceBand, band
 from tools.errors import UsageError
+from tools.images import open_rgb
 from tracer.labels import current_labels, read_label_events
-from tracer.run_files import MissingRunFile, step_file
+from tracer.run_files import MissingRunFile, read_step_file
 from tracer.schema import RunRecord, StepRecord
 from tracer.secrets import Scrubber
 from tracer.store import read_run, read_steps
 
 SECRET_PLACEHOLDER = "<secret>"  # what agent.task.Task.public_dict() records in place of a secret input's value
-MAX_IMAGE_PIXELS = 40_000_000  # a crafted screenshot bigger than this is not decoded (Pillow's bomb guard is ~89 M)
 
 
 class ShareError(UsageError, ValueError):
@@ -162,16 +162,11 @@ def step_image(run_dir: Path, step: SharedStep, *, max_width: int) -> tuple[Imag
     and why the screenshot could not be used."""
     record = step.record
     try:
-        path = step_file(run_dir, record.screenshot, record.index)
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{image.width}x{image.height} pixels is too big to embed")
-            image.load()
-            rgb = image.convert("RGB")
+        rgb = open_rgb(read_step_file(run_dir, record.screenshot, record.index), what=record.screenshot)
     except MissingRunFile:
         return placeholder(record, max_width, "screenshot missing"), f"{record.screenshot} is missing"
-    except (ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        return placeholder(record, max_width, "screenshot unreadable"), f"{record.screenshot} cannot be read ({exc})"
+    except (ValueError, OSError) as exc:  # UnreadableImage (corrupt, not an image, too large), a path outside the run
+        return placeholder(record, max_width, "screenshot unreadable"), str(exc)  # it names the file
     return shrink(rgb, max_width), None
 
 

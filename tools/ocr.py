@@ -23,7 +23,6 @@ Another engine plugs in by name: ``register_engine("mine", factory)``, then ``ge
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 import time
 from collections import OrderedDict
@@ -33,7 +32,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from tools.errors import UsageError
-from tools.views import MAX_DEVICE_PIXELS
+from tools.images import open_rgb
 
 DEFAULT_ENGINE = "rapidocr"
 Backend = Literal["openvino", "onnxruntime"]
@@ -381,27 +380,12 @@ def _lines(output: Any, offset: tuple[int, int], size: tuple[int, int]) -> list[
     return lines
 
 
-def check_screenshot_size(width: int, height: int) -> None:
-    """ValueError for an image no screenshot can be (a run folder is untrusted: a crafted PNG of a few hundred KB
-    can decode to GBs)."""
-    if not (0 < width <= MAX_DEVICE_PIXELS and 0 < height <= MAX_DEVICE_PIXELS):
-        raise ValueError(f"a {width}x{height} image is not a screenshot (at most {MAX_DEVICE_PIXELS} px a side)")
-
-
 def _rgb_array(image: bytes | Any) -> Any:
     """An RGB uint8 array from encoded image bytes or an array."""
     import numpy as np
 
     if isinstance(image, (bytes, bytearray, memoryview)):
-        from PIL import Image
-
-        if bytes(image[:8]) == b"\x89PNG\r\n\x1a\n":  # refused before Pillow even warns of a bomb
-            from tools.capture import png_size
-
-            check_screenshot_size(*png_size(bytes(image[:24])))
-        with Image.open(io.BytesIO(bytes(image))) as opened:
-            check_screenshot_size(*opened.size)  # from the header: a crafted file is refused before it is decoded
-            return np.asarray(opened.convert("RGB"))
+        return np.asarray(open_rgb(bytes(image), what="the screenshot to read"))
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"an OCR image is encoded bytes or an RGB array (height x width x 3), not shape {array.shape}")

@@ -27,7 +27,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from tools.capture import png_size
-from tools.ocr import OcrEngine, OcrLine, OcrResult, _rgb_array, check_screenshot_size, sort_lines
+from tools.images import check_screenshot_size
+from tools.ocr import OcrEngine, OcrLine, OcrResult, _rgb_array, sort_lines
 from tools.ocr_views import NEAR_PX, box_distance
 
 Box = tuple[int, int, int, int]
@@ -186,8 +187,7 @@ def decode_rgb(image: bytes | Any) -> Any:
         import cv2
         import numpy as np
 
-        check_screenshot_size(*png_size(bytes(image[:24])))
-
+        check_screenshot_size(*png_size(bytes(image[:24])), what="the screenshot to read")
         bgr = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
         if bgr is not None:
             return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from pydantic import BaseModel
 
+from tools.images import open_rgb
 from tracer.run_files import atomic_write
 
 GROUPS = ("shallow", "middle", "deep")
@@ -171,8 +172,7 @@ def overlay_png(screenshot_png: bytes, m: np.ndarray, *, alpha: float = 0.55, ma
     """A heat overlay (viridis) of ``m`` over the screenshot, as PNG, at screenshot size (or ``max_width``)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(screenshot_png)) as shot:
-        base = shot.convert("RGB")
+    base = open_rgb(screenshot_png, what="the step's screenshot")
     if max_width and base.width > max_width:
         base = base.resize((max_width, round(base.height * max_width / base.width)))
     m = np.asarray(m, dtype=np.float32)

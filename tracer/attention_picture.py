@@ -12,6 +12,8 @@ import io
 import numpy as np
 from pydantic import BaseModel
 
+from tools.images import open_rgb
+
 # Matplotlib's viridis sampled at nine even points (perceptually uniform, readable in grey and by colour-blind
 # eyes); the lookup table interpolates between them.
 _VIRIDIS_STOPS = (
@@ -119,8 +121,7 @@ def attention_picture(screenshot_png: bytes, m: np.ndarray, *, max_width: int | 
     with it, the peak in the top colour), and the top region outlined; a PNG at screenshot size, or ``max_width`` wide."""
     from PIL import Image, ImageDraw
 
-    with Image.open(io.BytesIO(screenshot_png)) as shot:
-        base = shot.convert("RGB")
+    base = open_rgb(screenshot_png, what="the step's screenshot")
     full_size = base.size
     if max_width and base.width > max_width:
         size = (max_width, max(1, round(base.height * max_width / base.width)))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from tools.images import open_rgb
 from tools.views import Box
 from tracer.run_files import atomic_write
 from tracer.schema import Evidence
@@ -59,8 +60,7 @@ def render_crop(png: bytes, box: tuple[int, int, int, int], point: tuple[int, in
 
 def decode(png: bytes) -> Image.Image:
     """The PNG as an RGB image (the whole decode: what a crop costs most)."""
-    with Image.open(io.BytesIO(png)) as image:
-        return image.convert("RGB")
+    return open_rgb(png, what="the step's screenshot")
 
 
 def crop_decoded(image: Image.Image, box: tuple[int, int, int, int], point: tuple[int, int]) -> bytes:

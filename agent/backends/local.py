@@ -12,7 +12,6 @@ This is the one place models load. A folder holding a LoRA adapter (``adapter_co
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -24,6 +23,7 @@ from agent.backends.base import Backend, BackendError, Generation, Sampling, Tok
 from agent.backends.decoding import fast_path_unsupported, plain_generate
 from agent.prompt import Prompt
 from tools.errors import UsageError
+from tools.images import open_rgb
 from tracer.logs import get_logger
 from tracer.schema import DecodingInfo
 
@@ -234,10 +234,8 @@ def encode_prompt(processor: Any, prompt: Prompt) -> Any:
     Inference and training (``glassbox train``) both go through here, so a fine-tuned model is trained on
     exactly the tokens it will be asked with.
     """
-    from PIL import Image
-
     text = processor.apply_chat_template(prompt.hf_messages(), tokenize=False, add_generation_prompt=True)
-    images = [Image.open(io.BytesIO(p.png)).convert("RGB") for p in prompt.images()]
+    images = [open_rgb(p.png, what="the step's screenshot" if p.ref == "current" else p.ref) for p in prompt.images()]
     return processor(text=[text], images=images or None, return_tensors="pt")
 
 

@@ -199,11 +199,12 @@ def test_an_image_no_screenshot_can_be_is_refused_before_it_is_decoded() -> None
 
     from PIL import Image
 
+    from tools.images import UnreadableImage
     from tools.ocr import _rgb_array
     from tools.ocr_incremental import decode_rgb
 
     buffer = io.BytesIO()
     Image.new("L", (12000, 12000)).save(buffer, "PNG")
     for decode in (decode_rgb, _rgb_array):
-        with pytest.raises(ValueError, match="a 12000x12000 image is not a screenshot"):
+        with pytest.raises(UnreadableImage, match="is 12000x12000 pixels: not a screenshot"):
             decode(buffer.getvalue())

@@ -1,0 +1,62 @@
+"""Every decode of a screenshot goes through tools.images.open_rgb: a file that is not a screenshot is refused with
+one error naming it, before it is decoded (a run folder is untrusted)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import pytest
+from PIL import Image
+
+from tools.errors import UsageError
+from tools.images import UnreadableImage, open_rgb
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG of black pixels: a few hundred KB on disk, width x height x 3 bytes decoded."""
+    squeeze = zlib.compressobj(9)
+    row = b"\x00" * (1 + width * 3)
+    data = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def png(width: int = 64, height: int = 40) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (width, height), (10, 20, 30, 255)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_screenshot_decodes_to_rgb() -> None:
+    image = open_rgb(png())
+    assert image.mode == "RGB" and image.size == (64, 40) and image.getpixel((3, 3)) == (10, 20, 30)
+
+
+def test_an_image_larger_than_any_screen_is_refused_without_a_bomb_warning() -> None:
+    bomb = png_bomb(12000, 9000)  # 108 M pixels: Pillow itself would only warn, then decode 324 MB
+    assert len(bomb) < 1_000_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would raise here
+        with pytest.raises(UnreadableImage, match=r"^steps/0003/screenshot.png is 12000x9000 pixels: not a screenshot"):
+            open_rgb(bomb, what="steps/0003/screenshot.png")
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"not an image at all", "is not an image"),
+        (b"", "is not an image"),
+        (png()[:60], "cannot be decoded"),  # a PNG cut short: its header reads, its pixels do not
+    ],
+)
+def test_a_file_that_is_not_an_image_is_one_error_naming_it(data: bytes, says: str) -> None:
+    with pytest.raises(UnreadableImage, match=f"^the recorded screenshot {says}") as caught:
+        open_rgb(data, what="the recorded screenshot")
+    assert isinstance(caught.value, UsageError) and isinstance(caught.value, ValueError)  # the CLI exits 2
