@@ -44,7 +44,7 @@ class Recording:
 def test_steps_still_queued_at_the_end_are_read_on_all_cores_when_the_machine_is_idle(
     bundled_run, tmp_path, monkeypatch, busy: bool
 ) -> None:
-    monkeypatch.setattr(ocr_worker, "machine_busy", lambda: busy)  # the load average of this shared machine varies
+    monkeypatch.setattr(ocr_worker, "machine_busy", lambda: busy)  # this shared machine's load varies
     result = copy_bundled_run(bundled_run, tmp_path / "runs")
     steps = read_steps(result.run_dir)[:4]
     run = read_run(result.run_dir)
@@ -74,3 +74,20 @@ def test_steps_still_queued_at_the_end_are_read_on_all_cores_when_the_machine_is
     assert index.catch_up_on == rest
     texts = [read_ocr_step(result.run_dir, s.index) for s in steps]
     assert [f.lines[0].text if f is not None else None for f in texts] == reads
+
+
+@pytest.mark.parametrize(("idle", "busy"), [(2.0, False), (1.6, False), (1.4, True), (0.3, True), (None, None)])
+def test_the_catch_up_looks_at_how_idle_the_cores_are_now_not_at_the_load_average(monkeypatch, idle, busy) -> None:
+    # The 1-minute load average still counts the runs just over (an eval's, a benchmark's): the cores' idle time
+    # over a moment says whether all of them are free now.
+    monkeypatch.setattr(ocr_worker.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ocr_worker, "idle_cores", lambda window_s: idle)
+    monkeypatch.setattr(ocr_worker.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # only asked where idle time is unknown
+    assert ocr_worker.machine_busy() is (True if busy is None else busy)
+
+
+def test_idle_cores_are_read_from_the_system_where_it_says() -> None:
+    idle = ocr_worker.idle_cores(0.05)
+    if idle is None:
+        pytest.skip("this system does not say how long its cores idled (/proc/stat); the load average is used")
+    assert 0.0 <= idle <= (ocr_worker.os.cpu_count() or 1) + 1e-9
