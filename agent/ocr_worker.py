@@ -91,8 +91,11 @@ class OcrWorker:
         self._idle.set()
         self.run_dir: Path | None = None
         self._run_over = threading.Event()  # set at the run's end: what is left may use every core
-        self._tried_all_cores = False  # decided once, at the first read after the end
-        self._catch_up_on: Literal["all cores", "one thread"] | None = None  # what that decided, for the index
+        # At the end a thread of its own decides whether all cores are free and, if so, loads the engine's
+        # all-cores copy, while this worker reads on; the reads after that use it (see _prepare_catch_up).
+        self._faster: OcrEngine | None = None
+        self.catch_up_decided = threading.Event()
+        self._catch_up_on: Literal["all cores", "one thread"] | None = None  # what the reads after the end used
         self.ended_at: float | None = None
         self.caught_up_at: float | None = None
         # Not a daemon: a process must not exit while the OCR runtime computes on this thread (onnxruntime aborts it).
@@ -140,8 +143,17 @@ class OcrWorker:
         self.ended_at = time.monotonic()
         self._run_over.set()
         self._queue.put(None)
+        preparing = None
+        if self._thread.ident is not None and not self._idle.is_set():  # steps are left to read
+            # Not a daemon either: the runtime must not be compiling on it when the process exits.
+            preparing = threading.Thread(target=self._prepare_catch_up, name="glassbox-ocr-all-cores")
+            preparing.start()
+        else:
+            self.catch_up_decided.set()
         caught_up = self._idle.wait(self.settings.catch_up_s)
         waited = time.monotonic() - self.ended_at
+        if preparing is not None:
+            preparing.join()  # at most a second or so: the models compile once per process
         with self._lock:
             self._closed = True  # a read still running is dropped, not written after the index
             index = self._index().model_copy(
@@ -296,10 +308,11 @@ class OcrWorker:
                 early = self._early.pop(step.index, None)
             png = read_step_file(run_dir, step.screenshot, step.index)
             reader = self._incremental()
-            if self._run_over.is_set() and not self._tried_all_cores:
-                self._tried_all_cores = True
-                faster = not machine_busy() and self._all_cores(reader)
-                self._catch_up_on = "all cores" if faster else "one thread"
+            if self._run_over.is_set():
+                with self._lock:
+                    if self._faster is not None:
+                        reader.engine = self._faster
+                    self._catch_up_on = "all cores" if reader.engine is self._faster else "one thread"
             if early is not None:  # a full read made by the gate: the next read diffs against it
                 reader.remember(png, early, step=step.index)
                 info = ReadInfo(mode="full", reason="read by the consistency gate before the step acted", ms=early.ms)
@@ -324,20 +337,25 @@ class OcrWorker:
                 if not self._closed:
                     self._statuses[step.index] = OcrStepStatus(status="error", reason=reason)
 
-    def _all_cores(self, reader: IncrementalReader) -> bool:
-        """After the run's end the loop and the browser no longer need the cores: read the rest on all of them
-        (on the idle 2-core machine a warm read took 0.56x as long as on one; loading the engine's second copy
-        takes a small part of one read, its models being imported already). Kept per engine, so a second run in
-        the same process reuses it."""
-        faster = getattr(reader.engine, "all_cores", None)
-        if faster is None:
-            return False
+    def _prepare_catch_up(self) -> None:
+        """After the run's end the loop and the browser no longer need the cores: unless other work keeps them
+        busy, load the engine's all-cores copy (its models compile on one core: 0.8 s, while the worker reads on
+        the other) for the reads left (on the idle 2-core machine a full read took 0.6x as long as on one). Kept
+        per engine, so a second run in the same process reuses it."""
         try:
-            reader.engine = faster()
+            faster = getattr(self.engine(), "all_cores", None)
+            if faster is None or machine_busy(ours=self._thread.ident):
+                return
+            engine = faster()
+            warm_up = getattr(engine, "warm_up", None)
+            if warm_up is not None:
+                warm_up()
+            with self._lock:
+                self._faster = engine
         except Exception as exc:  # noqa: BLE001  # the one-thread engine reads on
             log.error("ocr: the all-cores engine failed to load", error=f"{type(exc).__name__}: {exc}")
-            return False
-        return True
+        finally:
+            self.catch_up_decided.set()
 
     def _incremental(self) -> IncrementalReader:
         if self._reader is None:
@@ -376,42 +394,58 @@ OCR_NICE = 10
 BUSY_WINDOW_S = 0.2  # how long the cores are watched before choosing how to catch up
 
 
-def machine_busy(window_s: float = BUSY_WINDOW_S) -> bool:
+def machine_busy(window_s: float = BUSY_WINDOW_S, *, ours: int | None = None) -> bool:
     """Whether other work keeps a core busy now, so that all cores would not help. Watched for ``window_s`` where
-    the system says how long its cores idled (Linux), else the 1-minute load average at least the core count.
+    the system says how long its cores idled (Linux), the CPU time of thread ``ours`` (the OCR worker, reading
+    meanwhile) counted as free; else the 1-minute load average at least the core count.
 
     Not the load average where the idle time is known: it lags by a minute, so after a few runs back to back (an
-    eval, a benchmark) it still counts runs that are over and kept one in three catch-ups on one thread, 8.0 s
+    eval, a benchmark) it still counts runs that are over and kept one catch-up in three on one thread, 8.0 s
     against 5.4 on all cores. Measured on the idle 2-core machine (OpenVINO): a full read 0.81 s on all cores
     against 1.36 on one; with a core kept busy by another process, 1.44 against 1.37."""
     cores = os.cpu_count() or 1
-    idle = idle_cores(window_s)
-    if idle is not None:
-        return idle < cores - 0.5
+    free = free_cores(window_s, ours=ours)
+    if free is not None:
+        return free < cores - 0.5
     try:
         return os.getloadavg()[0] >= cores
     except (AttributeError, OSError):  # no load average here: assume busy, keep one thread
         return True
 
 
-def idle_cores(window_s: float) -> float | None:
-    """How many cores idled on average over the next ``window_s`` (from /proc/stat), or None where unknown."""
+def free_cores(window_s: float, *, ours: int | None = None) -> float | None:
+    """How many cores idled on average over the next ``window_s`` (from /proc/stat), plus what thread ``ours``
+    used meanwhile; None where the system does not say."""
 
     def times() -> tuple[int, int]:
         with open("/proc/stat", encoding="ascii") as stat:
             fields = [int(x) for x in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
         return fields[3] + fields[4], sum(fields)
 
+    def thread_cpu() -> float:
+        if ours is None:
+            return 0.0
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(ours))
+        except (AttributeError, OSError):  # gone, or no per-thread clock here
+            return 0.0
+
     try:
         idle_before, total_before = times()
+        ours_before, started = thread_cpu(), time.monotonic()
         time.sleep(window_s)
         idle_after, total_after = times()
+        ours_used, elapsed_s = thread_cpu() - ours_before, time.monotonic() - started
     except (OSError, ValueError, IndexError):
         return None
-    elapsed = total_after - total_before
-    if elapsed <= 0:
+    return free_share(idle_after - idle_before, total_after - total_before, ours_used, elapsed_s, os.cpu_count() or 1)
+
+
+def free_share(idle_ticks: int, total_ticks: int, ours_s: float, elapsed_s: float, cores: int) -> float | None:
+    """Cores free over a window: the share of all cores' ticks spent idle, plus the cores our thread kept busy."""
+    if total_ticks <= 0 or elapsed_s <= 0:
         return None
-    return (os.cpu_count() or 1) * (idle_after - idle_before) / elapsed
+    return cores * idle_ticks / total_ticks + max(0.0, ours_s) / elapsed_s
 
 
 def _lower_priority() -> None:

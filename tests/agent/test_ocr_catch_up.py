@@ -44,7 +44,7 @@ class Recording:
 def test_steps_still_queued_at_the_end_are_read_on_all_cores_when_the_machine_is_idle(
     bundled_run, tmp_path, monkeypatch, busy: bool
 ) -> None:
-    monkeypatch.setattr(ocr_worker, "machine_busy", lambda: busy)  # this shared machine's load varies
+    monkeypatch.setattr(ocr_worker, "machine_busy", lambda **_: busy)  # this shared machine's load varies
     result = copy_bundled_run(bundled_run, tmp_path / "runs")
     steps = read_steps(result.run_dir)[:4]
     run = read_run(result.run_dir)
@@ -62,7 +62,9 @@ def test_steps_still_queued_at_the_end_are_read_on_all_cores_when_the_machine_is
     end = RunEnded(run=run, run_dir=result.run_dir, status=RunStatus.succeeded, end_reason="done")
     ending = threading.Thread(target=worker.ended, args=(end,))
     ending.start()
-    assert worker._run_over.wait(600)  # the end is known to the worker: let the first read finish
+    # The end is known, and whether all cores are free decided (their engine loads beside the read under way):
+    # let the first read finish. The reads after it use the all-cores engine once it is ready.
+    assert worker._run_over.wait(600) and worker.catch_up_decided.wait(600)
     first_read_may_finish.set()
     ending.join(600)
     assert not ending.is_alive()
@@ -81,13 +83,18 @@ def test_the_catch_up_looks_at_how_idle_the_cores_are_now_not_at_the_load_averag
     # The 1-minute load average still counts the runs just over (an eval's, a benchmark's): the cores' idle time
     # over a moment says whether all of them are free now.
     monkeypatch.setattr(ocr_worker.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(ocr_worker, "idle_cores", lambda window_s: idle)
+    monkeypatch.setattr(ocr_worker, "free_cores", lambda window_s, ours=None: idle)
     monkeypatch.setattr(ocr_worker.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # only asked where idle time is unknown
     assert ocr_worker.machine_busy() is (True if busy is None else busy)
 
 
-def test_idle_cores_are_read_from_the_system_where_it_says() -> None:
-    idle = ocr_worker.idle_cores(0.05)
-    if idle is None:
+def test_free_cores_count_what_the_ocr_thread_itself_used_as_free() -> None:
+    # 2 cores over 0.2 s: half the ticks idle, and our reader computed 0.18 s of them: 1.9 cores free, not 1.
+    assert ocr_worker.free_share(20, 40, 0.18, 0.2, 2) == pytest.approx(1.9)
+    assert ocr_worker.free_share(40, 40, 0.0, 0.2, 2) == pytest.approx(2.0)
+    assert ocr_worker.free_share(0, 0, 0.1, 0.2, 2) is None  # no ticks counted: unknown
+    cores = ocr_worker.os.cpu_count() or 1
+    measured = ocr_worker.free_cores(0.05, ours=threading.get_ident())
+    if measured is None:
         pytest.skip("this system does not say how long its cores idled (/proc/stat); the load average is used")
-    assert 0.0 <= idle <= (ocr_worker.os.cpu_count() or 1) + 1e-9
+    assert 0.0 <= measured <= cores + 1.0  # the idle share of the cores, plus this (sleeping) thread's few ms
