@@ -49,7 +49,7 @@ def recorded_prompt(run: RunRecord, steps: dict[int, StepRecord], step: StepReco
     """The prompt as it was sent (rebuilt the same way for script steps, which send none)."""
     if step.prompt is None:
         return rebuild_prompt(run, steps, step, lambda ref, index: _read(run_dir, ref, index))
-    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
+    task = Task.recorded(run.task, run_id=run.run_id)
     messages = []
     for message in step.prompt:
         pieces = message.text.split("<image>")

@@ -302,7 +302,7 @@ def rebuild_prompt(
     """The prompt a model would have been sent at ``step`` (steps of a script run carry none): built as the model
     policy builds it (:class:`agent.qwen_policy.QwenPolicy`), the task's policy settings and the screenshots of the
     last ``history_screenshots - 1`` steps included. ``read_image(ref, index)``: step ``index``'s screenshot."""
-    task = Task.model_validate(run.task, context={"defer_cross_checks": True})
+    task = Task.recorded(run.task, run_id=run.run_id)
     history = [steps[i] for i in sorted(steps) if i < step.index]
     past = {s.index: read_image(s.screenshot, s.index) for s in history}  # build_prompt keeps the last K-1
     return build_prompt(

@@ -145,6 +145,10 @@ class TaskError(UsageError, ValueError):
         super().__init__(f"{where}: " + ("\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0]))
 
 
+class RecordedTaskError(UsageError, ValueError):
+    """A run's recorded task (its ``run.json``) that is not a valid task: a run folder is untrusted."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -552,6 +556,21 @@ class Task(_Strict):
         if unknown:
             raise ValueError(f"unknown action {unknown[0]!r} in ask_before; use any of: {', '.join(names)}")
         return list(dict.fromkeys(v))
+
+    @classmethod
+    def recorded(cls, data: Any, *, run_id: str) -> "Task":
+        """The task as run ``run_id`` recorded it: validated as a task file is, less the checks between fields (a
+        file gets those with its lines; the recording passed them). :class:`RecordedTaskError` names the run and
+        the first problem of one that does not validate."""
+        try:
+            return cls.model_validate(data, context={"defer_cross_checks": True})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise RecordedTaskError(
+                f"run {run_id}: the recorded task is not valid ({_dotted(first['loc'])}: {first['msg']})"
+            ) from None
+        except RecursionError:
+            raise RecordedTaskError(f"run {run_id}: the recorded task is nested too deeply") from None
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> "Task":

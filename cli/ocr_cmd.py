@@ -61,14 +61,13 @@ def read_run_screens(run_dir: Path, *, every: bool = False) -> None:
 def _task_with_secrets(run: RunRecord) -> Task:
     """The run's task as recorded (secret values are never recorded), with its secrets read again from its task
     file when it declares any: the OCR text must be masked with them."""
-    from pydantic import ValidationError
 
-    from agent.task import Task, TaskError, load_task
+    from agent.task import RecordedTaskError, Task, TaskError, load_task
 
     try:
-        recorded = Task.model_validate(run.task, context={"defer_cross_checks": True})
-    except ValidationError as exc:
-        raise usage_error(f"run {run.run_id}: the recorded task is not valid ({exc.errors()[0]['msg']})") from None
+        recorded = Task.recorded(run.task, run_id=run.run_id)
+    except RecordedTaskError as exc:
+        raise usage_error(str(exc)) from None
     secrets = sorted(name for name, spec in recorded.inputs.items() if spec.secret)
     if not secrets:
         return recorded

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.policies import make_policy, with_policy_overrides
 from agent.prompt import offered_browser_tools
-from agent.task import Task
+from agent.task import RecordedTaskError, Task
 from replays.labels import Correction, Label, Labels
 from replays.policy_plan import plan_policy, recorded_policy
 from tools.actions import POINT_ACTIONS, Action, ActionError, parse_tool_call
@@ -432,9 +432,9 @@ def _read_run(run_dir: Path) -> RunRecord:
 
 def _task(run: RunRecord) -> Task:
     try:
-        return Task.model_validate(run.task, context={"defer_cross_checks": True})
-    except ValidationError as exc:
-        raise RunProblem(f"run {run.run_id}: the recorded task is not valid ({exc.errors()[0]['msg']})") from None
+        return Task.recorded(run.task, run_id=run.run_id)
+    except RecordedTaskError as exc:
+        raise RunProblem(str(exc)) from None
 
 
 def _no_step(run: RunRecord, step: int, entries: list[StepRecord | UnreadableStep]) -> str:

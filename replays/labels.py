@@ -251,8 +251,8 @@ def run_secrets(run: RunRecord) -> dict[str, str]:
     from agent.task import Task, TaskError
 
     try:
-        task = Task.model_validate(run.task, context={"defer_cross_checks": True})
-    except (ValidationError, ValueError, TypeError):
+        task = Task.recorded(run.task, run_id=run.run_id)
+    except (ValueError, TypeError):  # RecordedTaskError among them
         return {}
     found = {}
     for name, spec in task.inputs.items():

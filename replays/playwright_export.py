@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from agent.task import Task, TaskError, load_task
+from agent.task import RecordedTaskError, Task, TaskError, load_task
 from tools import actions as A
 from tools.errors import UsageError
 from tools.keys import playwright_chord
@@ -59,8 +59,11 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
     files = task.file_paths() if task else {}
     start = urlsplit(run.target_url or "")
     start_path = start.path + (f"?{start.query}" if start.query else "") or "/"
-    viewport = run.task.get("browser", {}).get("viewport", [1280, 800])
-    scale = run.task.get("browser", {}).get("device_scale_factor", 1.0)
+    # Typed, never the raw run.json: what the script is written from is code a person will run.
+    try:
+        browser = Task.recorded(run.task, run_id=run.run_id).browser
+    except RecordedTaskError as exc:
+        raise ExportError(str(exc)) from None
     lines: list[str] = []
     secrets: set[str] = set()
     for step in acted:
@@ -92,7 +95,7 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
             lines.append(f"    page.keyboard.press({json.dumps(playwright_chord(action.keys))})")
         elif isinstance(action, (A.Scroll, A.HScroll)):
             if css or action.coordinate:
-                point = css or (viewport[0] // 2, viewport[1] // 2)
+                point = css or (browser.viewport[0] // 2, browser.viewport[1] // 2)
                 lines.append(f"    page.mouse.move({point[0]}, {point[1]})")
             dx, dy = (0, -action.pixels) if isinstance(action, A.Scroll) else (action.pixels, 0)
             lines.append(f"    page.mouse.wheel({dx}, {dy})")
@@ -121,13 +124,14 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
     lines.append("    return page")
     body = "\n".join(lines)
     script = TEMPLATE.format(
-        run_id=run.run_id,
-        task=run.task_name,
+        # A run folder is untrusted: its names go in as escaped string literals (a quote cannot end the docstring).
+        run_id=json.dumps(run.run_id),
+        task=json.dumps(run.task_name),
         start_path=json.dumps(start_path),
-        width=viewport[0],
-        height=viewport[1],
-        scale=scale,
-        dialogs="accept" if run.task.get("browser", {}).get("dialogs") == "accept" else "dismiss",
+        width=int(browser.viewport[0]),
+        height=int(browser.viewport[1]),
+        scale=float(browser.device_scale_factor),
+        dialogs="accept" if browser.dialogs == "accept" else "dismiss",
         secret_env=json.dumps({n: secret_env_name(n) for n in sorted(secrets)}),
         body=body,
     )

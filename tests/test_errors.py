@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TREE = [
     ("agent.task", "TaskError", UsageError, ValueError),
     ("agent.task_yaml", "YamlProblem", UsageError, ValueError),
+    ("agent.task", "RecordedTaskError", UsageError, ValueError),
+    ("tools.images", "UnreadableImage", UsageError, ValueError),
     ("agent.policies", "PolicyUnavailable", UsageError, ValueError),
     ("agent.explain", "ExplainError", UsageError, ValueError),
     ("agent.backends.local", "ModelUnavailable", UsageError, RuntimeError),

@@ -12,6 +12,8 @@ import paths are unchanged) and only take their parent from here; most also keep
     ├── UsageError              what was asked cannot work: the CLI exits 2 printing the message
     │   ├── agent.task.TaskError                  a task file that cannot be used (file, field, line, problem)
     │   │   (agent.task_yaml.YamlProblem          the YAML under it: turned into a TaskError naming the file)
+    │   ├── agent.task.RecordedTaskError          a run's recorded task (run.json) that is not a valid task
+    │   ├── tools.images.UnreadableImage          a screenshot that is corrupt, not an image, or larger than any screen
     │   ├── agent.policies.PolicyUnavailable      unknown policy name, missing script, bad model setting
     │   ├── agent.backends.local.ModelUnavailable the local model's files are not there
     │   ├── agent.explain.ExplainError            a step that cannot be explained

@@ -782,3 +782,26 @@ def test_an_ocr_worker_started_before_a_run_that_never_starts_ends(tmp_path):
     for thread in [t for t in threading.enumerate() if t.name == "glassbox-ocr"]:
         thread.join(timeout=60)
         assert not thread.is_alive(), "the OCR thread outlived a run that never started"
+
+
+SMALL_TASK = {"name": "t", "goal": "g", "target": {"start_url": "http://x/"}}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "says"),
+    [
+        ({**SMALL_TASK, "browser": {"viewport": ["1280); x(", 800]}}, "browser.viewport"),
+        ({**SMALL_TASK, "max_steps": "many"}, "max_steps"),
+        ([1, 2], "Input should be"),
+    ],
+)
+def test_a_recorded_task_that_is_not_valid_is_one_usage_error_naming_the_run(recorded, says) -> None:
+    # run.json's task rebuilds the Task for explain, decide, labels, runs ocr and the Playwright export
+    from agent.task import RecordedTaskError, Task
+    from tools.errors import UsageError
+
+    with pytest.raises(RecordedTaskError, match=rf"^run r1: the recorded task is not valid \(.*{re.escape(says)}") as caught:
+        Task.recorded(recorded, run_id="r1")
+    assert isinstance(caught.value, UsageError)
+    ok = Task.recorded(SMALL_TASK, run_id="r1")
+    assert ok.browser.viewport == (1280, 800)
