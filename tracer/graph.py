@@ -167,7 +167,7 @@ def _mermaid(graph: nx.DiGraph) -> str:
     lines = ["flowchart TD"]
     for node, data in graph.nodes(data=True):
         left, right = _SHAPES.get(data.get("kind", ""), ('["', '"]'))
-        label = str(data.get("label", node)).replace('"', "'").replace("\n", " ")
+        label = _mermaid_text(str(data.get("label", node)))
         lines.append(f"  {ids[node]}{left}{label}{right}")
     for a, b, data in graph.edges(data=True):
         kind = data.get("kind", "")
@@ -175,6 +175,13 @@ def _mermaid(graph: nx.DiGraph) -> str:
         arrow = "-.->" if dashed else "-->"
         lines.append(f"  {ids[a]} {arrow}|{kind}| {ids[b]}" if dashed else f"  {ids[a]} {arrow} {ids[b]}")
     return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    """A label as text inside Mermaid's quotes: labels come from pages and models, so no line break (a new
+    statement: a click handler), quote (the end of the label) or HTML tag gets through; entity codes show them."""
+    text = " ".join(text.split())  # every kind of line break and space, \r and \u2028 among them
+    return text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
 
 
 def _short(text: str, limit: int = 80) -> str:
