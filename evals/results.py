@@ -77,6 +77,15 @@ def append_event(folder: Path, event: EpisodeResult | EpisodeStarted) -> None:
         os.close(fd)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def text_cell(text: str) -> str:
+    """A text cell a spreadsheet shows as text: task names and end reasons come from task files, pages and models,
+    and a cell such as ``=HYPERLINK(...)`` would otherwise run as a formula where results.csv is opened."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def write_csv(folder: Path, results: list[EpisodeResult]) -> Path:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -84,18 +93,18 @@ def write_csv(folder: Path, results: list[EpisodeResult]) -> Path:
     for r in results:
         writer.writerow(
             [
-                r.episode_id,
-                r.task_name,
+                text_cell(r.episode_id),
+                text_cell(r.task_name),
                 "" if r.seed is None else r.seed,
                 r.repeat,
-                r.run_id or "",
-                r.status,
-                r.end_reason,
+                text_cell(r.run_id or ""),
+                text_cell(r.status),
+                text_cell(r.end_reason),
                 r.steps,
                 f"{r.seconds:.2f}",
                 r.parse_errors,
                 r.harness_attempts,
-                " | ".join(r.harness_errors),
+                text_cell(" | ".join(r.harness_errors)),
             ]
         )
     path = folder / CSV_FILE
