@@ -42,6 +42,7 @@ from replays.export_flavors import (
 from replays.labels import Correction, Label, Labels, run_secrets
 from tools.actions import ToolCall, UploadFile
 from tools.errors import UsageError
+from tools.images import check_image_file
 from tracer.schema import PromptMessage, RunRecord, StepRecord
 from tracer.secrets import Scrubber
 from tracer.store import MissingRunFile, RunStore, read_run, read_steps, step_file
@@ -255,6 +256,7 @@ def _prompt(
     for message in recorded:
         for ref in message.images:
             src = step_file(run_dir, ref, step.index)  # gone: MissingRunFile; outside the run folder: ValueError
+            check_image_file(src, what=ref)  # handed on to a trainer as it is: no bomb, no broken file
             name = f"{run.run_id}_{ref.replace('/', '_')}"
             images_dir.mkdir(parents=True, exist_ok=True)
             if not (images_dir / name).exists():

@@ -12,13 +12,14 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from agent.task import RecordedTaskError, Task, TaskError, load_task
+from agent.task import Task, TaskError, load_task
+from agent.task_yaml import dotted
 from tools import actions as A
 from tools.errors import UsageError
 from tools.keys import playwright_chord
-from tools.views import TAB_CLOSED
+from tools.views import TAB_CLOSED, BrowserSettings
 from tracer.store import read_run, read_steps
 
 _SECRET = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
@@ -59,11 +60,14 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
     files = task.file_paths() if task else {}
     start = urlsplit(run.target_url or "")
     start_path = start.path + (f"?{start.query}" if start.query else "") or "/"
-    # Typed, never the raw run.json: what the script is written from is code a person will run.
+    # Typed, never the raw run.json: the script is code a person will run. Only the browser settings are needed
+    # (a run recorded by an older version whose task no longer validates as a whole still exports).
     try:
-        browser = Task.recorded(run.task, run_id=run.run_id).browser
-    except RecordedTaskError as exc:
-        raise ExportError(str(exc)) from None
+        browser = BrowserSettings.model_validate(run.task.get("browser") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = dotted(["browser", *first["loc"]])
+        raise ExportError(f"run {run.run_id}: the recorded task is not valid ({field}: {first['msg']})") from None
     lines: list[str] = []
     secrets: set[str] = set()
     for step in acted:

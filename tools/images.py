@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UsageError
@@ -22,7 +25,7 @@ from tools.views import MAX_DEVICE_PIXELS
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["UnreadableImage", "check_screenshot_size", "open_rgb"]
+__all__ = ["UnreadableImage", "check_image_file", "check_screenshot_size", "open_rgb"]
 
 
 class UnreadableImage(UsageError, ValueError):
@@ -39,13 +42,35 @@ def open_rgb(data: bytes, *, what: str = "the image") -> "Image.Image":
     """``data`` decoded as an RGB image; :class:`UnreadableImage` (saying ``what`` it was) when it cannot be."""
     from PIL import Image
 
+    with _reading(what):
+        with Image.open(io.BytesIO(data)) as image:
+            check_screenshot_size(*image.size, what=what)
+            return image.convert("RGB")
+
+
+def check_image_file(path: Path, *, what: str | None = None) -> None:
+    """:class:`UnreadableImage` unless ``path`` is an image of a screenshot's size whose file is whole: its header and
+    chunks are read and checked (Pillow's ``verify``), its pixels are not decoded. For files handed on as they are
+    (a training dataset's images), where the reader that decodes them is not Glassbox."""
+    from PIL import Image
+
+    what = what or str(path)
+    with _reading(what):
+        with Image.open(path) as image:
+            check_screenshot_size(*image.size, what=what)
+            image.verify()
+
+
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Pillow's many errors for a bad file as one UnreadableImage; its bomb warning silenced (the size check, made
+    from the header before any pixel is decoded, refuses a bomb anyway)."""
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
-            # Pillow warns of a bomb when it opens the header; the size check below refuses it before decoding.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                check_screenshot_size(*image.size, what=what)
-                return image.convert("RGB")
+            yield
     except UnreadableImage:
         raise
     except Image.UnidentifiedImageError:

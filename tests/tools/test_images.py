@@ -60,3 +60,20 @@ def test_a_file_that_is_not_an_image_is_one_error_naming_it(data: bytes, says: s
     with pytest.raises(UnreadableImage, match=f"^the recorded screenshot {says}") as caught:
         open_rgb(data, what="the recorded screenshot")
     assert isinstance(caught.value, UsageError) and isinstance(caught.value, ValueError)  # the CLI exits 2
+
+
+def test_an_image_file_handed_on_is_checked_whole_without_decoding_it(tmp_path) -> None:
+    from tools.images import check_image_file
+
+    good, bomb, cut, text = (tmp_path / n for n in ("good.png", "bomb.png", "cut.png", "text.png"))
+    good.write_bytes(png())
+    bomb.write_bytes(png_bomb(12000, 9000))
+    cut.write_bytes(png()[:-20])  # the end of the file lost: the last chunk's checksum and IEND
+    text.write_text("hello")
+    check_image_file(good)
+    with pytest.raises(UnreadableImage, match=r"^images/bomb.png is 12000x9000 pixels"):
+        check_image_file(bomb, what="images/bomb.png")
+    with pytest.raises(UnreadableImage, match="cannot be decoded"):
+        check_image_file(cut)
+    with pytest.raises(UnreadableImage, match="is not an image"):
+        check_image_file(text)

@@ -779,3 +779,16 @@ def slow_task(tmp_path: Path, waits: int) -> Path:
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def test_a_screenshot_that_is_a_bomb_is_not_handed_to_a_trainer(tmp_path):
+    from tests.tools.test_images import png_bomb
+
+    runs = tmp_path / "runs"
+    run_dir = replayable_run(runs)
+    Labels(runs).add(run_dir.name, 1, LabelIn(verdict="wrong", correction=Correction(action="left_click", coordinate=(10, 10))))
+    (run_dir / "steps" / "0001" / "screenshot.png").write_bytes(png_bomb(12000, 9000))  # 300 KB, 324 MB decoded
+    out = tmp_path / "export" / "sft.jsonl"
+    with pytest.raises(FeedbackExportError, match=r"step 1 of run .*screenshot.png is 12000x9000 pixels: not a screenshot"):
+        export_feedback(runs, out)
+    assert not out.exists() and not (out.parent / "images").exists() or not any((out.parent / "images").iterdir())
