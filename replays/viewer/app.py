@@ -173,6 +173,8 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             # Steps in file order, an unreadable line as {"index", "line", "unreadable"} in its place.
             "steps": [s.model_dump(mode="json") for s in entries],
             "labels": [lbl.model_dump(mode="json") for lbl in labels.list(run_dir.name)],
+            # what a model said it would do at a step, asked afterwards (glassbox decide), oldest first
+            "decisions": [d.model_dump(mode="json", exclude={"raw_output"}) for d in read_decisions(run_dir)],
             # each step's reasoning-action verdict (OCR's where read, else the step's own)
             "verdicts": {
                 i: v.model_dump(mode="json")

@@ -282,3 +282,49 @@ def test_a_live_page_shows_new_steps_with_their_crop_and_the_finished_runs_check
         checks = page.text_content("#checks")
         assert "✓ the page says done" in checks and "✗ the URL ends in /done" in checks
         assert page.inner_text("#checks-summary") == "checks 1/2 passed"
+
+
+def test_what_a_model_said_afterwards_shows_in_the_step_panel_and_on_the_screenshot(tmp_path, bundled_run, small_page):
+    # glassbox decide records each answer beside the run (tracer.decisions); the page shows it with the step it was
+    # asked about, as text (a decision file is untrusted like the rest of the run folder).
+    import json
+
+    from tracer.decisions import DECISIONS_DIR
+
+    page = small_page
+    runs = tmp_path / "runs"
+    result = copy_bundled_run(bundled_run, runs)
+    folder = result.run_dir / DECISIONS_DIR
+    folder.mkdir()
+    hostile = "<img src=x onerror=\"document.title='owned'\">"
+    decision = {
+        "id": "abcdef012345",
+        "step": 2,
+        "created_at": "2026-11-27T08:00:00Z",
+        "policy": "openai",
+        "model": "other-model",
+        "prompt_source": "recorded",
+        "action": "left_click",
+        "coordinate": [250, 500],
+        "pixel": [320, 400],
+        "confidence": 0.42,
+        "reasoning": f"The Sign in button is lower. {hostile}",
+        "tool_calls": [{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [250, 500]}}],
+    }
+    (folder / "step-0002.jsonl").write_text(json.dumps(decision) + "\n")
+    with ViewerServer(runs) as server:
+        api = httpx.get(f"{server.url}/api/runs/{result.run_id}").json()
+        assert [(d["id"], d["step"], d["pixel"]) for d in api["decisions"]] == [("abcdef012345", 2, [320, 400])]
+        page.goto(f"{server.url}/runs/{result.run_id}#step-2")
+        page.wait_for_selector("#decisions")
+        panel = page.inner_text("#decisions")
+        assert "Asked afterwards (1)" in panel and "openai · other-model" in panel and "left_click at (320, 400)" in panel
+        assert "confidence 0.42" in panel and hostile in panel  # the markup shown as text, never run
+        assert page.title() != "owned"
+        circle = page.locator("#overlay circle.asked")
+        assert (circle.get_attribute("cx"), circle.get_attribute("cy")) == ("320", "400")
+        page.uncheck("#t-asked")
+        assert page.locator("#overlay circle.asked").count() == 0
+        page.click("#film-3")  # the next step
+        page.wait_for_function("document.getElementById('step-title').textContent.startsWith('Step 3')")
+        assert page.locator("#decisions").count() == 0  # only the step it was asked about

@@ -26,6 +26,7 @@ function actionLabel(step) {
 }
 
 function labelsFor(i) { return state.labels.filter((l) => l.step === i); }
+function decisionsFor(i) { return (state.decisions || []).filter((d) => d.step === i); }
 // The step's reasoning-action verdict: OCR's where read (the page's verdicts), else the one recorded with the step.
 function verdictOf(step) { return (state.verdicts || {})[step.index] || step.consistency || null; }
 
@@ -146,11 +147,34 @@ function drawOverlay() {
       }
     }
   }
+  if ($("t-asked") && $("t-asked").checked) {
+    decisionsFor(current).forEach((dec, n) => {
+      if (!Array.isArray(dec.pixel)) return;
+      const [x, y] = dec.pixel.map(Number);
+      if (!isFinite(x) || !isFinite(y)) return;
+      out += `<circle class="asked" cx="${esc(x)}" cy="${esc(y)}" r="13"/><text class="askedt" x="${esc(x + 16)}" y="${esc(y - 8)}">${esc("asked " + (n + 1))}</text>`;
+    });
+  }
   if (picking && picking.coordinate) {
     const [x, y] = [picking.coordinate[0] / 1000 * w, picking.coordinate[1] / 1000 * h];
     out += `<circle class="pick" cx="${esc(x)}" cy="${esc(y)}" r="12"/>`;
   }
   svg.innerHTML = out;
+}
+
+// What a model said it would do here when asked afterwards (glassbox decide): beside what the run did.
+function decisionsHtml(list) {
+  if (!list.length) return "";
+  const items = list.map((dec, n) => {
+    const who = esc(dec.policy + (dec.model ? " · " + dec.model : ""));
+    const what = dec.error ? `<span class="error">${esc(dec.error)}</span>`
+      : esc(dec.action || "no action") + (Array.isArray(dec.pixel) ? ` at (${esc(dec.pixel.join(", "))})` : "");
+    const calls = (dec.tool_calls || []).map((c) => JSON.stringify(c)).join("\n");
+    return `<li><b>asked ${n + 1}</b> · ${who} · ${esc(String(dec.created_at || "").slice(0, 19).replace("T", " "))}: ${what}` +
+      ` · confidence ${confText(dec.confidence)}${dec.prompt_source === "rebuilt" ? ' <span class="muted">(prompt rebuilt)</span>' : ""}` +
+      (dec.reasoning ? `<pre class="reasoning">${esc(dec.reasoning)}</pre>` : "") + (calls ? `<pre class="tool">${esc(calls)}</pre>` : "") + "</li>";
+  }).join("");
+  return `<details open id="decisions"><summary>Asked afterwards (${list.length})</summary><ol class="decisions">${items}</ol></details>`;
 }
 
 function kv(rows) {
@@ -227,6 +251,7 @@ function renderDetails() {
       (step.replay.side_by_side ? `<br><a href="${esc(fileUrl(step.replay.side_by_side))}" target="_blank" rel="noopener">side by side</a>` : "") + `</div>` : ""}
     <details open><summary>Reasoning</summary><pre class="reasoning">${esc(step.reasoning || "(none)")}</pre></details>
     <details open><summary>Tool call</summary><pre class="tool">${esc(step.tool_calls.map((c) => JSON.stringify(c)).join("\n") || "(none)")}</pre></details>
+    ${decisionsHtml(decisionsFor(current))}
     ${kv([coord && ["coordinate", coord], el && ["element", el], ["evidence", ev], gate && ["gate", gate],
           (step.dialogs || []).length && ["dialogs", step.dialogs.map((d) =>
             `<span class="dialog">${esc(d.kind)} “${esc(d.message)}” · ${esc(d.answer)}</span>`).join("<br>")],
@@ -352,7 +377,7 @@ $("shot-wrap").addEventListener("click", (ev) => {
     saveLabel({verdict: "wrong", correction: {action: POINT_ACTIONS.includes(own) ? own : "left_click", coordinate: picking.coordinate}, note: noteValue()});
   }
 });
-for (const id of ["t-model", "t-exec", "t-box", "t-labels"]) $(id).addEventListener("change", drawOverlay);
+for (const id of ["t-model", "t-exec", "t-box", "t-labels", "t-asked"]) $(id).addEventListener("change", drawOverlay);
 document.addEventListener("keydown", (ev) => {
   if (ev.target.matches("input, select, textarea, [contenteditable]") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "ArrowRight" || ev.key === "j") { followLast = current + 1 === state.steps.length - 1; select(current + 1); }
