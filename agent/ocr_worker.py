@@ -178,8 +178,10 @@ class OcrWorker:
             for i in set(statuses) | set(self._verdicts)
             if (statuses[i].verdict if i in statuses and statuses[i].verdict else self._verdicts.get(i)) == "mismatch"
         )
+        runtime = getattr(self._engine, "runtime", None)  # the engine in use, if one was made (never made here)
         return OcrIndex(
             engine=self.settings.engine,
+            runtime=runtime if isinstance(runtime, str) else None,
             steps_setting=self.settings.steps,
             steps=statuses,
             mismatches=mismatches,

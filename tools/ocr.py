@@ -270,6 +270,16 @@ class RapidOcrEngine:
         setattr(self._ocr, "recognize_txt", self._recognized.wrap(self._ocr.recognize_txt))  # noqa: B010
         self._all_cores: RapidOcrEngine | None = None
 
+    @property
+    def runtime(self) -> str:
+        """The runtime and its version, e.g. ``openvino 2026.4.1``."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"{self.backend} {version(self.backend)}"
+        except PackageNotFoundError:
+            return self.backend
+
     def all_cores(self) -> "RapidOcrEngine":
         """This engine's settings on all cores: another engine (onnxruntime fixes its threads when it loads),
         built once and kept."""

@@ -59,6 +59,9 @@ class OcrIndex(BaseModel):
     """``ocr/index.json``: written once, when the run has ended and OCR caught up (or the wait ran out)."""
 
     engine: str
+    # What the engine computed on, e.g. "openvino 2026.4.1" (rapidocr runs the same models on either runtime; the
+    # text is the same, the time is not); None: not said (an engine of another kind, or recorded before).
+    runtime: str | None = Field(default=None, max_length=200)
     steps_setting: Literal["all", "acting"]
     steps: dict[int, OcrStepStatus] = Field(default_factory=dict)
     mismatches: list[int] = Field(default_factory=list)  # steps whose verdict (OCR's, else the step's) is mismatch

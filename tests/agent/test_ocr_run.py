@@ -78,6 +78,9 @@ def test_every_step_has_its_ocr_file_and_the_index_says_so(ocr_run) -> None:
     assert index is not None and index.not_done == 0 and index.caught_up_after_end_s is not None
     assert sorted(index.steps) == [s.index for s in steps]
     assert {s.status for s in index.steps.values()} == {"done"}
+    from tools.ocr import installed_backend
+
+    assert index.runtime is not None and index.runtime.split()[0] == installed_backend()  # "openvino 2026.4.1"
     sign_in = read_ocr_step(ocr_run.run_dir, 4)
     assert sign_in is not None and sign_in.point is not None
     assert sign_in.point.under is not None and sign_in.point.under.text == "Sign in"
