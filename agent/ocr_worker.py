@@ -196,7 +196,8 @@ class OcrWorker:
         them, on this thread, as the worker would have; then write its index: the run-time figures (how long
         after the end OCR caught up) are kept, each step's status is now's. (The index, the steps read.)"""
         self.run_dir = run_dir
-        self._run_over.set()  # nothing else runs: all cores, when the machine is otherwise idle
+        self._run_over.set()
+        self._prepare_catch_up()  # nothing else runs: all cores, when the machine is otherwise idle
         before = read_ocr_index(run_dir)
         known = before.steps if before is not None else {}
         with self._lock:

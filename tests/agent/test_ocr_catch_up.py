@@ -98,3 +98,17 @@ def test_free_cores_count_what_the_ocr_thread_itself_used_as_free() -> None:
     if measured is None:
         pytest.skip("this system does not say how long its cores idled (/proc/stat); the load average is used")
     assert 0.0 <= measured <= cores + 1.0  # the idle share of the cores, plus this (sleeping) thread's few ms
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle machine", "busy machine"])
+def test_glassbox_runs_ocr_reads_a_recorded_run_on_all_cores_when_the_machine_is_idle(
+    bundled_run, tmp_path, monkeypatch, busy: bool
+) -> None:
+    monkeypatch.setattr(ocr_worker, "machine_busy", lambda **_: busy)
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    steps = read_steps(result.run_dir)[:3]
+    reads: list[str] = []
+    worker = OcrWorker(load_task(TASKS / "publish_product.yaml"), engine=Recording("one thread", reads))
+    index, read = worker.read_recorded(result.run_dir, steps)
+    rest = "one thread" if busy else "all cores"
+    assert read == [0, 1, 2] and reads == [rest] * 3 and index.not_done == 0
