@@ -36,8 +36,8 @@ class Thresholds(BaseModel):
     region: float = 0.06
 
 
-def _rgb(png: bytes) -> Image.Image:
-    return open_rgb(png, what="a screenshot to compare")
+def _rgb(png: bytes, what: str = "a screenshot to compare") -> Image.Image:
+    return open_rgb(png, what=what)
 
 
 def _small(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -45,9 +45,9 @@ def _small(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
-def screen_signature(png: bytes) -> np.ndarray:
+def screen_signature(png: bytes, what: str = "the recorded screenshot") -> np.ndarray:
     """The shrunk screen used for the whole-screen comparison (compute once per recorded screenshot)."""
-    return _small(_rgb(png), SCREEN_SIZE)
+    return _small(_rgb(png, what), SCREEN_SIZE)
 
 
 def _native(image: Image.Image) -> np.ndarray:
@@ -63,12 +63,14 @@ def compare_screens(
     box: tuple[int, int, int, int] | None = None,
     thresholds: Thresholds | None = None,
     recorded_signature: np.ndarray | None = None,
+    names: tuple[str, str] = ("the recorded screenshot", "the current screenshot"),
 ) -> ScreenDiff:
-    """Compare the screens; the region around ``point`` / ``box`` only when one is given."""
+    """Compare the screens; the region around ``point`` / ``box`` only when one is given. ``names``: what each is,
+    for the error (:class:`tools.images.UnreadableImage`) when one cannot be read."""
     t = thresholds or Thresholds()
-    b = _rgb(current)
+    b = _rgb(current, names[1])
     need_region = point is not None or box is not None
-    a = _rgb(recorded) if need_region or recorded_signature is None else None
+    a = _rgb(recorded, names[0]) if need_region or recorded_signature is None else None
     if a is not None and a.size != b.size:
         return ScreenDiff(
             screen_diff=1.0, region_diff=None, matches=False, reason=f"screen size changed from {a.size} to {b.size}"

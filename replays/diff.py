@@ -137,7 +137,11 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
         if a is None or b is None:
             return found(i, reason=_missing(i, a, a_steps, b_steps), a=describe(a), b=describe(b), compared=i)
         try:
-            screen = compare_screens(read_step_file(a_dir, a.screenshot, i), read_step_file(b_dir, b.screenshot, i))
+            screen = compare_screens(
+                read_step_file(a_dir, a.screenshot, i),
+                read_step_file(b_dir, b.screenshot, i),
+                names=(f"{a_dir.name}/{a.screenshot}", f"{b_dir.name}/{b.screenshot}"),
+            )
         except (MissingRunFile, ValueError) as exc:  # gone or unreadable (UnreadableImage): the actions are still compared
             screen = None
             unchecked.append(i)

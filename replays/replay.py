@@ -111,9 +111,17 @@ class ReplayPolicy(Policy):
                     observation.screenshot_png,
                     thresholds=self.thresholds,
                     recorded_signature=self._signatures[step.index].result(),
+                    names=(step.screenshot, "the screenshot now"),
                 )
             else:
-                diff = compare_screens(recorded_png, observation.screenshot_png, point=point, box=box, thresholds=self.thresholds)
+                diff = compare_screens(
+                    recorded_png,
+                    observation.screenshot_png,
+                    point=point,
+                    box=box,
+                    thresholds=self.thresholds,
+                    names=(step.screenshot, "the screenshot now"),
+                )
         except UnreadableImage as exc:  # a run folder is untrusted: a corrupt or oversized screenshot stops here
             return _cannot_replay(step.index, "cannot be read", exc)
         if target is not None:
@@ -255,7 +263,7 @@ def _same_page(recorded: str | None, current: str | None) -> bool:
 
 
 def _signature_of(source_dir: Path, step: StepRecord) -> Any:
-    return screen_signature(read_step_file(source_dir, step.screenshot, step.index))
+    return screen_signature(read_step_file(source_dir, step.screenshot, step.index), what=step.screenshot)
 
 
 def _with_recorded_settings(

@@ -36,7 +36,8 @@ def test_diff_compares_the_actions_where_a_screen_cannot_be_read_and_says_so(dam
     runs, source, copy = damaged
     result = diff_runs(source, copy)
     assert result.step is None and result.compared == len(read_steps(source))
-    assert result.screens_unchecked == [3, 4] and "is not an image" in (result.unchecked_reason or "")
+    assert result.screens_unchecked == [3, 4]
+    assert result.unchecked_reason == "damaged-copy/steps/0003/screenshot.png is not an image (no known format)"
     proc = glassbox_in_process("diff", str(source), str(copy), "--runs-dir", str(runs), env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert "screens not compared at step(s) 3, 4" in proc.stdout and "no difference over" in proc.stdout
@@ -57,7 +58,7 @@ def test_a_replay_stops_at_the_step_whose_recorded_screenshot_cannot_be_read(dam
     runs, _source, copy = damaged
     result = replay(runs, copy.name)
     assert result.status is RunStatus.failed
-    assert "cannot replay recorded step 3" in (result.end_reason or "") and "is not an image" in (result.end_reason or "")
+    assert "cannot replay recorded step 3: steps/0003/screenshot.png is not an image" in (result.end_reason or "")
     steps = read_steps(result.run_dir)
     assert [s.index for s in steps] == [0, 1, 2, 3]  # 0-2 replayed; 3 records the stop, and nothing is done there
     assert steps[3].action is None and steps[3].reasoning == "The screenshot of recorded step 3 cannot be read."
