@@ -136,7 +136,7 @@ class OtelSession:
         exporter = _GuardedExporter(inner, where, warn or (lambda message: log.warning(message)))
         service = env.get("OTEL_SERVICE_NAME", "").strip() or "glassbox"
         resource = Resource.create({"service.name": service})
-        provider = TracerProvider(resource=resource)
+        provider = TracerProvider(resource=resource, span_limits=_span_limits(env))
         processor = BatchSpanProcessor(exporter, schedule_delay_millis=SCHEDULE_DELAY_MS)  # type: ignore[arg-type]  # duck-typed
         provider.add_span_processor(processor)
         from tracer import __name__ as scope
@@ -275,6 +275,20 @@ class _GuardedExporter:
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+MAX_ATTRIBUTE_CHARS = 256 * 1024  # a model's reasoning is tens of KB; a run folder's text can be 32 MB a step
+
+
+def _span_limits(env: Mapping[str, str]) -> Any:
+    """Attribute values cut at ``MAX_ATTRIBUTE_CHARS`` unless the standard variables set a limit (the SDK's own
+    default is none): one crafted step's text must not make a request every collector refuses (gRPC's default
+    message limit is 4 MB), which would drop the other spans sent with it."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    standard = ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+    chosen = any(env.get(name, "").strip() for name in standard)
+    return SpanLimits() if chosen else SpanLimits(max_span_attribute_length=MAX_ATTRIBUTE_CHARS)
 
 
 def _request_timeout(env: Mapping[str, str]) -> float:

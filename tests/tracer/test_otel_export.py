@@ -277,3 +277,29 @@ def test_a_replay_with_otel_reports_each_steps_replay(bundled_run, tmp_path):
     assert all(isinstance(s.attributes["glassbox.replay.screen_diff"], float) for s in replayed)
     assert all([k.name.split()[0] for k in children[s.span_id]] == ["execute_tool"] for s in replayed)
     assert SECRET.encode() not in raw
+
+
+def test_a_huge_recorded_text_is_cut_so_the_collector_still_takes_the_run(bundled_run, tmp_path):
+    # A run folder is untrusted: one step's typed text of 3 MB (with content capture on) would otherwise make a
+    # request a collector refuses, and the run's other spans would go with it.
+    from tracer.otel_sdk import MAX_ATTRIBUTE_CHARS
+
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    lines = (result.run_dir / "steps.jsonl").read_text(encoding="utf-8").splitlines()
+    step = json.loads(lines[1])  # step 1 types the user name
+    huge = "a" * 3_000_000
+    step["tool_calls"][0]["arguments"]["text"] = huge
+    lines[1] = json.dumps(step)
+    (result.run_dir / "steps.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true", "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+    with OtlpHttpReceiver() as receiver:
+        done = glassbox_in_process(
+            "export", "otel", result.run_id, "--runs-dir", str(tmp_path / "runs"), env={**receiver.env, **env}
+        )
+        assert done.returncode == 0, done.stderr
+        spans = receiver.spans()
+    root, children = _one_trace(spans)
+    assert len(children[root.span_id]) == len(lines)  # every step arrived
+    [tool] = children[children[root.span_id][1].span_id]
+    arguments = tool.attributes["gen_ai.tool.call.arguments"]
+    assert len(arguments) == MAX_ATTRIBUTE_CHARS and arguments.startswith('{"action": "type", "text": "aaa')
