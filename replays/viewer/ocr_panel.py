@@ -42,6 +42,7 @@ class OcrStepView(BaseModel):
     status: Literal["off", "done", "not_done", "error", "skipped"]
     reason: str | None = None
     engine: str | None = None
+    runtime: str | None = None  # what the engine computed on (ocr/index.json), e.g. "openvino 2026.4.1"
     size: tuple[int, int] | None = None
     lines: list[OcrLineView] = Field(default_factory=list)
     verdict: ConsistencyCheck | None = None
@@ -80,7 +81,10 @@ def step_view(run_dir: Path, step: StepRecord | None, index: int, ocr_index: Ocr
         return OcrStepView(step=index, status="not_done", reason=why, verdict=verdict)
     lines = [OcrLineView(text=line.text, box=line.box, score=line.score) for line in record.lines]
     verdict = step_verdict(step, record) if step is not None else record.consistency
-    return OcrStepView(step=index, status="done", engine=record.engine, size=record.size, lines=lines, verdict=verdict)
+    runtime = ocr_index.runtime if ocr_index is not None else None
+    return OcrStepView(
+        step=index, status="done", engine=record.engine, runtime=runtime, size=record.size, lines=lines, verdict=verdict
+    )
 
 
 def step_verdicts(run_dir: Path, steps: list[StepRecord]) -> dict[int, ConsistencyCheck]:

@@ -112,6 +112,7 @@ def test_a_steps_lines_and_verdict_are_served(viewer, recorded) -> None:
     runs, run_id, _, _ = recorded
     view = httpx.get(f"{viewer.url}/api/runs/{run_id}/ocr/steps/4").json()
     assert view["status"] == "done" and view["engine"] == "rapidocr"
+    assert view["runtime"] and view["runtime"].split()[0] in ("openvino", "onnxruntime")  # from ocr/index.json
     assert "Sign in" in [line["text"] for line in view["lines"]]
     mismatch = httpx.get(f"{viewer.url}/api/runs/{run_id}/ocr/steps/{MISMATCH_STEP}").json()
     assert mismatch["verdict"]["verdict"] == "mismatch" and mismatch["verdict"]["claimed"] == ["Orders"]

@@ -323,8 +323,13 @@ def test_what_a_model_said_afterwards_shows_in_the_step_panel_and_on_the_screens
         assert page.title() != "owned"
         circle = page.locator("#overlay circle.asked")
         assert (circle.get_attribute("cx"), circle.get_attribute("cy")) == ("320", "400")
+        assert page.locator("#t-asked").is_visible()
         page.uncheck("#t-asked")
         assert page.locator("#overlay circle.asked").count() == 0
         page.click("#film-3")  # the next step
         page.wait_for_function("document.getElementById('step-title').textContent.startsWith('Step 3')")
         assert page.locator("#decisions").count() == 0  # only the step it was asked about
+        (folder / "step-0002.jsonl").unlink()
+        page.reload()
+        page.wait_for_selector("#step-title")
+        assert not page.locator("#t-asked").is_visible()  # no decisions: no toggle

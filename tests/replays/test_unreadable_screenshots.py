@@ -62,3 +62,15 @@ def test_a_replay_stops_at_the_step_whose_recorded_screenshot_cannot_be_read(dam
     steps = read_steps(result.run_dir)
     assert [s.index for s in steps] == [0, 1, 2, 3]  # 0-2 replayed; 3 records the stop, and nothing is done there
     assert steps[3].action is None and steps[3].reasoning == "The screenshot of recorded step 3 cannot be read."
+
+
+def test_the_diff_page_says_which_screens_it_could_not_compare(damaged) -> None:
+    from fastapi.testclient import TestClient
+
+    from replays.viewer import create_viewer
+
+    runs, source, copy = damaged
+    page = TestClient(create_viewer(runs), base_url="http://127.0.0.1").get(f"/diff?a={source.name}&b={copy.name}")
+    assert page.status_code == 200, page.text
+    assert 'id="unchecked"' in page.text and "Screens not compared at steps 3, 4, only the actions" in page.text
+    assert "the same actions." in page.text and "on the same screens" not in page.text

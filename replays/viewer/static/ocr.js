@@ -26,7 +26,7 @@
 
   function statusText(view) {
     if (view.status === "off") return "OCR off";
-    if (view.status === "done") return `OCR: ${view.lines.length} line${view.lines.length === 1 ? "" : "s"} (${view.engine})`;
+    if (view.status === "done") return `OCR: ${view.lines.length} line${view.lines.length === 1 ? "" : "s"} (${view.engine}${view.runtime ? ", " + view.runtime : ""})`;
     const word = {not_done: "OCR not done", error: "OCR error", skipped: "OCR skipped"}[view.status] || `OCR ${view.status}`;
     return view.reason ? `${word}: ${view.reason}` : word;
   }

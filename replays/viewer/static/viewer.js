@@ -378,6 +378,7 @@ $("shot-wrap").addEventListener("click", (ev) => {
   }
 });
 for (const id of ["t-model", "t-exec", "t-box", "t-labels", "t-asked"]) $(id).addEventListener("change", drawOverlay);
+$("t-asked").parentElement.hidden = !(state.decisions || []).length; // only a run a model was asked about afterwards
 document.addEventListener("keydown", (ev) => {
   if (ev.target.matches("input, select, textarea, [contenteditable]") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "ArrowRight" || ev.key === "j") { followLast = current + 1 === state.steps.length - 1; select(current + 1); }
