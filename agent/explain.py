@@ -24,6 +24,7 @@ from agent.confidence import target_tokens, word_tokens
 from agent.prompt import ImagePart, Message, Prompt, TextPart, rebuild_prompt, tools_for
 from agent.task import Task
 from tools.errors import UsageError
+from tools.images import check_image_file
 from tracer.attention import AttentionMaps, MapFigures, figures, layer_groups
 from tracer.attention_picture import attention_picture
 from tracer.explain_files import ExplainMap, ExplainRecord, picture_name, write_explain_record
@@ -66,10 +67,13 @@ def recorded_prompt(run: RunRecord, steps: dict[int, StepRecord], step: StepReco
 
 
 def _read(run_dir: Path, relative: str, step: int) -> bytes:
-    """A recorded image, or an ExplainError naming the step and the file (deleted, or outside the run folder)."""
+    """A recorded image, or an ExplainError naming the step and the file (deleted, outside the run folder, or not
+    an image a screenshot can be: checked here, before a model is loaded for it)."""
     try:
-        return read_step_file(run_dir, relative, step)
-    except (MissingRunFile, ValueError) as exc:
+        data = read_step_file(run_dir, relative, step)
+        check_image_file(data, what=relative)
+        return data
+    except (MissingRunFile, ValueError) as exc:  # UnreadableImage among them
         raise ExplainError(str(exc)) from None
 
 
@@ -91,6 +95,8 @@ def explain_step(
         raise ExplainError(f"run {run.run_id} has no step {index} (it has {len(steps)})")
     step = steps[index]
     output = _model_output(step)
+    prompt = recorded_prompt(run, steps, step, run_dir)  # its screenshots read and checked before a model loads
+    screenshot = _read(run_dir, step.screenshot, step.index)
     if backend is None:
         model = model or run.model
         if not model:
@@ -98,7 +104,6 @@ def explain_step(
         from agent.backends.local import LocalQwen3VL
 
         backend = LocalQwen3VL(model, decoding="plain")  # forwards only: nothing to compile
-    prompt = recorded_prompt(run, steps, step, run_dir)
     inputs = backend.inputs(prompt)  # type: ignore[attr-defined]
     tokenizer = backend.tokenizer  # type: ignore[attr-defined]
     text = output.removeprefix("<think>\n") if backend.thinking else output  # type: ignore[attr-defined]
@@ -123,7 +128,6 @@ def explain_step(
         maps = AttentionMaps({k: v for k, v in maps.maps.items() if k.endswith("/" + layers)}, maps.resized_size)
     elif method == "attention":
         maps = AttentionMaps({k: v for k, v in maps.maps.items()}, maps.resized_size)
-    screenshot = _read(run_dir, step.screenshot, step.index)
     out_dir = out_dir or run_dir / "explain"
     out_dir.mkdir(parents=True, exist_ok=True)
     click = None

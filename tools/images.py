@@ -48,15 +48,15 @@ def open_rgb(data: bytes, *, what: str = "the image") -> "Image.Image":
             return image.convert("RGB")
 
 
-def check_image_file(path: Path, *, what: str | None = None) -> None:
-    """:class:`UnreadableImage` unless ``path`` is an image of a screenshot's size whose file is whole: its header and
-    chunks are read and checked (Pillow's ``verify``), its pixels are not decoded. For files handed on as they are
-    (a training dataset's images), where the reader that decodes them is not Glassbox."""
+def check_image_file(source: Path | bytes, *, what: str | None = None) -> None:
+    """:class:`UnreadableImage` unless ``source`` (a file, or its bytes) is an image of a screenshot's size whose file
+    is whole: its header and chunks are read and checked (Pillow's ``verify``), its pixels are not decoded. For files
+    handed on as they are (a training dataset's images), and to refuse a bad one before slow work (a model's load)."""
     from PIL import Image
 
-    what = what or str(path)
+    what = what or (str(source) if isinstance(source, Path) else "the image")
     with _reading(what):
-        with Image.open(path) as image:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
             check_screenshot_size(*image.size, what=what)
             image.verify()
 

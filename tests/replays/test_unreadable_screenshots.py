@@ -74,3 +74,15 @@ def test_the_diff_page_says_which_screens_it_could_not_compare(damaged) -> None:
     assert page.status_code == 200, page.text
     assert 'id="unchecked"' in page.text and "Screens not compared at steps 3, 4, only the actions" in page.text
     assert "the same actions." in page.text and "on the same screens" not in page.text
+
+
+def test_explain_refuses_an_unreadable_screenshot_before_loading_a_model(damaged) -> None:
+    from agent.explain import ExplainError, explain_step
+
+    _runs, _source, copy = damaged
+    # No model exists at this path: were it loaded first, the error would be that it is missing.
+    with pytest.raises(ExplainError, match=r"^steps/0003/screenshot.png is not an image"):
+        explain_step(copy, 3, model="/nonexistent/model")
+    # Step 4's prompt holds the screenshots of the steps before it too (a script step's, rebuilt): each is checked.
+    with pytest.raises(ExplainError, match=r"^steps/0003/screenshot.png is not an image"):
+        explain_step(copy, 4, model="/nonexistent/model")
