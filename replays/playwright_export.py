@@ -79,6 +79,7 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
         if step.reasoning:
             comment += f" — {' '.join(step.reasoning.split())[:80]}"
         lines.append(comment)
+        first_line = len(lines)  # of this step's action
         if isinstance(action, _POINTER) and css:
             call = {
                 "left_click": "page.mouse.click({x}, {y})",
@@ -121,9 +122,20 @@ def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
             continue
         else:
             continue
+        closed = step.tab_change is not None and step.tab_change.startswith(TAB_CLOSED)
+        if closed:
+            # The action closed its own tab (window.close()): Playwright may report that as the action failing,
+            # depending on whether the close or the action's answer comes first.
+            action_lines = lines[first_line:]
+            lines[first_line:] = [
+                "    try:",
+                *("    " + line for line in action_lines),
+                "    except Exception:",
+                "        if not closed_soon(page):  # only the close the run saw here is expected",
+                "            raise",
+            ]
         lines.append("    settle(page)")
         if step.tab_change:  # the run looked at the tab the action opened (or the one left when its tab closed)
-            closed = step.tab_change.startswith(TAB_CLOSED)
             lines.append(f"    page = follow_tab(page, closed={closed})")
     lines.append("    return page")
     body = "\n".join(lines)
@@ -237,6 +249,17 @@ def watch(page):
         devtools.send("Page.enable")
     NAVIGATION["devtools"], NAVIGATION["main"] = SESSIONS[page]
     NAVIGATION["pending"] = False
+
+
+def closed_soon(page, timeout_ms=2000):
+    """Whether the page is closed, or closes within ``timeout_ms`` (its close can be told just after an error)."""
+    if page.is_closed():
+        return True
+    try:
+        page.wait_for_event("close", timeout=timeout_ms)
+    except Exception:
+        return page.is_closed()
+    return True
 
 
 def follow_tab(page, closed, timeout_ms=5000):

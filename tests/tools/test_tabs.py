@@ -116,6 +116,9 @@ def test_an_exported_script_follows_the_tabs_the_run_followed(tmp_path: Path, pa
     assert (opened.tab_change or "").startswith("opened a new tab") and (closed.tab_change or "").startswith("the tab closed")
     script = tmp_path / "replay.py"
     export_playwright(result.run_dir, script)
+    # The click that closed its own tab may be reported as failed (the close can come before the click's answer,
+    # as seen in CI): the script tolerates exactly that, and nothing else.
+    assert "        if not closed_soon(page):  # only the close the run saw here is expected" in script.read_text()
     replayed = subprocess.run([sys.executable, str(script), "--base-url", pages], capture_output=True, text=True, timeout=120)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.splitlines()[:3] == [f"tab: {pages}/other", f"tab: {pages}/", "terminate: success"]
