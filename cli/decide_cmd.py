@@ -82,9 +82,10 @@ def decide_command(
 
 
 def _one(ref: str, step: int, runs_dir: Path, options: DecideOptions, json_out: bool) -> None:
-    from replays.decide import decide_step
+    from replays.decide import decide_step, step_prompt
 
     found = resolve_run(ref, runs_dir)
+    step_prompt(found.run_dir, step)  # a missing step or an unreadable screenshot: said before a model loads
     policy = _policy(found.run_dir, options)
     try:
         decision = decide_step(found.run_dir, step, policy)

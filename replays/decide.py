@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from agent.policies import make_policy, with_policy_overrides
-from agent.prompt import offered_browser_tools
+from agent.prompt import Prompt, offered_browser_tools
 from agent.task import RecordedTaskError, Task
 from replays.labels import Correction, Label, Labels
 from replays.policy_plan import plan_policy, recorded_policy
@@ -151,9 +151,9 @@ def policy_for_run(run_dir: Path, options: DecideOptions) -> QwenPolicy:
     return policy
 
 
-def decide_step(run_dir: Path, step: int, policy: QwenPolicy, *, record: bool = True) -> Decision:
-    """Ask ``policy`` what it would do at recorded step ``step`` of the run in ``run_dir``; with ``record`` the
-    decision is appended to ``RUN/decisions/`` (the only files this adds; nothing recorded is changed)."""
+def step_prompt(run_dir: Path, step: int) -> tuple[RunRecord, StepRecord, Task, Prompt]:
+    """The run, its step ``step``, its task and the prompt the step was (or would have been) sent, its screenshots
+    read and checked; :class:`RunProblem` where one cannot be had. Cheap: callers check this before loading a model."""
     from agent.explain import ExplainError, recorded_prompt
 
     run = _read_run(run_dir)
@@ -165,10 +165,15 @@ def decide_step(run_dir: Path, step: int, policy: QwenPolicy, *, record: bool = 
     task = _task(run)
     try:
         prompt = recorded_prompt(run, steps, target, run_dir)
-    except ExplainError as exc:
+    except ExplainError as exc:  # a screenshot gone or unreadable
         raise RunProblem(f"cannot decide step {step} of run {run.run_id}: {exc}") from None
-    except ValidationError as exc:
-        raise RunProblem(f"run {run.run_id}: the recorded task is not valid ({exc.errors()[0]['msg']})") from None
+    return run, target, task, prompt
+
+
+def decide_step(run_dir: Path, step: int, policy: QwenPolicy, *, record: bool = True) -> Decision:
+    """Ask ``policy`` what it would do at recorded step ``step`` of the run in ``run_dir``; with ``record`` the
+    decision is appended to ``RUN/decisions/`` (the only files this adds; nothing recorded is changed)."""
+    run, target, task, prompt = step_prompt(run_dir, step)
     local = policy.backend.name == "local"
     output = policy.decide_prompt(prompt, step=step, attention=local and task.policy.attention)
     decision, trace = output.decision, output.trace

@@ -382,3 +382,16 @@ def test_a_served_run_is_asked_again_with_exactly_the_request_it_recorded(tmp_pa
     assert {k: v for k, v in asked.items() if k != "messages"} == {k: v for k, v in sent_at_step_1.items() if k != "messages"}
     [record] = read_decisions(result.run_dir)
     assert record.prompt_source == "recorded" and record.coordinate == (310.0, 290.0)
+
+
+def test_an_unreadable_screenshot_is_said_before_a_model_loads(script_run):
+    runs, run_dir = script_run
+    [step] = [s for s in read_steps(run_dir) if s.index == 1]
+    (run_dir / step.screenshot).write_bytes(b"not a png")
+    # No model at this path: loaded first, the error would be that it is missing.
+    args = ("decide", run_dir.name, "--step", "1", "--runs-dir", str(runs), "--policy", "qwen3vl", "--model", "/nonexistent/m")
+    proc = glassbox_in_process(*args)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cannot decide step 1 of run {run_dir.name}: {step.screenshot} is not an image" in said
+    assert not (run_dir / DECISIONS_DIR).exists()
