@@ -59,3 +59,13 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def one_page(html: bytes) -> LocalServer:
+    """A server answering every GET with ``html`` (a test's page): ``with one_page(PAGE) as server: ...``."""
+
+    class _Page(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.reply(200, html, "text/html; charset=utf-8")
+
+    return LocalServer(_Page)

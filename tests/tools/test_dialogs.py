@@ -16,7 +16,7 @@ from agent.task import TaskError
 from replays.playwright_export import export_playwright
 from replays.viewer import ViewerServer
 from tests.conftest import require_chromium
-from tests.servers import LocalServer, QuietHandler
+from tests.servers import one_page
 from tests.tools.page_events import click, run_one_click
 from tools.browser import BrowserExecutor, BrowserSettings
 
@@ -27,14 +27,9 @@ PAGE = b"""<!doctype html><title>start</title>
   onclick="document.title = 'name ' + prompt('New name?', 'Lamp')">Rename</button>"""
 
 
-class _Page(QuietHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        self.reply(200, PAGE, "text/html; charset=utf-8")
-
-
 @pytest.fixture
 def pages() -> Iterator[str]:
-    with LocalServer(_Page) as server:
+    with one_page(PAGE) as server:
         yield server.url
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import require_chromium
-from tests.servers import LocalServer, QuietHandler
+from tests.servers import one_page
 from tools import actions as A
 from tools.browser import BrowserExecutor, BrowserSettings
 from tools.views import MAX_PAGE_TITLE
@@ -18,14 +18,9 @@ PAGE = b"""<!doctype html><title>short</title>
 <script>document.title = 'T'.repeat(200000);</script>"""
 
 
-class _Page(QuietHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        self.reply(200, PAGE, "text/html; charset=utf-8")
-
-
 @pytest.fixture
 def pages() -> Iterator[str]:
-    with LocalServer(_Page) as server:
+    with one_page(PAGE) as server:
         yield server.url
 
 
