@@ -30,6 +30,7 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
+from tools.secret_destination import key_frames, refusal
 from tools.views import (
     MAX_DEVICE_PIXELS,
     MAX_DIALOG_MESSAGE,
@@ -555,6 +556,22 @@ class BrowserExecutor(BaseExecutor):
                 self.page.goto(url, wait_until="load")
             case _:
                 super()._perform_input(action, audit)
+
+    def _check_secret_destination(self, names: list[str]) -> None:
+        """Secrets go only into a document of the task's origins (tools.secret_destination). An executor given no
+        origins at all (a bare one, not a task's) has nothing to bind them to."""
+        local = urlsplit(self._start_url or "").scheme.lower() == "file"
+        if not self.allowed_origins and not local:
+            return
+        said = ", ".join(names)
+        try:
+            urls = [frame.url for frame in key_frames(self.page)]
+        except Exception as exc:  # the page went away or navigated while asked: no telling where the keys go
+            unknown = f"could not tell where the keys would go ({_first_line(exc)})"
+            raise ActionError(f"refused to type the secret {said}: {unknown}") from None
+        problem = refusal(urls, self.allowed_origins, local_pages=local)
+        if problem is not None:
+            raise ActionError(f"refused to type the secret {said}: {problem}; click a field of the task's site first")
 
     def _type_chunk(self, chunk: str) -> None:
         """keyboard.type()'s key events, sent back to back on the capture's DevTools session (tools.keytext);

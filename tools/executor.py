@@ -180,7 +180,11 @@ class BaseExecutor(ABC):
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         match action:
             case A.Type():
-                self._type(self._reveal(action.text))
+                text = self._reveal(action.text)  # an unknown secret is refused first
+                names = SECRET_PATTERN.findall(action.text)
+                if names:  # where the keys would go is checked before any key is sent
+                    self._check_secret_destination(sorted(set(names)))
+                self._type(text)
             case A.Wait():
                 self._wait(action.time)
             case A.Terminate() | A.Answer():
@@ -236,6 +240,11 @@ class BaseExecutor(ABC):
 
     def _before_typing(self, text: str) -> None:
         """Refuse text the device cannot type, before any of it is typed."""
+        return None
+
+    def _check_secret_destination(self, names: list[str]) -> None:
+        """Raise :class:`ActionError` when the secrets ``names`` must not be typed where the keys would go now (a
+        browser: a page or frame of another origin than the task's). A device that cannot tell allows it."""
         return None
 
     @abstractmethod

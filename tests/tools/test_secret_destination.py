@@ -1,0 +1,109 @@
+"""A secret is typed only into a document of the task's origins: not into a page the agent was led to, nor into a
+frame of another origin inside the task's page (real Chromium, two local servers: 127.0.0.1 and localhost are
+different sites, so the frame runs out of process as a third-party frame would)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servers import one_page
+from tools.actions import ToolCall, parse_tool_call
+from tools.secret_destination import MAX_FRAME_DEPTH, refusal
+
+SECRET = "hunter2-Zq9"
+SITE = "http://127.0.0.1:8000"
+
+
+def act(browser, **arguments):
+    return browser.act(parse_tool_call(ToolCall(name="computer_use", arguments=arguments)))
+
+
+# -- which frames may receive a secret -----------------------------------------------------------------------------
+
+
+def test_the_task_origin_and_frames_it_wrote_may_receive_a_secret():
+    assert refusal([SITE + "/login"], [SITE], local_pages=False) is None
+    assert refusal([SITE + "/login", "about:blank"], [SITE], local_pages=False) is None
+    assert refusal([SITE + "/login", "about:srcdoc", SITE + "/frame"], [SITE], local_pages=False) is None
+    assert refusal([SITE + "/a", "blob:http://127.0.0.1:8000/5a1c"], [SITE], local_pages=False) is None
+
+
+@pytest.mark.parametrize(
+    ("chain", "said"),
+    [
+        (["https://evil.example/login"], "the page https://evil.example, which is not one of the task's origins"),
+        ([SITE + "/", "https://evil.example/form"], "a frame of https://evil.example inside the page"),
+        ([SITE + "/", "data:text/html,<input>"], "a frame of data:text/html,<input> inside the page"),
+        ([SITE + "/", "https://evil.example/", "about:blank"], "a frame of https://evil.example inside the page"),
+        (["about:blank"], "the page about:blank, a page of no origin of the task's"),
+        ([SITE + "/", "blob:https://evil.example/5a1c"], "a frame of https://evil.example inside the page"),
+        (["file:///home/user/task/page.html"], "a local file, and this task's pages are on the web"),
+        ([SITE + "/"] * (MAX_FRAME_DEPTH + 1), f"more than {MAX_FRAME_DEPTH} frames deep"),
+    ],
+)
+def test_other_origins_are_refused(chain, said):
+    problem = refusal(chain, [SITE], local_pages=False)
+    assert problem is not None and said in problem
+
+
+def test_a_local_task_may_type_into_its_own_files_only():
+    assert refusal(["file:///tasks/login.html"], [], local_pages=True) is None
+    problem = refusal(["file:///tasks/login.html", "http://127.0.0.1:9/"], [], local_pages=True)
+    assert problem is not None and "(none)" in problem
+
+
+# -- on real pages --------------------------------------------------------------------------------------------------
+
+INNER = b'<!doctype html><body><input id="inner" aria-label="inner field"></body>'
+
+
+@pytest.fixture
+def pages(chromium):
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with one_page(INNER) as inner:
+        frame_url = inner.url.replace("127.0.0.1", "localhost") + "/form"
+        outer = (
+            '<!doctype html><body><input id="outer" aria-label="outer field">'
+            f'<iframe src="{frame_url}" width="400" height="200"></iframe></body>'
+        ).encode()
+        with one_page(outer) as site:
+            with BrowserExecutor(BrowserSettings(), secrets={"pw": SECRET}, allowed_origins=[site.url]) as browser:
+                browser.goto(site.url + "/login")
+                browser.page.wait_for_function("document.querySelector('iframe').contentWindow !== null")
+                browser.page.frame_locator("iframe").locator("#inner").wait_for()
+                yield browser, frame_url
+
+
+def inner_value(browser) -> str:
+    return str(browser.page.frame_locator("iframe").locator("#inner").input_value())
+
+
+def test_a_secret_goes_into_the_task_page(pages):
+    browser, _ = pages
+    browser.page.focus("#outer")
+    assert act(browser, action="type", text="<secret>pw</secret>").status == "ok"
+    assert browser.page.input_value("#outer") == SECRET
+
+
+def test_a_secret_is_not_typed_into_a_frame_of_another_origin(pages):
+    browser, frame_url = pages
+    browser.page.frame_locator("iframe").locator("#inner").focus()
+    outcome = act(browser, action="type", text="pin: <secret>pw</secret>")
+    assert outcome.status == "error"
+    assert outcome.error is not None and "refused to type the secret pw" in outcome.error
+    assert "a frame of http://localhost:" in outcome.error and SECRET not in outcome.error
+    assert inner_value(browser) == ""  # not one key of it, not even the text before the secret
+    # Text that holds no secret goes anywhere, as a person's typing would.
+    assert act(browser, action="type", text="hello").status == "ok"
+    assert inner_value(browser) == "hello"
+
+
+def test_a_secret_is_not_typed_into_a_page_of_another_origin(pages):
+    browser, frame_url = pages
+    browser.page.goto(frame_url)  # led away from the task's site (a link, a followed popup)
+    browser.page.focus("#inner")
+    outcome = act(browser, action="type", text="<secret>pw</secret>")
+    assert outcome.status == "error" and outcome.error is not None
+    assert "the page http://localhost:" in outcome.error and "not one of the task's origins" in outcome.error
+    assert browser.page.input_value("#inner") == ""

@@ -1,0 +1,84 @@
+"""Where typed keys would go in a browser page, and whether a task's secret may go there.
+
+A secret is typed only into a document of one of the task's origins (the target's and ``allowed_origins``; a
+local task's own ``file:`` pages), as a password manager fills a password only on its site. Otherwise a page
+could lure the agent elsewhere (a link, a popup followed, a cross-origin frame holding a look-alike form) and
+have it type the password there: the secret would leave the machine without any file or log showing it.
+
+The keys go to the focused element of the focused frame. It is found from the top: in each frame the document's
+focused element, and when that is a frame element, the frame inside it. A frame's origin is read from its URL as
+the browser reports it (Playwright's ``frame.url``), not from the page's scripts; only frames already found to be
+of an allowed origin are asked for their focused element, so a frame of another origin has no say in the answer.
+
+    frame = key_frame(page)                                  # None: could not tell
+    problem = refusal(frame_url, allowed, local_pages=True)  # None: allowed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["MAX_FRAME_DEPTH", "key_frames", "refusal"]
+
+MAX_FRAME_DEPTH = 16  # nested frames followed at most; deeper is refused (no real form is that deep)
+
+# The focused element of this document, through open shadow roots; a frame element when the focus is inside it.
+_FOCUSED_FRAME_ELEMENT = """() => {
+  let element = document.activeElement;
+  while (element && element.shadowRoot && element.shadowRoot.activeElement) element = element.shadowRoot.activeElement;
+  return element && (element.tagName === 'IFRAME' || element.tagName === 'FRAME') ? element : null;
+}"""
+
+
+def key_frames(page: Any) -> list[Any]:
+    """The frames from the main frame down to the one that holds the focus (the keys go to its focused
+    element). Raises what Playwright raised when a frame could not be asked (it went away meanwhile)."""
+    chain = [page.main_frame]
+    while len(chain) <= MAX_FRAME_DEPTH:
+        handle = chain[-1].evaluate_handle(_FOCUSED_FRAME_ELEMENT)
+        element = handle.as_element()
+        child = element.content_frame() if element is not None else None
+        handle.dispose()
+        if child is None:
+            return chain
+        chain.append(child)
+    return chain
+
+
+def refusal(chain_urls: list[str], allowed_origins: list[str], *, local_pages: bool) -> str | None:
+    """Why a secret must not be typed into the last frame of ``chain_urls`` (the main frame's URL first), or None
+    when every frame on the way is of an allowed origin. ``about:blank`` and ``about:srcdoc`` frames are their
+    parent's (a frame of the task's page wrote them); ``file:`` pages are the task's own only for a local task."""
+    if len(chain_urls) > MAX_FRAME_DEPTH:
+        return f"the focus is more than {MAX_FRAME_DEPTH} frames deep"
+    for depth, url in enumerate(chain_urls):
+        where = _where(url, depth)
+        scheme = urlsplit(url).scheme.lower()
+        if scheme == "about":
+            if depth == 0:
+                return f"the keys would go to {where}, a page of no origin of the task's"
+            continue  # written by its parent, which was allowed
+        if scheme == "file":
+            if not local_pages:
+                return f"the keys would go to {where}: a local file, and this task's pages are on the web"
+            continue
+        origin = _origin_of(url)
+        if origin not in allowed_origins:
+            allowed = ", ".join(allowed_origins) or "none"
+            return f"the keys would go to {where}, which is not one of the task's origins ({allowed})"
+    return None
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "blob":  # blob:https://host/uuid belongs to the origin that made it
+        return _origin_of(url[len("blob:") :])
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return "null"  # data:, javascript:, ...: an opaque origin, never one of the task's
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _where(url: str, depth: int) -> str:
+    shown = _origin_of(url) if urlsplit(url).scheme.lower() in ("http", "https", "blob") else url[:200]
+    return f"the page {shown}" if depth == 0 else f"a frame of {shown} inside the page"
