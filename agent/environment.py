@@ -113,7 +113,9 @@ def _start_target(
         from sites.shop import ShopServer
 
         seed = target.layout_seed if layout_seed is None else layout_seed
-        server = stack.enter_context(ShopServer(layout_seed=seed, **_shop_credentials(task.input_values())))
+        server = ShopServer(layout_seed=seed, **_shop_credentials(task.input_values())).start()
+        # Stopped after the browser closes (the stack unwinds in reverse), winding down while the caller goes on.
+        stack.callback(server.stop, wait=False)
         return server.base_url, server.base_url + target.path, seed
     assert target is not None, "Task validation gives every browser task a target"
     try:

@@ -66,8 +66,17 @@ class ShopServer:
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop serving, close the database and remove its temporary folder. uvicorn takes 0.1-0.2 s to wind down;
+        with ``wait=False`` that happens on a thread of its own (not a daemon: the process still waits for it at
+        exit, so no folder is left behind), for a caller that no longer needs the site (an eval's episode)."""
         self._server.should_exit = True
+        if wait:
+            self._close()
+        else:
+            threading.Thread(target=self._close, name="shop-server-stop").start()
+
+    def _close(self) -> None:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.app.state.db.close()

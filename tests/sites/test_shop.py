@@ -119,3 +119,20 @@ def test_form_follows_the_layout(seed):
         html = signed_in(shop).get("/products/new").text
     order = sorted(layout_for_seed(seed).form_fields, key=lambda f: html.index(f'id="{f}"'))
     assert order == layout_for_seed(seed).form_fields
+
+
+def test_a_stop_without_waiting_winds_down_on_a_thread_the_process_waits_for():
+    """An episode hands the shop's wind-down to a thread: it still stops serving, closes the database and removes
+    the temporary folder, and the process waits for it at exit (not a daemon)."""
+    import threading
+
+    shop = ShopServer().start()
+    url, folder = shop.base_url, shop.data_dir
+    assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+    shop.stop(wait=False)
+    closer = next(t for t in threading.enumerate() if t.name == "shop-server-stop")
+    assert not closer.daemon
+    closer.join(timeout=10)
+    assert not closer.is_alive() and not folder.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/healthz")
