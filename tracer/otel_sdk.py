@@ -39,7 +39,8 @@ PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTO
 
 
 class OtelUnavailable(UsageError, RuntimeError):
-    """Export was asked for but cannot be set up (the SDK is missing, an unknown protocol)."""
+    """Export was asked for but cannot be set up (the SDK is missing, an unknown protocol, a limit that is not a
+    whole number)."""
 
 
 def export_requested(flag: bool, env: Mapping[str, str] | None = None) -> bool:
@@ -288,7 +289,10 @@ def _span_limits(env: Mapping[str, str]) -> Any:
 
     standard = ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
     chosen = any(env.get(name, "").strip() for name in standard)
-    return SpanLimits() if chosen else SpanLimits(max_span_attribute_length=MAX_ATTRIBUTE_CHARS)
+    try:  # the SDK reads every OTEL_*_LIMIT variable itself, and says which one it could not
+        return SpanLimits() if chosen else SpanLimits(max_span_attribute_length=MAX_ATTRIBUTE_CHARS)
+    except ValueError as exc:
+        raise OtelUnavailable(f"OpenTelemetry export cannot start: {exc}") from None
 
 
 def _request_timeout(env: Mapping[str, str]) -> float:

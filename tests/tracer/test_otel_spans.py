@@ -5,6 +5,7 @@ Plus the SDK session against a real gRPC receiver (the official proto package's 
 from __future__ import annotations
 
 import json
+import os
 from concurrent import futures
 from datetime import datetime, timedelta, timezone
 
@@ -12,7 +13,16 @@ import pytest
 
 from tools.actions import ToolCall, parse_tool_call
 from tools.coords import CoordinateAudit, CoordinateMode
-from tracer.otel_sdk import OtelSession, OtelUnavailable, _request_timeout, endpoint_for_humans, export_requested, protocol
+from tracer.otel_sdk import (
+    MAX_ATTRIBUTE_CHARS,
+    OtelSession,
+    OtelUnavailable,
+    _request_timeout,
+    _span_limits,
+    endpoint_for_humans,
+    export_requested,
+    protocol,
+)
 from tracer.otel_spans import Conventions, MediaRef, finish_run_span, run_span, scrub_span, step_spans, workflow_span
 from tracer.schema import (
     AttentionRef,
@@ -275,3 +285,13 @@ def test_grpc_export_to_a_real_grpc_receiver(monkeypatch):
     root = next(s for s in spans if not s.parent_id)
     step = next(s for s in spans if s.name == "glassbox.step")
     assert step.parent_id == root.span_id and root.start_ns == int(T0.timestamp() * 1e9)
+
+
+@pytest.mark.parametrize(("name", "value"), [("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "abc"), ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-5")])
+def test_a_limit_that_is_not_a_whole_number_is_a_usage_error_naming_it(monkeypatch, name, value):
+    assert _span_limits({}).max_span_attribute_length == MAX_ATTRIBUTE_CHARS
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "64")
+    assert _span_limits(os.environ).max_span_attribute_length == 64
+    monkeypatch.setenv(name, value)
+    with pytest.raises(OtelUnavailable, match=f"{name} must be a non-negative integer"):
+        OtelSession.start()
