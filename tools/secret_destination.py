@@ -7,11 +7,12 @@ have it type the password there: the secret would leave the machine without any 
 
 The keys go to the focused element of the focused frame. It is found from the top: in each frame the document's
 focused element, and when that is a frame element, the frame inside it. A frame's origin is read from its URL as
-the browser reports it (Playwright's ``frame.url``), not from the page's scripts; only frames already found to be
-of an allowed origin are asked for their focused element, so a frame of another origin has no say in the answer.
+the browser reports it (Playwright's ``frame.url``), not from the page's scripts. A frame answers for itself only
+once it is on the way down, and every frame on the way must be of an allowed origin: a frame of another origin
+cannot lie its way out of the chain.
 
-    frame = key_frame(page)                                  # None: could not tell
-    problem = refusal(frame_url, allowed, local_pages=True)  # None: allowed
+    urls = [frame.url for frame in key_frames(page)]           # the main frame first
+    problem = refusal(urls, allowed_origins, local_pages=False)  # None: the secret may be typed
 """
 
 from __future__ import annotations
