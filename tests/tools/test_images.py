@@ -77,3 +77,36 @@ def test_an_image_file_handed_on_is_checked_whole_without_decoding_it(tmp_path) 
         check_image_file(cut)
     with pytest.raises(UnreadableImage, match="is not an image"):
         check_image_file(text)
+
+
+def rechunk(data: bytes, kind: bytes, change) -> bytes:
+    """``data`` (a PNG) with the body of its chunks of ``kind`` changed by ``change`` and their checksums made right
+    again: a damage only decoding can find."""
+    out, at = [data[:8]], 8
+    while at < len(data):
+        length, name = struct.unpack(">I4s", data[at : at + 8])
+        body = data[at + 8 : at + 8 + length]
+        if name == kind:
+            body = change(body)
+        out.append(struct.pack(">I", len(body)) + name + body + struct.pack(">I", zlib.crc32(name + body)))
+        at += 12 + length
+    return b"".join(out)
+
+
+def test_damaged_pixel_data_with_right_checksums_is_refused(tmp_path) -> None:
+    from tools.images import check_image_file
+
+    shot = png(300, 200)
+    check_image_file(shot)
+    garbled = rechunk(shot, b"IDAT", lambda body: body[:10] + bytes(b ^ 0x5A for b in body[10:40]) + body[40:])
+    with pytest.raises(UnreadableImage, match=r"^images/3.png cannot be decoded \(its pixel data"):
+        check_image_file(garbled, what="images/3.png")
+    short = rechunk(shot, b"IDAT", lambda body: zlib.compress(zlib.decompress(body)[:-50]))  # a whole stream, too little
+    with pytest.raises(UnreadableImage, match="holds .* bytes, not"):
+        check_image_file(short)
+    cut = rechunk(shot, b"IDAT", lambda body: body[: len(body) // 2])  # the stream stops half way
+    (tmp_path / "cut.png").write_bytes(cut)
+    with pytest.raises(UnreadableImage, match="ends early"):
+        check_image_file(tmp_path / "cut.png")
+    with pytest.raises(UnreadableImage):  # the decoder agrees: each of these fails to decode
+        open_rgb(garbled).load()
