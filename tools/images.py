@@ -50,8 +50,9 @@ def open_rgb(data: bytes, *, what: str = "the image") -> "Image.Image":
 
 def check_image_file(source: Path | bytes, *, what: str | None = None) -> None:
     """:class:`UnreadableImage` unless ``source`` (a file, or its bytes) is an image of a screenshot's size whose file
-    is whole: its header and chunks are read and checked (Pillow's ``verify``), its pixels are not decoded. For files
-    handed on as they are (a training dataset's images), and to refuse a bad one before slow work (a model's load)."""
+    is whole: its header and chunks are read and checked (Pillow's ``verify``) and a PNG's compressed pixel data is
+    inflated to the size its header says; no image is built. For files handed on as they are (a training dataset's
+    images), and to refuse a bad one before slow work (a model's load)."""
     from PIL import Image
 
     what = what or (str(source) if isinstance(source, Path) else "the image")
