@@ -30,7 +30,7 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
-from tools.secret_destination import key_frames, refusal
+from tools.secret_destination import frame_refusal, key_frames, refusal
 from tools.views import (
     MAX_DEVICE_PIXELS,
     MAX_DIALOG_MESSAGE,
@@ -564,12 +564,17 @@ class BrowserExecutor(BaseExecutor):
         if not self.allowed_origins and not local:
             return
         said = ", ".join(names)
+        origins = self.allowed_origins
+
+        def allowed(url: str, depth: int) -> bool:
+            return frame_refusal(url, depth, origins, local_pages=local) is None
+
         try:
-            urls = [frame.url for frame in key_frames(self.page)]
+            urls = [frame.url for frame in key_frames(self.page, allowed)]
         except Exception as exc:  # the page went away or navigated while asked: no telling where the keys go
             unknown = f"could not tell where the keys would go ({_first_line(exc)})"
             raise ActionError(f"refused to type the secret {said}: {unknown}") from None
-        problem = refusal(urls, self.allowed_origins, local_pages=local)
+        problem = refusal(urls, origins, local_pages=local)
         if problem is not None:
             raise ActionError(f"refused to type the secret {said}: {problem}; click a field of the task's site first")
 

@@ -7,20 +7,22 @@ have it type the password there: the secret would leave the machine without any 
 
 The keys go to the focused element of the focused frame. It is found from the top: in each frame the document's
 focused element, and when that is a frame element, the frame inside it. A frame's origin is read from its URL as
-the browser reports it (Playwright's ``frame.url``), not from the page's scripts. A frame answers for itself only
-once it is on the way down, and every frame on the way must be of an allowed origin: a frame of another origin
-cannot lie its way out of the chain.
+the browser reports it (Playwright's ``frame.url``), not from the page's scripts, and only a frame of an allowed
+origin is asked which element holds its focus: the first frame of another origin on the way ends the search (and
+the secret is refused), so such a frame has no say in the answer.
 
-    urls = [frame.url for frame in key_frames(page)]           # the main frame first
-    problem = refusal(urls, allowed_origins, local_pages=False)  # None: the secret may be typed
+    allowed = lambda url, depth: frame_refusal(url, depth, origins, local_pages=False) is None
+    urls = [frame.url for frame in key_frames(page, allowed)]  # the main frame first
+    problem = refusal(urls, origins, local_pages=False)         # None: the secret may be typed
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_FRAME_DEPTH", "key_frames", "refusal"]
+__all__ = ["MAX_FRAME_DEPTH", "frame_refusal", "key_frames", "refusal"]
 
 MAX_FRAME_DEPTH = 16  # nested frames followed at most; deeper is refused (no real form is that deep)
 
@@ -32,11 +34,12 @@ _FOCUSED_FRAME_ELEMENT = """() => {
 }"""
 
 
-def key_frames(page: Any) -> list[Any]:
+def key_frames(page: Any, allowed: Callable[[str, int], bool] = lambda url, depth: True) -> list[Any]:
     """The frames from the main frame down to the one that holds the focus (the keys go to its focused
-    element). Raises what Playwright raised when a frame could not be asked (it went away meanwhile)."""
+    element), or down to the first one ``allowed(url, depth)`` refuses: that frame is never asked (a frame of
+    another site could hang the question). Raises what Playwright raised when a frame could not be asked."""
     chain = [page.main_frame]
-    while len(chain) <= MAX_FRAME_DEPTH:
+    while len(chain) <= MAX_FRAME_DEPTH and allowed(chain[-1].url, len(chain) - 1):
         handle = chain[-1].evaluate_handle(_FOCUSED_FRAME_ELEMENT)
         element = handle.as_element()
         child = element.content_frame() if element is not None else None
@@ -49,25 +52,29 @@ def key_frames(page: Any) -> list[Any]:
 
 def refusal(chain_urls: list[str], allowed_origins: list[str], *, local_pages: bool) -> str | None:
     """Why a secret must not be typed into the last frame of ``chain_urls`` (the main frame's URL first), or None
-    when every frame on the way is of an allowed origin. ``about:blank`` and ``about:srcdoc`` frames are their
-    parent's (a frame of the task's page wrote them); ``file:`` pages are the task's own only for a local task."""
+    when every frame on the way is of an allowed origin (:func:`frame_refusal`)."""
     if len(chain_urls) > MAX_FRAME_DEPTH:
         return f"the focus is more than {MAX_FRAME_DEPTH} frames deep"
     for depth, url in enumerate(chain_urls):
-        where = _where(url, depth)
-        scheme = urlsplit(url).scheme.lower()
-        if scheme == "about":
-            if depth == 0:
-                return f"the keys would go to {where}, a page of no origin of the task's"
-            continue  # written by its parent, which was allowed
-        if scheme == "file":
-            if not local_pages:
-                return f"the keys would go to {where}: a local file, and this task's pages are on the web"
-            continue
-        origin = _origin_of(url)
-        if origin not in allowed_origins:
-            allowed = ", ".join(allowed_origins) or "none"
-            return f"the keys would go to {where}, which is not one of the task's origins ({allowed})"
+        problem = frame_refusal(url, depth, allowed_origins, local_pages=local_pages)
+        if problem is not None:
+            return problem
+    return None
+
+
+def frame_refusal(url: str, depth: int, allowed_origins: list[str], *, local_pages: bool) -> str | None:
+    """Why the frame at ``url`` (``depth`` 0: the page itself) must not receive a secret, or None. ``about:blank``
+    and ``about:srcdoc`` frames are their parent's (a frame of the task's page wrote them); ``file:`` pages are the
+    task's own only for a local task."""
+    where = _where(url, depth)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "about":
+        return f"the keys would go to {where}, a page of no origin of the task's" if depth == 0 else None
+    if scheme == "file":
+        return None if local_pages else f"the keys would go to {where}: a local file, and this task's pages are on the web"
+    if _origin_of(url) not in allowed_origins:
+        allowed = ", ".join(allowed_origins) or "none"
+        return f"the keys would go to {where}, which is not one of the task's origins ({allowed})"
     return None
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.servers import one_page
 from tools.actions import ToolCall, parse_tool_call
-from tools.secret_destination import MAX_FRAME_DEPTH, refusal
+from tools.secret_destination import MAX_FRAME_DEPTH, frame_refusal, key_frames, refusal
 
 SECRET = "hunter2-Zq9"
 SITE = "http://127.0.0.1:8000"
@@ -50,6 +50,36 @@ def test_a_local_task_may_type_into_its_own_files_only():
     assert refusal(["file:///tasks/login.html"], [], local_pages=True) is None
     problem = refusal(["file:///tasks/login.html", "http://127.0.0.1:9/"], [], local_pages=True)
     assert problem is not None and "(none)" in problem
+
+
+class _Frame:
+    """A frame as key_frames sees one: its URL, and the frame its focused element holds (asking is recorded)."""
+
+    def __init__(self, url: str, focused: "_Frame | None" = None) -> None:
+        self.url, self.focused, self.asked = url, focused, False
+
+    def evaluate_handle(self, _script: str) -> "_Frame":
+        self.asked = True
+        return self
+
+    def as_element(self) -> "_Frame | None":
+        return self if self.focused is not None else None
+
+    def content_frame(self) -> "_Frame | None":
+        return self.focused
+
+    def dispose(self) -> None:
+        pass
+
+
+def test_a_frame_of_another_origin_is_never_asked_where_its_focus_is():
+    # A frame of another site could spin when asked (its page's thread busy for ever): it ends the search unasked.
+    inner = _Frame(SITE + "/deeper")
+    evil = _Frame("https://evil.example/form", focused=inner)
+    page = type("Page", (), {"main_frame": _Frame(SITE + "/login", focused=evil)})()
+    chain = key_frames(page, lambda url, depth: frame_refusal(url, depth, [SITE], local_pages=False) is None)
+    assert [frame.url for frame in chain] == [SITE + "/login", "https://evil.example/form"]
+    assert page.main_frame.asked and not evil.asked and not inner.asked
 
 
 # -- on real pages --------------------------------------------------------------------------------------------------
