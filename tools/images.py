@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from tools.errors import UsageError
 from tools.views import MAX_DEVICE_PIXELS
@@ -57,23 +57,24 @@ def check_image_file(source: Path | bytes, *, what: str | None = None) -> None:
 
     what = what or (str(source) if isinstance(source, Path) else "the image")
     with _reading(what):
-        data = source.read_bytes() if isinstance(source, Path) else source
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
             check_screenshot_size(*image.size, what=what)
             image.verify()
-        if data.startswith(_PNG_SIGNATURE):
-            _check_png_pixels(data, what)
+            png = image.format == "PNG"
+        if png:  # read again as a stream: a file is never held whole (it may be huge)
+            with source.open("rb") if isinstance(source, Path) else io.BytesIO(source) as stream:
+                _check_png_pixels(stream, what)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey + alpha, RGBA
-_INFLATE_STEP = 1 << 20  # bytes inflated at a time: a bomb is stopped as soon as it passes the expected size
+_INFLATE_STEP = 1 << 20  # bytes read and inflated at a time: a bomb stops as soon as it passes the expected size
 
 
-def _check_png_pixels(data: bytes, what: str) -> None:
+def _check_png_pixels(stream: BinaryIO, what: str) -> None:
     """The compressed pixel data of a PNG whose chunks are whole (verify() checks their checksums, not what they
-    hold): it must inflate, to exactly the size the header says. Inflated and thrown away a step at a time, never
-    held; far cheaper than decoding (no filters undone, no image built)."""
+    hold): it must inflate, to exactly the size the header says. Read, inflated and thrown away a step at a time,
+    never held; far cheaper than decoding (no filters undone, no image built)."""
     import struct
     import zlib
 
@@ -81,28 +82,32 @@ def _check_png_pixels(data: bytes, what: str) -> None:
     interlaced = False
     inflate = zlib.decompressobj()
     inflated = 0
-    at = len(_PNG_SIGNATURE)
-    while at + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at : at + 8])
-        body = data[at + 8 : at + 8 + length]
-        at += 12 + length
-        if kind == b"IHDR" and len(body) >= 13:
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+    stream.read(len(_PNG_SIGNATURE))
+    while len(head := stream.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IEND":
+            break
+        if kind == b"IHDR" and length >= 13:
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", stream.read(13))
             interlaced = interlace != 0
             bits = depth * _PNG_CHANNELS.get(colour, 4)
             expected = height * (1 + (width * bits + 7) // 8)
-        elif kind == b"IDAT":
-            chunk = body
-            while chunk:
+            length -= 13
+        if kind != b"IDAT":
+            stream.seek(length + 4, io.SEEK_CUR)  # the rest of the body, and its checksum
+            continue
+        left = length
+        while left > 0 and (piece := stream.read(min(left, _INFLATE_STEP))):
+            left -= len(piece)
+            while piece:
                 try:
-                    inflated += len(inflate.decompress(chunk, _INFLATE_STEP))
+                    inflated += len(inflate.decompress(piece, _INFLATE_STEP))
                 except zlib.error as exc:
                     raise UnreadableImage(f"{what} cannot be decoded (its pixel data is damaged: {exc})") from None
                 if expected and not interlaced and inflated > expected:
                     raise UnreadableImage(f"{what} cannot be decoded (its pixel data is larger than its {width}x{height})")
-                chunk = inflate.unconsumed_tail
-        elif kind == b"IEND":
-            break
+                piece = inflate.unconsumed_tail
+        stream.seek(4, io.SEEK_CUR)  # the checksum
     if not inflate.eof:
         raise UnreadableImage(f"{what} cannot be decoded (its pixel data ends early)")
     if expected and not interlaced and inflated != expected:
