@@ -30,7 +30,7 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
-from tools.secret_destination import frame_refusal, key_frames, refusal
+from tools.secret_destination import frame_refusal, hidden_focus_refusal, key_frames, refusal
 from tools.views import (
     MAX_DEVICE_PIXELS,
     MAX_DIALOG_MESSAGE,
@@ -570,11 +570,14 @@ class BrowserExecutor(BaseExecutor):
             return frame_refusal(url, depth, origins, local_pages=local) is None
 
         try:
-            urls = [frame.url for frame in key_frames(self.page, allowed)]
+            chain, hidden = key_frames(self.page, allowed)
+            problem = refusal([frame.url for frame in chain], origins, local_pages=local)
+            if problem is None and hidden:
+                children = [frame.url for frame in chain[-1].child_frames]
+                problem = hidden_focus_refusal(children, len(chain), origins, local_pages=local)
         except Exception as exc:  # the page went away or navigated while asked: no telling where the keys go
             unknown = f"could not tell where the keys would go ({_first_line(exc)})"
             raise ActionError(f"refused to type the secret {said}: {unknown}") from None
-        problem = refusal(urls, origins, local_pages=local)
         if problem is not None:
             raise ActionError(f"refused to type the secret {said}: {problem}; click a field of the task's site first")
 

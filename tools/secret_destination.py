@@ -12,8 +12,10 @@ origin is asked which element holds its focus: the first frame of another origin
 the secret is refused), so such a frame has no say in the answer.
 
     allowed = lambda url, depth: frame_refusal(url, depth, origins, local_pages=False) is None
-    urls = [frame.url for frame in key_frames(page, allowed)]  # the main frame first
-    problem = refusal(urls, origins, local_pages=False)         # None: the secret may be typed
+    chain, hidden = key_frames(page, allowed)                   # the main frame first
+    problem = refusal([frame.url for frame in chain], origins, local_pages=False)  # None: the secret may be typed
+    if problem is None and hidden:                              # the focus out of sight: no frame of another origin
+        problem = hidden_focus_refusal([f.url for f in chain[-1].child_frames], len(chain), origins, local_pages=False)
 """
 
 from __future__ import annotations
@@ -22,32 +24,37 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_FRAME_DEPTH", "frame_refusal", "key_frames", "refusal"]
+__all__ = ["MAX_FRAME_DEPTH", "frame_refusal", "hidden_focus_refusal", "key_frames", "refusal"]
 
 MAX_FRAME_DEPTH = 16  # nested frames followed at most; deeper is refused (no real form is that deep)
 
-# The focused element of this document, through open shadow roots; a frame element when the focus is inside it.
+# The focused element of this document, through open shadow roots: a frame element when the focus is inside it;
+# else whether it is a field the keys can go into (not a field: the focus may be in a closed shadow root, out of sight).
 _FOCUSED_FRAME_ELEMENT = """() => {
   let element = document.activeElement;
   while (element && element.shadowRoot && element.shadowRoot.activeElement) element = element.shadowRoot.activeElement;
-  return element && (element.tagName === 'IFRAME' || element.tagName === 'FRAME') ? element : null;
+  if (element && (element.tagName === 'IFRAME' || element.tagName === 'FRAME')) return element;
+  return !!element && (element.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(element.tagName));
 }"""
 
 
-def key_frames(page: Any, allowed: Callable[[str, int], bool] = lambda url, depth: True) -> list[Any]:
+def key_frames(page: Any, allowed: Callable[[str, int], bool] = lambda url, depth: True) -> tuple[list[Any], bool]:
     """The frames from the main frame down to the one that holds the focus (the keys go to its focused
     element), or down to the first one ``allowed(url, depth)`` refuses: that frame is never asked (a frame of
-    another site could hang the question). Raises what Playwright raised when a frame could not be asked."""
+    another site could hang the question); and whether the last frame's focused element is out of sight (neither a
+    field nor a frame: a closed shadow root may hold the real one). Raises what Playwright raised when a frame could
+    not be asked."""
     chain = [page.main_frame]
     while len(chain) <= MAX_FRAME_DEPTH and allowed(chain[-1].url, len(chain) - 1):
         handle = chain[-1].evaluate_handle(_FOCUSED_FRAME_ELEMENT)
         element = handle.as_element()
         child = element.content_frame() if element is not None else None
+        field = element is None and bool(handle.json_value())
         handle.dispose()
         if child is None:
-            return chain
+            return chain, element is None and not field
         chain.append(child)
-    return chain
+    return chain, False
 
 
 def refusal(chain_urls: list[str], allowed_origins: list[str], *, local_pages: bool) -> str | None:
@@ -59,6 +66,18 @@ def refusal(chain_urls: list[str], allowed_origins: list[str], *, local_pages: b
         problem = frame_refusal(url, depth, allowed_origins, local_pages=local_pages)
         if problem is not None:
             return problem
+    return None
+
+
+def hidden_focus_refusal(child_urls: list[str], depth: int, allowed_origins: list[str], *, local_pages: bool) -> str | None:
+    """Why a secret must not be typed where the focus is out of sight (see :func:`key_frames`) in a frame whose own
+    frames are at ``child_urls`` (``depth``: theirs): any of them of another origin may be where the keys go."""
+    for url in child_urls:
+        if frame_refusal(url, depth, allowed_origins, local_pages=local_pages) is not None:
+            return (
+                f"the focus is on an element that is not a field, and {_where(url, depth)} may be behind it "
+                "(in a closed shadow root), which is not one of the task's origins"
+            )
     return None
 
 

@@ -68,6 +68,9 @@ class _Frame:
     def content_frame(self) -> "_Frame | None":
         return self.focused
 
+    def json_value(self) -> bool:
+        return True  # the focused element is a field
+
     def dispose(self) -> None:
         pass
 
@@ -77,8 +80,8 @@ def test_a_frame_of_another_origin_is_never_asked_where_its_focus_is():
     inner = _Frame(SITE + "/deeper")
     evil = _Frame("https://evil.example/form", focused=inner)
     page = type("Page", (), {"main_frame": _Frame(SITE + "/login", focused=evil)})()
-    chain = key_frames(page, lambda url, depth: frame_refusal(url, depth, [SITE], local_pages=False) is None)
-    assert [frame.url for frame in chain] == [SITE + "/login", "https://evil.example/form"]
+    chain, hidden = key_frames(page, lambda url, depth: frame_refusal(url, depth, [SITE], local_pages=False) is None)
+    assert [frame.url for frame in chain] == [SITE + "/login", "https://evil.example/form"] and not hidden
     assert page.main_frame.asked and not evil.asked and not inner.asked
 
 
@@ -137,3 +140,28 @@ def test_a_secret_is_not_typed_into_a_page_of_another_origin(pages):
     assert outcome.status == "error" and outcome.error is not None
     assert "the page http://localhost:" in outcome.error and "not one of the task's origins" in outcome.error
     assert browser.page.input_value("#inner") == ""
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_a_frame_of_another_origin_in_a_shadow_root_gets_no_secret(chromium, mode):
+    # Inside a closed shadow root the focused frame cannot be seen: the focus is on its host, which is not a field,
+    # and a frame of another origin is in the page, so the secret is refused all the same.
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with one_page(INNER) as inner:
+        frame_url = inner.url.replace("127.0.0.1", "localhost") + "/form"
+        outer = (
+            f"<!doctype html><body><div id=host></div><script>document.getElementById('host').attachShadow("
+            f"{{mode: '{mode}'}}).innerHTML = '<iframe src=\"{frame_url}\" width=300 height=80></iframe>';</script>"
+        ).encode()
+        with one_page(outer) as site:
+            with BrowserExecutor(BrowserSettings(), secrets={"pw": SECRET}, allowed_origins=[site.url]) as browser:
+                browser.goto(site.url + "/")
+                browser.page.wait_for_function("document.getElementById('host') !== null")
+                frame = next(f for f in browser.page.frames if f.url == frame_url or f.url.startswith("http://localhost"))
+                frame.wait_for_selector("#inner")
+                frame.focus("#inner")
+                outcome = act(browser, action="type", text="<secret>pw</secret>")
+                assert outcome.status == "error" and outcome.error is not None
+                assert "refused to type the secret pw" in outcome.error and "http://localhost:" in outcome.error
+                assert frame.input_value("#inner") == ""
