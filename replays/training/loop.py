@@ -43,6 +43,7 @@ from agent.backends.local import adapter_base, encode_prompt, load_for_training,
 from agent.confidence import tokens_in, tool_call_spans
 from agent.prompt import strip_think
 from replays.training.data import Mode, TrainingData, TrainSample, load_training_data
+from replays.training.master_weights import MasterAdamW
 from tools.errors import UsageError
 from tracer.logs import get_logger
 
@@ -95,6 +96,7 @@ class TrainSummary(BaseModel):
     samples_per_s: float
     peak_memory_mb: float
     peak_memory_kind: str  # "cuda max allocated" or "process peak RSS"
+    precision: str = ""  # the trained weights' dtype, and whether the optimizer steps fp32 master copies of them
     final_loss: float
     lr: float
     attention_guidance: float
@@ -210,7 +212,7 @@ def _train(config: TrainConfig, out: Path, on_step: Callable[[StepLog], None] | 
     if config.mode == "dpo":
         _reference_logps(net, encoded)
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = MasterAdamW(params, lr=lr)
     guided_samples = [e for e in encoded if e.chosen.guidance is not None]
     before = _mean_mass(net, guided_samples)
     order = _schedule(len(encoded), config.steps, config.seed)
@@ -225,9 +227,9 @@ def _train(config: TrainConfig, out: Path, on_step: Callable[[StepLog], None] | 
             net.train()
             loss, mass = _loss(net, encoded[index], config)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.clip_grad_norm(1.0)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss_value = float(loss.detach())
             entry = StepLog(
                 step=step,
@@ -258,6 +260,7 @@ def _train(config: TrainConfig, out: Path, on_step: Callable[[StepLog], None] | 
         samples_per_s=round(config.steps / seconds, 3) if seconds > 0 else 0.0,
         peak_memory_mb=round(peak, 1),
         peak_memory_kind=kind,
+        precision=_precision(params, optimizer),
         final_loss=round(loss_value, 6),
         lr=lr,
         attention_guidance=config.attention_guidance,
@@ -487,6 +490,13 @@ def _lr_at(step: int, steps: int, lr: float) -> float:
     if step <= warmup:
         return lr * step / warmup
     return lr * (1 - 0.9 * (step - warmup) / max(1, steps - warmup))
+
+
+def _precision(params: list[Any], optimizer: MasterAdamW) -> str:
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+    if optimizer.copies:
+        return f"{'/'.join(dtypes)} weights, stepped through fp32 master copies ({optimizer.copies} of {len(params)} tensors)"
+    return f"{'/'.join(dtypes)} weights"
 
 
 def _peak_memory(device: str) -> tuple[float, str]:

@@ -158,3 +158,33 @@ def test_dpo_and_a_full_fine_tune_train_from_the_same_labels(labelled: tuple[Pat
     unload_models()
     assert LocalQwen3VL(str(out)).net is not None
     unload_models()
+
+
+def test_a_bf16_model_as_on_cuda_is_stepped_through_fp32_masters_and_saved_in_bf16(
+    labelled: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA the model trains in bf16 (loaded like inference); this CPU test loads it so to run that path."""
+    import torch
+
+    from replays.training import loop
+    from replays.training.loop import TrainConfig, train
+
+    runs, _, model = labelled
+    load = loop.load_for_training
+
+    def load_bf16(name: str, device: str) -> tuple[object, object]:
+        net, processor = load(name, device)
+        return net.to(torch.bfloat16), processor
+
+    monkeypatch.setattr(loop, "load_for_training", load_bf16)
+    out = runs.parent / "full-bf16"
+    summary = train(TrainConfig(mode="sft", runs_dir=runs, model=str(model), out=out, steps=2, think_targets=False))
+    print(f"precision: {summary.precision}; final loss {summary.final_loss}")
+    assert summary.precision.startswith("bfloat16 weights, stepped through fp32 master copies")
+    assert summary.final_loss == summary.final_loss  # not NaN
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"  # saved as loaded, not doubled to fp32
+
+    adapter = runs.parent / "lora-bf16"
+    lora = train(TrainConfig(mode="sft", runs_dir=runs, model=str(model), out=adapter, steps=2, lora=True, think_targets=False))
+    assert lora.precision == "float32 weights"  # PEFT keeps the adapters in fp32 over a bf16 model: stepped in place
