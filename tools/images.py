@@ -59,27 +59,40 @@ def check_image_file(source: Path | bytes, *, what: str | None = None) -> None:
     with _reading(what):
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
             check_screenshot_size(*image.size, what=what)
+            if image.format == "PNG":  # read again as a stream: a file is never held whole (it may be huge)
+                with source.open("rb") if isinstance(source, Path) else io.BytesIO(source) as stream:
+                    _check_png_pixels(stream, what)
             image.verify()
-            png = image.format == "PNG"
-        if png:  # read again as a stream: a file is never held whole (it may be huge)
-            with source.open("rb") if isinstance(source, Path) else io.BytesIO(source) as stream:
-                _check_png_pixels(stream, what)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey + alpha, RGBA
 _INFLATE_STEP = 1 << 20  # bytes read and inflated at a time: a bomb stops as soon as it passes the expected size
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x, y, dx, dy
+
+
+def _png_data_size(width: int, height: int, bits: int, interlaced: bool) -> int:
+    """Bytes a PNG's pixel data inflates to: each row, a filter byte and its packed pixels (``bits`` per pixel);
+    interlaced, the same for each of Adam7's seven reduced images (an empty one has no rows)."""
+    if not interlaced:
+        return height * (1 + (width * bits + 7) // 8)
+    size = 0
+    for x, y, dx, dy in _ADAM7:
+        columns, rows = (width - x + dx - 1) // dx, (height - y + dy - 1) // dy
+        if columns > 0 and rows > 0:
+            size += rows * (1 + (columns * bits + 7) // 8)
+    return size
 
 
 def _check_png_pixels(stream: BinaryIO, what: str) -> None:
-    """The compressed pixel data of a PNG whose chunks are whole (verify() checks their checksums, not what they
-    hold): it must inflate, to exactly the size the header says. Read, inflated and thrown away a step at a time,
-    never held; far cheaper than decoding (no filters undone, no image built)."""
+    """The compressed pixel data of a PNG whose chunks are whole (``verify``, run after this, checks their
+    checksums, not what they hold): it must inflate, to exactly the size the header says. Read, inflated and thrown
+    away a step at a time, never held; far cheaper than decoding (no filters undone, no image built)."""
     import struct
     import zlib
 
     width = height = expected = 0
-    interlaced = False
+    seen_data = False
     inflate = zlib.decompressobj()
     inflated = 0
     stream.read(len(_PNG_SIGNATURE))
@@ -89,13 +102,12 @@ def _check_png_pixels(stream: BinaryIO, what: str) -> None:
             break
         if kind == b"IHDR" and length >= 13:
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", stream.read(13))
-            interlaced = interlace != 0
-            bits = depth * _PNG_CHANNELS.get(colour, 4)
-            expected = height * (1 + (width * bits + 7) // 8)
+            expected = _png_data_size(width, height, depth * _PNG_CHANNELS.get(colour, 4), interlace != 0)
             length -= 13
         if kind != b"IDAT":
             stream.seek(length + 4, io.SEEK_CUR)  # the rest of the body, and its checksum
             continue
+        seen_data = True
         left = length
         while left > 0 and (piece := stream.read(min(left, _INFLATE_STEP))):
             left -= len(piece)
@@ -104,13 +116,15 @@ def _check_png_pixels(stream: BinaryIO, what: str) -> None:
                     inflated += len(inflate.decompress(piece, _INFLATE_STEP))
                 except zlib.error as exc:
                     raise UnreadableImage(f"{what} cannot be decoded (its pixel data is damaged: {exc})") from None
-                if expected and not interlaced and inflated > expected:
+                if expected and inflated > expected:
                     raise UnreadableImage(f"{what} cannot be decoded (its pixel data is larger than its {width}x{height})")
                 piece = inflate.unconsumed_tail
         stream.seek(4, io.SEEK_CUR)  # the checksum
+    if not seen_data:
+        raise UnreadableImage(f"{what} cannot be decoded (it holds no pixel data: no IDAT chunk)")
     if not inflate.eof:
         raise UnreadableImage(f"{what} cannot be decoded (its pixel data ends early)")
-    if expected and not interlaced and inflated != expected:
+    if expected and inflated != expected:
         raise UnreadableImage(f"{what} cannot be decoded (its pixel data holds {inflated:,} bytes, not {expected:,})")
 
 

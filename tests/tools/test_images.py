@@ -110,3 +110,42 @@ def test_damaged_pixel_data_with_right_checksums_is_refused(tmp_path) -> None:
         check_image_file(tmp_path / "cut.png")
     with pytest.raises(UnreadableImage):  # the decoder agrees: each of these fails to decode
         open_rgb(garbled).load()
+
+
+def interlaced_png(width: int, height: int, *, drop: int = 0) -> bytes:
+    """An Adam7-interlaced RGB PNG (Pillow writes none), each pixel's colour from its place; ``drop`` bytes
+    fewer pixel data than its header says, in a whole zlib stream."""
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    raw = bytearray()
+    for x0, y0, dx, dy in passes:
+        xs, ys = range(x0, width, dx), range(y0, height, dy)
+        if len(xs) and len(ys):
+            for y in ys:
+                raw += b"\x00" + b"".join(bytes((x * 3 % 256, y * 5 % 256, 90)) for x in xs)
+    data = zlib.compress(bytes(raw[: len(raw) - drop]))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def test_an_interlaced_png_is_checked_for_the_size_of_its_seven_passes() -> None:
+    from tools.images import check_image_file
+
+    whole = interlaced_png(61, 37)
+    assert open_rgb(whole).getpixel((60, 36)) == (60 * 3 % 256, 36 * 5 % 256, 90)  # the decoder reads it as built
+    check_image_file(whole)
+    with pytest.raises(UnreadableImage, match="holds .* bytes, not"):
+        check_image_file(interlaced_png(61, 37, drop=40))  # whole zlib, too little: found only by counting passes
+
+
+def test_a_png_without_pixel_data_is_refused_saying_so() -> None:
+    from tools.images import check_image_file
+
+    empty = rechunk(png(), b"IDAT", lambda body: b"")
+    chunks = empty.replace(struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT")), b"")
+    assert b"IDAT" not in chunks
+    with pytest.raises(UnreadableImage, match=r"no pixel data: no IDAT chunk"):
+        check_image_file(chunks)
