@@ -33,8 +33,12 @@ class EpisodeJob(BaseModel):
     allow_programs: bool = False
     timeout_s: float
     # The W3C traceparent of the eval's ``invoke_workflow`` span: the run is exported as an OpenTelemetry trace
-    # under it (to the OTEL_EXPORTER_OTLP_* endpoint of the process running it). None: no export.
+    # under it. None: no export.
     otel_parent: str | None = None
+    # With otel_parent: the OTEL_* variables of the process that started the eval. The episode's worker process
+    # runs with these and none of its own, so episodes on a Ray cluster export where the eval's command said (a
+    # Ray worker has the environment its node was started with). Kept out of reprs: the headers may hold a key.
+    otel_env: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
 class AttemptResult(BaseModel):

@@ -147,7 +147,9 @@ def run_eval(
         while queue or in_flight:
             while queue and len(in_flight) < width:
                 item = queue.popleft()
-                job = _job(suite, eval_id, runs_dir, item).model_copy(update={"otel_parent": workflow.parent})
+                job = _job(suite, eval_id, runs_dir, item).model_copy(
+                    update={"otel_parent": workflow.parent, "otel_env": workflow.env}
+                )
                 append_event(
                     folder, EpisodeStarted(episode_id=item.episode.id, attempt=item.attempt, run_id=job.run_id, at=now())
                 )
@@ -242,6 +244,11 @@ class _Workflow:
     def __init__(self, session: Any = None, tree: Any = None, span: Any = None) -> None:
         self.session, self.tree, self.span = session, tree, span
         self.parent: str | None = tree.traceparent("workflow") if tree is not None else None
+        self.env: dict[str, str] = {}
+        if session is not None:
+            from tracer.otel_sdk import otel_variables
+
+            self.env = otel_variables()
 
     @classmethod
     def start(cls, flag: bool, name: str, eval_id: str) -> "_Workflow":

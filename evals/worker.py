@@ -47,8 +47,11 @@ class _WorkerGone(Exception):
 class _Worker:
     """One worker process: jobs go in on its stdin, one JSON line each; results come back on its stdout."""
 
-    def __init__(self) -> None:
+    def __init__(self, otel_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ)
+        if otel_env is not None:  # the eval's OpenTelemetry settings, not this machine's (EpisodeJob.otel_env)
+            env = {name: value for name, value in env.items() if not name.startswith("OTEL_")} | otel_env
+        self.otel_key = _otel_key(otel_env)
         # The worker imports this very code, wherever this process found it (a Ray worker's cwd is elsewhere).
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         self.stderr: IO[bytes] = tempfile.TemporaryFile(prefix="glassbox-worker-")  # a file: nobody has to drain it
@@ -139,7 +142,7 @@ class _Worker:
 
 
 def run_attempt_in_child(job: EpisodeJob) -> AttemptResult:
-    worker = _take_worker()
+    worker = _take_worker(job.otel_env if job.otel_parent else None)
     with _lock:
         _busy.add(worker)
     started = time.monotonic()
@@ -195,14 +198,22 @@ def close_idle() -> None:
         worker.close()
 
 
-def _take_worker() -> _Worker:
+def _otel_key(otel_env: dict[str, str] | None) -> tuple[tuple[str, str], ...] | None:
+    return None if otel_env is None else tuple(sorted(otel_env.items()))
+
+
+def _take_worker(otel_env: dict[str, str] | None) -> _Worker:
+    """An idle worker started with the same OpenTelemetry settings (None: this process's environment), or a new one."""
+    key = _otel_key(otel_env)
     with _lock:
-        while _idle:
-            worker = _idle.pop()
-            if worker.alive():
-                return worker
+        for worker in [w for w in _idle if not w.alive()]:
+            _idle.remove(worker)
             worker._release_files()
-    return _Worker()
+        for worker in reversed(_idle):
+            if worker.otel_key == key:
+                _idle.remove(worker)
+                return worker
+    return _Worker(otel_env)
 
 
 def _harness(job: EpisodeJob, error: str, started: float, *, timed_out: bool = False) -> AttemptResult:

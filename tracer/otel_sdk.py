@@ -51,6 +51,13 @@ def export_requested(flag: bool, env: Mapping[str, str] | None = None) -> bool:
     return flag or any(env.get(name, "").strip() for name in ENDPOINT_VARS)
 
 
+def otel_variables(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The OpenTelemetry variables (``OTEL_*``) of ``env``: what another process needs to export as this one does
+    (an eval's workers, which on a Ray cluster do not share this process's environment)."""
+    env = os.environ if env is None else env
+    return {name: value for name, value in env.items() if name.startswith("OTEL_")}
+
+
 def protocol(env: Mapping[str, str] | None = None) -> str:
     """``http/protobuf`` (the default) or ``grpc``, from the standard variables (the traces one first)."""
     env = os.environ if env is None else env

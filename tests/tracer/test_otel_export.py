@@ -258,6 +258,51 @@ def test_an_evals_runs_sit_under_one_workflow_span(chromium, tmp_path, engine):
     assert sum(1 for s in spans if s.name == "glassbox.step") >= 42
 
 
+def test_episodes_on_ray_export_with_the_evals_settings_not_their_nodes(chromium, tmp_path, monkeypatch):
+    """A Ray worker has the environment its node was started with, not the eval command's. Here the local Ray
+    starts before the endpoint is set (as a cluster's nodes would), and the episode's run still reaches the
+    receiver under the eval's workflow span."""
+    try:
+        import ray
+    except ImportError as exc:
+        print(f"SKIP reason: Ray is not installed ({exc}); pip install 'glassbox[eval]'")
+        pytest.skip(f"Ray is not installed: {exc}")
+    from evals.episode import Episode, EpisodeJob
+    from evals.runner import run_eval
+    from evals.suite import load_suite
+
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: shop\ntasks: [{TASK}]\nseeds: [3]\npolicy: {{name: script}}\n", encoding="utf-8")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with OtlpHttpReceiver() as receiver:
+            for name, value in {**receiver.env, "OTEL_SERVICE_NAME": "shop-eval"}.items():
+                monkeypatch.setenv(name, value)
+            outcome = run_eval(load_suite(suite), runs_dir=tmp_path / "runs", engine="ray", otel=True)
+            spans = receiver.spans()
+    finally:
+        ray.shutdown()
+    assert outcome.summary.success.rate == 1.0
+    [workflow] = [s for s in spans if not s.parent_id]
+    [run] = [s for s in spans if s.name == "invoke_agent glassbox"]
+    assert run.parent_id == workflow.span_id and run.resource["service.name"] == "shop-eval"
+    assert sum(1 for s in spans if s.name == "glassbox.step") >= 21
+    # The variables travel with the job (the headers may hold a key), but never show in its repr.
+    episode = Episode(id="t/1", task_file=tmp_path / "t.yaml", task_name="t", seed=1, layout_seed=1, repeat=1)
+    job = EpisodeJob(
+        eval_id="e",
+        episode=episode,
+        attempt=1,
+        run_id="r",
+        runs_dir=tmp_path,
+        timeout_s=1,
+        otel_env={"OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cret"},
+    )
+    assert "s3cret" not in repr(job) and "s3cret" not in str(job)
+
+
 def test_a_replay_with_otel_reports_each_steps_replay(bundled_run, tmp_path):
     result = copy_bundled_run(bundled_run, tmp_path / "runs")
     with OtlpHttpReceiver() as receiver:
