@@ -601,6 +601,8 @@ class _Loop:
             "dialogs": outcome.dialogs if outcome is not None else [],
             "tab_change": outcome.tab_change if outcome is not None else None,
             "downloads": outcome.downloads if outcome is not None else [],
+            "blocked_tabs": outcome.blocked_tabs if outcome is not None else [],
+            "blocked_tabs_more": outcome.blocked_tabs_more if outcome is not None else 0,
         }
         step = StepRecord.model_validate(data)
         step.timings.settle_ms = outcome.settle_ms if outcome is not None else None

@@ -443,6 +443,9 @@ def _print_step(step: StepRecord) -> None:
         status += f" [cyan]{escape(step.tab_change[:100])}[/]"
     if step.downloads:
         status += f" [cyan]downloaded {escape(', '.join(step.downloads[:3]))}[/]"
+    if step.blocked_tabs:
+        count = len(step.blocked_tabs) + step.blocked_tabs_more
+        status += f" [yellow]blocked {count} tab(s) the page opened by itself[/]"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
     reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
     from cli.output import confidence_markup, is_tty

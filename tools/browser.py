@@ -112,6 +112,7 @@ TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 SETTLED_SHOT_MAX_AGE_S = 0.5
 START_PAGE_TIMEOUT_MS = 30_000  # Playwright's own default for a navigation
 MAX_TAB_URL = 2000  # characters of a followed tab's URL said in the step
+MAX_BLOCKED_SAID = 10  # tabs a page opened by itself (closed unseen) whose URLs a step lists: the first ones
 DOWNLOAD_GRACE_S = 0.1  # after a navigation that did not load: how long a download may take to say it began
 
 
@@ -228,6 +229,8 @@ class BrowserExecutor(BaseExecutor):
         self._dialogs: list[DialogSeen] = []  # answered since the last action's outcome
         self._opened: list[Any] = []  # tabs the page opened, not yet followed
         self._tab_change: str | None = None  # what the last action did to the tabs, for its outcome
+        self._blocked: list[str] = []  # URLs of the tabs closed unseen since the last action's outcome (_follow_tabs)
+        self._blocked_more = 0  # and how many more than those
         self._downloads: list[str] = []  # names of the files downloaded since the last action's outcome
         self._download_events = 0  # Playwright's download events, ever
         self._downloads_at_mark = (0, 0)  # (the watch's downloads, download events) when the action began
@@ -632,8 +635,14 @@ class BrowserExecutor(BaseExecutor):
         self._downloads.append(str(download.suggested_filename)[:200])
 
     def _take_page_events(self) -> PageEvents:
-        events = PageEvents(dialogs=self._dialogs, tab_change=self._tab_change, downloads=self._downloads)
-        self._dialogs, self._tab_change, self._downloads = [], None, []
+        events = PageEvents(
+            dialogs=self._dialogs,
+            tab_change=self._tab_change,
+            downloads=self._downloads,
+            blocked_tabs=self._blocked,
+            blocked_tabs_more=self._blocked_more,
+        )
+        self._dialogs, self._tab_change, self._downloads, self._blocked, self._blocked_more = [], None, [], [], 0
         return events
 
     def _on_load(self, _page: Any) -> None:
@@ -676,7 +685,8 @@ class BrowserExecutor(BaseExecutor):
         shoot = self._shoot_after_settle and self._capture is not None
         self._shoot_after_settle = False
         if self.page.is_closed():  # the tab closed itself: look at the one left, then settle there
-            self._follow_tabs(started + self.settings.settle_timeout_ms / 1000)
+            asked = self._watch is not None and self._watch.windows > windows_before  # it opened one as it closed
+            self._follow_tabs(started + self.settings.settle_timeout_ms / 1000, asked=asked)
         watch = self._watch
         assert watch is not None, "the browser is not started"
         # One frame, then a capture: Page.captureScreenshot asks the compositor for a fresh frame and runs the page's
@@ -712,18 +722,29 @@ class BrowserExecutor(BaseExecutor):
                 self._wait_network_idle(until)
             if policy.animations:
                 self._wait_animations(until)
-        self._follow_tabs(deadline)
+        self._follow_tabs(deadline, asked=watch.windows > windows_before)
         if shoot:
             self._shoot_settled()
 
-    def _follow_tabs(self, deadline: float) -> None:
-        """Act where a person would now look: in a tab the action opened (its newest), or, when the current tab
-        closed itself, in the newest one still open. The change is a navigation (the next perceive captures
-        afresh) and is said in the action's outcome."""
+    def _follow_tabs(self, deadline: float, *, asked: bool) -> None:
+        """Act where a person would now look: in the tab the action opened (``asked``: the page asked for one
+        while handling the action's input), or, when the current tab closed itself, in the newest one still open.
+        The change is a navigation (the next perceive captures afresh) and is said in the action's outcome.
+
+        Every other new tab was opened by a page by itself (a timer, a script, a page in the background): a
+        browser's popup blocker refuses those, and headless Chromium has none. They are closed unseen and listed
+        in the step, so a page cannot steer the agent into a tab of its choosing, nor pile up tabs."""
         opened = [p for p in self._opened if not p.is_closed()]
         self._opened.clear()
-        if opened:
-            page, said = opened[-1], "opened a new tab"
+        wanted = self._watch.window_url if self._watch is not None else ""  # the URL the action's tab asked for
+        chosen = None
+        if opened and asked:  # a click opens one tab at most (it is the gesture's); the one at the URL it asked for
+            chosen = next((p for p in reversed(opened) if wanted and p.url == wanted), opened[-1])
+        for page in opened:
+            if page is not chosen:
+                self._block(page)
+        if chosen is not None:
+            page, said = chosen, "opened a new tab"
         elif self.page.is_closed():
             still = [p for p in self._context.pages if not p.is_closed()]
             if not still:
@@ -732,8 +753,7 @@ class BrowserExecutor(BaseExecutor):
         else:
             return
         try:
-            asked = self._watch.window_url if self._watch is not None else ""
-            if page.url == "about:blank" and asked not in ("", "about:blank"):  # window.open(url) starts blank, then loads url
+            if page.url == "about:blank" and wanted not in ("", "about:blank"):  # window.open(url) starts blank, then loads url
                 page.wait_for_url(lambda url: url != "about:blank", timeout=max(1.0, (deadline - time.monotonic()) * 1000))
             page.wait_for_load_state("load", timeout=max(1.0, (deadline - time.monotonic()) * 1000))
         except Exception:  # a slow (or blank) tab is not the action's error; the next screenshot shows it
@@ -746,6 +766,19 @@ class BrowserExecutor(BaseExecutor):
         self._navigations += 1
         self._loads = self._navigations
         self._tab_change = f"{said}: {page.url[:MAX_TAB_URL]}"  # a page chooses its URL: bounded as the record is
+
+    def _block(self, page: Any) -> None:
+        if len(self._blocked) < MAX_BLOCKED_SAID:
+            self._blocked.append(str(page.url)[:MAX_TAB_URL])
+        else:
+            self._blocked_more += 1
+        try:
+            # Asked, not waited for (a bomb's 40 tabs: 70 ms, against 470 waiting for each). A beforeunload handler
+            # cannot hold it open: Chromium shows that dialog only to a page a person interacted with, and no
+            # input ever went to this one; one still open is closed again after the next action.
+            page.close(run_before_unload=True)
+        except Exception:  # it closed itself meanwhile
+            pass
 
     def _shoot_settled(self) -> None:
         """Capture the settled screen for the next perceive; if the capture fails, or a navigation is still

@@ -164,6 +164,8 @@ class BaseExecutor(ABC):
             dialogs=events.dialogs,
             tab_change=events.tab_change,
             downloads=events.downloads,
+            blocked_tabs=events.blocked_tabs,
+            blocked_tabs_more=events.blocked_tabs_more,
         )
 
     def _map(self, coordinate: list[float]) -> CoordinateAudit:

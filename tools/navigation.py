@@ -34,7 +34,10 @@ class NavigationWatch:
         self.requested = 0  # navigations the main frame asked for, ever
         self.pending = False  # one of them has not stopped loading yet
         self.stops = 0  # times the main frame stopped loading, ever
-        self.windows = 0  # new windows (tabs) the page asked for, ever: target=_blank, window.open
+        # New windows (tabs) the page asked for (target=_blank, window.open) while handling a person's gesture (a
+        # click, a key), ever: the ones a browser's popup blocker lets through. Chromium says which (userGesture);
+        # the tabs a page opens by itself (a timer, a script) are not counted.
+        self.windows = 0
         self.window_url = ""  # the URL the last of them asked for ("" for window.open() without one)
         self.downloads = 0  # downloads the page began, ever (told before Playwright's own download event)
         session.on("Page.frameRequestedNavigation", self._on_requested)
@@ -79,6 +82,8 @@ class NavigationWatch:
         self.downloads += 1
 
     def _on_window_open(self, event: dict[str, Any]) -> None:
+        if not event.get("userGesture"):
+            return
         self.windows += 1
         self.window_url = str(event.get("url") or "")
 

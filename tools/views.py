@@ -85,6 +85,8 @@ class PageEvents(BaseModel):
     dialogs: list[DialogSeen] = Field(default_factory=list)  # answered at once, as browser.dialogs says
     tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
     downloads: list[str] = Field(default_factory=list)  # files the page downloaded: their names (not kept)
+    blocked_tabs: list[str] = Field(default_factory=list)  # tabs a page opened by itself, closed unseen: URLs (first 10)
+    blocked_tabs_more: int = 0  # how many more than those were closed
 
 
 class Outcome(BaseModel):
@@ -99,6 +101,8 @@ class Outcome(BaseModel):
     dialogs: list[DialogSeen] = Field(default_factory=list)  # opened since the previous action, answered at once
     tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
     downloads: list[str] = Field(default_factory=list)  # files the page downloaded since the previous action
+    blocked_tabs: list[str] = Field(default_factory=list)  # tabs a page opened by itself since then, closed unseen
+    blocked_tabs_more: int = 0
 
 
 class Target(BaseModel):

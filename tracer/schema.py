@@ -213,6 +213,10 @@ class StepRecord(BaseModel):
     tab_change: str | None = Field(default=None, max_length=9000)
     # Files the page downloaded since the previous action (their names; the files are not kept).
     downloads: list[str] = Field(default_factory=list)
+    # Tabs a page opened by itself (not in answer to the action) since the previous action, closed unseen as a
+    # popup blocker would: the first ones' URLs.
+    blocked_tabs: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=10)
+    blocked_tabs_more: int = Field(default=0, ge=0)  # how many more were closed than blocked_tabs lists
 
     @model_validator(mode="before")
     @classmethod

@@ -29,6 +29,16 @@ PAGES = {
 <a href="/report" style="display:block;width:1280px;height:700px">export the orders</a>""",
     "/other": b"""<!doctype html><title>other</title>
 <button style="width:1280px;height:700px" onclick="window.close()">close this tab</button>""",
+    # Opens tabs by itself: one 100 ms after it loads, then (once started by a click) 5 every 20 ms. Its
+    # button also opens /other as asked, and an /ad by a timer at the same moment.
+    "/pushy": b"""<!doctype html><title>pushy</title>
+<button style="position:absolute;left:0;top:0;width:1280px;height:300px" onclick="setInterval(
+  () => { for (let i = 0; i < 5; i++) window.open('/ad?' + (window.n = (window.n || 0) + 1)); }, 20)">start</button>
+<button style="position:absolute;left:0;top:400px;width:1280px;height:300px" onclick="
+  window.open('/other'); setTimeout(() => window.open('/ad?with-the-click'), 0)">open</button>
+<div style="position:absolute;left:0;top:750px;width:1280px;height:50px">nothing here</div>
+<script>setTimeout(() => window.open('/ad?on-load'), 100)</script>""",
+    "/ad": b"""<!doctype html><title>ad</title><p>Your account is locked: sign in again here</p>""",
 }
 
 
@@ -67,6 +77,52 @@ def test_a_new_tab_is_followed_and_a_closed_one_hands_back(pages, y) -> None:
         assert outcome.tab_change == f"the tab closed itself; back to the previous tab: {pages}/"
         assert browser.perceive().title == "start"
         assert click(browser, 500, 910).tab_change is None  # said once (y 728: no button there)
+
+
+def test_tabs_a_page_opens_by_itself_are_closed_unseen_and_listed(pages) -> None:
+    """Headless Chromium has no popup blocker: a page (in front or behind) could open tabs whenever it liked, and
+    the executor followed the newest after any action. Only the tab the action's own input asked for is followed."""
+    require_chromium()
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(pages + "/pushy")
+        browser.page.wait_for_timeout(300)  # its tab on load is open by now
+        outcome = click(browser, 500, 970)  # a click on nothing: it asks for no tab
+        assert outcome.tab_change is None
+        assert outcome.blocked_tabs == [f"{pages}/ad?on-load"] and outcome.blocked_tabs_more == 0
+        assert browser.perceive().title == "pushy" and len(browser._context.pages) == 1
+
+        opening = click(browser, 500, 690)  # opens /other as asked, and an /ad by a timer along with it
+        assert opening.tab_change == f"opened a new tab: {pages}/other"
+        assert browser.perceive().title == "other"
+        outcome = click(browser, 500, 970)  # in /other: nothing opens
+        assert outcome.tab_change is None
+        # The /ad came in this step or in the one before (as soon as it was there): blocked, once.
+        assert opening.blocked_tabs + outcome.blocked_tabs == [f"{pages}/ad?with-the-click"]
+        assert browser.perceive().title == "other"
+        assert len(browser._context.pages) == 2  # /pushy behind, /other in front
+
+
+def test_a_page_opening_tabs_without_end_gets_one_per_click_as_in_a_browser(pages) -> None:
+    """As with a browser's popup blocker, a click lets the page open one tab (the first window.open within the
+    click's activation, even from a timer); the others are closed at the step's end: every tab open when a step
+    begins, other than the ones acted in, is closed when it ends, and listed (the first 10 by URL)."""
+    require_chromium()
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(pages + "/pushy")
+        click(browser, 500, 190)  # starts 5 tabs every 20 ms
+        acted_in = [browser.page]
+        for _ in range(3):
+            browser.page.wait_for_timeout(300)  # a model thinking: tabs open meanwhile
+            waiting = [p for p in browser._context.pages if p not in acted_in]
+            outcome = click(browser, 500, 970)
+            blocked = len(outcome.blocked_tabs) + outcome.blocked_tabs_more
+            assert waiting and blocked >= len(waiting) - 1  # all of them, but one the click may have let through
+            assert all(p.is_closed() for p in waiting if p is not browser.page)
+            assert all(url.startswith(f"{pages}/ad?") for url in outcome.blocked_tabs)
+            if outcome.tab_change is not None:  # the click's one
+                assert outcome.tab_change.startswith(f"opened a new tab: {pages}/ad?")
+                acted_in.append(browser.page)
+        assert len(acted_in) <= 4
 
 
 def test_a_run_records_the_tab_and_tells_the_model(tmp_path: Path, pages) -> None:

@@ -257,6 +257,8 @@ function renderDetails() {
             `<span class="dialog">${esc(d.kind)} “${esc(d.message)}” · ${esc(d.answer)}</span>`).join("<br>")],
           step.tab_change && ["tab", esc(step.tab_change)],
           (step.downloads || []).length && ["downloads", step.downloads.map(esc).join("<br>")],
+          (step.blocked_tabs || []).length && ["blocked tabs", "opened by the page by itself, closed unseen:<br>" +
+            step.blocked_tabs.map(esc).join("<br>") + (step.blocked_tabs_more ? `<br>and ${esc(step.blocked_tabs_more)} more` : "")],
           ["url", esc(step.url || "")], ["timings", `perceive ${num(t.perceive_ms, 0)} · think ${num(t.think_ms, 0)} · act ${num(t.act_ms, 0)} · record ${num(t.record_ms, 1)} ms`],
           ["policy", esc(step.policy + (step.model ? " · " + step.model : ""))],
           step.decoding && ["decoding", decodingLabel(step.decoding)],
