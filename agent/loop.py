@@ -351,6 +351,8 @@ class _Loop:
         gate: GateRecord | None = None
         skipped = False
         if action is not None:
+            if self.hooks.has_gates:  # a gate looks at the step's screenshot in the run folder (OCR; a person)
+                self.writer.flush()  # it is written in the background: on a busy machine it was not there yet
             held = self.hooks.before_act(decided)
             if held is not None:
                 gate = held.record

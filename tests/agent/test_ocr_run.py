@@ -170,6 +170,36 @@ def test_on_mismatch_stop_ends_the_run_before_the_click(tmp_path: Path) -> None:
     assert held.index == 4 and held.outcome == "skipped" and held.gate is not None and held.gate.who == "consistency"
 
 
+def test_on_mismatch_stop_waits_for_a_screenshot_written_slowly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The screenshot is written in the background; on a busy machine (CI, 2 cores) it was not yet there when the
+    gate read it, the check failed, and the run went on past the mismatch it was told to stop at."""
+    needs_ocr()
+    import time
+
+    import tracer.store
+
+    write = tracer.store.atomic_write
+
+    def slow_write(path: Path, data: bytes) -> None:
+        if path.name == "screenshot.png":
+            time.sleep(0.5)
+        write(path, data)
+
+    monkeypatch.setattr(tracer.store, "atomic_write", slow_write)
+
+    def edit(data: dict) -> None:
+        data["ocr"] = {"enabled": True, "steps": "acting", "catch_up_s": 600}
+        data["policy"] = {"on_mismatch": "stop"}
+        data["script"] = [
+            {"action": "left_click", "target": {"role": "button", "name": "Sign in"}, "note": 'Click "Register"'},
+            {"action": "terminate", "status": "success"},
+        ]
+
+    result = run_task(load_task(variant(tmp_path, "publish_product.yaml", edit)), runs_dir=tmp_path / "runs")
+    assert result.status is RunStatus.failed, result.end_reason
+    assert result.end_reason.startswith("stopped at step 0 on a mismatch: the reasoning names 'Register'")
+
+
 def test_ask_on_mismatch_holds_the_step_for_a_person(tmp_path: Path) -> None:
     needs_ocr()
     import threading
