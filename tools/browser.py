@@ -231,6 +231,9 @@ class BrowserExecutor(BaseExecutor):
         self._tab_change: str | None = None  # what the last action did to the tabs, for its outcome
         self._blocked: list[str] = []  # URLs of the tabs closed unseen since the last action's outcome (_follow_tabs)
         self._blocked_more = 0  # and how many more than those
+        # Of the watch's windows asked for with a gesture, those matched with a tab (or given up on after a step).
+        self._windows_matched = 0
+        self._window_waited = False  # one asked for is unmatched since the previous settle
         self._downloads: list[str] = []  # names of the files downloaded since the last action's outcome
         self._download_events = 0  # Playwright's download events, ever
         self._downloads_at_mark = (0, 0)  # (the watch's downloads, download events) when the action began
@@ -280,6 +283,7 @@ class BrowserExecutor(BaseExecutor):
         self._watch = self._capture = None
         self.page = page
         self._watch = NavigationWatch(self._context.new_cdp_session(page), timeout_ms=self.settings.settle_timeout_ms)
+        self._windows_matched, self._window_waited = 0, False
         self._capture = PageCapture(
             page, timeout_ms=self.settings.action_timeout_ms, device_scale_factor=self.settings.device_scale_factor
         )
@@ -685,8 +689,7 @@ class BrowserExecutor(BaseExecutor):
         shoot = self._shoot_after_settle and self._capture is not None
         self._shoot_after_settle = False
         if self.page.is_closed():  # the tab closed itself: look at the one left, then settle there
-            asked = self._watch is not None and self._watch.windows > windows_before  # it opened one as it closed
-            self._follow_tabs(started + self.settings.settle_timeout_ms / 1000, asked=asked)
+            self._follow_tabs(started + self.settings.settle_timeout_ms / 1000)
         watch = self._watch
         assert watch is not None, "the browser is not started"
         # One frame, then a capture: Page.captureScreenshot asks the compositor for a fresh frame and runs the page's
@@ -722,24 +725,31 @@ class BrowserExecutor(BaseExecutor):
                 self._wait_network_idle(until)
             if policy.animations:
                 self._wait_animations(until)
-        self._follow_tabs(deadline, asked=watch.windows > windows_before)
+        self._follow_tabs(deadline)
         if shoot:
             self._shoot_settled()
 
-    def _follow_tabs(self, deadline: float, *, asked: bool) -> None:
-        """Act where a person would now look: in the tab the action opened (``asked``: the page asked for one
-        while handling the action's input), or, when the current tab closed itself, in the newest one still open.
-        The change is a navigation (the next perceive captures afresh) and is said in the action's outcome.
+    def _follow_tabs(self, deadline: float) -> None:
+        """Act where a person would now look: in the tab the action opened (the page asked for one while
+        handling input: Chromium's userGesture), or, when the current tab closed itself, in the newest one still
+        open. The change is a navigation (the next perceive captures afresh) and is said in the action's outcome.
+        A tab asked for after the settle (window.open after a fetch, still within the click's activation) is
+        followed when it comes, at the next action's settle at the latest.
 
         Every other new tab was opened by a page by itself (a timer, a script, a page in the background): a
         browser's popup blocker refuses those, and headless Chromium has none. They are closed unseen and listed
         in the step, so a page cannot steer the agent into a tab of its choosing, nor pile up tabs."""
         opened = [p for p in self._opened if not p.is_closed()]
         self._opened.clear()
-        wanted = self._watch.window_url if self._watch is not None else ""  # the URL the action's tab asked for
+        watch = self._watch
+        wanted = watch.window_url if watch is not None else ""  # the URL the action's tab asked for
+        asked = watch is not None and watch.windows > self._windows_matched
         chosen = None
         if opened and asked:  # a click opens one tab at most (it is the gesture's); the one at the URL it asked for
             chosen = next((p for p in reversed(opened) if wanted and p.url == wanted), opened[-1])
+        if watch is not None and (chosen is not None or self._window_waited):
+            self._windows_matched = watch.windows  # matched, or no tab came in a whole step: given up on
+        self._window_waited = asked and chosen is None
         for page in opened:
             if page is not chosen:
                 self._block(page)

@@ -39,6 +39,9 @@ PAGES = {
 <div style="position:absolute;left:0;top:750px;width:1280px;height:50px">nothing here</div>
 <script>setTimeout(() => window.open('/ad?on-load'), 100)</script>""",
     "/ad": b"""<!doctype html><title>ad</title><p>Your account is locked: sign in again here</p>""",
+    # Opens its tab a while after the click (after a fetch, say): still the click's, as a browser would judge.
+    "/late": b"""<!doctype html><title>late</title>
+<button style="width:1280px;height:300px" onclick="setTimeout(() => window.open('/other'), 600)">sign in with</button>""",
 }
 
 
@@ -100,6 +103,17 @@ def test_tabs_a_page_opens_by_itself_are_closed_unseen_and_listed(pages) -> None
         assert opening.blocked_tabs + outcome.blocked_tabs == [f"{pages}/ad?with-the-click"]
         assert browser.perceive().title == "other"
         assert len(browser._context.pages) == 2  # /pushy behind, /other in front
+
+
+def test_a_tab_the_click_asked_for_late_is_followed_when_it_comes(pages) -> None:
+    require_chromium()
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(pages + "/late")
+        assert click(browser, 500, 100).tab_change is None  # nothing opened yet
+        browser.page.wait_for_timeout(1000)  # a model thinking
+        outcome = click(browser, 500, 900)  # below the button: it asks for nothing
+        assert outcome.tab_change == f"opened a new tab: {pages}/other" and outcome.blocked_tabs == []
+        assert browser.perceive().title == "other"
 
 
 def test_a_page_opening_tabs_without_end_gets_one_per_click_as_in_a_browser(pages) -> None:
