@@ -22,12 +22,13 @@ LINES = FIXTURE.read_bytes().splitlines()
 
 def _without_new_empty_fields(written: object, original: object) -> object:
     """``written`` less the keys ``original`` lacks whose value is empty: fields added later (e.g.
-    ``timings.settle_ms``) write their default into an old record, and nothing else may change."""
+    ``timings.settle_ms``, ``blocked_tabs_more``) write their default into an old record, and nothing else may
+    change."""
     if isinstance(written, dict) and isinstance(original, dict):
         return {
             k: _without_new_empty_fields(v, original.get(k))
             for k, v in written.items()
-            if k in original or v not in (None, [], {})
+            if k in original or v not in (None, [], {}, 0)
         }
     return written
 
