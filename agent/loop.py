@@ -601,6 +601,7 @@ class _Loop:
             "replay": replay,
             "consistency": consistency,
             "dialogs": outcome.dialogs if outcome is not None else [],
+            "dialogs_more": outcome.dialogs_more if outcome is not None else 0,
             "tab_change": outcome.tab_change if outcome is not None else None,
             "downloads": outcome.downloads if outcome is not None else [],
             "blocked_tabs": outcome.blocked_tabs if outcome is not None else [],

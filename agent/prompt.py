@@ -245,7 +245,8 @@ def _dialogs_told(step: StepRecord) -> str:
     """What the page did that a screenshot never shows: its dialogs and how they were answered, a tab the action
     opened or closed, the files it downloaded."""
     told = [f" A {d.kind} dialog said {d.message!r}; it was {d.answer}." for d in step.dialogs[:3]]
-    more = f" ({len(step.dialogs) - 3} more dialogs.)" if len(step.dialogs) > 3 else ""
+    count = len(step.dialogs) + step.dialogs_more
+    more = f" ({count - 3} more dialogs.)" if count > 3 else ""
     tab = f" It {step.tab_change[:300]} (the screenshot shows that tab)." if step.tab_change else ""
     files = ", ".join(repr(name) for name in step.downloads[:5])
     downloaded = f" The page downloaded {files}." if files else ""

@@ -439,6 +439,8 @@ def _print_step(step: StepRecord) -> None:
         status += f" [bold red]mismatch[/] {escape(step.consistency.reason[:120])}"
     for dialog in step.dialogs[:3]:  # never on a screenshot: said here
         status += f" [yellow]{dialog.kind} {escape(repr(dialog.message[:60]))} {dialog.answer}[/]"
+    if len(step.dialogs) + step.dialogs_more > 3:
+        status += f" [yellow](+{len(step.dialogs) + step.dialogs_more - 3} more dialogs)[/]"
     if step.tab_change:
         status += f" [cyan]{escape(step.tab_change[:100])}[/]"
     if step.downloads:

@@ -30,6 +30,7 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
+from tools.script_watchdog import ScriptWatchdog
 from tools.secret_destination import frame_refusal, hidden_focus_refusal, key_frames, refusal
 from tools.views import (
     MAX_DEVICE_PIXELS,
@@ -112,6 +113,7 @@ TYPE_CHUNK = 32  # characters typed between two looks at the run's deadline
 SETTLED_SHOT_MAX_AGE_S = 0.5
 START_PAGE_TIMEOUT_MS = 30_000  # Playwright's own default for a navigation
 MAX_TAB_URL = 2000  # characters of a followed tab's URL said in the step
+MAX_DIALOGS_KEPT = 20  # dialogs a step records (all are answered); a count says how many more there were
 MAX_BLOCKED_SAID = 10  # tabs a page opened by itself (closed unseen) whose URLs a step lists: the first ones
 DOWNLOAD_GRACE_S = 0.1  # after a navigation that did not load: how long a download may take to say it began
 
@@ -226,7 +228,8 @@ class BrowserExecutor(BaseExecutor):
         self._navigations = 0
         self._loads = 0
         self._chooser: Any = None
-        self._dialogs: list[DialogSeen] = []  # answered since the last action's outcome
+        self._dialogs: list[DialogSeen] = []  # answered since the last action's outcome (the first MAX_DIALOGS_KEPT)
+        self._dialogs_more = 0  # and how many more than those
         self._opened: list[Any] = []  # tabs the page opened, not yet followed
         self._tab_change: str | None = None  # what the last action did to the tabs, for its outcome
         self._blocked: list[str] = []  # URLs of the tabs closed unseen since the last action's outcome (_follow_tabs)
@@ -630,6 +633,9 @@ class BrowserExecutor(BaseExecutor):
                 dialog.dismiss()
         except Exception:  # the page closed it, or went away
             pass
+        if len(self._dialogs) >= MAX_DIALOGS_KEPT:  # dialogs in a loop: thousands a second, each answered
+            self._dialogs_more += 1
+            return
         self._dialogs.append(DialogSeen(kind=kind, message=message, answer="accepted" if accept else "dismissed"))
 
     def _on_download(self, download: Any) -> None:
@@ -641,12 +647,14 @@ class BrowserExecutor(BaseExecutor):
     def _take_page_events(self) -> PageEvents:
         events = PageEvents(
             dialogs=self._dialogs,
+            dialogs_more=self._dialogs_more,
             tab_change=self._tab_change,
             downloads=self._downloads,
             blocked_tabs=self._blocked,
             blocked_tabs_more=self._blocked_more,
         )
-        self._dialogs, self._tab_change, self._downloads, self._blocked, self._blocked_more = [], None, [], [], 0
+        self._dialogs, self._dialogs_more, self._tab_change = [], 0, None
+        self._downloads, self._blocked, self._blocked_more = [], [], 0
         return events
 
     def _on_load(self, _page: Any) -> None:
@@ -663,12 +671,21 @@ class BrowserExecutor(BaseExecutor):
         # Ending or answering leaves the screen as it is: nothing to wait for, nothing for the next perceive to see.
         self._screen_untouched = isinstance(action, A.Terminate | A.Answer)
         self._shoot_after_settle = not self._screen_untouched
+        watch = self._watch
+        assert watch is not None, "the browser is not started"
+        limit_s = self.settings.action_timeout_ms / 1000
         try:
-            super()._perform(action, audit)
+            with ScriptWatchdog(self.page, watch.session, limit_s=limit_s) as watchdog:
+                super()._perform(action, audit)
         except Exception:
             if not self.page.is_closed():
                 raise
             # The action closed its own tab (a button calling window.close()): done; the settle moves to the tab left.
+        if watchdog.stopped:
+            raise ActionError(
+                f"the page did not respond for {limit_s:g} s after the {action.action} (a script that does not return, "
+                "e.g. an endless loop or dialogs without end): Glassbox stopped the page's script"
+            )
 
     def _navigated(self, mark: Any) -> bool:
         return mark is not None and self._navigations > mark[0]

@@ -162,6 +162,7 @@ class BaseExecutor(ABC):
             navigated=error is None and self._navigated(mark),
             settle_ms=settle_ms,
             dialogs=events.dialogs,
+            dialogs_more=events.dialogs_more,
             tab_change=events.tab_change,
             downloads=events.downloads,
             blocked_tabs=events.blocked_tabs,

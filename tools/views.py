@@ -82,7 +82,8 @@ class DialogSeen(BaseModel):
 class PageEvents(BaseModel):
     """What the page did besides drawing, since the previous action: no screenshot shows it, so the step says it."""
 
-    dialogs: list[DialogSeen] = Field(default_factory=list)  # answered at once, as browser.dialogs says
+    dialogs: list[DialogSeen] = Field(default_factory=list)  # answered at once, as browser.dialogs says (first 20)
+    dialogs_more: int = 0  # how many more than those were answered
     tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
     downloads: list[str] = Field(default_factory=list)  # files the page downloaded: their names (not kept)
     blocked_tabs: list[str] = Field(default_factory=list)  # tabs a page opened by itself, closed unseen: URLs (first 10)
@@ -99,6 +100,7 @@ class Outcome(BaseModel):
     navigated: bool = False
     settle_ms: float | None = None  # how long the executor waited for the screen to settle after the action
     dialogs: list[DialogSeen] = Field(default_factory=list)  # opened since the previous action, answered at once
+    dialogs_more: int = 0
     tab_change: str | None = None  # the action opened a tab (now acted in) or closed this one: what and where
     downloads: list[str] = Field(default_factory=list)  # files the page downloaded since the previous action
     blocked_tabs: list[str] = Field(default_factory=list)  # tabs a page opened by itself since then, closed unseen

@@ -209,6 +209,7 @@ class StepRecord(BaseModel):
     consistency: ConsistencyCheck | None = None
     # JavaScript dialogs the page opened since the previous action, as answered (browser.dialogs): never on screen.
     dialogs: list[DialogSeen] = Field(default_factory=list)
+    dialogs_more: int = Field(default=0, ge=0)  # answered too, beyond the first 20 listed (a page's dialogs in a loop)
     # The action opened a tab (the steps after act in it) or closed the one it acted in: what and where.
     tab_change: str | None = Field(default=None, max_length=9000)
     # Files the page downloaded since the previous action (their names; the files are not kept).

@@ -254,7 +254,8 @@ function renderDetails() {
     ${decisionsHtml(decisionsFor(current))}
     ${kv([coord && ["coordinate", coord], el && ["element", el], ["evidence", ev], gate && ["gate", gate],
           (step.dialogs || []).length && ["dialogs", step.dialogs.map((d) =>
-            `<span class="dialog">${esc(d.kind)} “${esc(d.message)}” · ${esc(d.answer)}</span>`).join("<br>")],
+            `<span class="dialog">${esc(d.kind)} “${esc(d.message)}” · ${esc(d.answer)}</span>`).join("<br>") +
+            (step.dialogs_more ? `<br>and ${esc(step.dialogs_more)} more, answered the same way` : "")],
           step.tab_change && ["tab", esc(step.tab_change)],
           (step.downloads || []).length && ["downloads", step.downloads.map(esc).join("<br>")],
           (step.blocked_tabs || []).length && ["blocked tabs", "opened by the page by itself, closed unseen:<br>" +
