@@ -30,7 +30,7 @@ from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
 from tools.navigation import NavigationWatch
-from tools.script_watchdog import ScriptWatchdog
+from tools.script_watchdog import ScriptWatchdog, stop_if_busy
 from tools.secret_destination import frame_refusal, hidden_focus_refusal, key_frames, refusal
 from tools.views import (
     MAX_DEVICE_PIXELS,
@@ -41,6 +41,7 @@ from tools.views import (
     DialogSeen,
     ElementInfo,
     Observation,
+    Outcome,
     PageEvents,
     ScriptValue,
     SettlePolicy,
@@ -308,22 +309,46 @@ class BrowserExecutor(BaseExecutor):
 
     def close(self) -> None:
         if self._watch is not None:
+            stop_if_busy(self._watch.session)  # a script that never returns holds the close for minutes
             self._watch.close()
         if self._capture is not None:
             self._capture.close()
             self._capture = None
-        for closer in (self._context, self._browser if self._pw is not None else None):  # a shared one stays
-            if closer is not None:
-                try:
-                    closer.close()
-                except Exception:  # closing a crashed browser must not hide the original error
-                    pass
+        # Our own browser is closed whole, contexts and all, whatever its pages do (a busy tab behind does not hold
+        # that, as it would a context's close); a shared one stays, and only this run's context is closed.
+        closer = self._browser if self._pw is not None else self._context
+        if closer is not None:
+            try:
+                closer.close()
+            except Exception:  # closing a crashed browser must not hide the original error
+                pass
         if self._pw is not None:
             self._pw.stop()
         self._pw = self._browser = self._context = self.page = self._watch = None
 
     # -- perceive ------------------------------------------------------------------------------
+    def _watchdog(self) -> ScriptWatchdog:
+        """Stops the page's script when it holds the page past half the action time limit (tools.script_watchdog):
+        before the DevTools calls waiting on the page (a capture, a frame) give up at the limit itself."""
+        session = self._watch.session if self._watch is not None else None  # None: not started, no watchdog
+        return ScriptWatchdog(self.page, session, limit_s=self.settings.action_timeout_ms / 2000)
+
+    def act(self, action: A.Action, *, deadline: float | None = None) -> Outcome:
+        with self._watchdog() as watchdog:
+            outcome = super().act(action, deadline=deadline)
+        if watchdog.stopped and outcome.status == "ok":
+            error = (
+                f"the page did not respond for {watchdog.limit_s:g} s after the {action.action} (a script that does not "
+                "return, e.g. an endless loop or dialogs without end): Glassbox stopped the page's script"
+            )
+            outcome = outcome.model_copy(update={"status": "error", "error": error})
+        return outcome
+
     def perceive(self) -> Observation:
+        with self._watchdog():  # a page busy since the last action (a timer's endless loop) is stopped, then seen
+            return self._perceive()
+
+    def _perceive(self) -> Observation:
         shot, self._settled_shot = self._settled_shot, None
         title: str | None = None
         if shot is not None and shot.navigations == self._navigations and time.monotonic() - shot.at <= SETTLED_SHOT_MAX_AGE_S:
@@ -671,21 +696,12 @@ class BrowserExecutor(BaseExecutor):
         # Ending or answering leaves the screen as it is: nothing to wait for, nothing for the next perceive to see.
         self._screen_untouched = isinstance(action, A.Terminate | A.Answer)
         self._shoot_after_settle = not self._screen_untouched
-        watch = self._watch
-        assert watch is not None, "the browser is not started"
-        limit_s = self.settings.action_timeout_ms / 1000
         try:
-            with ScriptWatchdog(self.page, watch.session, limit_s=limit_s) as watchdog:
-                super()._perform(action, audit)
+            super()._perform(action, audit)
         except Exception:
             if not self.page.is_closed():
                 raise
             # The action closed its own tab (a button calling window.close()): done; the settle moves to the tab left.
-        if watchdog.stopped:
-            raise ActionError(
-                f"the page did not respond for {limit_s:g} s after the {action.action} (a script that does not return, "
-                "e.g. an endless loop or dialogs without end): Glassbox stopped the page's script"
-            )
 
     def _navigated(self, mark: Any) -> bool:
         return mark is not None and self._navigations > mark[0]

@@ -21,6 +21,8 @@ import struct
 import time
 from typing import Any
 
+from tools.errors import HarnessError
+
 __all__ = ["CAPTURE_PARAMS", "HIDE_CARET", "PageCapture", "png_size"]
 
 # optimizeForSpeed: a fast zlib level (lossless, larger file); fromSurface: the composited frame, as shown;
@@ -51,6 +53,19 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NO_FRAME_YET = "Unable to capture screenshot"
 NO_FRAME_RETRY_S = 2.0
 NO_FRAME_PAUSE_MS = 25
+NAVIGATED_AWAY = "Not attached to an active page"  # a screenshot of a document that went away meanwhile
+
+
+class CaptureTimeout(HarnessError, TimeoutError):
+    """The page drew no frame to capture within the time limit (a script holding it is stopped before that:
+    tools.script_watchdog); e.g. a page that reloads itself without end."""
+
+
+def _timed_out(timeout_ms: float) -> CaptureTimeout:
+    return CaptureTimeout(
+        f"the page could not be captured: it drew no frame within {timeout_ms / 1000:g} s "
+        "(a page that keeps navigating, or never finishes drawing)"
+    )
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -85,19 +100,29 @@ class PageCapture:
 
         if self.device_scale_factor != 1:
             return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
-        until = time.monotonic() + NO_FRAME_RETRY_S
+        started = time.monotonic()
+        until = started + NO_FRAME_RETRY_S
         while True:
             try:
                 reply = self._open().send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
                 return base64.b64decode(reply["data"], validate=True)
             except PlaywrightTimeout:
-                raise  # a hung page: trying again would only wait as long once more
+                raise _timed_out(self.timeout_ms) from None  # trying again would only wait as long once more
             except Exception as exc:
                 if NO_FRAME_YET in str(exc) and time.monotonic() < until:
                     self.page.wait_for_timeout(NO_FRAME_PAUSE_MS)  # the new document's first frame
                     continue
                 self._session = None  # opened afresh next time
-                return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+                try:
+                    return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+                except PlaywrightTimeout:
+                    raise _timed_out(self.timeout_ms) from None
+                except Exception as again:
+                    if NAVIGATED_AWAY not in str(again) and NO_FRAME_YET not in str(again):
+                        raise
+                    if time.monotonic() > started + self.timeout_ms / 1000:  # it keeps navigating
+                        raise _timed_out(self.timeout_ms) from None
+                    # the page navigated under it, or has not drawn yet: again, within the limit
 
     def png_and_title(self) -> tuple[bytes, str | None]:
         """:meth:`png` and the page's title, asked for together (one round trip); the title is None where
@@ -111,7 +136,7 @@ class PageCapture:
             shot, answer = self.send_all([("Page.captureScreenshot", CAPTURE_PARAMS), title])
             png = base64.b64decode(shot["data"], validate=True)
         except PlaywrightTimeout:
-            raise
+            raise _timed_out(self.timeout_ms) from None
         except Exception:
             self._session = None
             return self.png(), None

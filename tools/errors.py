@@ -38,6 +38,7 @@ import paths are unchanged) and only take their parent from here; most also keep
         ├── tools.xvfb.DisplayError               no X display: none given, Xvfb missing or failing
         ├── tools.browser.StartPageError          the task's start page could not be opened (refused, timed out)
         ├── agent.environment.DesktopAppError     the task's desktop app did not start or show its window
+        ├── tools.capture.CaptureTimeout          the page drew no frame to capture in time (it keeps navigating)
         ├── agent.setup.SetupFailed               a step of the task's setup failed: the run fails before step 0
         └── tracer.index.UnusableIndex            the runs index is a database of another schema (it is rebuilt)
 

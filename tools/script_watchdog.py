@@ -22,7 +22,21 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ScriptWatchdog"]
+__all__ = ["ScriptWatchdog", "stop_if_busy"]
+
+
+def stop_if_busy(session: Any, *, probe_s: float = 1.0) -> bool:
+    """Stop the page's script now if the page does not answer within ``probe_s`` (before closing it: a busy page
+    held Playwright's ``context.close()`` for minutes). Whether it was stopped."""
+    try:
+        session.send("Runtime.evaluate", {"expression": "1", "returnByValue": True}, timeout=probe_s * 1000)
+        return False
+    except Exception:  # no answer in time, or the page is gone (then stopping fails too, quietly)
+        try:
+            session.send("Runtime.terminateExecution", {}, timeout=probe_s * 1000)
+        except Exception:
+            pass
+        return True
 
 
 class ScriptWatchdog:
