@@ -818,7 +818,7 @@ class BrowserExecutor(BaseExecutor):
         try:
             # Asked, not waited for (a bomb's 40 tabs: 70 ms, against 470 waiting for each). A beforeunload handler
             # cannot hold it open: Chromium shows that dialog only to a page a person interacted with, and no
-            # input ever went to this one; one still open is closed again after the next action.
+            # input ever went to this one.
             page.close(run_before_unload=True)
         except Exception:  # it closed itself meanwhile
             pass
