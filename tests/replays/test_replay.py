@@ -197,7 +197,8 @@ def test_replay_from_the_viewer(original):
         page = browser.page
         page.goto(f"{viewer.url}/runs/{source.run_id}")
         page.click("#replay-btn")
-        page.wait_for_url("**/runs/*", timeout=60_000)
+        # The new run's page: the original's URL matches "**/runs/*" too, and its status is already final.
+        page.wait_for_url(lambda url: "/runs/" in url and source.run_id not in url, timeout=60_000)
         page.wait_for_function(
             "document.getElementById('run-status') && document.getElementById('run-status').textContent === 'succeeded'",
             timeout=120_000,

@@ -142,7 +142,8 @@ def test_resume_from_the_page_asks_for_the_missing_key_and_the_server_gets_it(se
         assert page.is_visible("#rf-api-key") and not page.is_visible("#rf-base-url") and not page.is_visible("#rf-model-input")
         page.fill("#rf-api-key", key)
         page.click("#rf-start")
-        page.wait_for_url("**/runs/*", timeout=60_000)
+        # The new run's page: the original's URL matches "**/runs/*" too, and its status is already final.
+        page.wait_for_url(lambda url: "/runs/" in url and result.run_id not in url, timeout=60_000)
         page.wait_for_function(
             "['succeeded', 'failed', 'interrupted'].includes(document.getElementById('run-status')?.textContent)",
             timeout=180_000,
@@ -178,7 +179,8 @@ def test_replay_with_fallback_uses_the_key_from_the_environment_without_asking(s
         assert not page.is_visible("#rf-api-key") and not page.is_visible("#rf-base-url")
         asked = len(server.requests)
         page.click("#rf-start")
-        page.wait_for_url("**/runs/*", timeout=60_000)
+        # The new run's page: the original's URL matches "**/runs/*" too, and its status is already final.
+        page.wait_for_url(lambda url: "/runs/" in url and result.run_id not in url, timeout=60_000)
         page.wait_for_function(
             "['succeeded', 'failed', 'interrupted'].includes(document.getElementById('run-status')?.textContent)",
             timeout=180_000,
