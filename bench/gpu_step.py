@@ -308,6 +308,9 @@ def main() -> None:
         def peak() -> float:
             return torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
+        # One untimed forward first: CUDA's lazy start-up (kernel loading, cuBLAS handles) would otherwise land on
+        # the first vision timing alone and make that step's prefill (whole forward minus vision) negative.
+        prefill_ms(steps[0])
         if not args.skip_plain:
             reset_peak()
             runs: list[tuple[float, ...]] = []
