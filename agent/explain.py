@@ -190,13 +190,14 @@ def _attention_maps(backend: object, inputs: object, out_ids: list[int], targets
     import torch
 
     from agent.backends.attention import capture_after_generate
+    from agent.backends.cache_name import returned_cache
 
     net = backend.net  # type: ignore[attr-defined]
     prompt_ids = inputs["input_ids"]  # type: ignore[index]
     sequences = torch.cat([prompt_ids, torch.tensor([out_ids], device=prompt_ids.device)], dim=1)
     with torch.inference_mode():
         prefill = net(**inputs, use_cache=True)  # type: ignore[arg-type]
-    captured = capture_after_generate(net, inputs, sequences, prefill.past_key_values, image_token_id=backend.image_token_id)  # type: ignore[attr-defined]
+    captured = capture_after_generate(net, inputs, sequences, returned_cache(prefill), image_token_id=backend.image_token_id)  # type: ignore[attr-defined]
     groups = layer_groups(len(captured.layers))
     return AttentionMaps.from_rows(
         captured.rows.numpy(), grid=captured.grid, resized_size=captured.resized_size, targets=targets, groups=groups

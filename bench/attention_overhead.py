@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from agent.backends.attention import capture_after_generate
+from agent.backends.cache_name import returned_cache
 from agent.backends.local import LocalQwen3VL
 from agent.prompt import build_prompt
 from agent.task import load_task
@@ -78,7 +79,7 @@ def main() -> None:
             with torch.inference_mode():
                 out = net.generate(**inputs, **kw)
             t0 = time.perf_counter()
-            capture_after_generate(net, inputs, out.sequences, out.past_key_values, image_token_id=backend.image_token_id)
+            capture_after_generate(net, inputs, out.sequences, returned_cache(out), image_token_id=backend.image_token_id)
             capture_alone.append(time.perf_counter() - t0)
 
         def eager() -> None:

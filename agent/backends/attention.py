@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent.backends.cache_name import with_cache
+
 CAPTURE_IMPL = "glassbox_capture"
 HeadReduction = Literal["mean", "max"]
 
@@ -183,7 +185,7 @@ def capture_after_generate(
             model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": vision})
         with torch.inference_mode():
             # The language model without its head: only the attention rows are wanted, not the logits.
-            model.model(input_ids=query_ids, past_key_values=past_key_values, use_cache=True, position_ids=query_positions)
+            model.model(input_ids=query_ids, use_cache=True, position_ids=query_positions, **with_cache(past_key_values))
     finally:
         _active.reset(token)
         if previous != CAPTURE_IMPL:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from agent.backends.attention import image_spans
 from agent.backends.base import Sampling
+from agent.backends.cache_name import cache_argument, returned_cache
 from tracer.logs import get_logger
 from tracer.schema import DecodingInfo
 
@@ -80,6 +81,8 @@ class FastDecoder:
         self.device = next(net.parameters()).device
         self.image_token_id = int(net.config.image_token_id)
         self.cache: Any = None
+        # Read once here: the compiled decode step should not trace a lookup (dynamo warns about the cached function).
+        self.cache_name = cache_argument()
         self.cache_tokens = 0
         self.entry: _PrefixEntry | None = None
         self._step_fn: Callable[..., Any] | None = None
@@ -228,7 +231,7 @@ class FastDecoder:
                 input_ids=ids_tensor[:, reused:],
                 position_ids=positions[:, :, reused:prompt_len],
                 mm_token_type_ids=inputs["mm_token_type_ids"][:, reused:] if "mm_token_type_ids" in inputs else None,
-                past_key_values=self.cache,
+                **{self.cache_name: self.cache},
                 use_cache=True,
                 logits_to_keep=1,
                 **encoder,
@@ -314,7 +317,7 @@ class FastDecoder:
 
     # -- pieces ------------------------------------------------------------------------------------------------
     def _decode_step(self, input_ids: Any, position_ids: Any) -> Any:
-        out = self.net(input_ids=input_ids, position_ids=position_ids, past_key_values=self.cache, use_cache=True)
+        out = self.net(input_ids=input_ids, position_ids=position_ids, use_cache=True, **{self.cache_name: self.cache})
         return out.logits[:, -1]
 
     def _call_step(self, token: Any, position: Any) -> Any:
@@ -403,7 +406,7 @@ def plain_generate(
         float(torch.log_softmax(logits[0].float(), dim=-1)[token_id])
         for logits, token_id in zip(out.logits, new_ids, strict=False)
     ]
-    return new_ids, logprobs, finish, out.past_key_values
+    return new_ids, logprobs, finish, returned_cache(out)
 
 
 class PresencePenalty:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.backends.cache_name import returned_cache
 from agent.prompt import build_prompt
 from agent.task import load_task
 from tests.conftest import TASKS, glassbox_in_process
@@ -87,7 +88,7 @@ def test_captured_rows_equal_eager_attention(backend, history):
     with torch.inference_mode():
         out = backend.net.generate(**inputs, max_new_tokens=12, do_sample=False, return_dict_in_generate=True)
     captured = capture_after_generate(
-        backend.net, inputs, out.sequences, out.past_key_values, image_token_id=backend.image_token_id
+        backend.net, inputs, out.sequences, returned_cache(out), image_token_id=backend.image_token_id
     )
     spans = image_spans(inputs["input_ids"][0], backend.image_token_id)
     assert len(spans) == history and spans[-1][1] - spans[-1][0] == 1000

@@ -252,3 +252,21 @@ def test_an_eos_read_back_late_still_ends_the_step_at_the_eos_and_the_cache_stay
     assert cut.logprobs == pytest.approx(full.logprobs[:first], abs=1e-5)
     again = decoder.generate(inputs, greedy(40), image_hashes=["a"], eos_ids=set())
     assert again.new_ids == full.new_ids and again.stats.prefix_reused > 0
+
+
+def test_the_kv_cache_is_passed_by_the_installed_transformers_name_with_no_deprecation_warning(plain, fast, task):
+    import inspect
+    import warnings
+
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
+
+    from agent.backends.cache_name import cache_argument
+
+    # transformers renamed past_key_values to cache (the old name goes in 5.40): both paths and the capture use
+    # the name the installed release takes, so they keep working after the old one is removed.
+    assert cache_argument() in inspect.signature(Qwen3VLModel.forward).parameters
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step, backend in enumerate((plain, fast)):
+            backend.generate(build_prompt(task, [], png((240, 242, 246))), greedy(8), step=step, attention=True)
+    assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]
