@@ -9,8 +9,14 @@ tokens inside the labelled boxes before and after each run (higher with guidance
 ``--shape 2b`` (a GPU, later): the same run and loop on a random-weight model with Qwen3-VL-2B's shape (built
 like bench/gpu_step.py builds it, with the tiny model's tokenizer), bf16 on CUDA: samples/s and peak GPU memory.
 
+``--full``: also a full fine-tune (no LoRA; on CUDA bf16 weights stepped through fp32 masters), its peak memory
+against the parameters it trained. A GPU machine with no Chromium: ``--prepare DIR`` records the labelled run and
+builds the tiny model here, ``--from DIR`` trains on them there.
+
     .venv/bin/python bench/train_loop.py                      # CPU, tiny model
     .venv/bin/python bench/train_loop.py --shape 2b --steps 30  # on a GPU machine
+    .venv/bin/python bench/train_loop.py --prepare gpu/train  # here; then, there:
+    python3 bench/train_loop.py --from gpu/train --shape 2b --full
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from agent.prompt import build_prompt  # noqa: E402
 from agent.task import load_task  # noqa: E402
 from agent.tiny_model import build_tiny_model  # noqa: E402
 from replays.labels import Correction, LabelIn, Labels  # noqa: E402
-from replays.training.loop import TrainConfig, train  # noqa: E402
+from replays.training.loop import TrainConfig, TrainSummary, train  # noqa: E402
 
 CORRECTIONS = [(150.0, 200.0), (700.0, 420.0), (480.0, 850.0)]
 MAX_PIXELS = 262144  # screenshots resized to about 640x400 (256 image tokens), as the task's policy.max_pixels
@@ -74,13 +80,23 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--guidance", type=float, default=5.0, help="W of the guided run")
+    parser.add_argument("--full", action="store_true", help="also a full fine-tune: peak memory per trained parameter")
+    parser.add_argument("--prepare", type=Path, default=None, help="record the labelled run and tiny model into DIR; stop")
+    parser.add_argument("--from", dest="source", type=Path, default=None, help="train on what --prepare DIR recorded")
     args = parser.parse_args()
     steps = args.steps or (60 if args.shape == "tiny" else 30)
     with tempfile.TemporaryDirectory(prefix="glassbox-train-bench-") as tmp:
         root = Path(tmp)
-        task_file = task_copy(root, MAX_PIXELS if args.shape == "tiny" else None)
-        model = tiny_model(root, task_file)
-        runs = record_labelled_run(root, task_file, model)
+        if args.source is not None:
+            runs, model = args.source / "runs", args.source / "tiny"
+        else:
+            prepared = args.prepare or root
+            task_file = task_copy(prepared, MAX_PIXELS if args.shape == "tiny" else None)
+            model = tiny_model(prepared, task_file)
+            runs = record_labelled_run(prepared, task_file, model)
+            if args.prepare is not None:
+                print(f"prepared in {args.prepare}: {runs} (3 labelled steps), the tiny model {model}")
+                return
         if args.shape == "2b":
             model = build_2b(root, model)
         print(f"shape {args.shape}: 3 labelled steps, LoRA rank {args.rank}, {steps} steps, lr {args.lr}")
@@ -99,14 +115,27 @@ def main() -> None:
             )
             summary = train(config)
             results[name] = summary
-            print(
-                f"{name:>6} (W={weight:g}): {summary.samples_per_s:.2f} samples/s on {summary.device}, "
-                f"peak memory {summary.peak_memory_mb:.0f} MiB ({summary.peak_memory_kind}), "
-                f"CPU {summary.cpu_seconds:.1f} s, final loss {summary.final_loss:.4f}, "
-                f"box mass {summary.box_mass_before:.4f} -> {summary.box_mass_after:.4f}"
-            )
+            report(name, weight, summary)
         plain, guided = results["plain"].box_mass_after, results["guided"].box_mass_after
         print(f"attention mass inside the labelled boxes after training: {plain:.4f} without guidance, {guided:.4f} with")
+        if args.full:
+            # The default full fine-tune lr; fewer steps: the point is memory and that the weights move.
+            summary = train(TrainConfig(mode="sft", runs_dir=runs, model=str(model), out=root / "out-full", steps=min(steps, 10)))
+            report("full", 0.0, summary)
+            trained = summary.trained_parameters
+            print(
+                f"  full fine-tune: {trained / 1e9:.3f} B trained parameters, precision {summary.precision}; "
+                f"peak {summary.peak_memory_mb * 2**20 / trained:.1f} bytes per trained parameter"
+            )
+
+
+def report(name: str, weight: float, summary: TrainSummary) -> None:
+    print(
+        f"{name:>6} (W={weight:g}): {summary.samples_per_s:.2f} samples/s on {summary.device}, "
+        f"peak memory {summary.peak_memory_mb:.0f} MiB ({summary.peak_memory_kind}), "
+        f"CPU {summary.cpu_seconds:.1f} s, final loss {summary.final_loss:.4f}, "
+        f"box mass {summary.box_mass_before:.4f} -> {summary.box_mass_after:.4f}"
+    )
 
 
 def build_2b(root: Path, tiny: Path) -> Path:

@@ -114,7 +114,7 @@ def train_command(
         f"  final loss {summary.final_loss:.4f}, {summary.samples_per_s:.2f} samples/s, "
         f"peak memory {summary.peak_memory_mb:.0f} MiB ({summary.peak_memory_kind})"
     )
-    console.print(f"  {summary.precision}")
+    console.print(f"  {summary.precision}; {summary.trained_parameters:,} parameters trained")
     if summary.box_mass_before is not None and summary.box_mass_after is not None:
         before, after = summary.box_mass_before, summary.box_mass_after
         console.print(f"  attention mass inside the labelled boxes: {before:.4f} before, {after:.4f} after")

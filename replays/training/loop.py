@@ -97,6 +97,7 @@ class TrainSummary(BaseModel):
     peak_memory_mb: float
     peak_memory_kind: str  # "cuda max allocated" or "process peak RSS"
     precision: str = ""  # the trained weights' dtype, and whether the optimizer steps fp32 master copies of them
+    trained_parameters: int = 0  # the parameters the optimizer stepped (LoRA: the adapters')
     final_loss: float
     lr: float
     attention_guidance: float
@@ -261,6 +262,7 @@ def _train(config: TrainConfig, out: Path, on_step: Callable[[StepLog], None] | 
         peak_memory_mb=round(peak, 1),
         peak_memory_kind=kind,
         precision=_precision(params, optimizer),
+        trained_parameters=sum(p.numel() for p in params),
         final_loss=round(loss_value, 6),
         lr=lr,
         attention_guidance=config.attention_guidance,

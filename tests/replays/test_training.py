@@ -188,3 +188,4 @@ def test_a_bf16_model_as_on_cuda_is_stepped_through_fp32_masters_and_saved_in_bf
     adapter = runs.parent / "lora-bf16"
     lora = train(TrainConfig(mode="sft", runs_dir=runs, model=str(model), out=adapter, steps=2, lora=True, think_targets=False))
     assert lora.precision == "float32 weights"  # PEFT keeps the adapters in fp32 over a bf16 model: stepped in place
+    assert 0 < lora.trained_parameters < summary.trained_parameters  # the adapters, against the whole language model
