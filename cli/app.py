@@ -608,12 +608,15 @@ def runs_show(
 ) -> None:
     """Show one run: its record, checks and steps."""
     from cli.output import RunShow, clean, write_json
-    from tracer.store import read_run, read_steps
+    from tracer.schema import StepRecord
+    from tracer.store import UnreadableStep, read_run, read_step_entries
 
     run_dir = _run_dir(runs_dir, run_id)
-    run, steps = read_run(run_dir), read_steps(run_dir)
+    run, entries = read_run(run_dir), read_step_entries(run_dir)
+    steps = [e for e in entries if isinstance(e, StepRecord)]
+    damaged = [e for e in entries if isinstance(e, UnreadableStep)]
     if json_out:
-        write_json(console, RunShow(run_dir=str(run_dir), run=run, steps=steps))
+        write_json(console, RunShow(run_dir=str(run_dir), run=run, steps=steps, unreadable=damaged))
         return
     model = f" ({run.model})" if run.model else ""
     console.print(f"[bold]{escape(run.run_id)}[/]  {escape(clean(run.task_name))} · {escape(clean(run.policy + model))}")
@@ -624,8 +627,14 @@ def runs_show(
     console.print(f"folder {escape(clean(str(run_dir)))}", soft_wrap=True)
     for check in run.checks:
         console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(check.description)}")
-    for step in steps:
-        _print_step(step)
+    if damaged:  # said up front: a count of steps that does not add up is otherwise a puzzle
+        console.print(f"[bold red]{len(damaged)} line(s) of steps.jsonl cannot be read[/] (shown in place below)")
+    for entry in entries:
+        if isinstance(entry, UnreadableStep):
+            line = f"  [dim]{entry.index:>3}[/] [bold red]unreadable[/] line {entry.line + 1} of steps.jsonl: {escape(entry.unreadable)}"
+            console.print(line, soft_wrap=True)
+        else:
+            _print_step(entry)
 
 
 @runs_app.command("ocr")

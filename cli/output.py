@@ -21,6 +21,7 @@ from rich.text import Text
 from replays import confidence as conf_scale
 from tracer.index import RunRow
 from tracer.schema import RunRecord, StepRecord
+from tracer.store import UnreadableStep
 
 SEP = "  "
 
@@ -51,6 +52,7 @@ class RunShow(BaseModel):
     run_dir: str
     run: RunRecord
     steps: list[StepRecord]
+    unreadable: list[UnreadableStep] = []  # whole lines of steps.jsonl that are not valid steps (damaged)
 
 
 class Column(BaseModel):

@@ -42,7 +42,7 @@ def secret_env_name(name: str) -> str:
 def export_playwright(run_dir: Path, out: Path) -> ExportInfo:
     """The script needs the actions, not the screenshots: a run whose screenshots were deleted still exports."""
     try:
-        run, steps = read_run(run_dir), read_steps(run_dir)
+        run, steps = read_run(run_dir), read_steps(run_dir, whole=True)  # a script missing one action is wrong code
     except (FileNotFoundError, ValueError) as exc:
         raise ExportError(str(exc)) from None
     acted = [s for s in steps if s.action is not None and s.outcome == "ok"]

@@ -292,7 +292,7 @@ def _source(
 ) -> tuple[RunRecord, Path, list[StepRecord], Task]:
     try:
         run_dir = RunStore(runs_dir).run_dir(run_id)
-        run, steps = read_run(run_dir), read_steps(run_dir)
+        run, steps = read_run(run_dir), read_steps(run_dir, whole=True)  # a step left out would act out of order
     except (FileNotFoundError, ValueError) as exc:
         raise ReplayError(str(exc)) from None
     if not steps:

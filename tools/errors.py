@@ -19,6 +19,7 @@ import paths are unchanged) and only take their parent from here; most also keep
     │   ├── agent.explain.ExplainError            a step that cannot be explained
     │   ├── tools.chromium.ChromiumNotFound       no Chromium to start (install it or set GLASSBOX_CHROMIUM)
     │   ├── tracer.run_files.MissingRunFile       a file a run record names is gone from the run folder
+    │   ├── tracer.run_files.DamagedSteps         damaged lines of steps.jsonl where every step is needed (replay)
     │   ├── replays.replay.ReplayError            a run that cannot be replayed or resumed
     │   ├── replays.labels.LabelError             a label that cannot be stored
     │   ├── replays.export.FeedbackExportError    labels that cannot be exported

@@ -163,16 +163,30 @@ def read_step_entries(run_dir: Path) -> list[StepRecord | UnreadableStep]:
     return entries
 
 
-def read_steps(run_dir: Path) -> list[StepRecord]:
-    """Every whole step of a run. A torn last line (a crash mid-write, perhaps inside a UTF-8 character) and
-    a line that is not a valid step (bytes that are not UTF-8, not JSON) are skipped, never fatal."""
-    steps: list[StepRecord] = []
-    path = run_dir / STEPS_FILE
-    if not path.is_file():
-        return steps
-    with open(path, "rb") as fh:
-        steps.extend(valid_lines(fh, StepRecord.model_validate_json))
-    return steps
+class DamagedSteps(UsageError, ValueError):
+    """``steps.jsonl`` has whole lines that are not valid steps, where the reader needs every step (a replay, an
+    exported script: one left out would run the others out of order, silently)."""
+
+    def __init__(self, run_dir: Path, damaged: list[UnreadableStep]) -> None:
+        self.damaged = damaged
+        first = damaged[0]
+        more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+        super().__init__(
+            f"run {run_dir.name}: line {first.line + 1} of {STEPS_FILE} (where step {first.index} would be) cannot be "
+            f"read: {first.unreadable}{more}; this needs every recorded step (the viewer and `glassbox runs show` "
+            "show the damaged lines in place)"
+        )
+
+
+def read_steps(run_dir: Path, *, whole: bool = False) -> list[StepRecord]:
+    """Every whole step of a run. A torn last line (a crash mid-write, perhaps inside a UTF-8 character) is left
+    out. A line that is not a valid step (bytes that are not UTF-8, not JSON) is skipped, or, with ``whole``,
+    raises :class:`DamagedSteps`."""
+    entries = read_step_entries(run_dir)
+    damaged = [e for e in entries if isinstance(e, UnreadableStep)]
+    if whole and damaged:
+        raise DamagedSteps(run_dir, damaged)
+    return [e for e in entries if isinstance(e, StepRecord)]
 
 
 def valid_lines(fh: BinaryIO, parse: Callable[[bytes], T], limit: int = MAX_STEP_LINE) -> Iterator[T]:

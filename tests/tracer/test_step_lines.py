@@ -80,3 +80,53 @@ def test_a_line_too_long_to_be_a_step_is_passed_over_without_holding_it(tmp_path
     assert [s.index for s in read_steps(writer.run_dir)] == [0, 2]
     assert [(type(e).__name__, e.index) for e in follower.poll_entries()] == [(type(e).__name__, e.index) for e in entries]
     writer.finish(status=writer.record.status, end_reason="done")
+
+
+def _damaged_run(tmp_path):
+    writer = RunWriter.create(tmp_path, record())
+    writer.write_step(step(0))
+    with open(writer.run_dir / "steps.jsonl", "ab") as fh:
+        fh.write(b'{"index": 1, "not": "a step"}\nnot json\n')
+    writer.write_step(step(3))
+    writer.finish(status=writer.record.status, end_reason="done")
+    return writer.run_dir
+
+
+def test_readers_that_need_every_step_refuse_a_damaged_line_and_name_it(tmp_path):
+    import pytest
+
+    from replays.playwright_export import ExportError, export_playwright
+    from replays.replay import ReplayError, _source
+    from tracer.run_files import DamagedSteps
+
+    run_dir = _damaged_run(tmp_path)
+    assert [s.index for s in read_steps(run_dir)] == [0, 3]  # the lenient readers (graph, viewer) go on
+    with pytest.raises(DamagedSteps) as caught:
+        read_steps(run_dir, whole=True)
+    assert [d.line for d in caught.value.damaged] == [1, 2]
+    message = str(caught.value)
+    assert "line 2 of steps.jsonl (where step 1 would be)" in message and "and 1 more" in message
+    # A replay or an exported script without steps 1 and 2 would run step 3's action out of order, silently.
+    with pytest.raises(ReplayError, match="line 2 of steps.jsonl"):
+        _source(tmp_path, run_dir.name)
+    with pytest.raises(ExportError, match="line 2 of steps.jsonl"):
+        export_playwright(run_dir, tmp_path / "script.py")
+
+
+def test_runs_show_shows_damaged_lines_in_place(tmp_path):
+    import json
+
+    from tests.conftest import glassbox_in_process
+
+    run_dir = _damaged_run(tmp_path)
+    shown = glassbox_in_process("runs", "show", run_dir.name, "--runs-dir", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    assert "2 line(s) of steps.jsonl cannot be read" in shown.stdout
+    lines = shown.stdout.splitlines()
+    at = [i for i, line in enumerate(lines) if "unreadable line" in line]
+    assert len(at) == 2 and "line 2 of steps.jsonl: not a valid step" in lines[at[0]] and "line 3" in lines[at[1]]
+    as_json = json.loads(glassbox_in_process("runs", "show", run_dir.name, "--runs-dir", str(tmp_path), "--json").stdout)
+    assert [s["index"] for s in as_json["steps"]] == [0, 3]
+    assert [(u["index"], u["line"]) for u in as_json["unreadable"]] == [(1, 1), (2, 2)]
+    replayed = glassbox_in_process("replay", run_dir.name, "--runs-dir", str(tmp_path))
+    assert replayed.returncode == 2 and "line 2 of steps.jsonl" in replayed.stderr, replayed.stderr
