@@ -631,7 +631,8 @@ def runs_show(
         console.print(f"[bold red]{len(damaged)} line(s) of steps.jsonl cannot be read[/] (shown in place below)")
     for entry in entries:
         if isinstance(entry, UnreadableStep):
-            line = f"  [dim]{entry.index:>3}[/] [bold red]unreadable[/] line {entry.line + 1} of steps.jsonl: {escape(entry.unreadable)}"
+            why = escape(entry.unreadable)
+            line = f"  [dim]{entry.index:>3}[/] [bold red]unreadable[/] line {entry.line + 1} of steps.jsonl: {why}"
             console.print(line, soft_wrap=True)
         else:
             _print_step(entry)
