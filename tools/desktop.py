@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -28,7 +29,7 @@ from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import BaseExecutor
 from tools.keys import pyautogui_keys
 from tools.views import Observation
-from tools.xvfb import DisplayError, check_display
+from tools.xvfb import DisplayError, check_display, display_gone
 
 SCROLL_PIXELS_PER_CLICK = 100  # one wheel click; Qwen's `pixels` are converted to clicks
 TYPE_CHUNK = 64  # characters per xdotool call: the run's deadline is looked at between calls
@@ -99,13 +100,21 @@ class DesktopExecutor(BaseExecutor):
 
     def close(self) -> None:
         if self._mss is not None:
-            self._mss.close()
+            _close_quietly(self._mss)  # raises when the X server has gone already
             self._mss = None
+        if self._gui is not None:  # before the run's Xvfb goes; the next run connects afresh (_pyautogui)
+            _close_quietly(getattr(getattr(self._gui, "_pyautogui_x11", None), "_display", None))
+            self._gui = None
 
     # -- perceive ------------------------------------------------------------------------------
     def grab(self) -> Any:
         assert self.monitor is not None
-        return self._mss.grab(self.monitor.model_dump())
+        try:
+            return self._mss.grab(self.monitor.model_dump())
+        except Exception as exc:  # mss says only "AssertionError" when the X server has gone
+            if self.display is not None and display_gone(self.display):
+                raise DisplayError(self._gone()) from exc
+            raise
 
     def perceive(self) -> Observation:
         from PIL import Image
@@ -133,7 +142,12 @@ class DesktopExecutor(BaseExecutor):
         return (self.monitor.width, self.monitor.height), 1.0
 
     def _describe_error(self, exc: Exception) -> str:
+        if self.display is not None and display_gone(self.display):
+            return self._gone()
         return f"{type(exc).__name__}: {exc}"  # pyautogui / X errors
+
+    def _gone(self) -> str:
+        return f"the X display {self.display} went away during the run (its X server stopped)"
 
     def _perform_input(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         gui, monitor = self._gui, self.monitor
@@ -230,6 +244,7 @@ def _pyautogui(display: str) -> Any:
         fd, path = tempfile.mkstemp(prefix="glassbox-xauth-")
         os.close(fd)
         os.environ["XAUTHORITY"] = path
+    imported_now = "pyautogui" not in sys.modules
     # python-xlib warns about the empty authority file on every connection; it is expected here.
     with _quiet_xlib():
         try:
@@ -237,16 +252,33 @@ def _pyautogui(display: str) -> Any:
         except Exception as exc:  # Xlib raises its own errors when the display is unreachable
             raise DisplayError(f"cannot connect pyautogui to display {display}: {exc}") from None
     x11 = getattr(pyautogui, "_pyautogui_x11", None)
-    if x11 is not None and getattr(x11, "_display", None) is not None:
-        current = x11._display.get_display_name()
-        if current != display:
-            from Xlib.display import Display
+    if x11 is not None and not imported_now:
+        # A new connection for every run, even to a display of the same name: an earlier run's Xvfb has gone and a
+        # new one takes the free number again, and python-xlib, writing to the old socket, failed the first click
+        # ("'BrokenPipeError' object is not subscriptable") and then waited for its reply for ever (an eval's
+        # second desktop episode in one worker hung until its timeout).
+        from Xlib.display import Display
 
-            with _quiet_xlib():
-                x11._display = Display(display)  # re-point an earlier import at this display
+        with _quiet_xlib():
+            try:
+                fresh = Display(display)
+            except Exception as exc:
+                raise DisplayError(f"cannot connect pyautogui to display {display}: {exc}") from None
+        old, x11._display = getattr(x11, "_display", None), fresh
+        _close_quietly(old)
     pyautogui.FAILSAFE = False  # corners are legitimate targets for an agent
     pyautogui.PAUSE = 0
     return pyautogui
+
+
+def _close_quietly(connection: Any) -> None:
+    """Close an X connection whose server may be gone (python-xlib raises writing to a closed socket)."""
+    if connection is None:
+        return
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001  (a dead server's socket: nothing left to close)
+        pass
 
 
 class _quiet_xlib:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -98,3 +99,19 @@ def check_display(display: str | None) -> str:
     if display.startswith(":") and number.isdigit() and not Path(f"/tmp/.X11-unix/X{number}").exists():
         raise DisplayError(f"X display {display} is not running (no /tmp/.X11-unix/X{number})")
     return display
+
+
+def display_gone(display: str) -> bool:
+    """Whether a local display (``:N``) no longer answers: its socket is gone or refuses a connection (the X
+    server stopped). A display on another host is never judged gone here."""
+    number = display.split(":")[-1].split(".")[0]
+    if not display.startswith(":") or not number.isdigit():
+        return False
+    path = f"/tmp/.X11-unix/X{number}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return True
+    return False

@@ -189,3 +189,49 @@ def test_replay_of_a_desktop_run_compares_the_ocr_text_under_each_click(tmp_path
     earlier = [s for s in read_steps(source)[: save.index] if s.action is not None and s.action.action == "left_click"]
     checked = [read_ocr_step(source, s.index) for s in earlier]
     assert len(checked) == 4 and all(c is not None and c.point is not None and c.point.under is not None for c in checked)
+
+
+@pytest.mark.desktop
+def test_two_desktop_runs_in_one_process_each_connect_to_their_own_display(tmp_path):
+    """An eval worker runs episode after episode in one process; each run's Xvfb is new, often under the number
+    the last one freed. pyautogui had kept its connection to the old server: the next run's first click failed
+    and the run then hung in python-xlib waiting for a reply."""
+    require_xvfb()
+    from agent import load_task, run_task
+
+    for attempt in range(2):
+        result = run_task(load_task(TASKS / "desktop_form.yaml"), policy="script", runs_dir=tmp_path / str(attempt))
+        steps = read_steps(result.run_dir)
+        assert result.status is RunStatus.succeeded, (attempt, [s.error for s in steps if s.error])
+        assert not [s.error for s in steps if s.error]
+
+
+@pytest.mark.desktop
+def test_a_display_that_goes_away_mid_run_fails_the_run_saying_so(tmp_path, monkeypatch):
+    require_xvfb()
+    from agent import load_task, run_task
+    from agent.events import Hooks, StepRecorded
+    from tools.xvfb import Xvfb
+
+    servers: list[Xvfb] = []
+    start = Xvfb.start
+
+    def recorded_start(self: Xvfb, timeout: float = 10.0) -> Xvfb:
+        servers.append(self)
+        return start(self, timeout)
+
+    def stop_the_server(event: StepRecorded) -> None:
+        if event.step.index == 1:
+            servers[-1]._proc.kill()
+            servers[-1]._proc.wait()
+
+    monkeypatch.setattr(Xvfb, "start", recorded_start)
+    hooks = Hooks()
+    hooks.on(StepRecorded, stop_the_server)
+    with pytest.raises(DisplayError, match="went away during the run"):  # not mss's bare AssertionError
+        run_task(load_task(TASKS / "desktop_form.yaml"), policy="script", runs_dir=tmp_path, hooks=hooks)
+    [run_dir] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    run = read_run(run_dir)
+    assert run.status is RunStatus.failed
+    assert "the X display" in (run.end_reason or "") and "went away during the run" in (run.end_reason or ""), run.end_reason
+    assert len(read_steps(run_dir)) >= 2  # what was recorded before stays
