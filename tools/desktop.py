@@ -86,10 +86,12 @@ class DesktopExecutor(BaseExecutor):
         self.monitor: Monitor | None = None
         self._mss: Any = None
         self._gui: Any = None
+        self._outer_display: str | None = None  # $DISPLAY before this run set it, put back at close
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "DesktopExecutor":
         self.display = check_display(self.settings.display)
+        self._outer_display = os.environ.get("DISPLAY")
         os.environ["DISPLAY"] = self.display  # pyautogui and mss read it when they connect
         import mss
 
@@ -105,6 +107,12 @@ class DesktopExecutor(BaseExecutor):
         if self._gui is not None:  # before the run's Xvfb goes; the next run connects afresh (_pyautogui)
             _close_quietly(getattr(getattr(self._gui, "_pyautogui_x11", None), "_display", None))
             self._gui = None
+        if self.display is not None and os.environ.get("DISPLAY") == self.display:
+            # A process that runs more (an eval worker) must not go on pointing at this run's Xvfb once it stops.
+            if self._outer_display is None:
+                os.environ.pop("DISPLAY", None)
+            else:
+                os.environ["DISPLAY"] = self._outer_display
 
     # -- perceive ------------------------------------------------------------------------------
     def grab(self) -> Any:

@@ -199,11 +199,13 @@ def test_two_desktop_runs_in_one_process_each_connect_to_their_own_display(tmp_p
     require_xvfb()
     from agent import load_task, run_task
 
+    outer = os.environ.get("DISPLAY")
     for attempt in range(2):
         result = run_task(load_task(TASKS / "desktop_form.yaml"), policy="script", runs_dir=tmp_path / str(attempt))
         steps = read_steps(result.run_dir)
         assert result.status is RunStatus.succeeded, (attempt, [s.error for s in steps if s.error])
         assert not [s.error for s in steps if s.error]
+        assert os.environ.get("DISPLAY") == outer  # not left pointing at the run's stopped Xvfb
 
 
 @pytest.mark.desktop
