@@ -367,6 +367,9 @@ def grid(cells: list[Cell]) -> list[GridRow]:
 def short_labels(ids: list[str]) -> list[str]:
     """What tells a row's episodes apart: ``click-test-s0.s-.r0``, ``click-test-s1.s-.r0`` -> ``s0``, ``s1``;
     ``shop.s3.r1`` -> ``s3.r1``. The suite's no-seed part (``.s-``) and an all-zero repeat are left out."""
+    if len(set(ids)) == 1:  # one episode: nothing to tell apart, and a common prefix would cut into the task's name
+        seed = ids[0].split(".")[-2] if ids[0].count(".") >= 2 else ""
+        return [seed if seed.startswith("s") and seed != "s-" else "run" for _ in ids]
     cleaned = [i.replace(".s-.", ".") for i in ids]
     if cleaned and all(c.endswith(".r0") for c in cleaned):
         cleaned = [c[:-3] for c in cleaned]

@@ -79,6 +79,8 @@ def test_short_labels_tell_a_rows_episodes_apart() -> None:
     assert short_labels(["click-test-s0.s-.r0", "click-test-s1.s-.r0"]) == ["s0", "s1"]
     assert short_labels(["shop.s3.r0", "shop.s3.r1"]) == ["r0", "r1"]
     assert short_labels(["publish-product.s7.r0"]) == ["s7"]
+    assert short_labels(["publish-product.s-.r0"]) == ["run"]  # not "product", a piece of the task's name
+    assert short_labels(["animated-menu.s-.r0"]) == ["run"]
 
 
 def test_evals_list_is_linked_from_the_runs_page_newest_first(viewer, evals, page):
