@@ -430,10 +430,18 @@ class PersonInTheLoop:
         run_dir = self.run_dir
         _remove(run_dir / ANSWER_FILE)
         atomic_write(run_dir / PENDING_FILE, request.pending.model_dump_json().encode())
-        log.info("step held for a person", step=event.index, why=held[1])
+        ask = self.terminal_ask if not viewer_running(self.runs_dir) else None
+        # Where to answer and what happens otherwise: a run with no viewer and no terminal only waits it out.
+        where = "on this terminal" if ask is not None else f"in the viewer (glassbox view --runs-dir {self.runs_dir})"
+        log.info(
+            "step held for a person",
+            step=event.index,
+            why=held[1],
+            answer=where,
+            then=f"{self.on_timeout} after {self.timeout_s:g} s without an answer",
+        )
         terminal: list[Choice | None] = []
-        if self.terminal_ask is not None and not viewer_running(self.runs_dir):
-            ask = self.terminal_ask
+        if ask is not None:
             threading.Thread(
                 target=lambda: terminal.append(ask(request.pending, request.cancelled)), name="glassbox-ask", daemon=True
             ).start()

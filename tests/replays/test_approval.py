@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from agent import load_task, run_task
 from agent.approval import (
@@ -192,11 +193,16 @@ def test_nobody_answers_and_on_timeout_applies(tmp_path, on_timeout, status, poi
         tmp_path, f"{{min_confidence: 0.5, on_low_confidence: ask, approval_timeout_s: 0.3, on_timeout: {on_timeout}}}"
     )
     fake = FakeExecutor()
-    result = run_task(
-        task, runs_dir=tmp_path / "runs", executor=fake, policy_factory=lambda t, e: Unsure([CLICK, DONE], [0.2, 0.9])
-    )
+    with capture_logs() as logs:
+        result = run_task(
+            task, runs_dir=tmp_path / "runs", executor=fake, policy_factory=lambda t, e: Unsure([CLICK, DONE], [0.2, 0.9])
+        )
     assert result.status is status, result.end_reason
     assert fake.points == points
+    # Said when it is held: where to answer (no terminal here, so the viewer) and what happens without an answer.
+    [held] = [entry for entry in logs if entry["event"] == "step held for a person"]
+    assert held["answer"] == f"in the viewer (glassbox view --runs-dir {tmp_path / 'runs'})"
+    assert held["then"] == f"{on_timeout} after 0.3 s without an answer"
     step = read_steps(result.run_dir)[0]
     assert step.outcome == outcome and step.gate is not None
     assert (step.gate.answered_by, step.gate.timed_out) == ("timeout", True)
