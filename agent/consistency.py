@@ -51,6 +51,11 @@ _NAMED = re.compile(
 _NAMED_ZH = re.compile(
     r"(?:点击|单击|按下|选择|打开)(?:“|「)?([^\s，。；：！？、“”「」]{1,20}?)(?:”|」)?(?:按钮|链接|选项|菜单|输入框)?(?=[，。；：！？、\s]|$)"
 )
+# A CSS selector quoted in the reasoning ("left_click on selector='#subbtn'", a script's target) names no text on
+# the screen: taken as a claim, every such click was a "mismatch" ('#subbtn' against the button's 'Submit').
+_SELECTOR = re.compile(
+    r"(?:[#.][A-Za-z_][\w-]*|[a-z][\w-]*(?:[#.][\w-]+|\[[^\]]+\])+)(?:[^\S\n]*[>+~]?[^\S\n]*[#.]?[A-Za-z_][\w-]*(?:\[[^\]]+\])*)*"
+)
 _SCRIPT_PREFIX = re.compile(r"^Script step \d+/\d+:\s*")
 # A script step without a note is described by its action and arguments ("left_click coordinate=[200, 310]"): that
 # names nothing on screen, so it is no claim.
@@ -116,6 +121,8 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
     claims: list[str] = []
     for claim in found:
         claim = " ".join(claim.split())[:MAX_CLAIM]
+        if _SELECTOR.fullmatch(claim):
+            continue
         if normalise(claim) and normalise(claim) not in _ROLE_WORDS | _PRONOUNS and claim not in claims:
             claims.append(claim)
     return claims
@@ -135,6 +142,8 @@ def intended_texts(reasoning: str | None) -> list[str]:
         for start, claim in sorted(spans):
             claim = " ".join(claim.split())[:MAX_CLAIM]
             if _NEGATION.search(text[:start]) or normalise(claim) in _PRONOUNS or normalise(claim) in _ROLE_WORDS:
+                continue
+            if _SELECTOR.fullmatch(claim):
                 continue
             if normalise(claim) and claim not in found:
                 found.append(claim)

@@ -127,3 +127,17 @@ def test_intended_texts_leave_out_descriptions_refusals_and_pronouns() -> None:
     assert intended_texts("I see 'A' and 'B'. I will click 'B', not 'A'.") == ["B"]
     assert intended_texts("The 'Publish' button is below. Click it.") == []
     assert claimed_texts("The 'Publish' button is below. Click it.") == ["Publish"]  # what the verdict falls back to
+
+
+def test_a_css_selector_in_the_reasoning_names_no_text_on_the_screen() -> None:
+    """A script's target by selector (a MiniWoB++ demonstration) was a mismatch on every such click: '#subbtn'
+    against the button's 'Submit'. A selector is not a claim; a text beside it still is."""
+    click = LeftClick(action="left_click", coordinate=[500, 615])
+    submit = ElementInfo(tag="button", text="Submit", box=Box(x=0, y=0, width=80, height=30))
+    check = check_action(click, "Script step 5/6: left_click on selector='#subbtn'", element=submit)
+    assert check is not None and check.verdict == "unknown" and check.claimed == []
+    for selector in ("#area button", ".btn-primary", "button[type=submit]", "div.row > a"):
+        assert claimed_texts(f"click '{selector}'") == [], selector
+    assert claimed_texts("Script step 1/2: left_click on selector='#area button' text='Submit'") == ["Submit"]
+    wrong = check_action(click, "Script step 1/2: left_click on selector='#area button' text='Cancel'", element=submit)
+    assert wrong is not None and wrong.verdict == "mismatch"  # the named text is still judged
