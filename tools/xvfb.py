@@ -112,6 +112,8 @@ def display_gone(display: str) -> bool:
         probe.settimeout(1.0)
         try:
             probe.connect(path)
+        except TimeoutError:  # a server too busy to accept within a second is there
+            return False
         except OSError:
             return True
     return False

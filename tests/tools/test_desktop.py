@@ -15,7 +15,7 @@ from tests.conftest import ROOT, TASKS
 from tools.actions import ActionError
 from tools.desktop import Monitor, pick_monitor, to_screen
 from tools.keys import pyautogui_keys
-from tools.xvfb import DisplayError, check_display
+from tools.xvfb import DisplayError, check_display, display_gone
 from tracer import RunStatus, read_run, read_steps
 
 
@@ -56,6 +56,8 @@ def test_a_missing_display_is_a_clear_error(monkeypatch):
         check_display(None)
     with pytest.raises(DisplayError, match=r"X display :987 is not running"):
         check_display(":987")
+    assert display_gone(":987") and display_gone(":987.0")  # no server there
+    assert not display_gone("remote-host:0")  # another machine's display is not judged from here
 
 
 def test_desktop_task_validation():
