@@ -45,7 +45,7 @@ from tools.errors import UsageError
 from tools.images import check_image_file
 from tracer.schema import PromptMessage, RunRecord, StepRecord
 from tracer.secrets import Scrubber
-from tracer.store import MissingRunFile, RunStore, read_run, read_steps, step_file
+from tracer.store import MissingRunFile, RunStore, UnreadableStep, read_run, read_step_entries, step_file
 
 Format = Literal["sft", "dpo"]
 
@@ -141,7 +141,7 @@ def _write_records(
     base: Path,
 ) -> tuple[int, dict[str, int], bool]:
     skipped: dict[str, int] = {}
-    cache: dict[str, tuple[RunRecord, dict[int, StepRecord], Path]] = {}
+    cache: dict[str, tuple[RunRecord, dict[int, StepRecord], Path, int | None]] = {}
     items: list[_Item] = []
     for label in labels:
         reason = _skip_reason(label, fmt)
@@ -155,14 +155,22 @@ def _write_records(
                 skipped["run folder missing"] = skipped.get("run folder missing", 0) + 1
                 continue
             try:
-                cache[label.run_id] = (read_run(run_dir), {s.index: s for s in read_steps(run_dir)}, run_dir)
+                entries = read_step_entries(run_dir)
+                steps_by_index = {e.index: e for e in entries if isinstance(e, StepRecord)}
+                damaged = min((e.index for e in entries if isinstance(e, UnreadableStep)), default=None)
+                cache[label.run_id] = (read_run(run_dir), steps_by_index, run_dir, damaged)
             except ValueError:
                 skipped["run record unreadable"] = skipped.get("run record unreadable", 0) + 1
                 continue
-        run, steps, run_dir = cache[label.run_id]
+        run, steps, run_dir, first_damaged = cache[label.run_id]
         step = steps.get(label.step)
         if step is None:
             skipped["step missing"] = skipped.get("step missing", 0) + 1
+            continue
+        if step.prompt is None and first_damaged is not None and first_damaged < step.index:
+            # Its prompt is rebuilt from the steps before it (a script's step records none): with one of them
+            # unreadable, the history would silently lack it and the sample would not be the prompt a model sees.
+            skipped["a step before it is damaged"] = skipped.get("a step before it is damaged", 0) + 1
             continue
         try:
             messages, images = _prompt(run, steps, step, run_dir, images_dir, base, flavor)

@@ -306,3 +306,19 @@ def test_steps_that_make_no_usable_record_are_skipped_and_counted(model_run_dir:
         "correct label on a step whose output had no tool call": 1,
         "prompt text holds an <image> tag of its own": 1,
     }
+
+
+def test_a_script_step_after_a_damaged_line_is_skipped_not_exported_with_a_history_short_of_a_step(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """A script's step records no prompt: the export rebuilds it from the steps before. With one of those
+    unreadable, the sample would silently lack that step in its history (not what a model is sent)."""
+    label_step(run_dir, 0, "wrong", at=(10, 10))
+    label_step(run_dir, 2, "wrong", at=(20, 20))
+    steps_file = run_dir / "steps.jsonl"
+    rows = steps_file.read_text(encoding="utf-8").splitlines()
+    rows[1] = rows[1][: len(rows[1]) // 2]  # step 1's line damaged in place (a crash, a hand edit)
+    steps_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = export_feedback(run_dir.parent, tmp_path / "sft.jsonl", "sft")
+    assert summary.records == 1  # step 0: nothing before it
+    assert summary.skipped == {"a step before it is damaged": 1}
