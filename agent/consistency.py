@@ -53,9 +53,18 @@ _NAMED_ZH = re.compile(
 )
 # A CSS selector quoted in the reasoning ("left_click on selector='#subbtn'", a script's target) names no text on
 # the screen: taken as a claim, every such click was a "mismatch" ('#subbtn' against the button's 'Submit').
-_SELECTOR = re.compile(
-    r"(?:[#.][A-Za-z_][\w-]*|[a-z][\w-]*(?:[#.][\w-]+|\[[^\]]+\])+)(?:[^\S\n]*[>+~]?[^\S\n]*[#.]?[A-Za-z_][\w-]*(?:\[[^\]]+\])*)*"
-)
+# One compound selector (tag, then #id / .class / [attr] parts); each part starts with a character the one before
+# cannot take, so matching is linear (a pattern that let repeats overlap backtracked for 37 s on 30 characters).
+_COMPOUND = re.compile(r"(?:[A-Za-z][\w-]*)?(?:[#.][A-Za-z_][\w-]*|\[[^\]\n]*\])*")
+_COMBINATOR = re.compile(r"[^\S\n]*[>+~][^\S\n]*|[^\S\n]+")
+
+
+def _is_selector(claim: str) -> bool:
+    """Compound selectors joined by spaces or > + ~, at least one with an #id, a .class or an [attribute]."""
+    parts = _COMBINATOR.split(claim.strip())
+    return all(p and _COMPOUND.fullmatch(p) for p in parts) and any(c in p for p in parts for c in "#.[")
+
+
 _SCRIPT_PREFIX = re.compile(r"^Script step \d+/\d+:\s*")
 # A script step without a note is described by its action and arguments ("left_click coordinate=[200, 310]"): that
 # names nothing on screen, so it is no claim.
@@ -121,7 +130,7 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
     claims: list[str] = []
     for claim in found:
         claim = " ".join(claim.split())[:MAX_CLAIM]
-        if _SELECTOR.fullmatch(claim):
+        if _is_selector(claim):
             continue
         if normalise(claim) and normalise(claim) not in _ROLE_WORDS | _PRONOUNS and claim not in claims:
             claims.append(claim)
@@ -143,7 +152,7 @@ def intended_texts(reasoning: str | None) -> list[str]:
             claim = " ".join(claim.split())[:MAX_CLAIM]
             if _NEGATION.search(text[:start]) or normalise(claim) in _PRONOUNS or normalise(claim) in _ROLE_WORDS:
                 continue
-            if _SELECTOR.fullmatch(claim):
+            if _is_selector(claim):
                 continue
             if normalise(claim) and claim not in found:
                 found.append(claim)

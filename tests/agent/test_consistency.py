@@ -141,3 +141,8 @@ def test_a_css_selector_in_the_reasoning_names_no_text_on_the_screen() -> None:
     assert claimed_texts("Script step 1/2: left_click on selector='#area button' text='Submit'") == ["Submit"]
     wrong = check_action(click, "Script step 1/2: left_click on selector='#area button' text='Cancel'", element=submit)
     assert wrong is not None and wrong.verdict == "mismatch"  # the named text is still judged
+    # Model output is untrusted: a quoted text built to make a selector pattern backtrack (the first version of
+    # this check took 37 s on 30 characters) is simply a claim.
+    hostile = "#" + "a" * 57 + "!"
+    assert claimed_texts(f"click '{hostile}'") == [hostile]
+    assert claimed_texts("click '#a" + " a" * 27 + "!'") == ["#a" + " a" * 27 + "!"]
