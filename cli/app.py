@@ -608,13 +608,11 @@ def runs_show(
 ) -> None:
     """Show one run: its record, checks and steps."""
     from cli.output import RunShow, clean, write_json
-    from tracer.schema import StepRecord
-    from tracer.store import UnreadableStep, read_run, read_step_entries
+    from tracer.store import UnreadableStep, read_run, read_step_entries, split_entries
 
     run_dir = _run_dir(runs_dir, run_id)
     run, entries = read_run(run_dir), read_step_entries(run_dir)
-    steps = [e for e in entries if isinstance(e, StepRecord)]
-    damaged = [e for e in entries if isinstance(e, UnreadableStep)]
+    steps, damaged = split_entries(entries)
     if json_out:
         write_json(console, RunShow(run_dir=str(run_dir), run=run, steps=steps, unreadable=damaged))
         return

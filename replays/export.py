@@ -45,7 +45,7 @@ from tools.errors import UsageError
 from tools.images import check_image_file
 from tracer.schema import PromptMessage, RunRecord, StepRecord
 from tracer.secrets import Scrubber
-from tracer.store import MissingRunFile, RunStore, UnreadableStep, read_run, read_step_entries, step_file
+from tracer.store import MissingRunFile, RunStore, read_run, read_step_entries, split_entries, step_file
 
 Format = Literal["sft", "dpo"]
 
@@ -155,10 +155,9 @@ def _write_records(
                 skipped["run folder missing"] = skipped.get("run folder missing", 0) + 1
                 continue
             try:
-                entries = read_step_entries(run_dir)
-                steps_by_index = {e.index: e for e in entries if isinstance(e, StepRecord)}
-                damaged = min((e.index for e in entries if isinstance(e, UnreadableStep)), default=None)
-                cache[label.run_id] = (read_run(run_dir), steps_by_index, run_dir, damaged)
+                readable, damaged = split_entries(read_step_entries(run_dir))
+                first_bad = min((d.index for d in damaged), default=None)
+                cache[label.run_id] = (read_run(run_dir), {s.index: s for s in readable}, run_dir, first_bad)
             except ValueError:
                 skipped["run record unreadable"] = skipped.get("run record unreadable", 0) + 1
                 continue

@@ -178,15 +178,19 @@ class DamagedSteps(UsageError, ValueError):
         )
 
 
+def split_entries(entries: list[StepRecord | UnreadableStep]) -> tuple[list[StepRecord], list[UnreadableStep]]:
+    """:func:`read_step_entries`' list as (the steps, the damaged lines), each in file order."""
+    return [e for e in entries if isinstance(e, StepRecord)], [e for e in entries if isinstance(e, UnreadableStep)]
+
+
 def read_steps(run_dir: Path, *, whole: bool = False) -> list[StepRecord]:
     """Every whole step of a run. A torn last line (a crash mid-write, perhaps inside a UTF-8 character) is left
     out. A line that is not a valid step (bytes that are not UTF-8, not JSON) is skipped, or, with ``whole``,
     raises :class:`DamagedSteps`."""
-    entries = read_step_entries(run_dir)
-    damaged = [e for e in entries if isinstance(e, UnreadableStep)]
+    steps, damaged = split_entries(read_step_entries(run_dir))
     if whole and damaged:
         raise DamagedSteps(run_dir, damaged)
-    return [e for e in entries if isinstance(e, StepRecord)]
+    return steps
 
 
 def valid_lines(fh: BinaryIO, parse: Callable[[bytes], T], limit: int = MAX_STEP_LINE) -> Iterator[T]:

@@ -44,6 +44,7 @@ from tracer.run_files import (
     read_step_entries,
     read_step_file,
     read_steps,
+    split_entries,
     stale_temp_files,
     step_file,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "read_step_entries",
     "read_step_file",
     "read_steps",
+    "split_entries",
     "UnreadableStep",
     "stale_temp_files",
     "step_file",
