@@ -177,6 +177,41 @@ def test_a_screen_read_again_gives_the_same_lines_without_recognizing_them(engin
     assert engine._recognized.misses == misses  # every line came from memory
 
 
+def test_a_short_line_is_recognized_at_its_own_width_and_reads_as_at_rapidocrs(engine, bundled_run, tmp_path) -> None:
+    """Recognition costs in proportion to the width a line is padded to; rapidocr pads every line to 320 px (at
+    48 high), the engine only to REC_MIN_WIDTH, and the shop's buttons and labels read the same either way."""
+    from tools.ocr import REC_MIN_WIDTH
+
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    png = (result.run_dir / read_steps(result.run_dir)[-2].screenshot).read_bytes()
+    recognizer = engine._ocr._load_rec_model()
+    widths: list[int] = []
+    session = recognizer.session
+
+    class Spy:
+        def __call__(self, batch):  # the array of one line, as the runtime gets it
+            widths.append(batch.shape[-1])
+            return session(batch)
+
+    engine.forget()
+    recognizer.session = Spy()
+    try:
+        ours = engine.read(png)
+    finally:
+        recognizer.session = session
+    assert REC_MIN_WIDTH < 320 and widths and min(widths) == REC_MIN_WIDTH
+    assert sum(w < 320 for w in widths) > len(widths) / 2  # most lines are short
+    recognizer.rec_image_shape = [3, 48, 320]
+    engine.forget()
+    try:
+        padded = engine.read(png)
+    finally:
+        recognizer.rec_image_shape = [3, 48, REC_MIN_WIDTH]
+        engine.forget()
+    assert [x.text for x in ours.lines] == [x.text for x in padded.lines]
+    assert {"Publish", "Save draft", "Product name"} <= {x.text for x in ours.lines}
+
+
 @pytest.mark.slow
 def test_openvino_and_onnxruntime_read_the_same_text_and_boxes(bundled_run, tmp_path) -> None:
     import importlib.util
