@@ -271,6 +271,7 @@ class RapidOcrEngine:
         # configured model file is missing, and none is).
         self._ocr = RapidOCR(params=params)
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._recognized = recognized or RecognizedLines()
         # rapidocr's pipeline calls recognize_txt with the line images it cropped; wrapping that one step on this
         # instance keeps its detection, cropping and filtering exactly as they are.
@@ -292,7 +293,7 @@ class RapidOcrEngine:
         built once and kept."""
         if self.threads is None:
             return self
-        with self._lock:
+        with self._building:  # not the read lock: a read in progress (a second or two) must not hold this up
             if self._all_cores is None:
                 self._all_cores = RapidOcrEngine(
                     threads=None,

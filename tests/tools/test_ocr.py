@@ -243,3 +243,19 @@ def test_an_image_no_screenshot_can_be_is_refused_before_it_is_decoded() -> None
     for decode in (decode_rgb, _rgb_array):
         with pytest.raises(UnreadableImage, match="is 12000x12000 pixels: not a screenshot"):
             decode(buffer.getvalue())
+
+
+@pytest.mark.slow
+def test_the_all_cores_engine_is_had_without_waiting_for_a_read_in_progress(engine) -> None:
+    """The worker asks for it when a run ends, while it is still reading a screenshot (a second or two on one
+    thread): waiting for that read delayed the switch to all cores by as much."""
+    import threading
+
+    got: list[object] = []
+    with engine._lock:  # a read in progress holds this
+        asking = threading.Thread(target=lambda: got.append(engine.all_cores()))
+        asking.start()
+        asking.join(timeout=60)
+        done = not asking.is_alive()
+    asking.join()
+    assert done and got and got[0] is not engine
