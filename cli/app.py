@@ -24,7 +24,7 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
-from cli.output import console, err_console
+from cli.output import console, err_console, say_damaged
 from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
@@ -684,11 +684,14 @@ def graph(
     """Export a run's decision graph (observation -> reasoning -> action -> outcome -> next observation)."""
     from tracer.decisions import read_decisions
     from tracer.graph import attach_counterfactuals, export, run_graph
-    from tracer.store import read_run, read_steps
+    from tracer.store import read_run, read_step_entries, split_entries
 
     run_dir = _run_dir(runs_dir, run_id)
     decided = read_decisions(run_dir)  # counterfactual branches (glassbox decide)
-    text = export(attach_counterfactuals(run_graph(read_run(run_dir), read_steps(run_dir)), decided), format.value)
+    steps, damaged = split_entries(read_step_entries(run_dir))
+    say_damaged(run_dir, damaged, "in the graph as 'damaged' nodes")
+    graph = run_graph(read_run(run_dir), steps, damaged=damaged)
+    text = export(attach_counterfactuals(graph, decided), format.value)
     if out is None:
         sys.stdout.write(text)
     else:
@@ -978,7 +981,8 @@ def export_html_cmd(
 
     check_out_path(out)
     options = HtmlOptions(max_width=max_width, quality=quality, image_format=image_format.value, max_steps=max_steps)
-    info = export_html(_run_dir(runs_dir, run_id), out, options=options)
+    run_dir = _run_dir(runs_dir, run_id)
+    info = export_html(run_dir, out, options=options)
     shown = f"{info.steps} steps" if info.steps == info.total_steps else f"{info.steps} of {info.total_steps} steps (--max-steps)"
     console.print(
         f"wrote {escape(str(info.out))} ({_size(info.bytes)}, {shown}, screenshots {image_format.value} "
@@ -986,6 +990,7 @@ def export_html_cmd(
         soft_wrap=True,
     )
     _say_missing(info.missing)
+    say_damaged(run_dir, info.unreadable, "left out of the page, which says so")
 
 
 @export_app.command("gif")
@@ -1002,7 +1007,8 @@ def export_gif_cmd(
     from replays.share_output import check_out_path
 
     check_out_path(out)
-    info = export_gif(_run_dir(runs_dir, run_id), out, options=GifOptions(width=width, frame_ms=frame_ms, max_steps=max_steps))
+    run_dir = _run_dir(runs_dir, run_id)
+    info = export_gif(run_dir, out, options=GifOptions(width=width, frame_ms=frame_ms, max_steps=max_steps))
     shown = (
         f"{info.frames} frames"
         if info.frames == info.total_steps
@@ -1013,6 +1019,7 @@ def export_gif_cmd(
         soft_wrap=True,
     )
     _say_missing(info.missing)
+    say_damaged(run_dir, info.unreadable, "left out of the GIF")
 
 
 def _size(count: int) -> str:

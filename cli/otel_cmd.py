@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from cli.output import console, err_console
+from cli.output import console, err_console, say_damaged
 from cli.run_ref import resolve_run
 
 if TYPE_CHECKING:
@@ -92,7 +92,9 @@ def export_otel_cmd(
     try:
         for ref in refs:
             media = MediaRef(viewer_url=viewer_url, run_dir=str(ref.run_dir.resolve()))
-            spans += export_run(ref.run_dir, session.trace(), conv, scrubber=_task_scrubber(ref.run_dir), media=media)
+            sent = export_run(ref.run_dir, session.trace(), conv, scrubber=_task_scrubber(ref.run_dir), media=media)
+            say_damaged(ref.run_dir, sent.unreadable, "left out of the trace; its run span counts them")
+            spans += sent.spans
         session.flush()
     finally:
         session.close()

@@ -145,3 +145,18 @@ def least_confident_markup(steps: Sequence[StepRecord]) -> str:
     reasoning = clean((step.reasoning or "").strip().splitlines()[0] if step.reasoning and step.reasoning.strip() else "")
     excerpt = f" [dim]· {escape(reasoning[:80])}[/]" if reasoning else ""
     return f"least confident step: [bold]step {step.index}[/] {confidence_markup(step.confidence, pad=0)}{excerpt}"
+
+
+def say_damaged(run_dir: Path, damaged: Sequence[UnreadableStep], where: str) -> None:
+    """Warn on standard error that lines of a run's steps.jsonl cannot be read: a command that reads what it can
+    says what it left out, and ``where``, how its output shows them."""
+    if not damaged:
+        return
+    err_console.print(
+        f"[yellow]warning:[/] run {escape(clean(run_dir.name))}: {len(damaged)} line(s) of steps.jsonl cannot be read ({where})",
+        soft_wrap=True,
+    )
+    for entry in damaged[:5]:
+        err_console.print(f"  line {entry.line + 1} (step {entry.index}): {escape(entry.unreadable)}", soft_wrap=True)
+    if len(damaged) > 5:
+        err_console.print(f"  and {len(damaged) - 5} more (glassbox runs show lists them all)")

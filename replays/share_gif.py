@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from replays.share_output import check_out_path, write_atomically
 from replays.share_run import SharedRun, SharedStep, load_shared_run, step_image
+from tracer.run_files import UnreadableStep
 
 MARKER = (239, 68, 68)  # the viewer's executed-point red
 HALO = (255, 255, 255)
@@ -43,6 +44,7 @@ class GifExportInfo(BaseModel):
     total_steps: int
     size: tuple[int, int]
     missing: dict[int, str]
+    unreadable: list[UnreadableStep] = []  # lines of steps.jsonl left out
 
 
 def caption_line_height(width: int) -> int:
@@ -83,7 +85,15 @@ def export_gif(run_dir: Path, out: Path, *, options: GifOptions | None = None) -
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, disposal=1)
     data = buffer.getvalue()
     write_atomically(out, data)
-    return GifExportInfo(out=out, bytes=len(data), frames=len(frames), total_steps=shared.total_steps, size=size, missing=missing)
+    return GifExportInfo(
+        out=out,
+        bytes=len(data),
+        frames=len(frames),
+        total_steps=shared.total_steps,
+        size=size,
+        missing=missing,
+        unreadable=shared.unreadable,
+    )
 
 
 def frame(shot: Image.Image, step: SharedStep, shared: SharedRun, *, caption: tuple[str, str]) -> Image.Image:

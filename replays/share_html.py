@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from replays import confidence
 from replays.share_output import check_out_path, write_atomically
 from replays.share_run import SharedRun, SharedStep, load_shared_run, step_image
+from tracer.run_files import UnreadableStep
 
 _HERE = Path(__file__).resolve().parent
 _TEMPLATES = _HERE / "templates"
@@ -48,6 +49,7 @@ class HtmlExportInfo(BaseModel):
     steps: int
     total_steps: int
     missing: dict[int, str]  # step index -> why its screenshot is a placeholder
+    unreadable: list[UnreadableStep] = []  # lines of steps.jsonl left out (the page says how many)
 
 
 class _StepView(BaseModel):
@@ -67,7 +69,14 @@ def export_html(run_dir: Path, out: Path, *, options: HtmlOptions | None = None)
     html = render(shared, views, options)
     data = html.encode("utf-8")
     write_atomically(out, data)
-    return HtmlExportInfo(out=out, bytes=len(data), steps=len(views), total_steps=shared.total_steps, missing=missing)
+    return HtmlExportInfo(
+        out=out,
+        bytes=len(data),
+        steps=len(views),
+        total_steps=shared.total_steps,
+        missing=missing,
+        unreadable=shared.unreadable,
+    )
 
 
 def render(shared: SharedRun, views: list[_StepView], options: HtmlOptions) -> str:
@@ -96,6 +105,7 @@ def render(shared: SharedRun, views: list[_StepView], options: HtmlOptions) -> s
         goal=str(run.task.get("goal") or ""),
         views=views,
         total_steps=shared.total_steps,
+        unreadable_lines=[entry.line + 1 for entry in shared.unreadable],  # numbers only: the reasons stay home
         csp=csp,
         styles=Markup(styles),  # our own files, not recorded text
         script=Markup(script),

@@ -26,7 +26,7 @@ from tracer.labels import current_labels, read_label_events
 from tracer.run_files import MissingRunFile, read_step_file
 from tracer.schema import RunRecord, StepRecord
 from tracer.secrets import Scrubber
-from tracer.store import read_run, read_steps
+from tracer.store import UnreadableStep, read_run, read_step_entries, split_entries
 
 SECRET_PLACEHOLDER = "<secret>"  # what agent.task.Task.public_dict() records in place of a secret input's value
 
@@ -70,6 +70,7 @@ class SharedRun(BaseModel):
     run_dir: Path
     steps: list[SharedStep]
     total_steps: int  # steps recorded; more than len(steps) when --max-steps cut the export short
+    unreadable: list[UnreadableStep] = []  # lines of steps.jsonl that cannot be read: left out, and said so
 
 
 def load_shared_run(run_dir: Path, *, max_steps: int) -> SharedRun:
@@ -77,7 +78,8 @@ def load_shared_run(run_dir: Path, *, max_steps: int) -> SharedRun:
     if max_steps < 1:
         raise ShareError(f"--max-steps must be at least 1, not {max_steps}")
     try:
-        run, steps = read_run(run_dir), read_steps(run_dir)
+        run = read_run(run_dir)
+        steps, unreadable = split_entries(read_step_entries(run_dir))
     except (FileNotFoundError, ValueError) as exc:
         raise ShareError(str(exc)) from None
     if not steps:
@@ -95,7 +97,7 @@ def load_shared_run(run_dir: Path, *, max_steps: int) -> SharedRun:
         for step in steps[:max_steps]
     ]
     run, shared = scrubber.scrub(run), scrubber.scrub(shared)
-    return SharedRun(run=run, run_dir=run_dir, steps=shared, total_steps=len(steps))
+    return SharedRun(run=run, run_dir=run_dir, steps=shared, total_steps=len(steps), unreadable=unreadable)
 
 
 def leftover_secrets(task: dict[str, Any]) -> dict[str, str]:

@@ -5,7 +5,8 @@ Parse errors and low-confidence stops are their own nodes; an error leads to the
 was asked for afterwards (``glassbox decide``, :mod:`tracer.decisions`) attaches as a counterfactual branch leaving
 the step's observation.
 
-    graph = run_graph(read_run(run_dir), read_steps(run_dir))
+    steps, damaged = split_entries(read_step_entries(run_dir))
+    graph = run_graph(read_run(run_dir), steps, damaged=damaged)
     export(graph, "mermaid")
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from typing import Literal
 
 import networkx as nx
 
 from tools.actions import Action
 from tracer.decisions import CounterfactualDecision
+from tracer.run_files import STEPS_FILE, UnreadableStep
 from tracer.schema import RunRecord, StepErrorKind, StepRecord
 
 Format = Literal["json", "graphml", "mermaid"]
@@ -31,12 +34,32 @@ _NO_ACTION = {
 }
 
 
-def run_graph(run: RunRecord, steps: list[StepRecord], *, graph: nx.DiGraph | None = None, prefix: str = "") -> nx.DiGraph:
-    """Build (or extend ``graph`` with) the decision graph of one run. Node ids are ``{prefix}{kind}:{index}``."""
+def run_graph(
+    run: RunRecord,
+    steps: list[StepRecord],
+    *,
+    damaged: Sequence[UnreadableStep] = (),
+    graph: nx.DiGraph | None = None,
+    prefix: str = "",
+) -> nx.DiGraph:
+    """Build (or extend ``graph`` with) the decision graph of one run. Node ids are ``{prefix}{kind}:{index}``.
+
+    ``damaged``: lines of ``steps.jsonl`` that cannot be read (:func:`tracer.run_files.split_entries`), each a
+    ``damaged:{line}`` node in its place in the chain, so that a graph of a damaged run says what it lacks."""
     g = graph if graph is not None else nx.DiGraph(run_id=run.run_id, task=run.task_name, policy=run.policy)
     previous_end: str | None = None
     previous_error = False
-    for step in steps:
+    # file order: a damaged line stands for the step after the readable one before it
+    entries: list[StepRecord | UnreadableStep] = sorted([*steps, *damaged], key=lambda e: (e.index, isinstance(e, StepRecord)))
+    for step in entries:
+        if isinstance(step, UnreadableStep):
+            node = f"{prefix}damaged:{step.line}"
+            label = f"line {step.line + 1} of {STEPS_FILE} cannot be read: {_short(step.unreadable, 120)}"
+            g.add_node(node, kind="damaged", step=step.index, run_id=run.run_id, label=label)
+            if previous_end is not None:
+                g.add_edge(previous_end, node, kind="next")
+            previous_end, previous_error = node, False
+            continue
         i = step.index
         obs, think = f"{prefix}obs:{i}", f"{prefix}think:{i}"
         g.add_node(
@@ -157,6 +180,7 @@ _SHAPES = {
     "parse_error": ('[/"', '"/]'),
     "backend_error": ('[/"', '"/]'),
     "low_confidence": ('[/"', '"/]'),
+    "damaged": ('[/"', '"/]'),
     "counterfactual": ('[["', '"]]'),
     "end": ('(("', '"))'),
 }

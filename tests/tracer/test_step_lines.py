@@ -130,3 +130,39 @@ def test_runs_show_shows_damaged_lines_in_place(tmp_path):
     assert [(u["index"], u["line"]) for u in as_json["unreadable"]] == [(1, 1), (2, 2)]
     replayed = glassbox_in_process("replay", run_dir.name, "--runs-dir", str(tmp_path))
     assert replayed.returncode == 2 and "line 2 of steps.jsonl" in replayed.stderr, replayed.stderr
+
+
+def test_graph_share_and_otel_export_read_what_they_can_and_say_what_they_left_out(tmp_path):
+    """The lenient readers go on past a damaged line, but none passes for the whole run: the graph has a node in
+    its place, the shared page and the trace count it, and each command warns on standard error."""
+    import json
+
+    from tests.conftest import glassbox_in_process
+    from tests.tracer.otlp_receiver import OtlpHttpReceiver
+
+    run_dir = _damaged_run(tmp_path)
+    graphed = glassbox_in_process("graph", run_dir.name, "--runs-dir", str(tmp_path), "--format", "json")
+    assert graphed.returncode == 0, graphed.stderr
+    assert "2 line(s) of steps.jsonl cannot be read" in graphed.stderr and "line 3 (step 2): not JSON" in graphed.stderr
+    graph = json.loads(graphed.stdout)
+    damaged = [n for n in graph["nodes"] if n["kind"] == "damaged"]
+    assert [(n["id"], n["step"]) for n in damaged] == [("damaged:1", 1), ("damaged:2", 2)]
+    edges = {(e["source"], e["target"]) for e in graph["edges"]}
+    assert {("out:0", "damaged:1"), ("damaged:1", "damaged:2"), ("damaged:2", "obs:3")} <= edges  # in their place
+    mermaid = glassbox_in_process("graph", run_dir.name, "--runs-dir", str(tmp_path), "--format", "mermaid").stdout
+    assert "line 2 of steps.jsonl cannot be read" in mermaid
+
+    page = tmp_path / "shared.html"
+    shared = glassbox_in_process("export", "html", run_dir.name, "--runs-dir", str(tmp_path), "--out", str(page))
+    assert shared.returncode == 0, shared.stderr
+    assert "2 line(s) of steps.jsonl cannot be read" in shared.stderr
+    assert "2 recorded lines of steps.jsonl cannot be read and are left out (lines 2, 3)" in page.read_text(encoding="utf-8")
+
+    with OtlpHttpReceiver() as receiver:
+        sent = glassbox_in_process("export", "otel", run_dir.name, "--runs-dir", str(tmp_path), env=receiver.env)
+        spans = receiver.spans()
+    assert sent.returncode == 0, sent.stderr
+    assert "2 line(s) of steps.jsonl cannot be read" in sent.stderr
+    [root] = [s for s in spans if not s.parent_id]
+    assert root.attributes["glassbox.run.unreadable_step_lines"] == 2
+    assert len([s for s in spans if s.name == "glassbox.step"]) == 2  # steps 0 and 3
