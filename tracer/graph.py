@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -205,7 +206,12 @@ def _mermaid_text(text: str) -> str:
     """A label as text inside Mermaid's quotes: labels come from pages and models, so no line break (a new
     statement: a click handler), quote (the end of the label) or HTML tag gets through; entity codes show them."""
     text = " ".join(text.split())  # every kind of line break and space, \r and \u2028 among them
-    return text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    text = text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    # the export goes to a terminal as often as to a file: no escape sequence (ESC, CSI) reaches it as such
+    return _CONTROL.sub(lambda m: f"#{ord(m.group())};", text)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _short(text: str, limit: int = 80) -> str:

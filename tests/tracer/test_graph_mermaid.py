@@ -12,6 +12,7 @@ HOSTILE = [
     "a\rclick n0 call alert()",
     "b\u2028click n0 call alert()",
     "<img src=x onerror=alert(1)> #quot; %%{init: {}}%%",
+    "\x1b]0;pwned\x07\x1b[2J\x9b31m",  # a terminal's title, a cleared screen, a C1 CSI
 ]
 
 
@@ -28,3 +29,5 @@ def test_hostile_labels_stay_text_inside_their_node() -> None:
     for i, line in enumerate(lines[1 : 1 + len(HOSTILE)]):
         assert line.startswith(f"  n{i}") and line.count('"') == 2  # the label's own quotes only
     assert "#quot;" in lines[1] and "#lt;img" in lines[4] and "#35;quot;" in lines[4]  # shown as typed
+    assert not any(0 <= ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text.replace("\n", ""))  # none for a terminal
+    assert "#27;]0;pwned#7;#27;[2J#155;31m" in lines[5]
