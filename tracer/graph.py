@@ -157,14 +157,36 @@ def attach_counterfactuals(graph: nx.DiGraph, decisions: list[CounterfactualDeci
 def export(graph: nx.DiGraph, fmt: Format) -> str:
     """Serialise as node-link JSON, GraphML or a Mermaid flowchart."""
     if fmt == "json":
-        return json.dumps(nx.node_link_data(graph, edges="edges"), ensure_ascii=False, indent=1)
+        text = json.dumps(nx.node_link_data(graph, edges="edges"), ensure_ascii=False, indent=1)
+        # json leaves C1 controls and lone surrogates raw (only C0 is escaped): \u escapes, the same data
+        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     if fmt == "graphml":
         buffer = io.BytesIO()
-        nx.write_graphml(graph, buffer, encoding="utf-8")
+        nx.write_graphml(_xml_safe(graph), buffer, encoding="utf-8")
         return buffer.getvalue().decode("utf-8")
     if fmt == "mermaid":
         return _mermaid(graph)
     raise ValueError(f"unknown graph format {fmt!r}; use json, graphml or mermaid")
+
+
+# Labels come from pages and models. XML 1.0 cannot hold C0 controls (but tab and line breaks), lone surrogates or
+# U+FFFE/FFFF: a GraphML file with one is unreadable. They, and C1 controls, are written as \\xNN / \\uNNNN text.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff]")
+
+
+def _xml_safe(graph: nx.DiGraph) -> nx.DiGraph:
+    def clean(value: object) -> object:
+        if not isinstance(value, str) or not _XML_BAD.search(value):
+            return value
+        return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", value)
+
+    safe = nx.DiGraph(**{k: clean(v) for k, v in graph.graph.items()})
+    for node, data in graph.nodes(data=True):
+        safe.add_node(clean(node), **{k: clean(v) for k, v in data.items()})
+    for a, b, data in graph.edges(data=True):
+        safe.add_edge(clean(a), clean(b), **{k: clean(v) for k, v in data.items()})
+    return safe
 
 
 def load(text: str, fmt: Literal["json", "graphml"]) -> nx.DiGraph:

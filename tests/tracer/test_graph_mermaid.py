@@ -1,5 +1,6 @@
-"""The Mermaid export of a decision graph: its labels come from pages and models, so none can end its label, start
-a statement of its own (a click handler) or carry an HTML tag."""
+"""The exports of a decision graph: its labels come from pages and models, so in Mermaid none can end its label, start
+a statement of its own (a click handler) or carry an HTML tag, and in no format does a control character break the
+file or reach a terminal as such."""
 
 from __future__ import annotations
 
@@ -31,3 +32,23 @@ def test_hostile_labels_stay_text_inside_their_node() -> None:
     assert "#quot;" in lines[1] and "#lt;img" in lines[4] and "#35;quot;" in lines[4]  # shown as typed
     assert not any(0 <= ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text.replace("\n", ""))  # none for a terminal
     assert "#27;]0;pwned#7;#27;[2J#155;31m" in lines[5]
+
+
+def test_graphml_and_json_of_control_characters_parse_back_and_hold_none_raw() -> None:
+    """XML cannot hold most control characters (a GraphML file with one is unreadable) and json leaves C1 controls
+    and lone surrogates raw: a model's or a page's text must neither break the file nor reach a terminal as such."""
+    from tracer.graph import load
+
+    label = "x\x1b[2J\x9b31m\x00y\ud800 中文"
+    graph = nx.DiGraph(run_id="r\x07")
+    graph.add_node("a", kind="reasoning", label=label)
+    graph.add_node("b", kind="end", label="ok")
+    graph.add_edge("a", "b", kind="end")
+    for fmt in ("graphml", "json"):
+        text = export(graph, fmt)  # type: ignore[arg-type]
+        assert not any(0 <= ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in text.replace("\n", ""))
+        text.encode("utf-8")  # no lone surrogate left to fail a write
+        back = load(text, fmt)  # type: ignore[arg-type]
+        assert set(back.nodes) == {"a", "b"} and "中文" in back.nodes["a"]["label"]
+    assert load(export(graph, "json"), "json").nodes["a"]["label"] == label  # json: the same data, escaped
+    assert load(export(graph, "graphml"), "graphml").nodes["a"]["label"] == "x\\x1b[2J\\x9b31m\\x00y\\ud800 中文"  # shown as text
