@@ -170,16 +170,22 @@ def export(graph: nx.DiGraph, fmt: Format) -> str:
 
 
 # Labels come from pages and models. XML 1.0 cannot hold C0 controls (but tab and line breaks), lone surrogates or
-# U+FFFE/FFFF: a GraphML file with one is unreadable. They, and C1 controls, are written as \\xNN / \\uNNNN text.
+# U+FFFE/FFFF: a GraphML file with one is unreadable. They, and C1 controls, are written as \xNN / \uNNNN text.
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff]")
 
 
+def xml_text(text: str) -> str:
+    """``text`` with what XML cannot hold (and C1 controls) written as ``\\xNN`` / ``\\uNNNN`` text: for any XML
+    made of recorded text (GraphML, the viewer's graph SVG), which one such character would make unreadable."""
+    if not _XML_BAD.search(text):
+        return text
+    return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
 def _xml_safe(graph: nx.DiGraph) -> nx.DiGraph:
     def clean(value: object) -> object:
-        if not isinstance(value, str) or not _XML_BAD.search(value):
-            return value
-        return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", value)
+        return xml_text(value) if isinstance(value, str) else value
 
     safe = nx.DiGraph(**{k: clean(v) for k, v in graph.graph.items()})
     for node, data in graph.nodes(data=True):

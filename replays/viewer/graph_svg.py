@@ -16,12 +16,20 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from html import escape
+from html import escape as _escape
 from typing import Any
 
 import networkx as nx
 
 from replays import confidence
+from tracer.graph import xml_text
+
+
+def escape(text: str) -> str:
+    """Markup-escaped, and without a character XML cannot hold: the graph is also served alone as image/svg+xml,
+    which one control character in a model's reasoning would make unreadable."""
+    return _escape(xml_text(text))
+
 
 CARD_W, CARD_H, GAP_X, GAP_Y, PAD = 164, 118, 18, 30, 18
 NODE_W = CARD_W - 12

@@ -149,3 +149,15 @@ def test_every_recorded_value_is_escaped() -> None:
     texts = " ".join(t.text or "" for t in root.iter(f"{SVG}title"))
     assert hostile in texts  # shown as text, whole, on hover
     assert cards(root)[0].get("href") == '/runs/"x"#step-0'
+
+
+def test_control_characters_in_recorded_text_leave_the_svg_well_formed() -> None:
+    """The viewer also serves the graph alone as image/svg+xml: one control character in a model's reasoning (byte
+    tokens can decode to any) or a page's error text used to make it an XML error in place of the graph."""
+    hostile = "click \x1b[2J the \x00button\x0b \ufffe"
+    run = run_record().model_copy(update={"end_reason": "gone\x07", "status": RunStatus.failed})
+    steps = [step(0, reasoning=hostile), step(1, reasoning="ok").model_copy(update={"error": "\x08", "outcome": "error"})]
+    svg = graph_svg(run_graph(run, steps))
+    root = parse(svg)  # ET refuses any character XML 1.0 does not allow
+    texts = " ".join(t.text or "" for t in root.iter(f"{SVG}title"))
+    assert "click \\x1b[2J the \\x00button \\ufffe" in texts  # shown as text (the vertical tab is a space)
