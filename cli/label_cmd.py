@@ -85,7 +85,7 @@ def label_command(
         note=note,
     )
     if json_out:
-        console.file.write(label.model_dump_json(indent=1) + "\n")
+        write_json(console, label)
         return
     fix = f": {escape(_what(label))}" if label.correction else ""
     console.print(f"labelled step {label.step} of {escape(ref.run_id)} {label.verdict}{fix} (label {label.id})", soft_wrap=True)

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from replays import confidence as conf_scale
 from tracer.index import RunRow
+from tracer.safe_text import json_text
 from tracer.schema import RunRecord, StepRecord
 from tracer.store import UnreadableStep
 
@@ -117,8 +118,8 @@ def _longest(i: int, col: Column, rows: Sequence[Sequence[str]]) -> int:
 
 
 def write_json(console: Console, document: BaseModel) -> None:
-    """One JSON document on stdout (no rich rendering: no wrapping, no markup)."""
-    console.file.write(document.model_dump_json(indent=1) + "\n")
+    """One JSON document on stdout (no rich rendering: no wrapping, no markup; no raw terminal control)."""
+    console.file.write(json_text(document.model_dump_json(indent=1)) + "\n")
     console.file.flush()
 
 

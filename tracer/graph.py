@@ -23,6 +23,7 @@ import networkx as nx
 from tools.actions import Action
 from tracer.decisions import CounterfactualDecision
 from tracer.run_files import STEPS_FILE, UnreadableStep
+from tracer.safe_text import json_text, xml_text
 from tracer.schema import RunRecord, StepErrorKind, StepRecord
 
 Format = Literal["json", "graphml", "mermaid"]
@@ -157,9 +158,7 @@ def attach_counterfactuals(graph: nx.DiGraph, decisions: list[CounterfactualDeci
 def export(graph: nx.DiGraph, fmt: Format) -> str:
     """Serialise as node-link JSON, GraphML or a Mermaid flowchart."""
     if fmt == "json":
-        text = json.dumps(nx.node_link_data(graph, edges="edges"), ensure_ascii=False, indent=1)
-        # json leaves C1 controls and lone surrogates raw (only C0 is escaped): \u escapes, the same data
-        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return json_text(json.dumps(nx.node_link_data(graph, edges="edges"), ensure_ascii=False, indent=1))
     if fmt == "graphml":
         buffer = io.BytesIO()
         nx.write_graphml(_xml_safe(graph), buffer, encoding="utf-8")
@@ -167,20 +166,6 @@ def export(graph: nx.DiGraph, fmt: Format) -> str:
     if fmt == "mermaid":
         return _mermaid(graph)
     raise ValueError(f"unknown graph format {fmt!r}; use json, graphml or mermaid")
-
-
-# Labels come from pages and models. XML 1.0 cannot hold C0 controls (but tab and line breaks), lone surrogates or
-# U+FFFE/FFFF: a GraphML file with one is unreadable. They, and C1 controls, are written as \xNN / \uNNNN text.
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff]")
-
-
-def xml_text(text: str) -> str:
-    """``text`` with what XML cannot hold (and C1 controls) written as ``\\xNN`` / ``\\uNNNN`` text: for any XML
-    made of recorded text (GraphML, the viewer's graph SVG), which one such character would make unreadable."""
-    if not _XML_BAD.search(text):
-        return text
-    return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
 
 
 def _xml_safe(graph: nx.DiGraph) -> nx.DiGraph:

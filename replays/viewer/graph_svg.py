@@ -22,7 +22,7 @@ from typing import Any
 import networkx as nx
 
 from replays import confidence
-from tracer.graph import xml_text
+from tracer.safe_text import xml_text
 
 
 def escape(text: str) -> str:

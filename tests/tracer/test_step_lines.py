@@ -166,3 +166,19 @@ def test_graph_share_and_otel_export_read_what_they_can_and_say_what_they_left_o
     [root] = [s for s in spans if not s.parent_id]
     assert root.attributes["glassbox.run.unreadable_step_lines"] == 2
     assert len([s for s in spans if s.name == "glassbox.step"]) == 2  # steps 0 and 3
+
+
+def test_json_output_carries_no_raw_terminal_control_yet_the_same_text(tmp_path):
+    """JSON encoders escape C0 controls only: a C1 CSI (U+009B) in a model's reasoning went to the terminal raw."""
+    import json
+
+    from tests.conftest import glassbox_in_process
+
+    writer = RunWriter.create(tmp_path, record())
+    hostile = "click \x9b2J\x1b[31m here\x7f"
+    writer.write_step(step(0).model_copy(update={"reasoning": hostile}))
+    writer.finish(status=writer.record.status, end_reason="done")
+    shown = glassbox_in_process("runs", "show", writer.run_dir.name, "--runs-dir", str(tmp_path), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert not any(0x7F <= ord(c) < 0xA0 or (ord(c) < 32 and c != "\n") for c in shown.stdout)
+    assert json.loads(shown.stdout)["steps"][0]["reasoning"] == hostile
