@@ -24,7 +24,7 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
-from cli.output import console, err_console, say_damaged
+from cli.output import clean, console, err_console, say_damaged
 from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
@@ -114,7 +114,9 @@ def _show_log_event(event: dict[str, object]) -> None:
     level = str(event.get("level", "info"))
     label = "glassbox" if level == "info" else level
     err_console.print(
-        f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(format_event(event, traceback=False))}", soft_wrap=True
+        # one line, and no control character: the fields hold page text (a URL, an error) a terminal would act on
+        f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(clean(format_event(event, traceback=False)))}",
+        soft_wrap=True,
     )
 
 
@@ -430,30 +432,30 @@ def _print_step(step: StepRecord) -> None:
     elif step.outcome == "skipped":  # a gate held it back: who, and why
         who = step.gate.who if step.gate else "a gate"
         reason = step.gate.reason if step.gate and step.gate.reason else ""
-        status = f"[yellow]skipped[/] by {escape(who)}" + (f": {escape(reason)}" if reason else "")
+        status = f"[yellow]skipped[/] by {escape(clean(who))}" + (f": {escape(clean(reason))}" if reason else "")
     else:
-        status = f"[red]error[/] {escape(step.error or '')}"
+        status = f"[red]error[/] {escape(clean(step.error or ''))}"
     if step.gate is not None and step.gate.decision == "replace":
-        status += f" [yellow](replaced by {escape(step.gate.who)})[/]"
+        status += f" [yellow](replaced by {escape(clean(step.gate.who))})[/]"
     if step.consistency is not None and step.consistency.verdict == "mismatch":
-        status += f" [bold red]mismatch[/] {escape(step.consistency.reason[:120])}"
+        status += f" [bold red]mismatch[/] {escape(clean(step.consistency.reason[:120]))}"
     for dialog in step.dialogs[:3]:  # never on a screenshot: said here
         status += f" [yellow]{dialog.kind} {escape(repr(dialog.message[:60]))} {dialog.answer}[/]"
     if len(step.dialogs) + step.dialogs_more > 3:
         status += f" [yellow](+{len(step.dialogs) + step.dialogs_more - 3} more dialogs)[/]"
     if step.tab_change:
-        status += f" [cyan]{escape(step.tab_change[:100])}[/]"
+        status += f" [cyan]{escape(clean(step.tab_change[:100]))}[/]"
     if step.downloads:
-        status += f" [cyan]downloaded {escape(', '.join(step.downloads[:3]))}[/]"
+        status += f" [cyan]downloaded {escape(clean(', '.join(step.downloads[:3])))}[/]"
     if step.blocked_tabs:
         count = len(step.blocked_tabs) + step.blocked_tabs_more
         status += f" [yellow]blocked {count} tab(s) the page opened by itself[/]"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
-    reasoning = escape((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
+    reasoning = escape(clean((step.reasoning or "").splitlines()[0][:70])) if step.reasoning else ""
     from cli.output import confidence_markup, is_tty
 
     conf = confidence_markup(step.confidence)
-    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(detail):<28} {conf} {status}"
+    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(clean(detail)):<28} {conf} {status}"
     line += f" [dim]{took:.0f} ms · {reasoning}[/]"
 
     if is_tty(console):
@@ -607,7 +609,7 @@ def runs_show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document: {run_dir, run, steps}.")] = False,
 ) -> None:
     """Show one run: its record, checks and steps."""
-    from cli.output import RunShow, clean, write_json
+    from cli.output import RunShow, write_json
     from tracer.store import UnreadableStep, read_run, read_step_entries, split_entries
 
     run_dir = _run_dir(runs_dir, run_id)
@@ -624,12 +626,12 @@ def runs_show(
     )
     console.print(f"folder {escape(clean(str(run_dir)))}", soft_wrap=True)
     for check in run.checks:
-        console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(check.description)}")
+        console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(clean(check.description))}")
     if damaged:  # said up front: a count of steps that does not add up is otherwise a puzzle
         console.print(f"[bold red]{len(damaged)} line(s) of steps.jsonl cannot be read[/] (shown in place below)")
     for entry in entries:
         if isinstance(entry, UnreadableStep):
-            why = escape(entry.unreadable)
+            why = escape(clean(entry.unreadable))
             line = f"  [dim]{entry.index:>3}[/] [bold red]unreadable[/] line {entry.line + 1} of steps.jsonl: {why}"
             console.print(line, soft_wrap=True)
         else:

@@ -158,6 +158,6 @@ def say_damaged(run_dir: Path, damaged: Sequence[UnreadableStep], where: str) ->
         soft_wrap=True,
     )
     for entry in damaged[:5]:
-        err_console.print(f"  line {entry.line + 1} (step {entry.index}): {escape(entry.unreadable)}", soft_wrap=True)
+        err_console.print(f"  line {entry.line + 1} (step {entry.index}): {escape(clean(entry.unreadable))}", soft_wrap=True)
     if len(damaged) > 5:
         err_console.print(f"  and {len(damaged) - 5} more (glassbox runs show lists them all)")

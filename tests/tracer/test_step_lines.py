@@ -182,3 +182,28 @@ def test_json_output_carries_no_raw_terminal_control_yet_the_same_text(tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert not any(0x7F <= ord(c) < 0xA0 or (ord(c) < 32 and c != "\n") for c in shown.stdout)
     assert json.loads(shown.stdout)["steps"][0]["reasoning"] == hostile
+
+
+def test_runs_show_sends_no_escape_sequence_from_a_record_to_the_terminal(tmp_path):
+    """rich escapes markup, not control characters: a reasoning or an error (a page's text) holding ESC sequences
+    reached the terminal (a cleared screen, a new window title)."""
+    from tests.conftest import glassbox_in_process
+
+    writer = RunWriter.create(tmp_path, record())
+    hostile = {"reasoning": "click\x1b[2J here", "error": "\x1b]0;owned\x07", "outcome": "error"}
+    writer.write_step(step(0).model_copy(update=hostile))
+    writer.finish(status=writer.record.status, end_reason="done")
+    shown = glassbox_in_process("runs", "show", writer.run_dir.name, "--runs-dir", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "click [2J here" in shown.stdout and "]0;owned" in shown.stdout  # the rest shown as text
+
+
+def test_the_live_log_line_sends_no_escape_sequence_to_the_terminal(capsys):
+    """A log event's fields hold page text (a URL, an error); one without a space was printed as it was."""
+    from cli.app import _show_log_event
+
+    _show_log_event({"event": "navigated", "level": "info", "url": "http://127.0.0.1/\x1b]0;owned\x07\x9b2J", "n": 1})
+    err = capsys.readouterr().err
+    assert "navigated" in err and "owned" in err
+    assert not any(ord(c) < 32 and c != "\n" or 0x7F <= ord(c) < 0xA0 for c in err)
