@@ -24,7 +24,7 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
-from cli.output import clean, console, err_console, say_damaged
+from cli.output import clean, console, err_console, say_damaged, shown
 from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
@@ -55,7 +55,7 @@ class _GlassboxGroup(TyperGroup):
         except UsageError as exc:
             raise _usage_error(str(exc)) from None
         except HarnessError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(clean(str(exc), lines=True))}", soft_wrap=True)
             raise typer.Exit(code=1) from None
 
 
@@ -257,7 +257,7 @@ def run(
     def started(event: RunStarted) -> None:
         record = event.run
         target = record.target_url or "a desktop app on a private display"
-        console.print(f"[bold]{escape(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {target}")
+        console.print(f"[bold]{shown(record.task_name)}[/] · policy [cyan]{record.policy}[/] · target {target}")
         console.print(f"recording to [bold]{escape(str(event.run_dir))}[/]", soft_wrap=True)
         if viewer is not None:
             console.print(f"live viewer: [bold]{viewer.url}/runs/{record.run_id}[/]")
@@ -301,10 +301,10 @@ def _ask_on_terminal(pending: PendingStep, cancelled: threading.Event) -> Choice
 
     action = pending.action.get("action", "?")
     point = f" at ({pending.point[0]:.0f}, {pending.point[1]:.0f})" if pending.point else ""
-    console.print(f"\n[bold yellow]step {pending.step} waits for you[/]: {escape(pending.why_text)}")
-    console.print(f"  proposed: [bold]{escape(str(action))}{point}[/]", soft_wrap=True)
+    console.print(f"\n[bold yellow]step {pending.step} waits for you[/]: {shown(pending.why_text)}")
+    console.print(f"  proposed: [bold]{shown(str(action))}{point}[/]", soft_wrap=True)
     if pending.reasoning:
-        console.print(f"  reasoning: {escape(pending.reasoning[:300])}", soft_wrap=True)
+        console.print(f"  reasoning: {shown(pending.reasoning[:300])}", soft_wrap=True)
     console.print(
         f"  [bold]y[/] approve · [bold]n[/]/[bold]skip[/] skip · [bold]stop[/] stop the run "
         f"(no answer in {pending.timeout_s:g} s: {pending.on_timeout}) > ",
@@ -396,9 +396,9 @@ def _print_run_end(event: RunEnded) -> None:
     run = event.run
     for check in run.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-        console.print(f"  {mark} {escape(check.description)} [dim]({escape(check.detail[:160])})[/]")
+        console.print(f"  {mark} {shown(check.description)} [dim]({shown(check.detail[:160])})[/]")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(event.status, "yellow")
-    console.print(f"[bold {colour}]{event.status.value}[/] after {run.steps} steps: {escape(event.end_reason)}")
+    console.print(f"[bold {colour}]{event.status.value}[/] after {run.steps} steps: {shown(event.end_reason)}")
     _print_least_confident(event.run_dir)
     console.print(f"run recorded in [bold]{escape(str(event.run_dir))}[/]", soft_wrap=True)
 
@@ -722,9 +722,9 @@ def _report(result: RunResult) -> None:
     summary = read_run(result.run_dir).summary
     for check in result.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-        console.print(f"  {mark} {escape(check.description)}")
+        console.print(f"  {mark} {shown(check.description)}")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
-    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {escape(result.end_reason)}")
+    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {shown(result.end_reason)}")
     console.print(
         f"replayed {decisions.get('replayed', 0)}, fallback {decisions.get('fallback', 0)}, "
         f"corrected {decisions.get('corrected', 0)}, policy steps "
@@ -733,7 +733,7 @@ def _report(result: RunResult) -> None:
     diverged = [s.replay for s in steps if s.replay and s.replay.decision in ("diverged", "fallback")]
     if diverged:
         first = diverged[0]
-        console.print(f"first divergence at recorded step {first.source_step}: {escape(first.reason or '')}")
+        console.print(f"first divergence at recorded step {first.source_step}: {shown(first.reason or '')}")
         if first.side_by_side:
             console.print(f"  side by side: {escape(str(result.run_dir / first.side_by_side))}", soft_wrap=True)
     console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
@@ -864,13 +864,13 @@ def diff(
     result = diff_runs(_run_dir(runs_dir, run_a), _run_dir(runs_dir, run_b))
     if result.screens_unchecked:
         steps = ", ".join(map(str, result.screens_unchecked))
-        console.print(f"screens not compared at step(s) {steps}, only the actions: {escape(result.unchecked_reason or '')}")
+        console.print(f"screens not compared at step(s) {steps}, only the actions: {shown(result.unchecked_reason or '')}")
     if result.step is None:
         console.print(f"no difference over {result.compared} steps")
         return
-    console.print(f"first difference at step {result.step}: {escape(result.reason)}")
+    console.print(f"first difference at step {result.step}: {shown(result.reason)}")
     for side, text in (("A", result.a), ("B", result.b)):
-        console.print(f"  {side}: {escape(text)}")
+        console.print(f"  {side}: {shown(text)}")
     raise typer.Exit(code=1)
 
 
@@ -1034,7 +1034,7 @@ def _say_missing(missing: dict[int, str]) -> None:
     steps = ", ".join(str(i) for i in sorted(missing))
     err_console.print(f"[yellow]warning:[/] {len(missing)} screenshot(s) not available (steps {steps}): a placeholder is shown")
     for index in sorted(missing)[:5]:
-        err_console.print(f"  step {index}: {escape(missing[index])}")
+        err_console.print(f"  step {index}: {shown(missing[index])}")
 
 
 class FeedbackFlavor(str, Enum):
@@ -1067,7 +1067,7 @@ def export_feedback_cmd(
         soft_wrap=True,
     )
     for reason, count in summary.skipped.items():
-        console.print(f"  skipped {count}: {escape(reason)}")
+        console.print(f"  skipped {count}: {shown(reason)}")
     if summary.dataset_info is not None:
         import json
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from cli.output import console, usage_error
+from cli.output import console, shown, usage_error
 
 if TYPE_CHECKING:
     from agent.task import Task
@@ -52,7 +52,7 @@ def read_run_screens(run_dir: Path, *, every: bool = False) -> None:
         soft_wrap=True,
     )
     for i in failed[:5]:
-        console.print(f"  [yellow]step {i}[/]: {escape(index.steps[i].reason or 'failed')}", soft_wrap=True)
+        console.print(f"  [yellow]step {i}[/]: {shown(index.steps[i].reason or 'failed')}", soft_wrap=True)
     if index.mismatches:
         listed = ", ".join(str(i) for i in index.mismatches)
         console.print(f"[bold red]mismatch[/]: the point did not show what the reasoning named at step {listed}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from cli.output import console, err_console, say_damaged
+from cli.output import console, err_console, say_damaged, shown
 from cli.run_ref import resolve_run
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ OtelFlag = Annotated[bool, typer.Option("--otel", help=OTEL_HELP)]
 
 
 def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {shown(message)}", soft_wrap=True)
 
 
 def start_session() -> "OtelSession":

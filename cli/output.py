@@ -33,7 +33,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def usage_error(message: str) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit (code 2) for the caller to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    err_console.print(f"[bold red]error:[/] {escape(clean(message, lines=True))}")
     return typer.Exit(code=2)
 
 
@@ -62,9 +62,18 @@ class Column(BaseModel):
     style_by_value: dict[str, str] = {}
 
 
-def clean(text: str) -> str:
-    """One line of printable text: control characters (newlines, tabs, escapes) become spaces."""
+def clean(text: str, *, lines: bool = False) -> str:
+    """One line of printable text: control characters (newlines, tabs, escapes) become spaces; with ``lines``, line
+    breaks stay (a message of several lines) and only the other controls go."""
+    if lines:
+        return "\n".join(_CONTROL.sub(" ", line) for line in text.split("\n"))
     return _CONTROL.sub(" ", text)
+
+
+def shown(text: str) -> str:
+    """Recorded or page text for a rich markup line: one line, no control character (rich escapes markup, not ESC
+    sequences), markup escaped."""
+    return escape(clean(text))
 
 
 def plain_rows(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
