@@ -12,8 +12,9 @@ the loop's step time with OCR on vs off in the same process, plus how long after
    ``before``: OCR as the last release read (incremental, on onnxruntime, every line recognized; what is left
    at the run's end read on all cores); ``incremental``: the default (the same on OpenVINO when it is installed,
    a line read before not recognized again; each run starts with none, as a ``glassbox run`` process does);
-   optionally ``full`` (every screenshot in full, ``ocr.incremental: false``) and ``all-cores`` (all cores
-   throughout). A step's time is the wall time between consecutive StepRecorded events; OCR on waits up to
+   optionally ``full`` (every screenshot in full, ``ocr.incremental: false``), ``all-cores`` (all cores
+   throughout) and ``pad320`` (the default with every line padded to rapidocr's 320 px, as before 2026-11-27).
+   A step's time is the wall time between consecutive StepRecorded events; OCR on waits up to
    ``--catch-up`` s at the end; "caught up" is how long after the run's end (RunEnded) OCR had read every step.
    Both figures are printed against the same run's baselines: step time / off, catch-up / before.
 
@@ -49,6 +50,9 @@ class NoMemory(RecognizedLines):
         return recognize
 
 
+PAD320_ENGINE = "rapidocr-pad320"  # the default as it was before lines were padded to 192 px only
+register_engine(PAD320_ENGINE, lambda: RapidOcrEngine(threads=1, rec_min_width=320))
+
 BEFORE_ENGINE = "rapidocr-before"  # the last release: onnxruntime, every line recognized
 register_engine(BEFORE_ENGINE, lambda: RapidOcrEngine(threads=1, backend="onnxruntime", recognized=NoMemory()))
 
@@ -58,6 +62,7 @@ CONDITIONS: dict[str, tuple[bool, bool, str]] = {
     "before": (True, True, BEFORE_ENGINE),
     "incremental": (True, True, "rapidocr"),
     "full": (True, False, "rapidocr"),
+    "pad320": (True, True, PAD320_ENGINE),
     "all-cores": (True, True, ALL_CORES_ENGINE),
 }
 DEFAULT_CONDITIONS = "off,before,incremental"
@@ -268,7 +273,7 @@ def main() -> None:
                 line += f"; reads {f.reads}"
             print(line)
         print("OCR done after the run's end, against the same run's baselines (medians)")
-        for baseline in ("full", "before"):
+        for baseline in ("full", "before", "pad320"):
             base = figures_by.get(baseline)
             now = figures_by.get("incremental")
             if base is not None and now is not None and base.caught and now.caught:

@@ -37,6 +37,7 @@ from tools.images import open_rgb
 DEFAULT_ENGINE = "rapidocr"
 Backend = Literal["openvino", "onnxruntime"]
 BACKENDS: tuple[Backend, ...] = ("openvino", "onnxruntime")  # the first one installed is the default
+REC_MIN_WIDTH = 192  # px a line is padded to at least for recognition: see RapidOcrEngine (rapidocr pads to 320)
 
 
 class OcrUnavailable(UsageError):
@@ -230,6 +231,7 @@ class RapidOcrEngine:
         direction: bool = False,
         backend: Backend | None = None,
         recognized: RecognizedLines | None = None,
+        rec_min_width: int = REC_MIN_WIDTH,
     ) -> None:
         try:
             from rapidocr import EngineType, RapidOCR
@@ -241,6 +243,7 @@ class RapidOcrEngine:
         if chosen is None:
             raise OcrUnavailable("neither openvino nor onnxruntime is installed (pip install 'glassbox[ocr]')")
         self.threads, self.min_score, self.direction, self.backend = threads, min_score, direction, chosen
+        self.rec_min_width = rec_min_width
         params: dict[str, Any] = {
             "Global.log_level": "error",
             "Global.text_score": min_score,
@@ -257,7 +260,7 @@ class RapidOcrEngine:
             # shop, MiniWoB++) took 0.74x as long: 357 read as at 320, and 4 differed ('Choose a category...'
             # instead of '..', for the page's '…', three times; '| No file chosen' instead of '|No file chosen').
             # At 160 and below, one line lost a text (MiniWoB's 'Time left: -' read 'Time left:').
-            "Rec.rec_img_shape": [3, 48, REC_MIN_WIDTH],
+            "Rec.rec_img_shape": [3, 48, rec_min_width],
         }
         if chosen == "openvino":
             for stage in ("Det", "Cls", "Rec"):
@@ -301,6 +304,7 @@ class RapidOcrEngine:
                     direction=self.direction,
                     backend=self.backend,
                     recognized=self._recognized,  # one memory of the lines already read
+                    rec_min_width=self.rec_min_width,
                 )
             return self._all_cores
 
@@ -367,7 +371,6 @@ class RapidOcrEngine:
         return OcrResult(engine=self.name, size=(width, height), lines=sort_lines(lines), ms=ms)
 
 
-REC_MIN_WIDTH = 192  # px: see RapidOcrEngine (rapidocr pads every line to 320)
 DET_MIN_SIDE = 736  # rapidocr's detector: limit_type min, limit_side_len 736
 DET_MAX_SIDE = 2000  # rapidocr's Global.max_side_len
 DET_SCALE_SLACK = 1.05  # a full read's detection scale this close to 1 counts as 1 for region reads
