@@ -115,7 +115,7 @@ def _show_log_event(event: dict[str, object]) -> None:
     label = "glassbox" if level == "info" else level
     err_console.print(
         # one line, and no control character: the fields hold page text (a URL, an error) a terminal would act on
-        f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {escape(clean(format_event(event, traceback=False)))}",
+        f"[{_LOG_STYLE.get(level, 'bold')}]{label}:[/] {shown(format_event(event, traceback=False))}",
         soft_wrap=True,
     )
 
@@ -432,30 +432,30 @@ def _print_step(step: StepRecord) -> None:
     elif step.outcome == "skipped":  # a gate held it back: who, and why
         who = step.gate.who if step.gate else "a gate"
         reason = step.gate.reason if step.gate and step.gate.reason else ""
-        status = f"[yellow]skipped[/] by {escape(clean(who))}" + (f": {escape(clean(reason))}" if reason else "")
+        status = f"[yellow]skipped[/] by {shown(who)}" + (f": {shown(reason)}" if reason else "")
     else:
-        status = f"[red]error[/] {escape(clean(step.error or ''))}"
+        status = f"[red]error[/] {shown(step.error or '')}"
     if step.gate is not None and step.gate.decision == "replace":
-        status += f" [yellow](replaced by {escape(clean(step.gate.who))})[/]"
+        status += f" [yellow](replaced by {shown(step.gate.who)})[/]"
     if step.consistency is not None and step.consistency.verdict == "mismatch":
-        status += f" [bold red]mismatch[/] {escape(clean(step.consistency.reason[:120]))}"
+        status += f" [bold red]mismatch[/] {shown(step.consistency.reason[:120])}"
     for dialog in step.dialogs[:3]:  # never on a screenshot: said here
         status += f" [yellow]{dialog.kind} {escape(repr(dialog.message[:60]))} {dialog.answer}[/]"
     if len(step.dialogs) + step.dialogs_more > 3:
         status += f" [yellow](+{len(step.dialogs) + step.dialogs_more - 3} more dialogs)[/]"
     if step.tab_change:
-        status += f" [cyan]{escape(clean(step.tab_change[:100]))}[/]"
+        status += f" [cyan]{shown(step.tab_change[:100])}[/]"
     if step.downloads:
-        status += f" [cyan]downloaded {escape(clean(', '.join(step.downloads[:3])))}[/]"
+        status += f" [cyan]downloaded {shown(', '.join(step.downloads[:3]))}[/]"
     if step.blocked_tabs:
         count = len(step.blocked_tabs) + step.blocked_tabs_more
         status += f" [yellow]blocked {count} tab(s) the page opened by itself[/]"
     took = step.timings.perceive_ms + step.timings.think_ms + step.timings.act_ms + step.timings.record_ms
-    reasoning = escape(clean((step.reasoning or "").splitlines()[0][:70])) if step.reasoning else ""
+    reasoning = shown((step.reasoning or "").splitlines()[0][:70]) if step.reasoning else ""
     from cli.output import confidence_markup, is_tty
 
     conf = confidence_markup(step.confidence)
-    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {escape(clean(detail)):<28} {conf} {status}"
+    line = f"  [dim]{step.index:>3}[/] {escape(str(name)):<12} {shown(detail):<28} {conf} {status}"
     line += f" [dim]{took:.0f} ms · {reasoning}[/]"
 
     if is_tty(console):
@@ -619,19 +619,19 @@ def runs_show(
         write_json(console, RunShow(run_dir=str(run_dir), run=run, steps=steps, unreadable=damaged))
         return
     model = f" ({run.model})" if run.model else ""
-    console.print(f"[bold]{escape(run.run_id)}[/]  {escape(clean(run.task_name))} · {escape(clean(run.policy + model))}")
-    console.print(f"status [bold]{run.status.value}[/]: {escape(clean(run.end_reason or ''))}")
+    console.print(f"[bold]{escape(run.run_id)}[/]  {shown(run.task_name)} · {shown(run.policy + model)}")
+    console.print(f"status [bold]{run.status.value}[/]: {shown(run.end_reason or '')}")
     console.print(
         f"started {run.started_at:%Y-%m-%d %H:%M:%S} · {run.duration_s or 0:.1f} s · {run.steps} steps, {run.errors} errors"
     )
-    console.print(f"folder {escape(clean(str(run_dir)))}", soft_wrap=True)
+    console.print(f"folder {shown(str(run_dir))}", soft_wrap=True)
     for check in run.checks:
-        console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {escape(clean(check.description))}")
+        console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {shown(check.description)}")
     if damaged:  # said up front: a count of steps that does not add up is otherwise a puzzle
         console.print(f"[bold red]{len(damaged)} line(s) of steps.jsonl cannot be read[/] (shown in place below)")
     for entry in entries:
         if isinstance(entry, UnreadableStep):
-            why = escape(clean(entry.unreadable))
+            why = shown(entry.unreadable)
             line = f"  [dim]{entry.index:>3}[/] [bold red]unreadable[/] line {entry.line + 1} of steps.jsonl: {why}"
             console.print(line, soft_wrap=True)
         else:

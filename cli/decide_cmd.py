@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from cli.output import clean, confidence_markup, console, usage_error, write_json
+from cli.output import confidence_markup, console, shown, usage_error, write_json
 from cli.run_ref import resolve_run
 
 if TYPE_CHECKING:
@@ -112,8 +112,7 @@ def _print_decision(decision: Decision, run_dir: Path) -> None:
     record, original = decision.record, decision.original
     who = f"{record.policy}" + (f" ({record.model})" if record.model else "")
     console.print(
-        f"[bold]{escape(clean(decision.run_id))}[/] · step {record.step} · asked {escape(clean(who))} · "
-        f"prompt {record.prompt_source}",
+        f"[bold]{shown(decision.run_id)}[/] · step {record.step} · asked {shown(who)} · prompt {record.prompt_source}",
         soft_wrap=True,
     )
     rows = [
@@ -125,13 +124,13 @@ def _print_decision(decision: Decision, run_dir: Path) -> None:
         if grid and not pixel:
             where = f"grid ({grid[0]:.0f}, {grid[1]:.0f})"
         console.print(
-            f"  {name:<9}{confidence_markup(conf)} {escape(clean(action or '—')):<14} {escape(where)}",
+            f"  {name:<9}{confidence_markup(conf)} {shown(action or '—'):<14} {escape(where)}",
             soft_wrap=True,
         )
         if why:
-            console.print(f"           [dim]{escape(clean(why))}[/]", soft_wrap=True)
+            console.print(f"           [dim]{shown(why)}[/]", soft_wrap=True)
     if record.error:
-        console.print(f"  [red]the decision has no usable action:[/] {escape(clean(record.error))}", soft_wrap=True)
+        console.print(f"  [red]the decision has no usable action:[/] {shown(record.error)}", soft_wrap=True)
     elif record.action is not None:
         same = "the same action as recorded" if record.action == original.action else "another action than recorded"
         apart = ""
@@ -141,7 +140,7 @@ def _print_decision(decision: Decision, run_dir: Path) -> None:
     if record.attention_file:
         console.print(f"  attention maps: {escape(str(run_dir / record.attention_file))}", soft_wrap=True)
     elif "attention" in record.unavailable:
-        console.print(f"  [dim]attention not computed: {escape(clean(record.unavailable['attention']))}[/]", soft_wrap=True)
+        console.print(f"  [dim]attention not computed: {shown(record.unavailable['attention'])}[/]", soft_wrap=True)
     if decision.recorded_in:
         console.print(f"recorded in {escape(str(run_dir / decision.recorded_in))}", soft_wrap=True)
 
@@ -169,15 +168,13 @@ def _print_landing(item: Landing | Skipped) -> None:
     from replays.decide import Landing
 
     if not isinstance(item, Landing):
-        console.print(
-            f"  [yellow]skipped[/] {escape(clean(item.run_id))} step {item.step}: {escape(clean(item.reason))}", soft_wrap=True
-        )
+        console.print(f"  [yellow]skipped[/] {shown(item.run_id)} step {item.step}: {shown(item.reason)}", soft_wrap=True)
         return
     mark = "[green]landed[/]" if item.landed else "[red]missed[/]"
     point = item.decided_point
     decided = f"({point[0]:.0f}, {point[1]:.0f})" if point else (item.decided_action or "nothing")
     console.print(
-        f"  {mark} {escape(clean(item.run_id))} step {item.step} ({item.verdict}) · decided {escape(clean(decided))} · "
+        f"  {mark} {shown(item.run_id)} step {item.step} ({item.verdict}) · decided {shown(decided)} · "
         f"label ({item.label_point[0]:.0f}, {item.label_point[1]:.0f}) · element {item.element.source} · "
         f"{confidence_markup(item.confidence, pad=0)}",
         soft_wrap=True,
@@ -192,7 +189,7 @@ def _print_summary(report: LabelledReport) -> None:
         )
         return
     for tally in report.runs:
-        console.print(f"  {escape(clean(tally.run_id))}: landed {tally.landed} of {tally.decided}", soft_wrap=True)
+        console.print(f"  {shown(tally.run_id)}: landed {tally.landed} of {tally.decided}", soft_wrap=True)
     share = report.landed / report.total
     skipped = f" · {len(report.skipped)} skipped" if report.skipped else ""
     console.print(f"[bold]landed {report.landed} of {report.total}[/] ({share:.0%}) inside the labelled elements{skipped}")

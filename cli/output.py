@@ -153,7 +153,7 @@ def least_confident_markup(steps: Sequence[StepRecord]) -> str:
         return "[dim]least confident step: none (no step recorded a confidence)[/]"
     step = min(known, key=lambda s: (s.confidence, s.index))
     reasoning = clean((step.reasoning or "").strip().splitlines()[0] if step.reasoning and step.reasoning.strip() else "")
-    excerpt = f" [dim]· {escape(reasoning[:80])}[/]" if reasoning else ""
+    excerpt = f" [dim]· {shown(reasoning[:80])}[/]" if reasoning else ""
     return f"least confident step: [bold]step {step.index}[/] {confidence_markup(step.confidence, pad=0)}{excerpt}"
 
 
@@ -163,10 +163,10 @@ def say_damaged(run_dir: Path, damaged: Sequence[UnreadableStep], where: str) ->
     if not damaged:
         return
     err_console.print(
-        f"[yellow]warning:[/] run {escape(clean(run_dir.name))}: {len(damaged)} line(s) of steps.jsonl cannot be read ({where})",
+        f"[yellow]warning:[/] run {shown(run_dir.name)}: {len(damaged)} line(s) of steps.jsonl cannot be read ({where})",
         soft_wrap=True,
     )
     for entry in damaged[:5]:
-        err_console.print(f"  line {entry.line + 1} (step {entry.index}): {escape(clean(entry.unreadable))}", soft_wrap=True)
+        err_console.print(f"  line {entry.line + 1} (step {entry.index}): {shown(entry.unreadable)}", soft_wrap=True)
     if len(damaged) > 5:
         err_console.print(f"  and {len(damaged) - 5} more (glassbox runs show lists them all)")
