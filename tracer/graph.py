@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -23,7 +22,7 @@ import networkx as nx
 from tools.actions import Action
 from tracer.decisions import CounterfactualDecision
 from tracer.run_files import STEPS_FILE, UnreadableStep
-from tracer.safe_text import json_text, xml_text
+from tracer.safe_text import CONTROL, json_text, xml_text
 from tracer.schema import RunRecord, StepErrorKind, StepRecord
 
 Format = Literal["json", "graphml", "mermaid"]
@@ -221,10 +220,7 @@ def _mermaid_text(text: str) -> str:
     text = " ".join(text.split())  # every kind of line break and space, \r and \u2028 among them
     text = text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
     # the export goes to a terminal as often as to a file: no escape sequence (ESC, CSI) reaches it as such
-    return _CONTROL.sub(lambda m: f"#{ord(m.group())};", text)
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+    return CONTROL.sub(lambda m: f"#{ord(m.group())};", text)
 
 
 def _short(text: str, limit: int = 80) -> str:

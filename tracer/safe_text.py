@@ -9,6 +9,8 @@ import re
 # XML 1.0 allows neither C0 controls (but tab and line breaks), lone surrogates nor U+FFFE/FFFF; DEL and C1 are
 # allowed but are terminal controls.
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# Every C0 and C1 control and DEL: what a terminal may act on.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # What a JSON encoder writes raw (it escapes C0 only): DEL, C1 and lone surrogates.
 _JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff]")
 
