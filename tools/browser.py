@@ -378,9 +378,12 @@ class BrowserExecutor(BaseExecutor):
         )
 
     def element_at(self, css: tuple[int, int]) -> ElementInfo | None:
-        """The element under a CSS pixel (tag, text, label, box), or None (also when the page answers nonsense)."""
+        """The element under a CSS pixel (tag, text, label, box), or None (also when the page answers nonsense).
+        Asked in Glassbox's isolated world (tools.navigation): the page's scripts cannot answer for the browser."""
+        if self._watch is None:
+            return None
         try:
-            info = self.page.evaluate(_ELEMENT_AT, list(css))
+            info = self._watch.evaluate(f"({_ELEMENT_AT})({json.dumps([int(css[0]), int(css[1])])})")
             return ElementInfo.model_validate(info) if info else None
         except Exception:
             return None
@@ -848,8 +851,10 @@ class BrowserExecutor(BaseExecutor):
         left_ms = int((until - time.monotonic()) * 1000)
         if left_ms <= 0:
             return
-        try:
-            self.page.evaluate(_ANIMATIONS_DONE, left_ms)
+        if self._watch is None:
+            return
+        try:  # in the isolated world: a page cannot stretch the wait (nor cut it) by replacing getAnimations
+            self._watch.evaluate(f"({_ANIMATIONS_DONE})({left_ms})", await_promise=True, timeout_ms=left_ms + 1000)
         except Exception:
             pass  # the document went away mid-wait: a navigation, which the next screenshot shows
 

@@ -7,6 +7,12 @@ DevTools' ``Page.frameRequestedNavigation`` is sent while the click is handled, 
 waits for animation frames on the same session: its answer comes after that event, so a navigation the action
 requested is always known when the frame wait returns.
 
+Glassbox's own scripts in the page (the frame wait, the element under a click, the animation wait) run in an
+isolated world of the main frame's document (:meth:`NavigationWatch.evaluate`), as a browser extension's content
+script does: they share the page's DOM but not its JavaScript. A page that replaced ``requestAnimationFrame`` (every
+action's settle then waited its whole time limit) or ``Document.prototype.elementFromPoint`` (the record named an
+element the click did not land on) changes nothing there.
+
 Usage::
 
     watch = NavigationWatch(context.new_cdp_session(page), timeout_ms=5000)
@@ -20,9 +26,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NavigationWatch"]
+__all__ = ["NavigationWatch", "PageScriptError"]
+
+WORLD_NAME = "glassbox"
+# DevTools' answer for a context whose document went away (a navigation): the world is made again for the new one.
+_CONTEXT_GONE = ("Cannot find context with specified id", "Execution context was destroyed")
 
 _FRAMES = "new Promise(r => { let n = %d; const f = () => (n-- > 0 ? requestAnimationFrame(f) : r(true)); f(); })"
+
+
+class PageScriptError(RuntimeError):
+    """A script of Glassbox's own threw in the page, or the page's document went away while it ran."""
 
 
 class NavigationWatch:
@@ -47,18 +61,47 @@ class NavigationWatch:
         session.on("Page.downloadWillBegin", self._on_download)
         session.send("Page.enable")
         self._main: str | None = session.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
+        self._world: int | None = None  # the isolated world's context in the main frame's current document
 
     def frames(self, count: int) -> None:
         """Wait for ``count`` animation frames in the page; returns early when the document goes away (a
         navigation: :attr:`pending` says whether one is under way)."""
         try:
-            self.session.send(
-                "Runtime.evaluate",
-                {"expression": _FRAMES % count, "awaitPromise": True, "returnByValue": True},
-                timeout=self.timeout_ms,
-            )
+            self.evaluate(_FRAMES % count, await_promise=True)
         except Exception:
             pass  # the context was destroyed by a navigation, or the page is gone: the caller looks further
+
+    def evaluate(self, expression: str, *, await_promise: bool = False, timeout_ms: float | None = None) -> Any:
+        """``expression``'s value (JSON-like), evaluated in Glassbox's isolated world of the main frame's current
+        document (see the module's notes). Raises :class:`PageScriptError` when it throws or its document goes
+        away meanwhile, and what the DevTools call raised otherwise (a closed page, a time limit)."""
+        params = {"expression": expression, "awaitPromise": await_promise, "returnByValue": True}
+        timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        for attempt in (1, 2):
+            context = self._world_context()
+            try:
+                reply = self.session.send("Runtime.evaluate", params | {"contextId": context}, timeout=timeout)
+            except Exception as exc:
+                if any(gone in str(exc) for gone in _CONTEXT_GONE):
+                    self._world = None
+                    if attempt == 1 and "destroyed" not in str(exc):  # made for a document gone before this call
+                        continue
+                    raise PageScriptError("the page's document went away while Glassbox's script ran") from None
+                raise
+            details = reply.get("exceptionDetails")
+            if details:
+                text = (details.get("exception") or {}).get("description") or details.get("text") or "an exception"
+                raise PageScriptError(str(text).splitlines()[0][:300])
+            return (reply.get("result") or {}).get("value")
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _world_context(self) -> int:
+        if self._world is None:
+            reply = self.session.send(
+                "Page.createIsolatedWorld", {"frameId": self._main, "worldName": WORLD_NAME}, timeout=self.timeout_ms
+            )
+            self._world = int(reply["executionContextId"])
+        return self._world
 
     def close(self) -> None:
         try:
@@ -91,3 +134,4 @@ class NavigationWatch:
         frame = event.get("frame") or {}
         if not frame.get("parentId") and frame.get("id"):
             self._main = frame["id"]  # the main frame's id, should a navigation give it a new one
+            self._world = None  # a new document: the old one's world went with it
