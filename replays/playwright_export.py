@@ -297,7 +297,9 @@ def main():
         browser = pw.chromium.launch(executable_path=executable, headless=not args.headed, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={{"width": {width}, "height": {height}}}, device_scale_factor={scale})
+        # Downloads refused, as in Glassbox's run: a page cannot fill the disk through this script either.
+        page = browser.new_page(viewport={{"width": {width}, "height": {height}}}, device_scale_factor={scale},
+                                accept_downloads=False)
         watch(page)
         page.goto(base + {start_path}, wait_until="load")
         page = run(page, base)

@@ -264,6 +264,7 @@ class BrowserExecutor(BaseExecutor):
                 device_scale_factor=self.settings.device_scale_factor,
                 locale=self.settings.locale,
                 timezone_id=self.settings.timezone,
+                accept_downloads=False,
             )
             self._context.set_default_timeout(self.settings.action_timeout_ms)
             self._attach(self._context.new_page())
@@ -667,8 +668,8 @@ class BrowserExecutor(BaseExecutor):
         self._dialogs.append(DialogSeen(kind=kind, message=message, answer="accepted" if accept else "dismissed"))
 
     def _on_download(self, download: Any) -> None:
-        # Its name only: the file stays in Playwright's temporary folder (removed with the context); a page's file
-        # is not put in the run folder, which the viewer serves.
+        # Its name only: the context refuses every download (accept_downloads=False), so a page's file never reaches
+        # the disk (a page could stream gigabytes a second into a temporary folder) nor the run folder the viewer serves.
         self._download_events += 1
         self._downloads.append(str(download.suggested_filename)[:200])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ PAGES = {
 <button style="position:absolute;left:0;top:750px;width:1280px;height:50px" onclick="window.open()">blank</button>""",
     "/files": b"""<!doctype html><title>files</title>
 <a href="/report" style="display:block;width:1280px;height:700px">export the orders</a>""",
+    "/flood": b"""<!doctype html><title>flood</title>
+<a href="/huge" style="display:block;width:1280px;height:700px">get the file</a>""",
     "/other": b"""<!doctype html><title>other</title>
 <button style="width:1280px;height:700px" onclick="window.close()">close this tab</button>""",
     # Opens tabs by itself: one 100 ms after it loads, then (once started by a click) 5 every 20 ms. Its
@@ -45,8 +48,30 @@ PAGES = {
 }
 
 
+HUGE_MB = 512
+
+
 class _Pages(QuietHandler):
+    huge_sent: list[int] = []  # MB of /huge the browser took, once its answer ended
+    huge_done = threading.Event()
+
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/huge":  # a download without end, as far as a page's visitor can tell
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Disposition", 'attachment; filename="huge.bin"')
+            self.send_header("Content-Length", str(HUGE_MB << 20))
+            self.end_headers()
+            sent = 0
+            try:
+                for _ in range(HUGE_MB):
+                    self.wfile.write(bytes(1 << 20))
+                    sent += 1
+            except OSError:  # the browser closed the connection
+                pass
+            type(self).huge_sent.append(sent)
+            type(self).huge_done.set()
+            return
         if self.path == "/report":
             body = b"id,total\n1,39.90\n"
             self.send_response(200)
@@ -167,6 +192,20 @@ def test_a_download_is_said_by_name(pages) -> None:
         assert outcome.settle_ms is not None and outcome.settle_ms < 10_000  # a download never loads: not waited for
         assert browser.perceive().title == "files"  # the page stays
         assert click(browser, 500, 400).downloads == ["orders.csv"]  # each download, once
+
+
+def test_a_download_is_refused_not_written_to_disk(pages) -> None:
+    """A page could download without end into the browser's temporary folder (gigabytes a second, tried) while
+    the record keeps only the file's name: the browser refuses the file's bytes and the step still names it."""
+    require_chromium()
+    _Pages.huge_sent.clear()
+    _Pages.huge_done.clear()
+    with BrowserExecutor(BrowserSettings(settle_timeout_ms=20_000)) as browser:
+        browser.goto(pages + "/flood")
+        outcome = click(browser, 500, 400)
+        assert outcome.status == "ok" and outcome.downloads == ["huge.bin"]
+        assert _Pages.huge_done.wait(60), "the download neither ended nor was refused"
+    assert _Pages.huge_sent[0] < HUGE_MB / 4  # refused: what a socket's buffers hold, not the file
 
 
 def test_an_exported_script_follows_the_tabs_the_run_followed(tmp_path: Path, pages) -> None:
