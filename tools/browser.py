@@ -290,7 +290,10 @@ class BrowserExecutor(BaseExecutor):
         self._watch = NavigationWatch(self._context.new_cdp_session(page), timeout_ms=self.settings.settle_timeout_ms)
         self._windows_matched, self._window_waited = 0, False
         self._capture = PageCapture(
-            page, timeout_ms=self.settings.action_timeout_ms, device_scale_factor=self.settings.device_scale_factor
+            page,
+            timeout_ms=self.settings.action_timeout_ms,
+            device_scale_factor=self.settings.device_scale_factor,
+            viewport=self.settings.viewport,
         )
         for event, listener in self._page_listeners():
             page.on(event, listener)

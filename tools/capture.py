@@ -79,9 +79,20 @@ def png_size(png: bytes) -> tuple[int, int]:
 class PageCapture:
     """Captures one Playwright page's viewport as PNG bytes over a DevTools session of its own."""
 
-    def __init__(self, page: Any, *, timeout_ms: float, device_scale_factor: float = 1.0) -> None:
+    def __init__(
+        self,
+        page: Any,
+        *,
+        timeout_ms: float,
+        device_scale_factor: float = 1.0,
+        viewport: tuple[int, int] | None = None,
+    ) -> None:
         self.page = page
         self.timeout_ms = timeout_ms
+        # The size every capture must have (None: any). A page can resize the surface under the emulated viewport
+        # (requestFullscreen() in headless Chromium: an 800x600 crop of the 1280x800 page, tried), and then the
+        # model would see a screen that is not the one its coordinates are mapped onto: page.screenshot() instead.
+        self.viewport = viewport
         # A session of our own does not see Playwright's device-scale emulation: it captures one pixel per CSS
         # pixel (upscaled when clipped at scale 2, not the page drawn at 2x). Scaled pages keep page.screenshot().
         self.device_scale_factor = device_scale_factor
@@ -99,13 +110,14 @@ class PageCapture:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         if self.device_scale_factor != 1:
-            return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+            return self._screenshot()
         started = time.monotonic()
         until = started + NO_FRAME_RETRY_S
         while True:
             try:
                 reply = self._open().send("Page.captureScreenshot", CAPTURE_PARAMS, timeout=self.timeout_ms)
-                return base64.b64decode(reply["data"], validate=True)
+                png = base64.b64decode(reply["data"], validate=True)
+                return png if self._whole(png) else self._screenshot()
             except PlaywrightTimeout:
                 raise _timed_out(self.timeout_ms) from None  # trying again would only wait as long once more
             except Exception as exc:
@@ -114,7 +126,7 @@ class PageCapture:
                     continue
                 self._session = None  # opened afresh next time
                 try:
-                    return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
+                    return self._screenshot()
                 except PlaywrightTimeout:
                     raise _timed_out(self.timeout_ms) from None
                 except Exception as again:
@@ -140,8 +152,17 @@ class PageCapture:
         except Exception:
             self._session = None
             return self.png(), None
+        if not self._whole(png):
+            return self._screenshot(), None
         value = (answer or {}).get("result", {}).get("value")
         return png, value if isinstance(value, str) else None
+
+    def _whole(self, png: bytes) -> bool:
+        """Whether ``png`` is the whole viewport (see ``viewport``)."""
+        return self.viewport is None or png_size(png) == self.viewport
+
+    def _screenshot(self) -> bytes:
+        return bytes(self.page.screenshot(type="png", timeout=self.timeout_ms))
 
     def send_all(self, commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """Send DevTools ``commands`` back to back on this session, without waiting for each answer; their

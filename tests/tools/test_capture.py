@@ -87,6 +87,31 @@ def test_the_caret_is_hidden_even_against_the_pages_own_important_colour(chromiu
     assert colour == "rgba(0, 0, 0, 0)" and red == 0
 
 
+FULLSCREEN_PAGE = """<!doctype html><body style="margin:0">
+<button style="position:absolute;left:0;top:0;width:300px;height:300px"
+  onclick="document.documentElement.requestFullscreen()">full screen</button>
+<div style="position:absolute;right:0;bottom:0;width:200px;height:200px;background:rgb(0,255,0)"></div></body>"""
+
+
+def test_a_page_in_full_screen_is_still_captured_whole(chromium):
+    """requestFullscreen() resizes headless Chromium's surface to 800x600 under the emulated 1280x800 viewport: the
+    capture was an 800x600 crop, so the model saw a screen its coordinates were not mapped onto."""
+    from tools.actions import ToolCall, parse_tool_call
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto("data:text/html," + quote(FULLSCREEN_PAGE))
+        call = ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [100, 100]})
+        assert browser.act(parse_tool_call(call)).status == "ok"
+        assert browser.page.evaluate("!!document.fullscreenElement")
+        shots = [browser.perceive().screenshot_png]  # the settle's capture
+        shots.append(browser.perceive().screenshot_png)  # a fresh one
+    for shot in shots:
+        with Image.open(io.BytesIO(shot)) as image:
+            assert image.size == (1280, 800)
+            assert image.convert("RGB").getpixel((1275, 795)) == (0, 255, 0)  # the corner the crop left out
+
+
 def test_a_detached_session_is_reopened(chromium, shop):
     from tools.browser import BrowserExecutor, BrowserSettings
 
