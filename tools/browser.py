@@ -287,6 +287,11 @@ class BrowserExecutor(BaseExecutor):
                 old.close()
         self._watch = self._capture = None
         self.page = page
+        width, height = self.settings.viewport
+        if page.viewport_size != {"width": width, "height": height}:
+            # A popup asks for its own size (window.open(url, name, 'popup,width=200,height=150')): every screen the
+            # agent sees is the one its coordinates are mapped onto, the task's viewport.
+            page.set_viewport_size({"width": width, "height": height})
         self._watch = NavigationWatch(self._context.new_cdp_session(page), timeout_ms=self.settings.settle_timeout_ms)
         self._windows_matched, self._window_waited = 0, False
         self._capture = PageCapture(

@@ -19,6 +19,7 @@ from tests.conftest import require_chromium
 from tests.servers import LocalServer, QuietHandler
 from tests.tools.page_events import click, run_one_click
 from tools.browser import BrowserExecutor, BrowserSettings
+from tools.capture import png_size
 from tracer import read_steps
 
 PAGES = {
@@ -41,6 +42,12 @@ PAGES = {
   window.open('/other'); setTimeout(() => window.open('/ad?with-the-click'), 0)">open</button>
 <div style="position:absolute;left:0;top:750px;width:1280px;height:50px">nothing here</div>
 <script>setTimeout(() => window.open('/ad?on-load'), 100)</script>""",
+    # Opens a popup of its own size: 200x150 CSS pixels, unless the executor sizes it.
+    "/small": b"""<!doctype html><title>small</title>
+<button style="width:1280px;height:700px" onclick="window.open('/tiny', 'tiny', 'popup,width=200,height=150')">open</button>""",
+    "/tiny": b"""<!doctype html><title>tiny</title><body style="margin:0">
+<button style="position:absolute;left:900px;top:600px;width:300px;height:150px"
+  onclick="document.title = 'pressed'">far</button>""",
     "/ad": b"""<!doctype html><title>ad</title><p>Your account is locked: sign in again here</p>""",
     # Opens its tab a while after the click (after a fetch, say): still the click's, as a browser would judge.
     "/late": b"""<!doctype html><title>late</title>
@@ -181,6 +188,20 @@ def test_a_blank_tab_is_followed_at_once(pages) -> None:
         outcome = click(browser, 500, 970)
         assert outcome.tab_change == "opened a new tab: about:blank"
         assert outcome.settle_ms is not None and outcome.settle_ms < 10_000
+
+
+def test_a_popup_of_its_own_size_gets_the_tasks_viewport(pages) -> None:
+    """A popup asking for 200x150 made the agent see a 200x150 screen while its coordinates were still mapped onto
+    1280x800: a click meant for the popup's far corner landed outside it."""
+    require_chromium()
+    with BrowserExecutor(BrowserSettings()) as browser:
+        browser.goto(pages + "/small")
+        assert click(browser, 500, 500).tab_change == f"opened a new tab: {pages}/tiny"
+        seen = browser.perceive()
+        assert png_size(seen.screenshot_png) == (1280, 800) == seen.css_size
+        outcome = click(browser, 820, 840)  # x 1050, y 672 CSS pixels: the "far" button
+        assert outcome.element is not None and outcome.element.text == "far"
+        assert browser.perceive().title == "pressed"
 
 
 def test_a_download_is_said_by_name(pages) -> None:
