@@ -62,6 +62,7 @@ __all__ = [
     "budget_cut_off",
 ]
 
+LEAVE_DIALOG_GRACE_MS = 50  # after a goto_url the browser refused, for the leave-page dialog's event to arrive
 _ELEMENT_AT = """([x, y]) => {
   const el = document.elementFromPoint(x, y);
   if (!el) return null;
@@ -600,9 +601,27 @@ class BrowserExecutor(BaseExecutor):
             case A.GotoUrl():
                 url = self.resolve_url(action.url)
                 self.check_url_allowed(url)
-                self.page.goto(url, wait_until="load")
+                self._goto_url(url)
             case _:
                 super()._perform_input(action, audit)
+
+    def _goto_url(self, url: str) -> None:
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            self.page.goto(url, wait_until="load")
+        except PlaywrightError as exc:
+            if "ERR_ABORTED" not in str(exc):
+                raise
+            # A page with unsaved changes asks to confirm leaving (beforeunload): dismissed, the browser stays, and
+            # Playwright says only net::ERR_ABORTED. The dialog's event comes just after: said in this step.
+            self.page.wait_for_timeout(LEAVE_DIALOG_GRACE_MS)
+            if not any(d.kind == "beforeunload" and d.answer == "dismissed" for d in self._dialogs):
+                raise
+            raise ActionError(
+                f"the page asked to confirm leaving it (unsaved changes?) and the dialog was dismissed (browser.dialogs: "
+                f"{self.settings.dialogs}), so it stayed on {self.page.url[:MAX_TAB_URL]}"
+            ) from None
 
     def _check_secret_destination(self, names: list[str]) -> None:
         """Secrets go only into a document of the task's origins (tools.secret_destination). An executor given no

@@ -47,6 +47,33 @@ def test_a_dialog_is_answered_as_the_task_says_and_recorded(pages, answer, title
         assert click(browser, 900, 900).dialogs == []  # taken once: the next action starts afresh
 
 
+EDITOR = b"""<!doctype html><title>editor</title>
+<input style="position:absolute;left:0;top:0;width:1280px;height:400px">
+<script>addEventListener('beforeunload', e => { e.preventDefault(); e.returnValue = ''; });</script>"""
+
+
+@pytest.mark.parametrize("answer", ["dismiss", "accept"])
+def test_goto_url_from_a_page_that_asks_to_confirm_leaving_says_what_happened(answer) -> None:
+    """Playwright says only net::ERR_ABORTED when a leave-page dialog is dismissed: the step says why it stayed."""
+    require_chromium()
+    from tools.actions import ToolCall, parse_tool_call
+
+    with one_page(EDITOR) as server, BrowserExecutor(BrowserSettings(dialogs=answer), allowed_origins=[server.url]) as browser:
+        browser.goto(server.url + "/edit")
+        click(browser, 500, 200)  # a page asks only after a person interacted with it
+        goto = parse_tool_call(ToolCall(name="goto_url", arguments={"url": server.url + "/elsewhere"}))
+        outcome = browser.act(goto)
+        assert [(d.kind, d.answer) for d in outcome.dialogs] == [("beforeunload", answer + "ed")]  # in this step
+        if answer == "dismiss":
+            assert outcome.status == "error"
+            assert outcome.error == (
+                "the page asked to confirm leaving it (unsaved changes?) and the dialog was dismissed "
+                f"(browser.dialogs: dismiss), so it stayed on {server.url}/edit"
+            )
+        else:
+            assert outcome.status == "ok" and browser.perceive().url == server.url + "/elsewhere"
+
+
 def test_a_run_records_the_dialog_and_tells_the_model(tmp_path: Path, pages) -> None:
     require_chromium()
     run_id, (first, last) = run_one_click(tmp_path, f"{pages}/", (200, 100))
