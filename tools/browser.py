@@ -25,11 +25,11 @@ from tools.actions import ActionError
 from tools.capture import PageCapture, png_size
 from tools.chromium import LAUNCH_ARGS, find_chromium
 from tools.coords import CoordinateAudit, CoordinateMode
-from tools.errors import HarnessError, StepError
+from tools.errors import HarnessError
 from tools.executor import SECRET_PATTERN, BaseExecutor, BudgetSpent, budget_cut_off
 from tools.keys import playwright_chord
 from tools.keytext import key_events, key_runs
-from tools.navigation import NavigationWatch
+from tools.navigation import NavigationWatch, PageScriptError, PageTimeout
 from tools.script_watchdog import ScriptWatchdog, stop_if_busy
 from tools.secret_destination import frame_refusal, hidden_focus_refusal, key_frames, refusal
 from tools.views import (
@@ -118,14 +118,6 @@ MAX_TAB_URL = 2000  # characters of a followed tab's URL said in the step
 MAX_DIALOGS_KEPT = 20  # dialogs a step records (all are answered); a count says how many more there were
 MAX_BLOCKED_SAID = 10  # tabs a page opened by itself (closed unseen) whose URLs a step lists: the first ones
 DOWNLOAD_GRACE_S = 0.1  # after a navigation that did not load: how long a download may take to say it began
-
-
-class PageScriptError(StepError, RuntimeError):
-    """A script or wait in the page failed; ``str()`` says why in one line."""
-
-
-class PageTimeout(PageScriptError):
-    """A script or wait in the page did not finish within its time limit."""
 
 
 class StartPageError(HarnessError, RuntimeError):

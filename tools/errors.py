@@ -31,8 +31,8 @@ import paths are unchanged) and only take their parent from here; most also keep
     ├── StepError               one step could not be done: recorded in the step (error, error_kind), the run goes on
     │   ├── tools.actions.ActionError             a tool call that is not a valid action; fed back to the model
     │   │   └── tools.executor.BudgetSpent        the time budget ran out in the middle of an action
-    │   ├── tools.browser.PageScriptError         a setup script threw (setup turns it into SetupFailed)
-    │   │   └── tools.browser.PageTimeout         a setup script or wait did not finish within its limit
+    │   ├── tools.navigation.PageScriptError      a setup script threw (setup turns it into SetupFailed)
+    │   │   └── tools.navigation.PageTimeout      a setup script or wait did not finish within its limit
     │   └── agent.backends.base.BackendError      the model could not be asked (server down, out of memory)
     └── HarnessError            the environment could not start or broke: a clear message; a run that had started
         │                       is marked failed with the reason (the loop wraps any unexpected crash in one)

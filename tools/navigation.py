@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NavigationWatch", "PageScriptError"]
+from tools.errors import StepError
+
+__all__ = ["NavigationWatch", "PageScriptError", "PageTimeout"]
 
 WORLD_NAME = "glassbox"
 # DevTools' answer for a context whose document went away (a navigation): the world is made again for the new one.
@@ -35,8 +37,13 @@ _CONTEXT_GONE = ("Cannot find context with specified id", "Execution context was
 _FRAMES = "new Promise(r => { let n = %d; const f = () => (n-- > 0 ? requestAnimationFrame(f) : r(true)); f(); })"
 
 
-class PageScriptError(RuntimeError):
-    """A script of Glassbox's own threw in the page, or the page's document went away while it ran."""
+class PageScriptError(StepError, RuntimeError):
+    """A script or wait in the page failed (a task's setup script threw, or Glassbox's own script found its
+    document gone); ``str()`` says why in one line."""
+
+
+class PageTimeout(PageScriptError):
+    """A script or wait in the page did not finish within its time limit."""
 
 
 class NavigationWatch:
