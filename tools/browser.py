@@ -62,6 +62,15 @@ __all__ = [
     "budget_cut_off",
 ]
 
+# The focused field (through open shadow roots) draws its text as discs: Chromium's -webkit-text-security, what a
+# password field uses. Only a field: a page's body is not hidden wholesale.
+_HIDE_FOCUSED_TEXT = """() => {
+  let el = document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  if (!el || !(el.isContentEditable || el.tagName === 'INPUT' || el.tagName === 'TEXTAREA')) return false;
+  el.style.setProperty('-webkit-text-security', 'disc', 'important');
+  return true;
+}"""
 LEAVE_DIALOG_GRACE_MS = 50  # after a goto_url the browser refused, for the leave-page dialog's event to arrive
 _ELEMENT_AT = """([x, y]) => {
   const el = document.elementFromPoint(x, y);
@@ -596,6 +605,16 @@ class BrowserExecutor(BaseExecutor):
                 self._goto_url(url)
             case _:
                 super()._perform_input(action, audit)
+
+    def _hide_secret_field(self) -> None:
+        # Where the keys go (the focused field, through same-origin frames and open shadow roots) draws discs from
+        # now on, as <input type=password> does, with its value unchanged. A page that echoes the value elsewhere
+        # still shows it there (OCR text is masked; pixels are not).
+        try:
+            chain, _ = key_frames(self.page)
+            chain[-1].evaluate(_HIDE_FOCUSED_TEXT)
+        except Exception:  # the page went away meanwhile: nothing is typed there either
+            pass
 
     def _goto_url(self, url: str) -> None:
         from playwright.sync_api import Error as PlaywrightError

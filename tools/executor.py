@@ -187,6 +187,7 @@ class BaseExecutor(ABC):
                 names = SECRET_PATTERN.findall(action.text)
                 if names:  # where the keys would go is checked before any key is sent
                     self._check_secret_destination(sorted(set(names)))
+                    self._hide_secret_field()
                 self._type(text)
             case A.Wait():
                 self._wait(action.time)
@@ -248,6 +249,11 @@ class BaseExecutor(ABC):
     def _check_secret_destination(self, names: list[str]) -> None:
         """Raise :class:`ActionError` when the secrets ``names`` must not be typed where the keys would go now (a
         browser: a page or frame of another origin than the task's). A device that cannot tell allows it."""
+        return None
+
+    def _hide_secret_field(self) -> None:
+        """Before a secret is typed: make the field it goes into draw its text as a password field does, so that
+        no screenshot (a run folder's, a served model's) shows the value. A device that cannot does nothing."""
         return None
 
     @abstractmethod
