@@ -394,7 +394,7 @@ class BrowserExecutor(BaseExecutor):
         if self._watch is None:
             return None
         try:
-            info = self._watch.evaluate(f"({_ELEMENT_AT})({json.dumps([int(css[0]), int(css[1])])})")
+            info = self._watch.evaluate(f"({_ELEMENT_AT})({json.dumps(list(css))})")
             return ElementInfo.model_validate(info) if info else None
         except Exception:
             return None
@@ -888,9 +888,7 @@ class BrowserExecutor(BaseExecutor):
 
     def _wait_animations(self, until: float) -> None:
         left_ms = int((until - time.monotonic()) * 1000)
-        if left_ms <= 0:
-            return
-        if self._watch is None:
+        if left_ms <= 0 or self._watch is None:
             return
         try:  # in the isolated world: a page cannot stretch the wait (nor cut it) by replacing getAnimations
             self._watch.evaluate(f"({_ANIMATIONS_DONE})({left_ms})", await_promise=True, timeout_ms=left_ms + 1000)
