@@ -212,7 +212,11 @@ def settle(page, timeout=5.0):
     """Wait two frames, then for a navigation the action asked for to load (or stop), then a beat (the recorded
     run looked at the screen between actions; some widgets, such as a select's popup, open asynchronously)."""
     try:
-        NAVIGATION["devtools"].send("Runtime.evaluate", {{"expression": FRAMES, "awaitPromise": True}})
+        # In a world of its own, as the run's frame wait: a page that replaced requestAnimationFrame cannot hold it.
+        devtools = NAVIGATION["devtools"]
+        world = devtools.send("Page.createIsolatedWorld", {{"frameId": NAVIGATION["main"], "worldName": "replay"}})
+        context = world["executionContextId"]
+        devtools.send("Runtime.evaluate", {{"expression": FRAMES, "awaitPromise": True, "contextId": context}})
     except Exception:
         pass  # the document went away: a navigation is under way
     deadline = time.monotonic() + timeout

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 
 import pytest
 
 from replays.playwright_export import ExportError, export_playwright
-from tests.conftest import copy_bundled_run
+from tests.conftest import copy_bundled_run, require_chromium
+from tests.servers import one_page
+from tests.tools.page_events import run_one_click
 
 MARKER = "PWNED_BY_RUN_JSON"
 
@@ -45,3 +49,23 @@ def test_a_viewport_that_is_not_numbers_is_refused(crafted, tmp_path) -> None:
     with pytest.raises(ExportError, match=r"the recorded task is not valid \(browser.viewport"):
         export_playwright(write(task=task), tmp_path / "replay.py")
     assert not (tmp_path / "replay.py").exists()
+
+
+NO_FRAMES_PAGE = b"""<!doctype html><title>start</title>
+<button style="width:1280px;height:700px" onclick="document.title = 'pressed'">Press</button>
+<script>window.requestAnimationFrame = () => 0;</script>"""
+
+
+def test_a_page_without_animation_frames_does_not_hang_the_exported_script(tmp_path) -> None:
+    """The script's settle waited for two animation frames in the page's own world: a page that replaced
+    requestAnimationFrame held it for ever (DevTools calls have no time limit there)."""
+    require_chromium()
+    with one_page(NO_FRAMES_PAGE) as server:
+        run_id, (first, _) = run_one_click(tmp_path, f"{server.url}/", (500, 500))
+        assert first.outcome == "ok" and first.title == "start"
+        script = tmp_path / "replay.py"
+        export_playwright(tmp_path / "runs" / run_id, script)
+        replayed = subprocess.run(
+            [sys.executable, str(script), "--base-url", server.url], capture_output=True, text=True, timeout=90
+        )
+    assert replayed.returncode == 0, replayed.stderr
