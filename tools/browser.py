@@ -71,6 +71,21 @@ _HIDE_FOCUSED_TEXT = """() => {
   el.style.setProperty('-webkit-text-security', 'disc', 'important');
   return true;
 }"""
+# Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
+# a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
+# a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.
+_MASK_SECRETS = """(secrets) => {
+  const hide = el => el && el.style && el.style.setProperty('-webkit-text-security', 'disc', 'important');
+  const holds = text => !!text && secrets.some(s => text.includes(s));
+  const visit = root => {
+    for (const el of root.querySelectorAll('input, textarea')) if (holds(el.value)) hide(el);
+    const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let t = walk.nextNode(); t; t = walk.nextNode()) if (holds(t.data)) hide(t.parentElement);
+    for (const el of root.querySelectorAll('*')) if (el.shadowRoot) visit(el.shadowRoot);
+  };
+  if (document.documentElement) visit(document.documentElement);
+}"""
+MIN_MASKED_SECRET = 4  # characters: a shorter secret would hide text everywhere it happens to occur
 LEAVE_DIALOG_GRACE_MS = 50  # after a goto_url the browser refused, for the leave-page dialog's event to arrive
 _ELEMENT_AT = """([x, y]) => {
   const el = document.elementFromPoint(x, y);
@@ -365,6 +380,7 @@ class BrowserExecutor(BaseExecutor):
         if shot is not None and shot.navigations == self._navigations and time.monotonic() - shot.at <= SETTLED_SHOT_MAX_AGE_S:
             png, title, taken_at = shot.png, shot.title, shot.taken_at  # the settle's capture: the action's effect
         else:
+            self._mask_secrets()
             # One DevTools capture (tools.capture): page.screenshot()'s PNG without its extra round trips.
             if self._capture is not None:
                 png, title = self._capture.png_and_title()  # the title in the same round trip, where it can be
@@ -605,6 +621,22 @@ class BrowserExecutor(BaseExecutor):
                 self._goto_url(url)
             case _:
                 super()._perform_input(action, audit)
+
+    def _mask_secrets(self) -> None:
+        """Right before a capture: hide the task's secrets on screen (``_MASK_SECRETS``; the capture draws a fresh
+        frame, with the change). Only on a page of the task's origins, where a secret may be shown: no other page
+        is given the values."""
+        values = sorted({v for v in self._secrets.values() if len(v) >= MIN_MASKED_SECRET})
+        if not values or self.page is None or self._watch is None:
+            return
+        local = urlsplit(self._start_url or "").scheme.lower() == "file"
+        bound = bool(self.allowed_origins) or local  # as for typing: a bare executor has no origins to bind them to
+        if bound and frame_refusal(str(self.page.url), 0, self.allowed_origins, local_pages=local) is not None:
+            return
+        try:
+            self._watch.evaluate(f"({_MASK_SECRETS})({json.dumps(values)})")
+        except Exception:  # the document is going away: the capture fails, or sees the next one (masked next time)
+            pass
 
     def _hide_secret_field(self) -> None:
         # Where the keys go (the focused field, through same-origin frames and open shadow roots) draws discs from
@@ -870,6 +902,7 @@ class BrowserExecutor(BaseExecutor):
         loading, the next perceive captures afresh (and raises the page's real error, if any)."""
         if self._capture is None or self._loads < self._navigations:
             return
+        self._mask_secrets()
         try:
             png, title = self._capture.png_and_title()
         except Exception:

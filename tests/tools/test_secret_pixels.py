@@ -10,6 +10,7 @@ import urllib.parse
 import pytest
 from PIL import Image, ImageChops
 
+from tests.servers import LocalServer, QuietHandler
 from tools.actions import ToolCall, parse_tool_call
 
 SECRET = "sk-live-4242-abcd"
@@ -62,3 +63,81 @@ def test_a_textarea_holding_a_secret_hides_its_text_and_plain_typing_does_not(br
     shown = band(png, 620)
     browser.page.evaluate("document.getElementById('plain').style.webkitTextSecurity = 'disc'")
     assert ImageChops.difference(shown, band(browser.perceive().screenshot_png, 620)).getbbox() is not None
+
+
+# -- a secret the page itself shows ----------------------------------------------------------------------------------
+
+FORM = b"""<!doctype html><body style="margin:0;font:40px sans-serif"><form method="post" action="/save">
+<textarea name="key" style="width:1200px;height:100px;font:40px monospace"></textarea><button>Save</button></form>"""
+
+
+class _Site(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/settings":  # the key, shown when the page loads
+            self.reply(200, f"<p id='said'>Your key: <b id='key'>{SECRET}</b></p>".encode(), "text/html")
+        else:
+            self.reply(200, FORM, "text/html")
+
+    def do_POST(self) -> None:  # noqa: N802
+        value = urllib.parse.parse_qs(self.read_body().decode())["key"][0]
+        # Re-rendered with the values after a validation error, as form frameworks do: a new element, in clear.
+        page = (
+            '<body style="margin:0;font:40px sans-serif"><p id="error">Name is required.</p>'
+            f'<textarea id="again" style="width:1200px;height:100px;font:40px monospace">{value}</textarea>'
+            f'<p id="echo">Saved <b id="key">{value}</b></p></body>'
+        )
+        self.reply(200, page.encode(), "text/html")
+
+
+@pytest.fixture
+def site():
+    with LocalServer(_Site) as server:
+        yield server.url
+
+
+HIDDEN = "el => getComputedStyle(el).webkitTextSecurity"
+
+
+def shown_differs_from_clear(browser, png: bytes, selector: str) -> bool:
+    """Whether the element looks different in ``png`` than with its text drawn in clear (what a page shows)."""
+    box = browser.page.locator(selector).bounding_box()
+    top = int(box["y"])
+    browser.page.evaluate(f"document.querySelector({selector!r}).style.removeProperty('-webkit-text-security')")
+    clear = browser.page.screenshot(type="png")
+    return ImageChops.difference(band(png, top), band(clear, top)).getbbox() is not None
+
+
+def test_a_form_re_rendered_with_the_secret_shows_it_as_discs(chromium, site):
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/")
+        act(browser, action="left_click", coordinate=[400, 60])
+        assert act(browser, action="type", text="<secret>api_key</secret>").status == "ok"
+        act(browser, action="key", keys=["Tab"])
+        assert act(browser, action="key", keys=["Enter"]).navigated  # the form is sent and comes back
+        png = browser.perceive().screenshot_png
+        assert browser.page.eval_on_selector("#again", HIDDEN) == "disc"  # a new field, holding the value
+        assert browser.page.eval_on_selector("#key", HIDDEN) == "disc"  # the value in the page's text
+        assert browser.page.eval_on_selector("#error", HIDDEN) == "none"  # the rest is as the page draws it
+        assert shown_differs_from_clear(browser, png, "#key")
+
+
+def test_a_secret_on_a_page_as_it_loads_is_hidden_from_the_first_screenshot(chromium, site):
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/settings")
+        png = browser.perceive().screenshot_png  # no action yet: a fresh capture
+        assert browser.page.eval_on_selector("#key", HIDDEN) == "disc"
+        assert shown_differs_from_clear(browser, png, "#key")
+
+
+def test_a_page_of_another_origin_is_not_given_the_secrets(chromium, site):
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    other = site.replace("127.0.0.1", "localhost")
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[other]) as browser:
+        browser.goto(site + "/settings")  # it shows the value (this test's page knows it), but is not the task's
+        browser.perceive()
+        assert browser.page.eval_on_selector("#key", HIDDEN) == "none"
