@@ -85,6 +85,16 @@ _MASK_SECRETS = """(secrets) => {
   };
   if (document.documentElement) visit(document.documentElement);
 }"""
+# innerText reads masked text as discs too: ``read()`` runs with the masks lifted, and they are put back in the same
+# task, so no frame is ever drawn without them. For reading the page's text (checks, the element under a click).
+_UNMASKED = """(read) => {
+  const masked = [...document.querySelectorAll('[style]')].filter(el =>
+    el.style.getPropertyValue('-webkit-text-security') === 'disc' && el.style.getPropertyPriority('-webkit-text-security'));
+  for (const el of masked) el.style.removeProperty('-webkit-text-security');
+  try { return read(); }
+  finally { for (const el of masked) el.style.setProperty('-webkit-text-security', 'disc', 'important'); }
+}"""
+_PAGE_TEXT = f"({_UNMASKED})(() => document.body ? document.body.innerText : '')"
 MIN_MASKED_SECRET = 4  # characters: a shorter secret would hide text everywhere it happens to occur
 LEAVE_DIALOG_GRACE_MS = 50  # after a goto_url the browser refused, for the leave-page dialog's event to arrive
 _ELEMENT_AT = """([x, y]) => {
@@ -410,7 +420,7 @@ class BrowserExecutor(BaseExecutor):
         if self._watch is None:
             return None
         try:
-            info = self._watch.evaluate(f"({_ELEMENT_AT})({json.dumps(list(css))})")
+            info = self._watch.evaluate(f"({_UNMASKED})(() => ({_ELEMENT_AT})({json.dumps(list(css))}))")
             return ElementInfo.model_validate(info) if info else None
         except Exception:
             return None
@@ -460,6 +470,13 @@ class BrowserExecutor(BaseExecutor):
         return str(self.page.url)
 
     def page_text(self) -> str:
+        """The page's text as shown (``innerText``), with secrets Glassbox drew as discs read as the page holds them:
+        a check looks at the page, not at the mask. One synchronous script: no frame is drawn unmasked."""
+        if self._watch is not None:
+            try:
+                return str(self._watch.evaluate(_PAGE_TEXT) or "")
+            except Exception:  # the document is going away: Playwright's reading waits for the next one
+                pass
         return str(self.page.inner_text("body"))
 
     def resolve_url(self, url: str) -> str:

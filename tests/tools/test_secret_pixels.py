@@ -141,3 +141,18 @@ def test_a_page_of_another_origin_is_not_given_the_secrets(chromium, site):
         browser.goto(site + "/settings")  # it shows the value (this test's page knows it), but is not the task's
         browser.perceive()
         assert browser.page.eval_on_selector("#key", HIDDEN) == "none"
+
+
+def test_checks_and_the_record_read_the_page_text_not_the_discs(chromium, site):
+    """innerText reads masked text as discs: a text_present check on the secret failed, and the element under a click
+    read '•••' where the record (which masks secrets itself) should say 'Your key: ●●●●'."""
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/settings")
+        browser.perceive()  # masked
+        assert f"Your key: {SECRET}" in browser.page_text()
+        box = browser.page.locator("#key").bounding_box()
+        element = browser.element_at((int(box["x"] + 5), int(box["y"] + 5)))
+        assert element is not None and (element.tag, element.text) == ("b", SECRET)
+        assert browser.page.eval_on_selector("#key", HIDDEN) == "disc"  # put back in the same task
