@@ -79,8 +79,10 @@ _MASK_SECRETS = """(secrets) => {
   const holds = text => !!text && secrets.some(s => text.includes(s));
   const visit = root => {
     for (const el of root.querySelectorAll('input, textarea')) if (holds(el.value)) hide(el);
-    const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-    for (let t = walk.nextNode(); t; t = walk.nextNode()) if (holds(t.data)) hide(t.parentElement);
+    if (holds(root.textContent)) {  // the walk over text nodes only where a secret is in the text at all
+      const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+      for (let t = walk.nextNode(); t; t = walk.nextNode()) if (holds(t.data)) hide(t.parentElement);
+    }
     for (const el of root.querySelectorAll('*')) if (el.shadowRoot) visit(el.shadowRoot);
   };
   if (document.documentElement) visit(document.documentElement);
