@@ -641,6 +641,11 @@ class BrowserExecutor(BaseExecutor):
             case _:
                 super()._perform_input(action, audit)
 
+    @property
+    def _local_task(self) -> bool:
+        """A task whose start page is a local file: its own ``file:`` pages are where its secrets belong."""
+        return urlsplit(self._start_url or "").scheme.lower() == "file"
+
     def _mask_secrets(self) -> None:
         """Right before a capture: hide the task's secrets on screen (``_MASK_SECRETS``; the capture draws a fresh
         frame, with the change). Only on a page of the task's origins, where a secret may be shown: no other page
@@ -648,7 +653,7 @@ class BrowserExecutor(BaseExecutor):
         values = sorted({v for v in self._secrets.values() if len(v) >= MIN_MASKED_SECRET})
         if not values or self.page is None or self._watch is None:
             return
-        local = urlsplit(self._start_url or "").scheme.lower() == "file"
+        local = self._local_task
         bound = bool(self.allowed_origins) or local  # as for typing: a bare executor has no origins to bind them to
         if bound and frame_refusal(str(self.page.url), 0, self.allowed_origins, local_pages=local) is not None:
             return
@@ -688,7 +693,7 @@ class BrowserExecutor(BaseExecutor):
     def _check_secret_destination(self, names: list[str]) -> None:
         """Secrets go only into a document of the task's origins (tools.secret_destination). An executor given no
         origins at all (a bare one, not a task's) has nothing to bind them to."""
-        local = urlsplit(self._start_url or "").scheme.lower() == "file"
+        local = self._local_task
         if not self.allowed_origins and not local:
             return
         said = ", ".join(names)
