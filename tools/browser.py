@@ -74,6 +74,9 @@ _HIDE_FOCUSED_TEXT = """() => {
 # Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
 # a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
 # a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.
+# A page may also write the secret between this script and the capture's frame (a search box echoing what was typed
+# after a 20 ms debounce did in 4 screenshots of 10): a MutationObserver, kept by the document, masks what is added
+# or changed from then on. Its callback runs as a microtask of the task that wrote the text, before any frame.
 _MASK_SECRETS = """(secrets) => {
   const hide = el => el && el.style && el.style.setProperty('-webkit-text-security', 'disc', 'important');
   const holds = text => !!text && secrets.some(s => text.includes(s));
@@ -85,6 +88,18 @@ _MASK_SECRETS = """(secrets) => {
     }
     for (const el of root.querySelectorAll('*')) if (el.shadowRoot) visit(el.shadowRoot);
   };
+  if (!globalThis.__glassboxMask) {
+    globalThis.__glassboxMask = new MutationObserver(records => {
+      for (const r of records) {
+        if (r.type === 'characterData') { if (holds(r.target.data)) hide(r.target.parentElement); continue; }
+        for (const node of r.addedNodes) {
+          if (node.nodeType === Node.TEXT_NODE) { if (holds(node.data)) hide(node.parentElement); }
+          else if (node.nodeType === Node.ELEMENT_NODE) { if (holds(node.value)) hide(node); visit(node); }
+        }
+      }
+    });
+    globalThis.__glassboxMask.observe(document, {subtree: true, childList: true, characterData: true});
+  }
   if (document.documentElement) visit(document.documentElement);
 }"""
 # innerText reads masked text as discs too: ``read()`` runs with the masks lifted, and they are put back in the same

@@ -156,3 +156,29 @@ def test_checks_and_the_record_read_the_page_text_not_the_discs(chromium, site):
         element = browser.element_at((int(box["x"] + 5), int(box["y"] + 5)))
         assert element is not None and (element.tag, element.text) == ("b", SECRET)
         assert browser.page.eval_on_selector("#key", HIDDEN) == "disc"  # put back in the same task
+
+
+def test_a_secret_the_page_writes_after_the_mask_and_before_the_capture_is_hidden_too(chromium, site):
+    """A search box that echoes what was typed after a 20 ms debounce wrote the key between the mask script and the
+    capture's frame: 4 screenshots of 10 showed it. Text added or changed after a capture's mask is masked before any
+    frame draws it (here: written, then shot with no mask in between)."""
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/")
+        browser.perceive()  # a capture: its mask script ran
+        browser.page.evaluate(
+            f"""() => {{
+              const p = document.createElement('p'); p.id = 'added'; p.textContent = 'Key: ' + {SECRET!r};
+              const q = document.createElement('p'); q.id = 'changed'; q.textContent = 'nothing yet';
+              const r = document.createElement('p'); r.id = 'plain'; r.textContent = 'no key here';
+              document.body.append(p, q, r);
+              setTimeout(() => {{ q.firstChild.data = 'Now ' + {SECRET!r}; }}, 0);
+            }}"""
+        )
+        browser.page.wait_for_function("document.getElementById('changed').textContent.startsWith('Now')")
+        png = browser.page.screenshot(type="png")  # no mask script before this one
+        for selector in ("#added", "#changed"):
+            assert browser.page.eval_on_selector(selector, HIDDEN) == "disc", selector
+            assert shown_differs_from_clear(browser, png, selector), selector
+        assert browser.page.eval_on_selector("#plain", HIDDEN) == "none"
