@@ -71,6 +71,8 @@ _HIDE_FOCUSED_TEXT = """() => {
   el.style.setProperty('-webkit-text-security', 'disc', 'important');
   return true;
 }"""
+# A secret's value, inserted where the focus is in this document, in one step (as a paste is; see _type_secret).
+_INSERT_TEXT = "(value) => document.execCommand('insertText', false, value)"
 # Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
 # a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
 # a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.
@@ -706,11 +708,31 @@ class BrowserExecutor(BaseExecutor):
             ) from None
 
     def _check_secret_destination(self, names: list[str]) -> None:
-        """Secrets go only into a document of the task's origins (tools.secret_destination). An executor given no
-        origins at all (a bare one, not a task's) has nothing to bind them to."""
+        self._secret_frames(names)
+
+    def _type_secret(self, name: str, value: str) -> None:
+        # One insertion into the field of the frame just checked, not a key event a character: between two keys the
+        # page's scripts run, and a page of the task's origin that focused a frame of another origin on the first
+        # keydown gave that frame the other 16 characters of a 17-character key. execCommand inserts where the
+        # focus is in that document only, as typing does (beforeinput and input events, the undo stack).
+        chain = self._secret_frames([name])
+        if chain is None:  # a bare executor: no origins to check, still one step
+            self.page.keyboard.insert_text(value)
+            return
+        try:
+            inserted = chain[-1].evaluate(_INSERT_TEXT, value)
+        except Exception as exc:  # the frame went away meanwhile: nothing was typed
+            raise ActionError(f"could not type the secret {name}: {_first_line(exc)}") from None
+        if inserted is not True:
+            raise ActionError(f"could not type the secret {name}: the focus is not on a field that takes text")
+
+    def _secret_frames(self, names: list[str]) -> list[Any] | None:
+        """The frames from the page down to the one the keys would go to now, when secrets may go there
+        (tools.secret_destination): a document of the task's origins; else :class:`ActionError`. None for an
+        executor given no origins at all (a bare one, not a task's): it has nothing to bind them to."""
         local = self._local_task
         if not self.allowed_origins and not local:
-            return
+            return None
         said = ", ".join(names)
         origins = self.allowed_origins
 
@@ -728,6 +750,7 @@ class BrowserExecutor(BaseExecutor):
             raise ActionError(f"refused to type the secret {said}: {unknown}") from None
         if problem is not None:
             raise ActionError(f"refused to type the secret {said}: {problem}; click a field of the task's site first")
+        return chain
 
     def _type_chunk(self, chunk: str) -> None:
         """keyboard.type()'s key events, sent back to back on the capture's DevTools session (tools.keytext);

@@ -185,10 +185,20 @@ class BaseExecutor(ABC):
             case A.Type():
                 text = self._reveal(action.text)  # an unknown secret is refused first
                 names = SECRET_PATTERN.findall(action.text)
-                if names:  # where the keys would go is checked before any key is sent
-                    self._check_secret_destination(sorted(set(names)))
-                    self._hide_secret_field()
-                self._type(text)
+                if not names:
+                    self._type(text)
+                    return
+                # Where the keys would go is checked before any key is sent, and again before each secret.
+                self._check_secret_destination(sorted(set(names)))
+                self._hide_secret_field()
+                typed = 0
+                for match in SECRET_PATTERN.finditer(action.text):
+                    if match.start() > typed:
+                        self._type(action.text[typed : match.start()])
+                    self._type_secret(match.group(1), self._secrets[match.group(1)])
+                    typed = match.end()
+                if typed < len(action.text):
+                    self._type(action.text[typed:])
             case A.Wait():
                 self._wait(action.time)
             case A.Terminate() | A.Answer():
@@ -250,6 +260,11 @@ class BaseExecutor(ABC):
         """Raise :class:`ActionError` when the secrets ``names`` must not be typed where the keys would go now (a
         browser: a page or frame of another origin than the task's). A device that cannot tell allows it."""
         return None
+
+    def _type_secret(self, name: str, value: str) -> None:
+        """Type the value of the secret ``name``. A device that can put it where the focus is in one step, with
+        where that is checked again first, does so (a browser); the rest types it as any text."""
+        self._type(value)
 
     def _hide_secret_field(self) -> None:
         """Before a secret is typed: make the field it goes into draw its text as a password field does, so that

@@ -165,3 +165,36 @@ def test_a_frame_of_another_origin_in_a_shadow_root_gets_no_secret(chromium, mod
                 assert outcome.status == "error" and outcome.error is not None
                 assert "refused to type the secret pw" in outcome.error and "http://localhost:" in outcome.error
                 assert frame.input_value("#inner") == ""
+
+
+def test_a_page_that_moves_the_focus_to_another_origin_while_keys_arrive_gets_none_of_the_secret_there(chromium):
+    """Sent a key at a time, a 17-character key lost its last 16 characters to a frame of another origin that the
+    task's page focused on the first keydown. A secret goes in as one insertion into the field just checked."""
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with one_page(INNER) as inner:
+        frame_url = inner.url.replace("127.0.0.1", "localhost") + "/form"
+        outer = (
+            '<!doctype html><body><input id="outer" aria-label="outer field">'
+            f'<iframe src="{frame_url}" width="400" height="200"></iframe><script>'
+            "const field = document.getElementById('outer'), frame = document.querySelector('iframe');"
+            "field.addEventListener('keydown', () => frame.focus());"  # every key: the next goes to the frame
+            "field.addEventListener('beforeinput', () => frame.focus());"
+            "field.addEventListener('input', e => { field.dataset.inputs = (+field.dataset.inputs || 0) + 1; });"
+            "</script></body>"
+        ).encode()
+        with one_page(outer) as site:
+            with BrowserExecutor(BrowserSettings(), secrets={"pw": SECRET}, allowed_origins=[site.url]) as browser:
+                browser.goto(site.url + "/login")
+                browser.page.frame_locator("iframe").locator("#inner").wait_for()
+                browser.page.focus("#outer")
+                assert act(browser, action="type", text="<secret>pw</secret>").status == "ok"
+                assert browser.page.input_value("#outer") == SECRET  # all of it, where the focus was checked
+                assert inner_value(browser) == ""
+                assert browser.page.eval_on_selector("#outer", "el => el.dataset.inputs") == "1"  # the page saw it typed
+                # Text before a secret goes as keys: the first moves the focus, and the secret is then refused.
+                browser.page.focus("#outer")
+                outcome = act(browser, action="type", text="pin: <secret>pw</secret>")
+                assert outcome.status == "error" and outcome.error is not None
+                assert "refused to type the secret pw" in outcome.error and "http://localhost:" in outcome.error
+                assert SECRET not in inner_value(browser)
