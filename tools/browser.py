@@ -71,8 +71,17 @@ _HIDE_FOCUSED_TEXT = """() => {
   el.style.setProperty('-webkit-text-security', 'disc', 'important');
   return true;
 }"""
-# A secret's value, inserted where the focus is in this document, in one step (as a paste is; see _type_secret).
-_INSERT_TEXT = "(value) => document.execCommand('insertText', false, value)"
+# A secret's characters, inserted one at a time where the focus is in this document, in one script (see _type_secret):
+# a field that moves the focus on to the next one on input (a one-time code's boxes) gets them as typed keys would
+# give them. How many went in: one that could not (no field has the focus in this document any more) ends it.
+_INSERT_TEXT = """(value) => {
+  let typed = 0;
+  for (const char of value) {
+    if (!document.execCommand('insertText', false, char)) break;
+    typed += 1;
+  }
+  return typed;
+}"""
 # Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
 # a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
 # a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.
@@ -711,20 +720,21 @@ class BrowserExecutor(BaseExecutor):
         self._secret_frames(names)
 
     def _type_secret(self, name: str, value: str) -> None:
-        # One insertion into the field of the frame just checked, not a key event a character: between two keys the
-        # page's scripts run, and a page of the task's origin that focused a frame of another origin on the first
-        # keydown gave that frame the other 16 characters of a 17-character key. execCommand inserts where the
-        # focus is in that document only, as typing does (beforeinput and input events, the undo stack).
+        # Inserted by a script in the document just checked, not sent as key events: between two keys the page's
+        # scripts run, and a page of the task's origin that focused a frame of another origin on the first keydown
+        # gave that frame the other 16 characters of a 17-character key. execCommand inserts only into this
+        # document, as typing does (beforeinput and input events a character, the undo stack; no key events).
         chain = self._secret_frames([name])
-        if chain is None:  # a bare executor: no origins to check, still one step
-            self.page.keyboard.insert_text(value)
-            return
+        frame = self.page.main_frame if chain is None else chain[-1]  # None: a bare executor, no origins to check
         try:
-            inserted = chain[-1].evaluate(_INSERT_TEXT, value)
-        except Exception as exc:  # the frame went away meanwhile: nothing was typed
+            typed = frame.evaluate(_INSERT_TEXT, value)
+        except Exception as exc:  # the frame went away meanwhile
             raise ActionError(f"could not type the secret {name}: {_first_line(exc)}") from None
-        if inserted is not True:
-            raise ActionError(f"could not type the secret {name}: the focus is not on a field that takes text")
+        if typed != len(list(value)):
+            raise ActionError(
+                f"typed {typed} of the {len(list(value))} characters of the secret {name}: then no field of the page had "
+                "the focus any more"
+            )
 
     def _secret_frames(self, names: list[str]) -> list[Any] | None:
         """The frames from the page down to the one the keys would go to now, when secrets may go there
