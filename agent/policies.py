@@ -16,7 +16,7 @@ from agent.task import Task
 from tools.actions import ActionError
 from tools.errors import UsageError
 from tools.executor import Executor, page_of
-from tools.views import Box, Target
+from tools.views import Located, Target
 
 POLICIES = ("script", "qwen3vl", "openai")
 
@@ -140,5 +140,5 @@ def uses_text_targets_by_ocr(task: Task) -> bool:
     return task.environment == "desktop" and any(step.target is not None for step in task.script or [])
 
 
-def _no_element_tree(target: Target) -> Box | None:
+def _no_element_tree(target: Target) -> Located | None:
     raise ActionError("a desktop has no element tree: desktop scripts give coordinates, not targets")

@@ -2,7 +2,8 @@
 
 It is not a model and says so: its reasoning is the script's note, its confidence is recorded as
 unknown. Targets (label, text, role, selector) are resolved to 0..1000 coordinates at run time, so the
-same script works with any layout seed; an element below the fold is scrolled to first. A desktop has no
+same script works with any layout seed; an element below the fold, or scrolled out of view in a list, is scrolled to
+first, and a click lands on a point of the element that nothing covers. A desktop has no
 element tree: there a ``text`` target is found by OCR of the step's screenshot (``locate_text``), and how it
 was found (the line, its box, score) is recorded in the step's ``policy_state["target"]``.
 """
@@ -19,10 +20,10 @@ from tools.browser import Target
 from tools.coords import from_css
 from tools.errors import StepError
 from tools.ocr_locate import TextMatch
-from tools.views import Box, Observation
+from tools.views import Located, Observation
 from tracer.schema import StepRecord
 
-Locate = Callable[[Target], "Box | None"]
+Locate = Callable[[Target], "Located | None"]
 LocateText = Callable[[str, bytes], TextMatch]  # (text, screenshot PNG) -> the line found; StepError if none
 NO_CONFIDENCE = "script policy: a demonstration, not a model, so there is no confidence"
 NO_MODEL = {
@@ -78,34 +79,53 @@ class ScriptPolicy(Policy):
             args["coordinate"] = from_css((cx / scale, cy / scale), css_size=observation.css_size, divisor=self._divisor)
             state["target"] = found.model_dump()
         elif target is not None:
-            box = self._locate(target)
-            if box is None:
-                return PolicyOutput(
-                    decision=PolicyDecision(
-                        parse_error=f"{label}: no visible element matches {target.describe()}",
-                        confidence_reason=NO_CONFIDENCE,
-                    ),
-                    trace=ModelTrace(reasoning=f"{label}: looking for {target.describe()}", unavailable=dict(NO_MODEL)),
-                )
+            located = self._locate(target)
+            if located is None:
+                return self._failed(label, target, f"no visible element matches {target.describe()}")
             width, height = observation.css_size
-            cx, cy = box.center
-            if not (0 <= cy < height) or not (0 <= cx < width):
-                # Scroll the element into view the way a person would, then play the step.
+            on_screen = lambda x, y: 0 <= x < width and 0 <= y < height  # noqa: E731
+            box = [round(v) for v in (located.x, located.y, located.width, located.height)]
+            if located.point is None:
+                # Out of view: the list or panel that clips it is scrolled first (where it is on screen), else the
+                # page, the way a person would; then the step is played. A scroll that moved nothing ends it.
+                last = history[-1].policy_state if history else {}
+                if last.get("scroll_for") == current and last.get("box") == box:
+                    return self._failed(label, target, f"scrolling did not bring {target.describe()} into view")
+                hint = located.scroll
+                if hint is not None and on_screen(*hint.at):
+                    x, y = from_css(hint.at, css_size=(width, height), divisor=self._divisor)
+                    vertical = hint.dy != 0 or hint.dx == 0
+                    move = {"action": "scroll", "pixels": -hint.dy} if vertical else {"action": "hscroll", "pixels": hint.dx}
+                    scroll = ToolCall(name="computer_use", arguments={**move, "coordinate": [x, y]})
+                    reason = f"{label}: {target.describe()} is scrolled out of view in the element around it; scrolling that."
+                    return self._output(scroll, reason, {"scroll_for": current, "box": box})
+                cx, cy = hint.at if hint is not None else located.center
+                if on_screen(cx, cy):  # in view, yet every point tried has something else on top
+                    cover = located.covered_by or "another element"
+                    return self._failed(label, target, f"{target.describe()} is covered by {cover}")
                 pixels = -round(cy - height / 2)
                 scroll = ToolCall(
                     name="computer_use",
                     arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
                 )
                 return self._output(
-                    scroll, f"{label}: {target.describe()} is off screen; scrolling to it.", {"scroll_for": current}
+                    scroll, f"{label}: {target.describe()} is off screen; scrolling to it.", {"scroll_for": current, "box": box}
                 )
-            args["coordinate"] = from_css((cx, cy), css_size=(width, height), divisor=self._divisor)
+            args["coordinate"] = from_css(located.point, css_size=(width, height), divisor=self._divisor)
         if step.action in BROWSER_TOOLS:
             call = ToolCall(name=step.action, arguments=args)
         else:
             call = ToolCall(name="computer_use", arguments={"action": step.action, **args})
         note = task.render(step.note) if step.note else _describe(step, args, target)
         return self._output(call, f"{label}: {note}", state)
+
+    @staticmethod
+    def _failed(label: str, target: Target, problem: str) -> PolicyOutput:
+        """No action: the target cannot be acted on now (the step is played again after the page has moved on)."""
+        return PolicyOutput(
+            decision=PolicyDecision(parse_error=f"{label}: {problem}", confidence_reason=NO_CONFIDENCE),
+            trace=ModelTrace(reasoning=f"{label}: looking for {target.describe()}", unavailable=dict(NO_MODEL)),
+        )
 
     def _output(self, call: ToolCall, reasoning: str, state: dict[str, Any]) -> PolicyOutput:
         raw = "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"

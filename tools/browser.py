@@ -36,14 +36,15 @@ from tools.views import (
     MAX_DEVICE_PIXELS,
     MAX_DIALOG_MESSAGE,
     TAB_CLOSED,
-    Box,
     BrowserSettings,
     DialogSeen,
     ElementInfo,
+    Located,
     Observation,
     Outcome,
     PageEvents,
     ScriptValue,
+    ScrollHint,
     SettlePolicy,
     Target,
 )
@@ -71,6 +72,49 @@ _HIDE_FOCUSED_TEXT = """() => {
   el.style.setProperty('-webkit-text-security', 'disc', 'important');
   return true;
 }"""
+# Where a click on an element lands on it: a point inside the part of it that is on screen and inside every ancestor
+# that clips it (a list box scrolled away from it), where the element itself (or something inside it) is on top;
+# the middle first, then a grid. Else how to scroll the nearest clipping ancestor that can scroll to bring it into
+# view, or what covers it. Playwright's own click would only wait for the middle to be free.
+_WHERE_TO_CLICK = """(el) => {
+  const r = el.getBoundingClientRect();
+  let [left, top, right, bottom] = [r.left, r.top, r.right, r.bottom];
+  let scroll = null;
+  for (let a = el.parentElement; a && a !== document.body && a !== document.documentElement; a = a.parentElement) {
+    const style = getComputedStyle(a);
+    if (style.overflowX === 'visible' && style.overflowY === 'visible') continue;
+    const ar = a.getBoundingClientRect();
+    const cl = ar.left + a.clientLeft, ct = ar.top + a.clientTop, cr = cl + a.clientWidth, cb = ct + a.clientHeight;
+    const outside = r.top < ct - 1 || r.bottom > cb + 1 || r.left < cl - 1 || r.right > cr + 1;
+    const scrolls = a.scrollHeight > a.clientHeight + 1 || a.scrollWidth > a.clientWidth + 1;
+    if (!scroll && outside && scrolls) {
+      const at = [(Math.max(cl, 0) + Math.min(cr, innerWidth)) / 2, (Math.max(ct, 0) + Math.min(cb, innerHeight)) / 2];
+      scroll = {at, dx: Math.round((r.left + r.right - cl - cr) / 2), dy: Math.round((r.top + r.bottom - ct - cb) / 2)};
+    }
+    [left, top, right, bottom] = [Math.max(left, cl), Math.max(top, ct), Math.min(right, cr), Math.min(bottom, cb)];
+  }
+  [left, top, right, bottom] = [Math.max(left, 0), Math.max(top, 0), Math.min(right, innerWidth), Math.min(bottom, innerHeight)];
+  const box = [r.left, r.top, r.width, r.height];
+  if (scroll || right - left < 1 || bottom - top < 1) return {box, point: null, scroll, covered: null};
+  const root = el.getRootNode();
+  const where = root.elementFromPoint ? root : document;
+  const points = [[(left + right) / 2, (top + bottom) / 2]];
+  for (const fy of [0.5, 0.25, 0.75, 0.1, 0.9]) for (const fx of [0.5, 0.25, 0.75, 0.1, 0.9]) {
+    points.push([left + (right - left) * fx, top + (bottom - top) * fy]);
+  }
+  let covered = null;
+  for (const [x, y] of points) {
+    const hit = where.elementFromPoint(x, y);
+    if (hit && (hit === el || el.contains(hit))) return {box, point: [x, y], scroll: null, covered: null};
+    if (!covered && hit) {
+      const text = (hit.innerText || hit.value || '').trim().replace(/\\s+/g, ' ').slice(0, 60);
+      const tag = '<' + hit.tagName.toLowerCase() + (hit.id ? ' id=' + hit.id : '') + '>';
+      covered = tag + (text ? ' ' + JSON.stringify(text) : '');
+    }
+  }
+  return {box, point: null, scroll: null, covered};
+}"""
+MAX_COVERED = 120  # characters saying what covers a target
 # A secret's characters, inserted one at a time where the focus is in this document, in one script (see _type_secret):
 # a field that moves the focus on to the next one on input (a one-time code's boxes) gets them as typed keys would
 # give them. How many went in: one that could not (no field has the focus in this document any more) ends it.
@@ -470,8 +514,9 @@ class BrowserExecutor(BaseExecutor):
             reason = _first_line(exc).removeprefix("Page.goto: ").removesuffix(f" at {url}")
             raise StartPageError(f"cannot open the start page {url}: {reason}") from None
 
-    def locate(self, target: Target) -> Box | None:
-        """The bounding box (CSS pixels, relative to the viewport) of the first visible match, or None."""
+    def locate(self, target: Target) -> Located | None:
+        """The first visible match (CSS pixels, relative to the viewport) and where a click would land on it
+        (:class:`tools.views.Located`), or None."""
         page = self.page
         if target.selector and target.text:
             # one of several like elements by its whole text: `.alink` saying "in", not every link containing it
@@ -489,9 +534,22 @@ class BrowserExecutor(BaseExecutor):
         for i in range(min(locator.count(), 20)):
             candidate = locator.nth(i)
             if candidate.is_visible():
-                box = candidate.bounding_box()
-                if box and box["width"] > 0 and box["height"] > 0:
-                    return Box(**box)
+                try:
+                    found = candidate.evaluate(_WHERE_TO_CLICK)
+                except Exception:  # gone meanwhile: the next candidate
+                    continue
+                x, y, width, height = found["box"]
+                if width > 0 and height > 0:
+                    scroll = found.get("scroll")
+                    return Located(
+                        x=x,
+                        y=y,
+                        width=width,
+                        height=height,
+                        point=tuple(found["point"]) if found.get("point") else None,
+                        scroll=ScrollHint(at=tuple(scroll["at"]), dx=scroll["dx"], dy=scroll["dy"]) if scroll else None,
+                        covered_by=(str(found["covered"])[:MAX_COVERED] if found.get("covered") else None),
+                    )
         return None
 
     def page_url(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 from tools import actions as A
 from tools.actions import ActionError
 from tools.coords import CoordinateAudit, CoordinateMode, to_css
-from tools.views import Box, ElementInfo, Observation, Outcome, PageEvents, ScriptValue, Target
+from tools.views import ElementInfo, Located, Observation, Outcome, PageEvents, ScriptValue, Target
 
 ExecutorKind = Literal["browser", "desktop", "fake"]
 SECRET_PATTERN = re.compile(r"<secret>([A-Za-z_][A-Za-z0-9_]*)</secret>")
@@ -66,7 +66,7 @@ class PageAbilities(Protocol):
 
     def goto(self, url: str) -> None: ...
 
-    def locate(self, target: Target) -> Box | None: ...
+    def locate(self, target: Target) -> Located | None: ...
 
     def page_url(self) -> str: ...
 

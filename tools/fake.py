@@ -25,7 +25,7 @@ from tools import actions as A
 from tools.actions import ActionError
 from tools.coords import CoordinateAudit, CoordinateMode
 from tools.executor import BaseExecutor
-from tools.views import Box, ElementInfo, Observation, Outcome, ScriptValue, Target
+from tools.views import Box, ElementInfo, Located, Observation, Outcome, ScriptValue, Target
 
 ErrorScript = Mapping[int, str] | Callable[[int, A.Action], "str | None"]
 
@@ -160,8 +160,9 @@ class FakePage(FakeExecutor):
         self.url = url
         self.visited.append(url)
 
-    def locate(self, target: Target) -> Box | None:
-        return self.targets.get(target.describe())
+    def locate(self, target: Target) -> Located | None:
+        box = self.targets.get(target.describe())  # where it is; nothing covers it on a fake page
+        return None if box is None else Located(**box.model_dump(), point=box.center)
 
     def page_url(self) -> str:
         return self.url

@@ -25,6 +25,27 @@ class Box(BaseModel):
         return self.x + self.width / 2, self.y + self.height / 2
 
 
+class ScrollHint(BaseModel):
+    """Where to scroll so that a located element comes into view: the visible middle of the element that clips it
+    (a list box, a panel), and by how much its content must move (CSS pixels; positive: down / right)."""
+
+    at: tuple[float, float]
+    dx: int
+    dy: int
+
+
+class Located(Box):
+    """An element found on the page: its box, and where a click would land on it.
+
+    ``point``: a point of the element that is on screen, inside everything that clips it, and not covered by
+    another element (the middle when it can be), or None. Then ``scroll`` says how to bring it into view when an
+    element that can scroll clips it, and ``covered_by`` what lies over it where it is in view."""
+
+    point: tuple[float, float] | None = None
+    scroll: ScrollHint | None = None
+    covered_by: str | None = None
+
+
 MAX_PAGE_TITLE = 1000  # characters of a page's title kept: a page chooses it, and every step records it
 
 
