@@ -97,18 +97,18 @@ class _StepError(RuntimeError):
 def _run_step(task: Task, step: SetupStep, page: SetupPage, start_url: str | None, limit_ms: int) -> tuple[str, Any]:
     """What the step did (for the record) and the value its script returned (None for other steps)."""
     if step.js is not None:
-        value = page.run_script(step.js, timeout_ms=limit_ms)
+        value = page.run_script(task.render_setup(step.js), timeout_ms=limit_ms)
         return f"returned {value.text if value.text is not None else value.type}", value
     if step.wait_for is not None:
         wait = step.wait_for
         if wait.js is not None:
-            value = page.wait_for_script(wait.js, timeout_ms=limit_ms)
+            value = page.wait_for_script(task.render_setup(wait.js), timeout_ms=limit_ms)
             return f"became truthy: {value.text if value.text is not None else value.type}", value
         assert wait.selector is not None  # WaitFor holds one of them
         page.wait_for_selector(wait.selector, state=wait.state, timeout_ms=limit_ms)
         return f"{wait.selector!r} is {wait.state}", None
     assert step.goto is not None
-    url = _goto_url(task, step.goto, start_url, page)
+    url = _goto_url(task, task.render_setup(step.goto), start_url, page)
     page.open_url(url, timeout_ms=limit_ms)
     return f"opened {url}", None
 

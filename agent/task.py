@@ -46,6 +46,8 @@ from tools.errors import UsageError
 from tools.views import BrowserSettings, SettlePolicy, Target
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Values Glassbox fills in itself: the run's working folder and this Python (desktop tasks), the episode's seed.
+RESERVED_VALUES = ("workdir", "python", "seed")
 SITES = ("shop",)
 BUNDLED_TASKS = Path(__file__).resolve().parent.parent / "tasks"
 PROGRAMS_FLAG = "--allow-programs"
@@ -534,6 +536,9 @@ class Task(_Strict):
     # Actions that always wait for a person's yes before they act (agent.approval), e.g. [terminate, upload_file].
     ask_before: list[str] = Field(default_factory=list, max_length=64)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
+    # The episode's seed: ``{seed}`` in setup (js, wait_for js, goto), the goal, the script and checks, so one task
+    # file seeds a benchmark page for every episode (``Math.seedrandom({seed})``). An eval's seeds set it.
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
     # Set by the loader and the loop, not by the file.
     source: Path | None = Field(default=None, exclude=True)
@@ -617,12 +622,15 @@ class Task(_Strict):
         saved = [setup_step.save_as for setup_step in self.setup if setup_step.save_as]
         for i, setup_step in enumerate(self.setup):
             saved_name = setup_step.save_as
-            if saved_name is not None and (saved_name in self.inputs or saved_name in ("workdir", "python")):
+            if saved_name is not None and (saved_name in self.inputs or saved_name in RESERVED_VALUES):
                 problems.append((("setup", i, "save_as"), f"{saved_name!r} is already the name of an input"))
+        for name in self.inputs:
+            if name in RESERVED_VALUES:
+                problems.append((("inputs", name), f"{{{name}}} is Glassbox's own value; name the input otherwise"))
         dupes = sorted({name for name in saved if saved.count(name) > 1})
         if dupes:
             problems.append((("setup",), f"save_as names a value once: {', '.join(dupes)} is saved twice"))
-        names = set(self.inputs) | {"workdir", "python"} | set(saved)
+        names = set(self.inputs) | set(RESERVED_VALUES) | set(saved)
         for loc, text in self._templated_texts():
             for ref in _PLACEHOLDER.findall(text):
                 if ref not in names:
@@ -639,7 +647,7 @@ class Task(_Strict):
                     problems.append((("script", i, "url"), f"{url!r} is outside allowed_origins"))
         if self.environment == "browser":
             for i, setup_step in enumerate(self.setup):
-                goto = setup_step.goto
+                goto = setup_step.goto and self.render_setup(setup_step.goto)
                 if goto is not None and not self.is_local_page(goto) and not self._url_allowed(goto):
                     problems.append(
                         (
@@ -791,6 +799,8 @@ class Task(_Strict):
             name = match.group(1)
             if name in self.runtime:
                 return self.runtime[name]
+            if name == "seed":
+                return str(self.seed)
             spec = self.inputs.get(name)
             if spec is None:  # a value setup saves (save_as), before setup has run
                 return match.group(0)
@@ -799,6 +809,11 @@ class Task(_Strict):
             return self._value(name, spec)
 
         return _PLACEHOLDER.sub(fill, text)
+
+    def render_setup(self, text: str) -> str:
+        """A setup step's script or URL with ``{seed}`` filled in, and nothing else: JavaScript has braces of its own
+        (``{x}`` is an object), and setup runs before the values it saves exist."""
+        return text.replace("{seed}", str(self.seed))
 
     def _value(self, name: str, spec: InputSpec) -> str:
         if spec.env is not None:
@@ -1025,7 +1040,7 @@ def _page_problems(task: Task) -> list[tuple[tuple[Any, ...], str]]:
         except ValueError as exc:
             problems.append((("target", "start_url"), str(exc)))
     for i, setup_step in enumerate(task.setup):
-        goto = setup_step.goto
+        goto = setup_step.goto and task.render_setup(setup_step.goto)
         if goto is None or not task.is_local_page(goto):
             continue
         if start is None and urlsplit(goto).scheme.lower() != "file":

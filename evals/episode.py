@@ -71,6 +71,8 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
         task = load_task(job.episode.task_file, allow_programs=True if job.allow_programs else None)
         if job.max_steps is not None:
             task.limits.max_steps = job.max_steps
+        if job.episode.seed is not None:
+            task.seed = job.episode.seed  # {seed} in the task: the same file seeds every episode
         overrides = {k: v for k, v in job.policy.items() if k != "name"}
         hooks = None
         if job.otel_parent:

@@ -1,10 +1,10 @@
-"""An evaluation suite: which task files, layout seeds, repeats, policy settings and limits; expanded into episodes.
+"""An evaluation suite: which task files, seeds, repeats, policy settings and limits; expanded into episodes.
 
 A suite is a YAML file (read as untrusted input, with the task reader's limits) or a folder of task files::
 
     name: shop-smoke
     tasks: [../tasks/publish_product.yaml, "more/*.yaml"]   # files or globs, relative to this file
-    seeds: [0, 1, 2]              # layout seeds of the bundled site (omitted: each task's own)
+    seeds: [0, 1, 2]              # a bundled site's layout, {seed} in any task (omitted: each task's own)
     repeats: 2
     policy: {name: openai, model: Qwen3-VL-8B-Thinking, base_url: http://127.0.0.1:8000/v1}
     limits: {max_steps: 40, timeout_s: 600, retries: 2, workers: 4}
@@ -113,7 +113,7 @@ class Suite(BaseModel):
     source: Path  # the suite file or folder
     task_files: list[Path]  # absolute, in suite order
     task_names: dict[str, str]  # task file -> task name
-    site_tasks: list[str]  # task files whose target is a bundled site (seeds apply to them)
+    site_tasks: list[str]  # task files whose target is a bundled site (seeds are their layouts)
     seeds: list[int] | None
     repeats: int
     policy: dict[str, Any]  # the overrides given (validated against PolicySettings)

@@ -111,3 +111,18 @@ def test_a_placeholder_no_input_or_saved_value_names_is_still_refused(tmp_path):
     with pytest.raises(TaskError) as info:
         load_task(path)
     assert "script[0].target.text: refers to {buton}, which is not an input" in str(info.value)
+
+
+def test_seed_fills_setup_scripts_the_goal_and_targets_and_is_not_an_input_name(tmp_path):
+    path = write_task(tmp_path, 0)
+    text = path.read_text(encoding="utf-8").replace("name: page-values", "name: page-values\nseed: 9")
+    text = text.replace('goal: "{utterance}"', 'goal: "{utterance} (episode {seed})"')
+    text = text.replace("save_as: utterance}", 'save_as: utterance}\n  - {js: "const o = {seed}; o", save_as: seen}')
+    path.write_text(text, encoding="utf-8")
+    task = load_task(path)
+    assert task.seed == 9 and task.render(task.goal) == "{utterance} (episode 9)"
+    assert task.render_setup(task.setup[1].js or "") == "const o = 9; o"  # only {seed}: JavaScript keeps its braces
+    assert task.render_setup("({a} = {seed})") == "({a} = 9)"
+    with pytest.raises(TaskError) as info:
+        load_task(write_task(tmp_path, 0, "inputs:\n  seed: {value: '3'}\n"))
+    assert "inputs.seed: {seed} is Glassbox's own value" in str(info.value)

@@ -98,3 +98,42 @@ def test_glassbox_eval_miniwob_runs_every_episode_to_reward_1(tmp_path):
     for episode in episodes:
         run = read_run(runs / str(episode["run_id"]))
         assert run.eval_id == report["eval_id"] and run.checks[0].detail == "expression returned 1"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_one_task_file_of_your_own_seeds_every_episode_of_a_suite_with_its_seed(tmp_path):
+    """A MiniWoB++ task without a bundled demonstration, written once: {seed} in its setup takes each of the suite's
+    seeds, so the episodes differ (their instructions) and each earns reward 1."""
+    require_chromium()
+    pages = pages_folder()
+    task = {
+        "name": "my.click-option",
+        "goal": "{utterance}",
+        "target": {"start_url": (pages / "miniwob" / "click-option.html").as_uri()},
+        "allowed_roots": [str(pages)],
+        "browser": {"viewport": [400, 300]},
+        "limits": {"max_steps": 10},
+        "setup": [
+            {"js": "Math.seedrandom({seed}); core.EPISODE_MAX_TIME = 3600000; core.startEpisodeReal(); true"},
+            {"wait_for": {"js": "WOB_TASK_READY"}},
+            {"js": "core.getUtterance()", "save_as": "utterance"},
+            {"js": "core.getUtterance().match(/^Select (.+) and click Submit\\.$/)[1]", "save_as": "choice"},
+        ],
+        "script": [
+            {"action": "left_click", "target": {"label": "{choice}"}},
+            {"action": "left_click", "target": {"selector": "#subbtn"}},
+        ],
+        "checks": [{"type": "js", "expression": "WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL === 1"}],
+    }
+    (tmp_path / "click-option.yaml").write_text(yaml.safe_dump(task), encoding="utf-8")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: mine\ntasks: [click-option.yaml]\nseeds: [5, 6, 7]\npolicy: {name: script}\n", encoding="utf-8")
+    runs = tmp_path / "runs"
+    done = _eval(str(suite), "--workers", "1", "--json", "--runs-dir", str(runs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    episodes = json.loads(done.stdout)["episodes"]
+    assert [e["status"] for e in episodes] == ["succeeded"] * 3
+    recorded = [read_run(runs / str(e["run_id"])) for e in episodes]
+    assert [run.task["seed"] for run in recorded] == [5, 6, 7]
+    assert len({run.page_values["choice"] for run in recorded}) > 1  # seeded pages: not the same episode 3 times
