@@ -65,6 +65,15 @@ class ScriptPolicy(Policy):
             update={k: task.render(v) for k, v in step.target.model_dump(exclude_none=True).items()}
         )
         state: dict[str, Any] = {"script_step": current}
+        if target is not None and step.target is not None:
+            written = step.target.model_dump(exclude_none=True)
+            empty = [
+                f"{field} {written[field]!r}"
+                for field, value in target.model_dump(exclude_none=True).items()
+                if not value.strip()
+            ]
+            if empty:  # a value the page gave setup is empty on this page: say which, not "a target needs ..."
+                return self._failed(label, target, f"the target's {', '.join(empty)} is empty here")
         if target is not None and self._locate_text is not None:
             assert target.text is not None  # the task allows only text targets where there is no element tree
             try:

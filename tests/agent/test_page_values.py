@@ -126,3 +126,18 @@ def test_seed_fills_setup_scripts_the_goal_and_targets_and_is_not_an_input_name(
     with pytest.raises(TaskError) as info:
         load_task(write_task(tmp_path, 0, "inputs:\n  seed: {value: '3'}\n"))
     assert "inputs.seed: {seed} is Glassbox's own value" in str(info.value)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_target_whose_saved_value_is_empty_on_this_page_says_so(tmp_path):
+    require_chromium()
+    path = write_task(tmp_path, 0)
+    text = path.read_text(encoding="utf-8")
+    nothing = "textContent.match(/nothing(.*)/)?.[1] ?? ''"  # the page asks for no button on this seed
+    path.write_text(text.replace("""textContent.match(/\\"(.+)\\"/)[1]""", nothing), encoding="utf-8")
+    result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    run = read_run(result.run_dir)
+    assert run.status is not RunStatus.succeeded and run.page_values["button"] == ""
+    error = read_steps(result.run_dir)[0].error
+    assert error == "Script step 1/2: the target's text '{button}' is empty here", error
