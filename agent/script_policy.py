@@ -45,26 +45,63 @@ class ScriptPolicy(Policy):
         self._locate_text = locate_text
         self._divisor = divisor
 
-    @staticmethod
-    def next_step(history: list[StepRecord]) -> int:
-        """The script step to play: one after the last that was carried out (read from history, so that a
-        replay or a resume can hand over to the script at any point); an error repeats the step."""
-        done = [s.policy_state["script_step"] for s in history if s.outcome == "ok" and "script_step" in s.policy_state]
-        return max(done) + 1 if done else 0
+    def position(self, task: Task, history: list[StepRecord]) -> tuple[int, int, list[str] | None]:
+        """The script step to play and, for a ``for_each`` step, which item of its list (and the list): the one after
+        the last carried out (read from history, so that a replay or a resume can hand over to the script at any
+        point); an error repeats it. A step over an empty list is skipped."""
+        done = [
+            (s.policy_state["script_step"], s.policy_state.get("item", 0))
+            for s in history
+            if s.outcome == "ok" and "script_step" in s.policy_state
+        ]
+        current, item = max(done) if done else (-1, 0)
+        items = self._items(task, current) if 0 <= current < len(self.steps) else None
+        if items is not None and item + 1 < len(items):
+            return current, item + 1, items
+        current += 1
+        while current < len(self.steps):
+            items = self._items(task, current)
+            if items is None or items:
+                return current, 0, items
+            current += 1  # nothing to do for an empty list
+        return current, 0, None
+
+    def _items(self, task: Task, index: int) -> list[str] | None:
+        name = self.steps[index].for_each
+        if name is None:
+            return None
+        value = task.runtime.get(name, task.render(f"{{{name}}}"))
+        try:
+            items = json.loads(value)
+        except ValueError:
+            items = None
+        if not isinstance(items, list):
+            raise StepError(f"script step {index + 1}: for_each {name!r} is not a list (setup saved {value[:80]!r})")
+        return [str(item) for item in items]
 
     def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:
-        current = self.next_step(history)
+        try:
+            current, item, items = self.position(task, history)
+        except StepError as exc:
+            return PolicyOutput(
+                decision=PolicyDecision(parse_error=str(exc), confidence_reason=NO_CONFIDENCE),
+                trace=ModelTrace(reasoning=str(exc), unavailable=dict(NO_MODEL)),
+            )
         if current >= len(self.steps):
             call = ToolCall(name="computer_use", arguments={"action": "terminate", "status": "success"})
             return self._output(call, "The script has no more steps.", {"script_step": current})
+        if items is not None:
+            task = task.with_runtime(item=items[item])  # {item} in this step
         step = self.steps[current]
         label = f"Script step {current + 1}/{len(self.steps)}"
+        if items is not None:
+            label += f", item {item + 1}/{len(items)}"
         args = {k: task.render(v) if isinstance(v, str) else v for k, v in step.arguments().items()}
         # {name} in a target: an input, or a value the task's setup read from the page (save_as)
         target = step.target and step.target.model_copy(
             update={k: task.render(v) for k, v in step.target.model_dump(exclude_none=True).items()}
         )
-        state: dict[str, Any] = {"script_step": current}
+        state: dict[str, Any] = {"script_step": current, **({"item": item} if items is not None else {})}
         if target is not None and step.target is not None:
             written = step.target.model_dump(exclude_none=True)
             empty = [
@@ -98,7 +135,7 @@ class ScriptPolicy(Policy):
                 # Out of view: the list or panel that clips it is scrolled first (where it is on screen), else the
                 # page, the way a person would; then the step is played. A scroll that moved nothing ends it.
                 last = history[-1].policy_state if history else {}
-                if last.get("scroll_for") == current and last.get("box") == box:
+                if last.get("scroll_for") == current and last.get("item", 0) == item and last.get("box") == box:
                     return self._failed(label, target, f"scrolling did not bring {target.describe()} into view")
                 hint = located.scroll
                 if hint is not None and on_screen(*hint.at):
@@ -107,7 +144,7 @@ class ScriptPolicy(Policy):
                     move = {"action": "scroll", "pixels": -hint.dy} if vertical else {"action": "hscroll", "pixels": hint.dx}
                     scroll = ToolCall(name="computer_use", arguments={**move, "coordinate": [x, y]})
                     reason = f"{label}: {target.describe()} is scrolled out of view in the element around it; scrolling that."
-                    return self._output(scroll, reason, {"scroll_for": current, "box": box})
+                    return self._output(scroll, reason, {"scroll_for": current, "item": item, "box": box})
                 cx, cy = hint.at if hint is not None else located.center
                 if on_screen(cx, cy):  # in view, yet every point tried has something else on top
                     cover = located.covered_by or "another element"
@@ -118,7 +155,9 @@ class ScriptPolicy(Policy):
                     arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
                 )
                 return self._output(
-                    scroll, f"{label}: {target.describe()} is off screen; scrolling to it.", {"scroll_for": current, "box": box}
+                    scroll,
+                    f"{label}: {target.describe()} is off screen; scrolling to it.",
+                    {"scroll_for": current, "item": item, "box": box},
                 )
             args["coordinate"] = from_css(located.point, css_size=(width, height), divisor=self._divisor)
         if step.action in BROWSER_TOOLS:

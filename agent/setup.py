@@ -126,8 +126,16 @@ def _saved_value(value: Any) -> str:
         return parsed
     if isinstance(parsed, (int, float, bool)):
         return json.dumps(parsed)
+    if isinstance(parsed, list) and all(isinstance(item, (str, int, float)) for item in parsed):
+        kept = json.dumps([str(item) for item in parsed], ensure_ascii=False)  # for a script step's for_each
+        if len(kept) > SAVED_LIMIT:
+            raise _StepError(f"save_as: the value is longer than {SAVED_LIMIT} characters")
+        return kept
     kind = getattr(value, "type", "undefined")
-    raise _StepError(f"save_as keeps text or a number; the script returned {kind if parsed is None else type(parsed).__name__}")
+    raise _StepError(
+        "save_as keeps text, a number or a list of them; the script returned "
+        + (kind if parsed is None else type(parsed).__name__)
+    )
 
 
 def _goto_url(task: Task, goto: str, start_url: str | None, page: SetupPage) -> str:

@@ -483,9 +483,12 @@ class ScriptStep(_Strict):
     action: str
     target: Target | None = None
     note: str | None = None
+    # The step is played once for each item of this value (a list that setup saved, e.g. the words a benchmark
+    # page asks to tick), with ``{item}`` the item; none, for an empty list.
+    for_each: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
     def arguments(self) -> dict[str, Any]:
-        """The action's arguments as written (everything but target and note)."""
+        """The action's arguments as written (everything but target, note and for_each)."""
         return {k: v for k, v in (self.model_extra or {}).items()}
 
     @model_validator(mode="after")
@@ -631,8 +634,14 @@ class Task(_Strict):
         if dupes:
             problems.append((("setup",), f"save_as names a value once: {', '.join(dupes)} is saved twice"))
         names = set(self.inputs) | set(RESERVED_VALUES) | set(saved)
+        for i, step in enumerate(self.script or []):
+            if step.for_each is not None and step.for_each not in set(saved) | set(self.inputs):
+                problems.append((("script", i, "for_each"), f"{step.for_each!r} is not a value setup saves (save_as)"))
         for loc, text in self._templated_texts():
+            repeated = loc[0] == "script" and self.script is not None and self.script[loc[1]].for_each is not None
             for ref in _PLACEHOLDER.findall(text):
+                if ref == "item" and repeated:
+                    continue
                 if ref not in names:
                     known = ", ".join(sorted(names)) or "none"
                     problems.append((loc, f"refers to {{{ref}}}, which is not an input (inputs: {known})"))

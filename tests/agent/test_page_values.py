@@ -6,6 +6,7 @@ every seed, so the script clicks the button the page asked for, not one written 
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -141,3 +142,66 @@ def test_a_target_whose_saved_value_is_empty_on_this_page_says_so(tmp_path):
     assert run.status is not RunStatus.succeeded and run.page_values["button"] == ""
     error = read_steps(result.run_dir)[0].error
     assert error == "Script step 1/2: the target's text '{button}' is empty here", error
+
+
+BOXES = """<!doctype html><html><body>
+<p id="query"></p><div id="boxes"></div><button id="submit">Submit</button>
+<script>
+const names = ["red", "green", "blue", "cyan", "pink"];
+const wanted = names.filter((_, i) => Number(location.hash.slice(1)) & (1 << i));
+document.getElementById("query").textContent = "Tick " + (wanted.join(", ") || "nothing") + ".";
+const boxes = document.getElementById("boxes");
+for (const n of names) boxes.insertAdjacentHTML("beforeend", `<label><input type=checkbox>${n}</label>`);
+document.getElementById("submit").onclick = () => {
+  window.ticked = [...document.querySelectorAll("label")].filter(l => l.firstChild.checked).map(l => l.textContent);
+};
+</script></body></html>
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize(("mask", "ticked"), [(0b10101, ["red", "blue", "pink"]), (0, [])])
+def test_a_step_is_played_for_each_item_of_a_list_setup_saved_and_not_at_all_for_none(tmp_path, mask, ticked):
+    require_chromium()
+    (tmp_path / "boxes.html").write_text(BOXES, encoding="utf-8")
+    path = tmp_path / "task.yaml"
+    query = "document.getElementById('query').textContent"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            name: tick
+            goal: "{{{{query}}}}"
+            target: {{start_url: "file:boxes.html#{mask}"}}
+            setup:
+              - {{js: "{query}", save_as: query}}
+              - {{js: "{query}.slice(5, -1) === 'nothing' ? [] : {query}.slice(5, -1).split(', ')", save_as: words}}
+            checks:
+              - {{type: js, expression: "JSON.stringify(window.ticked) === JSON.stringify({ticked})"}}
+            script:
+              - {{action: left_click, target: {{label: "{{item}}"}}, for_each: words}}
+              - {{action: left_click, target: {{selector: "#submit"}}}}
+              - {{action: terminate, status: success}}
+            """
+        ),
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    run = read_run(result.run_dir)
+    assert run.status is RunStatus.succeeded, run.end_reason
+    assert json.loads(run.page_values["words"]) == ticked
+    steps = read_steps(result.run_dir)
+    assert [s.policy_state.get("item") for s in steps[: len(ticked)]] == list(range(len(ticked)))
+    assert [s.element.tag for s in steps[: len(ticked)] if s.element] == ["input"] * len(ticked)  # each label's box
+    assert len(steps) == len(ticked) + 2  # then Submit and the end
+
+
+def test_for_each_names_a_saved_list_and_item_is_only_for_its_step(tmp_path):
+    path = write_task(tmp_path, 0)
+    text = path.read_text(encoding="utf-8")
+    steps = '{action: left_click, coordinate: [1, 1], for_each: nope}\n  - {action: type, text: "{item}"}\n  - '
+    path.write_text(text.replace("{action: terminate", steps + "{action: terminate"), encoding="utf-8")
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert "script[1].for_each: 'nope' is not a value setup saves" in str(info.value)
+    assert "script[2].text: refers to {item}" in str(info.value)
