@@ -98,17 +98,11 @@ class ScriptPolicy(Policy):
             label += f", item {item + 1}/{len(items)}"
         args = {k: task.render(v) if isinstance(v, str) else v for k, v in step.arguments().items()}
         # {name} in a target: an input, or a value the task's setup read from the page (save_as)
-        target = step.target and step.target.model_copy(
-            update={k: task.render(v) for k, v in step.target.model_dump(exclude_none=True).items()}
-        )
+        target = step.target and step.target.model_copy(update={k: task.render(v) for k, v in step.target.names().items()})
         state: dict[str, Any] = {"script_step": current, **({"item": item} if items is not None else {})}
         if target is not None and step.target is not None:
-            written = step.target.model_dump(exclude_none=True)
-            empty = [
-                f"{field} {written[field]!r}"
-                for field, value in target.model_dump(exclude_none=True).items()
-                if not value.strip()
-            ]
+            written = step.target.names()
+            empty = [f"{field} {written[field]!r}" for field, value in target.names().items() if not value.strip()]
             if empty:  # a value the page gave setup is empty on this page: say which, not "a target needs ..."
                 return self._failed(label, target, f"the target's {', '.join(empty)} is empty here")
         if target is not None and self._locate_text is not None:
@@ -122,6 +116,9 @@ class ScriptPolicy(Policy):
                 )
             scale = observation.device_scale_factor or 1.0
             cx, cy = found.center
+            if target.at is not None:  # the line's box, at the fractions given
+                left, top, right, bottom = found.box
+                cx, cy = left + (right - left) * target.at[0], top + (bottom - top) * target.at[1]
             args["coordinate"] = from_css((cx / scale, cy / scale), css_size=observation.css_size, divisor=self._divisor)
             state["target"] = found.model_dump()
         elif target is not None:

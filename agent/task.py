@@ -502,7 +502,7 @@ class ScriptStep(_Strict):
                 raise ValueError(f"{self.action!r} takes no target")
             if "coordinate" in args:
                 raise ValueError("give either 'target' or 'coordinate', not both")
-            if not any(self.target.model_dump(exclude_none=True).values()):
+            if not any(self.target.names().values()):
                 raise ValueError("target needs one of selector, text, label or role")
             args["coordinate"] = [0, 0]  # validated with a stand-in; resolved at run time
         name = self.action if self.action in BROWSER_TOOLS else "computer_use"
@@ -602,7 +602,7 @@ class Task(_Strict):
                 if name in self.model_fields_set:
                     problems.append(((name,), f"{name} applies to browser tasks only; a desktop task has no page"))
             for i, step in enumerate(self.script or []):
-                named = set(step.target.model_dump(exclude_none=True)) if step.target is not None else set()
+                named = set(step.target.names()) if step.target is not None else set()
                 if named - {"text"}:
                     problems.append(
                         (
@@ -682,7 +682,7 @@ class Task(_Strict):
                 if isinstance(value, str):
                     texts.append((("script", i, key), value))
             if step.target is not None:
-                for key, value in step.target.model_dump(exclude_none=True).items():
+                for key, value in step.target.names().items():
                     texts.append((("script", i, "target", key), value))
         for i, check in enumerate(self.checks):
             for key, value in check.model_dump().items():

@@ -74,9 +74,9 @@ _HIDE_FOCUSED_TEXT = """() => {
 }"""
 # Where a click on an element lands on it: a point inside the part of it that is on screen and inside every ancestor
 # that clips it (a list box scrolled away from it), where the element itself (or something inside it) is on top;
-# the middle first, then a grid. Else how to scroll the nearest clipping ancestor that can scroll to bring it into
-# view, or what covers it. Playwright's own click would only wait for the middle to be free.
-_WHERE_TO_CLICK = """(el) => {
+# the point ``at`` asks for first (Target.at), else the middle, then a grid. Else how to scroll the nearest clipping
+# ancestor that can scroll to bring it into view, or what covers it. Playwright's click only waits for the middle.
+_WHERE_TO_CLICK = """(el, at) => {
   const r = el.getBoundingClientRect();
   let [left, top, right, bottom] = [r.left, r.top, r.right, r.bottom];
   let scroll = null;
@@ -99,6 +99,10 @@ _WHERE_TO_CLICK = """(el) => {
   const root = el.getRootNode();
   const where = root.elementFromPoint ? root : document;
   const points = [[(left + right) / 2, (top + bottom) / 2]];
+  if (at) {  // the point asked for, where it is in view; else the nearest in view
+    const x = r.left + r.width * at[0], y = r.top + r.height * at[1];
+    points.unshift([Math.min(Math.max(x, left + 1), right - 1), Math.min(Math.max(y, top + 1), bottom - 1)]);
+  }
   for (const fy of [0.5, 0.25, 0.75, 0.1, 0.9]) for (const fx of [0.5, 0.25, 0.75, 0.1, 0.9]) {
     points.push([left + (right - left) * fx, top + (bottom - top) * fy]);
   }
@@ -535,7 +539,7 @@ class BrowserExecutor(BaseExecutor):
             candidate = locator.nth(i)
             if candidate.is_visible():
                 try:
-                    found = candidate.evaluate(_WHERE_TO_CLICK)
+                    found = candidate.evaluate(_WHERE_TO_CLICK, list(target.at) if target.at else None)
                 except Exception:  # gone meanwhile: the next candidate
                     continue
                 x, y, width, height = found["box"]

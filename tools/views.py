@@ -139,9 +139,16 @@ class Target(BaseModel):
     label: str | None = None
     role: str | None = None
     name: str | None = None
+    # Where on the element to click, as fractions of its width and height (default: its middle): [0.1, 0.5] is
+    # the left end, as a person clicks a date field's month or a slider's low end.
+    at: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] | None = None
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_none=True).items())
+
+    def names(self) -> dict[str, str]:
+        """The fields that find the element (all but ``at``), as given."""
+        return {k: v for k, v in self.model_dump(exclude_none=True).items() if isinstance(v, str)}
 
 
 MAX_SETTLE_MS = 30_000

@@ -97,3 +97,45 @@ def test_a_covered_target_is_not_clicked_and_the_step_says_what_covers_it(tmp_pa
     steps = read_steps(result.run_dir)
     assert steps and all(s.action is None or s.action.action != "left_click" for s in steps)  # never clicked the lid
     assert steps[0].error is not None and 'is covered by <div id=lid> "Lid"' in steps[0].error
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_at_clicks_where_on_the_target_it_says(tmp_path):
+    """A date field's month is at its left end, a slider's low end at its left: `at` gives the fractions."""
+    require_chromium()
+    page = """<!doctype html><body style="margin:0"><button id="wide" style="width:600px;height:40px">Wide</button>
+    <script>document.getElementById('wide').onclick = e => { window.at = [e.offsetX, e.offsetY]; };</script></body>"""
+    (tmp_path / "wide.html").write_text(page, encoding="utf-8")
+    path = tmp_path / "task.yaml"
+    path.write_text(
+        'name: at\ngoal: Click the left end.\ntarget: {start_url: "file:wide.html"}\n'
+        'checks:\n  - {type: js, expression: "window.at[0] > 50 && window.at[0] < 70 && window.at[1] > 25"}\n'
+        "script:\n  - {action: left_click, target: {selector: '#wide', at: [0.1, 0.75]}}\n"
+        "  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    assert read_run(result.run_dir).status is RunStatus.succeeded  # clicked about 60 px in, 30 px down
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("{at: [0.5, 0.5]}", "target needs one of selector, text, label or role"),
+        ("{selector: '#x', at: [1.5, 0.5]}", "less than or equal to 1"),
+        ("{selector: '#x', at: [0.5]}", "at"),
+    ],
+)
+def test_at_is_two_fractions_beside_what_finds_the_element(tmp_path, target, said):
+    from agent.task import TaskError
+
+    path = tmp_path / "task.yaml"
+    path.write_text(
+        'name: at\ngoal: g\ntarget: {start_url: "https://example.test/"}\n'
+        f"script:\n  - {{action: left_click, target: {target}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    assert said in str(info.value)

@@ -108,3 +108,14 @@ def test_make_policy_uses_the_tasks_ocr_engine(monkeypatch) -> None:
     monkeypatch.setattr("tools.ocr.ocr_available", lambda name: None)
     policy = make_policy("script", task, object())  # type: ignore[arg-type]  # a desktop: no page abilities
     assert isinstance(policy, ScriptPolicy) and made == ["rapidocr"]
+
+
+def test_a_text_target_with_at_clicks_there_on_the_line_found() -> None:
+    text = (TASKS / "desktop_form_ocr.yaml").read_text(encoding="utf-8")
+    task = parse_task(text.replace("target: {text: Full name}", "target: {text: Full name, at: [0.0, 1.0]}", 1))
+
+    def locate_text(text: str, png: bytes) -> TextMatch:
+        return TextMatch(engine="stub", text=text, match="exact", line="Full name", box=(27, 80, 119, 104), score=0.99)
+
+    output = ScriptPolicy(task, no_element_tree, locate_text=locate_text).decide(task, [], observation())
+    assert output.decision.tool_calls[0].arguments["coordinate"] == [26, 135]  # (27, 104) of 1024x768 on 0..1000
