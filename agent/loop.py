@@ -328,6 +328,8 @@ class _Loop:
             error_kind, error = StepErrorKind.backend, decision.backend_error
         elif decision.parse_error is not None:
             error_kind, error = StepErrorKind.parse, decision.parse_error
+        elif decision.target_error is not None:
+            error_kind, error = StepErrorKind.executor, decision.target_error
         elif low is not None:
             error_kind, error = StepErrorKind.low_confidence, low
         elif not decision.tool_calls:

@@ -47,6 +47,9 @@ class PolicyDecision(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     parse_error: str | None = None
     backend_error: str | None = None  # the model could not be asked (server down, out of memory): no output at all
+    # The policy knows what to act on but not where on this screen (a script's target not found, covered or out of
+    # view): recorded as an executor error (no element), not as output that could not be parsed.
+    target_error: str | None = None
     confidence: float | None = None
     confidence_parts: dict[str, float] = Field(default_factory=dict)
     confidence_reason: str | None = None  # why there is no confidence, when there is none

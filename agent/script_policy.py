@@ -84,7 +84,7 @@ class ScriptPolicy(Policy):
             current, item, items = self.position(task, history)
         except StepError as exc:
             return PolicyOutput(
-                decision=PolicyDecision(parse_error=str(exc), confidence_reason=NO_CONFIDENCE),
+                decision=PolicyDecision(target_error=str(exc), confidence_reason=NO_CONFIDENCE),
                 trace=ModelTrace(reasoning=str(exc), unavailable=dict(NO_MODEL)),
             )
         if current >= len(self.steps):
@@ -111,7 +111,7 @@ class ScriptPolicy(Policy):
                 found = self._locate_text(target.text, observation.screenshot_png)
             except StepError as exc:
                 return PolicyOutput(
-                    decision=PolicyDecision(parse_error=f"{label}: {exc}", confidence_reason=NO_CONFIDENCE),
+                    decision=PolicyDecision(target_error=f"{label}: {exc}", confidence_reason=NO_CONFIDENCE),
                     trace=ModelTrace(reasoning=f"{label}: looking for {target.describe()} by OCR", unavailable=dict(NO_MODEL)),
                 )
             scale = observation.device_scale_factor or 1.0
@@ -168,7 +168,7 @@ class ScriptPolicy(Policy):
     def _failed(label: str, target: Target, problem: str) -> PolicyOutput:
         """No action: the target cannot be acted on now (the step is played again after the page has moved on)."""
         return PolicyOutput(
-            decision=PolicyDecision(parse_error=f"{label}: {problem}", confidence_reason=NO_CONFIDENCE),
+            decision=PolicyDecision(target_error=f"{label}: {problem}", confidence_reason=NO_CONFIDENCE),
             trace=ModelTrace(reasoning=f"{label}: looking for {target.describe()}", unavailable=dict(NO_MODEL)),
         )
 

@@ -142,7 +142,7 @@ def test_a_missing_element_is_a_recorded_error_and_ends_the_run(tmp_path):
     assert "2 consecutive errors" in result.end_reason
     steps = read_steps(result.run_dir)
     assert len(steps) == 2
-    assert all(s.outcome == "error" and s.error_kind == "parse" and "No such button" in s.error for s in steps)
+    assert all(s.outcome == "error" and s.error_kind == "executor" and "No such button" in s.error for s in steps)
     assert all((result.run_dir / s.screenshot).is_file() for s in steps)
 
 

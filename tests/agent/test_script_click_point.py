@@ -18,6 +18,7 @@ from agent.loop import run_task
 from agent.task import load_task
 from tests.conftest import require_chromium
 from tracer import RunStatus, read_run, read_steps
+from tracer.schema import StepErrorKind
 
 NAMES = [f"Item {i:02d}" for i in range(40)]
 PAGE = f"""<!doctype html><html><body style="margin:0;font:16px sans-serif">
@@ -97,6 +98,8 @@ def test_a_covered_target_is_not_clicked_and_the_step_says_what_covers_it(tmp_pa
     steps = read_steps(result.run_dir)
     assert steps and all(s.action is None or s.action.action != "left_click" for s in steps)  # never clicked the lid
     assert steps[0].error is not None and 'is covered by <div id=lid> "Lid"' in steps[0].error
+    # Not output that could not be parsed (an eval's parse-error rate): no element to act on.
+    assert steps[0].error_kind is StepErrorKind.executor and run.summary.parse_errors == 0
 
 
 @pytest.mark.browser

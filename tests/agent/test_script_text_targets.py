@@ -70,7 +70,7 @@ def test_a_text_not_on_the_screen_is_an_error_step_naming_it() -> None:
 
     output = ScriptPolicy(task, no_element_tree, locate_text=locate_text).decide(task, [], observation())
     assert output.decision.tool_calls == []
-    assert output.decision.parse_error == (
+    assert output.decision.target_error == (
         "Script step 1/9: no text on the screen reads 'Full name': OCR (stub) read 2 line(s); the closest: 'Ful name'"
     )
 
