@@ -122,47 +122,56 @@ class ScriptPolicy(Policy):
             args["coordinate"] = from_css((cx / scale, cy / scale), css_size=observation.css_size, divisor=self._divisor)
             state["target"] = found.model_dump()
         elif target is not None:
-            located = self._locate(target)
-            if located is None:
-                return self._failed(label, target, f"no visible element matches {target.describe()}")
-            width, height = observation.css_size
-            on_screen = lambda x, y: 0 <= x < width and 0 <= y < height  # noqa: E731
-            box = [round(v) for v in (located.x, located.y, located.width, located.height)]
-            if located.point is None:
-                # Out of view: the list or panel that clips it is scrolled first (where it is on screen), else the
-                # page, the way a person would; then the step is played. A scroll that moved nothing ends it.
-                last = history[-1].policy_state if history else {}
-                if last.get("scroll_for") == current and last.get("item", 0) == item and last.get("box") == box:
-                    return self._failed(label, target, f"scrolling did not bring {target.describe()} into view")
-                hint = located.scroll
-                if hint is not None and on_screen(*hint.at):
-                    x, y = from_css(hint.at, css_size=(width, height), divisor=self._divisor)
-                    vertical = hint.dy != 0 or hint.dx == 0
-                    move = {"action": "scroll", "pixels": -hint.dy} if vertical else {"action": "hscroll", "pixels": hint.dx}
-                    scroll = ToolCall(name="computer_use", arguments={**move, "coordinate": [x, y]})
-                    reason = f"{label}: {target.describe()} is scrolled out of view in the element around it; scrolling that."
-                    return self._output(scroll, reason, {"scroll_for": current, "item": item, "box": box})
-                cx, cy = hint.at if hint is not None else located.center
-                if on_screen(cx, cy):  # in view, yet every point tried has something else on top
-                    cover = located.covered_by or "another element"
-                    return self._failed(label, target, f"{target.describe()} is covered by {cover}")
-                pixels = -round(cy - height / 2)
-                scroll = ToolCall(
-                    name="computer_use",
-                    arguments={"action": "scroll", "pixels": pixels, "coordinate": [self._divisor / 2] * 2},
-                )
-                return self._output(
-                    scroll,
-                    f"{label}: {target.describe()} is off screen; scrolling to it.",
-                    {"scroll_for": current, "item": item, "box": box},
-                )
-            args["coordinate"] = from_css(located.point, css_size=(width, height), divisor=self._divisor)
+            placed = self._place(label, target, (current, item), history, observation.css_size)
+            if isinstance(placed, PolicyOutput):
+                return placed
+            args["coordinate"] = placed
         if step.action in BROWSER_TOOLS:
             call = ToolCall(name=step.action, arguments=args)
         else:
             call = ToolCall(name="computer_use", arguments={"action": step.action, **args})
         note = task.render(step.note) if step.note else _describe(step, args, target)
         return self._output(call, f"{label}: {note}", state)
+
+    def _place(
+        self,
+        label: str,
+        target: Target,
+        where: tuple[int, int],
+        history: list[StepRecord],
+        css_size: tuple[int, int],
+    ) -> list[int] | PolicyOutput:
+        """The 0..1000 point to act on ``target`` at, or what to do first: scroll it into view (a list or panel that
+        clips it where that is on screen, else the page), or nothing, with why (not found, covered, a scroll that
+        moved nothing). ``where``: the script step and item being played."""
+        located = self._locate(target)
+        if located is None:
+            return self._failed(label, target, f"no visible element matches {target.describe()}")
+        width, height = css_size
+        if located.point is not None:
+            return from_css(located.point, css_size=css_size, divisor=self._divisor)
+        box = [round(v) for v in (located.x, located.y, located.width, located.height)]
+        if _scrolled_in_vain(history, where, box):
+            return self._failed(label, target, f"scrolling did not bring {target.describe()} into view")
+        state = {"scroll_for": where[0], "item": where[1], "box": box}
+        on_screen = lambda x, y: 0 <= x < width and 0 <= y < height  # noqa: E731
+        hint = located.scroll
+        if hint is not None and on_screen(*hint.at):
+            vertical = hint.dy != 0 or hint.dx == 0
+            move = {"action": "scroll", "pixels": -hint.dy} if vertical else {"action": "hscroll", "pixels": hint.dx}
+            at = from_css(hint.at, css_size=css_size, divisor=self._divisor)
+            call = ToolCall(name="computer_use", arguments={**move, "coordinate": at})
+            return self._output(
+                call, f"{label}: {target.describe()} is scrolled out of view in the element around it; scrolling that.", state
+            )
+        cx, cy = hint.at if hint is not None else located.center
+        if on_screen(cx, cy):  # in view, yet every point tried has something else on top
+            return self._failed(label, target, f"{target.describe()} is covered by {located.covered_by or 'another element'}")
+        middle = [self._divisor / 2] * 2
+        call = ToolCall(
+            name="computer_use", arguments={"action": "scroll", "pixels": -round(cy - height / 2), "coordinate": middle}
+        )
+        return self._output(call, f"{label}: {target.describe()} is off screen; scrolling to it.", state)
 
     @staticmethod
     def _failed(label: str, target: Target, problem: str) -> PolicyOutput:
@@ -185,3 +194,15 @@ def _describe(step: ScriptStep, args: dict[str, object], target: Target | None) 
         return f"{step.action} on {target.describe()}"
     shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
     return f"{step.action} {shown}".strip()
+
+
+def _scrolled_in_vain(history: list[StepRecord], where: tuple[int, int], box: list[int]) -> bool:
+    """Whether the last scroll for this script step and item (with only failed steps since) left the target where
+    it was: scrolling again would repeat to the step limit."""
+    for past in reversed(history):
+        state = past.policy_state
+        if "scroll_for" in state:
+            return (state["scroll_for"], state.get("item", 0)) == where and state.get("box") == box
+        if past.outcome == "ok":
+            return False
+    return False

@@ -142,3 +142,24 @@ def test_at_is_two_fractions_beside_what_finds_the_element(tmp_path, target, sai
     with pytest.raises(TaskError) as info:
         load_task(path)
     assert said in str(info.value)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_scroll_that_does_not_move_the_target_is_not_repeated_to_the_step_limit(tmp_path):
+    require_chromium()
+    page = """<!doctype html><html style="overflow:hidden"><body style="margin:0;overflow:hidden">
+    <button id="far" style="position:absolute;top:2000px">Far</button></body></html>"""
+    (tmp_path / "far.html").write_text(page, encoding="utf-8")
+    path = tmp_path / "task.yaml"
+    path.write_text(
+        'name: far\ngoal: Press Far.\ntarget: {start_url: "file:far.html"}\n'
+        "limits: {max_steps: 12, max_consecutive_errors: 2}\n"
+        "script:\n  - {action: left_click, target: {selector: '#far'}}\n",
+        encoding="utf-8",
+    )
+    result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    steps = read_steps(result.run_dir)
+    assert [s.action.action if s.action else s.outcome for s in steps] == ["scroll", "error", "error"]
+    assert steps[1].error is not None and "scrolling did not bring selector='#far' into view" in steps[1].error
+    assert "2 consecutive errors" in (read_run(result.run_dir).end_reason or "")
