@@ -694,6 +694,10 @@ def graph(
     say_damaged(run_dir, damaged, "in the graph as 'damaged' nodes")
     graph = run_graph(read_run(run_dir), steps, damaged=damaged)
     text = export(attach_counterfactuals(graph, decided), format.value)
+    if out is not None:
+        from replays.share_output import check_out_path
+
+        check_out_path(out, example=f"graph.{format.value}")
     if out is None:
         sys.stdout.write(text)
     else:
@@ -950,7 +954,9 @@ def export_playwright_cmd(
 ) -> None:
     """Write a standalone Playwright script that performs the run's actions (secrets from environment variables)."""
     from replays.playwright_export import export_playwright
+    from replays.share_output import check_out_path
 
+    check_out_path(out, example="replay.py", folder_made=True)
     info = export_playwright(_run_dir(runs_dir, run_id), out)
     console.print(f"wrote {out} ({info.actions} actions)", soft_wrap=True)
     if info.secret_env:
@@ -1058,7 +1064,9 @@ def export_feedback_cmd(
 ) -> None:
     """Export labels as fine-tuning data that LLaMA-Factory or ms-swift reads as it is (Qwen-VL chat format)."""
     from replays.export import export_feedback
+    from replays.share_output import check_out_path
 
+    check_out_path(out, example=f"{format.value}.jsonl", folder_made=True)
     summary = export_feedback(runs_dir, out, format.value, flavor=flavor.value, thinking=think)
     thinking = "with <think>" if summary.thinking else "without <think>"
     console.print(

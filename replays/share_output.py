@@ -13,10 +13,15 @@ class OutputPathError(UsageError, ValueError):
     """--out names a file that cannot be written (its folder is missing, it is a folder)."""
 
 
-def check_out_path(out: Path) -> None:
+def check_out_path(out: Path, *, example: str = "run.html", folder_made: bool = False) -> None:
+    """Raise :class:`OutputPathError` unless ``out`` can be written: not a folder, in a writable folder that exists
+    (``folder_made``: a missing folder is fine, the export makes it)."""
     parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
-        raise OutputPathError(f"--out {out} is a folder: give a file name, e.g. {out / 'run.html'}")
+        raise OutputPathError(f"--out {out} is a folder: give a file name, e.g. {out / example}")
+    if folder_made:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # the nearest folder that exists: where the missing ones would be made
     if not parent.is_dir():
         raise OutputPathError(f"--out {out}: the folder {parent} does not exist (create it first)")
     if not os.access(parent, os.W_OK):

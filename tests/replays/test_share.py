@@ -277,6 +277,24 @@ def test_usage_errors_exit_2_and_write_nothing(shared_run: Path, tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("command", "made"),
+    [(["graph", "RUN"], False), (["export", "playwright", "RUN"], True), (["export", "feedback", "-f", "sft"], True)],
+)
+def test_every_out_is_checked_before_anything_is_written(shared_run: Path, tmp_path: Path, command, made) -> None:
+    """A folder as --out, or a missing folder for graph, was a Python traceback with exit 1."""
+    args = [str(shared_run) if a == "RUN" else a for a in command] + ["--runs-dir", str(shared_run.parent)]
+    done = glassbox(*args, "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2 and f"--out {tmp_path} is a folder: give a file name" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    deeper = tmp_path / "new" / "out.txt"
+    done = glassbox(*args, "--out", str(deeper), cwd=tmp_path)
+    if made:  # these exports make the folders they need
+        assert done.returncode == 0 and deeper.is_file(), done.stderr
+    else:
+        assert done.returncode == 2 and f"the folder {deeper.parent} does not exist" in " ".join(done.stderr.split())
+
+
 def test_run_is_named_by_its_printed_folder_its_id_or_a_prefix(shared_run: Path, tmp_path: Path) -> None:
     """RUN as every command takes it; each form exports the same bytes."""
     cwd = shared_run.parent.parent  # where `glassbox run` would have printed runs/<id>
