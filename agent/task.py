@@ -32,7 +32,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -515,6 +517,20 @@ class ScriptStep(_Strict):
         return self
 
 
+def _target_kind(value: Any) -> str:
+    """Which kind of target a task names, so that a mistake is reported against that kind only (a bad start_url
+    was also "site: required field is missing"); one naming both, or neither, is the URL kind's to refuse."""
+    if isinstance(value, SiteTarget) or (isinstance(value, dict) and "site" in value and "start_url" not in value):
+        return "site"
+    return "url"
+
+
+TaskTarget = Annotated[
+    Annotated[SiteTarget, Tag("site")] | Annotated[UrlTarget, Tag("url")],
+    Discriminator(_target_kind, custom_error_type="target", custom_error_message="give site: shop, or start_url"),
+]
+
+
 class Task(_Strict):
     """A task file."""
 
@@ -522,7 +538,7 @@ class Task(_Strict):
     goal: str = Field(min_length=1)
     environment: Literal["browser", "desktop"] = "browser"
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    target: SiteTarget | UrlTarget | None = None  # browser tasks
+    target: TaskTarget | None = None  # browser tasks
     desktop: DesktopSpec | None = None  # desktop tasks
     allowed_origins: list[Origin] = Field(default_factory=list)
     # Folders (relative to the task file) whose pages a file: start_url or setup goto may open, besides the
@@ -1089,7 +1105,7 @@ def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def _problem(err: Mapping[str, Any], node: yaml.Node | None) -> str:
     raw = list(err["loc"])
-    loc = [p for i, p in enumerate(raw) if not _is_union_tag(p, raw[i - 2] if i >= 2 else None)]
+    loc = [p for i, p in enumerate(raw) if not _is_union_tag(p, raw[i - 2] if i >= 2 else None, raw[i - 1] if i else None)]
     field = _dotted(loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
@@ -1102,9 +1118,12 @@ def _problem(err: Mapping[str, Any], node: yaml.Node | None) -> str:
 _CHECK_TAGS = {"http_json", "url_matches", "text_present", "js", "file_json", "command", "window_title"}
 
 
-def _is_union_tag(part: Any, grandparent: Any) -> bool:
-    # pydantic puts the union member into the location ("SiteTarget", "function-after[...]", and a check's
-    # type right after its index: checks.0.http_json.url); "command" elsewhere is a real field.
+def _is_union_tag(part: Any, grandparent: Any, parent: Any = None) -> bool:
+    # pydantic puts the union member into the location ("SiteTarget", "function-after[...]", a check's type right
+    # after its index: checks.0.http_json.url, and the target's kind: target.url.start_url); "command" elsewhere is a
+    # real field.
     if not isinstance(part, str):
         return False
+    if parent == "target" and grandparent is None and part in ("site", "url"):
+        return True
     return part[:1].isupper() or "[" in part or (grandparent == "checks" and part in _CHECK_TAGS)

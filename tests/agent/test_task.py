@@ -137,3 +137,20 @@ def test_cli_usage_errors_exit_2(tmp_path):
     assert run_cli("run", str(TASKS / "publish_product.yaml"), "--bogus").returncode == 2
     result = run_cli("run", str(TASKS / "publish_product.yaml"), "--policy", "telepathy", "--runs-dir", str(tmp_path))
     assert result.returncode == 2 and "unknown policy 'telepathy'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ('{start_url: "htp:/broken url"}', "line 3: target.start_url: start_url must be an http:// or https:// URL"),
+        ("{site: shopp}", "line 3: target.site: Input should be 'shop'"),
+        ("{}", "line 3: target.start_url: required field is missing"),
+        ("{site: shop, path: 5}", "line 3: target.path: Input should be a valid string"),
+    ],
+)
+def test_a_bad_target_is_one_problem_of_the_kind_it_names(target, said):
+    """A bad start_url also said "target.site: required field is missing" and "target.start_url: unknown field"."""
+    with pytest.raises(TaskError) as info:
+        parse_task(f"name: t\ngoal: g\ntarget: {target}\n")
+    problems = [line.strip() for line in str(info.value).splitlines()[1:] if line.strip()] or [str(info.value)]
+    assert len(problems) == 1 and said in problems[0], problems
