@@ -734,6 +734,9 @@ def _report(result: RunResult) -> None:
         f"corrected {decisions.get('corrected', 0)}, policy steps "
         f"{sum(1 for s in steps if s.replay is None)}; model calls: {summary.model_calls}"
     )
+    corrected = [s.replay.source_step for s in steps if s.replay and s.replay.decision == "corrected"]
+    if corrected:
+        console.print(f"the correction labelled on recorded step {corrected[0]} was played there")
     diverged = [s.replay for s in steps if s.replay and s.replay.decision in ("diverged", "fallback")]
     if diverged:
         first = diverged[0]
@@ -823,7 +826,15 @@ def replay(
 def resume(
     ctx: typer.Context,
     run_id: RunArg,
-    from_step: Annotated[int, typer.Option("--from-step", min=0, help="Replay the steps before this one, then hand over.")],
+    from_step: Annotated[
+        int,
+        typer.Option(
+            "--from-step",
+            min=0,
+            help="Replay the steps before this one, then hand over; a later step labelled wrong with a correction is "
+            "replayed up to and played as corrected first.",
+        ),
+    ],
     runs_dir: RunsDir = Path("runs"),
     policy: Annotated[Optional[str], typer.Option(help=f"Who continues: {', '.join(POLICIES)} (default: the run's).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model of the policy.")] = None,

@@ -103,6 +103,7 @@ def test_a_labelled_wrong_step_resumes_with_the_correction(tmp_path):
     proc = cli("resume", failed.run_id, "--from-step", str(wrong), "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "corrected 1" in proc.stdout
+    assert f"the correction labelled on recorded step {wrong} was played there" in " ".join(proc.stdout.split())
     run_dir = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)[-1]
     steps = read_steps(run_dir)
     fixed = next(s for s in steps if s.replay and s.replay.decision == "corrected")
