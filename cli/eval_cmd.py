@@ -246,22 +246,9 @@ def _build_miniwob(runs_dir: Path, tasks: str | None, seeds: str | None) -> Path
     import hashlib
 
     from evals.miniwob import build_suite
+    from evals.suite import parse_seeds
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    chosen = _seed_list(seeds) if seeds else list(range(5))
+    chosen = parse_seeds(seeds, "--seeds") if seeds else list(range(5))
     key = hashlib.sha256(f"{names}|{chosen}".encode()).hexdigest()[:12]
     return build_suite(runs_dir / "evals" / "miniwob-tasks" / key, tasks=names, seeds=chosen)
-
-
-def _seed_list(text: str) -> list[int]:
-    """``0-4,9`` -> [0, 1, 2, 3, 4, 9]; ValueError naming the part that is not a seed or a range."""
-    found: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        first, dash, last = part.partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
-            raise ValueError(f"--seeds: {part!r} is not a seed or a range like 0-4")
-        low, high = int(first), int(last) if dash else int(first)
-        if high < low or high - low >= 10_000 or len(found) > 10_000:
-            raise ValueError(f"--seeds: {part!r} is not a range of at most 10,000 seeds, low to high")
-        found += [s for s in range(low, high + 1) if s not in found]
-    return found

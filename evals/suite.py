@@ -40,6 +40,20 @@ TASK_SUFFIXES = (".yaml", ".yml")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
+def parse_seeds(text: str, what: str) -> list[int]:
+    """``0-4,9`` -> [0, 1, 2, 3, 4, 9]; ValueError naming ``what`` and the part that is not a seed or a range."""
+    found: dict[int, None] = {}
+    for part in (p.strip() for p in text.split(",")):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"{what}: {part!r} is not a seed or a range like 0-4")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low or high - low >= 10_000 or len(found) > 10_000:
+            raise ValueError(f"{what}: {part!r} is not a range of at most 10,000 seeds, low to high")
+        found.update(dict.fromkeys(range(low, high + 1)))
+    return list(found)
+
+
 class SuiteError(UsageError, ValueError):
     """A suite that cannot be used; ``str()`` names the file, and each problem its field and line."""
 
@@ -92,6 +106,14 @@ class SuiteFile(_Strict):
             if any(ord(c) < 32 for c in entry):
                 raise ValueError(f"{entry!r} holds a control character")
         return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_ranges(cls, v: Any) -> Any:
+        # `seeds: 0-9` or `seeds: 0-4,9`, as on the command line; a single seed as itself.
+        if isinstance(v, str):
+            return parse_seeds(v, "seeds")
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("seeds")
     @classmethod

@@ -16,8 +16,8 @@ import yaml
 
 from agent.loop import run_task
 from agent.task import load_task
-from cli.eval_cmd import _seed_list
 from evals.miniwob import DEMOS, available_tasks, build_suite, pages_folder
+from evals.suite import parse_seeds
 from tests.conftest import ROOT, require_chromium
 from tracer import RunStatus, read_run
 
@@ -39,10 +39,10 @@ def test_unknown_tasks_and_bad_seeds_are_named(tmp_path):
     assert {"click-test", "click-button", "enter-text"} <= set(available_tasks())
     with pytest.raises(ValueError, match="unknown MiniWoB\\+\\+ task\\(s\\): click-nothing"):
         build_suite(tmp_path, tasks=["click-nothing"], seeds=[0])
-    assert _seed_list("0-2,9,2") == [0, 1, 2, 9]
+    assert parse_seeds("0-2,9,2", "--seeds") == [0, 1, 2, 9]
     for bad in ("x", "3-1", "1-", "-1", "0-20000"):
         with pytest.raises(ValueError, match="--seeds"):
-            _seed_list(bad)
+            parse_seeds(bad, "--seeds")
 
 
 def _eval(*args: str) -> subprocess.CompletedProcess[str]:

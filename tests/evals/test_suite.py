@@ -70,6 +70,12 @@ def test_a_suite_expands_to_tasks_x_seeds_x_repeats_with_stable_ids(tmp_path: Pa
     assert load_suite(path).plan_digest() != suite.plan_digest()
 
 
+@pytest.mark.parametrize(("seeds", "expected"), [("0-2", [0, 1, 2]), ("'0-2,9,1'", [0, 1, 2, 9]), ("7", [7])])
+def test_seeds_may_be_ranges_as_on_the_command_line(tmp_path: Path, seeds: str, expected: list[int]) -> None:
+    suite = load_suite(write(tmp_path, "suite.yaml", suite_text(seeds=seeds)))
+    assert suite.seeds == expected and [e.seed for e in suite.episodes()] == expected
+
+
 def test_a_folder_is_a_suite_of_its_task_files_with_their_own_seeds(tmp_path: Path) -> None:
     shutil.copy(TASKS / "publish_product.yaml", tmp_path / "a.yaml")
     shutil.copytree(TASKS / "fixtures", tmp_path / "fixtures")
@@ -98,6 +104,9 @@ def test_two_task_files_with_the_same_name_in_different_folders_get_distinct_ids
         (suite_text(seeds="[1, '2']"), "seeds[1]: Input should be a valid integer"),
         (suite_text(seeds="[1, 1]"), "seeds: seeds repeat"),
         (suite_text(seeds="[-1]"), "seed -1 is out of range"),
+        (suite_text(seeds="4-1"), "seeds: '4-1' is not a range of at most 10,000 seeds, low to high"),
+        (suite_text(seeds="0-x"), "seeds: '0-x' is not a seed or a range like 0-4"),
+        (suite_text(seeds="true"), "seeds: Input should be a valid list"),
         (suite_text(seeds="[]"), "seeds: List should have at least 1 item"),
         (suite_text(repeats="0"), "repeats: Input should be greater than or equal to 1"),
         (suite_text(repeats="true"), "repeats: Input should be a valid integer"),
