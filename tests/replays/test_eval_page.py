@@ -221,3 +221,19 @@ def test_a_huge_eval_is_shown_a_page_of_episodes_at_a_time(viewer, evals):
     assert first.text.count('class="cell st-') == GRID_PAGE and second.text.count('class="cell st-') == 7
     assert f"Showing episodes 1–{GRID_PAGE} of {total}" in first.text
     assert f"Showing episodes {GRID_PAGE + 1}–{total} of {total}" in second.text
+
+
+def test_viewer_pages_load_with_no_failed_request_and_no_console_error(viewer, evals, page):
+    """A browser with a tab strip asks every page for its icon, and /favicon.ico was a 404: a console error on each
+    page. (Headless Chromium asks for none, so the page's declared icon is fetched here.)"""
+    failed: list[str] = []
+    errors: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    for path in ("/", "/evals", "/evals/eval-a"):
+        page.goto(viewer.url + path)
+        page.wait_for_load_state("load")
+    page.wait_for_timeout(300)  # the icon is asked for after the page
+    assert failed == [] and errors == []
+    icon = page.request.get(page.eval_on_selector("link[rel=icon]", "link => link.href"))
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
