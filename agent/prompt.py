@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.task import PolicySettings, Task
+from agent.task import PolicySettings, Task, TaskError
 from tools.actions import Action, Answer, Key, Type, UploadFile
 from tracer.schema import PromptMessage, RunRecord, StepErrorKind, StepRecord
+from tracer.secrets import Scrubber
 
 SYSTEM_TEXT = "You are a helpful assistant."
 SCREEN = (1000, 1000)
@@ -277,7 +278,7 @@ def build_prompt(
         told = last is not None and (last.error or last.outcome == "skipped" or last.dialogs or last.tab_change or last.downloads)
         text = intro + (("\n" + tool_response(history[-1], current_title)) if told else "")
         messages.append(Message(role="user", content=[ImagePart(png=current_png, ref="current"), TextPart(text=text)]))
-        return Prompt(messages=messages, tools=tools)
+        return _without_secrets(Prompt(messages=messages, tools=tools), task)
     first = window[0]
     messages.append(Message(role="user", content=[ImagePart(png=past[first.index], ref=first.screenshot), TextPart(text=intro)]))
     for i, step in enumerate(window):
@@ -294,7 +295,23 @@ def build_prompt(
                 ],
             )
         )
-    return Prompt(messages=messages, tools=tools)
+    return _without_secrets(Prompt(messages=messages, tools=tools), task)
+
+
+def _without_secrets(prompt: Prompt, task: Task) -> Prompt:
+    """The prompt with every secret masked in its text: a page's title is told to the model as the page wrote it,
+    and a page may write a secret it was given into its title (the run folder masked it; the served model got it)."""
+    try:
+        scrubber = Scrubber.from_secrets(task.secret_values())
+    except TaskError:  # an input read from an unset variable: the run reports it elsewhere
+        return prompt
+    if not scrubber:
+        return prompt
+    for message in prompt.messages:
+        for part in message.content:
+            if isinstance(part, TextPart):
+                part.text = scrubber.scrub_text(part.text)
+    return prompt
 
 
 def rebuild_prompt(

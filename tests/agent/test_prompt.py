@@ -128,3 +128,17 @@ def test_strip_think():
     assert strip_think("a\n</think>\n\n<tool_call>x</tool_call>") == "<tool_call>x</tool_call>"
     assert strip_think("<think>a</think>b") == "b"
     assert strip_think("plain") == "plain"
+
+
+def test_a_secret_the_page_writes_into_its_title_or_a_dialog_never_reaches_the_model():
+    """A page that put the typed key in its title had it told to the model ("Page: Key Xq7-...") as it wrote it."""
+    task = load_task(TASKS / "publish_product.yaml")  # its password is a secret
+    secret = "Xq7-tulip-4821"
+    task.policy.history_screenshots = 2
+    typed = step(1, action={"action": "type", "text": "<secret>password</secret>"})
+    prompt = build_prompt(task, [step(0), typed], b"now", past_screenshots={1: b"one"}, current_title=f"Key {secret}")
+    told = " ".join(m.text() for m in prompt.messages)
+    assert "Page: Key ●●●●" in told and secret not in told and "<secret>password</secret>" in told
+    dialog = step(0, dialogs=[{"kind": "alert", "message": f"saved {secret}", "answer": "accepted"}], outcome="ok")
+    told = " ".join(m.text() for m in build_prompt(task, [dialog], b"now", current_title=secret).messages)
+    assert secret not in told and "●●●●" in told
