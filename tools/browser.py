@@ -749,6 +749,25 @@ class BrowserExecutor(BaseExecutor):
             self._watch.evaluate(f"({_MASK_SECRETS})({json.dumps(values)})")
         except Exception:  # the document is going away: the capture fails, or sees the next one (masked next time)
             pass
+        # Frames of the task's origins too (a login form in a same-origin frame, re-rendered with the values), each
+        # asked only when every frame above it is the task's as well: no other origin is given the values.
+        for frame in self.page.frames[1:]:
+            if bound and not self._task_frame(frame, local):
+                continue
+            try:
+                frame.evaluate(_MASK_SECRETS, values)
+            except Exception:  # detached meanwhile
+                pass
+
+    def _task_frame(self, frame: Any, local: bool) -> bool:
+        """Whether ``frame`` and every frame above it are of the task's origins (tools.secret_destination)."""
+        chain = []
+        while frame is not None:
+            chain.append(frame)
+            frame = frame.parent_frame
+        depths = range(len(chain) - 1, -1, -1)  # the page itself is depth 0
+        origins = self.allowed_origins
+        return all(frame_refusal(f.url, d, origins, local_pages=local) is None for f, d in zip(chain, depths, strict=True))
 
     def _hide_secret_field(self) -> None:
         # Where the keys go (the focused field, through same-origin frames and open shadow roots) draws discs from

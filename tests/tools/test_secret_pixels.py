@@ -75,6 +75,9 @@ class _Site(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/settings":  # the key, shown when the page loads
             self.reply(200, f"<p id='said'>Your key: <b id='key'>{SECRET}</b></p>".encode(), "text/html")
+        elif self.path.startswith("/framed"):  # the settings page in a frame (of this origin, or of ?src=)
+            src = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("src", ["/settings"])[0]
+            self.reply(200, f"<iframe src='{src}' width=900 height=200></iframe>".encode(), "text/html")
         else:
             self.reply(200, FORM, "text/html")
 
@@ -182,3 +185,23 @@ def test_a_secret_the_page_writes_after_the_mask_and_before_the_capture_is_hidde
             assert browser.page.eval_on_selector(selector, HIDDEN) == "disc", selector
             assert shown_differs_from_clear(browser, png, selector), selector
         assert browser.page.eval_on_selector("#plain", HIDDEN) == "none"
+
+
+def test_a_secret_in_a_frame_of_the_task_origin_is_hidden_and_another_origin_frame_is_not_given_it(chromium, site):
+    """A login form in a same-origin frame, re-rendered with the key, was captured in clear: only the page itself was
+    masked."""
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/framed")
+        frame = browser.page.frame_locator("iframe")
+        frame.locator("#key").wait_for()
+        png = browser.perceive().screenshot_png
+        assert frame.locator("#key").evaluate(HIDDEN) == "disc"
+        frame.locator("#key").evaluate("el => el.style.removeProperty('-webkit-text-security')")
+        assert ImageChops.difference(band(png, 0), band(browser.page.screenshot(type="png"), 0)).getbbox() is not None
+        other = site.replace("127.0.0.1", "localhost") + "/settings"
+        browser.goto(site + "/framed?src=" + urllib.parse.quote(other))
+        frame.locator("#key").wait_for()
+        browser.perceive()
+        assert frame.locator("#key").evaluate(HIDDEN) == "none"  # another origin's frame: never given the values
