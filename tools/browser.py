@@ -121,15 +121,18 @@ _WHERE_TO_CLICK = """(el, at) => {
 MAX_COVERED = 120  # characters saying what covers a target
 # A secret's characters, inserted one at a time where the focus is in this document, in one script (see _type_secret):
 # a field that moves the focus on to the next one on input (a one-time code's boxes) gets them as typed keys would
-# give them. How many went in: one that could not (no field has the focus in this document any more) ends it.
-_INSERT_TEXT = """(value) => {
+# give them, and each field a character goes into draws discs first. How many went in: one that could not (no
+# field has the focus in this document any more) ends it.
+_INSERT_TEXT = f"""(value) => {{
+  const hide = {_HIDE_FOCUSED_TEXT};
   let typed = 0;
-  for (const char of value) {
+  for (const char of value) {{
+    hide();
     if (!document.execCommand('insertText', false, char)) break;
     typed += 1;
-  }
+  }}
   return typed;
-}"""
+}}"""
 # Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
 # a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
 # a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.

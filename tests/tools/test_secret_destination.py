@@ -217,3 +217,6 @@ def test_a_one_time_code_goes_into_its_boxes_as_typed_keys_would_put_it(chromium
             browser.page.focus("#d0")
             assert act(browser, action="type", text="<secret>code</secret>").status == "ok"
             assert browser.page.evaluate("[...document.querySelectorAll('input')].map(b => b.value).join('')") == "482913"
+            # Each box draws its digit as a disc: the focus moved on, and the box after the first showed its part.
+            shown = "[...document.querySelectorAll('input')].map(b => getComputedStyle(b).webkitTextSecurity)"
+            assert browser.page.evaluate(shown) == ["disc"] * 6
