@@ -49,9 +49,11 @@ def secret_forms(secret: str) -> set[str]:
         quote(secret, safe="!'()*~"),  # JavaScript's encodeURIComponent
         quote_plus(secret, safe="*"),
     )  # a browser submitting a form with GET
-    for encoded in url_forms:
-        forms.add(encoded)
-        forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))  # some encoders write %2f
+    every_byte = "".join(f"%{b:02X}" for b in secret.encode())  # a page may percent-encode every character
+    for encoded in (*url_forms, every_byte):
+        for form in (encoded, encoded.replace("~", "%7E")):  # Chromium's form encoding writes ~ as %7E
+            forms.add(form)
+            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form))  # some encoders write %2f
     forms.add(html.escape(secret))
     forms.add(html.escape(secret, quote=False))
     forms.add(

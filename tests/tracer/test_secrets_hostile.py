@@ -148,6 +148,21 @@ def test_models_and_containers_come_back_masked_with_their_types():
     assert scrubber.scrub(clean) is clean  # nothing to mask: no copy
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "pw=Gx%7E4p%21Lq%7E8%23Tz%7E2w",  # a GET form as Chromium encodes it: ~ as %7E, where quote() keeps ~
+        "pw=Gx%7e4p%21Lq%7e8%23Tz%7e2w",
+        "/k/" + "".join(f"%{b:02X}" for b in b"Gx~4p!Lq~8#Tz~2w"),  # every character percent-encoded
+        "/k/" + "".join(f"%{b:02x}" for b in b"Gx~4p!Lq~8#Tz~2w"),
+    ],
+)
+def test_urls_a_browser_or_a_page_encodes_otherwise_are_masked(written):
+    secret = "Gx~4p!Lq~8#Tz~2w"  # a ~ every 7 characters: no 8-character run of another form survives
+    out = Scrubber([secret]).scrub_text(f"{written}&next=1")
+    assert "Gx" not in out and MASK in out, out
+
+
 def test_a_megabyte_of_raw_output_is_masked_whole():
     scrubber = Scrubber.from_secrets({"password": PASSWORD})
     chunk = "lorem ipsum dolor sit amet, " * 300 + json.dumps({"text": PASSWORD}) + "\n" * 500
