@@ -133,6 +133,12 @@ _INSERT_TEXT = f"""(value) => {{
   }}
   return typed;
 }}"""
+# The same, for the element ``this`` (found through closed shadow roots: NavigationWatch.call_on_focused).
+_HIDE_THIS_FIELD = """function () {
+  if (!(this.isContentEditable || this.tagName === 'INPUT' || this.tagName === 'TEXTAREA')) return false;
+  this.style.setProperty('-webkit-text-security', 'disc', 'important');
+  return true;
+}"""
 # Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
 # a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
 # a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.
@@ -774,11 +780,13 @@ class BrowserExecutor(BaseExecutor):
 
     def _hide_secret_field(self) -> None:
         # Where the keys go (the focused field, through same-origin frames and open shadow roots) draws discs from
-        # now on, as <input type=password> does, with its value unchanged. A page that echoes the value elsewhere
-        # still shows it there (OCR text is masked; pixels are not).
+        # now on, as <input type=password> does, with its value unchanged. In the page itself DevTools also finds a
+        # field inside closed shadow roots (a custom element's), which the page's own script cannot reach.
         try:
             chain, _ = key_frames(self.page)
-            chain[-1].evaluate(_HIDE_FOCUSED_TEXT)
+            hidden = chain[-1].evaluate(_HIDE_FOCUSED_TEXT)
+            if not hidden and len(chain) == 1 and self._watch is not None:
+                self._watch.call_on_focused(_HIDE_THIS_FIELD)
         except Exception:  # the page went away meanwhile: nothing is typed there either
             pass
 

@@ -30,6 +30,7 @@ from tools.errors import StepError
 
 __all__ = ["NavigationWatch", "PageScriptError", "PageTimeout"]
 
+MAX_SHADOW_DEPTH = 32  # shadow roots inside shadow roots followed to the focused element
 WORLD_NAME = "glassbox"
 # DevTools' answer for a context whose document went away (a navigation): the world is made again for the new one.
 _CONTEXT_GONE = ("Cannot find context with specified id", "Execution context was destroyed")
@@ -101,6 +102,36 @@ class NavigationWatch:
                 raise PageScriptError(str(text).splitlines()[0][:300])
             return (reply.get("result") or {}).get("value")
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def call_on_focused(self, function: str) -> Any:
+        """``function`` (``function () {...}``, with ``this`` the element) called on the element that has the focus in
+        the main frame's document, found through shadow roots, closed ones too (DevTools sees into them; a page's
+        script, and ``document.activeElement``, stop at a closed root's host); its value, or None."""
+        context = self._world_context()
+        reply = self.session.send("Runtime.evaluate", {"expression": "document.activeElement", "contextId": context})
+        element = (reply.get("result") or {}).get("objectId")
+        for _ in range(MAX_SHADOW_DEPTH):
+            if element is None:
+                return None
+            node = self.session.send("DOM.describeNode", {"objectId": element, "depth": 1, "pierce": True})["node"]
+            roots = [r for r in node.get("shadowRoots") or [] if r.get("shadowRootType") in ("open", "closed")]
+            if not roots:
+                break
+            root = self.session.send(
+                "DOM.resolveNode", {"backendNodeId": roots[0]["backendNodeId"], "executionContextId": context}
+            )
+            inner = self.session.send(
+                "Runtime.callFunctionOn",
+                {"objectId": root["object"]["objectId"], "functionDeclaration": "function () { return this.activeElement; }"},
+            )
+            focused = (inner.get("result") or {}).get("objectId")
+            if focused is None:  # nothing focused inside: the host itself is where the keys go
+                break
+            element = focused
+        reply = self.session.send(
+            "Runtime.callFunctionOn", {"objectId": element, "functionDeclaration": function, "returnByValue": True}
+        )
+        return (reply.get("result") or {}).get("value")
 
     def _world_context(self) -> int:
         if self._world is None:

@@ -205,3 +205,21 @@ def test_a_secret_in_a_frame_of_the_task_origin_is_hidden_and_another_origin_fra
         frame.locator("#key").wait_for()
         browser.perceive()
         assert frame.locator("#key").evaluate(HIDDEN) == "none"  # another origin's frame: never given the values
+
+
+def test_a_field_inside_a_closed_shadow_root_draws_the_secret_as_discs(chromium, site):
+    """A custom element's own field (in a closed shadow root, out of reach of any page script but its own) showed the
+    typed key in every screenshot."""
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    custom = (
+        "<div id=host></div><script>const root = document.getElementById('host').attachShadow({mode: 'closed'});"
+        "root.innerHTML = '<input id=f style=\"width:600px;font:40px monospace\">';"
+        "window.field = root.getElementById('f'); window.field.focus();</script>"
+    )
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/")
+        browser.page.set_content(custom)  # the task's origin still (set_content keeps the document's URL)
+        assert act(browser, action="type", text="<secret>api_key</secret>").status == "ok"
+        assert browser.page.evaluate("window.field.value") == SECRET
+        assert browser.page.evaluate("getComputedStyle(window.field).webkitTextSecurity") == "disc"
