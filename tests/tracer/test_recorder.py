@@ -20,6 +20,7 @@ from tracer import RunStatus, read_run, read_steps
 from tracer.follow import RunFollower
 from tracer.graph import export, load, run_graph
 from tracer.index import RunIndex
+from tracer.schema import StepErrorKind
 
 pytestmark = pytest.mark.usefixtures("chromium")
 OPTIONAL = ("prompt", "token_counts", "cache_hit", "coordinate", "element", "evidence", "confidence")
@@ -110,9 +111,16 @@ def test_parse_errors_are_their_own_nodes(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(data))
     result = run_task(load_task(path), runs_dir=tmp_path / "runs")
-    graph = run_graph(read_run(result.run_dir), read_steps(result.run_dir))
-    kinds = [d["kind"] for _, d in graph.nodes(data=True)]
-    assert kinds.count("parse_error") == 2
+    steps = read_steps(result.run_dir)
+    # A script's target not found is no output that could not be parsed: an executor error, an action-less outcome.
+    assert [s.error_kind for s in steps if s.error] == ["executor", "executor"]
+    graph = run_graph(read_run(result.run_dir), steps)
+    assert [d["kind"] for _, d in graph.nodes(data=True)].count("parse_error") == 0
+    assert [d["kind"] for *_, d in graph.edges(data=True)].count("retry") == 1
+    # The same two steps as a model's unparsable output: a node of their own each.
+    parsed = [s.model_copy(update={"error_kind": StepErrorKind.parse}) if s.error else s for s in steps]
+    graph = run_graph(read_run(result.run_dir), parsed)
+    assert [d["kind"] for _, d in graph.nodes(data=True)].count("parse_error") == 2
     assert [d["kind"] for *_, d in graph.edges(data=True)].count("retry") == 1
 
 
