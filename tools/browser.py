@@ -141,15 +141,19 @@ _HIDE_THIS_FIELD = """function () {
 }"""
 # Every field whose value holds one of the secrets, and every element whose own text does, draws its text as discs:
 # a page may show a secret where no key was typed (a form re-rendered with the values after a validation error,
-# a settings page showing the key). Run in Glassbox's isolated world, before each capture. Open shadow roots too.
+# a settings page showing the key). A <select> showing one as its choice, and an image whose alt text holds one, draw
+# their text transparent. Run in Glassbox's isolated world, before each capture. Open shadow roots too.
 # A page may also write the secret between this script and the capture's frame (a search box echoing what was typed
 # after a 20 ms debounce did in 4 screenshots of 10): a MutationObserver, kept by the document, masks what is added
 # or changed from then on. Its callback runs as a microtask of the task that wrote the text, before any frame.
 _MASK_SECRETS = """(secrets) => {
   const hide = el => el && el.style && el.style.setProperty('-webkit-text-security', 'disc', 'important');
   const holds = text => !!text && secrets.some(s => text.includes(s));
+  const blank = el => el.style.setProperty('color', 'transparent', 'important');  // discs do not apply there
   const visit = root => {
     for (const el of root.querySelectorAll('input, textarea')) if (holds(el.value)) hide(el);
+    for (const el of root.querySelectorAll('select')) if (holds(el.selectedOptions[0]?.text)) blank(el);
+    for (const el of root.querySelectorAll('img[alt]')) if (holds(el.alt)) blank(el);  // drawn when it fails to load
     if (holds(root.textContent)) {  // the walk over text nodes only where a secret is in the text at all
       const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
       for (let t = walk.nextNode(); t; t = walk.nextNode()) if (holds(t.data)) hide(t.parentElement);

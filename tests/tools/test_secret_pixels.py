@@ -223,3 +223,26 @@ def test_a_field_inside_a_closed_shadow_root_draws_the_secret_as_discs(chromium,
         assert act(browser, action="type", text="<secret>api_key</secret>").status == "ok"
         assert browser.page.evaluate("window.field.value") == SECRET
         assert browser.page.evaluate("getComputedStyle(window.field).webkitTextSecurity") == "disc"
+
+
+def test_a_select_showing_the_secret_and_an_image_whose_alt_text_holds_it_draw_no_text(chromium, site):
+    from tools.browser import BrowserExecutor, BrowserSettings
+
+    page = (
+        f"<select id=s style='font:40px monospace'><option>one</option><option selected>{SECRET}</option></select>"
+        f"<img id=i alt='Key {SECRET}' src='/missing.png' style='display:block;font:40px monospace;width:900px;height:60px'>"
+        "<select id=plain style='font:40px monospace'><option selected>nothing secret</option></select>"
+    )
+    with BrowserExecutor(BrowserSettings(), secrets={"api_key": SECRET}, allowed_origins=[site]) as browser:
+        browser.goto(site + "/")
+        browser.page.set_content(page)
+        browser.page.wait_for_function("document.getElementById('i').complete")
+        png = browser.perceive().screenshot_png
+        color = "el => getComputedStyle(el).color"
+        assert browser.page.eval_on_selector("#s", color) == browser.page.eval_on_selector("#i", color) == "rgba(0, 0, 0, 0)"
+        assert browser.page.eval_on_selector("#plain", color) != "rgba(0, 0, 0, 0)"
+        for selector in ("#s", "#i"):
+            box = browser.page.locator(selector).bounding_box()
+            browser.page.eval_on_selector(selector, "el => el.style.removeProperty('color')")
+            top = int(box["y"])
+            assert ImageChops.difference(band(png, top), band(browser.page.screenshot(type="png"), top)).getbbox() is not None
