@@ -70,7 +70,7 @@ class ScriptPolicy(Policy):
         name = self.steps[index].for_each
         if name is None:
             return None
-        value = task.runtime.get(name, task.render(f"{{{name}}}"))
+        value = task.render(f"{{{name}}}")  # the saved value (or an input)
         try:
             items = json.loads(value)
         except ValueError:

@@ -826,9 +826,10 @@ class BrowserExecutor(BaseExecutor):
             typed = frame.evaluate(_INSERT_TEXT, value)
         except Exception as exc:  # the frame went away meanwhile
             raise ActionError(f"could not type the secret {name}: {_first_line(exc)}") from None
-        if typed != len(list(value)):
+        characters = len(list(value))  # code points, as the script counts them
+        if typed != characters:
             raise ActionError(
-                f"typed {typed} of the {len(list(value))} characters of the secret {name}: then no field of the page had "
+                f"typed {typed} of the {characters} characters of the secret {name}: then no field of the page had "
                 "the focus any more"
             )
 
