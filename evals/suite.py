@@ -40,16 +40,18 @@ TASK_SUFFIXES = (".yaml", ".yml")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-def parse_seeds(text: str, what: str) -> list[int]:
-    """``0-4,9`` -> [0, 1, 2, 3, 4, 9]; ValueError naming ``what`` and the part that is not a seed or a range."""
+def parse_seeds(text: str, what: str = "") -> list[int]:
+    """``0-4,9`` -> [0, 1, 2, 3, 4, 9]; ValueError naming ``what`` (when given: a suite's error already names
+    its field) and the part that is not a seed or a range."""
+    where = f"{what}: " if what else ""
     found: dict[int, None] = {}
     for part in (p.strip() for p in text.split(",")):
         first, dash, last = part.partition("-")
         if not first.isdigit() or (dash and not last.isdigit()):
-            raise ValueError(f"{what}: {part!r} is not a seed or a range like 0-4")
+            raise ValueError(f"{where}{part!r} is not a seed or a range like 0-4")
         low, high = int(first), int(last) if dash else int(first)
         if high < low or high - low >= 10_000 or len(found) > 10_000:
-            raise ValueError(f"{what}: {part!r} is not a range of at most 10,000 seeds, low to high")
+            raise ValueError(f"{where}{part!r} is not a range of at most 10,000 seeds, low to high")
         found.update(dict.fromkeys(range(low, high + 1)))
     return list(found)
 
@@ -112,7 +114,7 @@ class SuiteFile(_Strict):
     def _seed_ranges(cls, v: Any) -> Any:
         # `seeds: 0-9` or `seeds: 0-4,9`, as on the command line; a single seed as itself.
         if isinstance(v, str):
-            return parse_seeds(v, "seeds")
+            return parse_seeds(v)
         return [v] if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("seeds")

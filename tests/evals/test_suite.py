@@ -135,6 +135,8 @@ def test_a_hostile_suite_is_refused_naming_the_field(tmp_path: Path, text: str, 
     said = problem(tmp_path, text)
     assert expected in said, said
     assert said.startswith(str(tmp_path / "suite.yaml"))
+    field = expected.split(":")[0]
+    assert f"{field}: {field}:" not in said, said  # the field is named once
 
 
 def test_a_broken_task_in_a_suite_is_named_with_its_own_problem(tmp_path: Path) -> None:
