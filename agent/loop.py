@@ -82,8 +82,10 @@ class RunResult(BaseModel):
     steps: int
     checks: list[CheckResult]
     target_url: str | None
-    # The harness failed around a recorded run (the task's setup): an eval retries it, unlike a task failure.
+    # The harness failed around a recorded run (the task's setup): an eval retries it, unlike a task failure,
+    # unless the failure is lasting (the task file's own fault: a setup script that does not parse, ...).
     harness_failure: bool = False
+    harness_failure_lasting: bool = False
 
 
 def run_task(
@@ -202,6 +204,7 @@ class _Loop:
         log.info("run started", run_id=record.run_id, task=task.name, policy=policy.name, target=env.describe())
         self.history: list[StepRecord] = []
         self.harness_failure = False  # the task's setup failed: the run is recorded, the harness is to blame
+        self.harness_failure_lasting = False  # ...and would fail the same way again
         self.deadline: float | None = None  # time.monotonic() when the time budget runs out; acts stop there
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
         self._gate_stop: str | None = None  # a gate stopped the run: the end reason
@@ -249,7 +252,7 @@ class _Loop:
                     break
         except SetupFailed as exc:  # a harness failure: no steps, no checks; the run says which step failed
             status, end_reason = RunStatus.failed, str(exc)
-            self.harness_failure = True
+            self.harness_failure, self.harness_failure_lasting = True, exc.lasting
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:  # the harness itself broke (browser crashed, disk full): record it, then raise
@@ -285,6 +288,7 @@ class _Loop:
             checks=record.checks,
             target_url=record.target_url,
             harness_failure=self.harness_failure,
+            harness_failure_lasting=self.harness_failure_lasting,
         )
 
     def _end(self, record: RunRecord) -> None:

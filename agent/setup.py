@@ -21,7 +21,9 @@ from urllib.parse import urljoin, urlsplit
 
 from agent.environment import Environment
 from agent.task import SetupStep, Task
+from tools.actions import ActionError
 from tools.errors import HarnessError
+from tools.navigation import PageScriptError
 from tracer.schema import SetupStepResult
 from tracer.store import RunWriter
 
@@ -30,7 +32,14 @@ SAVED_LIMIT = 2000  # characters of a value kept with save_as
 
 
 class SetupFailed(HarnessError, RuntimeError):
-    """A setup step failed; ``str()`` is the run's end reason (``setup failed: setup[i].kind: why``)."""
+    """A setup step failed; ``str()`` is the run's end reason (``setup failed: setup[i].kind: why``).
+
+    ``lasting``: trying again cannot help, because the task file itself is at fault (a script that does not
+    parse, a refused URL, a value save_as cannot keep, no browser page): an eval does not retry it."""
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @runtime_checkable
@@ -70,13 +79,14 @@ def run_setup(env: Environment, writer: RunWriter, *, deadline: float | None = N
             if page is None:
                 raise _StepError(f"this run's executor ({env.executor.kind}) has no browser page to run setup in")
             if limit <= 0:
-                raise _StepError("the run's time budget ran out before this step")
+                raise _OutOfTime("the run's time budget ran out before this step")
             detail, value = _run_step(task, step, page, env.start_url, limit)
             if step.save_as is not None:
                 saved[step.save_as] = _saved_value(value)
             ok, reason = True, None
         except Exception as exc:  # a page error, a timeout, a refused URL: all name the step
             detail = _describe(exc)
+            lasting = _lasting(exc)
             if deadline is not None and limit < step.limit_ms and "within" in detail:
                 detail += " (the run's time budget ran out)"
             ok, reason = False, f"{name}: {detail}"
@@ -86,12 +96,16 @@ def run_setup(env: Environment, writer: RunWriter, *, deadline: float | None = N
         writer.record.page_values = {name: writer.scrubber.scrub_text(text) for name, text in saved.items()}
         writer.save()
         if not ok:
-            raise SetupFailed(f"setup failed: {shown}")
+            raise SetupFailed(f"setup failed: {shown}", lasting=lasting)
     return results
 
 
 class _StepError(RuntimeError):
-    pass
+    """The step cannot run as the task file wrote it."""
+
+
+class _OutOfTime(RuntimeError):
+    """The run's budget was spent before the step (a slow page, perhaps: another attempt may have time)."""
 
 
 def _run_step(task: Task, step: SetupStep, page: SetupPage, start_url: str | None, limit_ms: int) -> tuple[str, Any]:
@@ -150,6 +164,15 @@ def _goto_url(task: Task, goto: str, start_url: str | None, page: SetupPage) -> 
             raise _StepError(str(exc)) from None
     page.check_url_allowed(absolute)  # ActionError naming the allowed origins
     return absolute
+
+
+def _lasting(exc: BaseException) -> bool:
+    """Whether the step would fail the same way every time: the task file's fault, not the page's readiness. A
+    script that throws a ReferenceError may only have run before the page's own scripts loaded, so only a
+    script that does not parse counts."""
+    if isinstance(exc, (_StepError, ActionError)):
+        return True
+    return isinstance(exc, PageScriptError) and "SyntaxError" in str(exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -53,6 +53,7 @@ class AttemptResult(BaseModel):
     mismatches: int = 0  # steps whose point did not show what the reasoning named (agent.consistency)
     seconds: float = 0.0
     error: str | None = None  # harness: what broke
+    retry: bool = True  # harness: whether another attempt could go otherwise (not for a task file's own fault)
     timed_out: bool = False
     # (confidence, the step went wrong) of every step a model gave a confidence for; wrong = outcome error
     step_confidence: list[tuple[float, bool]] = Field(default_factory=list)
@@ -107,7 +108,13 @@ def run_attempt(job: EpisodeJob) -> AttemptResult:
             traces.close()  # at most 1.5 s, collector up or down
     seconds = time.monotonic() - started
     if result.harness_failure:  # the task's setup failed (the page never got ready): retried like a crash
-        return AttemptResult(kind="harness", run_id=result.run_id, error=result.end_reason[:2000], seconds=seconds)
+        return AttemptResult(
+            kind="harness",
+            run_id=result.run_id,
+            error=result.end_reason[:2000],
+            retry=not result.harness_failure_lasting,  # a script that does not parse fails the same way again
+            seconds=seconds,
+        )
     parse_errors = mismatches = 0
     confidence: list[tuple[float, bool]] = []
     try:

@@ -161,7 +161,7 @@ def run_eval(
                     attempt = future.result()
                 except Exception as exc:  # the engine itself failed this attempt (a Ray worker died, ...)
                     attempt = AttemptResult(kind="harness", error=f"{type(exc).__name__}: {exc}"[:2000])
-                if attempt.kind == "harness" and item.attempt <= suite.limits.retries:
+                if attempt.kind == "harness" and attempt.retry and item.attempt <= suite.limits.retries:
                     log.warning("episode attempt failed; retrying", episode=item.episode.id, error=attempt.error)
                     item.harness_errors.append(attempt.error or "harness failure")
                     if attempt.run_id:

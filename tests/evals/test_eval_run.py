@@ -293,7 +293,7 @@ def test_ray_refuses_a_cluster_without_the_gpus_a_local_model_needs(tmp_path: Pa
     assert not (tmp_path / "runs" / "evals").exists()  # nothing ran, no eval folder was started
 
 
-def test_an_episode_whose_setup_fails_is_a_harness_failure_and_is_retried(tmp_path: Path) -> None:
+def test_an_episode_whose_setup_fails_is_a_harness_failure_retried_unless_its_script_does_not_parse(tmp_path: Path) -> None:
     # The page never gets ready (setup's wait runs out): nothing the agent did, so the eval retries it.
     (tmp_path / "page.html").write_text("<p>never ready</p>", encoding="utf-8")
     (tmp_path / "never.yaml").write_text(
@@ -302,10 +302,23 @@ def test_an_episode_whose_setup_fails_is_a_harness_failure_and_is_retried(tmp_pa
         "script:\n  - {action: terminate, status: success}\n",
         encoding="utf-8",
     )
+    # A setup script that does not parse is the task file's fault: it would fail the same way again, so once.
+    (tmp_path / "typo.yaml").write_text(
+        "name: typo\ngoal: Wait.\ntarget: {start_url: 'file:page.html'}\n"
+        "setup:\n  - {js: 'window.ready = (('}\n"
+        "script:\n  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
     suite = tmp_path / "suite.yaml"
-    suite.write_text("name: setup\ntasks: [never.yaml]\nlimits: {retries: 1, timeout_s: 120, workers: 1}\n", encoding="utf-8")
+    suite.write_text(
+        "name: setup\ntasks: [never.yaml, typo.yaml]\nlimits: {retries: 1, timeout_s: 120, workers: 1}\n", encoding="utf-8"
+    )
     outcome = run_eval(load_suite(suite), runs_dir=tmp_path / "runs")
-    (result,) = outcome.results
+    by_task = {r.task_name: r for r in outcome.results}
+    result = by_task["never-ready"]
     assert (result.status, result.harness_attempts) == ("harness_error", 2), result
     assert all(e.startswith("setup failed: setup[0].wait_for:") for e in result.harness_errors)
-    assert outcome.summary.harness_errors == 1 and outcome.summary.success.n == 0
+    typo = by_task["typo"]
+    assert (typo.status, typo.harness_attempts) == ("harness_error", 1), typo
+    assert typo.harness_errors[0].startswith("setup failed: setup[0].js: the script threw: SyntaxError"), typo
+    assert outcome.summary.harness_errors == 2 and outcome.summary.success.n == 0
