@@ -189,6 +189,7 @@ class _Loop:
             episode_id=links.get("episode_id"),
             task_file=str(task.source) if task.source else None,
             task=task.public_dict(),
+            goal=self.scrub.scrub_text(task.goal_text()),
             policy=policy.name,
             model=policy.model,
             status=RunStatus.running,
@@ -226,6 +227,8 @@ class _Loop:
             if self.writer.record.page_values:  # values the page generated ({utterance}) fill the goal and script
                 self.task = self.task.with_runtime(**self.writer.record.page_values)
                 self.env = dataclasses.replace(self.env, task=self.task)
+                self.writer.record.goal = self.scrub.scrub_text(self.task.goal_text())
+                self.writer.save()
             for index in range(limits.max_steps):
                 if time.monotonic() - started > limits.time_budget_s:
                     end_reason = f"time budget spent ({limits.time_budget_s:.0f} s)"

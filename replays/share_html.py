@@ -102,7 +102,7 @@ def render(shared: SharedRun, views: list[_StepView], options: HtmlOptions) -> s
     run = shared.run
     return env.get_template("share_run.html").render(
         run=run,
-        goal=str(run.task.get("goal") or ""),
+        goal=run.goal or str(run.task.get("goal") or ""),
         views=views,
         total_steps=shared.total_steps,
         unreadable_lines=[entry.line + 1 for entry in shared.unreadable],  # numbers only: the reasons stay home

@@ -274,6 +274,9 @@ class RunRecord(BaseModel):
     task_name: str
     task_file: str | None
     task: dict[str, Any]  # the task as loaded, secrets replaced by placeholders
+    # The goal as the agent was given it: inputs, {seed} and setup's page values filled in, secrets as
+    # <secret>name</secret>; None in runs recorded before it was kept (show task["goal"] then).
+    goal: str | None = None
     policy: str
     model: str | None = None
     status: RunStatus

@@ -16,7 +16,7 @@ import pytest
 from agent.loop import run_task
 from agent.task import TaskError, load_task
 from replays.viewer import ViewerServer
-from tests.conftest import require_chromium
+from tests.conftest import glassbox_in_process, require_chromium
 from tracer import RunStatus, read_run, read_steps
 
 PAGE = """<!doctype html><html><body>
@@ -67,9 +67,15 @@ def test_the_script_clicks_the_button_the_page_asked_for(tmp_path, seed):
     assert run.checks[0].passed
     first = read_steps(result.run_dir)[0]
     assert first.reasoning is not None and wanted in first.reasoning  # the target as played, filled in
+    assert run.goal == f'Click on the "{wanted}" button.'  # the goal as the agent was given it
     with ViewerServer(tmp_path / "runs") as viewer:  # the run page says what the page said
         page = httpx.get(f"{viewer.url}/runs/{result.run_id}").text
     assert f"<code>{{button}}</code> = {wanted}" in page and "setup[1] js" in page
+    assert f"<p>Click on the &#34;{wanted}&#34; button.</p>" in page, page  # the goal filled in, not {utterance}
+    shared = tmp_path / "shared.html"
+    exported = glassbox_in_process("export", "html", str(result.run_dir), "--out", str(shared))
+    assert exported.returncode == 0, exported.stderr
+    assert f"Click on the &#34;{wanted}&#34; button." in shared.read_text(encoding="utf-8")
 
 
 def test_save_as_names_must_be_new_unique_and_kept_from_a_script(tmp_path):

@@ -162,3 +162,6 @@ def test_the_password_never_reaches_a_file(tmp_path, bundled_run):
     assert [p for p in files if secret in p.read_bytes()] == []
     typed = [json.loads(line)["action"].get("text") for line in (result.run_dir / "steps.jsonl").open()]
     assert "<secret>password</secret>" in typed
+    # The goal as the agent was given it: inputs filled in, the secret by name.
+    goal = json.loads((result.run_dir / "run.json").read_text(encoding="utf-8"))["goal"]
+    assert "the password <secret>password</secret>" in goal and '"Aurora LED desk lamp"' in goal, goal
