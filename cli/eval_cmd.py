@@ -63,7 +63,7 @@ def eval_command(
 ) -> None:
     """Evaluate over many tasks: every episode is a normal run tagged with the eval's id.
 
-    SUITE `miniwob` is the built-in MiniWoB++ suite (needs the miniwob package): one task file per task and seed.
+    SUITE `miniwob` is the built-in MiniWoB++ suite (needs the miniwob package): one task file per task, run on each seed.
     """
     from evals.runner import EvalUsageError, run_eval
     from evals.suite import SuiteError, load_suite

@@ -1,7 +1,8 @@
 """MiniWoB++ as a built-in suite: task files built from the ``miniwob`` package's own pages.
 
-Each episode is a plain Glassbox task file (nothing here is special to the loop): a ``file:`` start page inside
-the installed package, a setup that seeds the page's random generator (``Math.seedrandom``), lifts the
+Each task is a plain Glassbox task file (nothing here is special to the loop), run on the suite's seeds: a
+``file:`` start page inside the installed package, a setup that seeds the page's random generator
+(``Math.seedrandom({seed})``: each episode's seed), lifts the
 episode's 10 s limit (a model's step takes longer; the raw reward does not decay with time) and starts it,
 the page's instruction kept as ``{utterance}`` (the goal), and a check that reads the page's raw reward::
 
@@ -105,18 +106,18 @@ def available_tasks() -> list[str]:
     return sorted(p.stem for p in (pages_folder() / "miniwob").glob("*.html") if _TASK_NAME.match(p.stem))
 
 
-def task_text(name: str, seed: int, *, html: Path, with_demo: bool) -> str:
-    """The task file (YAML) of one episode: ``name`` on ``seed``; with the demonstration when there is one."""
+def task_text(name: str, *, html: Path, with_demo: bool) -> str:
+    """The task file (YAML) of ``name``, for any seed (``{seed}``); with the demonstration when there is one."""
     demo = DEMOS.get(name) if with_demo else None
     page = html / "miniwob" / f"{name}.html"
     setup: list[dict[str, Any]] = [
-        {"js": f"Math.seedrandom({seed}); core.EPISODE_MAX_TIME = 3600000; core.startEpisodeReal(); true"},
+        {"js": "Math.seedrandom({seed}); core.EPISODE_MAX_TIME = 3600000; core.startEpisodeReal(); true"},
         {"wait_for": {"js": "WOB_TASK_READY"}},
         {"js": "core.getUtterance()", "save_as": "utterance"},
     ]
     setup += [{"js": expression, "save_as": value} for value, expression in (demo.values.items() if demo else [])]
     task: dict[str, Any] = {
-        "name": f"miniwob.{name}",  # one name for every seed: the eval groups episodes by task
+        "name": f"miniwob.{name}",
         "goal": "{utterance}",
         "target": {"start_url": page.as_uri()},
         "allowed_roots": [str(html)],
@@ -137,7 +138,8 @@ def task_text(name: str, seed: int, *, html: Path, with_demo: bool) -> str:
 
 
 def build_suite(folder: Path, *, tasks: list[str] | None, seeds: list[int], repeats: int = 1, demos: bool = True) -> Path:
-    """Write one task file per task x seed and a ``suite.yaml`` listing them into ``folder``; return the suite's path.
+    """Write one task file per task and a ``suite.yaml`` running them on ``seeds`` into ``folder``; return the
+    suite's path.
 
     ``tasks`` None: every task with a demonstration (``demos``) or every task the package ships. An unknown task
     name or a seed out of range is a ValueError naming it.
@@ -154,11 +156,10 @@ def build_suite(folder: Path, *, tasks: list[str] | None, seeds: list[int], repe
     folder.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     for name in chosen:
-        for seed in seeds:
-            file = folder / f"{name}.s{seed}.yaml"
-            file.write_text(task_text(name, seed, html=html, with_demo=demos), encoding="utf-8")
-            names.append(file.name)
-    suite = {"name": "miniwob", "tasks": names, "repeats": repeats}
+        file = folder / f"{name}.yaml"
+        file.write_text(task_text(name, html=html, with_demo=demos), encoding="utf-8")
+        names.append(file.name)
+    suite = {"name": "miniwob", "tasks": names, "seeds": list(seeds), "repeats": repeats}
     path = folder / "suite.yaml"
     path.write_text(json.dumps(suite, indent=1) + "\n", encoding="utf-8")  # JSON is YAML: no quoting surprises
     return path

@@ -17,20 +17,23 @@ import yaml
 from agent.loop import run_task
 from agent.task import load_task
 from evals.miniwob import DEMOS, available_tasks, build_suite, pages_folder
-from evals.suite import parse_seeds
+from evals.suite import load_suite, parse_seeds
 from tests.conftest import ROOT, require_chromium
 from tracer import RunStatus, read_run
 
 pytest.importorskip("miniwob", reason="needs the miniwob package (its task pages): pip install -e .[eval]")
 
 
-def test_the_suite_has_one_task_file_per_task_and_seed(tmp_path):
+def test_the_suite_has_one_task_file_per_task_run_on_each_seed(tmp_path):
     suite = build_suite(tmp_path, tasks=["click-button", "enter-text"], seeds=[3, 8])
-    listed = yaml.safe_load(suite.read_text(encoding="utf-8"))["tasks"]
-    assert listed == ["click-button.s3.yaml", "click-button.s8.yaml", "enter-text.s3.yaml", "enter-text.s8.yaml"]
-    task = load_task(tmp_path / "click-button.s8.yaml")  # valid as any task file, no flag needed
+    spec = yaml.safe_load(suite.read_text(encoding="utf-8"))
+    assert (spec["tasks"], spec["seeds"]) == (["click-button.yaml", "enter-text.yaml"], [3, 8])
+    ids = [e.id for e in load_suite(suite).episodes()]
+    assert ids == ["click-button.s3.r0", "click-button.s8.r0", "enter-text.s3.r0", "enter-text.s8.r0"]
+    task = load_task(tmp_path / "click-button.yaml")  # valid as any task file, no flag needed
     assert task.name == "miniwob.click-button" and task.goal == "{utterance}"
-    assert "Math.seedrandom(8)" in (task.setup[0].js or "")
+    task.seed = 8  # as an eval's episode sets it
+    assert "Math.seedrandom(8)" in task.render_setup(task.setup[0].js or "")
     assert task.start_page() == (pages_folder() / "miniwob" / "click-button.html").as_uri()
     assert [s.save_as for s in task.setup] == [None, None, "utterance", "button"]
 
@@ -76,7 +79,9 @@ def test_the_cli_refuses_bad_miniwob_flags_with_exit_2(tmp_path, args, message):
 def test_each_bundled_demonstration_earns_reward_1_on_a_seed_it_was_not_written_for(tmp_path, name):
     require_chromium()
     build_suite(tmp_path, tasks=[name], seeds=[1234])
-    result = run_task(load_task(tmp_path / f"{name}.s1234.yaml"), policy="script", runs_dir=tmp_path / "runs")
+    task = load_task(tmp_path / f"{name}.yaml")
+    task.seed = 1234  # as the suite's episode sets it
+    result = run_task(task, policy="script", runs_dir=tmp_path / "runs")
     run = read_run(result.run_dir)
     assert run.status is RunStatus.succeeded, run.end_reason
     assert run.checks[0].detail == "expression returned 1"  # the page's raw reward

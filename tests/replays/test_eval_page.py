@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from evals.miniwob import build_suite
 from evals.runner import EvalOutcome, run_eval
@@ -25,7 +26,7 @@ from tracer.evals import EPISODES_FILE, read_eval_events
 
 pytestmark = pytest.mark.usefixtures("chromium_module")
 
-BROKEN = "enter-text-s1.s-.r0"  # the episode eval B breaks: it types the wrong text at step 1
+BROKEN = "enter-text.s1.r0"  # the episode eval B breaks: it types the wrong text at step 1
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,13 @@ def evals(tmp_path_factory, chromium_module) -> tuple[Path, EvalOutcome, EvalOut
     runs = base / "runs"
     suite_a = build_suite(base / "suite-a", tasks=["click-test", "enter-text"], seeds=[0, 1])
     shutil.copytree(suite_a.parent, base / "suite-b")
-    broken = base / "suite-b" / "enter-text.s1.yaml"
-    text = broken.read_text(encoding="utf-8")
-    assert "text: '{text}'" in text
-    broken.write_text(text.replace("text: '{text}'", "text: '{text}zz'"), encoding="utf-8")
+    # One task file runs every seed: a value setup reads ({seed} filled in) spoils the typed text on seed 1 only.
+    broken = base / "suite-b" / "enter-text.yaml"
+    spec = yaml.safe_load(broken.read_text(encoding="utf-8"))
+    spec["setup"].append({"js": "{seed} === 1 ? 'zz' : ''", "save_as": "spoil"})
+    typing = next(step for step in spec["script"] if step.get("text") == "{text}")
+    typing["text"] = "{text}{spoil}"
+    broken.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     a = run_eval(load_suite(suite_a), runs_dir=runs, workers=2, eval_id="eval-a")
     b = run_eval(load_suite(base / "suite-b" / "suite.yaml"), runs_dir=runs, workers=2, eval_id="eval-b")
     assert [r.status for r in a.results] == ["succeeded"] * 4
