@@ -106,16 +106,13 @@ def export_otel_cmd(
 
 
 def _task_scrubber(run_dir: Path) -> "Scrubber":
-    """The run's records are masked already; when its task file is still at hand, its secrets are masked again
-    (the last line for anything recorded before a secret was declared)."""
-    from agent.task import load_task
+    """The run's records are masked already; the secrets its task file (when still at hand) or the environment
+    can give are masked again (the last line for anything recorded before a secret was declared)."""
+    from replays.labels import run_secrets
     from tracer.secrets import Scrubber
     from tracer.store import read_run
 
     try:
-        task_file = read_run(run_dir).task_file
-        if task_file and Path(task_file).is_file():
-            return Scrubber.from_secrets(load_task(Path(task_file)).secret_values())
-    except Exception:  # noqa: BLE001  # a task that no longer loads (moved, env secret unset): records stay as masked
-        pass
-    return Scrubber([])
+        return Scrubber.from_secrets(run_secrets(read_run(run_dir)))
+    except (OSError, ValueError):  # no readable run.json: its records stay as masked
+        return Scrubber([])

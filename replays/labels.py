@@ -136,6 +136,7 @@ class Labels:
         steps = {s.index: s for s in read_steps(run_dir)}
         if step not in steps:
             raise LabelError(f"run {run_id} has no step {step}")
+        label = _without_secrets(label, run_dir)
         correction: dict[str, Any] | None = label.correction.model_dump() if label.correction else None
         if correction is not None and label.correction and label.correction.coordinate is not None:
             width, height = steps[step].screenshot_size
@@ -232,11 +233,9 @@ def label_step(
         raise LabelError(f"a step labelled correct takes no correction (got {', '.join(given)}); label it wrong")
     run_id = run_dir.name
     try:
-        run = read_run(run_dir)
+        read_run(run_dir)
     except (FileNotFoundError, ValueError) as exc:
         raise LabelError(f"no run at {run_dir}: {exc}") from None
-    secrets = run_secrets(run)
-    text, note = _placeholders(text, secrets), _placeholders(note, secrets)
     try:
         correction = _correction(at, box, action, text, keys) if given else None
         label = LabelIn(verdict=verdict, correction=correction, note=note)
@@ -246,25 +245,60 @@ def label_step(
 
 
 def run_secrets(run: RunRecord) -> dict[str, str]:
-    """The values of the run's secrets that can be known now: those its task reads from environment variables
-    that are set here (a recorded task holds no literal secret values; they were replaced when recorded)."""
-    from agent.task import Task, TaskError
+    """The values of the run's secrets that can be known here (a recorded task holds none: they were replaced
+    when it was recorded): from its task file, when that is still at hand and loads (literal values, and
+    environment variables set here), and otherwise from the environment variables its recorded task names.
 
+    The task file's path comes from the run folder, which is untrusted: reading it only ever adds values to
+    mask, and a file that is not a task file adds nothing."""
+    from agent.task import Task, TaskError, load_task
+
+    found: dict[str, str] = {}
+    if run.task_file:
+        try:
+            task = load_task(run.task_file, require_env=False, allow_programs=True)  # loading starts nothing
+            for name, spec in task.inputs.items():
+                if spec.secret:
+                    try:
+                        found[name] = task.input_values()[name]
+                    except (TaskError, KeyError):  # its variable is not set here
+                        continue
+        except (TaskError, OSError, ValueError):  # moved, edited, or not a task file
+            pass
     try:
-        task = Task.recorded(run.task, run_id=run.run_id)
+        recorded = Task.recorded(run.task, run_id=run.run_id)
     except (ValueError, TypeError):  # RecordedTaskError among them
-        return {}
-    found = {}
-    for name, spec in task.inputs.items():
-        if not (spec.secret and spec.env):
+        return _real(found)
+    for name, spec in recorded.inputs.items():
+        if name in found or not (spec.secret and spec.env):
             continue
         try:
-            value = task.input_values()[name]
+            found[name] = recorded.input_values()[name]
         except (TaskError, KeyError):
             continue
-        if value and value != "<secret>":
-            found[name] = value
-    return found
+    return _real(found)
+
+
+def _real(found: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in found.items() if value and value != "<secret>"}
+
+
+def _without_secrets(label: LabelIn, run_dir: Path) -> LabelIn:
+    """The label with the run's secret values in its text and note written as ``<secret>name</secret>`` (the form
+    the model types them in), from the viewer as from the command line; keys holding one are refused."""
+    try:
+        secrets = run_secrets(read_run(run_dir))
+    except (FileNotFoundError, ValueError) as exc:
+        raise LabelError(f"no run at {run_dir}: {exc}") from None
+    if not secrets:
+        return label
+    correction = label.correction
+    if correction is not None:
+        for key in correction.keys or []:
+            if any(secret in key for secret in secrets.values()):
+                raise LabelError("keys: a key holds the value of one of the run's secrets; name keys, not secrets")
+        correction = correction.model_copy(update={"text": _placeholders(correction.text, secrets)})
+    return label.model_copy(update={"correction": correction, "note": _placeholders(label.note, secrets)})
 
 
 def _placeholders(value: str | None, secrets: dict[str, str]) -> str | None:

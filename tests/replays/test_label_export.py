@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from agent import load_task, run_task
 from replays.export import FeedbackExportError, export_feedback, rebuilt_prompt
 from replays.export_flavors import DATASET_INFO
-from replays.labels import LabelError, Labels, label_step
-from tests.replays.label_runs import MODEL_OUTPUTS, SECRET, SECRET_ENV, model_run, script_run
+from replays.labels import Correction, LabelError, LabelIn, Labels, label_step
+from tests.replays.label_runs import MODEL_OUTPUTS, SCRIPT, SECRET, SECRET_ENV, model_run, script_run, task_file
+from tools.fake import FakeExecutor
 from tracer.labels import LABELS_FILE
+from tracer.schema import RunStatus
 from tracer.secrets import MASK
 from tracer.store import read_run, read_steps
 
@@ -322,3 +325,48 @@ def test_a_script_step_after_a_damaged_line_is_skipped_not_exported_with_a_histo
     summary = export_feedback(run_dir.parent, tmp_path / "sft.jsonl", "sft")
     assert summary.records == 1  # step 0: nothing before it
     assert summary.skipped == {"a step before it is damaged": 1}
+
+
+# -- a secret written in the task file itself (the bundled task's password is one) -------------------------------
+LITERAL = "Lit-tulip-4821-value"
+
+
+@pytest.fixture
+def literal_run(tmp_path: Path) -> Path:
+    """A script run whose task gives its password as a literal secret value, not an environment variable."""
+    path = task_file(tmp_path, SCRIPT)
+    path.write_text(
+        path.read_text(encoding="utf-8").replace(f"{{env: {SECRET_ENV}}}", f"{{value: {LITERAL}, secret: true}}"),
+        encoding="utf-8",
+    )
+    task = load_task(path)
+    assert task.secret_values() == {"password": LITERAL}
+    result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=FakeExecutor(secrets=task.secret_values()))
+    assert result.status is RunStatus.succeeded, result.end_reason
+    return result.run_dir
+
+
+def test_a_literal_secret_never_reaches_a_label_or_an_export(literal_run: Path, tmp_path: Path) -> None:
+    label_step(literal_run, 1, "wrong", text=LITERAL, note=f"the password is {LITERAL}")
+    # The viewer's path: a LabelIn straight into the store, as POST /api/runs/RUN/steps/N/labels gives it.
+    viewer = LabelIn(verdict="wrong", correction=Correction(action="type", text=f"x{LITERAL}"), note=LITERAL)
+    added = Labels(literal_run.parent).add(literal_run.name, 0, viewer)
+    assert added.note == "<secret>password</secret>" and added.correction is not None
+    assert added.correction.text == "x<secret>password</secret>"
+    with pytest.raises(LabelError, match="keys: a key holds the value of one of the run's secrets"):
+        label_step(literal_run, 0, "wrong", keys=["ctrl", LITERAL])
+    assert LITERAL not in (literal_run / LABELS_FILE).read_text(encoding="utf-8")
+    for flavor in ("llamafactory", "swift"):
+        for fmt in ("sft", "dpo"):
+            out = tmp_path / "out" / flavor / f"{fmt}.jsonl"
+            export_feedback(literal_run.parent, out, fmt, flavor=flavor)  # type: ignore[arg-type]
+            assert LITERAL not in out.read_text(encoding="utf-8")
+    # A label written before this (or by hand) with the value in it is masked on the way out.
+    with (literal_run / LABELS_FILE).open("a", encoding="utf-8") as fh:
+        written = lines(literal_run / LABELS_FILE)
+        old = written[1] | {"id": written[1]["id"] + 1, "note": f"old {LITERAL}"}  # on step 0, the latest there
+        fh.write(json.dumps(old) + "\n")
+    out = tmp_path / "out" / "again.jsonl"
+    export_feedback(literal_run.parent, out, "sft", flavor="swift")
+    text = out.read_text(encoding="utf-8")
+    assert LITERAL not in text and f"old {MASK}" in text
