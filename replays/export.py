@@ -35,6 +35,7 @@ from replays.export_flavors import (
     dataset_entry,
     dpo_record,
     image_path,
+    read_dataset_info,
     sft_record,
     usage,
     write_dataset_info,
@@ -81,10 +82,17 @@ def export_feedback(
     ``secrets``: values to mask besides those the runs' tasks resolve here."""
     if flavor not in ("llamafactory", "swift"):
         raise FeedbackExportError(f"unknown flavor {flavor!r}: llamafactory or swift")
+    images_dir = out.parent / "images"
+    if out.name == images_dir.name or (images_dir.exists() and not images_dir.is_dir()):
+        raise FeedbackExportError(f"--out {out}: the screenshots go to the folder {images_dir}; name the file otherwise")
+    if flavor == "llamafactory":
+        try:
+            read_dataset_info(out.parent)  # one that cannot be kept stops the export before anything is copied
+        except DatasetInfoError as exc:
+            raise FeedbackExportError(str(exc)) from None
     labels = _latest_per_step(Labels(runs_dir).list())
     store = RunStore(runs_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    images_dir = out.parent / "images"
     tmp = out.with_name(out.name + ".tmp")
     name = _dataset_name(out)
     try:

@@ -77,18 +77,25 @@ class DatasetInfoError(ValueError):
     """The ``dataset_info.json`` already there is not a JSON object: it is left as it is."""
 
 
+def read_dataset_info(dataset_dir: Path) -> dict[str, Any]:
+    """The datasets ``dataset_dir/dataset_info.json`` lists ({} when there is none); :class:`DatasetInfoError`
+    when it cannot be kept (an export checks this before it writes anything)."""
+    path = dataset_dir / DATASET_INFO
+    if not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetInfoError(f"{path} is not readable JSON ({exc}); move it away or fix it") from None
+    if not isinstance(loaded, dict):
+        raise DatasetInfoError(f"{path} is not a JSON object of datasets; move it away or fix it")
+    return loaded
+
+
 def write_dataset_info(dataset_dir: Path, name: str, entry: dict[str, Any]) -> Path:
     """Add (or replace) ``name`` in ``dataset_dir/dataset_info.json``, keeping the other datasets listed there."""
     path = dataset_dir / DATASET_INFO
-    info: dict[str, Any] = {}
-    if path.exists():
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DatasetInfoError(f"{path} is not readable JSON ({exc}); move it away or fix it") from None
-        if not isinstance(loaded, dict):
-            raise DatasetInfoError(f"{path} is not a JSON object of datasets; move it away or fix it")
-        info = loaded
+    info = read_dataset_info(dataset_dir)
     info[name] = entry
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

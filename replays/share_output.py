@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 from tools.errors import UsageError
+from tracer.evals import PLAN_FILE
+from tracer.index import INDEX_FILE
+from tracer.run_files import RUN_FILE
 
 
 class OutputPathError(UsageError, ValueError):
@@ -19,13 +22,31 @@ def check_out_path(out: Path, *, example: str = "run.html", folder_made: bool = 
     parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
         raise OutputPathError(f"--out {out} is a folder: give a file name, e.g. {out / example}")
+    _not_in_a_recording(out)
     if folder_made:
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent  # the nearest folder that exists: where the missing ones would be made
+    if parent.exists() and not parent.is_dir():
+        raise OutputPathError(f"--out {out}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise OutputPathError(f"--out {out}: the folder {parent} does not exist (create it first)")
     if not os.access(parent, os.W_OK):
         raise OutputPathError(f"--out {out}: the folder {parent} is not writable")
+
+
+def _not_in_a_recording(out: Path) -> None:
+    """An export never writes into what Glassbox recorded: a run folder (``--out runs/RUN/labels.jsonl`` would
+    replace the labels), an eval folder, or over a runs index."""
+    resolved = out.resolve()
+    if resolved.name == INDEX_FILE:
+        raise OutputPathError(f"--out {out} would replace a runs index: write the export somewhere else")
+    for folder in resolved.parents:
+        if (folder / RUN_FILE).is_file() or (folder / PLAN_FILE).is_file():
+            kind = "run" if (folder / RUN_FILE).is_file() else "eval"
+            raise OutputPathError(
+                f"--out {out} is inside the {kind} folder {folder}: an export never writes into a recording; "
+                "write it somewhere else"
+            )
 
 
 def write_atomically(out: Path, data: bytes) -> None:

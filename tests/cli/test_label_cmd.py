@@ -110,3 +110,33 @@ def test_export_feedback_prints_the_dataset_info_entry_and_how_to_train(run_dir:
     assert Path(record["images"][0]).is_absolute()
     done = glassbox_in_process("export", "feedback", "-f", "sft", "--flavor", "axolotl", "--out", str(swift), "--runs-dir", runs)
     assert done.returncode == 2
+
+
+def squash(text: str) -> str:
+    """The text without the spaces, line breaks and box lines the error panel wraps it in."""
+    return "".join(c for c in text if not c.isspace() and c not in "│╭╮╰╯─")
+
+
+def test_export_feedback_never_writes_into_a_recording_or_over_its_images(run_dir: Path, tmp_path: Path) -> None:
+    runs = str(run_dir.parent)
+    assert glassbox_in_process("label", str(run_dir), "--step", "0", "wrong", "--at", "10,10").returncode == 0
+    labels_before = (run_dir / LABELS_FILE).read_bytes()
+    steps_before = (run_dir / "steps.jsonl").read_bytes()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "images").write_text("not a folder")
+    refused = {
+        run_dir / LABELS_FILE: f"is inside the run folder {run_dir.resolve()}: an export never writes into a recording",
+        run_dir / "steps.jsonl": "is inside the run folder",
+        run_dir / "new" / "x.jsonl": "is inside the run folder",
+        run_dir.parent / "index.sqlite3": "would replace a runs index",
+        tmp_path / "afile" / "x.jsonl": f"{tmp_path / 'afile'} is a file, not a folder",
+        tmp_path / "d" / "images": "the screenshots go to the folder",
+        tmp_path / "taken" / "x.jsonl": "the screenshots go to the folder",
+    }
+    for out, message in refused.items():
+        done = glassbox_in_process("export", "feedback", "-f", "sft", "--out", str(out), "--runs-dir", runs)
+        assert done.returncode == 2 and squash(message) in squash(done.stderr), (out, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert (run_dir / LABELS_FILE).read_bytes() == labels_before and (run_dir / "steps.jsonl").read_bytes() == steps_before
+    assert not (run_dir / "new").exists() and not (tmp_path / "d").exists()

@@ -285,6 +285,7 @@ def test_an_export_with_a_damaged_dataset_info_writes_nothing(model_run_dir: Pat
     with pytest.raises(FeedbackExportError, match="dataset_info.json is not readable JSON"):
         export_feedback(model_run_dir.parent, out)
     assert not out.exists() and (out.parent / DATASET_INFO).read_text() == "[not, a dict"
+    assert not (out.parent / "images").exists()  # checked before a screenshot is copied
 
 
 def test_steps_that_make_no_usable_record_are_skipped_and_counted(model_run_dir: Path, tmp_path: Path) -> None:
