@@ -108,6 +108,12 @@ def agrees(claim: str, seen: str) -> bool:
     return bool(words) and len(words & _words(seen)) / len(words) >= 0.5
 
 
+def _names(folded: str, value: str) -> bool:
+    """Whether folded text names ``value`` as a whole: "stock 25", not the 25 inside "20261128-025722" or "a25f"
+    (letters and digits of a Latin word around it); CJK text has no spaces, so a value inside it counts."""
+    return re.search(rf"(?<![0-9a-z]){re.escape(value)}(?![0-9a-z])", folded) is not None
+
+
 def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_values: Iterable[str] = ()) -> list[str]:
     """What the model said it would act on, in the order found, without repeats."""
     found: list[str] = []
@@ -125,7 +131,7 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
         found.append(tool_text)
     folded = normalise(text)
     for value in goal_values:
-        if len(normalise(value)) >= 2 and normalise(value) in folded:
+        if len(normalise(value)) >= 2 and _names(folded, normalise(value)):
             found.append(value)
     claims: list[str] = []
     for claim in found:

@@ -41,6 +41,11 @@ def test_claims_are_quoted_or_named_texts(reasoning: str, claims: list[str]) -> 
 
 def test_goal_values_count_when_the_reasoning_mentions_them() -> None:
     assert claimed_texts("Pick Audio as the category", goal_values=["Audio", "admin"]) == ["Audio"]
+    # A value counts as a whole, not as a piece of a longer word or number (a replay names its source run's id).
+    replayed = "Replayed step 4 of 20261128-025722-publish-product-a25f3c."
+    assert claimed_texts(replayed, goal_values=["25", "39.90", "lamp"]) == []
+    assert claimed_texts("Set the stock to 25.", goal_values=["25"]) == ["25"]
+    assert set(claimed_texts("价格 39.90，选择上海。", goal_values=["39.90", "上海"])) == {"39.90", "上海"}
 
 
 def test_agreement_is_lenient_about_case_plurals_and_extra_words_but_not_other_labels() -> None:
