@@ -27,6 +27,7 @@ from tracer.run_files import valid_lines
 
 LABELS_FILE = "labels.jsonl"
 MAX_LABEL_LINE = 2**20  # a label event is a few hundred bytes; a longer line (a crafted file) is passed over
+MAX_LABELLED_STEP = 1_000_000  # no run has more steps (the viewer's bound on a step number too)
 _EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 _RANDOM_BITS = 12
 _id_lock = threading.Lock()
@@ -40,7 +41,7 @@ class LabelAdded(BaseModel):
 
     op: Literal["add"] = "add"
     id: int = Field(ge=1, le=2**53 - 1)
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_LABELLED_STEP)  # a hand-edited line past it is passed over (SQLite holds 64 bits)
     verdict: Literal["correct", "wrong"]
     correction: dict[str, Any] | None = None
     note: str | None = None
@@ -51,7 +52,7 @@ class LabelUndone(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     op: Literal["undo"] = "undo"
-    id: int
+    id: int = Field(ge=1, le=2**53 - 1)
     at: datetime
 
 
@@ -105,15 +106,14 @@ def current_labels(events: list[LabelAdded | LabelUndone]) -> list[CurrentLabel]
 def append_label_event(run_dir: Path, event: LabelAdded | LabelUndone) -> None:
     """Append one event as a single write and make it durable before returning."""
     line = event.model_dump_json().encode() + b"\n"
-    fd = os.open(run_dir / LABELS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # Not through a link: a run folder is untrusted, and its labels file pointing elsewhere would have us append
+    # to any file this user can write (OSError ELOOP: the caller says it cannot write the labels).
+    fd = os.open(run_dir / LABELS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         size = os.fstat(fd).st_size
-        if size:
-            # A crash mid-append leaves a line without its newline: start on a fresh line so this one stays whole.
-            with open(run_dir / LABELS_FILE, "rb") as fh:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    line = b"\n" + line
+        # A crash mid-append leaves a line without its newline: start on a fresh line so this one stays whole.
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]

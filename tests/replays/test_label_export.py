@@ -126,6 +126,25 @@ def test_a_labels_file_that_cannot_be_written_is_a_usage_error(run_dir: Path) ->
         label_step(run_dir, 0, "correct")
 
 
+def test_a_labels_file_that_is_a_link_is_never_written_through(run_dir: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (run_dir / LABELS_FILE).symlink_to(victim)
+    with pytest.raises(LabelError, match="cannot write the labels of run"):
+        label_step(run_dir, 0, "correct")
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_hand_edited_label_past_any_step_is_passed_over(run_dir: Path) -> None:
+    label_step(run_dir, 0, "correct")
+    with (run_dir / LABELS_FILE).open("a", encoding="utf-8") as fh:
+        good = lines(run_dir / LABELS_FILE)[0]
+        fh.write(json.dumps(good | {"id": good["id"] + 1, "step": 2**63}) + "\n")  # SQLite cannot hold it
+        fh.write(json.dumps({"op": "undo", "id": 2**70, "at": good["created_at"]}) + "\n")
+    assert [(lbl.step, lbl.verdict) for lbl in Labels(run_dir.parent).list()] == [(0, "correct")]
+    assert label_step(run_dir, 1, "correct").step == 1  # the runs dir still works
+
+
 def test_a_secret_typed_into_a_label_becomes_its_placeholder(run_dir: Path) -> None:
     label = label_step(run_dir, 1, "wrong", text=f"pw {SECRET}", note=f"it was {SECRET}")
     assert label.correction is not None and label.correction.text == "pw <secret>password</secret>"
