@@ -146,9 +146,11 @@ def eval_command(
         raise usage_error(str(exc)) from None
     except KeyboardInterrupt:
         if started_id:
+            import shlex
+
+            again = shlex.join(["glassbox", "eval", str(suite_path), "--runs-dir", str(runs_dir), "--eval-id", started_id[0]])
             err_console.print(
-                f"[yellow]interrupted:[/] the episodes that had finished are kept; resume with "
-                f"glassbox eval {escape(str(suite_path))} --eval-id {escape(started_id[0])}",
+                f"[yellow]interrupted:[/] the episodes that had finished are kept; resume with {escape(again)}",
                 soft_wrap=True,
             )
         raise typer.Exit(code=130) from None

@@ -56,7 +56,9 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         self.stderr: IO[bytes] = tempfile.TemporaryFile(prefix="glassbox-worker-")  # a file: nobody has to drain it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evals.worker", str(os.getpid())],
+            # -P: the folder the eval was started in is not on the worker's import path (a stray click.py there
+            # would shadow the package of that name and fail every episode, while `glassbox run` works).
+            [sys.executable, "-P", "-m", "evals.worker", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -110,6 +112,10 @@ class _Worker:
 
     def stop(self) -> None:
         """Stop the worker's whole group: SIGTERM, then SIGKILL if it does not end."""
+        self.end_group()
+        self._release_files()
+
+    def end_group(self) -> None:
         for sig, wait in ((signal.SIGTERM, _GRACE_S), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(self.proc.pid, sig)
@@ -120,7 +126,6 @@ class _Worker:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        self._release_files()
 
     def close(self) -> None:
         """Let an idle worker exit on its own (end of its input), or stop it."""
@@ -161,8 +166,9 @@ def run_attempt_in_child(job: EpisodeJob) -> AttemptResult:
             timed_out=True,
         )
     except _WorkerGone as exc:
+        worker.end_group()
+        tail = worker.stderr_tail()  # what it said before it died (a traceback), read before its file is closed
         worker.stop()
-        tail = worker.stderr_tail()
         return _harness(job, f"{exc}" + (f": {tail}" if tail else ""), started)
     except BaseException:  # the eval itself is stopping (Ctrl-C): take the episode down with it
         worker.stop()

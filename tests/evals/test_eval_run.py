@@ -322,3 +322,29 @@ def test_an_episode_whose_setup_fails_is_a_harness_failure_retried_unless_its_sc
     assert (typo.status, typo.harness_attempts) == ("harness_error", 1), typo
     assert typo.harness_errors[0].startswith("setup failed: setup[0].js: the script threw: SyntaxError"), typo
     assert outcome.summary.harness_errors == 2 and outcome.summary.success.n == 0
+
+
+def test_a_worker_that_dies_says_why_and_the_folder_the_eval_started_in_is_not_on_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evals.worker import stop_all
+
+    (tmp_path / "click.py").write_text("raise RuntimeError('BOOM from a stray click.py')\n", encoding="utf-8")
+    (tmp_path / "page.html").write_text("<p>ready</p>", encoding="utf-8")
+    (tmp_path / "done.yaml").write_text(
+        "name: done\ngoal: Finish.\ntarget: {start_url: 'file:page.html'}\nscript:\n  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: path\ntasks: [done.yaml]\nlimits: {retries: 0, timeout_s: 120, workers: 1}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # a stray module in the folder the eval is started from shadows nothing
+    stop_all()  # workers started by earlier tests were started elsewhere
+    (first,) = run_eval(load_suite(suite), runs_dir=tmp_path / "runs").results
+    assert first.status == "succeeded", first
+    stop_all()
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # put there on purpose: the worker dies at import, and says why
+    (second,) = run_eval(load_suite(suite), runs_dir=tmp_path / "runs2").results
+    stop_all()
+    assert second.status == "harness_error", second
+    assert "exited with code 1 without a result" in second.harness_errors[0]
+    assert "BOOM from a stray click.py" in second.harness_errors[0], second.harness_errors

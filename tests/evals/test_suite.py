@@ -361,3 +361,18 @@ def test_a_damaged_plan_is_a_usage_error(tmp_path: Path) -> None:
     (folder / "plan.json").write_text("{not json", encoding="utf-8")
     code, said = cli(str(write(tmp_path, "s.yaml", suite_text(seeds="[1]"))), "--eval-id", "eval-2", "--runs-dir", str(runs))
     assert code == 2 and "the eval's plan.json cannot be read" in said, said
+
+
+def test_an_interrupted_eval_says_how_to_resume_it_in_the_same_runs_dir(tmp_path: Path, monkeypatch) -> None:
+    import evals.runner
+
+    def interrupted(suite, *, runs_dir, eval_id, on_start, **_):  # Ctrl-C once the eval has started
+        on_start("eval-ctrl-c", runs_dir / "evals" / "eval-ctrl-c", 1, 0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evals.runner, "run_eval", interrupted)
+    runs = tmp_path / "other runs"
+    suite = write(tmp_path, "suite.yaml", suite_text(seeds="[1]"))
+    code, said = cli(str(suite), "--runs-dir", str(runs))
+    assert code == 130, said
+    assert f"resume with glassbox eval {suite} --runs-dir '{runs}' --eval-id eval-ctrl-c" in " ".join(said.split()), said
