@@ -196,11 +196,33 @@ def train(config: TrainConfig, *, on_step: Callable[[StepLog], None] | None = No
         raise
 
 
+def _device(asked: str | None) -> str:
+    """The torch device to train on: ``asked``, checked to exist here (a usage error naming it otherwise), or
+    CUDA when present, else the CPU."""
+    import torch
+
+    if asked is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(asked)
+    except (RuntimeError, ValueError):
+        raise TrainError(f"--device {asked!r} is not a device torch knows: cpu, cuda, cuda:1 ...") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TrainError(f"--device {asked}: torch sees no CUDA GPU on this machine; leave --device out to use the CPU")
+        if device.index is not None and device.index >= count:
+            raise TrainError(f"--device {asked}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise TrainError(f"--device {asked}: training runs on cpu or cuda")
+    return asked
+
+
 def _train(config: TrainConfig, out: Path, on_step: Callable[[StepLog], None] | None) -> TrainSummary:
     import torch
 
+    device = _device(config.device)
     data = load_training_data(config.runs_dir, config.mode, out / "data", config.think_targets)
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.lora]
     torch.manual_seed(config.seed)
     base = _model_ref(config.model)

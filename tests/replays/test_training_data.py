@@ -113,3 +113,14 @@ def test_train_names_a_missing_runs_folder_and_a_model_that_does_not_load_leaves
     )
     assert no_model.returncode == 2 and "does not exist" in no_model.stderr, no_model.stderr
     assert not out.exists()  # the exported data is not left behind as if something had been trained
+    import torch
+
+    bad_devices = {"banana": "is not a device torch knows", "cuda:99": "cuda:99"}
+    if not torch.cuda.is_available():
+        bad_devices["cuda"] = "torch sees no CUDA GPU on this machine"
+    for device, message in bad_devices.items():
+        done = glassbox_in_process(
+            "train", "sft", "--from-labels", "--runs-dir", str(runs), "--model", "m", "--out", str(out), "--device", device
+        )
+        assert done.returncode == 2 and message in " ".join(done.stderr.split()), (device, done.stderr)
+        assert "Traceback" not in done.stderr and not out.exists()
