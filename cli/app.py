@@ -212,9 +212,7 @@ def run(
     task = load_task(task_file, files_root=files_root, allow_programs=True if allow_programs else None)
     for _, command in task.programs():  # say what will run before anything runs
         err_console.print(f"[yellow]this task starts a program:[/] {escape(command)}", soft_wrap=True)
-    for flag, url in (("--site-url", site_url), ("--base-url", base_url)):
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise _usage_error(f"{flag} must be an http:// or https:// URL, not {url!r}")
+    _check_urls(site_url=site_url, base_url=base_url)
     if site_url is not None and layout_seed is not None:
         raise _usage_error("--layout-seed applies to a site Glassbox starts; with --site-url the running site decides")
     if ask_below is not None and not 0 <= ask_below <= 1:
@@ -746,6 +744,13 @@ def _report(result: RunResult) -> None:
     console.print(f"run recorded in [bold]{escape(str(result.run_dir))}[/]", soft_wrap=True)
 
 
+def _check_urls(*, site_url: str | None, base_url: str | None) -> None:
+    """--site-url and --base-url name web servers: anything else is a usage error before a browser starts."""
+    for flag, url in (("--site-url", site_url), ("--base-url", base_url)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise _usage_error(f"{flag} must be an http:// or https:// URL, not {url!r}")
+
+
 def _rerun(
     ctx: typer.Context,
     start: Callable[..., RunResult],
@@ -762,6 +767,7 @@ def _rerun(
 ) -> None:
     """Replay or resume (``start``) a recorded run with the step printer and, with --otel, live traces; print the
     outcome and exit 0 when the new run succeeded, else 1. ``options`` go to ``start`` as they are."""
+    _check_urls(site_url=options.get("site_url"), base_url=base_url)
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside its source
     hooks = _step_printer()
     traces = export_for_run(otel, hooks, source_run=source.run_dir)

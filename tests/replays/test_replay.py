@@ -155,6 +155,9 @@ def test_replay_errors_are_usage_errors(original, tmp_path):
     runs, source = original
     assert cli("resume", source.run_id, "--from-step", "999", "--runs-dir", str(runs)).returncode == 2
     assert cli("replay", "no-such-run", "--runs-dir", str(runs)).returncode == 2
+    for command in (["replay"], ["resume", "--from-step", "2"]):
+        bad = cli(*command, source.run_id, "--site-url", "notaurl", "--runs-dir", str(runs))
+        assert bad.returncode == 2 and "--site-url must be an http:// or https:// URL" in bad.stderr, bad.stderr
     record = json.loads((source.run_dir / "run.json").read_text())
     copy = runs / "copy-without-task"
     copy.mkdir()
