@@ -83,6 +83,13 @@ def stale_temp_files(folder: Path) -> list[Path]:
     return found
 
 
+def _first_problem(exc: ValidationError) -> str:
+    """The first problem, naming its field: ``policy: Input should be a valid string``."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])[:120]  # a crafted key could be long
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
 def read_run(run_dir: Path) -> RunRecord:
     """Read ``run.json``; a run marked running whose process is gone reads as interrupted."""
     path = run_dir / RUN_FILE
@@ -95,7 +102,7 @@ def read_run(run_dir: Path) -> RunRecord:
     except OSError as exc:  # a folder in its place, no permission
         raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from None
     except ValidationError as exc:
-        raise ValueError(f"{path} is not a valid run record: {exc.errors()[0]['msg']}") from None
+        raise ValueError(f"{path} is not a valid run record: {_first_problem(exc)}") from None
     if record.status is RunStatus.running and not process_alive(record.pid, record.host):
         record.status = RunStatus.interrupted
         record.end_reason = record.end_reason or "the recording process ended before the run finished"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
+
+import pytest
 
 from tracer import RunRecord, RunStatus, RunStore, RunWriter, StepRecord, StepTimings, read_run, read_steps
 from tracer.secrets import MASK, Scrubber
@@ -85,6 +88,10 @@ def test_a_corrupt_run_json_is_a_clear_error_and_is_skipped_in_listings(tmp_path
     else:
         raise AssertionError("a corrupt run.json must not read as a run")
     assert [r.run_id for r in RunStore(tmp_path).runs()] == ["good"]
+    typed = json.loads((good.run_dir / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps(typed | {"policy": 7}))
+    with pytest.raises(ValueError, match="is not a valid run record: policy: Input should be a valid string"):
+        read_run(bad)
 
 
 def test_scrubber_masks_nested_values():
