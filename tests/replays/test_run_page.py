@@ -198,7 +198,7 @@ def test_an_unreadable_step_line_keeps_its_place_and_labels_land_on_the_right_st
         assert [(lbl["step"], lbl["verdict"]) for lbl in labels_of(viewer, result.run_id)] == [(4, "correct")]
         page.keyboard.press("k")
         assert page.inner_text("#step-title") == "Step 3 · unreadable"
-        assert "cannot be read" in page.inner_text("#details")
+        assert "Line 4 of steps.jsonl cannot be read" in page.inner_text("#details")  # counted from 1, as the CLI does
         page.keyboard.press("c")  # nothing to label
         page.keyboard.press("k")
         assert page.inner_text("#step-title").startswith("Step 2")

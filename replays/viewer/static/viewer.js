@@ -13,6 +13,8 @@ const $ = (id) => document.getElementById(id);
 const fileUrl = (p) => `/runs/${encodeURIComponent(runId)}/files/` + String(p ?? "").split("/").map(encodeURIComponent).join("/");
 const num = (v, digits) => (typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "?");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+// The API counts lines from 0 (as the files are read); people, the CLI and the HTML export count them from 1.
+const lineNumber = (step) => (Number.isInteger(step.line) ? step.line + 1 : "?");
 
 function actionLabel(step) {
   const a = step.action;
@@ -52,7 +54,7 @@ function filmItem(step) {
   b.dataset.index = step.index;
   if (step.unreadable) {
     b.className = "film unreadable";
-    b.title = `step ${step.index}: line ${step.line ?? "?"} of steps.jsonl cannot be read (${step.unreadable})`;
+    b.title = `step ${step.index}: line ${lineNumber(step)} of steps.jsonl cannot be read (${step.unreadable})`;
     b.innerHTML = `<span class="noshot">⚠ unreadable</span><span class="n">${esc(step.index)}</span>` +
       `<span class="a">${esc(step.unreadable)}</span><span class="marks"></span>`;
   } else {
@@ -200,7 +202,7 @@ function renderDetails() {
   if (!step) { d.innerHTML = '<p class="muted">Waiting for the first step…</p>'; return; }
   if (step.unreadable) {
     d.innerHTML = `<div class="label-box"><h2 id="step-title">Step ${esc(step.index)} · unreadable</h2>
-      <div class="error">Line ${esc(step.line ?? "?")} of steps.jsonl cannot be read: ${esc(step.unreadable)}.
+      <div class="error">Line ${esc(lineNumber(step))} of steps.jsonl cannot be read: ${esc(step.unreadable)}.
       The step keeps its place; it cannot be labelled.</div></div>`;
     return;
   }
