@@ -193,6 +193,11 @@ def test_a_replay_that_cannot_start_says_why_in_the_viewer(original):
         assert client.get("/runs/never-started/wait").status_code == 404
 
 
+def _children(runs, run_id: str) -> set[str]:
+    """The runs recorded as replays or branches of ``run_id``."""
+    return {d.name for d in runs.iterdir() if (d / "run.json").is_file() and read_run(d).parent_run == run_id}
+
+
 def test_replay_from_the_viewer(original):
     from replays.viewer import ViewerServer
 
@@ -200,7 +205,8 @@ def test_replay_from_the_viewer(original):
     with ViewerServer(runs) as viewer, BrowserExecutor(BrowserSettings()) as browser:
         page = browser.page
         page.goto(f"{viewer.url}/runs/{source.run_id}")
-        page.click("#replay-btn")
+        before = _children(runs, source.run_id)
+        page.dblclick("#replay-btn")  # an impatient double click starts one replay, not two
         # The new run's page: the original's URL matches "**/runs/*" too, and its status is already final.
         page.wait_for_url(lambda url: "/runs/" in url and source.run_id not in url, timeout=60_000)
         page.wait_for_function(
@@ -208,6 +214,7 @@ def test_replay_from_the_viewer(original):
             timeout=120_000,
         )
         assert "branch of" in page.inner_text(".run-head") and page.locator(".film").count() == source.steps
+        assert len(_children(runs, source.run_id) - before) == 1
         # The page's 5 s default is for the agent's actions; under a loaded CPU the diff page took longer.
         page.goto(f"{viewer.url}/diff?a={source.run_id}&b={page.url.rsplit('/', 1)[-1].split('#')[0]}", timeout=60_000)
         diff = page.inner_text("main")

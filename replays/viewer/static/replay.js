@@ -45,13 +45,27 @@
   async function post(runId, body) {
     const r = await fetch(`${api(runId)}/replay`, {method: "POST", headers, body: JSON.stringify(body)});
     const data = await r.json().catch(() => ({}));
-    if (r.ok) { location.href = data.url; return; }
+    if (r.ok) { leaving = true; location.href = data.url; return; }
     const message = data.error || data.detail || `the viewer answered ${r.status}`;
     if (data.policy !== undefined) showForm(runId, body, data, message); // a plan: something is missing
     else showForm(runId, body, {policy: null, missing: []}, message);
   }
 
+  // One new run per press: a double click (or a press while the first request is out) must not start two.
+  let starting = false;
+  let leaving = false; // a run was started and the page is on its way to it
+
   async function start(runId, body) {
+    if (starting || leaving) return;
+    starting = true;
+    try {
+      await begin(runId, body);
+    } finally {
+      starting = false;
+    }
+  }
+
+  async function begin(runId, body) {
     const decides = body.fallback === "policy" || (body.from_step !== undefined && body.from_step !== null);
     if (!decides) return post(runId, body);
     const q = new URLSearchParams({fallback: body.fallback || "none"});
@@ -65,7 +79,7 @@
 
   $("rf-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    if (!pending) return;
+    if (!pending || leaving) return;
     const body = {...pending.body};
     for (const [id, key] of [["rf-base-url", "base_url"], ["rf-model-input", "model"]]) {
       if (!$(id).closest("label").hidden && $(id).value.trim()) body[key] = $(id).value.trim();
