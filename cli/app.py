@@ -22,7 +22,7 @@ from agent.policies import POLICIES
 from agent.task import load_task
 from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
-from cli.label_cmd import label_command, labels_command
+from cli.label_cmd import label_command, labels_command, unlabel_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
 from cli.output import clean, console, err_console, say_damaged, shown
 from cli.output import usage_error as _usage_error
@@ -79,6 +79,7 @@ app.command("eval")(eval_command)  # glassbox eval SUITE: cli/eval_cmd.py
 app.command("decide")(decide_command)  # glassbox decide RUN --step N / --labelled: cli/decide_cmd.py
 app.command("label")(label_command)  # glassbox label RUN --step N correct|wrong: cli/label_cmd.py
 app.command("labels")(labels_command)
+app.command("unlabel")(unlabel_command)
 export_app.command("otel")(export_otel_cmd)  # glassbox export otel RUN...: cli/otel_cmd.py
 app.command("train")(train_command)  # glassbox train sft|dpo --from-labels: cli/train_cmd.py
 
@@ -1084,6 +1085,8 @@ def export_feedback_cmd(
     from replays.share_output import check_out_path
 
     check_out_path(out, example=f"{format.value}.jsonl", folder_made=True)
+    if not runs_dir.is_dir():  # a typo would otherwise make the folder and export nothing from it
+        raise _usage_error(f"no runs directory {runs_dir}")
     summary = export_feedback(runs_dir, out, format.value, flavor=flavor.value, thinking=think)
     thinking = "with <think>" if summary.thinking else "without <think>"
     console.print(

@@ -1,4 +1,5 @@
-"""``glassbox label RUN --step N correct|wrong [...]`` and ``glassbox labels [RUN] [--json]``: labels from a script.
+"""``glassbox label RUN --step N correct|wrong [...]``, ``glassbox labels [RUN] [--json]`` and ``glassbox unlabel
+ID``: labels from a script.
 
 The same store and checks as the viewer's label buttons (:func:`replays.labels.label_step`). Points and boxes
 are on the 0..1000 grid over the step's screenshot. Exit codes: 0 done, 2 usage errors (no such run or step,
@@ -15,7 +16,7 @@ import typer
 from pydantic import BaseModel
 from rich.markup import escape
 
-from cli.output import Column, clean, console, print_table, write_json
+from cli.output import Column, clean, console, print_table, usage_error, write_json
 from cli.run_ref import resolve_run
 from tools.errors import UsageError
 
@@ -103,6 +104,12 @@ def labels_command(
         ref = resolve_run(run, runs_dir)
         found = Labels(ref.runs_dir).list(ref.run_id)
         where = ref.runs_dir
+    elif not runs_dir.is_dir():  # listing must not create the folder (a typo would leave one behind)
+        if json_out:
+            write_json(console, LabelListing(runs_dir=str(runs_dir), labels=[]))
+        else:
+            console.print(f"no labels in {escape(str(runs_dir))} (no such folder)")
+        return
     else:
         found = Labels(runs_dir).list()
         where = runs_dir
@@ -132,3 +139,17 @@ def _what(label: Label) -> str:
     if fix.keys:
         parts.append("+".join(fix.keys))
     return " ".join(parts)
+
+
+def unlabel_command(
+    label_id: Annotated[int, typer.Argument(metavar="ID", help="The label's id (glassbox labels lists them).")],
+    runs_dir: Annotated[Path, typer.Option(help="The runs directory.")] = Path("runs"),
+) -> None:
+    """Undo a label, as the viewer's Undo does: its run's labels file keeps it, marked undone."""
+    from replays.labels import Labels
+
+    if not runs_dir.is_dir():
+        raise usage_error(f"no runs directory {runs_dir}")
+    if not 1 <= label_id <= 2**53 - 1 or not Labels(runs_dir).undo(label_id):
+        raise usage_error(f"no label {label_id} standing in {runs_dir} (glassbox labels lists them)")
+    console.print(f"label {label_id} undone")

@@ -184,7 +184,7 @@ def _write_records(
         except (MissingRunFile, ValueError) as exc:
             raise FeedbackExportError(
                 f"cannot export label {label.id} on step {step.index} of run {run.run_id}: "
-                f"{exc}; restore the file or undo the label"
+                f"{exc}; restore the file, or undo the label (glassbox unlabel {label.id})"
             ) from None
         items.append(_Item(label=label, run=run, step=step, prompt=messages, images=images))
     # A script's steps record a line of their own as reasoning: only a model's reasoning says the model thinks.

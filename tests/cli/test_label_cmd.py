@@ -140,3 +140,25 @@ def test_export_feedback_never_writes_into_a_recording_or_over_its_images(run_di
         assert "Traceback" not in done.stderr
     assert (run_dir / LABELS_FILE).read_bytes() == labels_before and (run_dir / "steps.jsonl").read_bytes() == steps_before
     assert not (run_dir / "new").exists() and not (tmp_path / "d").exists()
+
+
+def test_unlabel_undoes_a_label_and_a_mistyped_runs_dir_is_neither_made_nor_taken_for_empty(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    runs = str(run_dir.parent)
+    done = glassbox_in_process("label", str(run_dir), "--step", "0", "wrong", "--at", "10,10", "--json")
+    label_id = json.loads(done.stdout)["id"]
+    done = glassbox_in_process("unlabel", str(label_id), "--runs-dir", runs)
+    assert done.returncode == 0 and f"label {label_id} undone" in done.stdout, done.stderr
+    assert Labels(run_dir.parent).list() == []
+    again = glassbox_in_process("unlabel", str(label_id), "--runs-dir", runs)  # undone already: nothing stands
+    assert again.returncode == 2 and f"no label {label_id} standing" in again.stderr, again.stderr
+    assert glassbox_in_process("unlabel", "99999999999999999999999", "--runs-dir", runs).returncode == 2
+    typo = tmp_path / "rnus"
+    listed = glassbox_in_process("labels", "--runs-dir", str(typo))
+    assert listed.returncode == 0 and "(no such folder)" in listed.stdout
+    out = tmp_path / "data" / "x.jsonl"
+    exported = glassbox_in_process("export", "feedback", "-f", "sft", "--out", str(out), "--runs-dir", str(typo))
+    assert exported.returncode == 2 and "no runs directory" in exported.stderr, exported.stderr
+    assert glassbox_in_process("unlabel", "1", "--runs-dir", str(typo)).returncode == 2
+    assert not typo.exists() and not out.parent.exists()
