@@ -40,8 +40,8 @@ from replays.export_flavors import (
     usage,
     write_dataset_info,
 )
-from replays.labels import Correction, Label, Labels, run_secrets
-from tools.actions import ToolCall, UploadFile
+from replays.labels import Correction, Label, Labels, correction_call, run_secrets
+from tools.actions import ToolCall
 from tools.errors import UsageError
 from tools.images import check_image_file
 from tracer.schema import PromptMessage, RunRecord, StepRecord
@@ -206,7 +206,7 @@ def _write_records(
                 target = model_answer
             else:
                 assert label.correction is not None  # _skip_reason left out wrong labels without one
-                call = _correction_call(label.correction, step)
+                call = correction_call(label.correction, step)
                 target = (_think_block(corrected_reasoning(label.correction)) if think else "") + _tool_call_text(call)
             if fmt == "sft":
                 record = sft_record(item.prompt, target, item.images)
@@ -231,7 +231,7 @@ def _unusable(item: _Item, fmt: Format) -> str | None:
     if item.label.verdict == "correct" and not item.step.tool_calls:
         return "correct label on a step whose output had no tool call"
     if item.label.verdict == "wrong" and item.label.correction is not None and fmt == "dpo":
-        corrected = _tool_call_text(_correction_call(item.label.correction, item.step))
+        corrected = _tool_call_text(correction_call(item.label.correction, item.step))
         if [corrected] == [_tool_call_text(c) for c in item.step.tool_calls]:
             # A correction that repeats what the model did is no preference (ms-swift drops such a row).
             return "correction repeats the model's action"
@@ -321,19 +321,3 @@ def corrected_reasoning(correction: Correction) -> str:
 
 def _tool_call_text(call: ToolCall) -> str:
     return "<tool_call>\n" + json.dumps(call.model_dump(), ensure_ascii=False) + "\n</tool_call>"
-
-
-def _correction_call(correction: Correction, step: StepRecord) -> ToolCall:
-    args: dict[str, Any] = {"action": correction.action}
-    if correction.coordinate is not None:
-        args["coordinate"] = [round(correction.coordinate[0]), round(correction.coordinate[1])]
-    if correction.text is not None and correction.action in ("type", "answer"):
-        args["text"] = correction.text
-    if correction.keys:
-        args["keys"] = correction.keys
-    if correction.action == "upload_file":
-        original = step.action.file if isinstance(step.action, UploadFile) else None
-        return ToolCall(name="upload_file", arguments={"file": original, "coordinate": args.get("coordinate")})
-    if correction.action == "terminate":
-        args["status"] = "success"
-    return ToolCall(name="computer_use", arguments=args)

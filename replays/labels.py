@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS
+from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, UploadFile, parse_tool_call
 from tools.errors import UsageError
 from tracer.index import RunIndex
 from tracer.labels import LabelAdded, LabelUndone, append_label_event, new_label_id
-from tracer.schema import RunRecord
+from tracer.schema import RunRecord, StepRecord
 from tracer.store import RunStore, read_run, read_steps
 
 # Control characters other than tab and newline (C0, DEL, C1): a note or a text to type holding them would move
@@ -89,7 +89,32 @@ class Correction(BaseModel):
             raise ValueError("type needs text")
         if self.action == "key" and not self.keys:
             raise ValueError("key needs keys")
+        if self.action in ("answer", "goto_url") and not self.text:
+            raise ValueError(f"{self.action} needs text" + (" (the URL)" if self.action == "goto_url" else ""))
+        if self.action == "terminate" and self.text not in (None, "success", "failure"):
+            raise ValueError("terminate takes text success or failure (success when left out)")
+        if self.action in ("scroll", "hscroll"):
+            raise ValueError(f"{self.action} cannot be given as a correction (it needs pixels); label it wrong with a note")
         return self
+
+
+def correction_call(correction: Correction, step: StepRecord) -> ToolCall:
+    """The tool call a correction of ``step`` stands for, in the model's format (what an export trains on)."""
+    args: dict[str, Any] = {"action": correction.action}
+    if correction.coordinate is not None:
+        args["coordinate"] = [round(correction.coordinate[0]), round(correction.coordinate[1])]
+    if correction.text is not None and correction.action in ("type", "answer"):
+        args["text"] = correction.text
+    if correction.keys:
+        args["keys"] = correction.keys
+    if correction.action == "upload_file":  # the file is the one the step uploaded: a label cannot name another
+        original = step.action.file if isinstance(step.action, UploadFile) else None
+        return ToolCall(name="upload_file", arguments={"file": original, "coordinate": args.get("coordinate")})
+    if correction.action == "goto_url":
+        return ToolCall(name="goto_url", arguments={"url": correction.text})
+    if correction.action == "terminate":
+        args["status"] = correction.text or "success"
+    return ToolCall(name="computer_use", arguments=args)
 
 
 class LabelIn(BaseModel):
@@ -137,6 +162,11 @@ class Labels:
         if step not in steps:
             raise LabelError(f"run {run_id} has no step {step}")
         label = _without_secrets(label, run_dir)
+        if label.correction is not None:  # it must export as an action the model could take at that step
+            try:
+                parse_tool_call(correction_call(label.correction, steps[step]))
+            except ActionError as exc:
+                raise LabelError(f"the correction of step {step} is not an action the model could take: {exc}") from None
         correction: dict[str, Any] | None = label.correction.model_dump() if label.correction else None
         if correction is not None and label.correction and label.correction.coordinate is not None:
             width, height = steps[step].screenshot_size

@@ -21,8 +21,7 @@ from agent.policies import check_policy, make_policy, with_policy_overrides
 from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput, StandIn
 from agent.task import Task, TaskError, load_task
 from replays.compare import Thresholds, compare_screens, screen_signature, side_by_side
-from replays.export import _correction_call
-from replays.labels import Correction, Labels
+from replays.labels import Correction, Labels, correction_call
 from replays.ocr_check import ReadScreen, read_with_engine, recorded_text, text_check
 from replays.policy_plan import plan_policy, recorded_policy
 from tools.errors import UsageError
@@ -222,7 +221,7 @@ class ReplayPolicy(Policy):
         )
 
     def _corrected(self, step: StepRecord, correction: Correction) -> PolicyOutput:
-        call = _correction_call(correction, step)
+        call = correction_call(correction, step)
         where = f" at ({correction.coordinate[0]:.0f}, {correction.coordinate[1]:.0f})" if correction.coordinate else ""
         return PolicyOutput(
             decision=PolicyDecision(

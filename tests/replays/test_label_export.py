@@ -5,6 +5,7 @@ on runs recorded on the fake executor, no Chromium."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,35 @@ def test_a_literal_secret_never_reaches_a_label_or_an_export(literal_run: Path, 
     export_feedback(literal_run.parent, out, "sft", flavor="swift")
     text = out.read_text(encoding="utf-8")
     assert LITERAL not in text and f"old {MASK}" in text
+
+
+@pytest.mark.parametrize(
+    ("correction", "message"),
+    [
+        ({"action": "answer"}, "answer needs text"),
+        ({"action": "goto_url"}, "goto_url needs text (the URL)"),
+        ({"action": "scroll", "at": (5, 5)}, "scroll cannot be given as a correction"),
+        ({"action": "terminate", "text": "maybe"}, "terminate takes text success or failure"),
+        # the step clicked, it uploaded no file: an upload correction there would name none
+        ({"action": "upload_file", "at": (5, 5)}, "is not an action the model could take"),
+        ({"action": "goto_url", "text": "javascript:alert(1)"}, "is not an action the model could take"),
+    ],
+)
+def test_a_correction_that_would_export_as_no_valid_action_is_refused(run_dir: Path, correction, message) -> None:
+    with pytest.raises(LabelError, match=re.escape(message)):
+        label_step(run_dir, 0, "wrong", **correction)
+    assert not (run_dir / LABELS_FILE).exists()
+
+
+def test_corrections_export_as_the_tool_calls_the_parser_reads(run_dir: Path, tmp_path: Path) -> None:
+    label_step(run_dir, 0, "wrong", action="goto_url", text="http://fake.invalid/admin")
+    label_step(run_dir, 1, "wrong", action="answer", text="42")
+    label_step(run_dir, 2, "wrong", action="terminate", text="failure")
+    out = tmp_path / "sft.jsonl"
+    export_feedback(run_dir.parent, out, "sft", flavor="swift")
+    calls = [json.loads(r["messages"][-1]["content"].split("<tool_call>\n")[1].split("\n</tool_call>")[0]) for r in lines(out)]
+    assert calls == [
+        {"name": "goto_url", "arguments": {"url": "http://fake.invalid/admin"}},
+        {"name": "computer_use", "arguments": {"action": "answer", "text": "42"}},
+        {"name": "computer_use", "arguments": {"action": "terminate", "status": "failure"}},
+    ]
