@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 from tracer.evals import Calibration as Calibration
-from tracer.evals import EpisodeResult
+from tracer.evals import EpisodeResult, task_key, task_titles
 from tracer.evals import EvalSummary as EvalSummary
 from tracer.evals import Rate as Rate
 from tracer.evals import ReliabilityBin as ReliabilityBin
@@ -116,9 +116,10 @@ def end_reason_kind(reason: str) -> str:
 
 def summarize(results: Sequence[EpisodeResult], planned: int | None = None) -> EvalSummary:
     ran = [r for r in results if r.status != "harness_error"]
+    titles = task_titles((r.episode_id, r.task_name) for r in results)
     by_task: dict[str, list[EpisodeResult]] = {}
     for r in results:
-        by_task.setdefault(r.task_name, []).append(r)
+        by_task.setdefault(titles[task_key(r.episode_id, r.task_name)], []).append(r)
     per_task = [
         TaskSummary(
             task_name=name,

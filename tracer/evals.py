@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -225,3 +226,24 @@ def parse_summary(value: object) -> EvalSummary | None:
         return EvalSummary.model_validate(value)
     except ValidationError:
         return None
+
+
+_EPISODE_ID = re.compile(r"(.+)\.s(?:\d+|-)\.r\d+")
+
+
+def task_key(episode_id: str, task_name: str) -> str:
+    """The task file an episode comes from, as its id names it: ``publish-product.s3.r0`` -> ``publish-product``
+    (a suite gives each task file a slug of its own, even when two files share a task name); the task's name
+    for an id of another form (a hand-written results file)."""
+    found = _EPISODE_ID.fullmatch(episode_id)
+    return found.group(1) if found else task_name
+
+
+def task_titles(episodes: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """(episode id, task name) pairs -> what to call each task file (:func:`task_key`): its task's name, or where
+    files share a name, the name with the file's slug, so that different files never count as one task."""
+    names: dict[str, str] = {}
+    for episode_id, name in episodes:
+        names.setdefault(task_key(episode_id, name), name)
+    shared = Counter(names.values())
+    return {key: name if shared[name] == 1 or key == name else f"{name} ({key})" for key, name in names.items()}

@@ -32,6 +32,8 @@ from tracer.evals import (
     read_eval_events,
     read_plan,
     read_summary,
+    task_key,
+    task_titles,
 )
 from tracer.index import RunIndex
 from tracer.store import read_steps
@@ -355,9 +357,11 @@ def _run_folder(runs_dir: Path, run_id: str | None) -> Path | None:
 # -- the grid ------------------------------------------------------------------------------------------------------
 def grid(cells: list[Cell]) -> list[GridRow]:
     """Rows of tasks (in the order they first appear), each with its episodes labelled briefly."""
+    titles = task_titles((c.episode_id, c.task_name) for c in cells)
     rows: dict[str, GridRow] = {}
-    for cell in cells:
-        rows.setdefault(cell.task_name, GridRow(cell.task_name, [])).cells.append(cell)
+    for cell in cells:  # one row per task file: two files that share a task name are two rows
+        key = task_key(cell.episode_id, cell.task_name)
+        rows.setdefault(key, GridRow(titles[key], [])).cells.append(cell)
     for row in rows.values():
         for cell, label in zip(row.cells, short_labels([c.episode_id for c in row.cells]), strict=True):
             cell.label = label

@@ -18,6 +18,7 @@ from evals.results import EvalPlan, eval_dir, write_plan
 from evals.stats import auroc, calibration, end_reason_kind, summarize, wilson_interval
 from evals.suite import Suite, SuiteError, load_suite
 from tests.conftest import TASKS
+from tracer.evals import task_key
 from tracer.index import RunIndex
 
 
@@ -293,6 +294,23 @@ def result(episode: str, task: str, status: str, steps: int = 10, seconds: float
             **extra,
         }
     )
+
+
+def test_task_files_that_share_a_task_name_are_counted_apart() -> None:
+    results = [
+        result("ok.s1.r0", "publish-product", "succeeded"),
+        result("ok.s2.r0", "publish-product", "succeeded"),
+        result("wrong-check.s1.r0", "publish-product", "failed"),
+        result("other.s1.r0", "other", "succeeded"),
+        result("by-hand", "other", "failed"),  # an id of another form: counted under its task's name
+    ]
+    s = summarize(results)
+    assert [(t.task_name, t.success.successes, t.success.n) for t in s.per_task] == [
+        ("other", 1, 2),
+        ("publish-product (ok)", 2, 2),
+        ("publish-product (wrong-check)", 0, 1),
+    ]
+    assert task_key("click-button.s3.r0", "x") == "click-button" and task_key("a.b.s-.r2", "x") == "a.b"
 
 
 def test_summary_counts_harness_errors_apart_and_groups_end_reasons() -> None:
