@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from agent.approval import Choice, PendingStep
     from agent.events import Hooks, RunEnded, RunStarted
     from agent.loop import RunResult
+    from tracer.schema import CheckResult
 
 
 class _GlassboxGroup(TyperGroup):
@@ -390,6 +391,14 @@ def _print_ocr_summary(run_dir: Path) -> None:
         console.print(f"[bold red]mismatch[/]: the point did not show what the reasoning named at step {listed}")
 
 
+def _ending(end_reason: str, checks: list[CheckResult]) -> str:
+    """The end reason, and when checks failed, how many: "the agent ended the task (success)" alone, beside
+    "failed", reads as a contradiction."""
+    failed = sum(1 for c in checks if not c.passed)
+    said = shown(end_reason)
+    return f"{said}; {failed} of {len(checks)} check(s) failed" if failed else said
+
+
 def _print_run_end(event: RunEnded) -> None:
     """The run's summary when it ends: its checks, status and end reason, and where it is recorded."""
     run = event.run
@@ -397,7 +406,7 @@ def _print_run_end(event: RunEnded) -> None:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
         console.print(f"  {mark} {shown(check.description)} [dim]({shown(check.detail[:160])})[/]")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(event.status, "yellow")
-    console.print(f"[bold {colour}]{event.status.value}[/] after {run.steps} steps: {shown(event.end_reason)}")
+    console.print(f"[bold {colour}]{event.status.value}[/] after {run.steps} steps: {_ending(event.end_reason, run.checks)}")
     _print_least_confident(event.run_dir)
     console.print(f"run recorded in [bold]{escape(str(event.run_dir))}[/]", soft_wrap=True)
 
@@ -727,7 +736,8 @@ def _report(result: RunResult) -> None:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
         console.print(f"  {mark} {shown(check.description)}")
     colour = {RunStatus.succeeded: "green", RunStatus.failed: "red"}.get(result.status, "yellow")
-    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {shown(result.end_reason)}")
+    ending = _ending(result.end_reason, result.checks)
+    console.print(f"[bold {colour}]{result.status.value}[/] after {result.steps} steps: {ending}")
     console.print(
         f"replayed {decisions.get('replayed', 0)}, fallback {decisions.get('fallback', 0)}, "
         f"corrected {decisions.get('corrected', 0)}, policy steps "

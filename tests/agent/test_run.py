@@ -126,6 +126,12 @@ def test_invalid_input_fails_the_task_and_exits_1(tmp_path):
     assert run.status is RunStatus.failed
     assert run.agent_verdict == "success"  # the script believed it was done; the checks say otherwise
     assert not run.checks[0].passed and "no item" in run.checks[0].detail
+    failed = sum(1 for c in run.checks if not c.passed)  # said beside the agent's own verdict, which it contradicts
+    said = " ".join(proc.stdout.split())
+    assert (
+        f"failed after {run.steps} steps: the agent ended the task (success); {failed} of {len(run.checks)} check(s) failed"
+        in said
+    )
     last = read_steps(run_dir)[-1]
     with Image.open(run_dir / last.screenshot) as image:
         assert image.size == (1280, 800)
