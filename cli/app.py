@@ -898,8 +898,11 @@ def diff(
         steps = ", ".join(map(str, result.screens_unchecked))
         console.print(f"screens not compared at step(s) {steps}, only the actions: {shown(result.unchecked_reason or '')}")
     if result.step is None:
-        console.print(f"no difference over {result.compared} steps")
-        return
+        if result.outcomes is None:
+            console.print(f"no difference over {result.compared} steps")
+            return
+        console.print(f"the same {result.compared} steps, but the outcomes differ: {shown(result.outcomes)}")
+        raise typer.Exit(code=1)
     console.print(f"first difference at step {result.step}: {shown(result.reason)}")
     for side, text in (("A", result.a), ("B", result.b)):
         console.print(f"  {side}: {shown(text)}")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from replays.compare import compare_screens
 from tools.actions import Action
-from tracer.schema import StepRecord
+from tracer.schema import RunRecord, StepRecord
 from tracer.store import MissingRunFile, read_run, read_step_file, read_steps
 
 COORD_TOLERANCE = 5.0  # on the 0..1000 grid
@@ -27,6 +27,9 @@ class RunDiff(BaseModel):
     # only their actions were; the first one's reason.
     screens_unchecked: list[int] = Field(default_factory=list)
     unchecked_reason: str | None = None
+    # The runs' outcomes when they differ (status or checks), whatever the steps did: the same steps can end
+    # otherwise (a flaky site, a check that reads the server).
+    outcomes: str | None = None
 
 
 def describe_action(action: Action) -> str:
@@ -125,13 +128,14 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
     """Where two runs first differ: the screen before a step (a perceptual comparison), or the action taken.
     ``glassbox diff`` prints this and the diff page highlights it: both say the same."""
     a_steps, b_steps = read_steps(a_dir), read_steps(b_dir)
-    read_run(a_dir), read_run(b_dir)  # both must be runs
+    outcomes = _outcomes(read_run(a_dir), read_run(b_dir))  # both must be runs
     pairs = _pairs(a_steps, b_steps)
     unchecked: list[int] = []
     why_unchecked: list[str] = []
 
     def found(step: int | None, **fields: Any) -> RunDiff:
-        return RunDiff(step=step, screens_unchecked=unchecked, unchecked_reason=next(iter(why_unchecked), None), **fields)
+        why = next(iter(why_unchecked), None)
+        return RunDiff(step=step, screens_unchecked=unchecked, unchecked_reason=why, outcomes=outcomes, **fields)
 
     for i, a, b in pairs:
         if a is None or b is None:
@@ -166,6 +170,21 @@ def diff_runs(a_dir: Path, b_dir: Path) -> RunDiff:
                 screen_diff=screen.screen_diff if screen is not None else None,
             )
     return found(None, compared=len(pairs))
+
+
+def _outcomes(a: RunRecord, b: RunRecord) -> str | None:
+    """``A succeeded (checks 2/2 passed), B failed (checks 1/2 passed)`` when the two ended otherwise, else None."""
+
+    def said(run: RunRecord) -> str:
+        passed = sum(1 for c in run.checks if c.passed)
+        return f"{run.status.value} (checks {passed}/{len(run.checks)} passed)" if run.checks else run.status.value
+
+    def verdicts(run: RunRecord) -> list[tuple[str, bool]]:
+        return [(c.description, c.passed) for c in run.checks]
+
+    if a.status == b.status and verdicts(a) == verdicts(b):
+        return None
+    return f"A {said(a)}, B {said(b)}"
 
 
 class SideStep(BaseModel):

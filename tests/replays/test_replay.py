@@ -144,6 +144,23 @@ def test_diff_finds_the_first_difference(original, tmp_path):
     runs, source = original
     same = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=runs)
     assert diff_runs(source.run_dir, same.run_dir).step is None
+    assert diff_runs(source.run_dir, same.run_dir).outcomes is None
+    # The same steps, another outcome (a flaky site, a check that reads the server): said, and diff exits 1.
+    flipped = runs / (same.run_id + "-flipped")
+    shutil.copytree(same.run_dir, flipped)
+    record = json.loads((flipped / "run.json").read_text())
+    record["run_id"], record["status"] = flipped.name, "failed"
+    record["checks"][0]["passed"] = False
+    (flipped / "run.json").write_text(json.dumps(record))
+    outcome = diff_runs(source.run_dir, flipped)
+    assert outcome.step is None and outcome.outcomes == "A succeeded (checks 2/2 passed), B failed (checks 1/2 passed)"
+    proc = cli("diff", source.run_id, flipped.name, "--runs-dir", str(runs))
+    assert proc.returncode == 1 and "but the outcomes differ: A succeeded" in " ".join(proc.stdout.split()), proc.stdout
+    from replays.viewer import ViewerServer
+
+    with ViewerServer(runs) as viewer:
+        page = httpx.get(f"{viewer.url}/diff", params={"a": source.run_id, "b": flipped.name}, timeout=60).text
+    assert 'class="diff-verdict differs"' in page and "but the outcomes differ" in page
     other = run_task(load_task(TASKS / "publish_product.yaml"), runs_dir=runs, layout_seed=3)
     result = diff_runs(source.run_dir, other.run_dir)
     assert result.step == 5 and "point differs" in result.reason
