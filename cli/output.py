@@ -37,7 +37,9 @@ def usage_error(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # would break "one row per line" or drive the terminal
+# Would break "one row per line" or drive the terminal; the bidirectional overrides and isolates would reorder
+# what is shown after them (a note or a page title that reads otherwise than it is).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class RunListing(BaseModel):

@@ -32,7 +32,7 @@ from tracer.store import RunStore, read_run, read_steps
 
 # Control characters other than tab and newline (C0, DEL, C1): a note or a text to type holding them would move
 # a terminal's cursor or colour a listing, and no person means them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # bidi overrides reorder a listing
 
 
 def _no_control(value: str | None) -> str | None:

@@ -63,6 +63,7 @@ def test_label_by_prefix_and_by_folder_then_list_them(run_dir: Path) -> None:
         (["--step", "0", "wrong", "--box", "9,9,1,1"], "x1 < x2 and y1 < y2"),
         (["--step", "0", "wrong", "--at", "500,500", "--box", "1,1,9,9"], "outside the box"),
         (["--step", "0", "wrong", "--note", "bell\x07"], "control character"),
+        (["--step", "0", "wrong", "--note", "fine \u202eenif"], "control character"),  # reorders what follows
         (["--step", "0", "wrong", "--action", "dance", "--at", "1,1"], "unknown action 'dance'"),
     ],
 )

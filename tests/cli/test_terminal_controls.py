@@ -22,6 +22,8 @@ def test_shown_text_is_one_escaped_line_without_controls() -> None:
     Console(file=out, width=300, color_system=None).print(f"[bold]x[/] {shown(HOSTILE + '[red]y[/]')}")
     assert _no_controls(out.getvalue()) and "[red]y[/]" in out.getvalue()  # markup shown as text, too
     assert clean("one\ntwo\x1b", lines=True) == "one\ntwo " and clean("one\ntwo") == "one two"
+    # A right-to-left override would show what follows it reversed: "Publish" reading as "hsilbuP".
+    assert clean("Save \u202ehsilbuP\u202c") == "Save  hsilbuP " and clean("a\u2066b\u2069") == "a b "
 
 
 def test_an_error_naming_a_hostile_path_keeps_its_lines_but_no_escape(tmp_path) -> None:
