@@ -12,7 +12,8 @@ beside the file; ms-swift: absolute images, DPO as the chosen answer last in ``m
 The prompt is the one the model saw: the step's recorded prompt, or for a step that has none (a script run)
 the one :func:`agent.prompt.build_prompt` builds from the run's task and earlier steps, as the model policy
 does. Targets with thinking (on when a model's step among those exported recorded reasoning, or as asked):
-a step labelled correct keeps its recorded reasoning in ``<think>...</think>`` before its tool call; a
+a step labelled correct keeps its recorded reasoning in ``<think>...</think>`` before its tool call (a script's
+step, one sentence naming its action); a
 corrected step gets one sentence naming the corrected action and point (:func:`corrected_reasoning`); the
 rejected answer of a pair is the model's reasoning and call. Every string written passes the scrubber (the
 secrets the runs' tasks can still resolve here, and those passed in), so no secret reaches an export.
@@ -293,7 +294,21 @@ def _answer(step: StepRecord, think: bool) -> str:
         answer = "\n".join(_tool_call_text(c) for c in step.tool_calls)
     else:
         answer = strip_think(step.raw_output or "")
-    return (_think_block(step.reasoning or "") if think else "") + answer
+    if not think:
+        return answer
+    if step.model is None and step.tool_calls:  # a script's note is not a model's thought: say the action instead
+        return _think_block(" ".join(_call_sentence(c) for c in step.tool_calls)) + answer
+    return _think_block(step.reasoning or "") + answer
+
+
+def _call_sentence(call: ToolCall) -> str:
+    """``The next action is left_click at (412, 300).`` for a recorded tool call."""
+    args = call.arguments
+    point = args.get("coordinate")
+    coordinate = (float(point[0]), float(point[1])) if isinstance(point, list) and len(point) == 2 else None
+    text = args.get("text") if isinstance(args.get("text"), str) else args.get("url")
+    keys = args.get("keys") if isinstance(args.get("keys"), list) else None
+    return _sentence(str(args.get("action") or call.name), coordinate, None, text if isinstance(text, str) else None, keys)
 
 
 def _think_block(reasoning: str) -> str:
@@ -305,17 +320,27 @@ def corrected_reasoning(correction: Correction) -> str:
     """The reasoning a corrected step is trained with: one sentence naming the corrected action and its target
     (the point, the box when one was labelled, the text or keys). Nobody wrote the model's real thoughts for
     it, and the recorded ones led to the wrong action, so they are not kept."""
-    what = correction.action
-    if correction.coordinate is not None:
-        x, y = correction.coordinate
-        what += f" at ({x:.0f}, {y:.0f})"
-    if correction.box is not None:
-        x1, y1, x2, y2 = correction.box
+    text = correction.text if correction.action in ("type", "answer", "goto_url") else None
+    return _sentence(correction.action, correction.coordinate, correction.box, text, correction.keys)
+
+
+def _sentence(
+    action: str,
+    coordinate: tuple[float, float] | None,
+    box: tuple[float, float, float, float] | None,
+    text: str | None,
+    keys: list[str] | None,
+) -> str:
+    what = action
+    if coordinate is not None:
+        what += f" at ({coordinate[0]:.0f}, {coordinate[1]:.0f})"
+    if box is not None:
+        x1, y1, x2, y2 = box
         what += f", inside the element from ({x1:.0f}, {y1:.0f}) to ({x2:.0f}, {y2:.0f})"
-    if correction.text is not None and correction.action in ("type", "answer"):
-        what += f" {json.dumps(correction.text, ensure_ascii=False)}"
-    if correction.keys:
-        what += " " + "+".join(correction.keys)
+    if text is not None:
+        what += f" {json.dumps(text, ensure_ascii=False)}"
+    if keys:
+        what += " " + "+".join(str(k) for k in keys)
     return f"The next action is {what}."
 
 

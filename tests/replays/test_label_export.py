@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -423,3 +424,27 @@ def test_corrections_export_as_the_tool_calls_the_parser_reads(run_dir: Path, tm
         {"name": "computer_use", "arguments": {"action": "answer", "text": "42"}},
         {"name": "computer_use", "arguments": {"action": "terminate", "status": "failure"}},
     ]
+
+
+def test_a_script_step_in_a_thinking_export_says_its_action_not_the_scripts_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "s").mkdir()
+    model_dir = model_run(tmp_path / "m")[0]
+    script_dir = script_run(tmp_path / "s")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for run in (model_dir, script_dir):  # one runs dir holding both
+        shutil.copytree(run, runs / run.name)
+    label_step(runs / model_dir.name, 2, "correct")
+    label_step(runs / script_dir.name, 0, "correct")
+    out = tmp_path / "sft.jsonl"
+    summary = export_feedback(runs, out, "sft", flavor="swift")
+    assert summary.thinking  # a model's reasoning is among them
+    targets = {r["meta"]["run_id"]: r["messages"][-1]["content"] for r in lines(out)}
+    assert targets[model_dir.name].startswith("<think>\nDone.\n</think>")
+    scripted = targets[script_dir.name]
+    assert scripted.startswith("<think>\nThe next action is left_click at (500, 500).\n</think>"), scripted
+    assert "Script step" not in scripted
