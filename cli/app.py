@@ -578,8 +578,12 @@ def runs_list(
     finally:
         index.close()
     if json_out:
-        write_json(console, RunListing(runs_dir=str(runs_dir), runs=rows))
+        write_json(console, RunListing(runs_dir=str(runs_dir), runs=rows, unreadable=index.unreadable))
         return
+    for run_id, why in index.unreadable[:20]:  # not listed below: say so rather than let them vanish
+        err_console.print(f"[yellow]not listed, its folder cannot be read:[/] {shown(run_id)}: {shown(why[:300])}")
+    if len(index.unreadable) > 20:
+        err_console.print(f"[yellow]and {len(index.unreadable) - 20} more run folders that cannot be read[/]")
     if not rows:
         console.print(f"no runs in {escape(str(runs_dir))}" + (" match" if any((task, status, policy, since, until)) else ""))
         return

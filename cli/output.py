@@ -47,6 +47,7 @@ class RunListing(BaseModel):
 
     runs_dir: str
     runs: list[RunRow]
+    unreadable: list[tuple[str, str]] = []  # (run id, why): run folders that could not be read, so not listed
 
 
 class RunShow(BaseModel):

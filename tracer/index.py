@@ -34,14 +34,15 @@ from tracer.labels import (
     read_label_events,
 )
 from tracer.logs import get_logger
-from tracer.run_files import RUN_FILE, process_alive, read_run, read_steps, stale_temp_files
+from tracer.run_files import RUN_FILE, STEPS_FILE, process_alive, read_run, read_steps, stale_temp_files
 from tracer.schema import RunRecord, RunStatus, StepRecord
 
 INDEX_FILE = "index.sqlite3"
 LOCK_FILE = ".index.lock"
 # PRAGMA user_version. 0: labels lived only in the index (older Glassbox); 2: labels live in the run folders;
-# 3: each run's row carries its lowest step confidence (filled from the steps table when an index is upgraded).
-INDEX_VERSION = 3
+# 3: each run's row carries its lowest step confidence (filled from the steps table when an index is upgraded);
+# 4: what each finished run's files looked like when indexed (run_files), so a folder edited since is indexed again.
+INDEX_VERSION = 4
 _T = TypeVar("_T")
 log = get_logger("glassbox.index")
 
@@ -97,6 +98,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS labels_id ON labels (id)",
     # How much of each labels.jsonl the mirror holds: a size that differs means the mirror is stale.
     "CREATE TABLE IF NOT EXISTS label_files (run_id TEXT PRIMARY KEY, size INTEGER NOT NULL)",
+    # run.json's and steps.jsonl's sizes and times when a finished run was indexed: a change means an edit by hand.
+    "CREATE TABLE IF NOT EXISTS run_files (run_id TEXT PRIMARY KEY, signature TEXT NOT NULL)",
 )
 _COLUMNS = {
     "runs": (
@@ -123,6 +126,7 @@ _COLUMNS = {
     "steps": ("run_id", "idx", "action", "outcome", "error", "confidence", "url", "started_at"),
     "labels": ("run_id", "id", "idx", "verdict", "correction", "note", "created_at", "deleted"),
     "label_files": ("run_id", "size"),
+    "run_files": ("run_id", "signature"),
 }
 # Columns added since: an index with these older columns is upgraded in place (ALTER TABLE ... ADD COLUMN).
 _ADDED_COLUMNS = {"runs": (("min_confidence", "REAL"), ("min_confidence_step", "INTEGER"))}
@@ -198,6 +202,7 @@ class RunIndex:
         self.path = runs_dir / INDEX_FILE
         self.in_memory = False
         self._recovering = False
+        self.unreadable: list[tuple[str, str]] = []  # (run id, why): run folders the last sync could not read
         self._conn: sqlite3.Connection
         try:
             self._conn = self._open_file()
@@ -229,7 +234,7 @@ class RunIndex:
 
     def remove_run(self, run_id: str) -> None:
         def tx(conn: sqlite3.Connection) -> None:
-            for table in ("runs", "steps", "labels", "label_files"):
+            for table in ("runs", "steps", "labels", "label_files", "run_files"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
         self._run(lambda conn: _transaction(conn, tx))
@@ -381,13 +386,17 @@ class RunIndex:
         drop runs whose folder is gone. Returns how many runs were (re)indexed."""
         known = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, status FROM runs").fetchall())}
         mirrored = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, size FROM label_files").fetchall())}
+        signed = {r[0]: r[1] for r in self._run(lambda c: c.execute("SELECT run_id, signature FROM run_files").fetchall())}
         present: set[str] = set()
         done = 0
+        self.unreadable = []
         for run_dir in _entries(self.runs_dir):
             if not _is_file(run_dir / RUN_FILE):
                 continue
             present.add(run_dir.name)
-            if known.get(run_dir.name, RunStatus.running.value) == RunStatus.running.value:
+            status = known.get(run_dir.name, RunStatus.running.value)
+            # A finished run is indexed again when its files changed since (edited by hand): two stats a run.
+            if status == RunStatus.running.value or signed.get(run_dir.name) != _signature(run_dir):
                 done += self._index_folder(run_dir)
             if _size(run_dir / LABELS_FILE) != mirrored.get(run_dir.name, 0):
                 self.mirror_labels(run_dir)
@@ -412,7 +421,7 @@ class RunIndex:
             current = int(_retry(lambda: conn.execute("PRAGMA user_version").fetchone())[0]) >= INDEX_VERSION
             _check_schema(
                 conn,
-                ("runs", "steps", "labels", "label_files") if current else ("runs", "steps"),
+                ("runs", "steps", "labels", "label_files", "run_files") if current else ("runs", "steps"),
                 missing_ok=not current,
                 older_ok=not current,
             )
@@ -429,8 +438,15 @@ class RunIndex:
     def _upgrade(self, conn: sqlite3.Connection) -> None:
         """Bring an older (or new, empty) index to this version, inside one write transaction. Labels that lived
         only in the index are written to their run folders first: nothing a person labelled is lost."""
-        if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= INDEX_VERSION:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version >= INDEX_VERSION:
             return  # another process upgraded it while this one waited for the lock
+        if version == 3:  # only the run_files table is new: the labels mirror and everything else stay as they are
+            _check_schema(conn, ("runs", "steps", "labels", "label_files"))
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
+            return
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table in ("runs", "steps"):
             if table in tables:
@@ -600,10 +616,18 @@ class RunIndex:
     # -- helpers ----------------------------------------------------------------------------------
     def _index_folder(self, run_dir: Path) -> int:
         """(Re)index one run folder from its files; 0 when it is not a readable run."""
+        signature = _signature(run_dir)  # before reading: a change while it is read shows next time
         try:
             run = read_run(run_dir)
             steps = read_steps(run_dir)
-        except (ValueError, OSError):
+        except (ValueError, OSError) as exc:
+            self.unreadable.append((run_dir.name, str(exc)))
+
+            def forget(conn: sqlite3.Connection) -> None:  # a row left would show the run as it was before
+                for table in ("runs", "steps", "run_files"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_dir.name,))
+
+            self._run(lambda conn: _transaction(conn, forget))
             return 0
         # The folder decides: its name is the id commands take, its whole lines are the steps.
         run = run.model_copy(
@@ -618,6 +642,8 @@ class RunIndex:
                 "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [_step_values(run.run_id, s) for s in steps]
             )
             _upsert_run(conn, run)  # after the steps: the row's lowest confidence is read from them
+            if run.status is not RunStatus.running:
+                conn.execute("INSERT OR REPLACE INTO run_files VALUES (?, ?)", (run.run_id, signature))
 
         self._run(lambda conn: _transaction(conn, tx))
         return 1
@@ -841,6 +867,18 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except OSError:
         return False
+
+
+def _signature(run_dir: Path) -> str:
+    """What a run's files look like now (sizes and modification times of run.json and steps.jsonl)."""
+    parts = []
+    for name in (RUN_FILE, STEPS_FILE):
+        try:
+            st = (run_dir / name).stat()
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("-")
+    return "/".join(parts)
 
 
 def _size(path: Path) -> int:

@@ -220,7 +220,7 @@ def test_rm_takes_every_form(recorded, tmp_path):
         assert proc.returncode == 0 and "removed" in proc.stdout, proc.stderr
     assert not any((runs / n).exists() for n in names)
     listed = glassbox("runs", "list", "--json", "--runs-dir", "runs", cwd=tmp_path)
-    assert json.loads(listed.stdout) == {"runs_dir": "runs", "runs": []}
+    assert json.loads(listed.stdout) == {"runs_dir": "runs", "runs": [], "unreadable": []}
     assert recorded.run_dir.is_dir()
 
 

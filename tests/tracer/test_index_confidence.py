@@ -73,7 +73,7 @@ def test_an_index_written_by_the_previous_version_is_upgraded_and_filled_by_sync
         index.close()
     conn = sqlite3.connect(tmp_path / INDEX_FILE)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == INDEX_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == INDEX_VERSION == 4
         assert tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)")) == _COLUMNS["runs"]
     finally:
         conn.close()
