@@ -612,6 +612,8 @@ def runs_list(
         for row in rows
     ]
     print_table(console, columns, cells)
+    if len(rows) == limit:  # there may be more: say how to see them rather than stop silently
+        err_console.print(f"[dim]showing the first {limit} runs; --limit N shows more[/]")
 
 
 @runs_app.command("show")

@@ -241,6 +241,9 @@ def test_runs_list_json_and_piped_rows(recorded):
         assert len(failed) == 1 and failed[0].split()[:6] == [recorded.failed_id, "publish-product", "script", "failed", "2", "0"]
         ok = [line for line in lines if recorded.run_id in line]
         assert len(ok) == 1 and "succeeded" in ok[0] and "\x1b" not in piped.stdout
+        assert "--limit N shows more" not in piped.stderr
+    cut = glassbox("runs", "list", "--limit", "1", "--runs-dir", "runs", cwd=recorded.cwd)
+    assert len(cut.stdout.splitlines()) == 2 and "showing the first 1 runs; --limit N shows more" in cut.stderr
 
 
 def test_show_piped_prints_whole_step_lines(recorded):
