@@ -802,6 +802,10 @@ class Task(_Strict):
         """Every input's value, secrets included. For the executor and checks only."""
         return {name: self._value(name, spec) for name, spec in self.inputs.items()}
 
+    def input_value(self, name: str) -> str:
+        """One input's value (KeyError for no such input; TaskError when its variable is not set)."""
+        return self._value(name, self.inputs[name])
+
     def goal_values(self) -> list[str]:
         """The values of the task's inputs that are not secret (what a reasoning may name as its target)."""
         try:

@@ -290,7 +290,7 @@ def run_secrets(run: RunRecord) -> dict[str, str]:
             for name, spec in task.inputs.items():
                 if spec.secret:
                     try:
-                        found[name] = task.input_values()[name]
+                        found[name] = task.input_value(name)
                     except (TaskError, KeyError):  # its variable is not set here
                         continue
         except (TaskError, OSError, ValueError):  # moved, edited, or not a task file
@@ -303,7 +303,7 @@ def run_secrets(run: RunRecord) -> dict[str, str]:
         if name in found or not (spec.secret and spec.env):
             continue
         try:
-            found[name] = recorded.input_values()[name]
+            found[name] = recorded.input_value(name)
         except (TaskError, KeyError):
             continue
     return _real(found)

@@ -448,3 +448,14 @@ def test_a_script_step_in_a_thinking_export_says_its_action_not_the_scripts_note
     scripted = targets[script_dir.name]
     assert scripted.startswith("<think>\nThe next action is left_click at (500, 500).\n</think>"), scripted
     assert "Script step" not in scripted
+
+
+def test_a_literal_secret_is_known_even_when_another_input_of_its_task_is_not(
+    literal_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GLASSBOX_TEST_UNSET_INPUT", raising=False)
+    task_path = Path(read_run(literal_run).task_file or "")
+    text = task_path.read_text(encoding="utf-8")
+    task_path.write_text(text.replace("inputs:\n", "inputs:\n  region: {env: GLASSBOX_TEST_UNSET_INPUT}\n"), encoding="utf-8")
+    label = label_step(literal_run, 0, "wrong", note=f"typed {LITERAL}")
+    assert label.note == "typed <secret>password</secret>"
