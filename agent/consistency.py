@@ -33,6 +33,10 @@ from tracer.schema import ConsistencyCheck
 
 NEAREST_PX = 40.0  # an OCR line this close to the point counts as observed there (an input's label)
 MAX_CLAIM = 60
+# An element whose text is longer than a control's (a form, a panel, the page's body) holds the point but says
+# nothing about what is under it: "Save" somewhere in a panel's text is no evidence that Save was clicked.
+CONTAINER_TEXT = 60
+_CONTAINERS = ("body", "html", "main", "form", "section", "article", "table", "tbody", "ul", "ol")
 _QUOTED = re.compile(
     r"(?<!\w)'([^'\n]{1,60}?)'(?!\w)"
     r"|(?<!\w)\"([^\"\n]{1,60}?)\"(?!\w)"
@@ -170,9 +174,12 @@ def observed_texts(element: ElementInfo | None, point: PointText | None) -> dict
     OCR's line under the point or, failing that, the nearest one."""
     seen: dict[str, str] = {}
     if element is not None:
-        for source, text in (("element", element.text), ("element_label", element.label)):
-            if text and text.strip():
-                seen[source] = " ".join(text.split())[:200]
+        text = " ".join(element.text.split())
+        if element.tag.lower() in _CONTAINERS or len(text) > CONTAINER_TEXT:
+            text = ""  # a container's text: the OCR line under the point (or none: unknown) says what was there
+        for source, shown in (("element", text), ("element_label", " ".join(element.label.split()))):
+            if shown:
+                seen[source] = shown[:200]
     if point is not None:
         if point.under is not None:
             seen["ocr_under"] = point.under.text

@@ -151,3 +151,19 @@ def test_a_css_selector_in_the_reasoning_names_no_text_on_the_screen() -> None:
     hostile = "#" + "a" * 57 + "!"
     assert claimed_texts(f"click '{hostile}'") == [hostile]
     assert claimed_texts("click '#a" + " a" * 27 + "!'") == ["#a" + " a" * 27 + "!"]
+
+
+def test_a_click_on_empty_space_is_not_a_match_because_the_page_says_save_somewhere() -> None:
+    click = LeftClick(action="left_click", coordinate=[900, 900])
+    page = "Account settings Choose carefully. Save Delete"
+    body = ElementInfo(tag="BODY", text=page, box=Box(x=0, y=0, width=1280, height=800))
+    nothing_near = point_text(SCREEN, (1270, 790))  # no OCR line under or near the point
+    check = check_action(click, "Script step 1/2: Click Save", element=body, point=nothing_near)
+    assert check is not None and check.verdict == "unknown", check
+    panel = ElementInfo(tag="div", text="Shipping address " * 5 + "Save", box=Box(x=0, y=0, width=600, height=400))
+    assert check_action(click, 'Click "Save"', element=panel).verdict == "unknown"  # type: ignore[union-attr]
+    # A control's own short text still counts, and the OCR line under the point decides where it can.
+    button = ElementInfo(tag="button", text="Save", box=Box(x=0, y=0, width=80, height=30))
+    assert check_action(click, 'Click "Save"', element=button).verdict == "match"  # type: ignore[union-attr]
+    on_register = point_text(SCREEN, (735, 493))
+    assert check_action(click, 'Click "Sign in"', element=body, point=on_register).verdict == "mismatch"  # type: ignore[union-attr]
