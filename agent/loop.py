@@ -28,7 +28,7 @@ from agent.checks import run_checks
 from agent.consistency import check_action
 from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
-from agent.mismatch_gate import attach_mismatch
+from agent.mismatch_gate import EarlyConsistency, attach_mismatch
 from agent.ocr_worker import attach_ocr
 from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
@@ -160,7 +160,7 @@ def run_task(
             policy_factory(env.task, env.executor) if policy_factory else make_policy(policy_name, env.task, env.executor)
         )
         stack.callback(agent_policy.close)
-        return _Loop(env, agent_policy, runs_dir, run_hooks, links).run()
+        return _Loop(env, agent_policy, runs_dir, run_hooks, links, early=early).run()
 
 
 class _Loop:
@@ -171,8 +171,11 @@ class _Loop:
         runs_dir: Path,
         hooks: Hooks,
         links: _Links | None = None,
+        *,
+        early: EarlyConsistency | None = None,
     ) -> None:
         self.env = env
+        self.early = early  # the mismatch gate's verdicts, given before a step acts
         task = env.task
         self.task, self.policy, self.executor = task, policy, env.executor
         self.hooks = hooks
@@ -573,6 +576,8 @@ class _Loop:
         consistency = None
         if outcome is not None and outcome.coordinate is not None:
             consistency = check_action(action, trace.reasoning, goal_values=self.goal_values, element=outcome.element)
+        elif self.early is not None:  # held back before it acted: the verdict that held it (on_mismatch stop, ask)
+            consistency = self.early.verdicts.get(index)
         data = {
             "index": index,
             "started_at": started_at,

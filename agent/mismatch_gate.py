@@ -35,6 +35,8 @@ class EarlyConsistency:
         self.task = task
         self.worker = worker
         self.run_dir: Path | None = None
+        # step -> the verdict given before it acted: the record of a step held back (stopped, skipped) keeps it
+        self.verdicts: dict[int, ConsistencyCheck] = {}
 
     def started(self, event: RunStarted) -> None:
         self.run_dir = event.run_dir
@@ -59,7 +61,10 @@ class EarlyConsistency:
         point = (round(audit.css[0] * scale), round(audit.css[1] * scale))
         result = self.worker.read_early(event.index, read_step_file(self.run_dir, shot, event.index), point=point)
         where = point_text(result, point, verb="would act on")
-        return check_action(action, event.decision.reasoning, goal_values=self.worker.goal_values, point=where)
+        check = check_action(action, event.decision.reasoning, goal_values=self.worker.goal_values, point=where)
+        if check is not None:
+            self.verdicts[event.index] = check
+        return check
 
     def mismatch_reason(self, event: StepDecided) -> str | None:
         """Why the step is held ("the reasoning names ... but the point shows ..."), or None when it is not a

@@ -174,6 +174,11 @@ def test_on_mismatch_stop_ends_the_run_before_the_click(tmp_path: Path) -> None:
     assert result.end_reason.startswith("stopped at step 4 on a mismatch: the reasoning names 'Register'")
     held = read_steps(result.run_dir)[-1]
     assert held.index == 4 and held.outcome == "skipped" and held.gate is not None and held.gate.who == "consistency"
+    # The verdict that stopped it is the step's own, so the terminal, viewer, graph and eval count it.
+    assert held.consistency is not None and held.consistency.verdict == "mismatch", held.consistency
+    assert held.consistency.claimed == ["Register"]
+    index = read_ocr_index(result.run_dir)
+    assert index is not None and index.mismatches == [4], index
 
 
 def test_on_mismatch_stop_waits_for_a_screenshot_written_slowly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
