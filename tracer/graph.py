@@ -96,7 +96,7 @@ def run_graph(
             previous_end, previous_error = node, True
             continue
         act, out = f"{prefix}act:{i}", f"{prefix}out:{i}"
-        g.add_node(act, kind="action", step=i, run_id=run.run_id, label=_action_label(step.action))
+        g.add_node(act, kind="action", step=i, run_id=run.run_id, label=_step_action_label(step))
         g.add_node(
             out,
             kind="outcome",
@@ -226,6 +226,13 @@ def _mermaid_text(text: str) -> str:
 def _short(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _step_action_label(step: StepRecord) -> str:
+    """What the step did, or for a step a gate held back (skipped, stopped) what was proposed, said so."""
+    if step.action is None and step.gate is not None and step.gate.model_action is not None:
+        return f"{step.gate.decision}: {_action_label(step.gate.model_action)}"
+    return _action_label(step.action)
 
 
 def _action_label(action: Action | None) -> str:

@@ -13,7 +13,8 @@ from agent import load_task, run_task
 from agent.ocr_worker import ocr_wanted
 from tests.conftest import TASKS, require_chromium
 from tools.ocr import OcrUnavailable, ocr_available
-from tracer import RunStatus, read_steps
+from tracer import RunStatus, read_run, read_steps
+from tracer.graph import run_graph
 from tracer.ocr_files import OCR_DIR, mismatched_steps, read_ocr_index, read_ocr_step
 from tracer.secrets import MASK
 
@@ -179,6 +180,9 @@ def test_on_mismatch_stop_ends_the_run_before_the_click(tmp_path: Path) -> None:
     assert held.consistency.claimed == ["Register"]
     index = read_ocr_index(result.run_dir)
     assert index is not None and index.mismatches == [4], index
+    graph = run_graph(read_run(result.run_dir), read_steps(result.run_dir))
+    held_label = next(d["label"] for _, d in graph.nodes(data=True) if d["kind"] == "action" and d["step"] == 4)
+    assert held_label.startswith("stop: left_click ("), held_label  # what was proposed, not "?"
 
 
 def test_on_mismatch_stop_waits_for_a_screenshot_written_slowly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
