@@ -48,11 +48,13 @@ class ScriptPolicy(Policy):
     def position(self, task: Task, history: list[StepRecord]) -> tuple[int, int, list[str] | None]:
         """The script step to play and, for a ``for_each`` step, which item of its list (and the list): the one after
         the last carried out (read from history, so that a replay or a resume can hand over to the script at any
-        point); an error repeats it. A step over an empty list is skipped."""
+        point); an error repeats it, and one a person (or on_timeout) skipped is left behind. A step over an empty
+        list is skipped."""
         done = [
             (s.policy_state["script_step"], s.policy_state.get("item", 0))
             for s in history
-            if s.outcome == "ok" and "script_step" in s.policy_state
+            if "script_step" in s.policy_state
+            and (s.outcome == "ok" or (s.outcome == "skipped" and s.gate is not None and s.gate.decision == "skip"))
         ]
         current, item = max(done) if done else (-1, 0)
         items = self._items(task, current) if 0 <= current < len(self.steps) else None

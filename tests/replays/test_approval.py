@@ -673,3 +673,13 @@ def test_the_terminal_prompt_reads_an_answer_and_stops_when_answered_elsewhere()
 
 def read_pending_from(data: dict) -> PendingStep:
     return PendingStep.model_validate(data)
+
+
+def test_a_script_step_a_person_skips_is_left_behind_and_the_script_goes_on(tmp_path):
+    task = make_task(tmp_path, "{approval_timeout_s: 0.2, on_timeout: skip}", extra="ask_before: [left_click]\n")
+    result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=FakeExecutor())
+    steps = read_steps(result.run_dir)
+    # The click is skipped once (nobody answered: on_timeout skip), then the script's next step: not the click
+    # proposed again until the step limit.
+    assert [(s.outcome, s.action.action if s.action else None) for s in steps] == [("skipped", None), ("ok", "terminate")]
+    assert result.status is RunStatus.succeeded, result.end_reason
