@@ -80,16 +80,13 @@ def ocr_step_path(index: int) -> str:
 
 
 def scrub_lines(lines: list[OcrLine], scrubber: Scrubber) -> list[OcrLine]:
-    """The lines with every secret masked; a line that hides a secret only once its spaces are gone (OCR may
-    split ``Xq7-tulip 4821``) is masked whole."""
+    """The lines with every secret masked; a line that shows a secret (or a long fragment of one) in another
+    case or spacing (OCR may read ``XQ7-TULIP 4821``, a page may draw it so) is masked whole."""
     if not scrubber:
         return lines
     out = []
     for line in lines:
-        text = scrubber.scrub_text(line.text)
-        squeezed = "".join(line.text.split())
-        if text == line.text and squeezed != line.text and scrubber.scrub_text(squeezed) != squeezed:
-            text = MASK
+        text = MASK if scrubber.shows_in_any_case(line.text) else scrubber.scrub_text(line.text)
         out.append(line if text == line.text else line.model_copy(update={"text": text}))
     return out
 

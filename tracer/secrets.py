@@ -94,6 +94,11 @@ class Scrubber:
         self._gram_table: Any = None  # (sorted hashes, bitmap, bits) for numpy, built on first use
         self._names = sorted({n for n in names if n and not any(f in n for f in forms)}, key=len, reverse=True)
         self._active = bool(forms)
+        # For text read off pixels (OCR), where case and spaces are the reader's guess: the secrets themselves,
+        # folded and without spaces, whole when short and through their windows when long.
+        folded = {"".join(v.split()).casefold() for v in secrets} - {""}
+        self._folded_short = {f for f in folded if len(f) < MIN_FRAGMENT}
+        self._folded_grams = {f[i : i + MIN_FRAGMENT] for f in folded for i in range(len(f) - MIN_FRAGMENT + 1)}
 
     @classmethod
     def from_secrets(cls, secrets: Mapping[str, str]) -> "Scrubber":
@@ -102,6 +107,17 @@ class Scrubber:
 
     def __bool__(self) -> bool:
         return self._active
+
+    def shows_in_any_case(self, text: str) -> bool:
+        """Whether ``text`` holds a secret, or a fragment of one as long as a masked fragment, in any case and
+        spacing (``ZEBRA-SECRET-991``, ``Zebra-S ecret-991``): for text read off a screenshot, where OCR guesses
+        case and spaces, and a page may draw the secret otherwise than it was typed."""
+        if not self._active:
+            return False
+        squeezed = "".join(text.split()).casefold()
+        if any(short in squeezed for short in self._folded_short):
+            return True
+        return any(squeezed[i : i + MIN_FRAGMENT] in self._folded_grams for i in range(len(squeezed) - MIN_FRAGMENT + 1))
 
     # -- walking values -------------------------------------------------------------------------------
     def scrub(self, value: _T) -> _T:
