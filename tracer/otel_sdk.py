@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -67,6 +68,48 @@ def protocol(env: Mapping[str, str] | None = None) -> str:
     return value
 
 
+HEADER_VARS = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+# name=value, as the OTLP exporter specification has it (the SDK's liberal form: a value may hold spaces).
+_HEADER = re.compile(
+    r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*=[ \t]*"
+    r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*"
+)
+
+
+def check_settings(env: Mapping[str, str] | None = None) -> None:
+    """The OTLP variables make sense, or :class:`OtelUnavailable` (a usage error) says which does not: an
+    endpoint without its scheme (``localhost:4318``), another scheme, a port that is not a number, a header
+    entry that is not ``name=value`` (the SDK would print the entry, key and all, and drop it). A header's value
+    is never repeated in the message: it is usually a key."""
+    env = os.environ if env is None else env
+    proto = protocol(env)
+    for name in ENDPOINT_VARS:
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        shown = re.sub(r"//[^/@]*@", "//", raw)[:200]  # a user:password in it is not repeated
+        try:
+            parts = urlsplit(raw)
+            port = parts.port  # raises for a port that is not a number
+        except ValueError:
+            raise OtelUnavailable(f"{name} {shown!r} is not a URL (its port must be a number)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            if proto == "grpc" and not parts.netloc and port is None and ":" in raw:
+                continue  # the gRPC exporter takes host:port as it is
+            raise OtelUnavailable(
+                f"{name} {shown!r} is not an http:// or https:// URL; e.g. http://localhost:{4317 if proto == 'grpc' else 4318}"
+            )
+        break  # the first one set is the one used
+    for name in HEADER_VARS:
+        raw = env.get(name, "")
+        for i, entry in enumerate(re.split(r"[ \t]*,[ \t]*", raw), start=1):
+            if entry.strip() and not _HEADER.fullmatch(entry.strip()):
+                raise OtelUnavailable(
+                    f"{name}: entry {i} is not name=value (comma-separated, the value URL-encoded); "
+                    "its text is not shown here, it may hold a key"
+                )
+
+
 def endpoint_for_humans(env: Mapping[str, str] | None = None) -> str:
     """Where spans go, for messages: the configured endpoint without any user:password, or the default."""
     env = os.environ if env is None else env
@@ -76,6 +119,7 @@ def endpoint_for_humans(env: Mapping[str, str] | None = None) -> str:
     try:
         parts = urlsplit(raw)
         host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
         netloc = f"{host}:{parts.port}" if parts.port else host
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     except ValueError:
@@ -121,6 +165,7 @@ class OtelSession:
     def start(cls, *, warn: Callable[[str], None] | None = None) -> "OtelSession":
         """Set up from the environment (the OTLP exporter reads its endpoint and headers there itself)."""
         env = os.environ
+        check_settings(env)
         proto = protocol(env)
         try:
             from opentelemetry.sdk.resources import Resource

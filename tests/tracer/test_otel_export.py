@@ -348,3 +348,35 @@ def test_a_huge_recorded_text_is_cut_so_the_collector_still_takes_the_run(bundle
     [tool] = children[children[root.span_id][1].span_id]
     arguments = tool.attributes["gen_ai.tool.call.arguments"]
     assert len(arguments) == MAX_ATTRIBUTE_CHARS and arguments.startswith('{"action": "type", "text": "aaa')
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "is not an http:// or https:// URL; e.g. http://localhost:4318"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://collector:21"}, "is not an http:// or https:// URL"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:notaport"}, "is not a URL (its port must be a number)"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "/v1/traces"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT '/v1/traces'"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "x-ok=1,api-key: sk-live-SECRET123"}, "entry 2 is not name=value"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=sk-live-SECRET123\x07"}, "entry 1 is not name=value"),
+    ],
+)
+def test_otlp_settings_that_cannot_work_are_a_usage_error_naming_the_variable(bundled_run, tmp_path, env, message):
+    result = copy_bundled_run(bundled_run, tmp_path / "runs")
+    done = glassbox_in_process("export", "otel", result.run_id, "--runs-dir", str(tmp_path / "runs"), env=env)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and message in said, done.stderr
+    assert "SECRET123" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_otlp_settings_that_work_pass_the_check() -> None:
+    from tracer.otel_sdk import check_settings, endpoint_for_humans
+
+    for env in (
+        {},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318", "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer abc, x-a = b"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://user:pw@otel.example/v1/traces"},
+    ):
+        check_settings(env)
+    assert endpoint_for_humans({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318"}) == "http://[::1]:4318"
