@@ -205,6 +205,8 @@ class OcrWorker:
                 if step.consistency is not None:
                     self._verdicts[step.index] = step.consistency.verdict
                 status = known.get(step.index)
+                if status is not None and status.status == "done" and read_ocr_step(run_dir, step.index) is None:
+                    continue  # the index says done, but its file is gone or damaged: read it again
                 if status is not None and status.status in ("done", "skipped") and not every:
                     self._statuses[step.index] = status
             self._closed = False

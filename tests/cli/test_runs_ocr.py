@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import copy_bundled_run, glassbox_in_process
 from tools.ocr import ocr_available
-from tracer.ocr_files import OCR_DIR, read_ocr_index
+from tracer.ocr_files import OCR_DIR, read_ocr_index, read_ocr_step
 
 
 @pytest.fixture
@@ -52,6 +52,12 @@ def test_a_run_recorded_without_ocr_is_read_afterwards_and_only_what_is_missing_
     assert again.returncode == 0 and "read 1 step(s)" in again.stdout, again.stdout + again.stderr
     reread = json.loads((short_run / OCR_DIR / "step-0003.json").read_text(encoding="utf-8"))
     assert reread["read"]["mode"] in ("partial", "reused"), reread["read"]  # against step 2's recorded lines
+    # a step whose file was damaged (by hand, a full disk) is read again, though the index says done
+    (short_run / OCR_DIR / "step-0001.json").write_text('{"step": 1, "lines": [', encoding="utf-8")
+    (short_run / OCR_DIR / "step-0002.json").unlink()
+    repaired = glassbox_in_process("runs", "ocr", str(short_run))
+    assert repaired.returncode == 0 and "read 2 step(s)" in repaired.stdout, repaired.stdout + repaired.stderr
+    assert read_ocr_step(short_run, 1) is not None and read_ocr_step(short_run, 2) is not None
     everything = glassbox_in_process("runs", "ocr", str(short_run), "--all")
     assert "read 5 step(s)" in everything.stdout
 
