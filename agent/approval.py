@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.events import GateDecision, Hooks, RunEnded, RunStarted, StepDecided, StepRecorded
 from agent.prompt import offered_browser_tools
@@ -65,7 +65,9 @@ from tools.coords import CoordinateMode
 from tracer.labels import LabelAdded, append_label_event, new_label_id
 from tracer.logs import get_logger
 from tracer.run_files import atomic_write, process_alive
+from tracer.safe_text import controls_as_spaces, no_control
 from tracer.schema import StepRecord
+from tracer.secrets import with_placeholders
 
 log = get_logger("glassbox.approval")
 
@@ -96,6 +98,19 @@ class StepCorrection(BaseModel):
     coordinate: tuple[float, float] | None = None
     text: str | None = Field(default=None, max_length=2000)
     keys: list[str] | None = Field(default=None, max_length=16)
+
+    @field_validator("text")
+    @classmethod
+    def _text_clean(cls, text: str | None) -> str | None:
+        return no_control(text)  # typed into the page and kept in the label: as the label form refuses them
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_clean(cls, keys: list[str] | None) -> list[str] | None:
+        for key in keys or []:
+            if not key or len(key) > 40 or controls_as_spaces(key) != key:
+                raise ValueError(f"{key[:40]!r} is not a key name (1..40 characters, no control characters)")
+        return keys
 
     @model_validator(mode="after")
     def _valid(self) -> "StepCorrection":
@@ -148,6 +163,11 @@ class ApprovalIn(BaseModel):
     choice: Choice
     correction: StepCorrection | None = None
     note: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("note")
+    @classmethod
+    def _note_clean(cls, note: str | None) -> str | None:
+        return no_control(note)
 
     @model_validator(mode="after")
     def _correction_for_correct(self) -> "ApprovalIn":
@@ -575,10 +595,14 @@ class PersonInTheLoop:
         """The person's answer as a label of the step (see the table in the module docstring)."""
         assert self.run_dir is not None
         done = {"approve": "approved", "correct": "corrected", "skip": "skipped", "stop": "stopped the run"}[answer.choice]
-        note = f"{done} before acting ({answer.by})" + (f": {answer.note}" if answer.note else "")
+        secrets = self.task.secret_values()  # a value a person typed is kept by name, as a label's is
+        said = with_placeholders(answer.note, secrets)
+        note = f"{done} before acting ({answer.by})" + (f": {said}" if said else "")
         correction = None
         if answer.choice == "correct" and answer.correction is not None:
             correction = answer.correction.model_dump(exclude_none=True)
+            if "text" in correction:
+                correction["text"] = with_placeholders(correction["text"], secrets)
             if answer.correction.coordinate is not None:
                 x, y = answer.correction.coordinate
                 width, height = step.screenshot_size

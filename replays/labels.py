@@ -15,7 +15,6 @@ From a script or a benchmark's oracle (the same store, the same checks as ``glas
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,18 +26,10 @@ from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, Tool
 from tools.errors import UsageError
 from tracer.index import RunIndex
 from tracer.labels import LabelAdded, LabelUndone, append_label_event, new_label_id
+from tracer.safe_text import controls_as_spaces, no_control
 from tracer.schema import RunRecord, StepRecord
+from tracer.secrets import with_placeholders
 from tracer.store import RunStore, read_run, read_steps
-
-# Control characters other than tab and newline (C0, DEL, C1): a note or a text to type holding them would move
-# a terminal's cursor or colour a listing, and no person means them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # bidi overrides reorder a listing
-
-
-def _no_control(value: str | None) -> str | None:
-    if value is not None and (found := _CONTROL.search(value)):
-        raise ValueError(f"contains a control character ({found.group()!r}); only tab and newline are allowed")
-    return value
 
 
 class Correction(BaseModel):
@@ -58,13 +49,13 @@ class Correction(BaseModel):
     @field_validator("text")
     @classmethod
     def _text_clean(cls, text: str | None) -> str | None:
-        return _no_control(text)
+        return no_control(text)
 
     @field_validator("keys")
     @classmethod
     def _keys_clean(cls, keys: list[str] | None) -> list[str] | None:
         for key in keys or []:
-            if not key or len(key) > 40 or _CONTROL.search(key):
+            if not key or len(key) > 40 or controls_as_spaces(key) != key:
                 raise ValueError(f"{key[:40]!r} is not a key name (1..40 characters, no control characters)")
         return keys
 
@@ -127,7 +118,7 @@ class LabelIn(BaseModel):
     @field_validator("note")
     @classmethod
     def _note_clean(cls, note: str | None) -> str | None:
-        return _no_control(note)
+        return no_control(note)
 
     @model_validator(mode="after")
     def _consistent(self) -> "LabelIn":
@@ -327,16 +318,8 @@ def _without_secrets(label: LabelIn, run_dir: Path) -> LabelIn:
         for key in correction.keys or []:
             if any(secret in key for secret in secrets.values()):
                 raise LabelError("keys: a key holds the value of one of the run's secrets; name keys, not secrets")
-        correction = correction.model_copy(update={"text": _placeholders(correction.text, secrets)})
-    return label.model_copy(update={"correction": correction, "note": _placeholders(label.note, secrets)})
-
-
-def _placeholders(value: str | None, secrets: dict[str, str]) -> str | None:
-    if value is None:
-        return None
-    for name, secret in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
-        value = value.replace(secret, f"<secret>{name}</secret>")
-    return value
+        correction = correction.model_copy(update={"text": with_placeholders(correction.text, secrets)})
+    return label.model_copy(update={"correction": correction, "note": with_placeholders(label.note, secrets)})
 
 
 def _correction(
@@ -383,6 +366,12 @@ def _first_error(exc: ValidationError) -> str:
 def _label(run_id: str, row: dict[str, Any]) -> Label | None:
     correction = dict(row["correction"]) if row.get("correction") else None
     pixel = correction.pop("pixel", None) if correction else None
+    fix: Correction | None = None
+    if correction:
+        try:
+            fix = Correction(**correction)
+        except (ValidationError, TypeError):  # one no label may hold (a person's scroll, text with controls):
+            fix, pixel = None, None  # the verdict stands, without it, rather than vanishing with it
     try:
         return Label(
             id=row["id"],
@@ -390,8 +379,8 @@ def _label(run_id: str, row: dict[str, Any]) -> Label | None:
             step=row["step"],
             verdict=row["verdict"],
             # A note stored before control characters were refused (or by hand) still lists, with spaces for them.
-            note=_CONTROL.sub(" ", row["note"]) if isinstance(row.get("note"), str) else row.get("note"),
-            correction=Correction(**correction) if correction else None,
+            note=controls_as_spaces(row["note"]) if isinstance(row.get("note"), str) else row.get("note"),
+            correction=fix,
             created_at=row["created_at"],
             pixel=tuple(pixel) if isinstance(pixel, (list, tuple)) and len(pixel) == 2 else None,
         )

@@ -270,3 +270,14 @@ def _bucket(hashes: Any, bits: int) -> Any:
 def _class_char(ch: str) -> str:
     # Inside [...] only these are special; escaping them keeps the class literal.
     return "\\" + ch if ch in "\\]^-[" else ch
+
+
+def with_placeholders(text: str | None, secrets: Mapping[str, str]) -> str | None:
+    """``text`` with each secret's value written as ``<secret>name</secret>``, the form the model types it in (a
+    person's correction or note keeps its meaning; the value is gone), longest values first."""
+    if text is None:
+        return None
+    for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
+        if value:
+            text = text.replace(value, f"<secret>{name}</secret>")
+    return text

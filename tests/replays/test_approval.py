@@ -27,6 +27,7 @@ from agent.approval import (
     ANSWER_FILE,
     PENDING_FILE,
     ApprovalAnswer,
+    ApprovalIn,
     PendingStep,
     StepCorrection,
     announce_viewer,
@@ -38,6 +39,7 @@ from agent.approval import (
 from agent.events import GateDecision, Hooks
 from agent.policy import ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.task import Task, TaskError, parse_task
+from replays.labels import Labels
 from tests.conftest import ROOT
 from tools.actions import ToolCall
 from tools.fake import FakeExecutor
@@ -683,3 +685,43 @@ def test_a_script_step_a_person_skips_is_left_behind_and_the_script_goes_on(tmp_
     # proposed again until the step limit.
     assert [(s.outcome, s.action.action if s.action else None) for s in steps] == [("skipped", None), ("ok", "terminate")]
     assert result.status is RunStatus.succeeded, result.end_reason
+
+
+def test_a_secret_a_person_types_into_an_answer_is_kept_by_name_and_controls_are_refused(tmp_path):
+    secret = "Zq-approval-77-secret"
+    task = make_task(
+        tmp_path,
+        "{approval_timeout_s: 60}",
+        extra=f"ask_before: [left_click, type]\ninputs:\n  password: {{value: {secret}, secret: true}}\n",
+    )
+    runs = tmp_path / "runs"
+    typed = StepCorrection(action="type", text=f"pw {secret}")
+    helper = answer_when_asked(
+        runs,
+        lambda id: ApprovalAnswer(
+            id=id, choice="correct", correction=typed, note=f"it is {secret}", by="viewer", answered_at=datetime.now(timezone.utc)
+        ),
+    )
+    result = run_task(task, policy="script", runs_dir=runs, executor=FakeExecutor(secrets=task.secret_values()))
+    helper.join(5)
+    [(step, verdict, correction)] = labels_of(result.run_dir)
+    assert (step, verdict) == (0, "wrong") and correction is not None
+    assert correction["text"] == "pw <secret>password</secret>"
+    leaked = [p for p in runs.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+    # What the label form refuses, the answer refuses too (it would be typed, then vanish from the labels).
+    for bad in ({"text": "a\x07b"}, {"text": "fine \u202eenif"}):
+        with pytest.raises(ValueError, match="control character"):
+            StepCorrection(action="type", **bad)
+    with pytest.raises(ValueError, match="control character"):
+        ApprovalIn(id="0" * 16, choice="skip", note="bell\x07")
+
+
+def test_a_person_s_correction_no_label_can_hold_still_leaves_the_verdict(tmp_path):
+    task = make_task(tmp_path, "{approval_timeout_s: 60}", extra="ask_before: [left_click]\n")
+    runs = tmp_path / "runs"
+    helper = answer_when_asked(runs, by_viewer("correct", StepCorrection(action="scroll", coordinate=(500, 500))))
+    result = run_task(task, policy="script", runs_dir=runs, executor=FakeExecutor())
+    helper.join(5)
+    listed = Labels(runs).list(result.run_id)
+    assert [(lbl.step, lbl.verdict, lbl.correction) for lbl in listed] == [(0, "wrong", None)]  # not vanished
