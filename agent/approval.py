@@ -498,7 +498,13 @@ class PersonInTheLoop:
             if decided is not None:
                 return decided
         why = request.pending.why_text if request is not None else "held"
-        reason = f"{why}; no answer within {self.timeout_s:g} s (on_timeout: {self.on_timeout})"
+        waited = (datetime.now(timezone.utc) - request.pending.asked_at).total_seconds() if request else self.timeout_s
+        within = (
+            f"no answer within {self.timeout_s:g} s"
+            if waited >= self.timeout_s - 0.5
+            else f"no answer before the run's time budget ran out ({waited:.0f} s)"  # the registry cut the wait short
+        )
+        reason = f"{why}; {within} (on_timeout: {self.on_timeout})"
         if self.on_timeout == "proceed":
             return GateDecision.proceed(reason, by="timeout")
         if self.on_timeout == "skip":
@@ -507,7 +513,7 @@ class PersonInTheLoop:
             reason,
             by="timeout",
             fail_run=True,
-            end_reason=f"no answer from a person within {self.timeout_s:g} s at step {event.index} (on_timeout: stop)",
+            end_reason=f"{within.replace('no answer', 'no answer from a person')} at step {event.index} (on_timeout: stop)",
         )
 
     def _pending(self, event: StepDecided, why: Why, why_text: str) -> PendingStep:

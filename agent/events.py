@@ -296,13 +296,14 @@ class Hooks:
                     exc_info=True,
                 )
 
-    def before_act(self, event: StepDecided) -> GateOutcome | None:
-        """Ask the gates about ``event`` in order; None when there are none."""
+    def before_act(self, event: StepDecided, *, deadline: float | None = None) -> GateOutcome | None:
+        """Ask the gates about ``event`` in order; None when there are none. ``deadline`` (``time.monotonic()``):
+        when the run's time budget runs out; no gate holds the step past it (its ``on_timeout`` applies then)."""
         if not self._gates:
             return None
         answers: list[_Answer] = []
         for gate in list(self._gates):
-            answer = self._ask(gate, event)
+            answer = self._ask(gate, event, deadline)
             answers.append(answer)
             if answer.decision.decision != "proceed":
                 break
@@ -333,8 +334,10 @@ class Hooks:
         self._subscribers.append(entry)
         return lambda: self._subscribers.remove(entry) if entry in self._subscribers else None
 
-    def _ask(self, gate: _Gate, event: StepDecided) -> _Answer:
+    def _ask(self, gate: _Gate, event: StepDecided, deadline: float | None = None) -> _Answer:
         timeout = gate.timeout_s if gate.timeout_s is not None else self.gate_timeout_s
+        if deadline is not None:
+            timeout = max(0.01, min(timeout, deadline - time.monotonic()))
         box: list[tuple[Any, BaseException | None]] = []
         done = threading.Event()
 

@@ -365,7 +365,7 @@ class _Loop:
         if action is not None:
             if self.hooks.has_gates:  # a gate looks at the step's screenshot in the run folder (OCR; a person)
                 self.writer.flush()  # it is written in the background: on a busy machine it was not there yet
-            held = self.hooks.before_act(decided)
+            held = self.hooks.before_act(decided, deadline=self.deadline)
             if held is not None:
                 gate = held.record
                 action, skipped, replace_error = self._apply_gate(index, held, action, observation)

@@ -725,3 +725,13 @@ def test_a_person_s_correction_no_label_can_hold_still_leaves_the_verdict(tmp_pa
     helper.join(5)
     listed = Labels(runs).list(result.run_id)
     assert [(lbl.step, lbl.verdict, lbl.correction) for lbl in listed] == [(0, "wrong", None)]  # not vanished
+
+
+def test_a_step_waiting_for_a_person_waits_no_longer_than_the_runs_time_budget(tmp_path):
+    task = make_task(tmp_path, "{approval_timeout_s: 300, on_timeout: stop}", extra="ask_before: [left_click]\n")
+    task.limits.time_budget_s = 1.5
+    started = time.monotonic()
+    result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=FakeExecutor())
+    assert time.monotonic() - started < 30  # not the 300 s the approval allows
+    assert result.status is RunStatus.failed
+    assert "no answer from a person before the run's time budget ran out" in result.end_reason, result.end_reason
