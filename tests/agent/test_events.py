@@ -203,16 +203,17 @@ def test_a_gate_that_skips_a_step_records_it_as_skipped_and_the_run_goes_on(tmp_
     result, fake = run(tmp_path, hooks)
     assert result.status is RunStatus.succeeded, result.end_reason
     steps = read_steps(result.run_dir)
-    assert [(s.outcome, s.error) for s in steps] == [("ok", None), ("skipped", None), ("ok", None), ("ok", None)]
+    assert [(s.outcome, s.error) for s in steps] == [("ok", None), ("skipped", None), ("ok", None)]
     skipped = steps[1]
     assert skipped.action is None and skipped.gate is not None
     assert (skipped.gate.who, skipped.gate.decision, skipped.gate.reason) == ("guard", "skip", "not now")
     assert skipped.gate.model_action is not None
     assert skipped.gate.model_action.model_dump() == {"action": "type", "text": "<secret>password</secret>"}
     assert steps[0].gate is not None and steps[0].gate.decision == "proceed" and steps[0].gate.model_action is None
-    # The script plays the skipped step again: the secret was typed once, when the gate let it through.
-    assert fake.typed == [SECRET] and [a.action for a in fake.performed] == ["left_click", "type", "terminate"]
-    assert asked == [0, 1, 2, 3]
+    # The script leaves the skipped step behind and goes on (playing it again would loop while the gate skips):
+    # the secret was never typed.
+    assert fake.typed == [] and [a.action for a in fake.performed] == ["left_click", "terminate"]
+    assert asked == [0, 1, 2]
     assert read_run(result.run_dir).errors == 0
     # A model is told that its action was held back, not that it was done.
     assert tool_response(skipped) == "Your last action was not performed: guard skipped it (not now). Choose the next action."
