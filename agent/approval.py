@@ -310,8 +310,9 @@ def announce_viewer(runs_dir: Path, url: str) -> Path:
     returns the file to remove when the viewer stops (:func:`withdraw_viewer`)."""
     folder = runs_dir / VIEWERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for stale, _ in _announced(runs_dir):  # viewers killed without notice
-        _remove(stale)
+    for stale, alive in _announced(runs_dir):
+        if not alive:  # a viewer killed without notice; one still serving keeps its file
+            _remove(stale)
     path = folder / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.json"
     info = {"pid": os.getpid(), "host": socket.gethostname(), "url": url, "since": datetime.now(timezone.utc).isoformat()}
     atomic_write(path, json.dumps(info).encode())

@@ -287,6 +287,11 @@ def test_the_terminal_asks_when_no_viewer_runs_and_not_when_one_does(tmp_path):
     assert not viewer_running(runs)
     withdraw_viewer(announce_viewer(runs, "http://127.0.0.1:2"))
     assert not stale.exists()
+    # A second viewer on the same runs dir leaves the first one's file: when it stops, the first still serves.
+    first = announce_viewer(runs, "http://127.0.0.1:3")
+    withdraw_viewer(announce_viewer(runs, "http://127.0.0.1:4"))
+    assert first.exists() and viewer_running(runs)
+    withdraw_viewer(first)
 
 
 def test_a_late_or_foreign_answer_is_refused(tmp_path):
