@@ -574,7 +574,10 @@ class _Loop:
             ]
         policy_name, model = self._decided_by(output)
         consistency = None
-        if outcome is not None and outcome.coordinate is not None:
+        if gate is not None and gate.decision == "replace":
+            # A person's correction acted, not the model's choice: its reasoning is not judged against their point.
+            consistency = self.early.verdicts.get(index) if self.early is not None else None
+        elif outcome is not None and outcome.coordinate is not None:
             consistency = check_action(action, trace.reasoning, goal_values=self.goal_values, element=outcome.element)
         elif self.early is not None:  # held back before it acted: the verdict that held it (on_mismatch stop, ask)
             consistency = self.early.verdicts.get(index)

@@ -376,10 +376,11 @@ class OcrWorker:
         if step.evidence is not None:
             verb = ACTING_VERBS.get(getattr(step.action, "action", ""), "acted on")
             point = point_text(result, step.evidence.point, regions, verb=verb)
-            # the step's reasoning as recorded (secrets are placeholders there already)
-            consistency = check_action(
-                step.action, step.reasoning, goal_values=self.goal_values, element=step.element, point=point
-            )
+            replaced = step.gate is not None and step.gate.decision == "replace"  # a person's point, not the model's
+            if not replaced:  # the step's reasoning as recorded (secrets are placeholders there already)
+                consistency = check_action(
+                    step.action, step.reasoning, goal_values=self.goal_values, element=step.element, point=point
+                )
         return OcrStepFile(
             step=step.index,
             screenshot=step.screenshot,

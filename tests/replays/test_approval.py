@@ -162,6 +162,7 @@ def test_a_correction_acts_at_the_corrected_point_and_is_labelled_wrong(tmp_path
     assert step.gate is not None and step.gate.decision == "replace" and step.gate.answered_by == "viewer"
     assert step.gate.model_action is not None
     assert step.gate.model_action.model_dump() == {"coordinate": [500.0, 500.0], "action": "left_click"}
+    assert step.consistency is None  # the model's reasoning is not judged against the person's point
     assert labels_of(result.run_dir) == [
         (0, "wrong", {"action": "double_click", "coordinate": [250.0, 100.0], "pixel": [320, 80]})
     ]
