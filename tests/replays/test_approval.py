@@ -517,6 +517,8 @@ def test_correct_acts_at_the_clicked_spot_and_stop_ends_the_run(tmp_path, page):
         page.goto(f"{viewer.url}/runs/{run_dir.name}")
         page.wait_for_function("document.getElementById('pending-shot').naturalWidth === 1280")
         page.get_by_role("button", name="Correct", exact=True).click()
+        offered = page.eval_on_selector_all("#ap-action option", "os => os.map(o => o.value)")
+        assert "upload_file" not in offered and {"goto_url", "answer", "left_click"} <= set(offered)  # a click step
         box = page.locator("#pending-shot").bounding_box()
         assert box is not None
         page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.40)
@@ -524,6 +526,9 @@ def test_correct_acts_at_the_clicked_spot_and_stop_ends_the_run(tmp_path, page):
         page.click("#ap-send")
         # The page updates itself for the next held step (no reload).
         page.wait_for_selector("#pending-title:text('Step 1 waits for you')")
+        page.wait_for_selector("#film-0")  # step 0 is on the page now, selected or selectable
+        page.keyboard.press("c")  # while a step waits, the label keys do not label another step
+        page.keyboard.press("u")
         page.get_by_role("button", name="Stop", exact=True).click()
         assert run.join() == run_dir
         page.wait_for_selector("#run-status:text('failed')")

@@ -391,6 +391,8 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "Escape" && picking) cancelWrong();
   else if (ev.key === "l") jumpToLeast();
   else if (!state.steps[current] || state.steps[current].unreadable) return;
+  // While a step waits for this person, c / w / u would label another step than the one they are answering.
+  else if (pending && ["c", "w", "u"].includes(ev.key)) return;
   else if (ev.key === "c") saveLabel({verdict: "correct", note: noteValue()});
   else if (ev.key === "w") startWrong(true);
   else if (ev.key === "u") undoLast();
@@ -419,7 +421,8 @@ function renderChecks(checks) {
 }
 
 // -- a step waiting for a person (agent.approval): Approve, Correct (click the spot), Skip, Stop; Pause / Resume --
-const FIX_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "mouse_move", "type", "key", "scroll", "wait", "terminate", "upload_file"];
+// upload_file is offered only on a step that uploads (the file is that step's: a correction cannot name another).
+const FIX_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "mouse_move", "type", "key", "scroll", "wait", "answer", "goto_url", "terminate"];
 let pending = null; // the held step (pending.json), or null
 let fixing = null; // {coordinate: [x, y] | null} while the person marks where the step should act
 let clock = null;
