@@ -333,3 +333,21 @@ def test_what_a_model_said_afterwards_shows_in_the_step_panel_and_on_the_screens
         page.reload()
         page.wait_for_selector("#step-title")
         assert not page.locator("#t-asked").is_visible()  # no decisions: no toggle
+
+
+def test_a_long_unbroken_note_wraps_inside_the_step_panel(tmp_path, bundled_run, small_page):
+    from replays.labels import label_step
+
+    runs = tmp_path / "runs"
+    result = copy_bundled_run(bundled_run, runs)
+    url = "https://tracker.example.invalid/issues/" + "x" * 160  # no break point in 190 characters
+    label_step(result.run_dir, 3, "wrong", at=(500, 500), note=url)
+    page = small_page
+    with ViewerServer(runs) as viewer:
+        page.goto(f"{viewer.url}/runs/{result.run_id}#step-3")
+        page.wait_for_selector("ul.labels li.wrong")
+        panel = page.locator("aside.details").bounding_box()
+        shot = page.locator(".shot-col").bounding_box()
+    assert panel is not None and shot is not None
+    assert panel["width"] <= 440, panel  # its own 400 px and padding, not the note's length
+    assert shot["x"] + shot["width"] <= panel["x"] + 1, (shot, panel)  # side by side, not over the screenshot
