@@ -225,8 +225,13 @@ def create_viewer(runs_dir: Path, *, host: str = "127.0.0.1", poll_interval: flo
             idx.close()
         filters = {"task": task or "", "status": status or "", "policy": policy or "", "q": q or "", "order": run_order}
         query = {k: v for k, v in filters.items() if v and not (k == "order" and v == "newest")}
+        waiting = {}  # running runs of this page with a step held for a person: said in the list, not only on the run
+        for row in rows[:PAGE_SIZE]:
+            if row.status is RunStatus.running and (held := read_pending(runs_dir / row.run_id)) is not None:
+                waiting[row.run_id] = held.step
         return {
             "rows": rows[:PAGE_SIZE],
+            "waiting": waiting,
             "has_next": len(rows) > PAGE_SIZE,
             "page": page,
             "total": total,

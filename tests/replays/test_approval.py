@@ -466,6 +466,8 @@ def test_the_viewer_shows_the_held_step_refuses_foreign_answers_and_approve_lets
     with ViewerServer(runs) as viewer:
         run = Background(task, runs, [CLICK, DONE], [0.2, 0.9])
         run_dir = wait_for_pending(runs, 0, run)
+        listed = httpx.get(f"{viewer.url}/api/runs/rows").json()["html"]  # the runs list says so, too
+        assert "step 0 waits for you" in listed
         page.goto(f"{viewer.url}/runs/{run_dir.name}")
         page.wait_for_selector("#pending:not([hidden])")
         page.wait_for_function("document.getElementById('pending-shot').naturalWidth === 1280")
@@ -499,6 +501,7 @@ def test_the_viewer_shows_the_held_step_refuses_foreign_answers_and_approve_lets
         page.get_by_role("button", name="Resume", exact=True).click()
         assert run.join() == run_dir
         page.wait_for_selector("#run-status:text('succeeded')")
+        assert "waits for you" not in httpx.get(f"{viewer.url}/api/runs/rows").json()["html"]
     assert read_run(run_dir).status is RunStatus.succeeded, read_run(run_dir).end_reason
     step = read_steps(run_dir)[0]
     assert step.outcome == "ok" and step.coordinate is not None and step.coordinate.css == (640, 400)
