@@ -67,6 +67,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar, Union, runtime_ch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.actions import Action, ToolCall
+from tools.views import ElementInfo
 from tracer.logs import get_logger
 from tracer.schema import GateRecord, RunRecord, RunStatus, StepErrorKind, StepRecord
 
@@ -125,6 +126,9 @@ class StepDecided(_Frozen):
     decision: Decision
     policy: str
     model: str | None = None
+    # The element under the proposed point before anything acted, where the executor knows it (a browser) and a
+    # gate judges the reasoning against it (on_mismatch: stop / ask); None otherwise.
+    element: ElementInfo | None = None
 
 
 class StepRecorded(_Frozen):

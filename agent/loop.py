@@ -37,9 +37,10 @@ from agent.prompt import offered_browser_tools
 from agent.setup import SetupFailed, run_setup
 from agent.task import Task
 from tools.actions import Action, ActionError, Terminate, parse_tool_call
+from tools.coords import to_css
 from tools.errors import GlassboxError, HarnessError
 from tools.executor import Executor, page_of
-from tools.views import Observation, Outcome
+from tools.views import ElementInfo, Observation, Outcome
 from tracer.attention import AttentionMaps
 from tracer.attention import figures as attention_figures
 from tracer.logs import RunLog
@@ -437,8 +438,29 @@ class _Loop:
             ),
             policy=policy,
             model=model,
+            element=self._element_proposed(action, observation) if self.early is not None else None,
         )
         return self.scrub.scrub(event)
+
+    def _element_proposed(self, action: Action | None, observation: Observation) -> ElementInfo | None:
+        """The element under the action's point before it acts (for the mismatch gate: a form field's label is
+        evidence OCR cannot read off an empty field), in the loop's thread, which owns the executor."""
+        coordinate = getattr(action, "coordinate", None)
+        if coordinate is None:
+            return None
+        settings = self.task.policy
+        try:
+            audit = to_css(
+                coordinate,
+                css_size=observation.css_size,
+                device_scale_factor=observation.device_scale_factor,
+                mode=settings.coordinate_mode,
+                divisor=settings.coordinate_divisor,
+                resized_size=None,
+            )
+            return self.executor.element_at((round(audit.css[0]), round(audit.css[1])))
+        except Exception:  # noqa: BLE001  # evidence, not a requirement: the gate judges without it
+            return None
 
     def _decided_by(self, output: PolicyOutput) -> tuple[str, str | None]:
         """The policy and model recorded for a step: the running policy's, unless one stood in for it (a replay)."""

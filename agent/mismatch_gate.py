@@ -61,7 +61,9 @@ class EarlyConsistency:
         point = (round(audit.css[0] * scale), round(audit.css[1] * scale))
         result = self.worker.read_early(event.index, read_step_file(self.run_dir, shot, event.index), point=point)
         where = point_text(result, point, verb="would act on")
-        check = check_action(action, event.decision.reasoning, goal_values=self.worker.goal_values, point=where)
+        check = check_action(
+            action, event.decision.reasoning, goal_values=self.worker.goal_values, element=event.element, point=where
+        )
         if check is not None:
             self.verdicts[event.index] = check
         return check

@@ -256,3 +256,23 @@ def test_ask_on_mismatch_cannot_go_with_no_ocr(tmp_path: Path) -> None:
 
     done = glassbox_in_process("run", str(TASKS / "publish_product.yaml"), "--ask-on-mismatch", "--no-ocr")
     assert done.returncode == 2 and "--ask-on-mismatch reads the screen with OCR" in done.stderr
+
+
+def test_on_mismatch_stop_also_weighs_the_field_under_the_point_before_the_click(tmp_path: Path) -> None:
+    """An empty field shows no text for OCR to read under the point; its label is the browser's to tell, before
+    the click as after it."""
+    needs_ocr()
+
+    def edit(data: dict) -> None:
+        data["ocr"] = {"enabled": True, "steps": "acting", "catch_up_s": 600}
+        data["policy"] = {"on_mismatch": "stop"}
+        data["script"] = [
+            {"action": "left_click", "target": {"label": "Password"}, "note": 'Click "Username"'},
+            {"action": "terminate", "status": "success"},
+        ]
+
+    result = run_task(load_task(variant(tmp_path, "publish_product.yaml", edit)), runs_dir=tmp_path / "runs")
+    assert result.status is RunStatus.failed, result.end_reason
+    assert result.end_reason.startswith("stopped at step 0 on a mismatch: the reasoning names 'Username'"), result.end_reason
+    held = read_steps(result.run_dir)[0]
+    assert held.consistency is not None and held.consistency.observed.get("element_label") == "Password", held.consistency
