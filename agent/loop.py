@@ -606,7 +606,12 @@ class _Loop:
         data = {
             "index": index,
             "started_at": started_at,
-            "timings": StepTimings(perceive_ms=_ms(t1 - t0), think_ms=_ms(t2 - t1), act_ms=_ms(t3 - t2)),
+            "timings": StepTimings(
+                perceive_ms=_ms(t1 - t0),
+                think_ms=_ms(t2 - t1),
+                act_ms=max(0.0, _ms(t3 - t2) - (gate.waited_ms if gate is not None else 0.0)),
+                wait_ms=gate.waited_ms if gate is not None else 0.0,
+            ),
             "url": observation.url,
             "title": observation.title,
             "screenshot": screenshot,

@@ -48,9 +48,10 @@ class StepTimings(BaseModel):
 
     perceive_ms: float = 0.0
     think_ms: float = 0.0
-    act_ms: float = 0.0
+    act_ms: float = 0.0  # acting and settling, not the time gates held the step (wait_ms)
     record_ms: float = 0.0
     settle_ms: float | None = None  # the part of act_ms spent waiting for the screen to settle (None: not measured)
+    wait_ms: float = 0.0  # held by gates before acting (a person's answer, a pause is not counted here)
 
 
 class PromptMessage(BaseModel):

@@ -210,6 +210,8 @@ def test_nobody_answers_and_on_timeout_applies(tmp_path, on_timeout, status, poi
     assert step.outcome == outcome and step.gate is not None
     assert (step.gate.answered_by, step.gate.timed_out) == ("timeout", True)
     assert step.gate.reason == f"confidence 0.20 is below 0.5; no answer within 0.3 s (on_timeout: {on_timeout})"
+    # The wait is the gate's, not the action's: the step's timings keep them apart.
+    assert step.timings.wait_ms == step.gate.waited_ms >= 250 and step.timings.act_ms < step.timings.wait_ms
     if on_timeout == "stop":
         assert result.end_reason == "no answer from a person within 0.3 s at step 0 (on_timeout: stop)"
     assert labels_of(result.run_dir) == []  # nobody judged the step

@@ -217,7 +217,9 @@ function renderDetails() {
   const labels = labelsFor(current).map((l) => `<li class="${esc(l.verdict)}">${l.verdict === "wrong" ? "✗ wrong" : "✓ correct"}` +
     (l.correction ? ` → ${esc(l.correction.action)}${l.correction.coordinate ? " (" + esc(l.correction.coordinate.map(Math.round).join(", ")) + ")" : ""}${l.correction.text ? " “" + esc(l.correction.text) + "”" : ""}` : "") +
     (l.note ? ` <span class="muted">${esc(l.note)}</span>` : "") + ` <button class="undo" data-id="${esc(l.id)}">Undo</button></li>`).join("");
-  const gate = step.gate ? `${esc(step.gate.who)}: ${esc(step.gate.decision)}${step.gate.answered_by ? " by " + esc(step.gate.answered_by) : ""}` +
+  // A gate that let the step through without holding it says nothing worth a row (every step of a run with gates has one).
+  const held = step.gate && (step.gate.decision !== "proceed" || step.gate.answered_by || step.gate.timed_out || step.gate.error);
+  const gate = held ? `${esc(step.gate.who)}: ${esc(step.gate.decision)}${step.gate.answered_by ? " by " + esc(step.gate.answered_by) : ""}` +
     (step.gate.reason ? ` <span class="muted">${esc(step.gate.reason)}</span>` : "") : "";
   const note = $("label-note") ? $("label-note").value : "";
   d.innerHTML = `
