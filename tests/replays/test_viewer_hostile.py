@@ -34,6 +34,7 @@ def craft(runs: Path, source: Path) -> str:
     run = json.loads((target / "run.json").read_text())
     run.update(run_id="hostile-run", task_name=HOSTILE_TITLE, end_reason="<!--<script>")
     run["task"]["goal"] = "<img src=x onerror=alert('goal')>"
+    run["goal"] = "<img src=x onerror=alert('goal')>"  # the goal as given, which the run page shows
     (target / "run.json").write_text(json.dumps(run))
     lines = []
     for raw in (target / "steps.jsonl").read_text().splitlines():
