@@ -351,3 +351,24 @@ def test_a_long_unbroken_note_wraps_inside_the_step_panel(tmp_path, bundled_run,
     assert panel is not None and shot is not None
     assert panel["width"] <= 440, panel  # its own 400 px and padding, not the note's length
     assert shot["x"] + shot["width"] <= panel["x"] + 1, (shot, panel)  # side by side, not over the screenshot
+
+
+def test_the_wrong_form_offers_what_a_label_can_hold_and_saves_a_goto_url(viewer, runs, small_page):
+    page = small_page
+    _, result = runs
+    page.goto(f"{viewer.url}/runs/{result.run_id}#step-5")
+    page.wait_for_function("document.getElementById('shot').naturalWidth === 1280")
+    page.click("#mark-wrong")
+    offered = page.eval_on_selector_all("#fix-action option", "os => os.map(o => o.value)")
+    assert "scroll" not in offered and "upload_file" not in offered and {"goto_url", "answer"} <= set(offered)
+    page.select_option("#fix-action", "goto_url")
+    page.fill("#fix-text", "/products")
+    page.click("#fix-save")
+    page.wait_for_selector("ul.labels li.wrong")
+    saved = [lbl for lbl in labels_of(viewer, result.run_id) if lbl["step"] == 5]
+    assert saved[-1]["correction"]["action"] == "goto_url" and saved[-1]["correction"]["text"] == "/products"
+    page.goto(f"{viewer.url}/runs/{result.run_id}#step-18")  # the upload step: its own file may be the correction
+    page.reload()  # only the hash changed
+    page.wait_for_selector("#step-title:text('Step 18')")
+    page.click("#mark-wrong")
+    assert "upload_file" in page.eval_on_selector_all("#fix-action option", "os => os.map(o => o.value)")

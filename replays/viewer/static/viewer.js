@@ -193,7 +193,9 @@ function confidenceHtml(step) {
     ` <b>${num(step.confidence, 3)}</b> <span class="chip conf-${band}">${esc(band)}</span>`;
 }
 
-const WRONG_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "upload_file", "type", "key", "scroll", "wait", "terminate"];
+// What a label's correction can be (replays.labels.Correction): no scroll (it needs pixels); upload_file only on a step
+// that uploaded (the file is that step's); answer and goto_url take the text field.
+const WRONG_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "type", "key", "wait", "answer", "goto_url", "terminate"];
 const POINT_ACTIONS = ["left_click", "double_click", "right_click", "triple_click", "mouse_move", "upload_file"];
 
 function renderDetails() {
@@ -237,8 +239,8 @@ function renderDetails() {
       <div id="fix" ${picking ? "" : "hidden"}>
         <p class="hint">${picking && picking.quick ? "Click on the screenshot where it should have acted: the label is saved with that point (Esc: cancel)." : "Click on the screenshot where it should have acted."}</p>
         <div ${picking && picking.quick ? "hidden" : ""}>
-        <label>Action <select id="fix-action">${WRONG_ACTIONS.map((a) => `<option>${a}</option>`).join("")}</select></label>
-        <label>Text <input id="fix-text" placeholder="text to type / keys"></label>
+        <label>Action <select id="fix-action">${[...WRONG_ACTIONS, ...(step.action && step.action.action === "upload_file" ? ["upload_file"] : [])].map((a) => `<option>${a}</option>`).join("")}</select></label>
+        <label>Text <input id="fix-text" placeholder="text to type / keys / URL / answer / success or failure"></label>
         <label>Note <input id="fix-note" placeholder="why"></label>
         <div class="point" id="fix-point">${picking && picking.coordinate ? "point " + esc(picking.coordinate.map(Math.round).join(", ")) : "no point yet"}</div>
         <button id="fix-save">Save label</button> <button id="fix-cancel">Cancel</button>
@@ -287,7 +289,7 @@ function renderDetails() {
       const text = $("fix-text").value;
       const correction = {action};
       if (picking.coordinate) correction.coordinate = picking.coordinate;
-      if (action === "type") correction.text = text;
+      if (["type", "answer", "goto_url"].includes(action) || (action === "terminate" && text.trim())) correction.text = action === "terminate" ? text.trim() : text;
       if (action === "key") correction.keys = text.split("+").map((k) => k.trim()).filter(Boolean);
       saveLabel({verdict: "wrong", correction, note: $("fix-note").value || noteValue()});
     };
