@@ -62,6 +62,7 @@ from agent.prompt import offered_browser_tools
 from agent.task import Task
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, Action, ActionError, ToolCall, parse_tool_call
 from tools.coords import CoordinateMode
+from tools.keys import playwright_chord
 from tracer.labels import LabelAdded, append_label_event, new_label_id
 from tracer.logs import get_logger
 from tracer.run_files import atomic_write, process_alive
@@ -257,6 +258,8 @@ def correction_action(correction: StepCorrection, pending: PendingStep, browser_
         if correction.action == "goto_url":
             args["url"] = correction.text
     try:
+        if correction.action == "key":  # known key names (both executors know the same ones), not at act time
+            playwright_chord(correction.keys or [])
         return parse_tool_call(ToolCall(name=name, arguments=args), browser_tools=browser_tools)
     except ActionError as exc:
         raise AnswerRefused(f"the correction is not a valid action: {exc}") from None

@@ -594,6 +594,9 @@ def test_the_viewer_takes_answers_and_pauses_only_for_a_running_run_and_checks_t
             headers=headers,
         )
         assert bad.status_code == 422 and "left_click needs a point" in bad.text
+        key = {"id": pending["id"], "choice": "correct", "correction": {"action": "key", "keys": ["notakey!!"]}}
+        unknown = httpx.post(url + "/approval", json=key, headers=headers)  # refused now, not when the step acts
+        assert unknown.status_code == 422 and "unknown key name 'notakey!!'" in unknown.text, unknown.text
         other = httpx.post(url + "/approval", json={"id": "cd" * 16, "choice": "skip"}, headers=headers)
         assert other.status_code == 409 and "another request" in other.text
         assert not (result.run_dir / ANSWER_FILE).exists()
