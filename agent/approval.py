@@ -549,7 +549,8 @@ class PersonInTheLoop:
             why=why,
             why_text=why_text,
             asked_at=datetime.now(timezone.utc),
-            timeout_s=self.timeout_s,
+            # what the viewer counts down: the approval's time, or less when the run's budget ends the wait first
+            timeout_s=min(self.timeout_s, event.budget_left_s) if event.budget_left_s is not None else self.timeout_s,
             on_timeout=self.on_timeout,
             coordinate_mode=settings.coordinate_mode,
             coordinate_divisor=settings.coordinate_divisor,

@@ -129,6 +129,7 @@ class StepDecided(_Frozen):
     # The element under the proposed point before anything acted, where the executor knows it (a browser) and a
     # gate judges the reasoning against it (on_mismatch: stop / ask); None otherwise.
     element: ElementInfo | None = None
+    budget_left_s: float | None = None  # what is left of the run's time budget: no gate holds the step longer
 
 
 class StepRecorded(_Frozen):

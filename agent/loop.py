@@ -439,6 +439,7 @@ class _Loop:
             policy=policy,
             model=model,
             element=self._element_proposed(action, observation) if self.early is not None else None,
+            budget_left_s=max(0.0, self.deadline - time.monotonic()) if self.deadline is not None else None,
         )
         return self.scrub.scrub(event)
 

@@ -749,8 +749,22 @@ def test_a_person_s_correction_no_label_can_hold_still_leaves_the_verdict(tmp_pa
 def test_a_step_waiting_for_a_person_waits_no_longer_than_the_runs_time_budget(tmp_path):
     task = make_task(tmp_path, "{approval_timeout_s: 300, on_timeout: stop}", extra="ask_before: [left_click]\n")
     task.limits.time_budget_s = 1.5
+    seen: list[float] = []
+
+    def watch() -> None:  # what the viewer would count down from
+        deadline = time.monotonic() + 20
+        while not seen and time.monotonic() < deadline:
+            for run_dir in (tmp_path / "runs").iterdir() if (tmp_path / "runs").is_dir() else []:
+                if run_dir.is_dir() and (held := read_pending(run_dir)) is not None:
+                    seen.append(held.timeout_s)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     started = time.monotonic()
     result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=FakeExecutor())
+    watcher.join(5)
+    assert seen and seen[0] <= 1.5, seen  # the budget's time, not the approval's 300 s
     assert time.monotonic() - started < 30  # not the 300 s the approval allows
     assert result.status is RunStatus.failed
     assert "no answer from a person before the run's time budget ran out" in result.end_reason, result.end_reason
