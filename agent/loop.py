@@ -28,7 +28,7 @@ from agent.checks import run_checks
 from agent.consistency import check_action
 from agent.environment import Environment, open_environment
 from agent.events import Decision, GateOutcome, Hooks, ObservationSummary, RunEnded, RunStarted, StepDecided, StepRecorded
-from agent.mismatch_gate import EarlyConsistency, attach_mismatch
+from agent.mismatch_gate import EarlyConsistency, attach_mismatch, proposed_css
 from agent.ocr_worker import attach_ocr
 from agent.parse import coordinate_error
 from agent.policies import check_policy, make_policy, with_policy_overrides
@@ -37,7 +37,6 @@ from agent.prompt import offered_browser_tools
 from agent.setup import SetupFailed, run_setup
 from agent.task import Task
 from tools.actions import Action, ActionError, Terminate, parse_tool_call
-from tools.coords import to_css
 from tools.errors import GlassboxError, HarnessError
 from tools.executor import Executor, page_of
 from tools.views import ElementInfo, Observation, Outcome
@@ -449,17 +448,9 @@ class _Loop:
         coordinate = getattr(action, "coordinate", None)
         if coordinate is None:
             return None
-        settings = self.task.policy
         try:
-            audit = to_css(
-                coordinate,
-                css_size=observation.css_size,
-                device_scale_factor=observation.device_scale_factor,
-                mode=settings.coordinate_mode,
-                divisor=settings.coordinate_divisor,
-                resized_size=None,
-            )
-            return self.executor.element_at((round(audit.css[0]), round(audit.css[1])))
+            css = proposed_css(self.task, coordinate, observation.css_size, observation.device_scale_factor)
+            return self.executor.element_at((round(css[0]), round(css[1])))
         except Exception:  # noqa: BLE001  # evidence, not a requirement: the gate judges without it
             return None
 

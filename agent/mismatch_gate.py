@@ -28,6 +28,22 @@ log = get_logger("glassbox.mismatch")
 GATE_NAME = "consistency"
 
 
+def proposed_css(
+    task: Task, coordinate: list[float] | tuple[float, float], css_size: tuple[int, int], device_scale_factor: float
+) -> tuple[int, int]:
+    """Where a model's proposed point lies on the page (CSS pixels), before anything acted."""
+    settings = task.policy
+    audit = to_css(
+        coordinate,
+        css_size=css_size,
+        device_scale_factor=device_scale_factor,
+        mode=settings.coordinate_mode,
+        divisor=settings.coordinate_divisor,
+        resized_size=None,
+    )
+    return audit.css
+
+
 class EarlyConsistency:
     """The reasoning-action verdict of a decided step, from OCR of its screenshot at the proposed point."""
 
@@ -48,17 +64,9 @@ class EarlyConsistency:
         if action is None or coordinate is None or shot is None or self.run_dir is None:
             return None
         observation = event.observation
-        settings = self.task.policy
-        audit = to_css(
-            coordinate,
-            css_size=observation.css_size,
-            device_scale_factor=observation.device_scale_factor,
-            mode=settings.coordinate_mode,
-            divisor=settings.coordinate_divisor,
-            resized_size=None,
-        )
+        css = proposed_css(self.task, coordinate, observation.css_size, observation.device_scale_factor)
         scale = observation.device_scale_factor
-        point = (round(audit.css[0] * scale), round(audit.css[1] * scale))
+        point = (round(css[0] * scale), round(css[1] * scale))
         result = self.worker.read_early(event.index, read_step_file(self.run_dir, shot, event.index), point=point)
         where = point_text(result, point, verb="would act on")
         check = check_action(
