@@ -66,7 +66,7 @@ from tools.keys import playwright_chord
 from tracer.labels import LabelAdded, append_label_event, new_label_id
 from tracer.logs import get_logger
 from tracer.run_files import atomic_write, process_alive
-from tracer.safe_text import controls_as_spaces, no_control
+from tracer.safe_text import key_names, no_control
 from tracer.schema import StepRecord
 from tracer.secrets import with_placeholders
 
@@ -108,10 +108,7 @@ class StepCorrection(BaseModel):
     @field_validator("keys")
     @classmethod
     def _keys_clean(cls, keys: list[str] | None) -> list[str] | None:
-        for key in keys or []:
-            if not key or len(key) > 40 or controls_as_spaces(key) != key:
-                raise ValueError(f"{key[:40]!r} is not a key name (1..40 characters, no control characters)")
-        return keys
+        return key_names(keys)
 
     @model_validator(mode="after")
     def _valid(self) -> "StepCorrection":

@@ -26,7 +26,7 @@ from tools.actions import COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, Tool
 from tools.errors import UsageError
 from tracer.index import RunIndex
 from tracer.labels import LabelAdded, LabelUndone, append_label_event, new_label_id
-from tracer.safe_text import controls_as_spaces, no_control
+from tracer.safe_text import controls_as_spaces, key_names, no_control
 from tracer.schema import RunRecord, StepRecord
 from tracer.secrets import with_placeholders
 from tracer.store import RunStore, read_run, read_steps
@@ -54,10 +54,7 @@ class Correction(BaseModel):
     @field_validator("keys")
     @classmethod
     def _keys_clean(cls, keys: list[str] | None) -> list[str] | None:
-        for key in keys or []:
-            if not key or len(key) > 40 or controls_as_spaces(key) != key:
-                raise ValueError(f"{key[:40]!r} is not a key name (1..40 characters, no control characters)")
-        return keys
+        return key_names(keys)
 
     @model_validator(mode="after")
     def _valid(self) -> "Correction":

@@ -39,6 +39,14 @@ def no_control(value: str | None) -> str | None:
     return value
 
 
+def key_names(keys: list[str] | None) -> list[str] | None:
+    """``keys`` as they are, or ValueError naming one that cannot be a key's name (for validators)."""
+    for key in keys or []:
+        if not key or len(key) > 40 or _PERSON_CONTROL.search(key):
+            raise ValueError(f"{key[:40]!r} is not a key name (1..40 characters, no control characters)")
+    return keys
+
+
 def controls_as_spaces(text: str) -> str:
     """``text`` with what :func:`no_control` refuses written as spaces (text stored before it was refused)."""
     return _PERSON_CONTROL.sub(" ", text)
