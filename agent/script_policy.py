@@ -90,6 +90,14 @@ class ScriptPolicy(Policy):
                 trace=ModelTrace(reasoning=str(exc), unavailable=dict(NO_MODEL)),
             )
         if current >= len(self.steps):
+            if any(s.outcome == "skipped" and s.policy_state.get("script_step", -1) >= len(self.steps) for s in history):
+                # Its end was skipped already (a person, on_timeout: skip): proposing it again would repeat to the
+                # step limit. Error steps end the run at the task's error limit, saying why.
+                reason = "the script has no more steps, and ending the run was skipped"
+                return PolicyOutput(
+                    decision=PolicyDecision(target_error=reason, confidence_reason=NO_CONFIDENCE),
+                    trace=ModelTrace(reasoning=reason, unavailable=dict(NO_MODEL)),
+                )
             call = ToolCall(name="computer_use", arguments={"action": "terminate", "status": "success"})
             return self._output(call, "The script has no more steps.", {"script_step": current})
         if items is not None:

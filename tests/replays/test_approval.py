@@ -768,3 +768,14 @@ def test_a_step_waiting_for_a_person_waits_no_longer_than_the_runs_time_budget(t
     assert time.monotonic() - started < 30  # not the 300 s the approval allows
     assert result.status is RunStatus.failed
     assert "no answer from a person before the run's time budget ran out" in result.end_reason, result.end_reason
+
+
+def test_a_script_whose_end_is_skipped_stops_at_the_error_limit_not_the_step_limit(tmp_path):
+    task = make_task(tmp_path, "{approval_timeout_s: 0.2, on_timeout: skip}", extra="ask_before: [terminate]\n")
+    task.limits.max_steps = 40
+    result = run_task(task, policy="script", runs_dir=tmp_path / "runs", executor=FakeExecutor())
+    steps = read_steps(result.run_dir)
+    # click, its own terminate skipped, the no-more-steps terminate skipped, then errors to the limit (3)
+    assert len(steps) <= 2 + 1 + task.limits.max_consecutive_errors, [(s.action, s.outcome) for s in steps]
+    assert result.status is RunStatus.failed
+    assert "the script has no more steps, and ending the run was skipped" in result.end_reason, result.end_reason
