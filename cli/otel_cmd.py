@@ -77,7 +77,7 @@ def export_otel_cmd(
     ] = None,
 ) -> None:
     """Send recorded runs as OpenTelemetry traces (GenAI conventions), with the times they were recorded, to the
-    OTLP endpoint of the OTEL_EXPORTER_OTLP_* variables (default: localhost:4318, HTTP/protobuf)."""
+    OTLP endpoint of the OTEL_EXPORTER_OTLP_* variables (default: http://localhost:4318, HTTP/protobuf)."""
     from tracer.otel_export import export_run
     from tracer.otel_sdk import endpoint_for_humans
     from tracer.otel_spans import Conventions, MediaRef

@@ -115,7 +115,7 @@ def endpoint_for_humans(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     raw = next((env[name].strip() for name in ENDPOINT_VARS if env.get(name, "").strip()), "")
     if not raw:
-        return "localhost:4317" if protocol(env) == "grpc" else "localhost:4318"
+        return "http://localhost:4317" if protocol(env) == "grpc" else "http://localhost:4318"  # as it is set
     try:
         parts = urlsplit(raw)
         host = parts.hostname or ""

@@ -380,3 +380,5 @@ def test_otlp_settings_that_work_pass_the_check() -> None:
     ):
         check_settings(env)
     assert endpoint_for_humans({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318"}) == "http://[::1]:4318"
+    assert endpoint_for_humans({}) == "http://localhost:4318"  # the default, said as it would be set (it passes)
+    check_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint_for_humans({})})
