@@ -213,10 +213,17 @@ class Labels:
         finally:
             index.close()
         labels = []
+        secrets: dict[str, dict[str, str]] = {}  # per run: a label written before secrets were kept by name
         for row in rows:
             label = _label(row["run_id"], {**row, "step": row["idx"]})
-            if label is not None:
-                labels.append(label)
+            if label is None:
+                continue
+            if label.run_id not in secrets:
+                try:
+                    secrets[label.run_id] = run_secrets(read_run(self.store.run_dir(label.run_id)))
+                except (FileNotFoundError, ValueError):
+                    secrets[label.run_id] = {}
+            labels.append(_named_secrets(label, secrets[label.run_id]))
         return labels
 
 
@@ -299,6 +306,17 @@ def run_secrets(run: RunRecord) -> dict[str, str]:
 
 def _real(found: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in found.items() if value and value != "<secret>"}
+
+
+def _named_secrets(label: Label, secrets: dict[str, str]) -> Label:
+    """A stored label as it is shown: a secret's value in its text or note (stored by an older Glassbox, or by
+    hand) written as ``<secret>name</secret>``."""
+    if not secrets:
+        return label
+    correction = label.correction
+    if correction is not None and correction.text:
+        correction = correction.model_copy(update={"text": with_placeholders(correction.text, secrets)})
+    return label.model_copy(update={"correction": correction, "note": with_placeholders(label.note, secrets)})
 
 
 def _without_secrets(label: LabelIn, run_dir: Path) -> LabelIn:

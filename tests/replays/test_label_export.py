@@ -383,7 +383,7 @@ def test_a_literal_secret_never_reaches_a_label_or_an_export(literal_run: Path, 
             out = tmp_path / "out" / flavor / f"{fmt}.jsonl"
             export_feedback(literal_run.parent, out, fmt, flavor=flavor)  # type: ignore[arg-type]
             assert LITERAL not in out.read_text(encoding="utf-8")
-    # A label written before this (or by hand) with the value in it is masked on the way out.
+    # A label written before this (or by hand) with the value in it is shown and exported with it by name.
     with (literal_run / LABELS_FILE).open("a", encoding="utf-8") as fh:
         written = lines(literal_run / LABELS_FILE)
         old = written[1] | {"id": written[1]["id"] + 1, "note": f"old {LITERAL}"}  # on step 0, the latest there
@@ -391,7 +391,9 @@ def test_a_literal_secret_never_reaches_a_label_or_an_export(literal_run: Path, 
     out = tmp_path / "out" / "again.jsonl"
     export_feedback(literal_run.parent, out, "sft", flavor="swift")
     text = out.read_text(encoding="utf-8")
-    assert LITERAL not in text and f"old {MASK}" in text
+    assert LITERAL not in text and "old <secret>password</secret>" in text
+    listed = {lbl.id: lbl for lbl in Labels(literal_run.parent).list()}
+    assert listed[old["id"]].note == "old <secret>password</secret>"  # glassbox labels, the viewer's API
 
 
 @pytest.mark.parametrize(
