@@ -555,14 +555,10 @@ def runs_list(
 
     On a terminal a table; piped, one whole plain line per run (so `runs list | grep failed` works).
     """
-    from cli.output import Column, RunListing, print_table, write_json
+    from cli.output import Column, RunListing, missing_runs_dir, print_table, write_json
     from tracer.index import RunIndex
 
-    if not runs_dir.is_dir():  # listing must not create the folder (a typo would leave one behind)
-        if json_out:
-            write_json(console, RunListing(runs_dir=str(runs_dir), runs=[]))
-        else:
-            console.print(f"no runs in {escape(str(runs_dir))} (no such folder)")
+    if missing_runs_dir(runs_dir, "runs", RunListing(runs_dir=str(runs_dir), runs=[]), json_out=json_out):
         return
     index = RunIndex(runs_dir)
     try:

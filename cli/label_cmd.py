@@ -16,7 +16,7 @@ import typer
 from pydantic import BaseModel
 from rich.markup import escape
 
-from cli.output import Column, clean, console, print_table, usage_error, write_json
+from cli.output import Column, clean, console, missing_runs_dir, print_table, usage_error, write_json
 from cli.run_ref import resolve_run
 from tools.errors import UsageError
 
@@ -104,11 +104,7 @@ def labels_command(
         ref = resolve_run(run, runs_dir)
         found = Labels(ref.runs_dir).list(ref.run_id)
         where = ref.runs_dir
-    elif not runs_dir.is_dir():  # listing must not create the folder (a typo would leave one behind)
-        if json_out:
-            write_json(console, LabelListing(runs_dir=str(runs_dir), labels=[]))
-        else:
-            console.print(f"no labels in {escape(str(runs_dir))} (no such folder)")
+    elif missing_runs_dir(runs_dir, "labels", LabelListing(runs_dir=str(runs_dir), labels=[]), json_out=json_out):
         return
     else:
         found = Labels(runs_dir).list()

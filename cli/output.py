@@ -129,6 +129,18 @@ def _longest(i: int, col: Column, rows: Sequence[Sequence[str]]) -> int:
     return max([cell_len(col.header), *(cell_len(clean(r[i])) for r in rows)])
 
 
+def missing_runs_dir(runs_dir: Path, what: str, empty: BaseModel, *, json_out: bool) -> bool:
+    """Whether ``runs_dir`` is not there; if so, a listing says so (empty JSON with ``--json``) and makes nothing:
+    a typo would leave a folder behind."""
+    if runs_dir.is_dir():
+        return False
+    if json_out:
+        write_json(console, empty)
+    else:
+        console.print(f"no {what} in {escape(str(runs_dir))} (no such folder)")
+    return True
+
+
 def write_json(console: Console, document: BaseModel) -> None:
     """One JSON document on stdout (no rich rendering: no wrapping, no markup; no raw terminal control)."""
     console.file.write(json_text(document.model_dump_json(indent=1)) + "\n")
