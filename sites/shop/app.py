@@ -10,6 +10,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
 from typing import TypedDict
 
@@ -27,13 +28,20 @@ _MAX_IMAGE_BYTES = 5 * 1024 * 1024
 _IMAGE_TYPES = {b"\x89PNG": "png", b"\xff\xd8\xff": "jpg", b"RIFF": "webp", b"GIF8": "gif"}
 
 
+@cache
+def _templates() -> Jinja2Templates:
+    """One template set per process: an eval worker starts a shop per episode, and compiling the templates
+    again for each was a few percent of an episode's CPU. Rendering takes everything per-shop as arguments."""
+    return Jinja2Templates(directory=str(_HERE / "templates"))
+
+
 def create_app(*, data_dir: Path, layout: Layout, username: str, password: str) -> FastAPI:
     """Return the shop app storing its database and uploads in ``data_dir``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     uploads = data_dir / "uploads"
     uploads.mkdir(exist_ok=True)
     db = ShopDB(data_dir / "shop.sqlite3")
-    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates = _templates()
     app = FastAPI(title="Glassbox demo shop", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.db = db
     admin_user, admin_password = username, password
