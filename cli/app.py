@@ -349,10 +349,13 @@ def view(
     """Serve the run viewer: runs, steps, live progress, labelling."""
     from replays.viewer import ViewerServer
 
+    existed = runs_dir.is_dir()
     try:
         server = ViewerServer(runs_dir, host=host, port=port).start()
     except (RuntimeError, OSError) as exc:
         raise _usage_error(f"cannot serve the viewer on {host}:{port}: {exc}") from None
+    if not existed:  # the viewer watches the folder, so it makes it; a mistyped name would otherwise show no runs silently
+        err_console.print(f"note: {escape(str(runs_dir))} did not exist; made it, empty: runs recorded there will show up")
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] the viewer listens on {host}: anyone who can reach it can see your runs")
     console.print(f"viewer for {runs_dir} on [bold]{server.url}[/] · Ctrl-C stops")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,29 @@ import uvicorn
 
 from agent.approval import announce_viewer, withdraw_viewer
 from replays.viewer.app import create_viewer
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound here rather than by uvicorn, so that a port in use (or an
+    address not on this machine) is one clear OSError instead of uvicorn's log line and a timeout."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise OSError(f"{host} is not an address of this machine ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a just-closed viewer's port
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                f"port {port} is in use (another viewer?); choose another --port, or --port 0 for any free one"
+            ) from None
+        raise OSError(f"{exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
 
 
 class ViewerServer:
@@ -25,6 +50,7 @@ class ViewerServer:
             self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
         )
         self._server = uvicorn.Server(config)
+        self.port_asked = port
         self._thread: threading.Thread | None = None
         self.port: int | None = None
 
@@ -39,7 +65,8 @@ class ViewerServer:
         return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> "ViewerServer":
-        self._thread = threading.Thread(target=self._server.run, name="viewer", daemon=True)
+        sock = listen(self.host, self.port_asked)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="viewer", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
