@@ -1106,6 +1106,17 @@ def export_feedback_cmd(
     if not runs_dir.is_dir():  # a typo would otherwise make the folder and export nothing from it
         raise _usage_error(f"no runs directory {runs_dir}")
     summary = export_feedback(runs_dir, out, format.value, flavor=flavor.value, thinking=think)
+    if not summary.written:
+        kind = "corrected " if format.value == "dpo" else ""
+        err_console.print(
+            f"nothing to export: no {kind}labelled step in {escape(str(runs_dir))} makes a {format.value} record; "
+            f"{escape(str(out))} was not written",
+            soft_wrap=True,
+        )
+        for reason, count in summary.skipped.items():
+            err_console.print(f"  skipped {count}: {shown(reason)}")
+        err_console.print("label steps in the viewer (glassbox view) or with glassbox label RUN --step N ...")
+        raise typer.Exit(1)
     thinking = "with <think>" if summary.thinking else "without <think>"
     console.print(
         f"wrote {summary.records} {format.value} record(s) for {flavor.value} {thinking} to [bold]{escape(str(summary.out))}[/] "

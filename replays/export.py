@@ -67,6 +67,7 @@ class ExportSummary(BaseModel):
     dataset_info: Path | None = None
     dataset_entry: dict[str, Any] | None = None
     usage: str = ""
+    written: bool = True  # False: no record to write, and ``out`` was left as it was
 
 
 def export_feedback(
@@ -100,6 +101,9 @@ def export_feedback(
         records, skipped, thought = _write_records(
             labels, fmt, flavor, thinking, list(secrets), store, tmp, images_dir, out.parent
         )
+        if records == 0:  # nothing to export: an earlier export at ``out`` (and its dataset entry) stays as it was
+            tmp.unlink(missing_ok=True)
+            return ExportSummary(records=0, skipped=skipped, out=out, images_dir=images_dir, flavor=flavor, written=False)
         entry = dataset_entry(fmt, out.name) if flavor == "llamafactory" else None
         info = write_dataset_info(out.parent, name, entry) if entry is not None else None
         tmp.replace(out)

@@ -461,3 +461,28 @@ def test_a_literal_secret_is_known_even_when_another_input_of_its_task_is_not(
     task_path.write_text(text.replace("inputs:\n", "inputs:\n  region: {env: GLASSBOX_TEST_UNSET_INPUT}\n"), encoding="utf-8")
     label = label_step(literal_run, 0, "wrong", note=f"typed {LITERAL}")
     assert label.note == "typed <secret>password</secret>"
+
+
+def test_an_export_with_no_record_leaves_an_earlier_export_as_it_was(
+    model_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporting from the wrong runs dir, or before labelling, must not empty the dataset made last time."""
+    from tests.conftest import glassbox_in_process
+
+    label_step(model_run_dir, 1, "wrong", at=(10, 10))
+    out = tmp_path / "data" / "sft.jsonl"
+    assert export_feedback(model_run_dir.parent, out, "sft").records == 1
+    before, info_before = out.read_bytes(), (out.parent / DATASET_INFO).read_bytes()
+    empty = tmp_path / "no-labels"
+    empty.mkdir()
+    summary = export_feedback(empty, out, "sft")
+    assert (summary.records, summary.written) == (0, False)
+    assert out.read_bytes() == before and (out.parent / DATASET_INFO).read_bytes() == info_before
+    assert not list(out.parent.glob("*.tmp"))
+
+    monkeypatch.chdir(tmp_path)
+    result = glassbox_in_process("export", "feedback", "--format", "sft", "--out", str(out), "--runs-dir", str(empty))
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1, said
+    assert "nothing to export" in said and "was not written" in said and "wrote" not in said
+    assert out.read_bytes() == before
