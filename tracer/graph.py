@@ -82,11 +82,12 @@ def run_graph(
             run_id=run.run_id,
             label=_short(reasoning) or "(no reasoning)",
             detail=_short(reasoning, 2000),  # the whole reasoning (within reason) for a hover; label is the excerpt
-            confidence=-1.0 if step.confidence is None else step.confidence,
             evidence=step.evidence is not None,  # an evidence crop of what was acted on is recorded
             corrected=step.gate is not None and step.gate.decision == "replace",  # a person (or a guard) replaced the action
             consistency=step.consistency.verdict if step.consistency is not None else "",  # reasoning vs the point
         )
+        if step.confidence is not None:  # unknown: no attribute (JSON null would do, GraphML has no None)
+            g.nodes[think]["confidence"] = step.confidence
         g.add_edge(obs, think, kind="think")
         if step.error_kind is not None and step.error_kind in _NO_ACTION:  # the step failed before anything was decided to act on
             kind = _NO_ACTION[step.error_kind]
@@ -142,12 +143,12 @@ def attach_counterfactuals(graph: nx.DiGraph, decisions: list[CounterfactualDeci
             run_id=str(graph.graph.get("run_id", "")),
             label=_short(what or f"no action: {d.error or 'nothing decided'}", 60),
             detail=_short(d.reasoning or "", 2000),
-            confidence=-1.0 if d.confidence is None else d.confidence,  # GraphML has no None
             model=d.model or "",
             policy=d.policy,
             decision_id=d.id,
             created_at=d.created_at.isoformat(),
             attention=bool(d.attention),
+            **({"confidence": d.confidence} if d.confidence is not None else {}),  # unknown: none (GraphML has no None)
             error=d.error or "",
         )
         graph.add_edge(obs, node, kind="counterfactual")
@@ -202,15 +203,21 @@ _SHAPES = {
 def _mermaid(graph: nx.DiGraph) -> str:
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     lines = ["flowchart TD"]
+    flagged = []  # reasoning that named something else than what was at the executed point (agent.consistency)
     for node, data in graph.nodes(data=True):
         left, right = _SHAPES.get(data.get("kind", ""), ('["', '"]'))
         label = _mermaid_text(str(data.get("label", node)))
+        if data.get("consistency") == "mismatch":
+            flagged.append(ids[node])
+            label = "⚠ mismatch: " + label  # said in the text too: a renderer without styles still shows it
         lines.append(f"  {ids[node]}{left}{label}{right}")
     for a, b, data in graph.edges(data=True):
         kind = data.get("kind", "")
         dashed = kind in ("retry", "branch", "counterfactual")
         arrow = "-.->" if dashed else "-->"
         lines.append(f"  {ids[a]} {arrow}|{kind}| {ids[b]}" if dashed else f"  {ids[a]} {arrow} {ids[b]}")
+    if flagged:
+        lines += ["  classDef mismatch stroke:#c62828,stroke-width:3px", f"  class {','.join(flagged)} mismatch"]
     return "\n".join(lines) + "\n"
 
 

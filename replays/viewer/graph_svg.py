@@ -376,7 +376,7 @@ def _as_int(value: Any) -> int | None:
 
 
 def _confidence(value: Any) -> float | None:
-    """The graph stores an unknown confidence as -1 (GraphML has no None)."""
+    """A node's confidence; None when it has none (unknown) or an unusable one."""
     try:
         v = float(value)
     except (TypeError, ValueError):

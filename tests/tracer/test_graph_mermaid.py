@@ -52,3 +52,29 @@ def test_graphml_and_json_of_control_characters_parse_back_and_hold_none_raw() -
         assert set(back.nodes) == {"a", "b"} and "中文" in back.nodes["a"]["label"]
     assert load(export(graph, "json"), "json").nodes["a"]["label"] == label  # json: the same data, escaped
     assert load(export(graph, "graphml"), "graphml").nodes["a"]["label"] == "x\\x1b[2J\\x9b31m\\x00y\\ud800 中文"  # shown as text
+
+
+def test_a_mismatch_is_marked_in_mermaid_and_an_unknown_confidence_is_no_number(tmp_path, monkeypatch) -> None:
+    """The consistency verdict reaches the Mermaid chart (text and style); JSON says nothing of a confidence no step
+    recorded, rather than a made-up -1."""
+    import json
+
+    from tests.replays.label_runs import SECRET, SECRET_ENV, script_run
+    from tracer.graph import run_graph
+    from tracer.schema import ConsistencyCheck
+    from tracer.store import read_run, read_steps
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    run_dir = script_run(tmp_path)  # a script run on the fake executor: no step has a confidence
+    steps = read_steps(run_dir)
+    check = ConsistencyCheck(verdict="mismatch", claimed=["Sign in"], observed={"element": "Register"}, reason="test")
+    steps[0] = steps[0].model_copy(update={"consistency": check})
+    steps[1] = steps[1].model_copy(update={"confidence": 0.8})
+    graph = run_graph(read_run(run_dir), steps)
+    chart = export(graph, "mermaid")
+    flagged = [line for line in chart.splitlines() if "⚠ mismatch: " in line]
+    assert len(flagged) == 1
+    node_id = flagged[0].split("(")[0].strip()
+    assert f"  class {node_id} mismatch" in chart.splitlines()
+    nodes = {n["id"]: n for n in json.loads(export(graph, "json"))["nodes"]}
+    assert "confidence" not in nodes["think:0"] and nodes["think:1"]["confidence"] == 0.8
