@@ -86,8 +86,11 @@ def export_otel_cmd(
         err_console.print(f"[bold red]error:[/] --viewer-url must be an http:// or https:// URL, not {viewer_url!r}")
         raise typer.Exit(code=2)
     refs = [resolve_run(ref, runs_dir) for ref in runs]  # every reference checked before anything is sent
+    from tracer.otel_sdk import OtelSession
+
     conv = Conventions.from_env()
-    session = start_session()
+    # No run goes on here: a failed send is this command's error, said once below (not also as a run's warning).
+    session = OtelSession.start(warn=lambda _message: None)
     spans = 0
     try:
         for ref in refs:
