@@ -5,6 +5,8 @@ episode is a full run (its own worker process, shop server and Chromium, recorde
 configuration runs the same episodes; the order of configurations is rotated between rounds so that a burst of
 load from elsewhere does not land on one of them only.
 Targets (2-core machine): 2 workers at least 1.5x one worker; Ray within 15 % of the 2-worker process pool.
+Also printed: the same ratio once the workers are up (from the first episode's run start to the last one's end), which
+leaves out each worker's start-up (about 1.5 s of imports and a Chromium launch, paid by both workers at once).
 
 The machine's own ceiling is measured in the same run, before and after: pure-Python CPU work in one process, then
 the same work in two processes at once. Two episodes at once cannot scale better than that (on this shared 2-core
@@ -39,6 +41,16 @@ def suite_file(folder: Path, seeds: int) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def warm_seconds(runs: Path) -> float:
+    """From the first episode's run start to the last one's end: the eval less its workers' start-up (imports, a
+    Chromium launch) and the runner's own start and finish."""
+    from tracer.store import read_run
+
+    records = [read_run(folder) for folder in runs.iterdir() if (folder / "run.json").is_file()]
+    ended = [r.ended_at for r in records if r.ended_at is not None]
+    return (max(ended) - min(r.started_at for r in records)).total_seconds() if ended else float("nan")
 
 
 def run_config(suite_path: Path, engine: Engine, workers: int, runs: Path) -> tuple[float, int, int]:
@@ -92,18 +104,21 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()} · load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ceiling = [cpu_scaling() for _ in range(3)]
     print(f"this machine: 2 processes of pure CPU work / 1: {', '.join(f'{c:.2f}x' for c in ceiling)}")
-    totals: dict[str, list[float]] = {name: [0.0, 0.0] for name, _, _ in CONFIGS}  # seconds, episodes
+    totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name, _, _ in CONFIGS}  # seconds, episodes, warm s
     with tempfile.TemporaryDirectory(prefix="glassbox-eval-bench-") as tmp:
         suite_path = suite_file(Path(tmp), args.seeds)
         for round_ in range(args.rounds):
             order = CONFIGS[round_ % len(CONFIGS) :] + CONFIGS[: round_ % len(CONFIGS)]
             for name, engine, workers in order:
-                seconds, episodes, ok = run_config(suite_path, engine, workers, Path(tmp) / f"runs-{round_}-{engine}-{workers}")
+                runs = Path(tmp) / f"runs-{round_}-{engine}-{workers}"
+                seconds, episodes, ok = run_config(suite_path, engine, workers, runs)
                 totals[name][0] += seconds
                 totals[name][1] += episodes
+                totals[name][2] += warm_seconds(runs)
                 print(f"round {round_ + 1} {name:22s} {episodes} episodes ({ok} succeeded) in {seconds:6.1f} s")
     ceiling += [cpu_scaling() for _ in range(3)]
-    rate = {name: 60 * episodes / seconds for name, (seconds, episodes) in totals.items()}
+    rate = {name: 60 * episodes / seconds for name, (seconds, episodes, _) in totals.items()}
+    warm = {name: 60 * episodes / warm_s for name, (_, episodes, warm_s) in totals.items()}
     print()
     print(f"{'configuration':24s} episodes/min")
     for name, value in rate.items():
@@ -111,6 +126,10 @@ def main() -> None:
     one, two, ray_rate = rate["1 worker"], rate["2 workers"], rate["ray (local, 2 CPUs)"]
     print()
     print(f"2 workers / 1 worker: {two / one:.2f}x (target >= 1.5x)")
+    print(
+        f"  once the workers are up (first episode's start to last one's end): {warm['2 workers'] / warm['1 worker']:.2f}x "
+        f"({warm['1 worker']:.2f} and {warm['2 workers']:.2f} episodes/min); start-up weighs on {args.seeds} episodes"
+    )
     low, mid, high = min(ceiling), statistics.median(ceiling), max(ceiling)
     print(f"  this machine's ceiling, 2 processes of pure CPU work / 1 (3 before, 3 after): {mid:.2f}x ({low:.2f}-{high:.2f})")
     print(f"ray / 2 workers:      {ray_rate / two:.2f}x (target within 15 %: >= 0.85x)")
