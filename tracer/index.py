@@ -193,6 +193,14 @@ class RunRow(BaseModel):
     min_confidence_step: int | None = None
 
 
+# How long a statement waits for another writer's lock, and how long one operation keeps trying in all: writers
+# hold the lock for milliseconds (a first sync of many runs for a few seconds). Past that, another program holds
+# it (a `sqlite3` shell in a transaction, a backup): this process goes on from the folders (an index in memory).
+BUSY_TIMEOUT_S = 2.0
+LOCKED_GIVE_UP_S = 15.0
+LOCKED = "it is locked by another program (a sqlite3 shell or a backup holding a transaction?)"
+
+
 class RunIndex:
     """The index of one runs directory. Cheap to open; one connection per instance and thread."""
 
@@ -208,8 +216,8 @@ class RunIndex:
             self._conn = self._open_file()
         except sqlite3.DatabaseError as exc:
             if _is_busy(exc):
-                raise
-            if _is_unusable(exc):
+                self._use_memory(LOCKED)  # a run, a listing, the viewer go on; the file is synced again later
+            elif _is_unusable(exc):
                 self._recover(str(exc))
             else:  # read-only, full disk: keep working from the folders
                 self._use_memory(str(exc))
@@ -407,7 +415,7 @@ class RunIndex:
 
     # -- opening and recovering -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -416,7 +424,7 @@ class RunIndex:
             raise sqlite3.OperationalError(f"unable to open database file: {self.path} is not a regular file")
         conn = self._connect()
         try:
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             # Checked before anything is written: a file that is not ours is moved aside exactly as it was.
             current = int(_retry(lambda: conn.execute("PRAGMA user_version").fetchone())[0]) >= INDEX_VERSION
             _check_schema(
@@ -598,6 +606,9 @@ class RunIndex:
             try:
                 return _retry(lambda: fn(self._conn))
             except sqlite3.DatabaseError as exc:
+                if _is_busy(exc) and not self._recovering and not self.in_memory and attempt < 2:
+                    self._use_memory(LOCKED)  # what this process writes is in its folders; a later sync indexes it
+                    continue
                 if (
                     self._recovering
                     or _is_busy(exc)
@@ -802,15 +813,18 @@ def _transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], 
     return result
 
 
-def _retry(fn: Callable[[], _T], attempts: int = 20) -> _T:
-    for attempt in range(attempts):
+def _retry(fn: Callable[[], _T]) -> _T:
+    """``fn``, tried again while the database is locked, for at most LOCKED_GIVE_UP_S in all."""
+    deadline = time.monotonic() + LOCKED_GIVE_UP_S
+    attempt = 0
+    while True:
         try:
             return fn()
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or attempt == attempts - 1:
+            attempt += 1
+            if not _is_busy(exc) or time.monotonic() >= deadline:
                 raise
-            time.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(min(0.01 * attempt, 0.2))
 
 
 def _is_busy(exc: BaseException) -> bool:
