@@ -14,11 +14,12 @@ import dataclasses
 import os
 import signal
 import socket
+import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, NoReturn, TypedDict
 
 import structlog
 from pydantic import BaseModel
@@ -221,9 +222,7 @@ class _Loop:
         consecutive_errors = 0
         status: RunStatus | None = None
         end_reason = f"step limit reached ({limits.max_steps} steps)"
-        previous_term = signal.getsignal(signal.SIGTERM)
-        if previous_term is signal.SIG_DFL:  # treat `kill` like Ctrl-C: close the run as interrupted
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+        interrupts = _InterruptWatch()
         try:
             self.hooks.publish(RunStarted(run=self.writer.record.model_copy(deep=True), run_dir=self.writer.run_dir))
             run_setup(self.env, self.writer, deadline=self.deadline)  # the task's setup, before step 0
@@ -256,32 +255,24 @@ class _Loop:
                         f"{consecutive_errors} consecutive errors (limit {limits.max_consecutive_errors}); last: {step.error}"
                     )
                     break
+            if status is None:  # inside the watch: Ctrl-C during the checks still closes the run as interrupted
+                checks = run_checks(self.task, page_of(self.executor), self.env.base_url, self.env.display)
+                self.writer.record.checks = checks
+                passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
+                status = RunStatus.succeeded if passed else RunStatus.failed
         except SetupFailed as exc:  # a harness failure: no steps, no checks; the run says which step failed
             status, end_reason = RunStatus.failed, str(exc)
             self.harness_failure, self.harness_failure_lasting = True, exc.lasting
         except KeyboardInterrupt:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
-        except Exception as exc:  # the harness itself broke (browser crashed, disk full): record it, then raise
-            # A device's message may quote the page, and the page may show a secret the run typed: masked here too.
-            reason = self.scrub.scrub_text(f"harness error: {type(exc).__name__}: {exc}")
-            # The traceback goes to the run log (scrubbed, like every event); the terminal shows the one line.
-            log.error("run crashed", run_id=self.writer.record.run_id, error=reason, exc_info=True)
-            self._end(self.writer.finish(status=RunStatus.failed, end_reason=reason))
-            if isinstance(exc, GlassboxError):  # already says what went wrong, as one of ours
-                raise
-            # Anything else (a Playwright error from a crashed browser, a full disk) becomes a HarnessError: callers
-            # (the CLI) print its message. The original, unmasked, is not chained: its traceback is in the run log.
-            raise HarnessError(
-                f"{reason} (run {self.writer.record.run_id} is marked failed; the traceback is in its log.jsonl)"
-            ) from None
+        except Exception as exc:
+            if not interrupts.seen:  # the harness itself broke (browser crashed, disk full): recorded, then raised
+                self._crashed(exc)
+            # Ctrl-C reaches the whole process group: Chromium and Playwright's driver may go first, or the interrupt
+            # may surface wrapped (in a serializer's error); either way the person stopped the run.
+            status, end_reason = RunStatus.interrupted, "interrupted by the user"
         finally:
-            if previous_term is signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if status is None:
-            checks = run_checks(self.task, page_of(self.executor), self.env.base_url, self.env.display)
-            self.writer.record.checks = checks
-            passed = all(c.passed for c in checks) if checks else self.writer.record.agent_verdict == "success"
-            status = RunStatus.succeeded if passed else RunStatus.failed
+            interrupts.restore()
         record = self.writer.finish(status=status, end_reason=end_reason)
         log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason, steps=record.steps)
         self._end(record)
@@ -296,6 +287,21 @@ class _Loop:
             harness_failure=self.harness_failure,
             harness_failure_lasting=self.harness_failure_lasting,
         )
+
+    def _crashed(self, exc: Exception) -> NoReturn:
+        """Record the run as failed by the harness and raise what the caller prints."""
+        # A device's message may quote the page, and the page may show a secret the run typed: masked here too.
+        reason = self.scrub.scrub_text(f"harness error: {type(exc).__name__}: {exc}")
+        # The traceback goes to the run log (scrubbed, like every event); the terminal shows the one line.
+        log.error("run crashed", run_id=self.writer.record.run_id, error=reason, exc_info=True)
+        self._end(self.writer.finish(status=RunStatus.failed, end_reason=reason))
+        if isinstance(exc, GlassboxError):  # already says what went wrong, as one of ours
+            raise exc
+        # Anything else (a Playwright error from a crashed browser, a full disk) becomes a HarnessError: callers
+        # (the CLI) print its message. The original, unmasked, is not chained: its traceback is in the run log.
+        raise HarnessError(
+            f"{reason} (run {self.writer.record.run_id} is marked failed; the traceback is in its log.jsonl)"
+        ) from None
 
     def _end(self, record: RunRecord) -> None:
         """Tell the subscribers the run ended (its log still open, so a failing one is logged there), then close."""
@@ -702,5 +708,26 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _InterruptWatch:
+    """For one run: Ctrl-C (SIGINT) and `kill` (SIGTERM) raise KeyboardInterrupt, as Ctrl-C does anywhere, and are
+    remembered, so that an interrupt that surfaces as another error is still told apart from a crash. Handlers are
+    only set from the main thread, and only over Python's defaults (a caller's own handler is left alone)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(signum) is default:
+                self._previous[signum] = default
+                signal.signal(signum, self._raise)
+
+    def _raise(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
