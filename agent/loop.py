@@ -219,6 +219,7 @@ class _Loop:
         limits = self.task.limits
         started = time.monotonic()
         self.deadline = started + limits.time_budget_s
+        self.policy.deadline = self.deadline
         consecutive_errors = 0
         status: RunStatus | None = None
         end_reason = f"step limit reached ({limits.max_steps} steps)"

@@ -103,6 +103,9 @@ class Policy(ABC):
 
     name: str
     model: str | None = None
+    # When the run's time budget runs out (time.monotonic()), set by the loop: a policy waiting on a model stops
+    # waiting there (a served model's request is cut to the time left) instead of holding the run past it.
+    deadline: float | None = None
 
     @abstractmethod
     def decide(self, task: Task, history: list[StepRecord], observation: Observation) -> PolicyOutput:

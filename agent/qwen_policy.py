@@ -71,7 +71,7 @@ class QwenPolicy(Policy):
             trace = cached.trace.model_copy(update={"cache_hit": True, "decoding": None, "prompt": prompt.record("current")})
             return cached.model_copy(update={"trace": trace})
         try:
-            generation = self.backend.generate(prompt, self.sampling, step=step, attention=attention)
+            generation = self.backend.generate(prompt, self.sampling, step=step, attention=attention, deadline=self.deadline)
         except BackendError as exc:
             return PolicyOutput(
                 decision=PolicyDecision(backend_error=f"the model backend failed: {exc}", confidence_reason="no output"),

@@ -75,10 +75,14 @@ class Backend(ABC):
     thinking: bool
 
     @abstractmethod
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
+    def generate(
+        self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False, deadline: float | None = None
+    ) -> Generation:
         """Generate the answer to ``prompt``; ``step`` seeds sampling reproducibly per step.
 
         With ``attention`` a backend that can (the local one) captures attention maps after generating.
+        ``deadline`` (time.monotonic()) is when the run's budget runs out: a backend that waits on a server stops
+        waiting there (BackendError); a local model's generation is bounded by ``max_new_tokens`` instead.
         """
 
     def close(self) -> None:

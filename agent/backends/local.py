@@ -110,7 +110,9 @@ class LocalQwen3VL(Backend):
         """Tokenised prompt with pixel values (and mm_token_type_ids, which multimodal RoPE needs)."""
         return encode_prompt(self.processor, prompt).to(self.device)
 
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
+    def generate(
+        self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False, deadline: float | None = None
+    ) -> Generation:
         import torch
 
         inputs = self.inputs(prompt)

@@ -42,6 +42,7 @@ class OpenAIBackend(Backend):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.retries = retries
+        self.timeout_s = timeout_s
         self.logprobs = logprobs
         self.thinking = ("thinking" in model.lower()) if thinking is None else thinking
         headers = {"Content-Type": "application/json"}
@@ -80,9 +81,11 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
         return body
 
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
+    def generate(
+        self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False, deadline: float | None = None
+    ) -> Generation:
         body = self.request_body(prompt, sampling, step=step)
-        data = self._post(body)
+        data = self._post(body, deadline)
         try:
             choice = data["choices"][0]
             message = choice["message"]
@@ -118,14 +121,23 @@ class OpenAIBackend(Backend):
             attention_reason="a served model returns no attention; `glassbox explain` can compute maps with a local copy",
         )
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """The server's JSON answer; 429 and 5xx and lost connections are tried again, never past ``deadline``."""
         url = f"{self.base_url}/chat/completions"
         last = ""
         for attempt in range(self.retries + 1):
+            timeout = self.timeout_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0.05:
+                    raise BackendError(_budget_spent(url, last))
+                timeout = min(timeout, left)
             try:
-                response = self._client.post(url, json=body)
+                response = self._client.post(url, json=body, timeout=timeout)
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
+                if deadline is not None and time.monotonic() >= deadline - 0.05:
+                    raise BackendError(_budget_spent(url, last)) from None
             else:
                 if response.status_code == 200:
                     try:
@@ -141,14 +153,25 @@ class OpenAIBackend(Backend):
                     raise BackendError(f"{url} refused the request ({last})")
                 retry_after = response.headers.get("retry-after")
                 if retry_after and retry_after.replace(".", "", 1).isdigit() and attempt < self.retries:
-                    time.sleep(min(float(retry_after), 30))
+                    _pause(min(float(retry_after), 30), deadline)
                     continue
             if attempt < self.retries:
-                time.sleep(min(0.25 * 2**attempt, 8) * (0.5 + random.random() / 2))
+                _pause(min(0.25 * 2**attempt, 8) * (0.5 + random.random() / 2), deadline)
         raise BackendError(f"{url} failed after {self.retries + 1} attempts ({last})")
 
     def close(self) -> None:
         self._client.close()
+
+
+def _budget_spent(url: str, last: str) -> str:
+    return f"the run's time budget ran out while waiting for {url}" + (f" (last: {last})" if last else "")
+
+
+def _pause(seconds: float, deadline: float | None) -> None:
+    """Wait before trying again, but not past the run's deadline (the next attempt then says the budget ran out)."""
+    if deadline is not None:
+        seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+    time.sleep(seconds)
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:

@@ -231,3 +231,35 @@ def test_a_prompt_built_elsewhere_is_asked_every_time(server):
     asked = [policy.decide_prompt(prompt, step=0) for _ in range(2)]
     from_run = policy.decide(task, [], obs())
     assert len(server.requests) == 3 and [o.trace.cache_hit for o in [*asked, from_run]] == [False, False, False]
+
+
+def test_a_server_that_does_not_answer_is_waited_on_only_until_the_runs_deadline():
+    """A request is cut to the run's time left, and nothing is sent again past it (a 120 s timeout tried five
+    times held a 300 s run for ten minutes)."""
+    import threading
+    import time
+
+    from tests.servers import LocalServer, QuietHandler
+
+    seen: list[float] = []
+    release = threading.Event()
+
+    class Silent(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.read_body()
+            seen.append(time.monotonic())
+            release.wait(30)  # never answers while the test runs
+
+    silent = LocalServer(Silent, path="/v1")
+    silent.start()
+    try:
+        task = load_task(TASKS / "publish_product.yaml")
+        policy = QwenPolicy(OpenAIBackend(silent.url, "qwen3-vl-8b-thinking", retries=4, timeout_s=20), task)
+        policy.deadline = time.monotonic() + 1.0
+        out = policy.decide(task, [], obs())
+    finally:
+        release.set()
+        silent.close()
+    error = out.decision.backend_error or ""
+    assert "time budget ran out while waiting for" in error and "ReadTimeout" in error, error
+    assert len(seen) == 1  # not sent again past the deadline

@@ -299,7 +299,9 @@ class RecordedModel(Backend):
         self.outputs = list(outputs)
         self.prompts: list[Prompt] = []
 
-    def generate(self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False) -> Generation:
+    def generate(
+        self, prompt: Prompt, sampling: Sampling, *, step: int, attention: bool = False, deadline: float | None = None
+    ) -> Generation:
         self.prompts.append(prompt)
         entry = self.outputs.pop(0)
         text = entry() if callable(entry) else entry

@@ -64,7 +64,9 @@ class ListBackend(Backend):
         self.outputs = list(outputs)
         self.prompts: list[Prompt] = []
 
-    def generate(self, prompt: Prompt, sampling: object, *, step: int, attention: bool = False) -> Generation:  # type: ignore[override]
+    def generate(
+        self, prompt: Prompt, sampling: object, *, step: int, attention: bool = False, deadline: float | None = None
+    ) -> Generation:  # type: ignore[override]
         self.prompts.append(prompt)
         return Generation(text=self.outputs.pop(0), attention_reason="not captured")
 
