@@ -87,7 +87,8 @@ def load_training_data(runs_dir: Path, mode: Mode, work: Path, thinking: bool | 
     limits: dict[str, tuple[int | None, int | None]] = {}
     digest = hashlib.sha256()
     samples = []
-    for n, line in enumerate(out.read_text(encoding="utf-8").splitlines(), 1):
+    lines = out.read_text(encoding="utf-8").splitlines() if summary.written else []  # nothing written: no samples
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
