@@ -7,6 +7,7 @@ task file, policy name, run reference ...). :class:`_GlassboxGroup` maps the err
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from datetime import datetime
@@ -674,12 +675,20 @@ def runs_rm(
     ],
     runs_dir: RunsDir = Path("runs"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete a run recorded as running too (one on another machine, or stuck).")
+    ] = False,
 ) -> None:
     """Delete runs (folder and index rows)."""
     from tracer.store import RunStore
 
     found = (_resolve(r, runs_dir, writes=ctx, check_record=False) for r in run_ids)  # a damaged run can go too
     refs = list({ref.run_dir.resolve(): ref for ref in found}.values())
+    if not force:  # every run checked before any is deleted
+        for ref in refs:
+            running = _still_running(ref.run_dir)
+            if running is not None:
+                raise _usage_error(f"run {ref.run_id} {running}; stop it first, or pass --force to delete it anyway")
     if not yes:
         if not sys.stdin.isatty():
             raise _usage_error("refusing to delete without confirmation; pass --yes")
@@ -687,6 +696,24 @@ def runs_rm(
     for ref in refs:
         RunStore(ref.runs_dir).remove(ref.run_id)
         console.print(f"removed {escape(str(ref.run_dir))}", soft_wrap=True)
+
+
+def _still_running(run_dir: Path) -> str | None:
+    """How a run's record says it is still being written (deleting it would break it, and the run would write a
+    half folder back), or None. A damaged record says nothing: such a run can go."""
+    from tracer.run_files import process_alive
+    from tracer.schema import RunStatus
+    from tracer.store import read_run
+
+    try:
+        record = read_run(run_dir)
+    except (OSError, ValueError):
+        return None
+    if record.status is not RunStatus.running or not process_alive(record.pid, record.host):
+        return None
+    if record.host != socket.gethostname():
+        return f"is recorded as running on {shown(record.host or 'another machine')} (process {record.pid})"
+    return f"is still running (process {record.pid} on this machine)"
 
 
 @app.command()
