@@ -18,6 +18,7 @@ the Ray worker process between its tasks).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import select
 import signal
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from evals.episode import AttemptResult, EpisodeJob, run_attempt
 
@@ -55,7 +56,7 @@ class _Worker:
         # The worker imports this very code, wherever this process found it (a Ray worker's cwd is elsewhere).
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         self.stderr: IO[bytes] = tempfile.TemporaryFile(prefix="glassbox-worker-")  # a file: nobody has to drain it
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             # -P: the folder the eval was started in is not on the worker's import path (a stray click.py there
             # would shadow the package of that name and fail every episode, while `glassbox run` works).
             [sys.executable, "-P", "-m", "evals.worker", str(os.getpid())],
@@ -202,6 +203,25 @@ def close_idle() -> None:
         _idle.clear()
     for worker in idle:
         worker.close()
+
+
+_spawner_lock = threading.Lock()
+_spawner: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _spawn(*args: Any, **kwargs: Any) -> "subprocess.Popen[bytes]":
+    """subprocess.Popen(...) from one thread that lives as long as this process. PR_SET_PDEATHSIG (see
+    _die_with_parent) fires when the *thread* that started the worker ends, not its process: started from a pool's
+    thread, a worker was killed as that thread ended (at the end of every eval), before it could remove its shop's
+    temporary folder or close its browser."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            # Its one thread is kept for the life of the process (the pool is never shut down): it only starts processes.
+            _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="glassbox-worker-spawner")
+        spawner = _spawner
+    started: subprocess.Popen[bytes] = spawner.submit(lambda: subprocess.Popen(*args, **kwargs)).result()
+    return started
 
 
 def _otel_key(otel_env: dict[str, str] | None) -> tuple[tuple[str, str], ...] | None:

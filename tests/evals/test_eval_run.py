@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -42,9 +43,15 @@ def shop_suite(tmp_path: Path, seeds: list[int], **limits: object) -> Path:
     return path
 
 
-def eval_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def eval_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", "eval", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "cli", "eval", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -63,8 +70,14 @@ def assert_recorded(runs: Path, eval_id: str, episodes: list[dict[str, object]],
 def test_a_suite_runs_with_two_worker_processes_every_episode_recorded(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     seeds = [1, 2, 3]
-    done = eval_cli(str(shop_suite(tmp_path, seeds)), "--workers", "2", "--runs-dir", str(runs), "--json")
+    temp = tmp_path / "tmp"  # the workers' temporary folders (each episode's shop data) go here
+    temp.mkdir()
+    args = (str(shop_suite(tmp_path, seeds)), "--workers", "2", "--runs-dir", str(runs), "--json")
+    done = eval_cli(*args, env={"TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr
+    # The workers exit on their own at the end, cleaning up: killed as the pool's threads ended, they left their
+    # last shop's folder behind (PR_SET_PDEATHSIG follows the thread that started a process).
+    assert not list(temp.glob("glassbox-shop-*"))
     report = json.loads(done.stdout)
     assert (report["engine"], report["workers"], report["skipped"]) == ("local", 2, 0)
     assert_recorded(runs, report["eval_id"], report["episodes"], seeds)
