@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -15,6 +18,35 @@ from sites.shop.layout import layout_for_seed
 
 DEFAULT_USERNAME = "admin"
 DEFAULT_PASSWORD = "Xq7-tulip-4821"
+_PREFIX = "glassbox-shop-"
+_OWNED = re.compile(r"glassbox-shop-(\d+)-[A-Za-z0-9_]+")
+
+
+def remove_stale_data_dirs() -> int:
+    """Remove the temporary shop folders whose process is gone (killed before it could remove its own); returns
+    how many. Only folders named with a pid, owned by this user, are considered: another user's are not ours."""
+    removed = 0
+    root = Path(tempfile.gettempdir())
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _OWNED.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(match.group(1)), 0)
+            continue  # its process is still there
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError, OverflowError):
+            continue  # not ours to judge (no permission to signal it, a pid out of range)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 class ShopServer:
@@ -40,7 +72,8 @@ class ShopServer:
         if data_dir:
             self.data_dir = Path(data_dir)
         else:
-            self._tmp = tempfile.TemporaryDirectory(prefix="glassbox-shop-")
+            remove_stale_data_dirs()  # a run or eval worker killed with SIGKILL left its folder behind
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{os.getpid()}-")
             self.data_dir = Path(self._tmp.name)
         self.app = create_app(data_dir=self.data_dir, layout=self.layout, username=username, password=password)
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
