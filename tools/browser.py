@@ -435,10 +435,9 @@ class BrowserExecutor(BaseExecutor):
     def close(self) -> None:
         if self._watch is not None:
             stop_if_busy(self._watch.session)  # a script that never returns holds the close for minutes
-            self._watch.close()
-        if self._capture is not None:
-            self._capture.close()
-            self._capture = None
+        # The sessions are not detached one by one: closing the context (or browser) below ends them, and a detach
+        # is not answered while a page is still loading.
+        self._capture = None
         # Our own browser is closed whole, contexts and all, whatever its pages do (a busy tab behind does not hold
         # that, as it would a context's close); a shared one stays, and only this run's context is closed.
         closer = self._browser if self._pw is not None else self._context

@@ -68,6 +68,23 @@ def _timed_out(timeout_ms: float) -> CaptureTimeout:
     )
 
 
+DETACH_WAIT_S = 2.0
+
+
+def detach_within(session: Any, wait_s: float = DETACH_WAIT_S) -> None:
+    """Detach a DevTools session, waiting at most ``wait_s``: Chromium does not answer a detach while the page is
+    still loading (a server that never answers held `glassbox run` for good). Never raises (the page may be gone)."""
+    impl = getattr(session, "_impl_obj", None)
+    sync = getattr(session, "_sync", None)
+    try:
+        if impl is not None and sync is not None:  # Playwright's private async side, as send_all uses it
+            sync(asyncio.wait_for(impl.detach(), wait_s))
+        else:
+            session.detach()
+    except Exception:  # gone already, or no answer in time: closing its context ends it anyway
+        pass
+
+
 def png_size(png: bytes) -> tuple[int, int]:
     """(width, height) read from a PNG's header, without decoding the image."""
     if len(png) < 24 or not png.startswith(_PNG_SIGNATURE) or png[12:16] != b"IHDR":
@@ -188,8 +205,5 @@ class PageCapture:
 
     def close(self) -> None:
         if self._session is not None:
-            try:
-                self._session.detach()
-            except Exception:  # the page or browser is already gone
-                pass
+            detach_within(self._session)
             self._session = None

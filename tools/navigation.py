@@ -142,10 +142,9 @@ class NavigationWatch:
         return self._world
 
     def close(self) -> None:
-        try:
-            self.session.detach()
-        except Exception:  # the page or browser is already gone
-            pass
+        from tools.capture import detach_within
+
+        detach_within(self.session)
 
     # Requested, then stopped loading: a document loaded, a 204 answer, a download, a failed or refused load all
     # end with frameStoppedLoading, so pending never waits for a load that is not coming.

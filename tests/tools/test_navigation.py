@@ -93,3 +93,38 @@ def test_a_navigation_that_never_loads_ends_the_wait(chromium, site):
         assert outcome.status == "ok" and outcome.navigated
         assert outcome.settle_ms is not None and outcome.settle_ms < 30_000
         assert browser.perceive().title == "form"
+
+
+_NEVER_ANSWERED = """
+import socket, sys
+from tools.browser import BrowserExecutor, BrowserSettings, StartPageError
+silent = socket.socket()
+silent.bind(("127.0.0.1", 0))
+silent.listen(8)  # accepts (the kernel does) and never answers
+browser = BrowserExecutor(BrowserSettings()).start()
+try:
+    browser.goto(f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout_ms=1000)
+except StartPageError as exc:
+    print(exc, flush=True)
+browser.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_start_page_that_never_answers_fails_and_the_browser_still_closes() -> None:
+    """Chromium answers no DevTools detach while a page is loading: a server that accepts and never answers held the
+    close (and `glassbox run`) for good, after the start page's error was already known. (In a child process:
+    Playwright's objects cannot be closed from another thread, and a hang must not hold the suite.)"""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _NEVER_ANSWERED], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("closing the browser hung on the page still loading")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == [f"the start page {done.stdout.split()[3]} did not load within 1 s", "closed"]
