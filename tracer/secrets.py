@@ -33,6 +33,10 @@ _HASH_MOD = 1 << 64
 _NUMPY_FROM = 512  # texts at least this long are scanned with numpy (per-character Python costs more)
 
 
+# Encodings a page without a declared charset is read (and its forms submitted) in, by browser locale.
+_LEGACY_ENCODINGS = ("cp1252", "iso-8859-2", "cp1251", "koi8-r", "gbk", "gb18030", "big5", "shift_jis", "euc-jp", "euc-kr")
+
+
 def secret_forms(secret: str) -> set[str]:
     """Every encoding in which ``secret`` may show up in recorded or served text (the secret included)."""
     forms = {secret}
@@ -41,14 +45,18 @@ def secret_forms(secret: str) -> set[str]:
         forms.add(escaped)
         # JSON embedded in HTML (`<`, `>`, `&` written as \u003c ...), as a viewer page embeds it.
         forms.add(escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-    url_forms = (
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-        quote_plus(secret, safe="/"),
-        quote(secret, safe="!'()*~"),  # JavaScript's encodeURIComponent
-        quote_plus(secret, safe="*"),
-    )  # a browser submitting a form with GET
+    url_forms = []
+    # A browser submits a form in the page's own encoding: a page that declares none is read as windows-1252 (or
+    # the locale's legacy encoding), and a character it cannot hold goes as &#NNNN;, all percent-encoded.
+    for encoding in ("utf-8", *_LEGACY_ENCODINGS) if not secret.isascii() else ("utf-8",):
+        url_forms += [
+            quote(secret, safe="", encoding=encoding, errors="xmlcharrefreplace"),
+            quote(secret, encoding=encoding, errors="xmlcharrefreplace"),
+            quote_plus(secret, encoding=encoding, errors="xmlcharrefreplace"),
+            quote_plus(secret, safe="/", encoding=encoding, errors="xmlcharrefreplace"),
+            quote_plus(secret, safe="*", encoding=encoding, errors="xmlcharrefreplace"),
+        ]
+    url_forms.append(quote(secret, safe="!'()*~"))  # JavaScript's encodeURIComponent (always UTF-8)
     every_byte = "".join(f"%{b:02X}" for b in secret.encode())  # a page may percent-encode every character
     for encoded in (*url_forms, every_byte):
         for form in (encoded, encoded.replace("~", "%7E")):  # Chromium's form encoding writes ~ as %7E
