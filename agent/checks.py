@@ -114,7 +114,8 @@ def _run(
             return _find_match(task, value, check.match, f"no item at {check.path or 'the top level'} matches", scrub)
         case UrlMatchCheck() if page is not None:
             url = page.page_url()
-            return re.search(check.pattern, url) is not None, f"URL is {url}"
+            pattern = task.render_secret(check.pattern, escape=re.escape)  # a value matches as written, dots and all
+            return re.search(pattern, url) is not None, f"URL is {url}"
         case TextPresentCheck() if page is not None:
             text = task.render_secret(check.text)
             body = page.page_text()

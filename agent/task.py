@@ -22,7 +22,7 @@ import site
 import stat
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import unquote, urljoin, urlsplit
@@ -891,10 +891,18 @@ class Task(_Strict):
 
         return shlex.join(_PLACEHOLDER.sub(fill, part) for part in argv)
 
-    def render_secret(self, text: str) -> str:
-        """Fill placeholders with real values, secrets included: for checks that never leave the machine."""
-        values = {**self.input_values(), **self.runtime}
-        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+    def render_secret(self, text: str, *, escape: Callable[[str], str] | None = None) -> str:
+        """Fill placeholders with real values, secrets included: for checks that never leave the machine.
+        ``escape`` quotes each value for where it goes (``re.escape`` in a regular expression)."""
+        values = {**self.input_values(), **self.runtime, "seed": str(self.seed)}
+
+        def fill(match: re.Match[str]) -> str:
+            value = values.get(match.group(1))
+            if value is None:
+                return match.group(0)
+            return escape(value) if escape is not None else value
+
+        return _PLACEHOLDER.sub(fill, text)
 
     def goal_text(self) -> str:
         return self.render(self.goal)
