@@ -25,7 +25,7 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command, unlabel_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
-from cli.output import clean, console, err_console, say_damaged, shown
+from cli.output import clean, console, err_console, runs_dir_is_folder, say_damaged, shown, writable_runs_dir
 from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
@@ -85,7 +85,7 @@ app.command("unlabel")(unlabel_command)
 export_app.command("otel")(export_otel_cmd)  # glassbox export otel RUN...: cli/otel_cmd.py
 app.command("train")(train_command)  # glassbox train sft|dpo --from-labels: cli/train_cmd.py
 
-RunsDir = Annotated[Path, typer.Option(help="The runs directory.")]
+RunsDir = Annotated[Path, typer.Option(help="The runs directory.", callback=runs_dir_is_folder)]
 RUN_HELP = "The run: its folder as `glassbox run` prints it (runs/<id>), its id, or a unique prefix of the id."
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help=RUN_HELP, show_default=False)]
 
@@ -145,7 +145,7 @@ AllowPrograms = Annotated[
 def run(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="Task file to run.")],
     policy: Annotated[Optional[str], typer.Option(help=f"Who decides: {', '.join(POLICIES)} (default: the task's).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders are written.", callback=runs_dir_is_folder)] = Path("runs"),
     layout_seed: Annotated[
         Optional[int], typer.Option(min=0, max=2**31 - 1, help="Layout seed of the bundled site (overrides the task's).")
     ] = None,
@@ -211,6 +211,8 @@ def run(
 ) -> None:
     """Run a task: perceive, think, act, record, then check whether it was done."""
     from agent.loop import run_task
+
+    writable_runs_dir(runs_dir)
 
     task = load_task(task_file, files_root=files_root, allow_programs=True if allow_programs else None)
     for _, command in task.programs():  # say what will run before anything runs
@@ -684,6 +686,8 @@ def runs_rm(
 
     found = (_resolve(r, runs_dir, writes=ctx, check_record=False) for r in run_ids)  # a damaged run can go too
     refs = list({ref.run_dir.resolve(): ref for ref in found}.values())
+    for folder in {ref.runs_dir for ref in refs}:
+        writable_runs_dir(folder)
     if not force:  # every run checked before any is deleted
         for ref in refs:
             running = _still_running(ref.run_dir)
@@ -812,6 +816,7 @@ def _rerun(
     outcome and exit 0 when the new run succeeded, else 1. ``options`` go to ``start`` as they are."""
     _check_urls(site_url=options.get("site_url"), base_url=base_url)
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside its source
+    writable_runs_dir(source.runs_dir)
     hooks = _step_printer()
     traces = export_for_run(otel, hooks, source_run=source.run_dir)
     try:

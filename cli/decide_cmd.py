@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from cli.output import confidence_markup, console, shown, usage_error, write_json
+from cli.output import confidence_markup, console, runs_dir_is_folder, shown, usage_error, write_json
 from cli.run_ref import resolve_run
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def decide_command(
     labelled: Annotated[
         bool, typer.Option("--labelled", help="Decide every labelled step and count the clicks inside the labelled element.")
     ] = False,
-    runs_dir: Annotated[Path, typer.Option(help="The runs directory.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(help="The runs directory.", callback=runs_dir_is_folder)] = Path("runs"),
     policy: Annotated[
         Optional[ModelPolicy], typer.Option(help="qwen3vl (local) or openai (served); default: openai with --base-url.")
     ] = None,

@@ -16,7 +16,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.otel_cmd import OtelFlag
-from cli.output import Column, console, err_console, is_tty, print_table, usage_error, write_json
+from cli.output import (
+    Column,
+    console,
+    err_console,
+    is_tty,
+    print_table,
+    runs_dir_is_folder,
+    usage_error,
+    writable_runs_dir,
+    write_json,
+)
 
 
 class EngineName(str, Enum):
@@ -43,7 +53,9 @@ def eval_command(
     ] = None,
     engine: Annotated[EngineName, typer.Option(help="local: worker processes here; ray: Ray tasks.")] = EngineName.local,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto or ray://head:10001).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders (and evals/<id>/) are written.")] = Path("runs"),
+    runs_dir: Annotated[
+        Path, typer.Option(help="Where run folders (and evals/<id>/) are written.", callback=runs_dir_is_folder)
+    ] = Path("runs"),
     eval_id: Annotated[
         Optional[str], typer.Option(help="Resume this eval (finished episodes are skipped), or name a new one.")
     ] = None,
@@ -70,6 +82,7 @@ def eval_command(
 
     if address is not None and engine is not EngineName.ray:
         raise usage_error("--address is for --engine ray")
+    writable_runs_dir(runs_dir)
     builtin = str(suite_path) == "miniwob" and not suite_path.exists()
     if not builtin and (tasks is not None or seeds is not None):
         raise usage_error("--tasks and --seeds are for the built-in suite: glassbox eval miniwob --tasks ... --seeds ...")

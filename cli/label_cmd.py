@@ -16,7 +16,7 @@ import typer
 from pydantic import BaseModel
 from rich.markup import escape
 
-from cli.output import Column, clean, console, missing_runs_dir, print_table, usage_error, write_json
+from cli.output import Column, clean, console, missing_runs_dir, print_table, runs_dir_is_folder, usage_error, write_json
 from cli.run_ref import resolve_run
 from tools.errors import UsageError
 
@@ -66,7 +66,7 @@ def label_command(
     text: Annotated[Optional[str], typer.Option("--text", help="The text to type (with --action type).")] = None,
     keys: Annotated[Optional[str], typer.Option("--keys", help="Keys to press, joined by + (ctrl+a).")] = None,
     note: Annotated[Optional[str], typer.Option("--note", help="Why (free text, kept with the label).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="The runs directory.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(help="The runs directory.", callback=runs_dir_is_folder)] = Path("runs"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the label as JSON.")] = False,
 ) -> None:
     """Label a recorded step correct or wrong, as in the viewer (for scripts and a benchmark's oracle)."""
@@ -94,7 +94,7 @@ def label_command(
 
 def labels_command(
     run: Annotated[Optional[str], typer.Argument(metavar="[RUN]", help=RUN_HELP + " All runs when left out.")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="The runs directory.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(help="The runs directory.", callback=runs_dir_is_folder)] = Path("runs"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the labels as JSON.")] = False,
 ) -> None:
     """List the labels standing on a run's steps (or on every run's), undone ones left out."""
@@ -139,7 +139,7 @@ def _what(label: Label) -> str:
 
 def unlabel_command(
     label_id: Annotated[int, typer.Argument(metavar="ID", help="The label's id (glassbox labels lists them).")],
-    runs_dir: Annotated[Path, typer.Option(help="The runs directory.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(help="The runs directory.", callback=runs_dir_is_folder)] = Path("runs"),
 ) -> None:
     """Undo a label, as the viewer's Undo does: its run's labels file keeps it, marked undone."""
     from replays.labels import Labels

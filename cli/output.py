@@ -6,6 +6,7 @@ not a terminal (``glassbox runs list | grep failed``), every row is printed whol
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,32 @@ def usage_error(message: str) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit (code 2) for the caller to raise."""
     err_console.print(f"[bold red]error:[/] {escape(clean(message, lines=True))}")
     return typer.Exit(code=2)
+
+
+def runs_dir_is_folder(value: Path) -> Path:
+    """A --runs-dir option's check (typer callback): a file there is a usage error, named, not a traceback later."""
+    if value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is a file, not a folder of runs")
+    return value
+
+
+def writable_runs_dir(runs_dir: Path) -> None:
+    """For commands that record: the runs directory, or the folder it will be made in, must take new files (not a
+    read-only mount, nor a path through a file), or the command stops here with a usage error naming it. Nothing is
+    made: a command that stops later for another reason leaves no folder behind."""
+    import errno
+    import tempfile
+
+    probe = runs_dir
+    while not probe.exists() and probe.parent != probe:  # the nearest part of the path that is there
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise usage_error(f"cannot write to the runs directory {runs_dir}: {os.strerror(errno.ENOTDIR)}")
+    try:
+        with tempfile.TemporaryFile(dir=probe):  # what a run does first: write a file there
+            pass
+    except OSError as exc:
+        raise usage_error(f"cannot write to the runs directory {runs_dir}: {exc.strerror or exc}") from None
 
 
 # Would break "one row per line" or drive the terminal; the bidirectional overrides and isolates would reorder
