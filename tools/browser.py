@@ -454,8 +454,10 @@ class BrowserExecutor(BaseExecutor):
     def _watchdog(self) -> ScriptWatchdog:
         """Stops the page's script when it holds the page past half the action time limit (tools.script_watchdog):
         before the DevTools calls waiting on the page (a capture, a frame) give up at the limit itself."""
-        session = self._watch.session if self._watch is not None else None  # None: not started, no watchdog
-        return ScriptWatchdog(self.page, session, limit_s=self.settings.action_timeout_ms / 2000)
+        watch = self._watch
+        session = watch.session if watch is not None else None  # None: not started, no watchdog
+        navigating = (lambda: watch.pending) if watch is not None else None
+        return ScriptWatchdog(self.page, session, limit_s=self.settings.action_timeout_ms / 2000, navigating=navigating)
 
     def act(self, action: A.Action, *, deadline: float | None = None) -> Outcome:
         with self._watchdog() as watchdog:

@@ -19,6 +19,7 @@ is left alone: the action waits on something else (a slow navigation is not a sc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -42,11 +43,16 @@ def stop_if_busy(session: Any, *, probe_s: float = 1.0) -> bool:
 class ScriptWatchdog:
     """Runs while its ``with`` block does; ``stopped``: how many times it stopped the page's script."""
 
-    def __init__(self, page: Any, session: Any, *, limit_s: float, probe_s: float = 1.0) -> None:
+    def __init__(
+        self, page: Any, session: Any, *, limit_s: float, probe_s: float = 1.0, navigating: Callable[[], bool] | None = None
+    ) -> None:
         # Playwright's private async side (as tools.capture uses it): without it, no watchdog, as before.
         self._loop: asyncio.AbstractEventLoop | None = getattr(page, "_loop", None)
         self._session: Any = getattr(session, "_impl_obj", None)
         self.limit_s, self.probe_s = limit_s, probe_s
+        # While the main frame waits for a new document (a link to a slow server), Chromium leaves the old one's
+        # DevTools calls unanswered: that is a slow server, not a busy script, and the settle has its own limit.
+        self._navigating = navigating or (lambda: False)
         self.stopped = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -63,7 +69,7 @@ class ScriptWatchdog:
     async def _watch(self) -> None:
         await asyncio.sleep(self.limit_s)
         while True:
-            if not await self._answers():
+            if not await self._answers() and not self._navigating():
                 self.stopped += 1
                 try:
                     await self._session.send("Runtime.terminateExecution", {}, self.probe_s * 1000)

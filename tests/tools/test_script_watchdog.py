@@ -104,3 +104,31 @@ def test_a_busy_page_does_not_hold_the_close(browser: BrowserExecutor) -> None:
     assert done.returncode == 0, done.stderr
     print(done.stdout.strip())
     assert done.stdout.startswith("closed in ")
+
+
+def test_a_link_to_a_slow_server_is_a_navigation_not_a_busy_script() -> None:
+    """Chromium leaves DevTools calls to the old document unanswered while the new one is on its way: a link whose
+    server takes 2 s (past the 0.5 s limit) was recorded as an error and its page's script "stopped"."""
+    import threading
+
+    from tests.servers import LocalServer, QuietHandler
+
+    start = b"""<!doctype html><title>start</title><body style="margin:0">
+    <a href="/next" style="display:block;width:1280px;height:800px">slow link</a></body>"""
+    release = threading.Event()
+
+    class Slow(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/next":
+                release.wait(2)
+                self.reply(200, b"<!doctype html><title>next</title><p>arrived</p>", "text/html")
+            else:
+                self.reply(200, start, "text/html")
+
+    require_chromium()
+    with LocalServer(Slow) as server, BrowserExecutor(BrowserSettings(action_timeout_ms=1000)) as browser:
+        browser.goto(server.url + "/")
+        outcome = click(browser, 640, 400)
+        release.set()
+        assert outcome.status == "ok", outcome.error
+        assert outcome.navigated and browser.perceive().title == "next"
