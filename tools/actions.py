@@ -55,6 +55,13 @@ class _Action(BaseModel):
 class _PointAction(_Action):
     coordinate: Coordinate
 
+    @field_validator("coordinate", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(isinstance(c, bool) for c in v):  # JSON true is no pixel (pydantic reads it as 1)
+            raise ValueError("coordinate must hold two numbers, not true/false")
+        return v
+
     @field_validator("coordinate")
     @classmethod
     def _finite(cls, v: list[float]) -> list[float]:

@@ -20,6 +20,7 @@ from agent.backends.base import Backend, BackendError, Generation, Sampling, Tok
 from agent.prompt import ImagePart, Prompt, TextPart
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+CHARS_PER_TOKEN_LIMIT = 32  # a token is a few characters; far past this is not one model's answer to max_tokens
 
 
 class OpenAIBackend(Backend):
@@ -99,6 +100,12 @@ class OpenAIBackend(Backend):
         if not isinstance(content, str):
             raise BackendError(f"the server's message content is {type(content).__name__}, not text")
         reasoning = _reasoning(message)
+        finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
+        # No model writes more than a few characters a token: a server that sends megabytes past max_tokens would fill
+        # the run's records (each step keeps its output twice) and the viewer. Cut, and said as a length stop.
+        limit = CHARS_PER_TOKEN_LIMIT * max(sampling.max_new_tokens, 256)
+        if len(content) > limit or len(reasoning or "") > limit:
+            content, reasoning, finish = content[:limit], reasoning[:limit] if reasoning else reasoning, "length"
         tool_calls = message.get("tool_calls") or None
         if tool_calls is not None and not (isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
             raise BackendError(f"the server's tool_calls is not a list of objects: {str(tool_calls)[:200]}")
@@ -117,7 +124,7 @@ class OpenAIBackend(Backend):
             prompt_tokens=_int(usage.get("prompt_tokens")),
             output_tokens=_int(usage.get("completion_tokens")),
             reasoning_tokens=_int(details.get("reasoning_tokens")),
-            finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+            finish_reason=finish,
             attention_reason="a served model returns no attention; `glassbox explain` can compute maps with a local copy",
         )
 

@@ -263,3 +263,13 @@ def test_a_server_that_does_not_answer_is_waited_on_only_until_the_runs_deadline
     error = out.decision.backend_error or ""
     assert "time budget ran out while waiting for" in error and "ReadTimeout" in error, error
     assert len(seen) == 1  # not sent again past the deadline
+
+
+def test_an_answer_far_past_max_tokens_is_cut_and_said_as_a_length_stop(server):
+    """5 MB of "reasoning" for a 1024-token limit would go into steps.jsonl twice and into the viewer page."""
+    server.answer({"content": "x" * 5_000_000 + THOUGHT})
+    policy, task = policy_for(server, max_new_tokens=1024)
+    out = policy.decide(task, [], obs())
+    assert len(out.trace.raw_output or "") <= 32 * 1024
+    assert out.decision.tool_calls == []  # what came after the cut is not acted on
+    assert "1024-token limit" in (out.decision.parse_error or ""), out.decision.parse_error

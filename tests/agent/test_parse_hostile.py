@@ -420,3 +420,12 @@ def test_a_cut_off_thought_and_an_off_grid_call_are_error_steps_fed_back(tmp_pat
     assert shop.values[0] == shop.values[1] == shop.values[2]  # nothing was typed
     assert CUT_OFF in prompt_text(model.prompts[1])  # each error is fed back to the model on its next turn
     assert grid.error in prompt_text(model.prompts[2])
+
+
+def test_true_and_false_are_no_coordinates() -> None:
+    """JSON booleans are ints to pydantic: [true, false] was clicked at pixel (1, 0) and the step recorded as ok."""
+    from tools.actions import ActionError, ToolCall, parse_tool_call
+
+    with pytest.raises(ActionError, match="not true/false"):
+        parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [True, False]}))
+    assert parse_tool_call(ToolCall(name="computer_use", arguments={"action": "left_click", "coordinate": [1, 0]}))
