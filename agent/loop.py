@@ -131,6 +131,9 @@ def run_task(
     policy_name = policy or task.policy.name
     if policy_factory is None:
         check_policy(policy_name, task)  # a bad --policy fails here, not after the site and Chromium started
+        # The run records the task as it ran: its policy section names the policy that decided (--policy openai
+        # beside the --base-url and --model it was given), not the file's.
+        task = with_policy_overrides(task, {"name": policy_name})
     links: _Links = {
         "parent_run": parent_run,
         "parent_step": parent_step,

@@ -44,7 +44,11 @@ def check_policy(name: str, task: Task) -> None:
     if name not in POLICIES:
         raise PolicyUnavailable(f"unknown policy {name!r}; available: {', '.join(POLICIES)}")
     if name == "script" and not task.script:
-        raise PolicyUnavailable(f"task {task.name!r} has no 'script:' section, so --policy script cannot run it")
+        where = f" ({task.source})" if task.source else ""
+        raise PolicyUnavailable(
+            f"task {task.name!r}{where} has no 'script:' section, so the script policy cannot run it; "
+            "give it a model: --policy qwen3vl --model DIR, or --policy openai --base-url URL --model NAME"
+        )
     if name == "script" and uses_text_targets_by_ocr(task):
         from tools.ocr import ocr_available
 

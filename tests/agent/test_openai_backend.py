@@ -273,3 +273,25 @@ def test_an_answer_far_past_max_tokens_is_cut_and_said_as_a_length_stop(server):
     assert len(out.trace.raw_output or "") <= 32 * 1024
     assert out.decision.tool_calls == []  # what came after the cut is not acted on
     assert "1024-token limit" in (out.decision.parse_error or ""), out.decision.parse_error
+
+
+def test_the_recorded_task_names_the_policy_that_ran(server, tmp_path):
+    """run.json's task section said `policy.name: script` (the file's) beside the --base-url and --model of the
+    openai policy that ran."""
+    from agent.loop import run_task
+    from tools.fake import FakeExecutor
+    from tracer.store import read_run
+
+    terminate = {"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}
+    server.answer({"content": "Done.\n</think>\n\n<tool_call>\n" + json.dumps(terminate) + "\n</tool_call>"})
+    task = load_task(TASKS / "publish_product.yaml")
+    result = run_task(
+        task,
+        policy="openai",
+        runs_dir=tmp_path / "runs",
+        policy_overrides={"base_url": server.url, "model": "qwen3-vl-8b-thinking"},
+        executor=FakeExecutor(secrets=task.secret_values()),
+    )
+    record = read_run(result.run_dir)
+    assert record.policy == "openai" and record.task["policy"]["name"] == "openai"
+    assert record.task["policy"]["base_url"] == server.url
