@@ -194,7 +194,7 @@ class _Loop:
             parent_step=links.get("parent_step"),
             eval_id=links.get("eval_id"),
             episode_id=links.get("episode_id"),
-            task_file=str(task.source) if task.source else None,
+            task_file=str(task.source.resolve()) if task.source else None,  # replayable from any folder
             task=task.public_dict(),
             goal=self.scrub.scrub_text(task.goal_text()),
             policy=policy.name,
