@@ -661,6 +661,20 @@ class Task(_Strict):
                 if ref not in names:
                     known = ", ".join(sorted(names)) or "none"
                     problems.append((loc, f"refers to {{{ref}}}, which is not an input (inputs: {known})"))
+                elif ref in self.inputs and self.inputs[ref].secret and _in_the_page(loc, self.checks):
+                    # The page is not trusted with a secret: these get <secret>name</secret>, so would never match.
+                    instead = (
+                        "find the element by its label or a selector instead"
+                        if loc[0] == "script"
+                        else "check it with text_present, http_json or file_json, which compare it on this machine"
+                    )
+                    problems.append(
+                        (
+                            loc,
+                            f"{{{ref}}} is a secret, and this text goes to the page, which is never given a secret (it "
+                            f"would read <secret>{ref}</secret>); {instead}",
+                        )
+                    )
         for i, step in enumerate(self.script or []):
             args = step.arguments()
             if step.action == "upload_file" and args.get("file") not in self.files:
@@ -1001,6 +1015,13 @@ def parse_task(
     if problems:
         raise TaskError(source, problems)
     return task
+
+
+def _in_the_page(loc: tuple[Any, ...], checks: list[Any]) -> bool:
+    """Whether a templated text at ``loc`` is handed to the page: a script step's target, a js check's expression."""
+    if loc[0] == "script" and len(loc) > 2 and loc[2] == "target":
+        return True
+    return loc[0] == "checks" and isinstance(checks[loc[1]], JsCheck) and loc[2] == "expression"
 
 
 def _programs_allowed(source: Path | None, allow: bool | None) -> bool:

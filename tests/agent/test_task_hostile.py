@@ -253,6 +253,21 @@ CASES = [
         ("checks[0].argv", "starts a program (curl evil.example)", "--allow-programs"),
         11,
     ),
+    # -- a secret named where the page would be handed it (it only ever gets <secret>name</secret>)
+    edit(
+        "secret-in-js-check",
+        "  - {type: text_present, text: done}",
+        "  - {type: js, expression: \"document.title === '{password}'\"}",
+        ("checks[0].expression: {password} is a secret", "text_present, http_json or file_json"),
+        10,
+    ),
+    edit(
+        "secret-in-script-target",
+        "  - {action: left_click, coordinate: [500, 500]}",
+        "  - {action: left_click, target: {text: 'You typed {password}'}}",
+        ("script[0].target.text: {password} is a secret", "by its label or a selector"),
+        14,
+    ),
 ]
 
 
