@@ -677,6 +677,14 @@ class Task(_Strict):
                     )
         for i, step in enumerate(self.script or []):
             args = step.arguments()
+            if step.action == "key" and isinstance(args.get("keys"), list):
+                from tools.actions import ActionError
+                from tools.keys import playwright_chord, pyautogui_keys
+
+                try:  # the device's own key names: a typo would fail every try of the step at run time
+                    (pyautogui_keys if self.environment == "desktop" else playwright_chord)([str(k) for k in args["keys"]])
+                except ActionError as exc:
+                    problems.append((("script", i, "keys"), str(exc)))
             if step.action == "upload_file" and args.get("file") not in self.files:
                 declared = ", ".join(sorted(self.files)) or "none"
                 problems.append((("script", i, "file"), f"{args.get('file')!r} is not a declared file (files: {declared})"))

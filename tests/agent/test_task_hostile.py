@@ -268,6 +268,13 @@ CASES = [
         ("script[0].target.text: {password} is a secret", "by its label or a selector"),
         14,
     ),
+    edit(
+        "unknown-key-name",
+        "  - {action: left_click, coordinate: [500, 500]}",
+        "  - {action: key, keys: [contrl, a]}",
+        ("script[0].keys: unknown key name 'contrl'",),
+        14,
+    ),
 ]
 
 
