@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.task_yaml import YamlProblem, dotted, line_prefix, load_yaml, read_task_text
+from agent.task_yaml import YamlProblem, dotted, inputs_as_written, line_prefix, load_yaml, read_task_text
 from tools.actions import BROWSER_TOOLS, COMPUTER_USE_ACTIONS, POINT_ACTIONS, ActionError, ToolCall, parse_tool_call
 from tools.coords import CoordinateMode
 from tools.errors import UsageError
@@ -989,6 +989,7 @@ def parse_task(
         raise TaskError(source, [exc.describe()]) from None
     if not isinstance(data, dict):
         raise TaskError(source, ["line 1: a task file must be a mapping of fields (name, goal, target, ...)"])
+    inputs_as_written(node, data)
     try:
         task = Task.model_validate(data, context={"defer_cross_checks": True})
     except ValidationError as exc:

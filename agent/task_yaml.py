@@ -177,6 +177,32 @@ def load_yaml(text: str) -> tuple[Node | None, Any]:
     return node, data
 
 
+_TYPED = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
+
+
+def inputs_as_written(node: Node | None, data: dict[str, Any]) -> None:
+    """Put back, as the text written, each input value that YAML read as a number, a truth value or a date: an
+    input is text typed into a page, and YAML turns `zip: 01234` into 668, `price: 39.90` into 39.9 and
+    `phone: +4912345` into 4912345. Quoted values and strings are left as they are."""
+    inputs = data.get("inputs")
+    if not isinstance(node, MappingNode) or not isinstance(inputs, dict):
+        return
+    inputs_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "inputs"), None)
+    if not isinstance(inputs_node, MappingNode):
+        return
+    for key_node, value_node in inputs_node.value:
+        name = key_node.value if isinstance(key_node, ScalarNode) else None
+        if name not in inputs:
+            continue
+        if isinstance(value_node, ScalarNode) and value_node.tag in _TYPED:
+            inputs[name] = value_node.value
+        elif isinstance(value_node, MappingNode) and isinstance(inputs[name], dict):
+            for field_key, field_value in value_node.value:
+                if isinstance(field_key, ScalarNode) and field_key.value == "value":
+                    if isinstance(field_value, ScalarNode) and field_value.tag in _TYPED:
+                        inputs[name]["value"] = field_value.value
+
+
 def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
     # "while scanning a quoted scalar, found unexpected end of stream": the context says what was being read.
     parts = [p for p in (exc.context, exc.problem) if p]
