@@ -19,6 +19,8 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -49,6 +51,9 @@ log = structlog.get_logger("glassbox.eval")
 
 Engine = Literal["local", "ray"]
 ProgressCallback = Callable[[int, int, "EpisodeResult | None"], None]  # (finished, planned, the result just in)
+
+
+LOCK_FILE = ".running"  # in the eval's folder: flock'ed (and the pid written) while a process runs the eval
 
 
 class EvalUsageError(UsageError, ValueError):
@@ -97,6 +102,46 @@ def run_eval(
         folder = eval_dir(runs_dir, eval_id)
     except ValueError as exc:
         raise EvalUsageError(str(exc)) from None
+    with _running_alone(folder, eval_id):  # a second copy would run every episode again beside the first
+        return _run_eval(suite, runs_dir, eval_id, folder, workers, engine, address, on_progress, on_start, otel)
+
+
+@contextmanager
+def _running_alone(folder: Path, eval_id: str) -> Iterator[None]:
+    """Hold the eval's lock while it runs (released when the process ends, however it ends); EvalUsageError when
+    another process holds it."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+            raise EvalUsageError(
+                f"eval {eval_id} is running already (process {holder}); let it finish, or stop it, then run this again "
+                "to resume it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_eval(
+    suite: Suite,
+    runs_dir: Path,
+    eval_id: str,
+    folder: Path,
+    workers: int | None,
+    engine: Engine,
+    address: str | None,
+    on_progress: ProgressCallback | None,
+    on_start: Callable[[str, Path, int, int], None] | None,
+    otel: bool,
+) -> EvalOutcome:
     episodes = suite.episodes()
     digest = suite.plan_digest()
     try:
