@@ -102,6 +102,16 @@ def run_eval(
         folder = eval_dir(runs_dir, eval_id)
     except ValueError as exc:
         raise EvalUsageError(str(exc)) from None
+    digest = suite.plan_digest()
+    try:
+        plan = read_plan(folder)
+    except (OSError, ValueError) as exc:
+        raise EvalUsageError(f"{folder}: the eval's plan.json cannot be read: {exc}") from None
+    if plan is not None and plan.digest != digest:
+        raise EvalUsageError(
+            f"eval {eval_id} ran another suite ({plan.suite_name}, {plan.suite_source}) or the suite changed since; "
+            "resume it with the same suite, or start a new eval"
+        )
     with _running_alone(folder, eval_id):  # a second copy would run every episode again beside the first
         return _run_eval(suite, runs_dir, eval_id, folder, workers, engine, address, on_progress, on_start, otel)
 
@@ -144,15 +154,7 @@ def _run_eval(
 ) -> EvalOutcome:
     episodes = suite.episodes()
     digest = suite.plan_digest()
-    try:
-        plan = read_plan(folder)
-    except (OSError, ValueError) as exc:
-        raise EvalUsageError(f"{folder}: the eval's plan.json cannot be read: {exc}") from None
-    if plan is not None and plan.digest != digest:
-        raise EvalUsageError(
-            f"eval {eval_id} ran another suite ({plan.suite_name}, {plan.suite_source}) or the suite changed since; "
-            "resume it with the same suite, or start a new eval"
-        )
+    plan = read_plan(folder)  # read again under the lock: a copy that just finished may have written it
     if workers is None and ("workers" in suite.limits.model_fields_set or engine == "local"):
         workers = suite.limits.workers
     pool = _make_pool(engine, suite, workers, address)  # Ray without a width: as many as the cluster has CPUs
