@@ -25,7 +25,17 @@ from cli.decide_cmd import decide_command
 from cli.eval_cmd import eval_command
 from cli.label_cmd import label_command, labels_command, unlabel_command
 from cli.otel_cmd import OtelFlag, export_for_run, export_otel_cmd
-from cli.output import clean, console, err_console, runs_dir_is_folder, say_damaged, shown, writable_runs_dir
+from cli.output import (
+    clean,
+    console,
+    err_console,
+    missing_steps,
+    runs_dir_is_folder,
+    say_damaged,
+    say_missing_steps,
+    shown,
+    writable_runs_dir,
+)
 from cli.output import usage_error as _usage_error
 from cli.run_ref import RunRef, resolve_run
 from cli.train_cmd import train_command
@@ -645,6 +655,9 @@ def runs_show(
         console.print(f"  {'[green]✓[/]' if check.passed else '[red]✗[/]'} {shown(check.description)}")
     if damaged:  # said up front: a count of steps that does not add up is otherwise a puzzle
         console.print(f"[bold red]{len(damaged)} line(s) of steps.jsonl cannot be read[/] (shown in place below)")
+    cut = missing_steps(run, len(entries))
+    if cut is not None:
+        console.print(f"[bold red]{shown(cut)}[/]")
     for entry in entries:
         if isinstance(entry, UnreadableStep):
             why = shown(entry.unreadable)
@@ -817,6 +830,7 @@ def _rerun(
     _check_urls(site_url=options.get("site_url"), base_url=base_url)
     source = _resolve(run_id, runs_dir, writes=ctx)  # the new run is recorded beside its source
     writable_runs_dir(source.runs_dir)
+    say_missing_steps(source.run_dir)  # replayed as far as it goes, but said: the recording stops short
     hooks = _step_printer()
     traces = export_for_run(otel, hooks, source_run=source.run_dir)
     try:
@@ -930,7 +944,10 @@ def diff(
     """Where two runs of the same task first differ: the action, or the screen before it."""
     from replays.diff import diff_runs
 
-    result = diff_runs(_run_dir(runs_dir, run_a), _run_dir(runs_dir, run_b))
+    dirs = _run_dir(runs_dir, run_a), _run_dir(runs_dir, run_b)
+    for run_dir in dirs:
+        say_missing_steps(run_dir)
+    result = diff_runs(*dirs)
     if result.screens_unchecked:
         steps = ", ".join(map(str, result.screens_unchecked))
         console.print(f"screens not compared at step(s) {steps}, only the actions: {shown(result.unchecked_reason or '')}")

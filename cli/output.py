@@ -199,6 +199,26 @@ def least_confident_markup(steps: Sequence[StepRecord]) -> str:
     return f"least confident step: [bold]step {step.index}[/] {confidence_markup(step.confidence, pad=0)}{excerpt}"
 
 
+def missing_steps(run: RunRecord, found: int) -> str | None:
+    """When a finished run's record counts more steps than its steps.jsonl holds (the file was cut: a copy that
+    stopped short, a truncation), what to say; else None."""
+    if run.status.value == "running" or found >= run.steps:
+        return None
+    return f"run.json counts {run.steps} steps, but steps.jsonl holds {found}: its end is missing (cut short or truncated)"
+
+
+def say_missing_steps(run_dir: Path) -> None:
+    """Warn on standard error when a finished run's steps.jsonl stops short of what run.json counts."""
+    from tracer.store import read_run, read_step_entries
+
+    try:
+        said = missing_steps(read_run(run_dir), len(read_step_entries(run_dir)))
+    except (OSError, ValueError):
+        return  # what cannot be read is said by the command that reads it
+    if said is not None:
+        err_console.print(f"[yellow]warning:[/] run {shown(run_dir.name)}: {said}", soft_wrap=True)
+
+
 def say_damaged(run_dir: Path, damaged: Sequence[UnreadableStep], where: str) -> None:
     """Warn on standard error that lines of a run's steps.jsonl cannot be read: a command that reads what it can
     says what it left out, and ``where``, how its output shows them."""
