@@ -217,6 +217,7 @@ class _Loop:
         self._pending: _PendingCalls | None = None  # tool calls of the last output still to run
         self._gate_stop: str | None = None  # a gate stopped the run: the end reason
         self._gate_stop_status = RunStatus.interrupted  # or failed, when the gate said so (a person's Stop)
+        self._backend_lasting = False  # the last backend error would recur on every ask (PolicyDecision)
 
     def run(self) -> RunResult:
         limits = self.task.limits
@@ -248,6 +249,9 @@ class _Loop:
                     break
                 if step.error_kind is StepErrorKind.diverged:
                     end_reason = step.error or "diverged"
+                    break
+                if step.error_kind is StepErrorKind.backend and self._backend_lasting:
+                    end_reason = f"the model cannot be asked: {step.error}"  # the same ask would fail the same way
                     break
                 consecutive_errors = consecutive_errors + 1 if step.outcome == "error" else 0
                 if terminate is not None:
@@ -346,6 +350,7 @@ class _Loop:
             error_kind, error = StepErrorKind.diverged, output.stand_in.stop
         elif decision.backend_error is not None:  # not the model's fault: not counted as a parse error
             error_kind, error = StepErrorKind.backend, decision.backend_error
+            self._backend_lasting = decision.backend_lasting
         elif decision.parse_error is not None:
             error_kind, error = StepErrorKind.parse, decision.parse_error
         elif decision.target_error is not None:

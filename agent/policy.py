@@ -47,6 +47,7 @@ class PolicyDecision(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     parse_error: str | None = None
     backend_error: str | None = None  # the model could not be asked (server down, out of memory): no output at all
+    backend_lasting: bool = False  # ... and asking again would fail the same way (a refused API key): the run ends
     # The policy knows what to act on but not where on this screen (a script's target not found, covered or out of
     # view): recorded as an executor error (no element), not as output that could not be parsed.
     target_error: str | None = None

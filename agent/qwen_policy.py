@@ -74,7 +74,9 @@ class QwenPolicy(Policy):
             generation = self.backend.generate(prompt, self.sampling, step=step, attention=attention, deadline=self.deadline)
         except BackendError as exc:
             return PolicyOutput(
-                decision=PolicyDecision(backend_error=f"the model backend failed: {exc}", confidence_reason="no output"),
+                decision=PolicyDecision(
+                    backend_error=f"the model backend failed: {exc}", backend_lasting=exc.lasting, confidence_reason="no output"
+                ),
                 trace=ModelTrace(prompt=prompt.record("current"), unavailable={"attention": "no output"}),
             )
         output = self._output(prompt, generation)

@@ -66,7 +66,12 @@ class Generation(BaseModel):
 
 
 class BackendError(StepError, RuntimeError):
-    """The backend could not produce an output (server down after retries, model failed)."""
+    """The backend could not produce an output (server down after retries, model failed). ``lasting``: asking again
+    would fail the same way (the server refused the API key), so the run ends instead of asking step after step."""
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class Backend(ABC):

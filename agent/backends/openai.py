@@ -44,6 +44,7 @@ class OpenAIBackend(Backend):
         self.model = model
         self.retries = retries
         self.timeout_s = timeout_s
+        self.api_key_env = api_key_env
         self.logprobs = logprobs
         self.thinking = ("thinking" in model.lower()) if thinking is None else thinking
         headers = {"Content-Type": "application/json"}
@@ -156,6 +157,9 @@ class OpenAIBackend(Backend):
                     return data
                 said = response.text if self._key is None else response.text.replace(self._key, "●●●●")
                 last = f"HTTP {response.status_code}: {said[:200]}"
+                if response.status_code in (401, 403):
+                    key = f"the API key from ${self.api_key_env}" if self._key else f"no API key (${self.api_key_env} is not set)"
+                    raise BackendError(f"{url} refused {key} ({last})", lasting=True)
                 if response.status_code not in RETRY_STATUS:
                     raise BackendError(f"{url} refused the request ({last})")
                 retry_after = response.headers.get("retry-after")

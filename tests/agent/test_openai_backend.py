@@ -295,3 +295,28 @@ def test_the_recorded_task_names_the_policy_that_ran(server, tmp_path):
     record = read_run(result.run_dir)
     assert record.policy == "openai" and record.task["policy"]["name"] == "openai"
     assert record.task["policy"]["base_url"] == server.url
+
+
+def test_a_refused_api_key_ends_the_run_at_once(server, tmp_path, monkeypatch):
+    """401 is not retried, and asking again at the next step would be refused the same way: the run ends, saying
+    which variable the key came from (and never the key, which the server's answer may echo)."""
+    from agent.loop import run_task
+    from tools.fake import FakeExecutor
+    from tracer.store import read_run
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-4711")
+    server.answer({}, status=401)
+    server.responses[-1] = (401, {"error": "invalid key sk-wrong-4711"}, {})
+    task = load_task(TASKS / "publish_product.yaml")
+    result = run_task(
+        task,
+        policy="openai",
+        runs_dir=tmp_path / "runs",
+        policy_overrides={"base_url": server.url, "model": "qwen3-vl-8b-thinking"},
+        executor=FakeExecutor(secrets=task.secret_values()),
+    )
+    assert len(server.requests) == 1 and result.steps == 1
+    assert result.end_reason.startswith("the model cannot be asked: the model backend failed: ")
+    assert "refused the API key from $OPENAI_API_KEY" in result.end_reason
+    assert "sk-wrong-4711" not in (tmp_path / "runs" / result.run_id / "run.json").read_text()
+    assert read_run(result.run_dir).end_reason == result.end_reason
