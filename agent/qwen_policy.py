@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
 from agent.confidence import Confidence, confidence, target_tokens
-from agent.parse import parse_output
+from agent.parse import CUT_OFF, parse_output
 from agent.policy import CallConfidence, ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.prompt import Prompt, build_prompt
 from agent.task import Task
@@ -104,6 +104,13 @@ class QwenPolicy(Policy):
         error = parsed.error
         if error and generation.finish_reason == "length":
             error += f" (generation stopped at the {self.sampling.max_new_tokens}-token limit)"
+        elif error == CUT_OFF and generation.finish_reason == "stop":
+            # Not cut off: the model (or the server's template) ended without ever closing its reasoning.
+            error = (
+                "the output ends without </think> although the model stopped on its own, so it holds only reasoning and "
+                "nothing in it is acted on: the server's chat template or reasoning parser may drop the tag, or the "
+                "model does not think (then set policy.thinking: false)"
+            )
         maps = attention_maps(generation, thinking=thinking) if generation.attention is not None else None
         unavailable = {} if maps is not None else {"attention": generation.attention_reason or "no attention captured"}
         decision = PolicyDecision(

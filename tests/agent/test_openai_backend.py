@@ -320,3 +320,13 @@ def test_a_refused_api_key_ends_the_run_at_once(server, tmp_path, monkeypatch):
     assert "refused the API key from $OPENAI_API_KEY" in result.end_reason
     assert "sk-wrong-4711" not in (tmp_path / "runs" / result.run_id / "run.json").read_text()
     assert read_run(result.run_dir).end_reason == result.end_reason
+
+
+def test_a_thinking_answer_that_stopped_without_closing_its_reasoning_is_not_called_cut_off(server):
+    """finish_reason "stop" without </think>: nothing was cut; the tag is missing (template, parser or a model that
+    does not think). Said so, with what to do, rather than "cut off"."""
+    server.answer({"content": "I will click the lamp. " + TEXT})  # a Thinking model's answer with no </think>
+    policy, task = policy_for(server)
+    error = policy.decide(task, [], obs()).decision.parse_error or ""
+    assert "without </think> although the model stopped on its own" in error and "policy.thinking: false" in error
+    assert "cut off" not in error
