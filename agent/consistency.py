@@ -85,7 +85,17 @@ _NEGATION = re.compile(
 )
 _PRONOUNS = {"it", "this", "that", "them", "here", "there", "this one", "that one", "它", "这个", "那个"}
 _ROLE_WORDS = {"button", "link", "textbox", "combobox", "checkbox", "tab", "menuitem", "option", "heading", "img"}
+_ARTICLES = {"the", "a", "an", "this", "that", "these", "those", "its", "my", "your"}
+# A kind of control named after its name ("the Northwind Goods heading"): the name is what shows there.
+_TRAILING_ROLE = re.compile(
+    r"\s+(?:button|link|heading|field|text ?box|input|tab|menu ?item|menu|checkbox|icon|option|label)$", re.IGNORECASE
+)
 _STOP = {"the", "a", "an", "to", "of", "on", "in", "and", "or", "for", "with", "my", "this", "that", "it", "its", "now", "then"}
+
+
+def _without_role(claim: str) -> str:
+    short = _TRAILING_ROLE.sub("", claim)
+    return short if short.strip() else claim
 
 
 def normalise(text: str) -> str:
@@ -129,7 +139,13 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
         found.append(match.group(1))
     for match in _NAMED_ZH.finditer(text):
         found.append(match.group(1))
-    if script_note != text and not found and 0 < len(script_note.split()) <= 3 and not _GENERATED_NOTE.match(script_note):
+    if (
+        script_note != text
+        and not found
+        and 0 < len(script_note.split()) <= 3
+        and not _GENERATED_NOTE.match(script_note)
+        and not _ARTICLES & set(normalise(script_note).split())  # "pick the suggestion" says what, not which
+    ):
         found.append(script_note)  # a script's short note names its target ("Sign in")
     if tool_text:
         found.append(tool_text)
@@ -139,7 +155,7 @@ def claimed_texts(reasoning: str | None, tool_text: str | None = None, goal_valu
             found.append(value)
     claims: list[str] = []
     for claim in found:
-        claim = " ".join(claim.split())[:MAX_CLAIM]
+        claim = _without_role(" ".join(claim.split())[:MAX_CLAIM])
         if _is_selector(claim):
             continue
         if normalise(claim) and normalise(claim) not in _ROLE_WORDS | _PRONOUNS and claim not in claims:

@@ -33,6 +33,8 @@ SCREEN = OcrResult(
         ("Script step 19/21: Attach the product photo", []),
         ("Script step 3/5: left_click coordinate=[200, 310]", []),  # a step without a note names nothing
         ("The page is loading.", []),
+        ("Click on Northwind Goods heading", ["Northwind Goods"]),  # the kind of control is not its text
+        ("Script step 3/4: pick the suggestion", []),  # a note that says what, not which: names nothing
     ],
 )
 def test_claims_are_quoted_or_named_texts(reasoning: str, claims: list[str]) -> None:
