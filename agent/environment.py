@@ -122,7 +122,11 @@ def _start_target(
         start_url = task.start_page()  # a file: page resolved and checked against the task's folders again
     except ValueError as exc:
         raise TaskError(task.source, [f"target.start_url: {exc}"]) from None
-    return None, start_url, None
+    from tools.browser import _origin
+
+    # A check's path (/api/...) is on the start page's site, as validation took it to be; a local page has none.
+    site = _origin(start_url) if urlsplit(start_url).scheme.lower() in ("http", "https") else None
+    return site, start_url, None
 
 
 def _shop_credentials(values: Mapping[str, str]) -> _ShopCredentials:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from agent.checks import run_checks
 from agent.task import load_task
 from tools.fake import FakePage
@@ -39,3 +41,40 @@ def test_a_url_pattern_is_filled_in_and_its_values_match_as_written(tmp_path):
     assert passed.description.endswith("product=lamp.42&s=7$")
     [dot_is_a_dot] = run_checks(task, FakePage(url="http://fake.invalid/p?product=lampX42&s=7"), None)
     assert not dot_is_a_dot.passed
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_http_json_path_is_on_the_start_pages_site(tmp_path):
+    """A path check (/api/...) passed validation for a start_url task, then failed at run time: "relative but the
+    task has no site base URL"."""
+    from agent.loop import run_task
+    from tests.conftest import require_chromium
+    from tests.servers import LocalServer, QuietHandler
+
+    require_chromium()
+
+    class Site(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/api/state.json":
+                self.reply(200, b'{"items": [{"name": "lamp", "ok": true}]}', "application/json")
+            else:
+                self.reply(200, b"<!doctype html><title>start</title><p>hello</p>", "text/html")
+
+    with LocalServer(Site) as server:
+        path = tmp_path / "t.yaml"
+        path.write_text(
+            textwrap.dedent(f"""\
+            name: api-check
+            goal: Look at the page.
+            target: {{start_url: "{server.url}/"}}
+            checks:
+              - {{type: http_json, url: /api/state.json, path: items, match: {{name: lamp}}}}
+            script:
+              - {{action: terminate, status: success}}
+            """),
+            encoding="utf-8",
+        )
+        result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
+    [check] = result.checks
+    assert check.passed, check.detail
