@@ -151,12 +151,24 @@ class OpenAIBackend(Backend):
                     try:
                         data = response.json()
                     except ValueError:
+                        kind = response.headers.get("content-type", "").split(";")[0].strip()
+                        if kind == "text/event-stream":
+                            raise BackendError(
+                                f"{url} answered with a stream (server-sent events), not one JSON answer: Glassbox does "
+                                "not ask for streaming; a proxy in between may force it"
+                            ) from None
                         raise BackendError(f"{url} answered 200 with a body that is not JSON") from None
                     if not isinstance(data, dict):
                         raise BackendError(f"{url} answered 200 with JSON that is not an object: {str(data)[:200]}")
                     return data
                 said = response.text if self._key is None else response.text.replace(self._key, "●●●●")
                 last = f"HTTP {response.status_code}: {said[:200]}"
+                if response.is_redirect:  # not followed: the key goes to the --base-url given, nowhere else
+                    where = response.headers.get("location", "")
+                    raise BackendError(
+                        f"{url} redirects to {where[:300]!r} (HTTP {response.status_code}), which is not followed: "
+                        "give that address as --base-url if it is the server"
+                    )
                 if response.status_code in (401, 403):
                     key = f"the API key from ${self.api_key_env}" if self._key else f"no API key (${self.api_key_env} is not set)"
                     raise BackendError(f"{url} refused {key} ({last})", lasting=True)

@@ -330,3 +330,11 @@ def test_a_thinking_answer_that_stopped_without_closing_its_reasoning_is_not_cal
     error = policy.decide(task, [], obs()).decision.parse_error or ""
     assert "without </think> although the model stopped on its own" in error and "policy.thinking: false" in error
     assert "cut off" not in error
+
+
+def test_a_redirect_is_not_followed_and_names_where_it_points(server):
+    server.responses.append((307, {}, {"Location": "http://elsewhere.invalid/v1/chat/completions"}))
+    policy, task = policy_for(server)
+    error = policy.decide(task, [], obs()).decision.backend_error or ""
+    assert "redirects to 'http://elsewhere.invalid/v1/chat/completions' (HTTP 307), which is not followed" in error, error
+    assert len(server.requests) == 1
