@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
 from agent.confidence import Confidence, confidence, target_tokens
-from agent.parse import CUT_OFF, parse_output
+from agent.parse import CUT_OFF, ParsedOutput, parse_output
 from agent.policy import CallConfidence, ModelTrace, Policy, PolicyDecision, PolicyOutput
 from agent.prompt import Prompt, build_prompt
 from agent.task import Task
@@ -94,7 +94,7 @@ class QwenPolicy(Policy):
             server_tool_calls=generation.server_tool_calls,
             thinking=thinking,
         )
-        scores = [self._confidence(generation, parsed.error, i) for i in range(max(1, len(parsed.tool_calls)))]
+        scores = [self._confidence(generation, parsed, i) for i in range(max(1, len(parsed.tool_calls)))]
         conf = scores[0]
         raw = generation.text
         if generation.server_reasoning:
@@ -142,12 +142,17 @@ class QwenPolicy(Policy):
         )
         return PolicyOutput(decision=decision, trace=trace)
 
-    def _confidence(self, generation: Generation, parse_error: str | None, call_index: int) -> Confidence:
+    def _confidence(self, generation: Generation, parsed: ParsedOutput, call_index: int) -> Confidence:
         """The confidence of one tool call, scored on the text the tokens spell out (a served model's
         whole generation, reasoning and raw ``<tool_call>`` text included, even when the server moved
         them out of ``content``)."""
-        if parse_error is not None and generation.tokens:
+        if parsed.error is not None and generation.tokens:
             return Confidence(value=None, reason="no tool call to score (the output could not be used)")
+        if generation.tokens and generation.token_text is not None and call_index < len(parsed.tool_calls):
+            spelt = parse_output(generation.token_text, thinking=self.backend.thinking).tool_calls
+            if call_index >= len(spelt) or spelt[call_index] != parsed.tool_calls[call_index]:
+                # A server whose log-probabilities are not of the answer it sent: a score of another call is no score.
+                return Confidence(value=None, reason="the log-probabilities spell another tool call than the one acted on")
         return confidence(
             generation.token_text or generation.text,
             generation.tokens,

@@ -242,3 +242,16 @@ def test_malformed_log_probabilities_are_a_reason_not_a_crash(server, logprobs, 
     server.answer({"content": "".join(CALL)}, logprobs)
     out = decide(server, INSTRUCT)
     assert out.decision.parse_error is None and out.decision.confidence is None and reason in out.decision.confidence_reason
+
+
+def test_log_probabilities_of_another_call_give_no_confidence(server):
+    """A server (or a proxy) whose log-probabilities spell another call than the one it answered: scoring them would
+    put a high confidence on a click that was never scored."""
+    other = ["543" if t == "183" else t for t in CALL]  # the tokens say (543, 524); the answer says (183, 524)
+    server.answer({"content": None, "reasoning": reasoning_text(), "tool_calls": hermes(ARGS)}, entries(REASONING, other))
+    out = decide(server, THINKING)
+    assert [parse_tool_call(c).model_dump() for c in out.decision.tool_calls] == [
+        {"action": "left_click", "coordinate": [183.0, 524.0]}
+    ]
+    assert out.decision.confidence is None
+    assert out.decision.confidence_reason == "the log-probabilities spell another tool call than the one acted on"
