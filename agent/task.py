@@ -25,7 +25,7 @@ import sysconfig
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import yaml
 from pydantic import (
@@ -666,6 +666,8 @@ class Task(_Strict):
                     instead = (
                         "find the element by its label or a selector instead"
                         if loc[0] == "script"
+                        else "a start URL is recorded and shown with every run; sign in with the secret in a step"
+                        if loc[0] == "target"
                         else "check it with text_present, http_json or file_json, which compare it on this machine"
                     )
                     problems.append(
@@ -715,6 +717,8 @@ class Task(_Strict):
 
     def _templated_texts(self) -> list[tuple[tuple[Any, ...], str]]:
         texts: list[tuple[tuple[Any, ...], str]] = [(("goal",), self.goal)]
+        if isinstance(self.target, UrlTarget):
+            texts.append((("target", "start_url"), self.target.start_url))
         for i, step in enumerate(self.script or []):
             for key, value in step.arguments().items():
                 if isinstance(value, str):
@@ -770,8 +774,11 @@ class Task(_Strict):
         return [base, *((base / root).resolve() for root in self.allowed_roots)]
 
     def start_page(self) -> str:
-        """The start URL as the browser opens it: a file: URL resolved to an absolute one (checked again)."""
+        """The start URL as the browser opens it: ``{seed}`` and inputs filled in (URL-quoted), a file: URL resolved
+        to an absolute one (checked again)."""
         url = self.target_url()
+        if isinstance(self.target, UrlTarget):
+            url = self.render_secret(url, escape=lambda value: quote(value, safe=""))  # no secret: refused at load
         return self.local_page_url(url) if self.is_local_page(url) else url
 
     def local_page_url(self, url: str, *, base: str | None = None) -> str:
@@ -1029,6 +1036,8 @@ def parse_task(
 def _in_the_page(loc: tuple[Any, ...], checks: list[Any]) -> bool:
     """Whether a templated text at ``loc`` is handed to the page: a script step's target, a js check's expression."""
     if loc[0] == "script" and len(loc) > 2 and loc[2] == "target":
+        return True
+    if loc[0] == "target":  # the start URL: the page, every record and the viewer see it
         return True
     return loc[0] == "checks" and isinstance(checks[loc[1]], JsCheck) and loc[2] == "expression"
 

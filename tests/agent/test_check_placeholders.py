@@ -78,3 +78,25 @@ def test_an_http_json_path_is_on_the_start_pages_site(tmp_path):
         result = run_task(load_task(path), policy="script", runs_dir=tmp_path / "runs")
     [check] = result.checks
     assert check.passed, check.detail
+
+
+def test_a_start_url_is_filled_in_and_a_secret_cannot_go_in_it(tmp_path):
+    """`start_url: ...?seed={seed}&user={user}` opened the literal braces."""
+    from agent.task import TaskError
+
+    path = tmp_path / "t.yaml"
+    text = textwrap.dedent("""\
+        name: start-url
+        goal: Open episode {seed}.
+        inputs: {user: "ada lovelace", pw: {value: s3cret-9, secret: true}}
+        target: {start_url: "http://127.0.0.1:9/ep?seed={seed}&user={user}"}
+        script:
+          - {action: terminate, status: success}
+        """)
+    path.write_text(text, encoding="utf-8")
+    task = load_task(path)
+    task.seed = 4
+    assert task.start_page() == "http://127.0.0.1:9/ep?seed=4&user=ada%20lovelace"
+    path.write_text(text.replace("&user={user}", "&pw={pw}"), encoding="utf-8")
+    with pytest.raises(TaskError, match=r"target.start_url: \{pw\} is a secret"):
+        load_task(path)
