@@ -282,10 +282,12 @@ def _class_char(ch: str) -> str:
 
 def with_placeholders(text: str | None, secrets: Mapping[str, str]) -> str | None:
     """``text`` with each secret's value written as ``<secret>name</secret>``, the form the model types it in (a
-    person's correction or note keeps its meaning; the value is gone), longest values first."""
+    person's correction or note keeps its meaning; the value is gone), longest values first. A value in another
+    case is replaced too: ``XQ7-TULIP-4821`` gives the password away as well as ``Xq7-tulip-4821`` does."""
     if text is None:
         return None
     for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
         if value:
-            text = text.replace(value, f"<secret>{name}</secret>")
+            placeholder = f"<secret>{name}</secret>"
+            text = re.sub(re.escape(value), lambda _m, p=placeholder: p, text, flags=re.IGNORECASE)
     return text

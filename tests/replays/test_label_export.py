@@ -152,6 +152,9 @@ def test_a_secret_typed_into_a_label_becomes_its_placeholder(run_dir: Path) -> N
     assert label.correction is not None and label.correction.text == "pw <secret>password</secret>"
     assert label.note == "it was <secret>password</secret>"
     assert SECRET not in (run_dir / LABELS_FILE).read_text()
+    shouted = label_step(run_dir, 1, "wrong", at=(10, 10), note=f"typed {SECRET.upper()} with caps lock on")
+    assert shouted.note == "typed <secret>password</secret> with caps lock on"  # another case gives it away too
+    assert SECRET.upper() not in (run_dir / LABELS_FILE).read_text()
 
 
 # -- exports: the prompt ----------------------------------------------------------------------------------------
