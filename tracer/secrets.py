@@ -288,6 +288,7 @@ def with_placeholders(text: str | None, secrets: Mapping[str, str]) -> str | Non
         return None
     for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
         if value:
-            placeholder = f"<secret>{name}</secret>"
-            text = re.sub(re.escape(value), lambda _m, p=placeholder: p, text, flags=re.IGNORECASE)
+            # a plain replacement string would read backslashes in the name as group references: escape them
+            placeholder = f"<secret>{name}</secret>".replace("\\", "\\\\")
+            text = re.sub(re.escape(value), placeholder, text, flags=re.IGNORECASE)
     return text
