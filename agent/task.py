@@ -693,7 +693,14 @@ class Task(_Strict):
             if step.action == "goto_url":
                 url = str(args.get("url", ""))
                 if _PLACEHOLDER.sub("x", url) == url and not self._url_allowed(url):
-                    problems.append((("script", i, "url"), f"{url!r} is outside allowed_origins"))
+                    local = urlsplit(url).scheme.lower() == "file" or self.is_local_page(self.target_url())
+                    why = (
+                        ": goto_url never opens local pages (a model could read files with it); open it in setup "
+                        "(goto), or click a link to it"
+                        if local
+                        else " is outside allowed_origins"
+                    )
+                    problems.append((("script", i, "url"), f"{url!r}{why}"))
         if self.environment == "browser":
             for i, setup_step in enumerate(self.setup):
                 goto = setup_step.goto and self.render_setup(setup_step.goto)

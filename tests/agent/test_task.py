@@ -154,3 +154,17 @@ def test_a_bad_target_is_one_problem_of_the_kind_it_names(target, said):
         parse_task(f"name: t\ngoal: g\ntarget: {target}\n")
     problems = [line.strip() for line in str(info.value).splitlines()[1:] if line.strip()] or [str(info.value)]
     assert len(problems) == 1 and said in problems[0], problems
+
+
+def test_goto_url_to_a_local_page_says_why_it_is_refused(tmp_path: Path) -> None:
+    """A page beside a file: start page was refused as "outside allowed_origins", which says nothing of why."""
+    (tmp_path / "one.html").write_text("<title>one</title>", encoding="utf-8")
+    (tmp_path / "two.html").write_text("<title>two</title>", encoding="utf-8")
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        'name: local\ngoal: Open the second page.\ntarget: {start_url: "file:one.html"}\n'
+        'script:\n  - {action: goto_url, url: "two.html"}\n  - {action: terminate, status: success}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(TaskError, match=r"script\[0\]\.url: 'two.html': goto_url never opens local pages .* setup \(goto\)"):
+        load_task(path)
