@@ -275,23 +275,29 @@ def test_an_answer_far_past_max_tokens_is_cut_and_said_as_a_length_stop(server):
     assert "1024-token limit" in (out.decision.parse_error or ""), out.decision.parse_error
 
 
-def test_the_recorded_task_names_the_policy_that_ran(server, tmp_path):
-    """run.json's task section said `policy.name: script` (the file's) beside the --base-url and --model of the
-    openai policy that ran."""
+def served_run(server, tmp_path):  # type: ignore[no-untyped-def]
+    """The bundled task run by the openai policy against ``server`` on the fake executor (no Chromium)."""
     from agent.loop import run_task
     from tools.fake import FakeExecutor
-    from tracer.store import read_run
 
-    terminate = {"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}
-    server.answer({"content": "Done.\n</think>\n\n<tool_call>\n" + json.dumps(terminate) + "\n</tool_call>"})
     task = load_task(TASKS / "publish_product.yaml")
-    result = run_task(
+    return run_task(
         task,
         policy="openai",
         runs_dir=tmp_path / "runs",
         policy_overrides={"base_url": server.url, "model": "qwen3-vl-8b-thinking"},
         executor=FakeExecutor(secrets=task.secret_values()),
     )
+
+
+def test_the_recorded_task_names_the_policy_that_ran(server, tmp_path):
+    """run.json's task section said `policy.name: script` (the file's) beside the --base-url and --model of the
+    openai policy that ran."""
+    from tracer.store import read_run
+
+    terminate = {"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}
+    server.answer({"content": "Done.\n</think>\n\n<tool_call>\n" + json.dumps(terminate) + "\n</tool_call>"})
+    result = served_run(server, tmp_path)
     record = read_run(result.run_dir)
     assert record.policy == "openai" and record.task["policy"]["name"] == "openai"
     assert record.task["policy"]["base_url"] == server.url
@@ -300,21 +306,12 @@ def test_the_recorded_task_names_the_policy_that_ran(server, tmp_path):
 def test_a_refused_api_key_ends_the_run_at_once(server, tmp_path, monkeypatch):
     """401 is not retried, and asking again at the next step would be refused the same way: the run ends, saying
     which variable the key came from (and never the key, which the server's answer may echo)."""
-    from agent.loop import run_task
-    from tools.fake import FakeExecutor
     from tracer.store import read_run
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-4711")
     server.answer({}, status=401)
     server.responses[-1] = (401, {"error": "invalid key sk-wrong-4711"}, {})
-    task = load_task(TASKS / "publish_product.yaml")
-    result = run_task(
-        task,
-        policy="openai",
-        runs_dir=tmp_path / "runs",
-        policy_overrides={"base_url": server.url, "model": "qwen3-vl-8b-thinking"},
-        executor=FakeExecutor(secrets=task.secret_values()),
-    )
+    result = served_run(server, tmp_path)
     assert len(server.requests) == 1 and result.steps == 1
     assert result.end_reason.startswith("the model cannot be asked: the model backend failed: ")
     assert "refused the API key from $OPENAI_API_KEY" in result.end_reason
