@@ -18,6 +18,8 @@ the loop's step time with OCR on vs off in the same process, plus how long after
    ``--catch-up`` s at the end; "caught up" is how long after the run's end (RunEnded) OCR had read every step.
    Both figures are printed against the same run's baselines: step time / off, catch-up / before.
 
+   ``off-again`` is OCR off once more, alternating with the rest: its ratio to ``off`` is the noise between runs.
+
     .venv/bin/python bench/ocr.py [--runs 3] [--warm 5] [--catch-up 120] [--conditions off,before,incremental]
 """
 
@@ -59,6 +61,7 @@ register_engine(BEFORE_ENGINE, lambda: RapidOcrEngine(threads=1, backend="onnxru
 # condition -> (OCR on, incremental reads, engine)
 CONDITIONS: dict[str, tuple[bool, bool, str]] = {
     "off": (False, True, "rapidocr"),
+    "off-again": (False, True, "rapidocr"),  # off once more: how far two runs of the same setting differ (the noise)
     "before": (True, True, BEFORE_ENGINE),
     "incremental": (True, True, "rapidocr"),
     "full": (True, False, "rapidocr"),
@@ -265,7 +268,9 @@ def main() -> None:
         for condition in conditions:
             f = figures_by[condition]
             line = f"  {condition:<12} median {median(f.steps) * 1000:.0f} ms/step over {len(f.steps)} steps"
-            if condition != "off":
+            if condition == "off-again":
+                line += f", {median(f.steps) / median(off.steps):.2f}x off (the same setting: the run-to-run noise)"
+            elif condition != "off":
                 line += f", {median(f.steps) / median(off.steps):.2f}x off"
                 line += f"; run wall (incl. the OCR wait) {median(f.walls) / median(off.walls):.2f}x off"
                 caught = f"{median(f.caught):.1f} s" if f.caught else "never"
