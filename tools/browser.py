@@ -183,7 +183,33 @@ _UNMASKED = """(read) => {
   try { return read(); }
   finally { for (const el of masked) el.style.setProperty('-webkit-text-security', 'disc', 'important'); }
 }"""
-_PAGE_TEXT = f"({_UNMASKED})(() => document.body ? document.body.innerText : '')"
+# The text a person sees: the body's, then that of open shadow roots (innerText does not go into them) and of
+# same-origin frames, each once; a bounded walk (a page of a million elements is read in part, not for minutes).
+_ALL_TEXT = """() => {
+  if (!document.body) return '';
+  const parts = [document.body.innerText];
+  let budget = 200000;
+  const seen = new Set();
+  const walk = (root) => {
+    if (!root || seen.has(root)) return;
+    seen.add(root);
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT);
+    for (let el = walker.nextNode(); el && budget-- > 0; el = walker.nextNode()) {
+      if (el.shadowRoot) {
+        parts.push([...el.shadowRoot.children].map(c => c.innerText || c.textContent || '').join('\\n'));
+        walk(el.shadowRoot);
+      }
+      if (el.tagName === 'IFRAME' || el.tagName === 'FRAME') {
+        let body = null;
+        try { body = el.contentDocument && el.contentDocument.body; } catch (e) {}  // another origin's: not ours
+        if (body) { parts.push(body.innerText); walk(body); }
+      }
+    }
+  };
+  walk(document.body);
+  return parts.filter(Boolean).join('\\n');
+}"""
+_PAGE_TEXT = f"({_UNMASKED})({_ALL_TEXT})"
 MIN_MASKED_SECRET = 4  # characters: a shorter secret would hide text everywhere it happens to occur
 LEAVE_DIALOG_GRACE_MS = 50  # after a goto_url the browser refused, for the leave-page dialog's event to arrive
 _ELEMENT_AT = """([x, y]) => {

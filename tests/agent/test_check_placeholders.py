@@ -43,9 +43,7 @@ def test_a_url_pattern_is_filled_in_and_its_values_match_as_written(tmp_path):
     assert not dot_is_a_dot.passed
 
 
-@pytest.mark.slow
-@pytest.mark.browser
-def test_an_http_json_path_is_on_the_start_pages_site(tmp_path):
+def test_an_http_json_path_is_on_the_start_pages_site(chromium, tmp_path):
     """A path check (/api/...) passed validation for a start_url task, then failed at run time: "relative but the
     task has no site base URL"."""
     from agent.loop import run_task

@@ -111,7 +111,7 @@ print("closed", flush=True)
 """
 
 
-def test_a_start_page_that_never_answers_fails_and_the_browser_still_closes() -> None:
+def test_a_start_page_that_never_answers_fails_and_the_browser_still_closes(chromium) -> None:
     """Chromium answers no DevTools detach while a page is loading: a server that accepts and never answers held the
     close (and `glassbox run`) for good, after the start page's error was already known. (In a child process:
     Playwright's objects cannot be closed from another thread, and a hang must not hold the suite.)"""

@@ -106,7 +106,7 @@ def test_a_busy_page_does_not_hold_the_close(browser: BrowserExecutor) -> None:
     assert done.stdout.startswith("closed in ")
 
 
-def test_a_link_to_a_slow_server_is_a_navigation_not_a_busy_script() -> None:
+def test_a_link_to_a_slow_server_is_a_navigation_not_a_busy_script(chromium) -> None:
     """Chromium leaves DevTools calls to the old document unanswered while the new one is on its way: a link whose
     server takes 2 s (past the 0.5 s limit) was recorded as an error and its page's script "stopped"."""
     import threading
