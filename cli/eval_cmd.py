@@ -6,9 +6,10 @@ flags, an eval id that names another suite, Ray missing), 130 interrupted (Ctrl-
 
 from __future__ import annotations
 
+import signal
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import BaseModel
@@ -142,6 +143,7 @@ def eval_command(
         else:
             progress.update(bar[0], completed=finished, tally=tally)  # type: ignore[arg-type]
 
+    term = _term_as_interrupt()  # `kill` stops the eval as Ctrl-C does: workers stopped, the resume command said
     try:
         with progress:
             outcome = run_eval(
@@ -167,6 +169,9 @@ def eval_command(
                 soft_wrap=True,
             )
         raise typer.Exit(code=130) from None
+    finally:
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
     if json_out:
         write_json(
             console,
@@ -253,6 +258,17 @@ def _print_summary(outcome: object) -> None:
             ],
         )
     console.print(f"results: [bold]{escape(str(outcome.folder))}[/] (episodes.jsonl, results.csv, summary.json)", soft_wrap=True)
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _term_as_interrupt() -> Any:
+    """SIGTERM raises KeyboardInterrupt from now on (when it had Python's default); the handler to put back, or None."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _build_miniwob(runs_dir: Path, tasks: str | None, seeds: str | None) -> Path:

@@ -361,3 +361,28 @@ def test_a_worker_that_dies_says_why_and_the_folder_the_eval_started_in_is_not_o
     assert second.status == "harness_error", second
     assert "exited with code 1 without a result" in second.harness_errors[0]
     assert "BOOM from a stray click.py" in second.harness_errors[0], second.harness_errors
+
+
+def test_kill_stops_an_eval_as_ctrl_c_does_and_says_how_to_resume(tmp_path: Path) -> None:
+    """SIGTERM (`kill`, a job scheduler's stop) ended the eval with -15 and no word of how to resume."""
+    runs = tmp_path / "runs"
+    args = [str(shop_suite(tmp_path, [1, 2])), "--workers", "1", "--runs-dir", str(runs), "--eval-id", "eval-term"]
+    events = runs / "evals" / "eval-term" / EPISODES_FILE
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "eval", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while '"event":"started"' not in (events.read_text(encoding="utf-8") if events.is_file() else ""):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "no episode started within 300 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    said = " ".join(err.split())
+    assert process.returncode == 130, said
+    assert "interrupted: the episodes that had finished are kept; resume with glassbox eval" in said
+    assert "--eval-id eval-term" in said
