@@ -560,21 +560,37 @@ class BrowserExecutor(BaseExecutor):
 
     def locate(self, target: Target) -> Located | None:
         """The first visible match (CSS pixels, relative to the viewport) and where a click would land on it
-        (:class:`tools.views.Located`), or None."""
-        page = self.page
+        (:class:`tools.views.Located`), or None. The page itself is searched first, then its frames (an embedded
+        form, an editor), each found where it shows on the page."""
+        if target.selector is None and not (target.label or target.role or target.text):
+            raise ValueError("a target needs one of selector, text, label or role")
+        found = self._locate_in(self.page.main_frame, target)
+        if found is not None:
+            return found
+        for frame in self.page.frames[1:MAX_FRAMES_SEARCHED]:
+            try:
+                offset = _frame_offset(frame)
+                if offset is None:
+                    continue  # not shown (display: none, detached): nothing in it can be clicked
+                found = self._locate_in(frame, target)
+            except Exception:  # the frame went away meanwhile
+                continue
+            if found is not None:
+                return _shifted(found, offset)
+        return None
+
+    def _locate_in(self, frame: Any, target: Target) -> Located | None:
         if target.selector and target.text:
             # one of several like elements by its whole text: `.alink` saying "in", not every link containing it
-            locator = page.locator(target.selector).filter(has_text=re.compile(rf"^\s*{re.escape(target.text)}\s*$"))
+            locator = frame.locator(target.selector).filter(has_text=re.compile(rf"^\s*{re.escape(target.text)}\s*$"))
         elif target.selector:
-            locator = page.locator(target.selector)
+            locator = frame.locator(target.selector)
         elif target.label:
-            locator = page.get_by_label(target.label, exact=True)
+            locator = frame.get_by_label(target.label, exact=True)
         elif target.role:
-            locator = page.get_by_role(target.role, name=target.name, exact=True)
-        elif target.text:
-            locator = page.get_by_text(target.text, exact=True)
+            locator = frame.get_by_role(target.role, name=target.name, exact=True)
         else:
-            raise ValueError("a target needs one of selector, text, label or role")
+            locator = frame.get_by_text(target.text, exact=True)
         for i in range(min(locator.count(), 20)):
             candidate = locator.nth(i)
             if candidate.is_visible():
@@ -1123,6 +1139,31 @@ class BrowserExecutor(BaseExecutor):
             self._watch.evaluate(f"({_ANIMATIONS_DONE})({left_ms})", await_promise=True, timeout_ms=left_ms + 1000)
         except Exception:
             pass  # the document went away mid-wait: a navigation, which the next screenshot shows
+
+
+MAX_FRAMES_SEARCHED = 21  # the page and 20 frames: an ad-laden page's hundred frames are not all searched
+
+
+def _frame_offset(frame: Any) -> tuple[float, float] | None:
+    """Where ``frame``'s viewport starts on the page's (CSS pixels): its element's box, inside its border and
+    padding; frames within frames add up, as Playwright's boxes are the page's. None when it is not shown."""
+    element = frame.frame_element()
+    box = element.bounding_box()
+    if box is None:
+        return None
+    inset = element.evaluate(
+        "el => { const s = getComputedStyle(el); return [el.clientLeft + parseFloat(s.paddingLeft || 0),"
+        " el.clientTop + parseFloat(s.paddingTop || 0)]; }"
+    )
+    return box["x"] + float(inset[0]), box["y"] + float(inset[1])
+
+
+def _shifted(found: Located, offset: tuple[float, float]) -> Located:
+    """A match inside a frame, moved to where it shows on the page."""
+    dx, dy = offset
+    point = (found.point[0] + dx, found.point[1] + dy) if found.point is not None else None
+    scroll = found.scroll.model_copy(update={"at": (found.scroll.at[0] + dx, found.scroll.at[1] + dy)}) if found.scroll else None
+    return found.model_copy(update={"x": found.x + dx, "y": found.y + dy, "point": point, "scroll": scroll})
 
 
 def _first_line(exc: BaseException) -> str:

@@ -131,3 +131,32 @@ def test_without_a_window_the_headless_shell_is_preferred(monkeypatch, tmp_path)
     assert find_chromium() == tmp_path / "chromium"  # a window (--headed) needs the whole browser
     (tmp_path / "chromium-headless-shell").unlink()
     assert find_chromium(headless=True) == tmp_path / "chromium"
+
+
+def test_a_target_inside_a_frame_is_found_where_it_shows_on_the_page(browser):
+    """An embedded form (a same-origin iframe, inside a frame with a border and padding) was never found: "no
+    visible element matches". It is found after the page itself, at its place on the page, and the click lands."""
+    from tests.servers import LocalServer, QuietHandler
+    from tools.browser import Target
+
+    outer = b"""<!doctype html><body style="margin:0"><p style="height:90px;margin:0">Outer Save</p>
+    <iframe src="/inner.html" style="position:absolute;left:100px;top:150px;width:600px;height:400px;
+      border:7px solid #000;padding:5px"></iframe></body>"""
+    inner = b"""<!doctype html><body style="margin:0"><div style="height:120px"></div>
+    <button id="b" style="margin-left:40px;width:200px;height:50px" onclick="parent.clicked = true">Inner Save</button>
+    </body>"""
+
+    class Site(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.reply(200, inner if self.path == "/inner.html" else outer, "text/html")
+
+    with LocalServer(Site) as server:
+        browser.goto(server.url + "/")
+        browser.page.wait_for_function("document.querySelector('iframe').contentDocument.getElementById('b') !== null")
+        found = browser.locate(Target(text="Inner Save"))
+        assert found is not None and found.point is not None
+        assert (found.x, found.y, found.width, found.height) == (100 + 7 + 5 + 40, 150 + 7 + 5 + 120, 200, 50)
+        assert browser.locate(Target(text="Outer Save")) is not None  # the page itself first, as before
+        x, y = found.point
+        assert act(browser, action="left_click", coordinate=[x / 1280 * 1000, y / 800 * 1000]).status == "ok"
+        assert browser.page.evaluate("window.clicked === true")
