@@ -47,7 +47,10 @@ from tools.coords import CoordinateMode
 from tools.errors import UsageError
 from tools.views import BrowserSettings, SettlePolicy, Target
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``{name}``: an input, {seed}, a value setup saved. ``{{`` and ``}}`` write a brace itself (as in Python's format
+# strings): a js check's `({{a}}) => a`, a text to type with "{name}" in it.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_BRACES = {"{{": "{", "}}": "}"}
 # Values Glassbox fills in itself: the run's working folder and this Python (desktop tasks), the episode's seed.
 RESERVED_VALUES = ("workdir", "python", "seed")
 SITES = ("shop",)
@@ -655,7 +658,7 @@ class Task(_Strict):
                 problems.append((("script", i, "for_each"), f"{step.for_each!r} is not a value setup saves (save_as)"))
         for loc, text in self._templated_texts():
             repeated = loc[0] == "script" and self.script is not None and self.script[loc[1]].for_each is not None
-            for ref in _PLACEHOLDER.findall(text):
+            for ref in placeholders(text):
                 if ref == "item" and repeated:
                     continue
                 if ref not in names:
@@ -692,7 +695,7 @@ class Task(_Strict):
                 problems.append((("script", i, "file"), f"{args.get('file')!r} is not a declared file (files: {declared})"))
             if step.action == "goto_url":
                 url = str(args.get("url", ""))
-                if _PLACEHOLDER.sub("x", url) == url and not self._url_allowed(url):
+                if not placeholders(url) and not self._url_allowed(url):
                     local = urlsplit(url).scheme.lower() == "file" or self.is_local_page(self.target_url())
                     why = (
                         ": goto_url never opens local pages (a model could read files with it); open it in setup "
@@ -873,7 +876,7 @@ class Task(_Strict):
                 return f"<secret>{name}</secret>"
             return self._value(name, spec)
 
-        return _PLACEHOLDER.sub(fill, text)
+        return _filled(text, fill)
 
     def render_setup(self, text: str) -> str:
         """A setup step's script or URL with ``{seed}`` filled in, and nothing else: JavaScript has braces of its own
@@ -925,7 +928,7 @@ class Task(_Strict):
                 return match.group(0)
             return f"<secret>{name}</secret>" if spec.secret or spec.env is not None else self._value(name, spec)
 
-        return shlex.join(_PLACEHOLDER.sub(fill, part) for part in argv)
+        return shlex.join(_filled(part, fill) for part in argv)
 
     def render_secret(self, text: str, *, escape: Callable[[str], str] | None = None) -> str:
         """Fill placeholders with real values, secrets included: for checks that never leave the machine.
@@ -938,7 +941,7 @@ class Task(_Strict):
                 return match.group(0)
             return escape(value) if escape is not None else value
 
-        return _PLACEHOLDER.sub(fill, text)
+        return _filled(text, fill)
 
     def goal_text(self) -> str:
         return self.render(self.goal)
@@ -1038,6 +1041,16 @@ def parse_task(
     if problems:
         raise TaskError(source, problems)
     return task
+
+
+def _filled(text: str, fill: Callable[[re.Match[str]], str]) -> str:
+    """``text`` with each ``{name}`` replaced by ``fill`` and each doubled brace written once."""
+    return _PLACEHOLDER.sub(lambda m: _BRACES[m.group(0)] if m.group(1) is None else fill(m), text)
+
+
+def placeholders(text: str) -> list[str]:
+    """The names ``text`` refers to (``{name}``), leaving out doubled braces."""
+    return [m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1) is not None]
 
 
 def _in_the_page(loc: tuple[Any, ...], checks: list[Any]) -> bool:

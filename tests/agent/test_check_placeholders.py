@@ -98,3 +98,29 @@ def test_a_start_url_is_filled_in_and_a_secret_cannot_go_in_it(tmp_path):
     path.write_text(text.replace("&user={user}", "&pw={pw}"), encoding="utf-8")
     with pytest.raises(TaskError, match=r"target.start_url: \{pw\} is a secret"):
         load_task(path)
+
+
+def test_doubled_braces_write_a_brace(tmp_path):
+    """`{city}` in a js check's destructuring was taken for an input ("refers to {city}, which is not an input"), and
+    there was no way to type "Dear {name}". Doubled braces write one brace, as in Python's format strings."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: braces
+        goal: Write "Dear {{name}}" to {who}.
+        inputs: {who: Ada}
+        target: {start_url: "http://fake.invalid/"}
+        checks:
+          - {type: js, expression: "(({{city}}) => city === 'Berlin')(window.form)"}
+        script:
+          - {action: type, text: "Dear {{name}}, from {who}"}
+          - {action: terminate, status: success}
+        """),
+        encoding="utf-8",
+    )
+    task = load_task(path)
+    assert task.goal_text() == 'Write "Dear {name}" to Ada.'
+    assert task.render(task.script[0].arguments()["text"]) == "Dear {name}, from Ada"
+    [check] = run_checks(task, FakePage(), None)  # the fake page answers no script: its error quotes the one sent
+    assert '"(({city}) => city ===' in check.detail, check.detail
+    assert check.description == "(({city}) => city === 'Berlin')(window.form) is true"
