@@ -230,6 +230,12 @@ def run(
     _check_urls(site_url=site_url, base_url=base_url)
     if site_url is not None and layout_seed is not None:
         raise _usage_error("--layout-seed applies to a site Glassbox starts; with --site-url the running site decides")
+    from agent.task import SiteTarget
+
+    if not isinstance(task.target, SiteTarget) and (site_url is not None or layout_seed is not None):
+        flag = "--site-url" if site_url is not None else "--layout-seed"
+        opens = "a desktop app" if task.target is None else "its own start_url"
+        raise _usage_error(f"{flag} is for a task on the bundled site; {task_file} opens {opens}")
     if ask_below is not None and not 0 <= ask_below <= 1:
         raise _usage_error(f"--ask-below must be a confidence between 0 and 1, not {ask_below:g}")
     if ask_on_mismatch and ocr is False:
