@@ -203,10 +203,26 @@ def inputs_as_written(node: Node | None, data: dict[str, Any]) -> None:
                         inputs[name]["value"] = field_value.value
 
 
+# PyYAML's wording for the mistakes people make most, said in words a task's author knows.
+_HINTS = (
+    (
+        "expected <block end>, but found",
+        "the indentation does not line up here (a line indented more or less than the one before it)",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a ':' where no key can start: a line indented under a value, or a value holding ': ' without quotes",
+    ),
+    ("found character '\\t' that cannot start any token", "a tab: indent with spaces"),
+)
+
+
 def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
     # "while scanning a quoted scalar, found unexpected end of stream": the context says what was being read.
     parts = [p for p in (exc.context, exc.problem) if p]
-    return ", ".join(parts) if parts else str(exc)
+    said = ", ".join(parts) if parts else str(exc)
+    hint = next((hint for pattern, hint in _HINTS if pattern in said), None)
+    return f"{hint} ({said})" if hint else said
 
 
 def load_yaml_file(path: Path, *, max_bytes: int = MAX_BYTES) -> tuple[Node | None, Any]:

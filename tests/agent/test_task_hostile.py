@@ -275,6 +275,9 @@ CASES = [
         ("script[0].keys: unknown key name 'contrl'",),
         14,
     ),
+    # -- the indentation mistakes people make most, in words a task's author knows
+    append("over-indented-key", "  extra: 1\n", ("not valid YAML", "the indentation does not line up here"), END),
+    append("tab-indent", "limits2:\n\tmax_steps: 3\n", ("not valid YAML", "a tab: indent with spaces"), END + 1),
 ]
 
 
