@@ -534,6 +534,12 @@ def test_correct_acts_at_the_clicked_spot_and_stop_ends_the_run(tmp_path, page):
         page.wait_for_selector("#film-0")  # step 0 is on the page now, selected or selectable
         page.keyboard.press("c")  # while a step waits, the label keys do not label another step
         page.keyboard.press("u")
+        # The page is driven by a Glassbox executor, whose own dialog policy would answer a real confirm first.
+        page.evaluate("window.confirm = (message) => { window.asked = message; return false; }")
+        page.get_by_role("button", name="Stop", exact=True).click()  # a misclick: asked, and Cancel keeps the run
+        assert str(page.evaluate("window.asked")).startswith("End this run here, as failed?")
+        assert page.is_visible("#pending") and not page.is_disabled("#ap-stop")
+        page.evaluate("window.confirm = () => true")
         page.get_by_role("button", name="Stop", exact=True).click()
         assert run.join() == run_dir
         page.wait_for_selector("#run-status:text('failed')")

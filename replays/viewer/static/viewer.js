@@ -519,7 +519,10 @@ async function answer(choice, correction) {
 
 $("ap-approve").addEventListener("click", () => answer("approve"));
 $("ap-skip").addEventListener("click", () => answer("skip"));
-$("ap-stop").addEventListener("click", () => answer("stop"));
+$("ap-stop").addEventListener("click", () => {
+  // Ending a run cannot be taken back (Approve and Skip only decide this step): asked once more.
+  if (confirm("End this run here, as failed? The steps so far stay recorded; it can be resumed from this step later.")) answer("stop");
+});
 $("ap-correct").addEventListener("click", () => {
   if (!pending) return;
   fixing = {coordinate: null};
