@@ -112,8 +112,17 @@ def run_eval(
             f"eval {eval_id} ran another suite ({plan.suite_name}, {plan.suite_source}) or the suite changed since; "
             "resume it with the same suite, or start a new eval"
         )
-    with _running_alone(folder, eval_id):  # a second copy would run every episode again beside the first
-        return _run_eval(suite, runs_dir, eval_id, folder, workers, engine, address, on_progress, on_start, otel)
+    if workers is None and ("workers" in suite.limits.model_fields_set or engine == "local"):
+        workers = suite.limits.workers
+    pool = _make_pool(engine, suite, workers, address)  # Ray without a width: as many as the cluster has CPUs
+    ran = False
+    try:
+        with _running_alone(folder, eval_id):  # a second copy would run every episode again beside the first
+            ran = True
+            return _run_eval(suite, runs_dir, eval_id, folder, pool, engine, on_progress, on_start, otel)  # closes it
+    finally:
+        if not ran:
+            pool.close()  # refused before anything ran: no workers left behind
 
 
 @contextmanager
@@ -145,9 +154,8 @@ def _run_eval(
     runs_dir: Path,
     eval_id: str,
     folder: Path,
-    workers: int | None,
+    pool: "_LocalPool | _RayPool",
     engine: Engine,
-    address: str | None,
     on_progress: ProgressCallback | None,
     on_start: Callable[[str, Path, int, int], None] | None,
     otel: bool,
@@ -155,9 +163,6 @@ def _run_eval(
     episodes = suite.episodes()
     digest = suite.plan_digest()
     plan = read_plan(folder)  # read again under the lock: a copy that just finished may have written it
-    if workers is None and ("workers" in suite.limits.model_fields_set or engine == "local"):
-        workers = suite.limits.workers
-    pool = _make_pool(engine, suite, workers, address)  # Ray without a width: as many as the cluster has CPUs
     workflow = _Workflow.start(otel, suite.name, eval_id)  # OpenTelemetry: the episodes' runs sit under one span
     try:
         if plan is None:
