@@ -16,10 +16,10 @@ import signal
 import socket
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TypedDict
+from typing import Any, Callable, Iterator, NoReturn, TypedDict
 
 import structlog
 from pydantic import BaseModel
@@ -275,15 +275,28 @@ class _Loop:
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
         except Exception as exc:
             if not interrupts.seen:  # the harness itself broke (browser crashed, disk full): recorded, then raised
-                self._crashed(exc)
+                try:
+                    with interrupts.held():
+                        self._crashed(exc)
+                finally:
+                    interrupts.restore()
             # Ctrl-C reaches the whole process group: Chromium and Playwright's driver may go first, or the interrupt
             # may surface wrapped (in a serializer's error); either way the person stopped the run.
             status, end_reason = RunStatus.interrupted, "interrupted by the user"
+        try:
+            # Written whole, whenever Ctrl-C comes: an interrupt while the end is written is taken after it.
+            with interrupts.held():
+                record = self.writer.finish(status=status, end_reason=end_reason)
+                log.info(
+                    "run ended",
+                    run_id=record.run_id,
+                    status=record.status.value,
+                    end_reason=record.end_reason,
+                    steps=record.steps,
+                )
+                self._end(record)
         finally:
             interrupts.restore()
-        record = self.writer.finish(status=status, end_reason=end_reason)
-        log.info("run ended", run_id=record.run_id, status=record.status.value, end_reason=record.end_reason, steps=record.steps)
-        self._end(record)
         return RunResult(
             run_id=record.run_id,
             run_dir=self.writer.run_dir,
@@ -724,6 +737,7 @@ class _InterruptWatch:
 
     def __init__(self) -> None:
         self.seen = False
+        self._holding = self._pending = False
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return
@@ -734,7 +748,22 @@ class _InterruptWatch:
 
     def _raise(self, signum: int, frame: object) -> None:
         self.seen = True
+        if self._holding:
+            self._pending = True  # taken when the hold ends
+            return
         raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Inside: an interrupt waits (the run's end is written whole); it is raised when the block ends."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            if self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
 
     def restore(self) -> None:
         for signum, previous in self._previous.items():

@@ -62,3 +62,24 @@ def test_ctrl_c_during_the_checks_closes_the_run(tmp_path, monkeypatch):
     assert (result.status, record.status) == (RunStatus.interrupted, RunStatus.interrupted)
     assert record.ended_at is not None and record.end_reason == "interrupted by the user"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the run
+
+
+def test_ctrl_c_while_the_end_is_written_comes_after_the_record_is_whole(tmp_path, monkeypatch):
+    """The end of a run (run.json's status, the index, the last events) is written whole: Ctrl-C there left run.json
+    "running" with no end. The interrupt is raised once it is written."""
+    from tracer.store import RunWriter
+
+    finish = RunWriter.finish
+
+    def interrupted_finish(self, **kwargs):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of writing the end
+        time.sleep(0.2)
+        return finish(self, **kwargs)
+
+    monkeypatch.setattr(RunWriter, "finish", interrupted_finish)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path)
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    record = read_run(run_dir)
+    assert record.status is RunStatus.succeeded and record.ended_at is not None  # the run was done: said so
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
