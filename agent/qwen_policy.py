@@ -11,7 +11,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from agent.backends.base import Backend, BackendError, Generation, resolve_sampling
+from agent.backends.base import CUT_HERE, Backend, BackendError, Generation, resolve_sampling
 from agent.confidence import Confidence, confidence, target_tokens
 from agent.parse import CUT_OFF, ParsedOutput, parse_output
 from agent.policy import CallConfidence, ModelTrace, Policy, PolicyDecision, PolicyOutput
@@ -104,6 +104,11 @@ class QwenPolicy(Policy):
         error = parsed.error
         if error and generation.finish_reason == "length":
             error += f" (generation stopped at the {self.sampling.max_new_tokens}-token limit)"
+        elif error and generation.finish_reason == CUT_HERE:
+            error += (
+                f" (the server's answer ran far past what {self.sampling.max_new_tokens} tokens can hold, so Glassbox kept "
+                f"its first {len(generation.text)} characters)"
+            )
         elif error == CUT_OFF and generation.finish_reason == "stop":
             # Not cut off: the model (or the server's template) ended without ever closing its reasoning.
             error = (

@@ -65,6 +65,9 @@ class Generation(BaseModel):
     decoding: DecodingInfo | None = None  # local backend: which decode path, prefix reuse, timings
 
 
+CUT_HERE = "cut"  # a Generation's finish_reason when Glassbox cut an answer that ran far past max_new_tokens
+
+
 class BackendError(StepError, RuntimeError):
     """The backend could not produce an output (server down after retries, model failed). ``lasting``: asking again
     would fail the same way (the server refused the API key), so the run ends instead of asking step after step."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from agent.backends.base import Backend, BackendError, Generation, Sampling, TokenLogprob
+from agent.backends.base import CUT_HERE, Backend, BackendError, Generation, Sampling, TokenLogprob
 from agent.prompt import ImagePart, Prompt, TextPart
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -103,10 +103,10 @@ class OpenAIBackend(Backend):
         reasoning = _reasoning(message)
         finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
         # No model writes more than a few characters a token: a server that sends megabytes past max_tokens would fill
-        # the run's records (each step keeps its output twice) and the viewer. Cut, and said as a length stop.
+        # the run's records (each step keeps its output twice) and the viewer. Cut here, and said so.
         limit = CHARS_PER_TOKEN_LIMIT * max(sampling.max_new_tokens, 256)
         if len(content) > limit or len(reasoning or "") > limit:
-            content, reasoning, finish = content[:limit], reasoning[:limit] if reasoning else reasoning, "length"
+            content, reasoning, finish = content[:limit], reasoning[:limit] if reasoning else reasoning, CUT_HERE
         tool_calls = message.get("tool_calls") or None
         if tool_calls is not None and not (isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
             raise BackendError(f"the server's tool_calls is not a list of objects: {str(tool_calls)[:200]}")

@@ -272,7 +272,9 @@ def test_an_answer_far_past_max_tokens_is_cut_and_said_as_a_length_stop(server):
     out = policy.decide(task, [], obs())
     assert len(out.trace.raw_output or "") <= 32 * 1024
     assert out.decision.tool_calls == []  # what came after the cut is not acted on
-    assert "1024-token limit" in (out.decision.parse_error or ""), out.decision.parse_error
+    assert "ran far past what 1024 tokens can hold, so Glassbox kept its first 32768 characters" in (
+        out.decision.parse_error or ""
+    ), out.decision.parse_error
 
 
 def served_run(server, tmp_path):  # type: ignore[no-untyped-def]
