@@ -265,7 +265,7 @@ def test_a_server_that_does_not_answer_is_waited_on_only_until_the_runs_deadline
     assert len(seen) == 1  # not sent again past the deadline
 
 
-def test_an_answer_far_past_max_tokens_is_cut_and_said_as_a_length_stop(server):
+def test_an_answer_far_past_max_tokens_is_cut_and_said_so(server):
     """5 MB of "reasoning" for a 1024-token limit would go into steps.jsonl twice and into the viewer page."""
     server.answer({"content": "x" * 5_000_000 + THOUGHT})
     policy, task = policy_for(server, max_new_tokens=1024)
