@@ -662,8 +662,16 @@ class Task(_Strict):
                 if ref == "item" and repeated:
                     continue
                 if ref not in names:
-                    known = ", ".join(sorted(names)) or "none"
-                    problems.append((loc, f"refers to {{{ref}}}, which is not an input (inputs: {known})"))
+                    # {python} and {workdir} are a desktop run's: not offered to a browser task
+                    offered = names - ({"python", "workdir"} if self.environment != "desktop" else set())
+                    known = ", ".join(sorted(offered)) or "none"
+                    problems.append(
+                        (
+                            loc,
+                            f"refers to {{{ref}}}, which is not an input (inputs: {known}); "
+                            f"write {{{{{ref}}}}} for the text {{{ref}}} itself",
+                        )
+                    )
                 elif ref in self.inputs and self.inputs[ref].secret and _in_the_page(loc, self.checks):
                     # The page is not trusted with a secret: these get <secret>name</secret>, so would never match.
                     instead = (

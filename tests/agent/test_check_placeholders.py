@@ -124,3 +124,18 @@ def test_doubled_braces_write_a_brace(tmp_path):
     [check] = run_checks(task, FakePage(), None)  # the fake page answers no script: its error quotes the one sent
     assert '"(({city}) => city ===' in check.detail, check.detail
     assert check.description == "(({city}) => city === 'Berlin')(window.form) is true"
+
+
+def test_an_unknown_name_says_how_to_write_braces(tmp_path):
+    from agent.task import TaskError
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        'name: b\ngoal: Check {city}\ntarget: {start_url: "http://127.0.0.1:9/"}\n'
+        "script:\n  - {action: terminate, status: success}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(TaskError) as info:
+        load_task(path)
+    said = str(info.value)
+    assert "refers to {city}, which is not an input (inputs: seed); write {{city}} for the text {city} itself" in said
