@@ -392,6 +392,7 @@ class BrowserExecutor(BaseExecutor):
         self._settled_shot: _SettledShot | None = None
         self._shoot_after_settle = False  # whether the current action can change the screen
         self._screen_untouched = False  # the current action is one that does nothing on screen (terminate, answer)
+        self._load_stopped: str | None = None  # the URL whose loading the last settle stopped (it never answered)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "BrowserExecutor":
@@ -488,7 +489,14 @@ class BrowserExecutor(BaseExecutor):
     def act(self, action: A.Action, *, deadline: float | None = None) -> Outcome:
         with self._watchdog() as watchdog:
             outcome = super().act(action, deadline=deadline)
-        if watchdog.stopped and outcome.status == "ok":
+        if self._load_stopped is not None and outcome.status == "ok":
+            error = (
+                f"the page it led to did not answer within {self.settings.settle_timeout_ms / 1000:g} s, so its loading "
+                f"was stopped (as Esc does) and {self._load_stopped[:MAX_TAB_URL]} stays on screen; "
+                "browser.settle_timeout_ms gives a slow site more time"
+            )
+            outcome = outcome.model_copy(update={"status": "error", "error": error})
+        elif watchdog.stopped and outcome.status == "ok":
             error = (
                 f"the page did not respond for {watchdog.limit_s:g} s after the {action.action} (a script that does not "
                 "return, e.g. an endless loop or dialogs without end): Glassbox stopped the page's script"
@@ -981,6 +989,7 @@ class BrowserExecutor(BaseExecutor):
     def _perform(self, action: A.Action, audit: CoordinateAudit | None) -> None:
         # Ending or answering leaves the screen as it is: nothing to wait for, nothing for the next perceive to see.
         self._screen_untouched = isinstance(action, A.Terminate | A.Answer)
+        self._load_stopped = None
         self._shoot_after_settle = not self._screen_untouched
         try:
             super()._perform(action, audit)
@@ -1021,6 +1030,8 @@ class BrowserExecutor(BaseExecutor):
             self._navigations > navigations_before and self._loads < self._navigations and watch.stops == stops_before
         ):
             if time.monotonic() > deadline:
+                if watch.pending:  # the next page has not even answered: Chromium answers no script on the old one
+                    self._stop_loading()  # meanwhile (no screenshot title, no secret masking), so stop it, as Esc does
                 break  # a slow page is not an error of the action; the next screenshot shows it
             self.page.wait_for_timeout(10)
         # A tab the action asked for (known with the frame wait, as a navigation is) arrives as its own event.
@@ -1047,6 +1058,16 @@ class BrowserExecutor(BaseExecutor):
         self._follow_tabs(deadline)
         if shoot:
             self._shoot_settled()
+
+    def _stop_loading(self) -> None:
+        watch = self._watch
+        if watch is None:
+            return
+        try:
+            watch.session.send("Page.stopLoading", timeout=2000)  # answered by the browser, whatever the page does
+        except Exception:  # the page went away meanwhile
+            return
+        self._load_stopped = self.page.url
 
     def _follow_tabs(self, deadline: float) -> None:
         """Act where a person would now look: in the tab the action opened (the page asked for one while

@@ -128,3 +128,33 @@ def test_a_start_page_that_never_answers_fails_and_the_browser_still_closes(chro
         pytest.fail("closing the browser hung on the page still loading")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-2:] == [f"the start page {done.stdout.split()[3]} did not load within 1 s", "closed"]
+
+
+def test_a_link_to_a_page_that_never_answers_is_an_error_and_the_page_before_stays(chromium) -> None:
+    """Chromium answers no script on the old document while the next one has not answered: the next screenshot's
+    title (and secret masking) waited until the capture failed, and the run crashed. The loading is stopped at the
+    settle's limit, as Esc does, and the step says so."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel does) and never answers
+    page = (
+        f'<!doctype html><title>start</title><a href="http://127.0.0.1:{silent.getsockname()[1]}/" '
+        'style="display:block;width:1280px;height:800px">stuck link</a>'
+    ).encode()
+
+    class Start(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.reply(200, page, "text/html")
+
+    try:
+        with LocalServer(Start) as server, BrowserExecutor(BrowserSettings(settle_timeout_ms=1000)) as browser:
+            browser.allowed_origins.append(server.url)
+            browser.goto(server.url + "/")
+            outcome = click(browser, 640, 400)
+            assert outcome.status == "error" and "did not answer within 1 s, so its loading was stopped" in (outcome.error or "")
+            observation = browser.perceive()  # no CaptureTimeout: the page before is on screen, and answers
+            assert observation.title == "start"
+    finally:
+        silent.close()
