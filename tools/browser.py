@@ -490,10 +490,11 @@ class BrowserExecutor(BaseExecutor):
         with self._watchdog() as watchdog:
             outcome = super().act(action, deadline=deadline)
         if self._load_stopped is not None and outcome.status == "ok":
+            waited = max(self.settings.settle_timeout_ms, START_PAGE_TIMEOUT_MS) / 1000
             error = (
-                f"the page it led to did not answer within {self.settings.settle_timeout_ms / 1000:g} s, so its loading "
-                f"was stopped (as Esc does) and {self._load_stopped[:MAX_TAB_URL]} stays on screen; "
-                "browser.settle_timeout_ms gives a slow site more time"
+                f"the page it led to did not answer within {waited:g} s (or the run's time budget), so its loading was "
+                f"stopped (as Esc does) and {self._load_stopped[:MAX_TAB_URL]} stays on screen; "
+                "browser.settle_timeout_ms above 30000 gives a slow site more time"
             )
             outcome = outcome.model_copy(update={"status": "error", "error": error})
         elif watchdog.stopped and outcome.status == "ok":
@@ -1029,10 +1030,17 @@ class BrowserExecutor(BaseExecutor):
             # begun (its request seen) and neither loaded nor stopped: a 204 answer or a download never loads
             self._navigations > navigations_before and self._loads < self._navigations and watch.stops == stops_before
         ):
-            if time.monotonic() > deadline:
-                if watch.pending:  # the next page has not even answered: Chromium answers no script on the old one
-                    self._stop_loading()  # meanwhile (no screenshot title, no secret masking), so stop it, as Esc does
-                break  # a slow page is not an error of the action; the next screenshot shows it
+            now = time.monotonic()
+            if now > deadline:
+                if not watch.pending:
+                    break  # a slow page is not an error of the action; the next screenshot shows it
+                # The next page has not even answered, and Chromium answers no script on the old one meanwhile (no
+                # screenshot title, no secret masking): waited for as long as a start page is (a slow report), within
+                # the run's budget, then stopped, as Esc does.
+                unanswered = started + max(self.settings.settle_timeout_ms, START_PAGE_TIMEOUT_MS) / 1000
+                if now > (unanswered if self._deadline is None else min(unanswered, self._deadline)):
+                    self._stop_loading()
+                    break
             self.page.wait_for_timeout(10)
         # A tab the action asked for (known with the frame wait, as a navigation is) arrives as its own event.
         while watch.windows > windows_before and not self._opened and time.monotonic() < deadline:
