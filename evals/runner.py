@@ -137,7 +137,8 @@ def _running_alone(folder: Path, eval_id: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+            written = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            holder = written if written.isdigit() else "another process"  # the file is the holder's pid, or damaged
             raise EvalUsageError(
                 f"eval {eval_id} is running already (process {holder}); let it finish, or stop it, then run this again "
                 "to resume it"
